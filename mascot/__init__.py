@@ -1,0 +1,1 @@
+"""Mascot Generator: turn an idea into a mascot with Kandinsky 2.2."""

@@ -1,0 +1,71 @@
+"""The Generator protocol and the values that cross it: what the worker and the UI know of a model, without torch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from PIL import Image
+
+from mascot.request import GenerationRequest
+
+Stage = Literal["prior", "decoder"]
+
+
+class GenerationCancelled(Exception):
+    """Raised from a step callback to stop a generation; the pipeline stays usable."""
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    """One denoising step done: which stage, how far, and now and then a rough preview of the first image."""
+
+    stage: Stage
+    step: int
+    total: int
+    preview: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class PromptUse:
+    """What the text encoder really saw of a prompt: `used` was encoded, `cut` was dropped past its token limit."""
+
+    used: str
+    cut: str = ""
+
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """The result of one request: image i was made from seed `seeds[i]` (= request.seed + i)."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    prompt: PromptUse
+    negative_prompt: PromptUse
+    prior_seconds: float = 0.0
+    decoder_seconds: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is loaded, said for people: shown in the page's banner and stored with every mascot."""
+
+    name: str
+    is_preview_model: bool
+    device: str
+    reason: str = ""
+
+
+StepCallback = Callable[[StepUpdate], None]
+
+
+class Generator(Protocol):
+    """Anything that turns a request into images. The real one is `mascot.model.KandinskyGenerator`."""
+
+    info: ModelInfo
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImages:
+        """Run the request; `on_step` may raise GenerationCancelled to stop it."""
+        ...

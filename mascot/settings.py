@@ -1,0 +1,84 @@
+"""Settings: one frozen value built from command-line flags and MASCOT_* variables; the only reader of os.environ."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_CHOICES_HELP = (
+    "'auto' (the real Kandinsky 2.2 when a GPU and its weights are available, else the offline preview model), "
+    "'kandinsky' (the hub's kandinsky-community/kandinsky-2-2-prior and -decoder), 'tiny' (the offline preview "
+    "model), or a folder holding prior/ and decoder/ pipelines"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app is configured with. Flags win over MASCOT_* variables, which win over defaults."""
+
+    model: str = "auto"
+    prior: str | None = None
+    decoder: str | None = None
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    secret: str | None = None
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    share: bool = False
+    queue_max_size: int = 64
+    preview_every: int = 5
+    hub_timeout_s: float = 5.0
+
+    @property
+    def images_dir(self) -> Path:
+        """The only folder the web server may serve files from."""
+        return self.data_dir / "images"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL: MASCOT_DATABASE_URL, or SQLite in the data folder."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'mascots.db').resolve()}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python app.py`."""
+    parser = argparse.ArgumentParser(prog="python app.py", description="Mascot Generator: turn an idea into a mascot.")
+    parser.add_argument("--model", help=f"Which model to load: {MODEL_CHOICES_HELP}. Default: auto (MASCOT_MODEL).")
+    parser.add_argument("--prior", help="Prior pipeline: a hub id or a folder (MASCOT_PRIOR). Overrides --model's.")
+    parser.add_argument("--decoder", help="Decoder pipeline: a hub id or a folder (MASCOT_DECODER).")
+    parser.add_argument("--data-dir", help="Where the database, images and preview model live (MASCOT_DATA_DIR).")
+    parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (MASCOT_DATABASE_URL).")
+    parser.add_argument("--share", action="store_true", default=None, help="Also serve on a public share link.")
+    parser.add_argument("--host", help="Address to listen on (GRADIO_SERVER_NAME; default 127.0.0.1).")
+    parser.add_argument("--port", type=int, help="Port to listen on (GRADIO_SERVER_PORT; default 7860).")
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags (argv) and the environment; pass both explicitly in tests."""
+    env = os.environ if environ is None else environ
+    flags = build_parser().parse_args(argv)
+    defaults = Settings()
+
+    def pick(flag: object, variable: str, default: object) -> object:
+        if flag is not None:
+            return flag
+        return env.get(variable) or default
+
+    return Settings(
+        model=str(pick(flags.model, "MASCOT_MODEL", defaults.model)),
+        prior=pick(flags.prior, "MASCOT_PRIOR", None),  # type: ignore[arg-type]
+        decoder=pick(flags.decoder, "MASCOT_DECODER", None),  # type: ignore[arg-type]
+        data_dir=Path(str(pick(flags.data_dir, "MASCOT_DATA_DIR", defaults.data_dir))),
+        database_url=pick(flags.database_url, "MASCOT_DATABASE_URL", None),  # type: ignore[arg-type]
+        secret=env.get("MASCOT_SECRET") or None,
+        server_name=str(pick(flags.host, "GRADIO_SERVER_NAME", defaults.server_name)),
+        server_port=int(str(pick(flags.port, "GRADIO_SERVER_PORT", defaults.server_port))),
+        share=bool(flags.share) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
+        queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
+        preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
+        hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
+    )

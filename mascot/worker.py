@@ -1,0 +1,293 @@
+"""The GPU's one owner: loads the model in the background, runs queued jobs one at a time, and always stores results.
+
+Gradio closes a streaming handler when its browser goes away, so no generation may live inside a handler: a handler
+submits a `Job` here and relays what it sees. The worker finishes every job it starts and hands the images to
+`on_finished` (the store), whether or not anyone is still watching.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from PIL import Image
+
+from mascot.generator import GeneratedImages, GenerationCancelled, Generator, ModelInfo, StepUpdate
+from mascot.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the banner says: the state, a sentence for people, and the loaded model once there is one."""
+
+    state: ModelState
+    message: str
+    info: ModelInfo | None = None
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+
+class SubmitRefused(Exception):
+    """A job could not be queued; the message is a sentence for the person who asked."""
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A consistent view of a job at one moment, for a handler to show."""
+
+    version: int
+    state: JobState
+    jobs_ahead: int
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    preview: Image.Image | None = None
+    outcome: Any = None
+    generated: GeneratedImages | None = None
+    error: str = ""
+
+
+class Job:
+    """One request of one browser, from the queue to the store. Thread-safe; handlers only read it."""
+
+    def __init__(self, request: GenerationRequest, owner_hash: str) -> None:
+        self.id = uuid.uuid4().hex
+        self.request = request
+        self.owner_hash = owner_hash
+        self.submitted_at = time.monotonic()
+        self.cancel_requested = threading.Event()
+        self._changed = threading.Condition()
+        self._snapshot = JobSnapshot(version=0, state=JobState.QUEUED, jobs_ahead=0)
+
+    @property
+    def snapshot(self) -> JobSnapshot:
+        with self._changed:
+            return self._snapshot
+
+    def cancel(self) -> None:
+        """Ask the job to stop: a queued job never starts, a running one stops at its next step."""
+        self.cancel_requested.set()
+
+    def wait_for_change(self, seen_version: int, timeout: float) -> JobSnapshot:
+        """Block until the job moves past `seen_version` (or `timeout` seconds pass) and return its snapshot."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._snapshot.version > seen_version, timeout=timeout)
+            return self._snapshot
+
+    def update(self, **changes: Any) -> None:
+        with self._changed:
+            self._snapshot = replace(self._snapshot, version=self._snapshot.version + 1, **changes)
+            self._changed.notify_all()
+
+
+LoadGenerator = Callable[[Callable[[str], None]], Generator]
+OnFinished = Callable[[Job, GeneratedImages, ModelInfo], Any]
+
+
+class GenerationWorker:
+    """Owns the generator: one thread loads it, then runs jobs in submission order."""
+
+    def __init__(self, load_generator: LoadGenerator, on_finished: OnFinished, *, max_queued: int = 64) -> None:
+        self._load_generator = load_generator
+        self._on_finished = on_finished
+        self._max_queued = max_queued
+        self._generator: Generator | None = None
+        self._status = ModelStatus(ModelState.LOADING, "Starting up…")
+        self._pending: collections.deque[Job] = collections.deque()
+        self._active: dict[str, Job] = {}  # owner_hash -> queued or running job
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> GenerationWorker:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the running job; queued jobs are cancelled."""
+        with self._lock:
+            self._stopping = True
+            for job in self._pending:
+                job.update(state=JobState.CANCELLED, error="The server is shutting down.")
+            self._pending.clear()
+            self._lock.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait_until_loaded(self, timeout: float) -> ModelStatus:
+        """Block until the model is ready or failed (tests and benchmarks)."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._status.state is not ModelState.LOADING, timeout=timeout)
+            return self._status
+
+    @property
+    def status(self) -> ModelStatus:
+        with self._lock:
+            return self._status
+
+    # ---- the queue ---------------------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, owner_hash: str) -> Job:
+        """Queue a job; refused with a sentence while the model loads, when full, or when this browser has one."""
+        with self._lock:
+            self.check_can_submit(owner_hash)
+            job = Job(request, owner_hash)
+            job.update(jobs_ahead=len(self._pending) + (1 if self._running_job() else 0))
+            self._pending.append(job)
+            self._active[owner_hash] = job
+            self._lock.notify_all()
+            return job
+
+    def check_can_submit(self, owner_hash: str) -> None:
+        """Raise SubmitRefused if a new job from this browser would be refused now (costs nothing)."""
+        with self._lock:
+            if self._stopping:
+                raise SubmitRefused("The server is shutting down; try again in a minute.")
+            if self._status.state is ModelState.LOADING:
+                raise SubmitRefused(f"The model is still loading ({self._status.message}). Try again in a moment.")
+            if self._status.state is ModelState.FAILED:
+                raise SubmitRefused(f"The model could not be loaded: {self._status.message}")
+            if owner_hash in self._active:
+                raise SubmitRefused("You already have a mascot in the works: wait for it to finish or cancel it.")
+            if len(self._pending) >= self._max_queued:
+                raise SubmitRefused("The queue is full right now. Please try again in a minute.")
+
+    def active_job(self, owner_hash: str) -> Job | None:
+        with self._lock:
+            return self._active.get(owner_hash)
+
+    def cancel_for(self, owner_hash: str) -> bool:
+        """Cancel this browser's queued or running job; False when it has none."""
+        with self._lock:
+            job = self._active.get(owner_hash)
+            if job is None:
+                return False
+            job.cancel()
+            if job in self._pending:  # never started: drop it now so the browser may submit again at once
+                self._pending.remove(job)
+                self._active.pop(owner_hash, None)
+                job.update(state=JobState.CANCELLED)
+                self._announce_positions()
+            return True
+
+    @property
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._pending) + (1 if self._running_job() else 0)
+
+    def _running_job(self) -> Job | None:
+        return next((job for job in self._active.values() if job.snapshot.state is JobState.RUNNING), None)
+
+    # ---- the worker thread -------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        if not self._load():
+            return
+        while True:
+            job = self._next_job()
+            if job is None:
+                return
+            try:
+                self._run_job(job)
+            finally:
+                with self._lock:
+                    self._active.pop(job.owner_hash, None)
+                    self._announce_positions()
+
+    def _load(self) -> bool:
+        def on_status(message: str) -> None:
+            with self._lock:
+                self._status = ModelStatus(ModelState.LOADING, message)
+
+        try:
+            generator = self._load_generator(on_status)
+        except Exception as error:  # the page must keep serving and say why
+            log.exception("loading the model failed")
+            with self._lock:
+                self._status = ModelStatus(ModelState.FAILED, str(error) or type(error).__name__)
+                self._lock.notify_all()
+            return False
+        with self._lock:
+            self._generator = generator
+            self._status = ModelStatus(ModelState.READY, "Ready", generator.info)
+            self._lock.notify_all()
+        return True
+
+    def _next_job(self) -> Job | None:
+        with self._lock:
+            while True:
+                if self._stopping:
+                    return None
+                if self._pending:
+                    job = self._pending.popleft()
+                    job.update(state=JobState.RUNNING, jobs_ahead=0)
+                    self._announce_positions()
+                    return job
+                self._lock.wait()
+
+    def _announce_positions(self) -> None:
+        """Tell each queued job how many jobs run before it (the running one counts)."""
+        running = 1 if self._running_job() else 0
+        for position, job in enumerate(self._pending):
+            if job.snapshot.jobs_ahead != position + running:
+                job.update(jobs_ahead=position + running)
+
+    def _run_job(self, job: Job) -> None:
+        assert self._generator is not None
+        generator = self._generator
+
+        def on_step(update: StepUpdate) -> None:
+            if job.cancel_requested.is_set():
+                raise GenerationCancelled
+            changes: dict[str, Any] = {"stage": update.stage, "step": update.step, "total": update.total}
+            if update.preview is not None:
+                changes["preview"] = update.preview
+            job.update(**changes)
+
+        try:
+            images = generator.generate(job.request, on_step)
+        except GenerationCancelled:
+            log.info("job %s cancelled", job.id)
+            job.update(state=JobState.CANCELLED)
+            return
+        except Exception as error:
+            log.exception("job %s failed", job.id)
+            job.update(state=JobState.FAILED, error=describe_failure(error))
+            return
+        try:
+            outcome = self._on_finished(job, images, generator.info)
+        except Exception:
+            log.exception("storing job %s failed", job.id)
+            job.update(state=JobState.FAILED, error="Your mascot was made but could not be saved. Please try again.")
+            return
+        job.update(state=JobState.DONE, outcome=outcome, generated=images, preview=None)
+
+
+def describe_failure(error: Exception) -> str:
+    """A sentence for people about a failed generation; the traceback goes to the log."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return "The GPU ran out of memory. Try fewer images or a smaller size."
+    return "Something went wrong while making your mascot. Please try again; the error was logged."

@@ -1,0 +1,46 @@
+"""A fake Generator for fast tests of the worker and the page: it records requests and can be paused or made to fail.
+
+Every user-facing flow is also tested on the real tiny pipeline; this fake only keeps the UI-layer tests fast.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from PIL import Image
+
+from mascot.generator import GeneratedImages, ModelInfo, PromptUse, StepCallback, StepUpdate
+from mascot.request import GenerationRequest
+
+
+class FakeGenerator:
+    info = ModelInfo(name="fake generator", is_preview_model=True, device="cpu", reason="Tests use a fake.")
+
+    def __init__(self, steps: int = 3) -> None:
+        self.steps = steps
+        self.requests: list[GenerationRequest] = []
+        self.gate = threading.Event()  # cleared: generation waits after its first step until a test opens it
+        self.gate.set()
+        self.started = threading.Event()
+        self.fail_next: Exception | None = None
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImages:
+        self.requests.append(request)
+        self.started.set()
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        for step in range(1, self.steps + 1):
+            if on_step is not None:
+                preview = Image.new("RGB", (8, 8), "gray") if step == 1 else None
+                on_step(StepUpdate("decoder", step, self.steps, preview))
+            if step == 1:
+                self.gate.wait(timeout=30)
+        seeds = [request.seed + index for index in range(request.num_images_per_prompt)]
+        images = [Image.new("RGB", (request.width, request.height), (seed % 256, 100, 200)) for seed in seeds]
+        return GeneratedImages(
+            images=images,
+            seeds=seeds,
+            prompt=PromptUse(request.prompt),
+            negative_prompt=PromptUse(request.negative_prompt),
+        )

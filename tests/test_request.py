@@ -1,0 +1,138 @@
+"""Every validation rule of GenerationRequest, each refusal naming its parameter."""
+
+import math
+
+import pytest
+
+from mascot.request import MAX_SEED, GenerationRequest, InvalidRequest
+
+
+def refusal(**raw) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        GenerationRequest.from_user(**raw)
+    return caught.value
+
+
+def test_defaults_are_the_pages_defaults():
+    request = GenerationRequest.from_user(prompt="an otter")
+    assert (request.width, request.height) == (768, 768)
+    assert request.num_inference_steps == 50
+    assert request.guidance_scale == 4.0
+    assert request.prior_num_inference_steps == 25
+    assert request.prior_guidance_scale == 1.0
+    assert request.num_images_per_prompt == 1
+
+
+def test_raw_form_values_are_converted():
+    request = GenerationRequest.from_user(
+        prompt="  an   otter  ", seed="42", width=512.0, height="640", guidance_scale="7.5", num_images_per_prompt=4
+    )
+    assert request.prompt == "an otter"
+    assert (request.seed, request.width, request.height) == (42, 512, 640)
+    assert request.guidance_scale == 7.5
+    assert isinstance(request.width, int)
+
+
+def test_none_means_the_default():
+    assert GenerationRequest.from_user(prompt="x", seed=None, negative_prompt=None).seed == 0
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\u200b\u200d\ufeff", "\x00\x07", None, "\u2060 \u200e"])
+def test_prompt_without_visible_characters_is_refused(prompt):
+    error = refusal(prompt=prompt)
+    assert error.parameter == "prompt"
+    assert "prompt is empty" in error.message
+
+
+def test_invisible_characters_are_removed_from_prompts():
+    assert GenerationRequest.from_user(prompt="ot\u200bter\x00").prompt == "otter"
+
+
+def test_prompt_over_1000_characters_is_refused_and_1000_accepted():
+    assert len(GenerationRequest.from_user(prompt="a" * 1000).prompt) == 1000
+    error = refusal(prompt="a" * 1001)
+    assert error.parameter == "prompt"
+    assert "1,001" in error.message and "1,000" in error.message
+
+
+def test_negative_prompt_over_1000_characters_is_refused():
+    assert refusal(prompt="x", negative_prompt="b" * 1001).parameter == "negative_prompt"
+
+
+def test_prompt_must_be_text():
+    assert refusal(prompt=["a", "list"]).parameter == "prompt"
+    assert refusal(prompt="x", negative_prompt=12).parameter == "negative_prompt"
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"),
+    [
+        ("seed", 0, MAX_SEED),
+        ("num_inference_steps", 1, 150),
+        ("prior_num_inference_steps", 1, 100),
+        ("num_images_per_prompt", 1, 4),
+        ("guidance_scale", 1.0, 20.0),
+        ("prior_guidance_scale", 1.0, 20.0),
+    ],
+)
+def test_numbers_outside_their_range_are_refused_by_name(name, low, high):
+    assert getattr(GenerationRequest.from_user(prompt="x", **{name: low}), name) == low
+    assert getattr(GenerationRequest.from_user(prompt="x", **{name: high}), name) == high
+    below = low - 1 if isinstance(low, int) else low - 0.01
+    above = high + 1 if isinstance(high, int) else high + 0.01
+    for value in (below, above):
+        error = refusal(prompt="x", **{name: value})
+        assert error.parameter == name
+        assert name in error.message and "between" in error.message
+
+
+@pytest.mark.parametrize("name", ["width", "height"])
+def test_sizes_must_be_multiples_of_64_between_256_and_1024(name):
+    assert getattr(GenerationRequest.from_user(prompt="x", **{name: 256}), name) == 256
+    assert getattr(GenerationRequest.from_user(prompt="x", **{name: 1024}), name) == 1024
+    for value in (192, 1088):
+        assert refusal(prompt="x", **{name: value}).parameter == name
+    error = refusal(prompt="x", **{name: 300})
+    assert error.parameter == name and "multiple of 64" in error.message
+
+
+@pytest.mark.parametrize("name", ["seed", "width", "num_inference_steps", "num_images_per_prompt"])
+def test_whole_number_parameters_refuse_fractions_instead_of_rounding(name):
+    error = refusal(prompt="x", **{name: 2.5})
+    assert error.parameter == name and "whole number" in error.message
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "nan", "inf"])
+def test_nan_and_infinity_are_refused(value):
+    error = refusal(prompt="x", guidance_scale=value)
+    assert error.parameter == "guidance_scale" and "finite" in error.message
+
+
+@pytest.mark.parametrize("value", ["abc", "", [1], {"a": 1}, True, False])
+def test_non_numbers_are_refused_by_name(value):
+    assert refusal(prompt="x", num_inference_steps=value).parameter == "num_inference_steps"
+
+
+def test_large_seed_is_exact_and_message_is_readable():
+    assert GenerationRequest.from_user(prompt="x", seed=MAX_SEED).seed == 4294967295
+    assert "4294967295" in refusal(prompt="x", seed=MAX_SEED + 1).message
+
+
+def test_unknown_parameters_are_refused():
+    assert refusal(prompt="x", strength=0.5).parameter == "strength"
+
+
+def test_as_dict_uses_diffusers_names():
+    values = GenerationRequest.from_user(prompt="x").as_dict()
+    assert set(values) == {
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "width",
+        "height",
+        "num_inference_steps",
+        "guidance_scale",
+        "prior_num_inference_steps",
+        "prior_guidance_scale",
+        "num_images_per_prompt",
+    }

@@ -1,0 +1,48 @@
+"""Settings come from flags, then MASCOT_* variables, then defaults."""
+
+from pathlib import Path
+
+from mascot.settings import Settings, load_settings
+
+
+def test_defaults_without_flags_or_environment():
+    settings = load_settings([], {})
+    assert settings == Settings()
+    assert settings.model == "auto"
+    assert settings.data_dir == Path("data")
+    assert settings.images_dir == Path("data/images")
+
+
+def test_environment_sets_values():
+    settings = load_settings(
+        [],
+        {
+            "MASCOT_MODEL": "tiny",
+            "MASCOT_DATA_DIR": "/tmp/mascots",
+            "MASCOT_DATABASE_URL": "postgresql://u@localhost/m",
+            "GRADIO_SERVER_NAME": "0.0.0.0",
+            "GRADIO_SERVER_PORT": "7999",
+            "MASCOT_SECRET": "s3cret",
+        },
+    )
+    assert settings.model == "tiny"
+    assert settings.data_dir == Path("/tmp/mascots")
+    assert settings.resolved_database_url == "postgresql://u@localhost/m"
+    assert (settings.server_name, settings.server_port) == ("0.0.0.0", 7999)
+    assert settings.secret == "s3cret"
+
+
+def test_flags_win_over_environment():
+    settings = load_settings(
+        ["--model", "kandinsky", "--port", "8001", "--share", "--data-dir", "here"],
+        {"MASCOT_MODEL": "tiny", "GRADIO_SERVER_PORT": "7999"},
+    )
+    assert settings.model == "kandinsky"
+    assert settings.server_port == 8001
+    assert settings.share is True
+    assert settings.data_dir == Path("here")
+
+
+def test_default_database_is_sqlite_in_the_data_folder(tmp_path):
+    settings = load_settings(["--data-dir", str(tmp_path)], {})
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'mascots.db'}"

@@ -1,0 +1,196 @@
+"""The worker owns the generator: it loads it, runs jobs in order, reports progress, cancels, and always stores."""
+
+import threading
+import time
+
+import pytest
+
+from mascot.request import GenerationRequest
+from mascot.worker import GenerationWorker, JobState, ModelState, SubmitRefused
+from tests.fakes import FakeGenerator
+
+REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
+
+
+class Recorder:
+    """Stands in for the store: remembers what the worker handed over."""
+
+    def __init__(self) -> None:
+        self.finished: list[tuple[str, int]] = []
+        self.fail = False
+
+    def __call__(self, job, images, model):
+        if self.fail:
+            raise OSError("disk full")
+        self.finished.append((job.owner_hash, len(images.images)))
+        return {"saved": len(images.images)}
+
+
+def wait_final(job, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    snapshot = job.snapshot
+    while snapshot.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
+        snapshot = job.wait_for_change(snapshot.version, timeout=0.2)
+    return snapshot
+
+
+@pytest.fixture
+def fake():
+    return FakeGenerator()
+
+
+@pytest.fixture
+def recorder():
+    return Recorder()
+
+
+@pytest.fixture
+def worker(fake, recorder):
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_queued=3).start()
+    assert worker.wait_until_loaded(10).state is ModelState.READY
+    yield worker
+    fake.gate.set()
+    worker.stop()
+
+
+def test_generate_is_refused_while_the_model_loads(recorder):
+    release = threading.Event()
+
+    def slow_load(on_status):
+        on_status("Downloading the decoder")
+        release.wait(10)
+        return FakeGenerator()
+
+    worker = GenerationWorker(slow_load, recorder).start()
+    try:
+        time.sleep(0.1)
+        assert worker.status.state is ModelState.LOADING
+        assert "Downloading the decoder" in worker.status.message
+        with pytest.raises(SubmitRefused, match="still loading"):
+            worker.submit(REQUEST, "owner")
+        release.set()
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        assert wait_final(worker.submit(REQUEST, "owner")).state is JobState.DONE
+    finally:
+        release.set()
+        worker.stop()
+
+
+def test_a_failed_load_is_reported_and_refuses_jobs(recorder):
+    def broken_load(on_status):
+        raise RuntimeError("no weights in /models/kandinsky")
+
+    worker = GenerationWorker(broken_load, recorder).start()
+    status = worker.wait_until_loaded(10)
+    assert status.state is ModelState.FAILED and "no weights" in status.message
+    with pytest.raises(SubmitRefused, match="could not be loaded"):
+        worker.submit(REQUEST, "owner")
+    worker.stop()
+
+
+def test_a_job_runs_to_the_store_and_reports_steps_and_a_preview(worker, recorder, fake):
+    fake.gate.clear()
+    job = worker.submit(GenerationRequest.from_user(prompt="x", num_images_per_prompt=2, width=256, height=256), "a")
+    snapshot = job.snapshot
+    while snapshot.step < 1:
+        snapshot = job.wait_for_change(snapshot.version, timeout=5)
+    assert (snapshot.state, snapshot.stage, snapshot.step, snapshot.total) == (JobState.RUNNING, "decoder", 1, 3)
+    fake.gate.set()
+    final = wait_final(job)
+    assert final.state is JobState.DONE
+    assert final.outcome == {"saved": 2}
+    assert final.generated is not None and final.generated.seeds == [0, 1]
+    assert recorder.finished == [("a", 2)]
+
+
+def test_previews_reach_the_job_and_are_dropped_when_done(worker, fake):
+    fake.gate.clear()
+    job = worker.submit(REQUEST, "a")
+    snapshot = job.snapshot
+    while snapshot.preview is None:
+        snapshot = job.wait_for_change(snapshot.version, timeout=5)
+    assert snapshot.preview.size == (8, 8) and snapshot.step == 1
+    fake.gate.set()
+    assert wait_final(job).preview is None
+
+
+def test_jobs_wait_in_order_and_know_how_many_are_ahead(worker, fake):
+    fake.gate.clear()
+    first = worker.submit(REQUEST, "a")
+    assert fake.started.wait(5)
+    second = worker.submit(REQUEST, "b")
+    third = worker.submit(REQUEST, "c")
+    assert second.snapshot.jobs_ahead == 1
+    assert third.snapshot.jobs_ahead == 2
+    assert worker.queue_length == 3
+    fake.gate.set()
+    assert [wait_final(job).state for job in (first, second, third)] == [JobState.DONE] * 3
+    assert [request.prompt for request in fake.requests] == ["an otter"] * 3
+
+
+def test_one_job_in_flight_per_browser(worker, fake):
+    fake.gate.clear()
+    worker.submit(REQUEST, "a")
+    with pytest.raises(SubmitRefused, match="already have a mascot"):
+        worker.submit(REQUEST, "a")
+    worker.submit(REQUEST, "b")  # another browser is not held up
+    fake.gate.set()
+
+
+def test_the_queue_has_a_limit(worker, fake):
+    fake.gate.clear()
+    worker.submit(REQUEST, "running")
+    assert fake.started.wait(5)
+    for owner in ("a", "b", "c"):
+        worker.submit(REQUEST, owner)
+    with pytest.raises(SubmitRefused, match="queue is full"):
+        worker.submit(REQUEST, "d")
+    fake.gate.set()
+
+
+def test_cancel_stops_a_running_job_and_the_worker_goes_on(worker, fake, recorder):
+    fake.gate.clear()
+    job = worker.submit(REQUEST, "a")
+    assert fake.started.wait(5)
+    assert worker.cancel_for("a") is True
+    fake.gate.set()
+    assert wait_final(job).state is JobState.CANCELLED
+    assert recorder.finished == []
+    assert wait_final(worker.submit(REQUEST, "a")).state is JobState.DONE
+
+
+def test_cancel_drops_a_queued_job_at_once(worker, fake, recorder):
+    fake.gate.clear()
+    running = worker.submit(REQUEST, "a")
+    assert fake.started.wait(5)
+    queued = worker.submit(REQUEST, "b")
+    assert worker.cancel_for("b") is True
+    assert queued.snapshot.state is JobState.CANCELLED
+    assert worker.cancel_for("b") is False
+    fake.gate.set()
+    assert wait_final(running).state is JobState.DONE
+    assert recorder.finished == [("a", 1)]
+
+
+def test_a_failing_generation_is_reported_and_the_next_job_runs(worker, fake):
+    fake.fail_next = RuntimeError("CUDA error: an illegal memory access")
+    failed = wait_final(worker.submit(REQUEST, "a"))
+    assert failed.state is JobState.FAILED
+    assert "went wrong" in failed.error and "CUDA" not in failed.error
+    assert wait_final(worker.submit(REQUEST, "a")).state is JobState.DONE
+
+
+def test_a_failing_store_is_reported_and_the_worker_goes_on(worker, recorder):
+    recorder.fail = True
+    failed = wait_final(worker.submit(REQUEST, "a"))
+    assert failed.state is JobState.FAILED and "could not be saved" in failed.error
+    recorder.fail = False
+    assert wait_final(worker.submit(REQUEST, "a")).state is JobState.DONE
+
+
+def test_a_job_finishes_and_is_stored_when_nobody_watches(worker, recorder):
+    worker.submit(REQUEST, "gone")  # the handle is dropped at once, as when a tab closes
+    deadline = time.monotonic() + 10
+    while not recorder.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert recorder.finished == [("gone", 1)]
