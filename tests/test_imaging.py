@@ -1,0 +1,136 @@
+"""PNG files with embedded parameters, atomic writes, thumbnails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mascot import imaging
+
+PARAMETERS = {
+    "prompt": "a cheerful otter barista, ☕ sticker",
+    "negative_prompt": "blurry, text",
+    "seed": 4294967295,
+    "width": 320,
+    "height": 256,
+    "num_inference_steps": 2,
+    "guidance_scale": 4.5,
+    "prior_num_inference_steps": 3,
+    "prior_guidance_scale": 1.0,
+    "num_images_per_prompt": 1,
+    "model_name": "tiny preview model",
+}
+
+
+def small_image(width: int = 320, height: int = 256, colour: tuple[int, int, int] = (200, 80, 40)) -> Image.Image:
+    return Image.new("RGB", (width, height), colour)
+
+
+def test_parameters_survive_a_round_trip_through_the_png(tmp_path: Path) -> None:
+    path = tmp_path / "out.png"
+    imaging.save_png(small_image(), path, PARAMETERS)
+
+    assert imaging.read_parameters(path) == PARAMETERS
+
+
+def test_saved_file_is_a_valid_png_of_the_image_size_and_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "out.png"
+    image = small_image(colour=(1, 2, 3))
+    imaging.save_png(image, path, PARAMETERS)
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as saved:
+        saved.verify()
+    with Image.open(path) as saved:
+        assert saved.format == "PNG"
+        assert saved.size == (320, 256)
+        assert saved.convert("RGB").getpixel((5, 5)) == (1, 2, 3)
+
+
+def test_other_tools_see_a1111_style_parameters_text(tmp_path: Path) -> None:
+    path = tmp_path / "out.png"
+    imaging.save_png(small_image(), path, PARAMETERS)
+
+    with Image.open(path) as saved:
+        text = saved.text["parameters"]
+    prompt_line, negative_line, settings_line = text.split("\n")
+    assert prompt_line == PARAMETERS["prompt"]
+    assert negative_line == "Negative prompt: blurry, text"
+    assert settings_line == (
+        "Steps: 2, CFG scale: 4.5, Prior steps: 3, Prior CFG scale: 1.0, Seed: 4294967295, Size: 320x256, "
+        "Model: tiny preview model"
+    )
+
+
+def test_human_text_leaves_out_an_empty_negative_prompt() -> None:
+    text = imaging.human_parameters({**PARAMETERS, "negative_prompt": ""}, (256, 256))
+
+    assert "Negative prompt" not in text
+    assert text.splitlines()[0] == PARAMETERS["prompt"]
+
+
+def test_png_without_our_chunk_reads_as_no_parameters(tmp_path: Path) -> None:
+    path = tmp_path / "plain.png"
+    small_image().save(path)
+
+    assert imaging.read_parameters(path) == {}
+
+
+def test_save_creates_missing_folders_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "2025" / "01" / "out.png"
+    imaging.save_png(small_image(), path, PARAMETERS)
+
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.png"]
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_failed_save_leaves_the_previous_file_intact_and_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.png"
+    imaging.save_png(small_image(colour=(9, 9, 9)), path, PARAMETERS)
+    before = path.read_bytes()
+
+    with pytest.raises(OSError, match="CMYK"):
+        imaging.save_png(Image.new("CMYK", (64, 64)), path, PARAMETERS)  # PNG has no CMYK: fails mid-write
+
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["out.png"]
+
+
+def test_replacing_happens_in_one_step_via_os_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def spy(source: str, target: str) -> None:
+        calls.append((str(source), str(target)))
+        assert not Path(target).exists(), "the final name must not exist before the finished file is moved there"
+        real_replace(source, target)
+
+    monkeypatch.setattr(imaging.os, "replace", spy)
+    path = tmp_path / "out.png"
+    imaging.save_png(small_image(), path, PARAMETERS)
+
+    assert len(calls) == 1
+    assert Path(calls[0][0]).parent == tmp_path
+    assert calls[0][1] == str(path)
+
+
+def test_thumbnail_fits_the_longest_side_and_keeps_the_aspect() -> None:
+    thumbnail = imaging.make_thumbnail(small_image(1024, 512), max_side=256)
+
+    assert thumbnail.size == (256, 128)
+
+
+def test_thumbnail_never_enlarges_and_leaves_the_original_alone() -> None:
+    original = small_image(100, 50)
+    thumbnail = imaging.make_thumbnail(original, max_side=256)
+
+    assert thumbnail.size == (100, 50)
+    assert thumbnail is not original
+
+
+def test_thumbnail_refuses_a_non_positive_size() -> None:
+    with pytest.raises(ValueError, match="max_side"):
+        imaging.make_thumbnail(small_image(), max_side=0)
