@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin
 
@@ -16,6 +17,9 @@ logger = logging.getLogger(__name__)
 # Our machine-readable chunk, and the A1111-style text chunk that other tools (and people) already know how to show.
 PARAMETERS_KEY = "mascot"
 HUMAN_PARAMETERS_KEY = "parameters"
+# Gallery tiles show 4-6 across: 256 px is sharp on a 2x screen and about 10 kB as WebP.
+THUMBNAIL_MAX_SIDE = 256
+THUMBNAIL_QUALITY = 80
 
 # (label in the human text, key in the parameters): the settings line, in A1111's "Label: value, ..." style.
 _SETTINGS_LABELS: tuple[tuple[str, str], ...] = (
@@ -35,11 +39,25 @@ def save_png(image: Image.Image, path: Path, parameters: Mapping[str, object]) -
     # ASCII-only JSON always fits a plain tEXt chunk; the human text may need iTXt, which add_text picks by itself.
     info.add_text(PARAMETERS_KEY, json.dumps(dict(parameters), ensure_ascii=True, sort_keys=True))
     info.add_text(HUMAN_PARAMETERS_KEY, human_parameters(parameters, image.size))
+    write_atomically(path, lambda file: image.save(file, format="PNG", pnginfo=info))
+
+
+def save_thumbnail(image: Image.Image, path: Path, max_side: int = THUMBNAIL_MAX_SIDE) -> Image.Image:
+    """Write a small WebP of `image` at `path` (alpha kept) for galleries, atomically; returns the thumbnail."""
+    thumbnail = make_thumbnail(image, max_side)
+    if thumbnail.mode not in {"RGB", "RGBA"}:
+        thumbnail = thumbnail.convert("RGBA" if "A" in thumbnail.getbands() else "RGB")
+    write_atomically(path, lambda file: thumbnail.save(file, format="WEBP", quality=THUMBNAIL_QUALITY, method=4))
+    return thumbnail
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Run `write` on a temporary file beside `path`, flush it to disk, then move it into place in one step."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            image.save(file, format="PNG", pnginfo=info)
+            write(file)
             file.flush()
             # The database row that claims this file is committed right after: the bytes must be on disk first.
             os.fsync(file.fileno())
@@ -74,7 +92,7 @@ def human_parameters(parameters: Mapping[str, object], size: tuple[int, int]) ->
     return "\n".join(lines)
 
 
-def make_thumbnail(image: Image.Image, max_side: int = 256) -> Image.Image:
+def make_thumbnail(image: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> Image.Image:
     """A copy of `image` scaled down (never up) so that its longer side is at most `max_side` pixels."""
     if max_side < 1:
         raise ValueError(f"max_side must be at least 1 (got {max_side}).")

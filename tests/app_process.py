@@ -1,0 +1,100 @@
+"""A real `python app.py --model tiny` process on a free port with its own data folder, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from gradio_client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class AppProcess:
+    """`python app.py` on a free port with its own data folder; restartable on the same folder."""
+
+    def __init__(self, data_dir: Path, tmp_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.tmp_dir = tmp_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.seconds_to_page = 0.0
+
+    def start(self) -> AppProcess:
+        env = {
+            **os.environ,
+            "MASCOT_DATA_DIR": str(self.data_dir),
+            "GRADIO_TEMP_DIR": str(self.tmp_dir / "gradio"),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "MASCOT_SECRET": "test-secret-shared-by-restarts",
+        }
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "app.py", "--model", "tiny", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=(self.tmp_dir / "app.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_for_page(timeout=120)
+        self.seconds_to_page = time.monotonic() - started
+        return self
+
+    def _wait_for_page(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"the page was not served within {timeout} s\n{self.log()}")
+
+    def log(self) -> str:
+        path = self.tmp_dir / "app.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def browser(self, cookies: dict[str, str] | None = None) -> Client:
+        """A new browser: a client with its own cookie jar (or the given cookies, to come back as before)."""
+        client = Client(
+            self.url,
+            verbose=False,
+            download_files=str(self.tmp_dir / "downloads"),
+            httpx_kwargs={"cookies": dict(cookies or {})},
+        )
+        return client
+
+
+def wait_until_model_ready(client: Client, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    banner = ""
+    while time.monotonic() < deadline:
+        banner = client.predict(api_name="/model_status")
+        if "Loading" not in banner:
+            return banner
+        time.sleep(0.5)
+    raise AssertionError(f"the model did not load: {banner}")

@@ -1,0 +1,155 @@
+"""The app as a user runs it: a real `python app.py --model tiny` process, driven by gradio_client browsers."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from tests.app_process import ROOT, AppProcess, wait_until_model_ready
+
+FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    base = tmp_path_factory.mktemp("app")
+    process = AppProcess(base / "data", base).start()
+    yield process
+    process.stop()
+
+
+def generate(client: Client, prompt: str, **overrides):
+    return client.predict(prompt=prompt, **{"seed": 7, **FAST, **overrides}, api_name="/generate")
+
+
+def test_the_page_says_the_preview_model_is_loaded_and_why(app):
+    print(f"page served {app.seconds_to_page:.1f} s after `python app.py`")
+    banner = wait_until_model_ready(app.browser())
+    assert "Preview mode" in banner and "GPU" in banner
+
+
+def test_generate_returns_saved_pngs_with_their_parameters(app):
+    client = app.browser()
+    wait_until_model_ready(client)
+    images, status = generate(client, "a cheerful otter barista", num_images_per_prompt=2, seed=11)
+    assert len(images) == 2
+    assert "Seeds: 11, 12" in status
+    for entry in images:
+        with Image.open(entry["image"]) as picture:
+            assert picture.format == "PNG" and picture.size == (256, 256)
+            assert "a cheerful otter barista" in picture.info["parameters"]
+
+
+def test_two_browsers_never_see_each_others_history_and_it_survives_a_restart(app, tmp_path):
+    alice, bob = app.browser(), app.browser()
+    wait_until_model_ready(alice)
+    generate(alice, "alice's purple dragon")
+    generate(bob, "bob's green frog")
+    alice_history = alice.predict(api_name="/my_mascots")
+    bob_history = bob.predict(api_name="/my_mascots")
+    assert [entry["caption"] for entry in alice_history] == ["alice's purple dragon"]
+    assert [entry["caption"] for entry in bob_history] == ["bob's green frog"]
+    assert alice.cookies and alice.cookies != bob.cookies
+
+    app.stop()
+    app.start()
+    alice_again = app.browser(cookies=alice.cookies)
+    assert [entry["caption"] for entry in alice_again.predict(api_name="/my_mascots")] == ["alice's purple dragon"]
+    stranger = app.browser()
+    assert stranger.predict(api_name="/my_mascots") == []
+
+
+def test_bad_input_gets_a_sentence_naming_the_parameter_and_the_app_keeps_serving(app):
+    client = app.browser()
+    wait_until_model_ready(client)
+    for overrides, expected in [
+        ({"width": 300}, "width must be a multiple of 64"),
+        ({"num_inference_steps": 2.5}, "num_inference_steps must be a whole number"),
+        ({"guidance_scale": 50}, "guidance_scale must be between 1 and 20"),
+        ({"seed": -1}, "seed must be between 0 and 4294967295"),
+        ({"num_images_per_prompt": 5}, "num_images_per_prompt must be between 1 and 4"),
+    ]:
+        with pytest.raises(Exception) as caught:
+            generate(client, "an otter", **overrides)
+        assert expected in str(caught.value)
+    with pytest.raises(Exception, match="prompt is empty"):
+        generate(client, "\u200b  ")
+    images, _ = generate(client, "still works")
+    assert len(images) == 1
+
+
+def test_newest_mascots_come_first_in_history(app):
+    client = app.browser()
+    wait_until_model_ready(client)
+    generate(client, "first idea")
+    generate(client, "second idea")
+    assert [entry["caption"] for entry in client.predict(api_name="/my_mascots")] == ["second idea", "first idea"]
+
+
+def test_nothing_outside_the_images_folder_is_served(app):
+    secret_file = app.data_dir / "secret.key"
+    for path in (
+        f"gradio_api/file={secret_file}",
+        f"gradio_api/file={app.data_dir / 'mascots.db'}",
+        "gradio_api/file=/etc/passwd",
+        f"gradio_api/file={ROOT / 'app.py'}",
+    ):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(app.url + path, timeout=5)
+
+
+def test_nothing_runs_around_the_queue(app):
+    request = urllib.request.Request(
+        app.url + "gradio_api/run/generate",
+        data=b'{"data": ["an otter"]}',
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code in (403, 404)
+
+
+def test_cancel_stops_a_generation_and_nothing_is_saved(app):
+    client = app.browser()
+    wait_until_model_ready(client)
+    job = client.submit(
+        prompt="a slow one",
+        seed=1,
+        width=512,
+        height=512,
+        num_inference_steps=150,
+        prior_num_inference_steps=2,
+        api_name="/generate",
+    )
+    deadline = time.monotonic() + 60
+    while not any("step" in str(output) for output in job.outputs()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.predict(api_name="/cancel") == "Cancelling…"
+    _, status = job.result(timeout=60)
+    assert status.startswith("Cancelled")
+    assert client.predict(api_name="/my_mascots") == []
+
+
+def test_a_generation_goes_on_and_is_saved_when_the_browser_leaves(app):
+    client = app.browser()
+    wait_until_model_ready(client)
+    job = client.submit(prompt="left behind", seed=3, api_name="/generate", **{**FAST, "num_inference_steps": 40})
+    deadline = time.monotonic() + 60
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job.cancel()  # the client hangs up, as a closed tab does
+    cookies = dict(client.cookies)
+    client.close()
+    returning = app.browser(cookies=cookies)
+    deadline = time.monotonic() + 90
+    history = []
+    while not history and time.monotonic() < deadline:
+        time.sleep(0.5)
+        history = returning.predict(api_name="/my_mascots")
+    assert [entry["caption"] for entry in history] == ["left behind"]

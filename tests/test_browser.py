@@ -1,0 +1,92 @@
+"""What a person clicks, in a real Chromium (Debian's, driven by Playwright): generate, see it, find it again."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.app_process import AppProcess
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    base = tmp_path_factory.mktemp("browser-app")
+    process = AppProcess(base / "data", base).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def open_page(chromium, app, context=None):
+    context = context or chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app.url)
+    playwright_api.expect(page.locator("#model-banner")).to_contain_text("Preview mode", timeout=120_000)
+    return context, page
+
+
+def make_it_fast(page):
+    """The preview model on a CPU: small and few steps, set through the Advanced panel like a person would."""
+    page.get_by_text("Advanced").click()
+    for label, value in (("Width", "256"), ("Height", "256"), ("Steps", "2"), ("Prior steps", "2")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Tab")
+
+
+def test_a_person_generates_a_mascot_and_finds_it_again_after_a_reload(chromium, app, tmp_path):
+    context, page = open_page(chromium, app)
+    make_it_fast(page)
+    page.get_by_label("Your idea").fill("a cheerful otter barista")
+    page.get_by_label("Your idea").press("Enter")
+    status = page.locator("#generation-status")
+    playwright_api.expect(status).to_contain_text("Done: 1 mascot saved", timeout=120_000)
+    seed_value = page.get_by_label("Seed", exact=True).input_value()
+    assert seed_value not in ("", "0")  # "New random seed each time" drew one and showed it
+    assert f"Seed: {seed_value}" in status.inner_text()
+    page.screenshot(path=str(tmp_path / "generated.png"), full_page=True)
+
+    page.reload()
+    playwright_api.expect(page.locator("#model-banner")).to_contain_text("Preview mode")
+    page.get_by_role("tab", name="My mascots").click()
+    history = page.locator("#history-gallery")
+    playwright_api.expect(history.get_by_text("a cheerful otter barista")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+
+    _, stranger = open_page(chromium, app)  # a new context is a new browser with its own cookies
+    stranger.get_by_role("tab", name="My mascots").click()
+    stranger.wait_for_timeout(1000)
+    assert stranger.locator("#history-gallery").get_by_text("a cheerful otter barista").count() == 0
+    context.close()
+
+
+def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
+    context, page = open_page(chromium, app)
+    page.get_by_label("Your idea").fill("  ")
+    page.get_by_role("button", name="Generate").click()
+    playwright_api.expect(page.get_by_text("prompt is empty")).to_be_visible(timeout=30_000)
+    context.close()
