@@ -106,14 +106,23 @@ class Job:
 
 LoadGenerator = Callable[[Callable[[str], None]], Generator]
 OnFinished = Callable[[Job, GeneratedImages, ModelInfo], Any]
+OnEnded = Callable[[Job], None]
 
 
 class GenerationWorker:
     """Owns the generator: one thread loads it, then runs jobs in submission order."""
 
-    def __init__(self, load_generator: LoadGenerator, on_finished: OnFinished, *, max_queued: int = 64) -> None:
+    def __init__(
+        self,
+        load_generator: LoadGenerator,
+        on_finished: OnFinished,
+        *,
+        on_ended: OnEnded | None = None,
+        max_queued: int = 64,
+    ) -> None:
         self._load_generator = load_generator
         self._on_finished = on_finished
+        self._on_ended = on_ended  # every job, however it ends (done, failed, cancelled): e.g. free its quota claim
         self._max_queued = max_queued
         self._generator: Generator | None = None
         self._status = ModelStatus(ModelState.LOADING, "Starting up…")
@@ -133,7 +142,7 @@ class GenerationWorker:
         with self._lock:
             self._stopping = True
             for job in self._pending:
-                job.update(state=JobState.CANCELLED, error="The server is shutting down.")
+                self._end(job, state=JobState.CANCELLED, error="The server is shutting down.")
             self._pending.clear()
             self._lock.notify_all()
         if self._thread.is_alive():
@@ -190,7 +199,7 @@ class GenerationWorker:
             if job in self._pending:  # never started: drop it now so the browser may submit again at once
                 self._pending.remove(job)
                 self._active.pop(owner_hash, None)
-                job.update(state=JobState.CANCELLED)
+                self._end(job, state=JobState.CANCELLED)
                 self._announce_positions()
             return True
 
@@ -271,19 +280,31 @@ class GenerationWorker:
             images = generator.generate(job.request, on_step)
         except GenerationCancelled:
             log.info("job %s cancelled", job.id)
-            job.update(state=JobState.CANCELLED)
+            self._end(job, state=JobState.CANCELLED)
             return
         except Exception as error:
             log.exception("job %s failed", job.id)
-            job.update(state=JobState.FAILED, error=describe_failure(error))
+            self._end(job, state=JobState.FAILED, error=describe_failure(error))
             return
         try:
             outcome = self._on_finished(job, images, generator.info)
         except Exception:
             log.exception("storing job %s failed", job.id)
-            job.update(state=JobState.FAILED, error="Your mascot was made but could not be saved. Please try again.")
+            self._end(
+                job, state=JobState.FAILED, error="Your mascot was made but could not be saved. Please try again."
+            )
             return
-        job.update(state=JobState.DONE, outcome=outcome, generated=images, preview=None)
+        self._end(job, state=JobState.DONE, outcome=outcome, generated=images, preview=None)
+
+    def _end(self, job: Job, **changes: Any) -> None:
+        """Put a job in its final state, then tell `on_ended`; its failure must not stop the worker."""
+        job.update(**changes)
+        if self._on_ended is None:
+            return
+        try:
+            self._on_ended(job)
+        except Exception:
+            log.exception("on_ended failed for job %s", job.id)
 
 
 def describe_failure(error: Exception) -> str:

@@ -194,3 +194,34 @@ def test_a_job_finishes_and_is_stored_when_nobody_watches(worker, recorder):
     while not recorder.finished and time.monotonic() < deadline:
         time.sleep(0.05)
     assert recorder.finished == [("gone", 1)]
+
+
+def test_on_ended_hears_of_every_job_however_it_ends(fake, recorder):
+    ended: list[tuple[str, JobState]] = []
+    worker = GenerationWorker(
+        lambda on_status: fake, recorder, on_ended=lambda job: ended.append((job.owner_hash, job.snapshot.state))
+    ).start()
+    try:
+        assert wait_final(worker.submit(REQUEST, "done")).state is JobState.DONE
+        fake.fail_next = RuntimeError("boom")
+        assert wait_final(worker.submit(REQUEST, "failed")).state is JobState.FAILED
+        fake.gate.clear()
+        running = worker.submit(REQUEST, "cancelled-running")
+        assert fake.started.wait(5)
+        worker.submit(REQUEST, "cancelled-queued")
+        worker.cancel_for("cancelled-queued")
+        worker.cancel_for("cancelled-running")
+        fake.gate.set()
+        wait_final(running)
+        deadline = time.monotonic() + 5
+        while len(ended) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(ended) == [
+            ("cancelled-queued", JobState.CANCELLED),
+            ("cancelled-running", JobState.CANCELLED),
+            ("done", JobState.DONE),
+            ("failed", JobState.FAILED),
+        ]
+    finally:
+        fake.gate.set()
+        worker.stop()
