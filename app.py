@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from starlette.middleware import Middleware
 
+from mascot.generator import Generator
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
 from mascot.settings import Settings, load_settings
 from mascot.store import MascotStore
 from mascot.ui import PageServices, build_demo
-from mascot.worker import GenerationWorker
+from mascot.ui.common import Clock, utc_now
+from mascot.worker import GenerationWorker, LoadGenerator
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
@@ -32,54 +36,78 @@ def load_examples() -> list[str]:
     return list(json.loads((ASSETS / "examples.json").read_text(encoding="utf-8")))
 
 
-def create_app(settings: Settings) -> tuple[gr.Blocks, GenerationWorker, BrowserIdentity, MascotStore]:
-    """Wire settings -> store -> identity -> worker -> page. The model loads on the worker's thread."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = MascotStore(settings.resolved_database_url, settings.images_dir)
-    swept = store.sweep_orphan_files()
-    if swept:
-        log.info("removed %d image files that no mascot claimed", swept)
-    identity = BrowserIdentity(load_secret(settings))
+@dataclass(frozen=True)
+class App:
+    """Everything `python app.py` runs, wired: the page, the GPU worker, the store and the identity."""
 
-    def load_generator(on_status):  # noqa: ANN001, ANN202 - torch is imported here, on the worker's thread
+    demo: gr.Blocks
+    worker: GenerationWorker
+    store: MascotStore
+    identity: BrowserIdentity
+    settings: Settings
+
+    def launch(self, **overrides: Any) -> None:
+        """Serve the page (the worker must be started); `overrides` are for tests (ports, thread lock)."""
+        options: dict[str, Any] = {
+            "server_name": self.settings.server_name,
+            "server_port": self.settings.server_port,
+            "share": self.settings.share,
+            # Only the images folder may be served: not the database, the secret or the model.
+            "allowed_paths": [str(self.settings.images_dir.resolve())],
+            "app_kwargs": {"middleware": [Middleware(IdentityCookieMiddleware, identity=self.identity)]},
+            "css_paths": [ASSETS / "style.css"],
+            "theme": gr.themes.Soft(primary_hue="orange"),
+            "ssr_mode": False,  # server-side rendering would bypass the cookie middleware on Spaces
+            "run_history": False,  # the app keeps its own history
+            "max_file_size": "10mb",
+            "show_error": False,  # only our sentences reach people, never tracebacks
+        }
+        self.demo.launch(**{**options, **overrides})
+
+
+def kandinsky_loader(settings: Settings) -> LoadGenerator:
+    """Load the model chosen by the settings; torch is imported on the worker's thread, not at start."""
+
+    def load_generator(on_status: Callable[[str], None]) -> Generator:
         from mascot.model import load_generator as load_kandinsky
 
         return load_kandinsky(settings, on_status)
 
+    return load_generator
+
+
+def create_app(settings: Settings, *, load_generator: LoadGenerator | None = None, clock: Clock = utc_now) -> App:
+    """Wire settings -> store -> identity -> worker -> page. Nothing loads the model yet: `app.worker.start()` does."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = MascotStore(settings.resolved_database_url, settings.images_dir)
+    identity = BrowserIdentity(load_secret(settings))
     worker = GenerationWorker(
-        load_generator,
-        on_finished=lambda job, images, model: store.save_generation(job.owner_hash, job.request, images, model),
+        load_generator or kandinsky_loader(settings),
+        on_finished=lambda job, images, model: store.save_generation(
+            job.owner_hash, job.request, images, model, now=clock()
+        ),
+        on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
         max_queued=settings.queue_max_size,
     )
     services = PageServices(
         worker=worker,
-        history=store,
+        store=store,
         owner_of=identity.owner_from_request,
         examples=load_examples(),
+        daily_quota=settings.daily_quota,
+        clock=clock,
     )
     demo = build_demo(services)
+    # api_open=False: with it on, POST /gradio_api/run/<name> would run events around the queue.
     demo.queue(max_size=settings.queue_max_size, api_open=False, default_concurrency_limit=None)
-    return demo, worker, identity, store
+    return App(demo, worker, store, identity, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(argv)
-    demo, worker, identity, _store = create_app(settings)
-    worker.start()
-    demo.launch(
-        server_name=settings.server_name,
-        server_port=settings.server_port,
-        share=settings.share,
-        allowed_paths=[str(settings.images_dir.resolve())],
-        app_kwargs={"middleware": [Middleware(IdentityCookieMiddleware, identity=identity)]},
-        css_paths=[ASSETS / "style.css"],
-        theme=gr.themes.Soft(primary_hue="orange"),
-        ssr_mode=False,
-        run_history=False,
-        max_file_size="10mb",
-        show_error=False,
-    )
+    app = create_app(load_settings(argv))
+    app.worker.start()
+    app.launch()
 
 
 if __name__ == "__main__":

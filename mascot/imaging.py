@@ -46,7 +46,7 @@ def save_thumbnail(image: Image.Image, path: Path, max_side: int = THUMBNAIL_MAX
     """Write a small WebP of `image` at `path` (alpha kept) for galleries, atomically; returns the thumbnail."""
     thumbnail = make_thumbnail(image, max_side)
     if thumbnail.mode not in {"RGB", "RGBA"}:
-        thumbnail = thumbnail.convert("RGBA" if "A" in thumbnail.getbands() else "RGB")
+        thumbnail = thumbnail.convert("RGBA" if thumbnail.has_transparency_data else "RGB")
     write_atomically(path, lambda file: thumbnail.save(file, format="WEBP", quality=THUMBNAIL_QUALITY, method=4))
     return thumbnail
 

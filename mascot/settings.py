@@ -29,6 +29,7 @@ class Settings:
     server_port: int = 7860
     share: bool = False
     queue_max_size: int = 64
+    daily_quota: int = 10  # mascots (images) per browser per UTC day
     preview_every: int = 5
     hub_timeout_s: float = 5.0
 
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", default=None, help="Also serve on a public share link.")
     parser.add_argument("--host", help="Address to listen on (GRADIO_SERVER_NAME; default 127.0.0.1).")
     parser.add_argument("--port", type=int, help="Port to listen on (GRADIO_SERVER_PORT; default 7860).")
+    parser.add_argument(
+        "--daily-quota", type=int, help="Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default 10)."
+    )
     return parser
 
 
@@ -79,6 +83,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         server_port=int(str(pick(flags.port, "GRADIO_SERVER_PORT", defaults.server_port))),
         share=bool(flags.share) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
         queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
+        daily_quota=int(str(pick(flags.daily_quota, "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
     )

@@ -1,239 +1,97 @@
-"""The store: peewee models, migrations and queries for browsers, their generations and the image files on disk."""
+"""The store: what the app asks of the database and the images folder, each query scoped by the asking browser."""
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import peewee
-from playhouse.db_url import connect
 
-from mascot import imaging
+from mascot.entries import (
+    MAX_PER_PAGE,
+    GallerySort,
+    MascotEntry,
+    MascotPage,
+    check_page,
+    entry_from_row,
+    entry_select,
+    listed,
+    page_of,
+)
+from mascot.files import ImageFiles, StoredImage
 from mascot.generator import GeneratedImages, ModelInfo
+from mascot.migrations import migrate, schema_version
+from mascot.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
 from mascot.request import GenerationRequest
+from mascot.schema import Tables, as_stored_time, define_tables, ensure_browser, find_browser, open_database
+from mascot.upkeep import ORPHAN_MIN_AGE_S, FileCheck, FileUpkeep
 
 logger = logging.getLogger(__name__)
 
 # Queries keep peewee's one-clause-per-line layout; "# fmt: skip" stops the formatter from joining the clauses.
 
 OWNER_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
-# The only files the store ever writes, relative to the images folder; the sweep touches nothing else.
-IMAGE_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.png")
-MAX_PER_PAGE = 200
-CAPTION_CHARACTERS = 60
-# A file is written just before the row that claims it; another replica sharing the folder may be in that window.
-ORPHAN_MIN_AGE_S = 3600.0
-SWEEP_QUERY_CHUNK = 500
-# Any constant works: it only has to be the same in every replica that migrates one PostgreSQL database.
-POSTGRES_MIGRATION_LOCK = 0x6D6173636F74
-SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": "normal"}
+PUBLIC_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{12}")  # secrets.token_urlsafe(9)
+
+__all__ = [
+    "MAX_PER_PAGE",
+    "ClaimResult",
+    "FileCheck",
+    "GalleryPage",
+    "GallerySort",
+    "HistoryEntry",
+    "LikeState",
+    "MascotEntry",
+    "MascotPage",
+    "MascotStore",
+    "QuotaStatus",
+    "SavedGeneration",
+]
 
 
 @dataclass(frozen=True)
 class SavedGeneration:
-    """A generation as stored: its id, and its images' ids and absolute paths in seed order."""
+    """A generation as stored: its id, and its images' ids, share ids, absolute paths and thumbnails in seed order."""
 
     generation_id: int
     image_ids: tuple[int, ...]
     image_paths: tuple[Path, ...]
+    public_ids: tuple[str, ...] = ()
+    thumbnail_paths: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
-class HistoryEntry:
-    """One image of a browser's history, with what a gallery shows about it."""
+class LikeState:
+    """A mascot's likes as the viewer now sees them."""
 
-    image_id: int
-    generation_id: int
-    path: Path
-    prompt: str
-    negative_prompt: str
-    seed: int
-    width: int
-    height: int
-    created_at: datetime
-    caption: str
+    liked: bool
+    like_count: int
 
 
-@dataclass(frozen=True)
-class Tables:
-    """One store's model classes. Each store defines its own, bound to its own database, so two never mix."""
-
-    schema_version: type[peewee.Model]
-    browser: type[peewee.Model]
-    generation: type[peewee.Model]
-    image: type[peewee.Model]
-
-    @property
-    def data_tables(self) -> list[type[peewee.Model]]:
-        """The tables that hold data, parents first (the order to create them in)."""
-        return [self.browser, self.generation, self.image]
-
-
-def define_tables(db: peewee.Database) -> Tables:
-    """The schema, as peewee models bound to `db`."""
-
-    class BaseModel(peewee.Model):
-        class Meta:
-            database = db
-
-    class SchemaVersion(BaseModel):
-        version = peewee.IntegerField(primary_key=True)
-        description = peewee.TextField()
-        applied_at = peewee.DateTimeField()
-
-        class Meta:
-            table_name = "schema_version"
-
-    class Browser(BaseModel):
-        owner_hash = peewee.CharField(max_length=64, unique=True)
-        created_at = peewee.DateTimeField()
-        last_seen_at = peewee.DateTimeField()
-
-        class Meta:
-            table_name = "browser"
-
-    class Generation(BaseModel):
-        browser = peewee.ForeignKeyField(Browser, backref="generations", on_delete="CASCADE", index=False)
-        prompt = peewee.TextField()
-        negative_prompt = peewee.TextField(default="")
-        seed = peewee.BigIntegerField()  # up to 2**32 - 1: more than a PostgreSQL integer holds
-        width = peewee.IntegerField()
-        height = peewee.IntegerField()
-        num_inference_steps = peewee.IntegerField()
-        guidance_scale = peewee.FloatField()
-        prior_num_inference_steps = peewee.IntegerField()
-        prior_guidance_scale = peewee.FloatField()
-        num_images_per_prompt = peewee.IntegerField()
-        prompt_cut = peewee.TextField(default="")
-        negative_prompt_cut = peewee.TextField(default="")
-        model_name = peewee.TextField()
-        prior_seconds = peewee.FloatField()
-        decoder_seconds = peewee.FloatField()
-        created_at = peewee.DateTimeField()
-
-        class Meta:
-            table_name = "generation"
-            # "This browser's newest first": the history query walks this index backwards.
-            indexes = ((("browser", "created_at", "id"), False),)
-
-    class MascotImage(BaseModel):
-        generation = peewee.ForeignKeyField(Generation, backref="images", on_delete="CASCADE", index=False)
-        position = peewee.IntegerField()
-        seed = peewee.BigIntegerField()
-        path = peewee.CharField(max_length=255, unique=True)  # relative to the images folder, with "/"
-        width = peewee.IntegerField()
-        height = peewee.IntegerField()
-        created_at = peewee.DateTimeField()
-
-        class Meta:
-            table_name = "mascot_image"
-            indexes = ((("generation", "position"), True),)
-
-    return Tables(schema_version=SchemaVersion, browser=Browser, generation=Generation, image=MascotImage)
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One step of the schema's history; `apply` runs inside the migration transaction."""
-
-    version: int
-    description: str
-    apply: Callable[[peewee.Database, Tables], None]
-
-
-def create_current_schema(db: peewee.Database, tables: Tables) -> None:
-    """Create every data table as the models define them today."""
-    db.create_tables(tables.data_tables)
-
-
-# Ordered; append, never edit. A fresh database gets today's schema at once and is stamped with the latest version
-# (Alembic's "create_all, then stamp"), so a later migration only has to bring an existing, older database forward.
-MIGRATIONS: list[Migration] = [
-    Migration(1, "browsers, generations and their images", create_current_schema),
-]
-
-
-def migrate(db: peewee.Database, tables: Tables, migrations: Sequence[Migration] | None = None) -> list[int]:
-    """Bring the database to the latest schema; returns the versions applied now (none when already there)."""
-    steps = sorted(MIGRATIONS if migrations is None else migrations, key=lambda step: step.version)
-    with db.atomic():
-        _lock_for_migration(db)
-        db.create_tables([tables.schema_version])
-        current = schema_version(tables)
-        if current == 0:
-            create_current_schema(db, tables)
-            applied = steps
-        else:
-            applied = [step for step in steps if step.version > current]
-            for step in applied:
-                logger.info("Migrating the database to version %d: %s", step.version, step.description)
-                step.apply(db, tables)
-        _record_versions(tables, applied)
-    return [step.version for step in applied]
-
-
-def schema_version(tables: Tables) -> int:
-    """The latest migration recorded in the database (0 for none)."""
-    version = tables.schema_version
-    return (
-        version
-        .select(peewee.fn.MAX(version.version))
-        .scalar()
-    ) or 0  # fmt: skip
-
-
-def _lock_for_migration(db: peewee.Database) -> None:
-    """Let one process at a time migrate. SQLite's write transactions already begin IMMEDIATE (see open_database)."""
-    if isinstance(db, peewee.PostgresqlDatabase):
-        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (POSTGRES_MIGRATION_LOCK,))
-
-
-def _record_versions(tables: Tables, steps: Sequence[Migration]) -> None:
-    now = utc_now()
-    for step in steps:
-        tables.schema_version.create(version=step.version, description=step.description, applied_at=now)
-
-
-def open_database(database_url: str) -> peewee.Database:
-    """A peewee database for `sqlite:///path` (WAL, foreign keys, busy timeout) or `postgresql://...`."""
-    scheme = urlparse(database_url).scheme
-    if scheme == "sqlite":
-        db = connect(database_url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
-        # IMMEDIATE: a transaction that reads and then writes would otherwise fail with "database is locked" at
-        # once when another connection wrote in between, without waiting for the busy timeout.
-        if db.database != ":memory:":
-            Path(db.database).parent.mkdir(parents=True, exist_ok=True)
-        return db
-    if scheme in {"postgresql", "postgres"}:
-        return connect(database_url)
-    raise ValueError(f"database_url must start with sqlite:/// or postgresql:// (got a '{scheme}:' URL).")
-
-
-def utc_now() -> datetime:
-    """Now in UTC, without tzinfo: what both SQLite and a PostgreSQL `timestamp` column store unchanged."""
-    return datetime.now(UTC).replace(tzinfo=None)
+HistoryEntry = MascotEntry  # the name the first version of the page knew
+GalleryPage = MascotPage
 
 
 class MascotStore:
-    """Browsers, generations and image files. Every query is scoped by the owner hash that identity derived."""
+    """Browsers, their generations, images, likes and quotas. Every query acting for a browser takes its owner hash."""
 
     def __init__(self, database_url: str, images_dir: Path) -> None:
-        self.images_dir = images_dir.resolve()
-        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.files = ImageFiles(images_dir)
+        self.images_dir = self.files.root
         self.database = open_database(database_url)
         self.tables = define_tables(self.database)
         check_request_columns(self.tables)
         applied = migrate(self.database, self.tables)
         if applied:
             logger.info("Database schema now at version %d (applied %s).", applied[-1], applied)
+        self.quotas = QuotaBook(self.database, self.tables)
+        self.upkeep = FileUpkeep(self.database, self.tables, self.files)
+        self.check_files()
         self.sweep_orphan_files()
 
     def close(self) -> None:
@@ -245,118 +103,304 @@ class MascotStore:
         """The latest migration applied to this database."""
         return schema_version(self.tables)
 
+    # ---- saving -----------------------------------------------------------------------------------------------
     def save_generation(
-        self, owner_hash: str, request: GenerationRequest, result: GeneratedImages, model: ModelInfo
-    ) -> SavedGeneration:
-        """Write the image files, then their rows in one transaction; on failure, remove the files written."""
-        require_owner_hash(owner_hash)
-        if not result.images or len(result.images) != len(result.seeds):
-            raise ValueError(
-                f"A generation needs one seed per image (got {len(result.images)} images, {len(result.seeds)} seeds)."
-            )
-        created_at = utc_now()
-        relative_paths = self._write_files(request, result, model, created_at)
-        try:
-            with self.database.atomic():
-                generation_id = self._insert_generation(owner_hash, request, result, model, created_at)
-                image_ids = self._insert_images(generation_id, result, relative_paths, created_at)
-        except BaseException:
-            self._remove_files(relative_paths)
-            raise
-        return SavedGeneration(generation_id, tuple(image_ids), tuple(self.images_dir / p for p in relative_paths))
-
-    def history(self, owner_hash: str, *, page: int = 1, per_page: int = 24) -> list[HistoryEntry]:
-        """This browser's images, newest generation first (its images in seed order), one page of them."""
-        require_owner_hash(owner_hash)
-        if page < 1:
-            raise ValueError(f"page must be at least 1 (got {page}).")
-        if not 1 <= per_page <= MAX_PER_PAGE:
-            raise ValueError(f"per_page must be between 1 and {MAX_PER_PAGE} (got {per_page}).")
-        image, generation = self.tables.image, self.tables.generation
-        query = (
-            self._owned_images(owner_hash)
-            .order_by(generation.created_at.desc(), generation.id.desc(), image.position)
-            .paginate(page, per_page)
-        )
-        return [self._history_entry(row) for row in query]
-
-    def count_history(self, owner_hash: str) -> int:
-        """How many images this browser has."""
-        require_owner_hash(owner_hash)
-        return self._owned_images(owner_hash).count()
-
-    def sweep_orphan_files(self, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
-        """Remove image files that no row claims and that are older than `min_age_s`; returns how many."""
-        oldest_kept = time.time() - min_age_s
-        candidates = [path for path, modified in self._image_files() if modified <= oldest_kept]
-        claimed = self._claimed(candidates)
-        orphans = [path for path in candidates if path not in claimed]
-        self._remove_files(orphans)
-        if orphans:
-            logger.info("Removed %d image files that no database row claims.", len(orphans))
-        return len(orphans)
-
-    def _owned_images(self, owner_hash: str) -> peewee.ModelSelect:
-        image, generation, browser = self.tables.image, self.tables.generation, self.tables.browser
-        return (
-            image
-            .select(image, generation)
-            .join(generation)
-            .join(browser)
-            .where(browser.owner_hash == owner_hash)
-        )  # fmt: skip
-
-    def _history_entry(self, row: peewee.Model) -> HistoryEntry:
-        prompt = row.generation.prompt
-        return HistoryEntry(
-            image_id=row.id,
-            generation_id=row.generation.id,
-            path=self.images_dir / row.path,
-            prompt=prompt,
-            negative_prompt=row.generation.negative_prompt,
-            seed=row.seed,
-            width=row.width,
-            height=row.height,
-            created_at=row.generation.created_at.replace(tzinfo=UTC),
-            caption=caption(prompt),
-        )
-
-    def _write_files(
-        self, request: GenerationRequest, result: GeneratedImages, model: ModelInfo, created_at: datetime
-    ) -> list[str]:
-        """Write each image under images/<yyyy>/<mm>/; all or none (a failure removes those already written)."""
-        written: list[str] = []
-        try:
-            for image, seed in zip(result.images, result.seeds, strict=True):
-                relative = f"{created_at:%Y/%m}/{uuid.uuid4().hex}.png"
-                imaging.save_png(image, self.images_dir / relative, embedded_parameters(request, result, model, seed))
-                written.append(relative)
-        except BaseException:
-            self._remove_files(written)
-            raise
-        return written
-
-    def _insert_generation(
         self,
         owner_hash: str,
         request: GenerationRequest,
         result: GeneratedImages,
         model: ModelInfo,
-        created_at: datetime,
-    ) -> int:
-        browser = self.tables.browser
-        (
-            browser
-            .insert(owner_hash=owner_hash, created_at=created_at, last_seen_at=created_at)
-            .on_conflict(conflict_target=[browser.owner_hash], update={browser.last_seen_at: created_at})
-            .execute()
+        *,
+        now: datetime | None = None,
+        is_public: bool = True,
+    ) -> SavedGeneration:
+        """Write the images and thumbnails, then their rows and today's quota count in one transaction.
+
+        On failure the files written are removed. The images count against the quota of `now`'s UTC day.
+        """
+        require_owner_hash(owner_hash)
+        if not result.images or len(result.images) != len(result.seeds):
+            raise ValueError(
+                f"A generation needs one seed per image (got {len(result.images)} images, {len(result.seeds)} seeds)."
+            )
+        created_at = as_stored_time(now)
+        parameters = [embedded_parameters(request, result, model, seed) for seed in result.seeds]
+        stored = self.files.write_images(result.images, parameters, created_at)
+        try:
+            with self.database.atomic():
+                browser_id = ensure_browser(self.tables, owner_hash, created_at)
+                generation_id = self._insert_generation(browser_id, request, result, model, created_at)
+                rows = self._insert_images(generation_id, result, stored, created_at, is_public)
+                self.quotas.count_saved(browser_id, len(rows), created_at)
+        except BaseException:
+            self.files.remove([name for image in stored for name in (image.path, image.thumbnail)])
+            raise
+        return SavedGeneration(
+            generation_id=generation_id,
+            image_ids=tuple(row.id for row in rows),
+            image_paths=tuple(self.files.absolute(image.path) for image in stored),
+            public_ids=tuple(row.public_id for row in rows),
+            thumbnail_paths=tuple(self.files.absolute(image.thumbnail) for image in stored),
+        )
+
+    # ---- reading ----------------------------------------------------------------------------------------------
+    def history(self, owner_hash: str, *, page: int = 1, per_page: int = 24) -> list[MascotEntry]:
+        """This browser's images, newest generation first (its images in seed order), one page of them."""
+        require_owner_hash(owner_hash)
+        check_page(page, per_page)
+        owner_id = find_browser(self.tables, owner_hash)
+        if owner_id is None:
+            return []
+        image, generation = self.tables.image, self.tables.generation
+        query = (
+            entry_select(self.tables, owner_id)
+            .where(generation.browser == owner_id)
+            .where(image.file_missing == False)  # noqa: E712 - SQL, not Python truthiness
+            .order_by(generation.created_at.desc(), generation.id.desc(), image.position)
+            .paginate(page, per_page)
+            .dicts()
         )  # fmt: skip
-        browser_id = (
-            browser
-            .select(browser.id)
-            .where(browser.owner_hash == owner_hash)
+        return [entry_from_row(row, owner_id, self.files) for row in query]
+
+    def count_history(self, owner_hash: str) -> int:
+        """How many images this browser has (those whose file is missing left out, as `history` leaves them out)."""
+        require_owner_hash(owner_hash)
+        owner_id = find_browser(self.tables, owner_hash)
+        if owner_id is None:
+            return 0
+        image, generation = self.tables.image, self.tables.generation
+        return (
+            image
+            .select(peewee.fn.COUNT(image.id))
+            .join(generation)
+            .where(generation.browser == owner_id)
+            .where(image.file_missing == False)  # noqa: E712
             .scalar()
         )  # fmt: skip
+
+    def history_page(self, owner_hash: str, *, page: int = 1, per_page: int = 24) -> MascotPage:
+        """`history` with its total, for a pager."""
+        items = self.history(owner_hash, page=page, per_page=per_page)
+        return page_of(items, self.count_history(owner_hash), page, per_page)
+
+    def gallery(
+        self, viewer_owner_hash: str | None, *, page: int = 1, per_page: int = 24, sort: GallerySort = "newest"
+    ) -> MascotPage:
+        """Everyone's public mascots, newest first or most liked first (ties newest first), one page of them."""
+        viewer_id = self._viewer(viewer_owner_hash)
+        check_page(page, per_page)
+        image = self.tables.image
+        orders = {
+            "newest": [image.created_at.desc(), image.id.desc()],
+            "top": [image.like_count.desc(), image.created_at.desc(), image.id.desc()],
+        }
+        if sort not in orders:
+            raise ValueError(f"sort must be 'newest' or 'top' (got {sort!r}).")
+        query = (
+            entry_select(self.tables, viewer_id)
+            .where(listed(image))
+            .order_by(*orders[sort])
+            .paginate(page, per_page)
+            .dicts()
+        )  # fmt: skip
+        items = [entry_from_row(row, viewer_id, self.files) for row in query]
+        return page_of(items, self.count_gallery(), page, per_page)
+
+    def count_gallery(self) -> int:
+        """How many mascots the gallery lists."""
+        image = self.tables.image
+        return (
+            image
+            .select(peewee.fn.COUNT(image.id))
+            .where(listed(image))
+            .scalar()
+        )  # fmt: skip
+
+    def mascot(self, public_id: str, viewer_owner_hash: str | None) -> MascotEntry | None:
+        """One mascot by its share id: a public one for anyone, a private one for its owner only; else None."""
+        viewer_id = self._viewer(viewer_owner_hash)
+        if not is_public_id(public_id):
+            return None
+        image, generation = self.tables.image, self.tables.generation
+        visible = image.is_public == True  # noqa: E712
+        if viewer_id is not None:
+            visible = visible | (generation.browser == viewer_id)
+        row = (
+            entry_select(self.tables, viewer_id)
+            .where(image.public_id == public_id)
+            .where(image.file_missing == False)  # noqa: E712
+            .where(visible)
+            .dicts()
+            .first()
+        )  # fmt: skip
+        return None if row is None else entry_from_row(row, viewer_id, self.files)
+
+    # ---- changing one's own mascots ---------------------------------------------------------------------------
+    def set_public(self, owner_hash: str, public_id: str, is_public: bool) -> bool:
+        """Show the mascot in the gallery or hide it; False when it is not this browser's (or does not exist)."""
+        require_owner_hash(owner_hash)
+        if not is_public_id(public_id):
+            return False
+        image = self.tables.image
+        with self.database.atomic():
+            changed = (
+                image
+                .update(is_public=bool(is_public))
+                .where(image.public_id == public_id)
+                .where(image.generation.in_(self._generations_of(owner_hash)))
+                .execute()
+            )  # fmt: skip
+        return changed > 0
+
+    def delete_mascot(self, owner_hash: str, public_id: str) -> bool:
+        """Delete the mascot (row, likes, image and thumbnail files; its generation when it was the last image).
+
+        False, and nothing changed, when it is not this browser's.
+        """
+        require_owner_hash(owner_hash)
+        if not is_public_id(public_id):
+            return False
+        image, like, generation = self.tables.image, self.tables.like, self.tables.generation
+        with self.database.atomic():
+            row = self._owned_image(owner_hash, public_id)
+            if row is None:
+                return False
+            like.delete().where(like.image == row.id).execute()
+            image.delete().where(image.id == row.id).execute()
+            if not image.select().where(image.generation == row.generation_id).exists():
+                generation.delete().where(generation.id == row.generation_id).execute()
+        # After the commit: a crash in between leaves files no row claims, which the next sweep removes.
+        self.files.remove([name for name in (row.path, row.thumbnail) if name])
+        return True
+
+    # ---- likes ------------------------------------------------------------------------------------------------
+    def toggle_like(self, owner_hash: str, public_id: str, *, now: datetime | None = None) -> LikeState | None:
+        """Like the mascot, or take the like back; None when this browser cannot see it (private, gone, unknown).
+
+        The like row and the image's like_count change in one transaction, so the count stays exact.
+        """
+        require_owner_hash(owner_hash)
+        if not is_public_id(public_id):
+            return None
+        image, like = self.tables.image, self.tables.like
+        moment = as_stored_time(now)
+        with self.database.atomic():
+            browser_id = ensure_browser(self.tables, owner_hash, moment)
+            image_id = self._visible_image_id(public_id, browser_id)
+            if image_id is None:
+                return None
+            unliked = (
+                like
+                .delete()
+                .where(like.browser == browser_id)
+                .where(like.image == image_id)
+                .execute()
+            )  # fmt: skip
+            change = -unliked if unliked else self._add_like(browser_id, image_id, moment)
+            if change:
+                image.update(like_count=image.like_count + change).where(image.id == image_id).execute()
+            count = image.select(image.like_count).where(image.id == image_id).scalar()
+        return LikeState(liked=not unliked, like_count=int(count))
+
+    # ---- quota and the one job in flight ----------------------------------------------------------------------
+    def quota(self, owner_hash: str, limit: int, now: datetime | None = None) -> QuotaStatus:
+        """Today's (UTC) quota of this browser: used, in flight, remaining of `limit`, and when it resets."""
+        require_owner_hash(owner_hash)
+        check_limit(limit)
+        return self.quotas.status(owner_hash, limit, as_stored_time(now))
+
+    def claim_job(
+        self,
+        owner_hash: str,
+        images: int,
+        limit: int,
+        now: datetime | None = None,
+        *,
+        stale_after: timedelta = JOB_STALE_AFTER,
+    ) -> ClaimResult:
+        """Claim this browser's one job slot for `images` images, refused while another job of it is in flight
+        (unless that claim is older than `stale_after`) or when today's saved images + `images` exceed `limit`.
+
+        Call `release_job` when the job ends, whatever the outcome, after its images are saved.
+        """
+        require_owner_hash(owner_hash)
+        check_limit(limit)
+        if images < 1:
+            raise ValueError(f"images must be at least 1 (got {images}).")
+        return self.quotas.claim(owner_hash, images, limit, as_stored_time(now), stale_after)
+
+    def release_job(self, owner_hash: str, claim_id: str | None = None) -> bool:
+        """Free this browser's job slot (only the claim `claim_id`, when given); True when a claim was freed."""
+        require_owner_hash(owner_hash)
+        return self.quotas.release(owner_hash, claim_id)
+
+    # ---- the images folder ------------------------------------------------------------------------------------
+    def check_files(self) -> FileCheck:
+        """Mark rows whose image file is missing (and unmark those whose file is back); make missing thumbnails."""
+        return self.upkeep.check_files()
+
+    def sweep_orphan_files(self, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
+        """Remove images and thumbnails no row claims that are older than `min_age_s`; returns how many."""
+        return self.upkeep.sweep_orphan_files(min_age_s)
+
+    # ---- helpers ----------------------------------------------------------------------------------------------
+    def _viewer(self, viewer_owner_hash: str | None) -> int | None:
+        """The viewer's browser id; None for an anonymous viewer or one that never wrote anything."""
+        if viewer_owner_hash is not None:
+            require_owner_hash(viewer_owner_hash)
+        return find_browser(self.tables, viewer_owner_hash)
+
+    def _generations_of(self, owner_hash: str) -> peewee.ModelSelect:
+        generation, browser = self.tables.generation, self.tables.browser
+        return (
+            generation
+            .select(generation.id)
+            .join(browser)
+            .where(browser.owner_hash == owner_hash)
+        )  # fmt: skip
+
+    def _owned_image(self, owner_hash: str, public_id: str) -> peewee.Model | None:
+        image = self.tables.image
+        return (
+            image
+            .select(image.id, image.generation, image.path, image.thumbnail)
+            .where(image.public_id == public_id)
+            .where(image.generation.in_(self._generations_of(owner_hash)))
+            .first()
+        )  # fmt: skip
+
+    def _visible_image_id(self, public_id: str, browser_id: int) -> int | None:
+        """The image's id when this browser may see it: public, or its own; never one whose file is missing."""
+        image, generation = self.tables.image, self.tables.generation
+        return (
+            image
+            .select(image.id)
+            .join(generation)
+            .where(image.public_id == public_id)
+            .where(image.file_missing == False)  # noqa: E712
+            .where((image.is_public == True) | (generation.browser == browser_id))  # noqa: E712
+            .scalar()
+        )  # fmt: skip
+
+    def _add_like(self, browser_id: int, image_id: int, now: datetime) -> int:
+        """Insert the like; 1 when inserted, 0 when a concurrent request of the same browser already had."""
+        like = self.tables.like
+        return (
+            like
+            .insert(browser=browser_id, image=image_id, created_at=now)
+            .on_conflict_ignore()
+            .as_rowcount()
+            .execute()
+        )  # fmt: skip
+
+    def _insert_generation(
+        self,
+        browser_id: int,
+        request: GenerationRequest,
+        result: GeneratedImages,
+        model: ModelInfo,
+        created_at: datetime,
+    ) -> int:
         row = self.tables.generation.create(
             browser=browser_id,
             **request.as_dict(),
@@ -370,54 +414,30 @@ class MascotStore:
         return int(row.id)
 
     def _insert_images(
-        self, generation_id: int, result: GeneratedImages, relative_paths: Sequence[str], created_at: datetime
-    ) -> list[int]:
-        ids = []
-        for position, (image, seed, path) in enumerate(zip(result.images, result.seeds, relative_paths, strict=True)):
-            row = self.tables.image.create(
-                generation=generation_id,
-                position=position,
-                seed=seed,
-                path=path,
-                width=image.width,
-                height=image.height,
-                created_at=created_at,
+        self,
+        generation_id: int,
+        result: GeneratedImages,
+        stored: Sequence[StoredImage],
+        created_at: datetime,
+        is_public: bool,
+    ) -> list[peewee.Model]:
+        rows = []
+        for position, (image, seed, files) in enumerate(zip(result.images, result.seeds, stored, strict=True)):
+            rows.append(
+                self.tables.image.create(
+                    generation=generation_id,
+                    position=position,
+                    seed=seed,
+                    path=files.path,
+                    thumbnail=files.thumbnail,
+                    public_id=new_public_id(),
+                    is_public=is_public,
+                    width=image.width,
+                    height=image.height,
+                    created_at=created_at,
+                )
             )
-            ids.append(int(row.id))
-        return ids
-
-    def _image_files(self) -> Iterator[tuple[str, float]]:
-        """(relative path, mtime) of each file under images_dir the store could have written; no symlinks followed."""
-        for folder, _, files in os.walk(self.images_dir, followlinks=False):
-            for name in files:
-                path = Path(folder, name)
-                relative = path.relative_to(self.images_dir).as_posix()
-                if not IMAGE_PATH_PATTERN.fullmatch(relative) or path.is_symlink():
-                    continue
-                try:
-                    yield relative, path.lstat().st_mtime
-                except FileNotFoundError:  # another replica's sweep got there first
-                    continue
-
-    def _claimed(self, relative_paths: Sequence[str]) -> set[str]:
-        image = self.tables.image
-        claimed: set[str] = set()
-        for start in range(0, len(relative_paths), SWEEP_QUERY_CHUNK):
-            chunk = relative_paths[start : start + SWEEP_QUERY_CHUNK]
-            rows = (
-                image
-                .select(image.path)
-                .where(image.path.in_(chunk))
-                .tuples()
-            )  # fmt: skip
-            claimed.update(path for (path,) in rows)
-        return claimed
-
-    def _remove_files(self, relative_paths: Sequence[str]) -> None:
-        for relative in relative_paths:
-            # The pattern guarantees the path stays inside images_dir ("yyyy/mm/<hex>.png": no "..", not absolute).
-            if IMAGE_PATH_PATTERN.fullmatch(relative):
-                (self.images_dir / PurePosixPath(relative)).unlink(missing_ok=True)
+        return rows
 
 
 def check_request_columns(tables: Tables) -> None:
@@ -433,6 +453,21 @@ def require_owner_hash(owner_hash: str) -> None:
         raise ValueError("owner_hash must be the sha256 hex digest that BrowserIdentity.owner_hash returns.")
 
 
+def check_limit(limit: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a whole number of images, 0 or more (got {limit!r}).")
+
+
+def new_public_id() -> str:
+    """A share id: 72 random bits, so that share links cannot be guessed or counted through."""
+    return secrets.token_urlsafe(9)
+
+
+def is_public_id(value: object) -> bool:
+    """Whether `value` looks like a share id; anything else is answered "not found" without asking the database."""
+    return isinstance(value, str) and bool(PUBLIC_ID_PATTERN.fullmatch(value))
+
+
 def embedded_parameters(
     request: GenerationRequest, result: GeneratedImages, model: ModelInfo, seed: int
 ) -> dict[str, object]:
@@ -443,10 +478,3 @@ def embedded_parameters(
     if result.negative_prompt.cut:
         parameters["negative_prompt_cut"] = result.negative_prompt.cut
     return parameters
-
-
-def caption(prompt: str) -> str:
-    """The prompt, shortened for a gallery tile."""
-    if len(prompt) <= CAPTION_CHARACTERS:
-        return prompt
-    return prompt[: CAPTION_CHARACTERS - 1].rstrip() + "…"

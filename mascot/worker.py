@@ -74,10 +74,11 @@ class JobSnapshot:
 class Job:
     """One request of one browser, from the queue to the store. Thread-safe; handlers only read it."""
 
-    def __init__(self, request: GenerationRequest, owner_hash: str) -> None:
+    def __init__(self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None) -> None:
         self.id = uuid.uuid4().hex
         self.request = request
         self.owner_hash = owner_hash
+        self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
         self.submitted_at = time.monotonic()
         self.cancel_requested = threading.Event()
         self._changed = threading.Condition()
@@ -160,11 +161,11 @@ class GenerationWorker:
             return self._status
 
     # ---- the queue ---------------------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, owner_hash: str) -> Job:
+    def submit(self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None) -> Job:
         """Queue a job; refused with a sentence while the model loads, when full, or when this browser has one."""
         with self._lock:
             self.check_can_submit(owner_hash)
-            job = Job(request, owner_hash)
+            job = Job(request, owner_hash, claim_id)
             job.update(jobs_ahead=len(self._pending) + (1 if self._running_job() else 0))
             self._pending.append(job)
             self._active[owner_hash] = job

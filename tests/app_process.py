@@ -39,7 +39,8 @@ class AppProcess:
             "GRADIO_TEMP_DIR": str(self.tmp_dir / "gradio"),
             "GRADIO_ANALYTICS_ENABLED": "False",
             "HF_HUB_OFFLINE": "1",
-            "MASCOT_SECRET": "test-secret-shared-by-restarts",
+            "MASCOT_SECRET": "test-secret-shared-by-restarts-0123456789abcdef",
+            "MASCOT_DAILY_QUOTA": "1000",
         }
         started = time.monotonic()
         self.process = subprocess.Popen(

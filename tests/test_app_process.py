@@ -23,6 +23,13 @@ def app(tmp_path_factory):
     process.stop()
 
 
+def history_captions(client: Client) -> list[str]:
+    """The prompts of this browser's mascots on the first page of My mascots, newest first."""
+    gallery, page, _label, _mascots = client.predict(api_name="/my_mascots")
+    assert page == 1
+    return [entry["caption"] for entry in gallery]
+
+
 def generate(client: Client, prompt: str, **overrides):
     return client.predict(prompt=prompt, **{"seed": 7, **FAST, **overrides}, api_name="/generate")
 
@@ -50,18 +57,16 @@ def test_two_browsers_never_see_each_others_history_and_it_survives_a_restart(ap
     wait_until_model_ready(alice)
     generate(alice, "alice's purple dragon")
     generate(bob, "bob's green frog")
-    alice_history = alice.predict(api_name="/my_mascots")
-    bob_history = bob.predict(api_name="/my_mascots")
-    assert [entry["caption"] for entry in alice_history] == ["alice's purple dragon"]
-    assert [entry["caption"] for entry in bob_history] == ["bob's green frog"]
+    assert history_captions(alice) == ["alice's purple dragon"]
+    assert history_captions(bob) == ["bob's green frog"]
     assert alice.cookies and alice.cookies != bob.cookies
 
     app.stop()
     app.start()
     alice_again = app.browser(cookies=alice.cookies)
-    assert [entry["caption"] for entry in alice_again.predict(api_name="/my_mascots")] == ["alice's purple dragon"]
+    assert history_captions(alice_again) == ["alice's purple dragon"]
     stranger = app.browser()
-    assert stranger.predict(api_name="/my_mascots") == []
+    assert history_captions(stranger) == []
 
 
 def test_bad_input_gets_a_sentence_naming_the_parameter_and_the_app_keeps_serving(app):
@@ -88,7 +93,7 @@ def test_newest_mascots_come_first_in_history(app):
     wait_until_model_ready(client)
     generate(client, "first idea")
     generate(client, "second idea")
-    assert [entry["caption"] for entry in client.predict(api_name="/my_mascots")] == ["second idea", "first idea"]
+    assert history_captions(client) == ["second idea", "first idea"]
 
 
 def test_nothing_outside_the_images_folder_is_served(app):
@@ -133,7 +138,7 @@ def test_cancel_stops_a_generation_and_nothing_is_saved(app):
     assert client.predict(api_name="/cancel") == "Cancelling…"
     _, status = job.result(timeout=60)
     assert status.startswith("Cancelled")
-    assert client.predict(api_name="/my_mascots") == []
+    assert history_captions(client) == []
 
 
 def test_a_generation_goes_on_and_is_saved_when_the_browser_leaves(app):
@@ -151,5 +156,5 @@ def test_a_generation_goes_on_and_is_saved_when_the_browser_leaves(app):
     history = []
     while not history and time.monotonic() < deadline:
         time.sleep(0.5)
-        history = returning.predict(api_name="/my_mascots")
-    assert [entry["caption"] for entry in history] == ["left behind"]
+        history = history_captions(returning)
+    assert history == ["left behind"]

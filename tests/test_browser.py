@@ -73,14 +73,14 @@ def test_a_person_generates_a_mascot_and_finds_it_again_after_a_reload(chromium,
     page.reload()
     playwright_api.expect(page.locator("#model-banner")).to_contain_text("Preview mode")
     page.get_by_role("tab", name="My mascots").click()
-    history = page.locator("#history-gallery")
+    history = page.locator("#mine-gallery")
     playwright_api.expect(history.get_by_text("a cheerful otter barista")).to_be_visible()
     page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
 
     _, stranger = open_page(chromium, app)  # a new context is a new browser with its own cookies
     stranger.get_by_role("tab", name="My mascots").click()
     stranger.wait_for_timeout(1000)
-    assert stranger.locator("#history-gallery").get_by_text("a cheerful otter barista").count() == 0
+    assert stranger.locator("#mine-gallery").get_by_text("a cheerful otter barista").count() == 0
     context.close()
 
 

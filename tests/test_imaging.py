@@ -1,4 +1,4 @@
-"""PNG files with embedded parameters, atomic writes, thumbnails."""
+"""PNG files with embedded parameters, atomic writes, thumbnails (made and saved as WebP)."""
 
 from __future__ import annotations
 
@@ -134,3 +134,34 @@ def test_thumbnail_never_enlarges_and_leaves_the_original_alone() -> None:
 def test_thumbnail_refuses_a_non_positive_size() -> None:
     with pytest.raises(ValueError, match="max_side"):
         imaging.make_thumbnail(small_image(), max_side=0)
+
+
+def test_saved_thumbnail_is_a_small_webp_written_in_one_step(tmp_path: Path) -> None:
+    path = tmp_path / "2025" / "01" / "out.thumb.webp"
+    returned = imaging.save_thumbnail(small_image(1024, 768, colour=(10, 200, 30)), path, max_side=256)
+
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.thumb.webp"]
+    assert path.stat().st_mode & 0o777 == 0o644
+    with Image.open(path) as saved:
+        assert (saved.format, saved.size, returned.size) == ("WEBP", (256, 192), (256, 192))
+        assert saved.convert("RGB").getpixel((100, 100)) == pytest.approx((10, 200, 30), abs=6)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("RGBA", "RGBA"), ("LA", "RGBA"), ("L", "RGB"), ("CMYK", "RGB")])
+def test_thumbnail_keeps_transparency_and_turns_other_modes_into_rgb(tmp_path: Path, mode: str, expected: str) -> None:
+    path = tmp_path / "out.thumb.webp"
+    imaging.save_thumbnail(Image.new(mode, (64, 32)), path)
+
+    with Image.open(path) as saved:
+        assert saved.mode == expected
+
+
+def test_a_transparent_palette_image_keeps_its_transparency_in_the_thumbnail(tmp_path: Path) -> None:
+    image = Image.new("P", (64, 64), 0)
+    image.info["transparency"] = 0
+    path = tmp_path / "out.thumb.webp"
+
+    imaging.save_thumbnail(image, path)
+
+    with Image.open(path) as saved:
+        assert saved.mode == "RGBA" and saved.getpixel((5, 5))[3] == 0

@@ -1,139 +1,36 @@
-"""The store on SQLite and, when MASCOT_TEST_POSTGRES_URL is set, on PostgreSQL: history, files, sweep, migrations."""
+"""The store on SQLite and, when MASCOT_TEST_POSTGRES_URL is set, on PostgreSQL: saving, history, files and sweep."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
 
 import peewee
 import pytest
 from PIL import Image
 
-from mascot import imaging, store
-from mascot.generator import GeneratedImages, ModelInfo, PromptUse
-from mascot.request import GenerationRequest
-from mascot.store import MascotStore, Migration
+from mascot import entries, files, imaging
+from mascot.generator import GeneratedImages
+from mascot.store import MascotStore
+from mascot.upkeep import FileCheck
+from tests.store_support import (
+    MODEL,
+    OLD,
+    OpenStore,
+    all_files,
+    make_old,
+    make_request,
+    make_result,
+    orphan_path,
+    owner,
+    png_files,
+    save,
+)
 
-POSTGRES_URL = os.environ.get("MASCOT_TEST_POSTGRES_URL")
-BACKENDS = [
-    "sqlite",
-    pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES_URL, reason="MASCOT_TEST_POSTGRES_URL is not set")),
-]
-MODEL = ModelInfo(name="tiny preview model", is_preview_model=True, device="cpu")
-OLD = time.time() - 2 * store.ORPHAN_MIN_AGE_S
-
-OpenStore = Callable[..., MascotStore]
-
-
-def owner(name: str) -> str:
-    """An owner hash as identity makes them: sha256 hex."""
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def make_request(prompt: str = "a cheerful otter barista", *, seed: int = 7, count: int = 1) -> GenerationRequest:
-    return GenerationRequest.from_user(
-        prompt=prompt,
-        negative_prompt="blurry",
-        seed=seed,
-        width=320,
-        height=256,
-        num_inference_steps=2,
-        guidance_scale=5.5,
-        prior_num_inference_steps=3,
-        prior_guidance_scale=1.5,
-        num_images_per_prompt=count,
-    )
-
-
-def make_result(request: GenerationRequest, *, prompt_cut: str = "") -> GeneratedImages:
-    count = request.num_images_per_prompt
-    return GeneratedImages(
-        images=[Image.new("RGB", (request.width, request.height), (40 * i, 100, 200)) for i in range(count)],
-        seeds=[request.seed + i for i in range(count)],
-        prompt=PromptUse(used=request.prompt, cut=prompt_cut),
-        negative_prompt=PromptUse(used=request.negative_prompt),
-        prior_seconds=0.25,
-        decoder_seconds=1.5,
-    )
-
-
-def save(mascots: MascotStore, who: str, prompt: str = "a cheerful otter barista", *, seed: int = 7, count: int = 1):
-    request = make_request(prompt, seed=seed, count=count)
-    return mascots.save_generation(who, request, make_result(request), MODEL)
-
-
-def png_files(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.png"))
-
-
-def orphan_path(images_dir: Path, month: str = "2020/01") -> Path:
-    path = images_dir / month / f"{uuid.uuid4().hex}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8)).save(path)
-    os.utime(path, (OLD, OLD))
-    return path
-
-
-def fresh_postgres_schema(admin_url: str) -> Iterator[str]:
-    """A URL whose connections work in a new, empty schema of the test database; the schema is dropped afterwards.
-
-    A schema costs well under a millisecond where CREATE DATABASE costs a few hundred; the store only sees a URL.
-    """
-    import psycopg2
-
-    schema = f"mascot_test_{uuid.uuid4().hex[:16]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA "{schema}"')
-        parts = urlparse(admin_url)
-        query = "&".join(filter(None, [parts.query, urlencode({"options": f"-csearch_path={schema}"})]))
-        yield parts._replace(query=query).geturl()
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        admin.close()
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'mascots.db'}"
-    else:
-        assert POSTGRES_URL
-        yield from fresh_postgres_schema(POSTGRES_URL)
-
-
-@pytest.fixture
-def images_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "images"
-
-
-@pytest.fixture
-def open_store(database_url: str, images_dir: Path) -> Iterator[OpenStore]:
-    """Opens stores on this test's database and images folder; closes them all afterwards."""
-    opened: list[MascotStore] = []
-
-    def open_(url: str = database_url, folder: Path = images_dir) -> MascotStore:
-        opened.append(MascotStore(url, folder))
-        return opened[-1]
-
-    yield open_
-    for mascots in opened:
-        mascots.close()
-
-
-@pytest.fixture
-def mascots(open_store: OpenStore) -> MascotStore:
-    return open_store()
+pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
 
 
 def test_saved_generations_come_back_newest_first_with_their_prompts(mascots: MascotStore) -> None:
@@ -166,7 +63,7 @@ def test_image_files_live_under_year_and_month_with_random_names(mascots: Mascot
     now = datetime.now(UTC)
     for path in saved.image_paths:
         relative = path.relative_to(images_dir.resolve()).as_posix()
-        assert store.IMAGE_PATH_PATTERN.fullmatch(relative)
+        assert files.IMAGE_PATH_PATTERN.fullmatch(relative)
         assert relative.startswith(f"{now:%Y/%m}/") or relative.startswith(f"{now.year}/")
     assert len(set(saved.image_paths)) == 2
 
@@ -224,7 +121,7 @@ def test_paging_arguments_out_of_range_are_refused(mascots: MascotStore) -> None
     with pytest.raises(ValueError, match="per_page"):
         mascots.history(alice, per_page=0)
     with pytest.raises(ValueError, match="per_page"):
-        mascots.history(alice, per_page=store.MAX_PER_PAGE + 1)
+        mascots.history(alice, per_page=entries.MAX_PER_PAGE + 1)
 
 
 def test_two_browsers_never_see_each_others_history(mascots: MascotStore) -> None:
@@ -307,7 +204,7 @@ def test_a_failed_transaction_leaves_no_file_and_no_row(
     with pytest.raises(peewee.IntegrityError):
         save(mascots, alice, count=2)
 
-    assert png_files(images_dir) == []
+    assert all_files(images_dir) == []
     assert mascots.count_history(alice) == 0
     assert mascots.tables.generation.select().count() == 0  # the generation row was rolled back too
     monkeypatch.undo()
@@ -332,7 +229,7 @@ def test_a_failed_image_write_removes_the_images_already_written(
         save(mascots, owner("alice"), count=3)
 
     assert len(calls) == 2
-    assert png_files(images_dir) == []
+    assert all_files(images_dir) == []  # the first image's thumbnail too
     assert mascots.tables.generation.select().count() == 0
 
 
@@ -347,6 +244,133 @@ def test_sweep_removes_unclaimed_pngs_and_keeps_claimed_ones(mascots: MascotStor
     assert not orphan.exists()
     assert all(path.is_file() for path in saved.image_paths)
     assert mascots.history(owner("alice"))[0].path.is_file()
+
+
+def test_a_failed_thumbnail_write_removes_everything_written(
+    mascots: MascotStore, images_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save_thumbnail = imaging.save_thumbnail
+    calls: list[Path] = []
+
+    def fail_on_the_second(image: Image.Image, path: Path) -> Image.Image:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_save_thumbnail(image, path)
+
+    monkeypatch.setattr(imaging, "save_thumbnail", fail_on_the_second)
+    with pytest.raises(OSError, match="disk full"):
+        save(mascots, owner("alice"), count=2)
+
+    assert len(calls) == 2
+    assert all_files(images_dir) == []
+    assert mascots.tables.image.select().count() == 0
+
+
+def test_each_image_gets_its_thumbnail_beside_it_at_save_time(mascots: MascotStore, images_dir: Path) -> None:
+    saved = save(mascots, owner("alice"), count=2)
+
+    for image_path, thumbnail_path in zip(saved.image_paths, saved.thumbnail_paths, strict=True):
+        relative = thumbnail_path.relative_to(images_dir.resolve()).as_posix()
+        assert files.THUMBNAIL_PATH_PATTERN.fullmatch(relative)
+        assert thumbnail_path == image_path.with_name(image_path.stem + ".thumb.webp")
+        assert thumbnail_path.is_file()
+    assert len(all_files(images_dir)) == 4
+    assert [entry.thumbnail_path for entry in mascots.history(owner("alice"))] == list(saved.thumbnail_paths)
+
+
+def test_sweep_removes_unclaimed_thumbnails_and_keeps_claimed_ones(mascots: MascotStore, images_dir: Path) -> None:
+    saved = save(mascots, owner("alice"))
+    make_old(*saved.image_paths, *saved.thumbnail_paths)
+    orphan = images_dir / "2020" / "01" / f"{uuid.uuid4().hex}.thumb.webp"
+    imaging.save_thumbnail(Image.new("RGB", (32, 32)), orphan)
+    make_old(orphan)
+
+    assert mascots.sweep_orphan_files() == 1
+
+    assert not orphan.exists()
+    assert saved.thumbnail_paths[0].is_file() and saved.image_paths[0].is_file()
+
+
+def test_a_thumbnail_whose_image_row_was_deleted_is_swept(mascots: MascotStore) -> None:
+    saved = save(mascots, owner("alice"))
+    mascots.tables.image.delete().execute()  # as if a crash came between a delete's commit and its file removal
+    make_old(*saved.image_paths, *saved.thumbnail_paths)
+
+    assert mascots.sweep_orphan_files() == 2
+
+    assert not saved.thumbnail_paths[0].exists() and not saved.image_paths[0].exists()
+
+
+def test_rows_whose_image_file_is_missing_are_marked_at_start_and_hidden(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = owner("alice")
+    first = open_store()
+    saved = save(first, alice, count=3)
+    lost, kept = saved.public_ids[:2], saved.public_ids[2]
+    for path in saved.image_paths[:2]:
+        path.unlink()
+    first.close()
+
+    with caplog.at_level("WARNING", logger="mascot.store"):
+        reopened = open_store()
+
+    assert "2 images have lost their file" in caplog.text
+    assert [entry.public_id for entry in reopened.history(alice)] == [kept]
+    assert reopened.count_history(alice) == 1
+    assert [entry.public_id for entry in reopened.gallery(None).items] == [kept]
+    assert reopened.gallery(None).total == reopened.count_gallery() == 1
+    assert all(reopened.mascot(public_id, alice) is None for public_id in lost)
+    assert reopened.toggle_like(owner("bob"), lost[0]) is None
+    image = reopened.tables.image
+    assert image.select().where(image.file_missing == True).count() == 2  # noqa: E712 - rows kept, only marked
+    assert all(path.is_file() for path in saved.thumbnail_paths)  # claimed by their rows: kept
+    assert reopened.sweep_orphan_files(min_age_s=0) == 0
+
+
+def test_a_missing_file_that_comes_back_is_shown_again(mascots: MascotStore) -> None:
+    saved = save(mascots, owner("alice"))
+    backup = saved.image_paths[0].read_bytes()
+    saved.image_paths[0].unlink()
+    assert mascots.check_files().missing == 1
+    assert mascots.count_history(owner("alice")) == 0
+
+    saved.image_paths[0].write_bytes(backup)
+
+    assert mascots.check_files() == FileCheck(missing=0, restored=1, thumbnails_made=0)
+    assert mascots.count_history(owner("alice")) == 1
+    assert mascots.check_files() == FileCheck(missing=0, restored=0, thumbnails_made=0)
+
+
+def test_a_lost_thumbnail_is_made_again_at_start(open_store: OpenStore) -> None:
+    first = open_store()
+    saved = save(first, owner("alice"))
+    saved.thumbnail_paths[0].unlink()
+    first.close()
+
+    reopened = open_store()
+
+    assert saved.thumbnail_paths[0].is_file()
+    with Image.open(saved.thumbnail_paths[0]) as thumbnail:
+        assert thumbnail.format == "WEBP" and max(thumbnail.size) == 256
+    assert reopened.history(owner("alice"))[0].thumbnail_path == saved.thumbnail_paths[0]
+
+
+def test_a_damaged_image_gets_no_thumbnail_and_the_store_still_opens(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = open_store()
+    saved = save(first, owner("alice"))
+    saved.thumbnail_paths[0].unlink()
+    saved.image_paths[0].write_bytes(b"not a png any more")
+    first.close()
+
+    with caplog.at_level("WARNING", logger="mascot.store"):
+        reopened = open_store()
+
+    assert "Could not make a thumbnail" in caplog.text
+    assert reopened.count_history(owner("alice")) == 1
 
 
 def test_sweep_spares_recent_files_a_sibling_process_may_be_about_to_claim(
@@ -368,6 +392,9 @@ def test_sweep_leaves_files_it_would_never_have_written(mascots: MascotStore, im
         month / "notes.txt",
         month / "picture.png",
         month / f"{uuid.uuid4().hex}.png.tmp",
+        month / f"{uuid.uuid4().hex}.webp",
+        month / "notes.thumb.webp",
+        month / f".{uuid.uuid4().hex}.thumb.webp.x1y2.tmp",
         images_dir / f"{uuid.uuid4().hex}.png",
         images_dir / "2020" / "01" / "deeper" / f"{uuid.uuid4().hex}.png",
     ]
@@ -403,54 +430,6 @@ def test_opening_a_store_sweeps_old_orphans(open_store: OpenStore, images_dir: P
     open_store()
 
     assert not orphan.exists()
-
-
-def test_migrations_are_idempotent(open_store: OpenStore) -> None:
-    mascots = open_store()
-    save(mascots, owner("alice"))
-    latest = store.MIGRATIONS[-1].version
-
-    assert mascots.schema_version == latest
-    assert store.migrate(mascots.database, mascots.tables) == []
-    mascots.close()
-    reopened = open_store()
-
-    assert reopened.schema_version == latest
-    assert reopened.tables.schema_version.select().count() == len(store.MIGRATIONS)
-    assert reopened.count_history(owner("alice")) == 1
-
-
-def test_a_new_migration_runs_exactly_once_on_an_existing_database(
-    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    save(open_store(), owner("alice"))
-    runs: list[int] = []
-
-    def add_a_table(db: peewee.Database, tables: store.Tables) -> None:
-        runs.append(1)
-        db.execute_sql("CREATE TABLE migration_probe (id INTEGER PRIMARY KEY)")
-
-    monkeypatch.setattr(store, "MIGRATIONS", [*store.MIGRATIONS, Migration(2, "a probe table", add_a_table)])
-    upgraded = open_store()
-    again = open_store()
-
-    assert runs == [1]
-    assert (upgraded.schema_version, again.schema_version) == (2, 2)
-    assert again.database.execute_sql("SELECT COUNT(*) FROM migration_probe").fetchone()[0] == 0
-    assert again.count_history(owner("alice")) == 1
-
-
-def test_a_fresh_database_gets_todays_schema_and_skips_old_steps(
-    open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def must_not_run(db: peewee.Database, tables: store.Tables) -> None:
-        raise AssertionError("a fresh database already has the current schema")
-
-    monkeypatch.setattr(store, "MIGRATIONS", [*store.MIGRATIONS, Migration(2, "already in the models", must_not_run)])
-    mascots = open_store()
-
-    assert mascots.schema_version == 2
-    save(mascots, owner("alice"))
 
 
 def test_concurrent_saves_from_many_threads_all_land(mascots: MascotStore) -> None:
@@ -510,6 +489,6 @@ def test_an_unsupported_database_url_is_refused(tmp_path: Path) -> None:
 def test_caption_shortens_long_prompts() -> None:
     long_prompt = "a very " * 30 + "long prompt"
 
-    assert store.caption("short prompt") == "short prompt"
-    assert len(store.caption(long_prompt)) <= store.CAPTION_CHARACTERS
-    assert store.caption(long_prompt).endswith("…")
+    assert entries.caption("short prompt") == "short prompt"
+    assert len(entries.caption(long_prompt)) <= entries.CAPTION_CHARACTERS
+    assert entries.caption(long_prompt).endswith("…")

@@ -1,0 +1,180 @@
+"""What the pages show of a mascot: entry and page values, and the one query shape history and gallery share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import peewee
+
+from mascot.files import ImageFiles
+from mascot.request import GenerationRequest
+from mascot.schema import Tables
+
+GallerySort = Literal["newest", "top"]
+MAX_PER_PAGE = 200
+MAX_PAGE = 1_000_000  # keeps OFFSET a sane number whatever a client sends
+CAPTION_CHARACTERS = 60
+
+
+@dataclass(frozen=True)
+class MascotEntry:
+    """One image as a page shows it: files, caption, every generation parameter, and the viewer's view of it.
+
+    `seed` is this image's own seed; `remix_request()` reproduces exactly this image.
+    """
+
+    image_id: int
+    generation_id: int
+    public_id: str
+    path: Path
+    thumbnail_path: Path | None  # None when no thumbnail could be made (a damaged file): show `path`
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    prior_num_inference_steps: int
+    prior_guidance_scale: float
+    num_images_per_prompt: int
+    position: int  # 0-based place in its generation: seed = the generation's seed + position
+    model_name: str
+    prompt_cut: str  # what the text encoder dropped past its token limit
+    created_at: datetime  # timezone-aware UTC
+    caption: str
+    is_public: bool
+    like_count: int
+    liked_by_viewer: bool
+    is_owner: bool  # the viewer made it: may make it private, delete it
+
+    def remix_request(self) -> GenerationRequest:
+        """This image's parameters with its own seed and one image: generating it again reproduces it."""
+        return GenerationRequest(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            seed=self.seed,
+            width=self.width,
+            height=self.height,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            prior_num_inference_steps=self.prior_num_inference_steps,
+            prior_guidance_scale=self.prior_guidance_scale,
+            num_images_per_prompt=1,
+        )
+
+
+@dataclass(frozen=True)
+class MascotPage:
+    """One page of entries, with the total across all pages."""
+
+    items: tuple[MascotEntry, ...]
+    total: int
+    page: int
+    per_page: int
+    has_next: bool
+
+
+def check_page(page: int, per_page: int) -> None:
+    """Refuse paging arguments out of range, naming the one that is."""
+    if not 1 <= page <= MAX_PAGE:
+        raise ValueError(f"page must be between 1 and {MAX_PAGE} (got {page}).")
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise ValueError(f"per_page must be between 1 and {MAX_PER_PAGE} (got {per_page}).")
+
+
+def page_of(items: Sequence[MascotEntry], total: int, page: int, per_page: int) -> MascotPage:
+    return MascotPage(items=tuple(items), total=total, page=page, per_page=per_page, has_next=page * per_page < total)
+
+
+def listed(image: type[peewee.Model]) -> peewee.Expression:
+    """What the gallery lists: public images whose file is there. Equalities, so the gallery indexes apply."""
+    return (image.is_public == True) & (image.file_missing == False)  # noqa: E712 - SQL, not Python truthiness
+
+
+def entry_select(tables: Tables, viewer_id: int | None) -> peewee.ModelSelect:
+    """Images joined to their generation, with whether `viewer_id` liked each one; add where, order and paging."""
+    image, generation, like = tables.image, tables.generation, tables.like
+    query = (
+        image
+        .select(*_entry_columns(tables))
+        .join(generation)
+    )  # fmt: skip
+    if viewer_id is None:
+        return query
+    # One LEFT JOIN on the like table's (browser, image) unique index: "did this viewer like it" costs no extra query.
+    return (
+        query
+        .select_extend(like.id.alias("viewer_like_id"))
+        .switch(image)
+        .join(like, peewee.JOIN.LEFT_OUTER, on=((like.image == image.id) & (like.browser == viewer_id)))
+    )  # fmt: skip
+
+
+def _entry_columns(tables: Tables) -> list[peewee.Node]:
+    image, generation = tables.image, tables.generation
+    return [
+        image.id.alias("image_id"),
+        image.generation.alias("generation_id"),
+        image.public_id,
+        image.path,
+        image.thumbnail,
+        image.seed,
+        image.position,
+        image.width,
+        image.height,
+        image.is_public,
+        image.like_count,
+        image.created_at,
+        generation.browser.alias("owner_id"),
+        generation.prompt,
+        generation.negative_prompt,
+        generation.num_inference_steps,
+        generation.guidance_scale,
+        generation.prior_num_inference_steps,
+        generation.prior_guidance_scale,
+        generation.num_images_per_prompt,
+        generation.model_name,
+        generation.prompt_cut,
+    ]
+
+
+def entry_from_row(row: Mapping[str, Any], viewer_id: int | None, files: ImageFiles) -> MascotEntry:
+    """An entry from one row of `entry_select(...).dicts()`, as `viewer_id` sees it."""
+    return MascotEntry(
+        image_id=row["image_id"],
+        generation_id=row["generation_id"],
+        public_id=row["public_id"],
+        path=files.absolute(row["path"]),
+        thumbnail_path=files.absolute(row["thumbnail"]) if row["thumbnail"] else None,
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        seed=row["seed"],
+        width=row["width"],
+        height=row["height"],
+        num_inference_steps=row["num_inference_steps"],
+        guidance_scale=row["guidance_scale"],
+        prior_num_inference_steps=row["prior_num_inference_steps"],
+        prior_guidance_scale=row["prior_guidance_scale"],
+        num_images_per_prompt=row["num_images_per_prompt"],
+        position=row["position"],
+        model_name=row["model_name"],
+        prompt_cut=row["prompt_cut"],
+        created_at=row["created_at"].replace(tzinfo=UTC),
+        caption=caption(row["prompt"]),
+        is_public=bool(row["is_public"]),
+        like_count=row["like_count"],
+        liked_by_viewer=row.get("viewer_like_id") is not None,
+        is_owner=viewer_id is not None and row["owner_id"] == viewer_id,
+    )
+
+
+def caption(prompt: str) -> str:
+    """The prompt, shortened for a gallery tile."""
+    if len(prompt) <= CAPTION_CHARACTERS:
+        return prompt
+    return prompt[: CAPTION_CHARACTERS - 1].rstrip() + "…"

@@ -1,0 +1,111 @@
+"""The images folder: where each image and its thumbnail go, writing them all-or-none, finding and removing them."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
+
+from mascot import imaging
+
+# The only files the store ever writes, relative to the images folder; nothing else is ever removed.
+IMAGE_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.png")
+THUMBNAIL_SUFFIX = ".thumb.webp"
+THUMBNAIL_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.thumb\.webp")
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One image as written: its PNG and its thumbnail, both relative to the images folder, with "/"."""
+
+    path: str
+    thumbnail: str
+
+
+def is_stored_file(relative: str) -> bool:
+    """Whether `relative` names a file the store could have written (an image or a thumbnail)."""
+    return bool(IMAGE_PATH_PATTERN.fullmatch(relative) or THUMBNAIL_PATH_PATTERN.fullmatch(relative))
+
+
+def thumbnail_path(image_path: str) -> str:
+    """The thumbnail's name beside its image: `yyyy/mm/<hex>.png` -> `yyyy/mm/<hex>.thumb.webp`.
+
+    Derived rather than random, so two replicas that both make a missing thumbnail agree on where it goes.
+    """
+    if not IMAGE_PATH_PATTERN.fullmatch(image_path):
+        raise ValueError(f"Not an image path the store writes: {image_path!r}.")
+    return image_path.removesuffix(".png") + THUMBNAIL_SUFFIX
+
+
+class ImageFiles:
+    """The files under one images folder. Paths in and out are relative, with "/", as the database keeps them."""
+
+    def __init__(self, images_dir: Path) -> None:
+        self.root = images_dir.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def absolute(self, relative: str) -> Path:
+        """The absolute path of a stored file."""
+        return self.root / PurePosixPath(relative)
+
+    def exists(self, relative: str) -> bool:
+        """Whether the stored file is there (a symlink does not count: the store never makes one)."""
+        path = self.absolute(relative)
+        return path.is_file() and not path.is_symlink()
+
+    def write_images(
+        self, images: Sequence[Image.Image], parameters: Sequence[Mapping[str, object]], created_at: datetime
+    ) -> list[StoredImage]:
+        """Write each image under <yyyy>/<mm>/ with its thumbnail; all or none (a failure removes what was written)."""
+        written: list[str] = []
+        stored: list[StoredImage] = []
+        try:
+            for image, embedded in zip(images, parameters, strict=True):
+                path = f"{created_at:%Y/%m}/{uuid.uuid4().hex}.png"
+                imaging.save_png(image, self.absolute(path), embedded)
+                written.append(path)
+                thumbnail = self.write_thumbnail(image, path)
+                written.append(thumbnail)
+                stored.append(StoredImage(path=path, thumbnail=thumbnail))
+        except BaseException:
+            self.remove(written)
+            raise
+        return stored
+
+    def write_thumbnail(self, image: Image.Image, image_path: str) -> str:
+        """Write the thumbnail of the image stored at `image_path`; returns the thumbnail's relative path."""
+        thumbnail = thumbnail_path(image_path)
+        imaging.save_thumbnail(image, self.absolute(thumbnail))
+        return thumbnail
+
+    def remake_thumbnail(self, image_path: str) -> str:
+        """Make the thumbnail again from the stored image (a row older than thumbnails, or a lost thumbnail file)."""
+        with Image.open(self.absolute(image_path)) as image:
+            image.load()
+            return self.write_thumbnail(image, image_path)
+
+    def remove(self, relative_paths: Iterable[str]) -> None:
+        """Remove stored files; anything that is not a path the store writes is left alone."""
+        for relative in relative_paths:
+            # The patterns guarantee the path stays inside the folder ("yyyy/mm/<hex>...": no "..", not absolute).
+            if is_stored_file(relative):
+                self.absolute(relative).unlink(missing_ok=True)
+
+    def stored_files(self) -> Iterator[tuple[str, float]]:
+        """(relative path, mtime) of each file the store could have written; symlinks neither followed nor listed."""
+        for folder, _, names in os.walk(self.root, followlinks=False):
+            for name in names:
+                path = Path(folder, name)
+                relative = path.relative_to(self.root).as_posix()
+                if not is_stored_file(relative) or path.is_symlink():
+                    continue
+                try:
+                    yield relative, path.lstat().st_mtime
+                except FileNotFoundError:  # another replica's sweep got there first
+                    continue

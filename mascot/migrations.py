@@ -1,0 +1,163 @@
+"""The schema's history: an ordered list of migrations and the runner that brings a database to the latest one."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import peewee
+from playhouse import migrate as schema_changes
+
+from mascot.schema import Tables, utc_now
+
+logger = logging.getLogger(__name__)
+
+# Any constant works: it only has to be the same in every replica that migrates one PostgreSQL database.
+POSTGRES_MIGRATION_LOCK = 0x6D6173636F74
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema's history; `apply` runs inside the migration transaction."""
+
+    version: int
+    description: str
+    apply: Callable[[peewee.Database, Tables], None]
+
+
+def create_current_schema(db: peewee.Database, tables: Tables) -> None:
+    """Create every data table as the models define them today."""
+    db.create_tables(tables.data_tables)
+
+
+def add_sharing_likes_thumbnails_and_quota(db: peewee.Database, tables: Tables) -> None:
+    """Version 2. Spelled out column by column: today's models would describe a later schema than version 2."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    _add_public_ids(db, migrator)
+    schema_changes.migrate(
+        migrator.add_column("mascot_image", "is_public", _not_null(peewee.BooleanField, "TRUE"), allow_not_null=True),
+        migrator.add_column("mascot_image", "like_count", _not_null(peewee.IntegerField, "0"), allow_not_null=True),
+        migrator.add_column(
+            "mascot_image", "file_missing", _not_null(peewee.BooleanField, "FALSE"), allow_not_null=True
+        ),
+        # Thumbnails of existing images are made by the store at start (MascotStore.check_files), outside this
+        # transaction: file work has no place inside the lock every replica waits on.
+        migrator.add_column("mascot_image", "thumbnail", peewee.CharField(max_length=255, null=True)),
+        _image_index(migrator, ("thumbnail",), unique=True),
+        _image_index(migrator, ("is_public", "file_missing", "created_at", "id")),
+        _image_index(migrator, ("is_public", "file_missing", "like_count", "created_at", "id")),
+        migrator.add_column("browser", "quota_day", peewee.DateField(null=True)),
+        migrator.add_column("browser", "quota_used", _not_null(peewee.IntegerField, "0"), allow_not_null=True),
+        migrator.add_column("browser", "job_started_at", peewee.DateTimeField(null=True)),
+        migrator.add_column("browser", "job_images", _not_null(peewee.IntegerField, "0"), allow_not_null=True),
+        migrator.add_column("browser", "job_claim", peewee.CharField(max_length=32, null=True)),
+    )
+    db.create_tables([_version_2_like_table(db)])
+
+
+def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
+    return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
+
+
+def _image_index(
+    migrator: schema_changes.SchemaMigrator, columns: tuple[str, ...], *, unique: bool = False
+) -> schema_changes.Operation:
+    """An index on mascot_image named as peewee names the model's indexes ("mascotimage_<columns>")."""
+    return migrator.add_index("mascot_image", columns, unique=unique, name="mascotimage_" + "_".join(columns))
+
+
+def _add_public_ids(db: peewee.Database, migrator: schema_changes.SchemaMigrator) -> None:
+    """Add mascot_image.public_id: nullable first, one random id per existing row, then NOT NULL and unique."""
+    schema_changes.migrate(migrator.add_column("mascot_image", "public_id", peewee.CharField(max_length=16, null=True)))
+    ids = [row_id for (row_id,) in db.execute_sql("SELECT id FROM mascot_image WHERE public_id IS NULL").fetchall()]
+    for row_id in ids:
+        db.execute_sql(
+            f"UPDATE mascot_image SET public_id = {db.param} WHERE id = {db.param}", (secrets.token_urlsafe(9), row_id)
+        )
+    # On SQLite (before 3.53) NOT NULL means rebuilding the table; peewee copies the rows and re-creates its indexes.
+    schema_changes.migrate(
+        migrator.add_not_null("mascot_image", "public_id"),
+        _image_index(migrator, ("public_id",), unique=True),
+    )
+
+
+def _version_2_like_table(db: peewee.Database) -> type[peewee.Model]:
+    """The like table as version 2 created it, with stand-ins for the tables it points at."""
+
+    class Version2Model(peewee.Model):
+        class Meta:
+            database = db
+
+    class Browser(Version2Model):
+        class Meta:
+            table_name = "browser"
+
+    class MascotImage(Version2Model):
+        class Meta:
+            table_name = "mascot_image"
+
+    class Like(Version2Model):
+        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
+        image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "mascot_like"
+            indexes = ((("browser", "image"), True), (("image",), False))
+
+    return Like
+
+
+# Ordered; append, never edit. A fresh database gets today's schema at once and is stamped with the latest version
+# (Alembic's "create_all, then stamp"), so a later migration only has to bring an existing, older database forward.
+MIGRATIONS: list[Migration] = [
+    Migration(1, "browsers, generations and their images", create_current_schema),
+    Migration(
+        2,
+        "share ids, privacy, likes, thumbnails, missing files, quota and jobs",
+        add_sharing_likes_thumbnails_and_quota,
+    ),
+]
+
+
+def migrate(db: peewee.Database, tables: Tables, migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Bring the database to the latest schema; returns the versions applied now (none when already there)."""
+    steps = sorted(MIGRATIONS if migrations is None else migrations, key=lambda step: step.version)
+    with db.atomic():
+        _lock_for_migration(db)
+        db.create_tables([tables.schema_version])
+        current = schema_version(tables)
+        if current == 0:
+            create_current_schema(db, tables)
+            applied = steps
+        else:
+            applied = [step for step in steps if step.version > current]
+            for step in applied:
+                logger.info("Migrating the database to version %d: %s", step.version, step.description)
+                step.apply(db, tables)
+        _record_versions(tables, applied)
+    return [step.version for step in applied]
+
+
+def schema_version(tables: Tables) -> int:
+    """The latest migration recorded in the database (0 for none)."""
+    version = tables.schema_version
+    return (
+        version
+        .select(peewee.fn.MAX(version.version))
+        .scalar()
+    ) or 0  # fmt: skip
+
+
+def _lock_for_migration(db: peewee.Database) -> None:
+    """Let one process at a time migrate. SQLite's write transactions already begin IMMEDIATE (see open_database)."""
+    if isinstance(db, peewee.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (POSTGRES_MIGRATION_LOCK,))
+
+
+def _record_versions(tables: Tables, steps: Sequence[Migration]) -> None:
+    now = utc_now()
+    for step in steps:
+        tables.schema_version.create(version=step.version, description=step.description, applied_at=now)

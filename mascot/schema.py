@@ -1,0 +1,185 @@
+"""The database: opening it by URL, the peewee models bound to it, and the browser row other queries hang from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
+
+import peewee
+from playhouse.db_url import connect
+
+SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": "normal"}
+PUBLIC_ID_CHARACTERS = 12  # secrets.token_urlsafe(9): 72 random bits, URL-safe, no padding
+
+
+@dataclass(frozen=True)
+class Tables:
+    """One store's model classes. Each store defines its own, bound to its own database, so two never mix."""
+
+    schema_version: type[peewee.Model]
+    browser: type[peewee.Model]
+    generation: type[peewee.Model]
+    image: type[peewee.Model]
+    like: type[peewee.Model]
+
+    @property
+    def data_tables(self) -> list[type[peewee.Model]]:
+        """The tables that hold data, parents first (the order to create them in)."""
+        return [self.browser, self.generation, self.image, self.like]
+
+
+def database_default(sql: str) -> list[peewee.SQL]:
+    """A DEFAULT clause, so that a fresh table and one brought forward by `ALTER TABLE ... ADD COLUMN` are alike."""
+    return [peewee.SQL(f"DEFAULT {sql}")]
+
+
+def define_tables(db: peewee.Database) -> Tables:
+    """Today's schema, as peewee models bound to `db`. Change it only together with a new migration."""
+
+    class BaseModel(peewee.Model):
+        class Meta:
+            database = db
+
+    class SchemaVersion(BaseModel):
+        version = peewee.IntegerField(primary_key=True)
+        description = peewee.TextField()
+        applied_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "schema_version"
+
+    class Browser(BaseModel):
+        owner_hash = peewee.CharField(max_length=64, unique=True)
+        created_at = peewee.DateTimeField()
+        last_seen_at = peewee.DateTimeField()
+        # The daily quota: images saved on `quota_day` (UTC). Kept as a count, not derived from the images, so that
+        # deleting a mascot does not hand its share of the quota back.
+        quota_day = peewee.DateField(null=True)
+        quota_used = peewee.IntegerField(default=0, constraints=database_default("0"))
+        # The one job in flight: claimed by a conditional UPDATE, so replicas sharing the database agree.
+        job_started_at = peewee.DateTimeField(null=True)
+        job_images = peewee.IntegerField(default=0, constraints=database_default("0"))
+        job_claim = peewee.CharField(max_length=32, null=True)
+
+        class Meta:
+            table_name = "browser"
+
+    class Generation(BaseModel):
+        browser = peewee.ForeignKeyField(Browser, backref="generations", on_delete="CASCADE", index=False)
+        prompt = peewee.TextField()
+        negative_prompt = peewee.TextField(default="")
+        seed = peewee.BigIntegerField()  # up to 2**32 - 1: more than a PostgreSQL integer holds
+        width = peewee.IntegerField()
+        height = peewee.IntegerField()
+        num_inference_steps = peewee.IntegerField()
+        guidance_scale = peewee.FloatField()
+        prior_num_inference_steps = peewee.IntegerField()
+        prior_guidance_scale = peewee.FloatField()
+        num_images_per_prompt = peewee.IntegerField()
+        prompt_cut = peewee.TextField(default="")
+        negative_prompt_cut = peewee.TextField(default="")
+        model_name = peewee.TextField()
+        prior_seconds = peewee.FloatField()
+        decoder_seconds = peewee.FloatField()
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "generation"
+            # "This browser's newest first": the history query walks this index backwards.
+            indexes = ((("browser", "created_at", "id"), False),)
+
+    class MascotImage(BaseModel):
+        generation = peewee.ForeignKeyField(Generation, backref="images", on_delete="CASCADE", index=False)
+        position = peewee.IntegerField()
+        seed = peewee.BigIntegerField()
+        path = peewee.CharField(max_length=255, unique=True)  # relative to the images folder, with "/"
+        width = peewee.IntegerField()
+        height = peewee.IntegerField()
+        created_at = peewee.DateTimeField()
+        public_id = peewee.CharField(max_length=16, unique=True)  # share links carry this, never the integer id
+        is_public = peewee.BooleanField(default=True, constraints=database_default("TRUE"))
+        like_count = peewee.IntegerField(default=0, constraints=database_default("0"))  # = its like rows, exactly
+        file_missing = peewee.BooleanField(default=False, constraints=database_default("FALSE"))
+        thumbnail = peewee.CharField(max_length=255, null=True, unique=True)  # None until made (old rows)
+
+        class Meta:
+            table_name = "mascot_image"
+            indexes = (
+                (("generation", "position"), True),
+                # The gallery's two orders, newest and most liked; both walk the index backwards.
+                (("is_public", "file_missing", "created_at", "id"), False),
+                (("is_public", "file_missing", "like_count", "created_at", "id"), False),
+            )
+
+    class Like(BaseModel):
+        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
+        image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "mascot_like"
+            indexes = (
+                (("browser", "image"), True),  # one like per browser per image; also "did this viewer like these"
+                (("image",), False),  # deleting an image deletes its likes
+            )
+
+    return Tables(schema_version=SchemaVersion, browser=Browser, generation=Generation, image=MascotImage, like=Like)
+
+
+def open_database(database_url: str) -> peewee.Database:
+    """A peewee database for `sqlite:///path` (WAL, foreign keys, busy timeout) or `postgresql://...`."""
+    scheme = urlparse(database_url).scheme
+    if scheme == "sqlite":
+        db = connect(database_url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+        # IMMEDIATE: a transaction that reads and then writes would otherwise fail with "database is locked" at
+        # once when another connection wrote in between, without waiting for the busy timeout.
+        if db.database != ":memory:":
+            Path(db.database).parent.mkdir(parents=True, exist_ok=True)
+        return db
+    if scheme in {"postgresql", "postgres"}:
+        return connect(database_url)
+    raise ValueError(f"database_url must start with sqlite:/// or postgresql:// (got a '{scheme}:' URL).")
+
+
+def utc_now() -> datetime:
+    """Now in UTC, without tzinfo: what both SQLite and a PostgreSQL `timestamp` column store unchanged."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def as_stored_time(moment: datetime | None) -> datetime:
+    """`moment` as the database keeps times (naive UTC); None is now. A naive `moment` is taken to be UTC already."""
+    if moment is None:
+        return utc_now()
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def ensure_browser(tables: Tables, owner_hash: str, now: datetime) -> int:
+    """The id of this browser's row, created on its first write; marks it seen at `now`."""
+    browser = tables.browser
+    (
+        browser
+        .insert(owner_hash=owner_hash, created_at=now, last_seen_at=now)
+        .on_conflict(conflict_target=[browser.owner_hash], update={browser.last_seen_at: now})
+        .execute()
+    )  # fmt: skip
+    browser_id = find_browser(tables, owner_hash)
+    if browser_id is None:  # cannot happen after the upsert above, within the same transaction
+        raise RuntimeError("The browser row vanished right after it was written.")
+    return int(browser_id)
+
+
+def find_browser(tables: Tables, owner_hash: str | None) -> int | None:
+    """The id of this browser's row, or None for a browser that never wrote anything (or no browser at all)."""
+    if owner_hash is None:
+        return None
+    browser = tables.browser
+    return (
+        browser
+        .select(browser.id)
+        .where(browser.owner_hash == owner_hash)
+        .scalar()
+    )  # fmt: skip

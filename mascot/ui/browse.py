@@ -1,0 +1,357 @@
+"""My mascots and the public Gallery: pages of thumbnails, one mascot's details, likes, sharing, privacy, remix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gradio as gr
+
+from mascot.ui.common import PageServices, owner, plain, plural
+from mascot.ui.create import CreateForm, dimensions_to_size
+
+PER_PAGE = 24
+SORTS: dict[str, Literal["newest", "top"]] = {"Newest": "newest", "Most liked": "top"}
+GONE = "This mascot is private or was deleted."
+Listing = Literal["mine", "gallery"]
+
+
+@dataclass(frozen=True)
+class DetailPanel:
+    """One mascot, opened from a page of thumbnails."""
+
+    group: gr.Group
+    public_id: gr.Textbox  # hidden: what the buttons act on; API clients pass it themselves
+    image: gr.Image
+    info: gr.Markdown
+    share_link: gr.Textbox
+    download: gr.DownloadButton
+    like: gr.Button
+    remix: gr.Button
+    summary: gr.JSON  # hidden: the mascot's share id, words and likes, for API clients (buttons are not outputs)
+    is_public: gr.Checkbox | None = None
+    delete: gr.Button | None = None
+
+    def outputs(self) -> list[gr.components.Component]:
+        owned = [self.is_public] if self.is_public is not None else []
+        return [
+            self.group, self.public_id, self.image, self.info, self.share_link, self.download, self.like, self.summary,
+            *owned,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BrowseTab:
+    """A page of thumbnails, its paging buttons, and the detail panel of the mascot picked from it."""
+
+    gallery: gr.Gallery
+    page: gr.Number
+    page_label: gr.Markdown
+    previous: gr.Button
+    next: gr.Button
+    refresh: gr.Button
+    mascots: gr.JSON  # hidden: what each thumbnail shown is (share id, prompt, likes), in order; API clients read it
+    sort: gr.Radio | None
+    detail: DetailPanel
+
+
+def build_browse_tab(
+    services: PageServices, listing: Listing, *, tab: gr.Tab, demo: gr.Blocks, form: CreateForm, tabs: gr.Tabs
+) -> BrowseTab:
+    """Lay out My mascots or the Gallery (inside its `gr.Tab`) and wire its events."""
+    sort = gr.Radio(list(SORTS), value="Newest", label="Sort", elem_id="gallery-sort") if listing == "gallery" else None
+    gallery = gr.Gallery(
+        label="Made in this browser" if listing == "mine" else "Everyone's public mascots",
+        columns=6,
+        height=420,
+        allow_preview=False,
+        elem_id=f"{listing}-gallery",
+    )
+    with gr.Row():
+        previous = gr.Button("← Previous page", size="sm", elem_id=f"{listing}-previous")
+        page_label = gr.Markdown(elem_id=f"{listing}-page")
+        next_ = gr.Button("Next page →", size="sm", elem_id=f"{listing}-next")
+        refresh = gr.Button("Refresh", size="sm", elem_id=f"{listing}-refresh")
+    page = gr.Number(value=1, label="Page", visible=False)
+    mascots = gr.JSON(visible=False, label="mascots")
+    browse = BrowseTab(gallery, page, page_label, previous, next_, refresh, mascots, sort, _detail_panel(listing))
+    show_page = _wire_listing(services, listing, browse, tab, demo)
+    _wire_detail(services, listing, browse, form, tabs, show_page)
+    return browse
+
+
+def _detail_panel(listing: Listing) -> DetailPanel:
+    with gr.Group(visible=False, elem_id=f"{listing}-detail") as group, gr.Row():
+        public_id = gr.Textbox(visible=False, label="public_id")
+        image = gr.Image(type="filepath", format="png", interactive=False, height=420, show_label=False)
+        with gr.Column():
+            info = gr.Markdown(elem_id=f"{listing}-detail-info")
+            share_link = gr.Textbox(label="Share link", interactive=False, buttons=["copy"])
+            with gr.Row():
+                like = gr.Button("♡ Like", elem_id=f"{listing}-like")
+                remix = gr.Button("Remix", elem_id=f"{listing}-remix")
+                download = gr.DownloadButton("Download PNG")
+            is_public = delete = None
+            if listing == "mine":
+                with gr.Row():
+                    is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
+                    delete = gr.Button("Delete", variant="stop", elem_id="mine-delete")
+        summary = gr.JSON(visible=False, label="mascot")
+    return DetailPanel(group, public_id, image, info, share_link, download, like, remix, summary, is_public, delete)
+
+
+# ---- pages of thumbnails -----------------------------------------------------------------------------------------
+def _wire_listing(
+    services: PageServices, listing: Listing, browse: BrowseTab, tab: gr.Tab, demo: gr.Blocks
+) -> dict[str, Any]:
+    """Wire paging, sorting and refreshing; returns the event arguments that show the current page."""
+    # Listing runs outside the queue: browsing never waits behind the GPU.
+    show = {
+        "fn": _mine_page(services) if listing == "mine" else _gallery_page(services),
+        "inputs": [browse.page] if browse.sort is None else [browse.page, browse.sort],
+        "outputs": [browse.gallery, browse.page, browse.page_label, browse.mascots],
+        "queue": False,
+    }
+    # The public API event first: Gradio names later events after the same function "<name>_1", "<name>_2".
+    gr.on(
+        [browse.refresh.click, tab.select, demo.load], **show, api_name="my_mascots" if listing == "mine" else "gallery"
+    )
+    private = {"queue": False, "api_visibility": "private"}
+    browse.previous.click(previous_page, browse.page, browse.page, **private).then(**show, api_visibility="private")
+    browse.next.click(next_page, browse.page, browse.page, **private).then(**show, api_visibility="private")
+    if browse.sort is not None:
+        browse.sort.change(first_page, None, browse.page, **private).then(**show, api_visibility="private")
+    return show
+
+
+def previous_page(page: float | None) -> int:
+    return max(1, int(page or 1) - 1)
+
+
+def next_page(page: float | None) -> int:
+    return int(page or 1) + 1  # clamped to the last page when the page is listed
+
+
+def first_page() -> int:
+    return 1
+
+
+def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int) -> tuple[Any, int, str, list[dict]]:
+    pages = max(1, -(-total // per_page))
+    label = f"Page {page} of {pages} · {plural(total, 'mascot')}" if total else "Nothing here yet."
+    thumbnails = [(str(item.thumbnail_path or item.path), item.caption) for item in items]
+    return thumbnails, page, label, [summary(item) for item in items]
+
+
+def summary(entry: Any) -> dict[str, Any]:
+    """What an API client needs to act on a mascot: its share id, its words, its likes."""
+    return {
+        "public_id": entry.public_id,
+        "prompt": entry.prompt,
+        "seed": entry.seed,
+        "like_count": entry.like_count,
+        "liked": entry.liked_by_viewer,
+        "is_public": entry.is_public,
+    }
+
+
+def _mine_page(services: PageServices) -> Callable[..., tuple[Any, int, str, list[dict]]]:
+    def my_mascots(page: float | None = 1, http_request: gr.Request | None = None) -> tuple[Any, int, str, list[dict]]:
+        """This browser's mascots, newest first, a page of thumbnails with their prompts as captions."""
+        owner_hash = owner(services, http_request)
+        page_number = clamp_page(page, services.store.count_history(owner_hash))
+        result = services.store.history_page(owner_hash, page=page_number, per_page=PER_PAGE)
+        return _page_outputs(result.items, page_number, result.total, PER_PAGE)
+
+    return my_mascots
+
+
+def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, int, str, list[dict]]]:
+    def gallery(
+        page: float | None = 1, sort: str = "Newest", http_request: gr.Request | None = None
+    ) -> tuple[Any, int, str, list[dict]]:
+        """Everyone's public mascots, newest or most liked first, a page of thumbnails."""
+        viewer = owner(services, http_request)
+        order = SORTS.get(sort, "newest")
+        page_number = clamp_page(page, services.store.count_gallery())
+        result = services.store.gallery(viewer, page=page_number, per_page=PER_PAGE, sort=order)
+        return _page_outputs(result.items, page_number, result.total, PER_PAGE)
+
+    return gallery
+
+
+def clamp_page(page: float | None, total: int) -> int:
+    """A page number that exists: 1 for nonsense, the last page when past the end."""
+    last = max(1, -(-total // PER_PAGE))
+    try:
+        number = int(page or 1)
+    except (TypeError, ValueError):
+        number = 1
+    return min(max(1, number), last)
+
+
+# ---- one mascot ----------------------------------------------------------------------------------------------------
+def _wire_detail(
+    services: PageServices,
+    listing: Listing,
+    browse: BrowseTab,
+    form: CreateForm,
+    tabs: gr.Tabs,
+    show_page: dict[str, Any],
+) -> None:
+    detail = browse.detail
+
+    # One public name per action: the gallery panel's. My mascots' panel runs the same handlers privately.
+    # (Gradio renames a later event whose function has the same name, so private ones get their own names.)
+    def api(name: str) -> dict[str, Any]:
+        return {"api_name": name} if listing == "gallery" else {"api_name": f"{name}_mine", "api_visibility": "private"}
+
+    show = _show_handler(services, detail)
+    browse.gallery.select(
+        _select_handler(show), inputs=browse.mascots, outputs=detail.outputs(), queue=False, api_visibility="private"
+    )
+    detail.public_id.submit(show, detail.public_id, detail.outputs(), queue=False, **api("mascot"))
+    detail.like.click(
+        _like_handler(services),
+        detail.public_id,
+        [detail.like, detail.info, detail.summary],
+        queue=False,
+        **api("like"),
+    )
+    remix_outputs = [*form.generation_inputs.values(), form.randomize_seed, form.size, tabs]
+    detail.remix.click(
+        _remix_handler(services, form, tabs), detail.public_id, remix_outputs, queue=False, api_visibility="private"
+    )
+    if detail.is_public is not None and detail.delete is not None:
+        detail.is_public.input(
+            _visibility_handler(services),
+            [detail.public_id, detail.is_public],
+            detail.info,
+            queue=False,
+            api_name="set_public",
+        )
+        detail.delete.click(
+            _delete_handler(services),
+            detail.public_id,
+            [detail.group, detail.public_id],
+            queue=False,
+            api_name="delete",
+            js="(public_id) => confirm('Delete this mascot for good? Its image and likes go too.') ? public_id : null",
+        ).then(**show_page, api_visibility="private")
+
+
+def detail_values(detail: DetailPanel, entry: Any, http_request: gr.Request | None) -> dict:
+    values: dict[Any, Any] = {
+        detail.group: gr.update(visible=True),
+        detail.public_id: entry.public_id,
+        detail.image: str(entry.path),
+        detail.info: describe(entry),
+        detail.share_link: share_url(http_request, entry.public_id),
+        detail.download: gr.update(value=str(entry.path)),
+        detail.like: like_label(entry.liked_by_viewer, entry.like_count),
+        detail.summary: summary(entry),
+    }
+    if detail.is_public is not None:
+        values[detail.is_public] = entry.is_public
+    return values
+
+
+def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., dict]:
+    def mascot(public_id: str, http_request: gr.Request | None = None) -> dict:
+        """One mascot by its share id: the image, its prompt and parameters, likes and its share link."""
+        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
+        if entry is None:
+            raise gr.Error(GONE, print_exception=False)
+        return detail_values(detail, entry, http_request)
+
+    return mascot
+
+
+def _select_handler(show: Callable[..., dict]) -> Callable[..., dict]:
+    def select(mascots: list[dict], event: gr.SelectData, http_request: gr.Request | None = None) -> dict:
+        if not isinstance(event.index, int) or not 0 <= event.index < len(mascots or []):
+            raise gr.Error("That mascot is no longer on this page. Press Refresh.", print_exception=False)
+        return show(mascots[event.index]["public_id"], http_request)
+
+    return select
+
+
+def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[str, Any]]]:
+    def like(public_id: str, http_request: gr.Request | None = None) -> tuple[str, str, dict[str, Any]]:
+        """Like a mascot, or take the like back: one per browser. Returns its details with the new count."""
+        viewer = owner(services, http_request)
+        state = services.store.toggle_like(viewer, str(public_id or ""))
+        entry = services.store.mascot(str(public_id or ""), viewer) if state is not None else None
+        if state is None or entry is None:
+            raise gr.Error(GONE, print_exception=False)
+        return like_label(state.liked, state.like_count), describe(entry), summary(entry)
+
+    return like
+
+
+def _visibility_handler(services: PageServices) -> Callable[..., str]:
+    def set_public(public_id: str, is_public: bool, http_request: gr.Request | None = None) -> Any:
+        """Show one of your mascots in the public gallery, or hide it."""
+        if not services.store.set_public(owner(services, http_request), str(public_id or ""), bool(is_public)):
+            raise gr.Error("Only the browser that made a mascot can change who sees it.", print_exception=False)
+        gr.Info("Shown in the public gallery." if is_public else "Hidden: only this browser sees it now.")
+        return gr.skip()
+
+    return set_public
+
+
+def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
+    def delete(public_id: str | None, http_request: gr.Request | None = None) -> tuple[Any, str]:
+        """Delete one of your mascots: its image, its likes, everywhere."""
+        if not public_id:  # the person said no to "Delete for good?"
+            return gr.skip(), gr.skip()
+        if not services.store.delete_mascot(owner(services, http_request), str(public_id)):
+            raise gr.Error("Only the browser that made a mascot can delete it.", print_exception=False)
+        gr.Info("Deleted.")
+        return gr.update(visible=False), ""
+
+    return delete
+
+
+def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs) -> Callable[..., dict]:
+    def remix(public_id: str, http_request: gr.Request | None = None) -> dict:
+        """Put a mascot's parameters, seed included, back into the Create form."""
+        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
+        if entry is None:
+            raise gr.Error(GONE, print_exception=False)
+        values: dict[Any, Any] = {component: getattr(entry, name) for name, component in form.generation_inputs.items()}
+        values[form.generation_inputs["num_images_per_prompt"]] = 1  # the seed belongs to this one image
+        values[form.randomize_seed] = False
+        values[form.size] = dimensions_to_size(entry.width, entry.height)
+        values[tabs] = gr.Tabs(selected="create")
+        return values
+
+    return remix
+
+
+def describe(entry: Any) -> str:
+    """The prompt and every parameter, for people."""
+    lines = [f"**{plain(entry.prompt)}**"]
+    if entry.negative_prompt:
+        lines.append(f"Avoid: {plain(entry.negative_prompt)}")
+    lines.append(
+        f"Seed {entry.seed} · {entry.width} × {entry.height} · {entry.num_inference_steps} steps, "
+        f"guidance {entry.guidance_scale:g} · prior {entry.prior_num_inference_steps} steps, "
+        f"guidance {entry.prior_guidance_scale:g}"
+    )
+    visibility = "public" if entry.is_public else "private (only this browser sees it)"
+    lines.append(f"{plural(entry.like_count, 'like')} · {visibility} · made {entry.created_at:%Y-%m-%d %H:%M} UTC")
+    return "\n\n".join(lines)
+
+
+def like_label(liked: bool, like_count: int) -> str:
+    return f"{'♥ Liked' if liked else '♡ Like'} · {like_count}"
+
+
+def share_url(http_request: gr.Request | None, public_id: str) -> str:
+    """The page's own address with ?mascot=<id>: opens that mascot for anyone, also a first-time visitor."""
+    headers = getattr(http_request, "headers", None) or {}
+    host = headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1:7860"
+    scheme = headers.get("x-forwarded-proto") or getattr(getattr(http_request, "url", None), "scheme", "http")
+    return f"{scheme}://{host}/?mascot={public_id}"

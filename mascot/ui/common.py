@@ -1,0 +1,53 @@
+"""What every tab's handlers share: the services they are handed and who is asking."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import gradio as gr
+
+from mascot.store import MascotStore
+from mascot.worker import GenerationWorker
+
+OwnerOf = Callable[[Any], str | None]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PageServices:
+    """What the page needs: the GPU worker, the store, who is asking, and the house rules."""
+
+    worker: GenerationWorker
+    store: MascotStore
+    owner_of: OwnerOf
+    examples: Sequence[str] = ()
+    daily_quota: int = 10
+    clock: Clock = utc_now  # tests move it across a day boundary
+
+
+def owner(services: PageServices, http_request: gr.Request | None) -> str:
+    """The asking browser's owner hash; the cookie middleware gives every browser one."""
+    owner_hash = services.owner_of(http_request)
+    if owner_hash is None:
+        raise gr.Error("Your browser did not send its identity cookie. Allow cookies for this site and reload.")
+    return owner_hash
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-!|~])")
+
+
+def plain(text: str) -> str:
+    """User text shown inside Markdown as typed, never as formatting or HTML."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -1,0 +1,365 @@
+"""The Create tab: the form (diffusers' parameters, named for people), Generate, Cancel, progress and the quota."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import gradio as gr
+
+from mascot.generator import GeneratedImages
+from mascot.quota import over_quota_message
+from mascot.request import FLOAT_RANGES, INTEGER_RANGES, MAX_SEED, GenerationRequest, InvalidRequest
+from mascot.ui.common import PageServices, owner, plain, plural
+from mascot.worker import FINAL_STATES, Job, JobSnapshot, JobState, SubmitRefused
+
+# What a person picks; the page turns it into width and height, the API takes width and height as given.
+SIZE_PRESETS: dict[str, tuple[int, int]] = {
+    "Square 512 × 512": (512, 512),
+    "Square 768 × 768": (768, 768),
+    "Square 1024 × 1024": (1024, 1024),
+    "Portrait 512 × 768": (512, 768),
+    "Portrait 576 × 1024": (576, 1024),
+    "Landscape 768 × 512": (768, 512),
+    "Landscape 1024 × 576": (1024, 576),
+}
+CUSTOM_SIZE = "Custom (set in Advanced)"
+DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: one source
+POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class CreateForm:
+    """The Create tab's components; `generation_inputs` maps each diffusers parameter name to its input."""
+
+    generation_inputs: dict[str, gr.components.Component]
+    randomize_seed: gr.Checkbox
+    size: gr.Dropdown
+    generate_button: gr.Button
+    cancel_button: gr.Button
+    gallery: gr.Gallery
+    status: gr.Markdown
+    quota_note: gr.Markdown
+
+
+def build_create_tab(services: PageServices) -> CreateForm:
+    """Lay out the tab (inside a `gr.Tab`) and wire its events."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            generation_inputs, randomize_seed, size = _form_fields()
+            with gr.Row():
+                generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            quota_note = gr.Markdown(elem_id="quota-note")
+            if services.examples:
+                gr.Examples(
+                    examples=[[example] for example in services.examples],
+                    inputs=[generation_inputs["prompt"]],
+                    label="Need an idea?",
+                )
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Your mascots", format="png", columns=2, height=560, object_fit="contain")
+            status = gr.Markdown(elem_id="generation-status")
+    form = CreateForm(
+        generation_inputs, randomize_seed, size, generate_button, cancel_button, gallery, status, quota_note
+    )
+    _wire(services, form)
+    return form
+
+
+def _form_fields() -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown]:
+    prompt = gr.Textbox(
+        label="Your idea", placeholder="a cheerful otter barista, sticker style", max_lines=4, autofocus=True
+    )
+    negative_prompt = gr.Textbox(
+        value=DEFAULTS.negative_prompt, label="Avoid (optional)", placeholder="text, watermark, blurry", max_lines=2
+    )
+    with gr.Row():
+        size = gr.Dropdown(label="Size", choices=[*SIZE_PRESETS, CUSTOM_SIZE], value=dimensions_to_size(768, 768))
+        num_images_per_prompt = gr.Number(
+            label="Images", value=DEFAULTS.num_images_per_prompt, info=_range_info("num_images_per_prompt")
+        )
+    with gr.Row():
+        seed = gr.Number(
+            label="Seed", value=DEFAULTS.seed, info=f"0 to {MAX_SEED}: the same seed remakes the same mascot"
+        )
+        randomize_seed = gr.Checkbox(label="New random seed each time", value=True)
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            width = gr.Number(label="Width", value=DEFAULTS.width, info=_range_info("width", "multiple of 64"))
+            height = gr.Number(label="Height", value=DEFAULTS.height, info=_range_info("height", "multiple of 64"))
+        with gr.Row():
+            num_inference_steps = gr.Number(
+                label="Steps", value=DEFAULTS.num_inference_steps, info=_range_info("num_inference_steps")
+            )
+            guidance_scale = gr.Number(
+                label="Guidance", value=DEFAULTS.guidance_scale, info=_range_info("guidance_scale")
+            )
+        with gr.Row():
+            prior_num_inference_steps = gr.Number(
+                label="Prior steps",
+                value=DEFAULTS.prior_num_inference_steps,
+                info=_range_info("prior_num_inference_steps"),
+            )
+            prior_guidance_scale = gr.Number(
+                label="Prior guidance", value=DEFAULTS.prior_guidance_scale, info=_range_info("prior_guidance_scale")
+            )
+    generation_inputs: dict[str, gr.components.Component] = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "width": width,
+        "height": height,
+        "num_images_per_prompt": num_images_per_prompt,
+        "num_inference_steps": num_inference_steps,
+        "guidance_scale": guidance_scale,
+        "prior_num_inference_steps": prior_num_inference_steps,
+        "prior_guidance_scale": prior_guidance_scale,
+    }
+    return generation_inputs, randomize_seed, size
+
+
+def _range_info(name: str, extra: str = "") -> str:
+    low, high = INTEGER_RANGES.get(name) or FLOAT_RANGES[name]
+    suffix = f", {extra}" if extra else ""
+    return f"{low:g} to {high:g}{suffix} ({name})"
+
+
+def _wire(services: PageServices, form: CreateForm) -> None:
+    inputs = form.generation_inputs
+    width, height, seed = inputs["width"], inputs["height"], inputs["seed"]
+    form.size.input(
+        size_to_dimensions, inputs=form.size, outputs=[width, height], queue=False, api_visibility="private"
+    )
+    gr.on(
+        [width.input, height.input],
+        fn=dimensions_to_size,
+        inputs=[width, height],
+        outputs=form.size,
+        queue=False,
+        api_visibility="private",
+    )
+    gr.on(
+        [inputs["prompt"].submit, form.generate_button.click],
+        fn=pick_seed,
+        inputs=[seed, form.randomize_seed],
+        outputs=seed,
+        queue=False,
+        api_visibility="private",
+    ).then(
+        fn=_generate_handler(services),
+        inputs_kwargs=inputs,
+        outputs=[form.gallery, form.status],
+        validator=_generation_validator(services, list(inputs)),
+        preprocess=False,  # our request class validates raw values and names the parameter; Gradio would clamp
+        api_name="generate",
+        concurrency_limit=None,  # handlers only relay; the worker owns the GPU and its queue
+        show_progress="minimal",
+    ).then(
+        fn=quota_handler(services),
+        outputs=form.quota_note,
+        queue=False,
+        api_name="quota_after_generate",  # keeps the name "quota" free for the public event
+        api_visibility="private",
+    )
+    form.cancel_button.click(_cancel_handler(services), outputs=form.status, queue=False, api_name="cancel")
+
+
+def size_to_dimensions(size: str) -> tuple[Any, Any]:
+    if size not in SIZE_PRESETS:
+        return gr.skip(), gr.skip()
+    return SIZE_PRESETS[size]
+
+
+def dimensions_to_size(width: float | None, height: float | None) -> str:
+    """The preset that matches typed dimensions, or Custom."""
+    return next((name for name, size in SIZE_PRESETS.items() if size == (width, height)), CUSTOM_SIZE)
+
+
+def pick_seed(seed: float | None, randomize_seed: bool) -> float | None:
+    """Draw a seed and show it before generating, so every mascot can be remade."""
+    return secrets.randbelow(MAX_SEED + 1) if randomize_seed else seed
+
+
+def _generation_validator(services: PageServices, names: list[str]) -> Callable[..., list[dict[str, Any]]]:
+    """Refusals that cost nothing run before the job takes a queue slot; the message lands on the named input."""
+
+    def validate_generation(
+        prompt: Any,
+        negative_prompt: Any,
+        seed: Any,
+        width: Any,
+        height: Any,
+        num_images_per_prompt: Any,
+        num_inference_steps: Any,
+        guidance_scale: Any,
+        prior_num_inference_steps: Any,
+        prior_guidance_scale: Any,
+        http_request: gr.Request | None = None,
+    ) -> list[dict[str, Any]]:
+        try:
+            request = GenerationRequest.from_user(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seed=seed,
+                width=width,
+                height=height,
+                num_images_per_prompt=num_images_per_prompt,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                prior_num_inference_steps=prior_num_inference_steps,
+                prior_guidance_scale=prior_guidance_scale,
+            )
+            owner_hash = services.owner_of(http_request)
+            if owner_hash is not None:
+                _check_quota(services, owner_hash, request.num_images_per_prompt)
+                services.worker.check_can_submit(owner_hash)
+        except InvalidRequest as error:
+            return _validation(names, error.parameter, error.message)
+        except SubmitRefused as error:
+            return _validation(names, "prompt", str(error))
+        return _validation(names, None, "")
+
+    return validate_generation
+
+
+def _validation(names: list[str], failing: str | None, message: str) -> list[dict[str, Any]]:
+    return [gr.validate(name != failing, message if name == failing else "") for name in names]
+
+
+def _check_quota(services: PageServices, owner_hash: str, images: int) -> None:
+    """Refuse, costing nothing, what the daily quota would refuse anyway."""
+    status = services.store.quota(owner_hash, services.daily_quota, services.clock())
+    if images > status.remaining:
+        raise SubmitRefused(over_quota_message(status))
+
+
+def until(moment: datetime, now: datetime) -> str:
+    """'5 h 12 min' from now to moment."""
+    minutes = max(1, int((moment - now).total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[Any, str]]]:
+    def generate(
+        prompt: Any,
+        negative_prompt: Any = DEFAULTS.negative_prompt,
+        seed: Any = DEFAULTS.seed,
+        width: Any = DEFAULTS.width,
+        height: Any = DEFAULTS.height,
+        num_images_per_prompt: Any = DEFAULTS.num_images_per_prompt,
+        num_inference_steps: Any = DEFAULTS.num_inference_steps,
+        guidance_scale: Any = DEFAULTS.guidance_scale,
+        prior_num_inference_steps: Any = DEFAULTS.prior_num_inference_steps,
+        prior_guidance_scale: Any = DEFAULTS.prior_guidance_scale,
+        http_request: gr.Request | None = None,  # filled in by Gradio
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
+    ) -> Iterator[tuple[Any, str]]:
+        """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line."""
+        try:
+            request = GenerationRequest.from_user(
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                seed=seed,
+                width=width,
+                height=height,
+                num_images_per_prompt=num_images_per_prompt,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                prior_num_inference_steps=prior_num_inference_steps,
+                prior_guidance_scale=prior_guidance_scale,
+            )
+            job = submit(services, request, owner(services, http_request))
+        except (InvalidRequest, SubmitRefused) as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        yield from relay_job(job, progress)
+
+    return generate
+
+
+def submit(services: PageServices, request: GenerationRequest, owner_hash: str) -> Job:
+    """Claim the browser's one job slot and its quota in the database (so it holds across replicas), then queue."""
+    claim = services.store.claim_job(owner_hash, request.num_images_per_prompt, services.daily_quota, services.clock())
+    if not claim.claimed:
+        raise SubmitRefused(claim.message)
+    try:
+        return services.worker.submit(request, owner_hash, claim.claim_id)
+    except SubmitRefused:
+        services.store.release_job(owner_hash, claim.claim_id)
+        raise
+
+
+def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
+    """Show a job's queue position, steps and previews until it ends. If the browser leaves, the job goes on."""
+    seen_version = -1
+    while True:
+        snapshot = job.wait_for_change(seen_version, timeout=POLL_SECONDS)
+        if snapshot.version == seen_version:
+            continue
+        seen_version = snapshot.version
+        if snapshot.state is JobState.FAILED:
+            raise gr.Error(snapshot.error, print_exception=False)
+        if snapshot.state in FINAL_STATES:
+            yield finished_outputs(snapshot)
+            return
+        message = progress_message(snapshot)
+        if snapshot.state is JobState.RUNNING and snapshot.total:
+            progress((snapshot.step, snapshot.total), desc=message)
+        else:
+            progress(0.0, desc=message)
+        yield ([snapshot.preview] if snapshot.preview is not None else gr.skip()), message
+
+
+def progress_message(snapshot: JobSnapshot) -> str:
+    """Where the job is, in words."""
+    if snapshot.state is JobState.QUEUED and snapshot.jobs_ahead:
+        return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours."
+    if snapshot.state is JobState.QUEUED or not snapshot.total:
+        return "Starting…"
+    stage = "Imagining the idea (prior)" if snapshot.stage == "prior" else "Drawing (decoder)"
+    return f"{stage}: step {snapshot.step} of {snapshot.total}."
+
+
+def finished_outputs(snapshot: JobSnapshot) -> tuple[Any, str]:
+    if snapshot.state is JobState.CANCELLED:
+        return gr.skip(), snapshot.error or "Cancelled. Nothing was saved and nothing counts against your quota."
+    paths = [str(path) for path in snapshot.outcome.image_paths]
+    return paths, done_message(len(paths), snapshot.generated)
+
+
+def done_message(count: int, generated: GeneratedImages | None) -> str:
+    message = f"Done: {plural(count, 'mascot')} saved to **My mascots**."
+    if generated is None:
+        return message
+    seeds = ", ".join(str(seed) for seed in generated.seeds)
+    message += f" Seed{'s' if len(generated.seeds) != 1 else ''}: {seeds}."
+    for label, use in (("prompt", generated.prompt), ("negative prompt", generated.negative_prompt)):
+        if use.cut:
+            message += f"\n\n✂️ Your {label} was longer than the model reads (77 tokens); this end was left out: "
+            message += f"*{plain(use.cut)}*"
+    return message
+
+
+def _cancel_handler(services: PageServices) -> Callable[..., str]:
+    def cancel(http_request: gr.Request | None = None) -> str:
+        """Cancel this browser's queued or running generation."""
+        if services.worker.cancel_for(owner(services, http_request)):
+            return "Cancelling…"
+        return "Nothing to cancel."
+
+    return cancel
+
+
+def quota_handler(services: PageServices) -> Callable[..., str]:
+    def quota(http_request: gr.Request | None = None) -> str:
+        """How many mascots this browser may still make today, and when that resets."""
+        now = services.clock()
+        status = services.store.quota(owner(services, http_request), services.daily_quota, now)
+        left = f"{status.remaining} of {plural(status.limit, 'mascot')} left today"
+        return f"{left} · resets in {until(status.resets_at, now)}"
+
+    return quota

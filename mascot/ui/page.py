@@ -1,0 +1,82 @@
+"""build_demo: the whole page (banner, Create, My mascots, Gallery) and what happens when it opens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from mascot.ui.browse import BrowseTab, build_browse_tab, detail_values
+from mascot.ui.common import PageServices, owner
+from mascot.ui.create import build_create_tab, quota_handler
+from mascot.worker import GenerationWorker, ModelState
+
+__all__ = ["PageServices", "build_demo", "model_banner"]
+
+
+def build_demo(services: PageServices) -> gr.Blocks:
+    """The whole page. Component variables carry the names of the parameters they feed."""
+    with gr.Blocks(title="Mascot Generator") as demo:
+        banner = gr.Markdown(model_banner(services.worker), elem_id="model-banner")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Create", id="create"):
+                form = build_create_tab(services)
+            with gr.Tab("My mascots", id="mine") as mine_tab:
+                build_browse_tab(services, "mine", tab=mine_tab, demo=demo, form=form, tabs=tabs)
+            with gr.Tab("Gallery", id="gallery") as gallery_tab:
+                gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
+        show_banner = {"fn": lambda: model_banner(services.worker), "outputs": banner, "queue": False}
+        gr.Timer(2.0).tick(**show_banner, api_visibility="private")
+        demo.load(_model_status(services.worker), outputs=banner, queue=False, api_name="model_status")
+        demo.load(quota_handler(services), outputs=form.quota_note, queue=False, api_name="quota")
+        demo.load(
+            _shared_mascot_handler(services, gallery, tabs),
+            outputs=[tabs, *gallery.detail.outputs()],
+            queue=False,
+            api_visibility="private",
+        )
+    return demo
+
+
+def _model_status(worker: GenerationWorker) -> Callable[[], str]:
+    def model_status() -> str:
+        """Which model is loaded (or why not yet) and how long the queue is."""
+        return model_banner(worker)
+
+    return model_status
+
+
+def model_banner(worker: GenerationWorker) -> str:
+    """One plain paragraph: which model is loaded (or why not yet) and how long the queue is."""
+    status = worker.status
+    if status.state is ModelState.LOADING:
+        return f"⏳ **Loading the model:** {status.message} The page works; Generate opens when it is ready."
+    if status.state is ModelState.FAILED:
+        return f"⚠️ **The model could not be loaded:** {status.message}"
+    assert status.info is not None
+    waiting = worker.queue_length
+    queue_note = f" {waiting} mascot{'s' if waiting != 1 else ''} in the queue." if waiting else ""
+    if status.info.is_preview_model:
+        headline = "🧪 **Preview mode: the offline test model is loaded, not Kandinsky 2.2.**"
+        return f"{headline} {status.info.reason}{queue_note}"
+    return f"✅ **{status.info.name}** on {status.info.device}.{queue_note}"
+
+
+def _shared_mascot_handler(services: PageServices, gallery: BrowseTab, tabs: gr.Tabs) -> Callable[..., Any]:
+    """A share link (?mascot=<id>) opens the Gallery on that mascot, also for a first-time visitor."""
+
+    def open_shared_mascot(http_request: gr.Request | None = None) -> Any:
+        query = getattr(http_request, "query_params", None) or {}
+        public_id = query.get("mascot")
+        if not public_id:
+            return gr.skip()
+        entry = services.store.mascot(str(public_id)[:64], owner(services, http_request))
+        if entry is None:
+            gr.Warning("That mascot is private or was deleted.")
+            return gr.skip()
+        values = detail_values(gallery.detail, entry, http_request)
+        values[tabs] = gr.Tabs(selected="gallery")
+        return values
+
+    return open_shared_mascot

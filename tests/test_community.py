@@ -1,0 +1,196 @@
+"""My mascots, the Gallery, likes, privacy, deletion and the daily quota, through the API as browsers use it.
+
+The app runs in this process with a fake generator (the page layer is what is tested here; the real tiny pipeline
+is driven end to end in test_app_process.py) and a real store, identity cookie and Gradio queue.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from gradio_client import Client
+
+from app import create_app
+from mascot.settings import load_settings
+from mascot.worker import ModelState
+from tests.app_process import free_port
+from tests.fakes import FakeGenerator
+
+FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
+
+
+class Clock:
+    """The page's clock, moved by hand across a day boundary."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    settings = load_settings(["--data-dir", str(tmp_path / "data"), "--daily-quota", "5"], {"MASCOT_SECRET": "x" * 40})
+    fake, clock = FakeGenerator(), Clock()
+    app = create_app(settings, load_generator=lambda on_status: fake, clock=clock)
+    app.worker.start()
+    assert app.worker.wait_until_loaded(10).state is ModelState.READY
+    port = free_port()
+    app.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    site = Site(f"http://127.0.0.1:{port}/", tmp_path, fake, clock, app)
+    yield site
+    for client in site.clients:
+        client.close()
+    app.demo.close()
+    fake.gate.set()
+    app.worker.stop()
+    app.store.close()
+
+
+class Site:
+    def __init__(self, url, tmp_path, fake, clock, app) -> None:
+        self.url, self.tmp_path, self.fake, self.clock, self.app = url, tmp_path, fake, clock, app
+        self.clients: list[Client] = []
+
+    def browser(self) -> Client:
+        client = Client(self.url, verbose=False, download_files=str(self.tmp_path / "downloads"))
+        self.clients.append(client)
+        return client
+
+
+def make(client: Client, prompt: str, **overrides) -> list[dict]:
+    images, _status = client.predict(prompt=prompt, **{"seed": 1, **FAST, **overrides}, api_name="/generate")
+    return images
+
+
+def mine(client: Client, page: int = 1) -> list[dict]:
+    """A page of My mascots: each mascot's share id, prompt, likes and visibility, newest first."""
+    _gallery, _page, _label, mascots = client.predict(page, api_name="/my_mascots")
+    return mascots
+
+
+def public(client: Client, page: int = 1, sort: str = "Newest") -> list[dict]:
+    _gallery, _page, _label, mascots = client.predict(page, sort, api_name="/gallery")
+    return mascots
+
+
+def prompts(mascots: list[dict]) -> list[str]:
+    return [mascot["prompt"] for mascot in mascots]
+
+
+def like(client: Client, public_id: str) -> tuple[bool, int]:
+    _info, mascot = client.predict(public_id, api_name="/like")
+    return mascot["liked"], mascot["like_count"]
+
+
+def test_the_gallery_shows_everyones_public_mascots_newest_first(site):
+    alice, bob = site.browser(), site.browser()
+    make(alice, "alice's otter")
+    make(bob, "bob's fox")
+    assert prompts(public(site.browser())) == ["bob's fox", "alice's otter"]
+    assert prompts(mine(alice)) == ["alice's otter"]
+
+
+def test_a_private_mascot_is_seen_only_by_its_maker(site):
+    alice, bob = site.browser(), site.browser()
+    make(alice, "secret project")
+    (secret,) = mine(alice)
+    alice.predict(secret["public_id"], False, api_name="/set_public")
+    assert mine(alice)[0]["is_public"] is False
+    assert public(bob) == []
+    with pytest.raises(Exception, match="private or was deleted"):
+        bob.predict(secret["public_id"], api_name="/mascot")
+    with pytest.raises(Exception, match="private or was deleted"):
+        like(bob, secret["public_id"])
+    with pytest.raises(Exception, match="Only the browser that made"):
+        bob.predict(secret["public_id"], True, api_name="/set_public")
+    _public_id, _image, info, *_rest = alice.predict(secret["public_id"], api_name="/mascot")
+    assert info.startswith("**secret project**")
+    alice.predict(secret["public_id"], True, api_name="/set_public")
+    assert prompts(public(bob)) == ["secret project"]
+
+
+def test_likes_count_once_per_browser_and_toggle(site):
+    alice, bob, carol = site.browser(), site.browser(), site.browser()
+    make(alice, "likeable")
+    make(alice, "less likeable")
+    liked_id = next(m["public_id"] for m in mine(alice) if m["prompt"] == "likeable")
+    assert like(bob, liked_id) == (True, 1)
+    assert like(bob, liked_id) == (False, 0)
+    assert like(bob, liked_id) == (True, 1)
+    assert like(carol, liked_id) == (True, 2)
+    assert prompts(public(alice, sort="Most liked")) == ["likeable", "less likeable"]
+    assert prompts(public(alice, sort="Newest")) == ["less likeable", "likeable"]
+    assert [m["liked"] for m in public(bob, sort="Most liked")] == [True, False]
+
+
+def test_only_the_maker_can_delete_and_a_deleted_mascot_is_gone_everywhere(site):
+    alice, bob = site.browser(), site.browser()
+    make(alice, "short-lived")
+    (mascot,) = mine(alice)
+    with pytest.raises(Exception, match="Only the browser that made"):
+        bob.predict(mascot["public_id"], api_name="/delete")
+    assert prompts(public(bob)) == ["short-lived"]
+    alice.predict(mascot["public_id"], api_name="/delete")
+    assert mine(alice) == [] and public(bob) == []
+    assert not any(site.app.settings.images_dir.rglob("*.png"))
+    with pytest.raises(Exception, match="private or was deleted"):
+        alice.predict(mascot["public_id"], api_name="/mascot")
+
+
+def test_pages_of_the_gallery(site):
+    alice = site.browser()
+    for index in range(5):
+        make(alice, f"mascot {index}")
+    # 5 is today's quota and a page holds 24: paging itself is tested on the store with small pages.
+    gallery, page, label, mascots = alice.predict(1, "Newest", api_name="/gallery")
+    assert (page, label) == (1, "Page 1 of 1 · 5 mascots")
+    assert len(gallery) == 5 and prompts(mascots)[0] == "mascot 4"
+    _gallery, page, _label, _mascots = alice.predict(9, "Newest", api_name="/gallery")
+    assert page == 1  # past the end shows the last page
+
+
+def test_the_daily_quota_refuses_for_free_and_really_resets_at_midnight_utc(site):
+    alice, bob = site.browser(), site.browser()
+    make(alice, "one", num_images_per_prompt=4)
+    assert alice.predict(api_name="/quota").startswith("1 of 5 mascots left today · resets in 2 h 0 min")
+    with pytest.raises(Exception, match="1 of 5 mascots left today"):
+        make(alice, "two", num_images_per_prompt=2)
+    make(alice, "three")
+    with pytest.raises(Exception, match="made your 5 mascots for today"):
+        make(alice, "four")
+    assert len(site.fake.requests) == 2  # the refusals never reached the generator
+    make(bob, "bob is not held up")
+    site.clock.now += timedelta(hours=2, minutes=1)  # 00:01 UTC the next day
+    make(alice, "a new day")
+    assert prompts(mine(alice))[0] == "a new day"
+
+
+def test_one_job_in_flight_per_browser_and_a_cancelled_job_costs_nothing(site):
+    alice = site.browser()
+    site.fake.gate.clear()
+    job = alice.submit(prompt="slow", seed=1, **FAST, api_name="/generate")
+    assert site.fake.started.wait(10)
+    with pytest.raises(Exception, match=r"still being made|already have a mascot"):
+        make(alice, "impatient")
+    assert alice.predict(api_name="/cancel") == "Cancelling…"
+    site.fake.gate.set()
+    _images, status = job.result(timeout=30)
+    assert status.startswith("Cancelled")
+    assert alice.predict(api_name="/quota").startswith("5 of 5 mascots left today")
+    make(alice, "patient")
+    assert prompts(mine(alice)) == ["patient"]
+
+
+def test_a_share_link_opens_a_public_mascot_for_a_first_time_visitor(site):
+    alice = site.browser()
+    make(alice, "shareable", seed=42)
+    (mascot,) = mine(alice)
+    visitor = site.browser()
+    public_id, _image, info, share_link, _download, details = visitor.predict(mascot["public_id"], api_name="/mascot")
+    assert public_id == mascot["public_id"] == details["public_id"]
+    assert share_link.endswith(f"/?mascot={mascot['public_id']}")
+    assert "Seed 42" in info and details["like_count"] == 0 and details["liked"] is False

@@ -1,0 +1,292 @@
+"""History entries, the gallery, share links, privacy, deleting and likes, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from PIL import Image
+
+from mascot.store import PUBLIC_ID_PATTERN, LikeState, MascotStore
+from tests.store_support import make_request, owner, save
+
+pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+
+NOON = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
+ALICE, BOB, CAROL = owner("alice"), owner("bob"), owner("carol")
+
+
+def at(minutes: int) -> datetime:
+    return NOON + timedelta(minutes=minutes)
+
+
+def gallery_ids(mascots: MascotStore, viewer: str | None = None, **paging: object) -> list[str]:
+    return [entry.public_id for entry in mascots.gallery(viewer, **paging).items]  # type: ignore[arg-type]
+
+
+def like_rows(mascots: MascotStore) -> int:
+    return mascots.tables.like.select().count()
+
+
+def test_history_entries_carry_share_ids_thumbnails_and_every_parameter(mascots: MascotStore) -> None:
+    saved = save(mascots, ALICE, "an otter barista", seed=30, count=2)
+    request = make_request("an otter barista", seed=30, count=2)
+
+    first, second = mascots.history(ALICE)
+
+    assert (first.public_id, second.public_id) == saved.public_ids
+    assert all(PUBLIC_ID_PATTERN.fullmatch(public_id) for public_id in saved.public_ids)
+    assert first.public_id != second.public_id
+    assert (first.thumbnail_path, second.thumbnail_path) == saved.thumbnail_paths
+    assert (first.is_public, first.like_count, first.liked_by_viewer, first.is_owner) == (True, 0, False, True)
+    assert (second.position, second.seed, second.num_images_per_prompt) == (1, 31, 2)
+    assert (first.num_inference_steps, first.guidance_scale) == (2, 5.5)
+    assert (first.prior_num_inference_steps, first.prior_guidance_scale) == (3, 1.5)
+    assert (first.model_name, first.prompt_cut) == ("tiny preview model", "")
+    assert second.remix_request().as_dict() == {**request.as_dict(), "seed": 31, "num_images_per_prompt": 1}
+
+
+def test_history_page_has_the_total_and_knows_when_there_is_more(mascots: MascotStore) -> None:
+    save(mascots, ALICE, count=3)
+
+    first, last = mascots.history_page(ALICE, per_page=2), mascots.history_page(ALICE, page=2, per_page=2)
+
+    assert (len(first.items), first.total, first.has_next) == (2, 3, True)
+    assert (len(last.items), last.total, last.has_next) == (1, 3, False)
+
+
+def test_the_gallery_shows_everyones_public_mascots_newest_first_with_captions(mascots: MascotStore) -> None:
+    older = save(mascots, ALICE, "alice's otter", now=at(0))
+    newer = save(mascots, BOB, "bob's fox " + "with a very long scarf " * 5, now=at(1))
+
+    page = mascots.gallery(CAROL)
+
+    assert [entry.public_id for entry in page.items] == [*newer.public_ids, *older.public_ids]
+    assert page.items[1].caption == "alice's otter"
+    assert page.items[0].caption.startswith("bob's fox") and page.items[0].caption.endswith("…")
+    assert (page.total, page.has_next) == (2, False)
+    assert not any(entry.is_owner for entry in page.items)
+    assert [entry.is_owner for entry in mascots.gallery(ALICE).items] == [False, True]
+
+
+def test_the_top_view_sorts_by_likes_and_breaks_ties_newest_first(mascots: MascotStore) -> None:
+    [one_like] = save(mascots, ALICE, "one like", now=at(0)).public_ids
+    [two_likes] = save(mascots, ALICE, "two likes", now=at(1)).public_ids
+    [tie_older] = save(mascots, BOB, "no likes, older", now=at(2)).public_ids
+    [tie_newer] = save(mascots, BOB, "no likes, newer", now=at(3)).public_ids
+    mascots.toggle_like(BOB, two_likes)
+    mascots.toggle_like(CAROL, two_likes)
+    mascots.toggle_like(CAROL, one_like)
+
+    assert gallery_ids(mascots, sort="top") == [two_likes, one_like, tie_newer, tie_older]
+    assert gallery_ids(mascots, sort="newest") == [tie_newer, tie_older, two_likes, one_like]
+    assert [entry.like_count for entry in mascots.gallery(None, sort="top").items] == [2, 1, 0, 0]
+
+
+def test_gallery_pages_cover_every_public_mascot_once(mascots: MascotStore) -> None:
+    for minute in range(5):
+        save(mascots, ALICE, f"mascot {minute}", now=at(minute))
+    save(mascots, ALICE, "private", now=at(9), is_public=False)
+
+    pages = [mascots.gallery(None, page=number, per_page=2) for number in (1, 2, 3, 4)]
+
+    assert [[entry.prompt for entry in page.items] for page in pages] == [
+        ["mascot 4", "mascot 3"],
+        ["mascot 2", "mascot 1"],
+        ["mascot 0"],
+        [],
+    ]
+    assert [page.has_next for page in pages] == [True, True, False, False]
+    assert {page.total for page in pages} == {5}
+    assert mascots.count_gallery() == 5
+
+
+def test_a_full_last_page_has_no_next(mascots: MascotStore) -> None:
+    for minute in range(4):
+        save(mascots, ALICE, now=at(minute))
+
+    assert [mascots.gallery(None, page=n, per_page=2).has_next for n in (1, 2)] == [True, False]
+    assert [mascots.history_page(ALICE, page=n, per_page=2).has_next for n in (1, 2)] == [True, False]
+
+
+def test_gallery_arguments_out_of_range_are_refused(mascots: MascotStore) -> None:
+    with pytest.raises(ValueError, match="sort"):
+        mascots.gallery(None, sort="oldest")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="page"):
+        mascots.gallery(None, page=0)
+    with pytest.raises(ValueError, match="per_page"):
+        mascots.gallery(None, per_page=1000)
+    with pytest.raises(ValueError, match="owner_hash"):
+        mascots.gallery("not a hash")
+    with pytest.raises(ValueError, match="owner_hash"):
+        mascots.mascot("A" * 12, "not a hash")
+
+
+def test_private_mascots_are_seen_by_their_owner_only(mascots: MascotStore) -> None:
+    [hidden] = save(mascots, ALICE, "alice's secret", now=at(0)).public_ids
+    [shown] = save(mascots, ALICE, "alice's public one", now=at(1)).public_ids
+    [bobs] = save(mascots, BOB, "bob's own", now=at(2)).public_ids  # a browser the store knows, not just a stranger
+
+    assert mascots.set_public(ALICE, hidden, False) is True
+
+    assert gallery_ids(mascots, None) == gallery_ids(mascots, BOB) == gallery_ids(mascots, ALICE) == [bobs, shown]
+    assert mascots.gallery(BOB).total == 2
+    assert mascots.mascot(hidden, BOB) is None
+    assert mascots.mascot(hidden, owner("stranger")) is None
+    assert mascots.mascot(hidden, None) is None
+    own = mascots.mascot(hidden, ALICE)
+    assert own is not None and (own.is_public, own.is_owner, own.prompt) == (False, True, "alice's secret")
+    assert [entry.is_public for entry in mascots.history(ALICE)] == [True, False]
+    assert [entry.public_id for entry in mascots.history(BOB)] == [bobs]
+
+
+def test_a_private_mascot_made_public_again_returns_to_the_gallery(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE, is_public=False).public_ids
+    assert gallery_ids(mascots) == []
+
+    assert mascots.set_public(ALICE, public_id, True) is True
+
+    assert gallery_ids(mascots) == [public_id]
+    assert mascots.mascot(public_id, BOB) is not None
+
+
+def test_only_the_owner_can_change_who_sees_a_mascot(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+
+    assert mascots.set_public(BOB, public_id, False) is False
+    assert mascots.set_public(owner("never seen"), public_id, False) is False
+
+    assert gallery_ids(mascots) == [public_id]
+
+
+def test_a_share_link_opens_a_public_mascot_for_a_first_time_visitor(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE, "shared otter", seed=99).public_ids
+
+    for viewer in (None, owner("first visit")):
+        entry = mascots.mascot(public_id, viewer)
+        assert entry is not None
+        assert (entry.prompt, entry.seed, entry.is_owner, entry.liked_by_viewer) == ("shared otter", 99, False, False)
+        assert entry.path.is_file() and entry.thumbnail_path is not None and entry.thumbnail_path.is_file()
+    assert mascots.tables.browser.select().count() == 1  # looking creates no browser row
+
+
+@pytest.mark.parametrize("bad_id", ["A" * 12, "", "short", "../../etc/pa", "1", "x" * 13, "abc def ghij"])
+def test_an_unknown_or_malformed_share_id_finds_nothing_and_changes_nothing(mascots: MascotStore, bad_id: str) -> None:
+    save(mascots, ALICE)
+
+    assert mascots.mascot(bad_id, ALICE) is None
+    assert mascots.set_public(ALICE, bad_id, False) is False
+    assert mascots.delete_mascot(ALICE, bad_id) is False
+    assert mascots.toggle_like(ALICE, bad_id) is None
+    assert mascots.count_history(ALICE) == mascots.count_gallery() == 1
+
+
+def test_a_non_owner_cannot_delete_a_mascot(mascots: MascotStore) -> None:
+    saved = save(mascots, ALICE)
+    [public_id] = saved.public_ids
+
+    assert mascots.delete_mascot(BOB, public_id) is False
+
+    assert gallery_ids(mascots) == [public_id]
+    assert saved.image_paths[0].is_file() and saved.thumbnail_paths[0].is_file()
+    assert mascots.count_history(ALICE) == 1
+
+
+def test_deleting_removes_the_row_its_likes_its_files_and_its_gallery_entry(mascots: MascotStore) -> None:
+    saved = save(mascots, ALICE, count=2)
+    gone, kept = saved.public_ids
+    mascots.toggle_like(BOB, gone)
+    mascots.toggle_like(BOB, kept)
+
+    assert mascots.delete_mascot(ALICE, gone) is True
+
+    assert not saved.image_paths[0].exists() and not saved.thumbnail_paths[0].exists()
+    assert saved.image_paths[1].is_file() and saved.thumbnail_paths[1].is_file()
+    assert gallery_ids(mascots) == [kept]
+    assert [entry.public_id for entry in mascots.history(ALICE)] == [kept]
+    assert mascots.mascot(gone, ALICE) is None
+    assert like_rows(mascots) == 1
+    assert mascots.tables.generation.select().count() == 1  # one image left in it
+    assert mascots.delete_mascot(ALICE, gone) is False
+
+
+def test_deleting_the_last_image_of_a_generation_deletes_the_generation(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+    save(mascots, BOB)
+
+    assert mascots.delete_mascot(ALICE, public_id) is True
+
+    assert mascots.tables.generation.select().count() == 1
+    assert mascots.count_history(ALICE) == 0
+
+
+def test_a_like_counts_once_per_browser_and_toggles(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+
+    assert mascots.toggle_like(BOB, public_id) == LikeState(liked=True, like_count=1)
+    assert mascots.toggle_like(CAROL, public_id) == LikeState(liked=True, like_count=2)
+    assert mascots.toggle_like(BOB, public_id) == LikeState(liked=False, like_count=1)
+    assert mascots.toggle_like(BOB, public_id) == LikeState(liked=True, like_count=2)
+
+    assert like_rows(mascots) == 2
+    assert [(entry.like_count, entry.liked_by_viewer) for entry in mascots.gallery(BOB).items] == [(2, True)]
+    assert [(entry.like_count, entry.liked_by_viewer) for entry in mascots.gallery(ALICE).items] == [(2, False)]
+    assert [(entry.like_count, entry.liked_by_viewer) for entry in mascots.gallery(None).items] == [(2, False)]
+    assert mascots.mascot(public_id, CAROL).liked_by_viewer is True  # type: ignore[union-attr]
+
+
+def test_liking_another_browsers_private_mascot_is_refused(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE, is_public=False).public_ids
+
+    assert mascots.toggle_like(BOB, public_id) is None
+
+    assert like_rows(mascots) == 0
+    assert mascots.toggle_like(ALICE, public_id) == LikeState(liked=True, like_count=1)  # the owner may
+    assert mascots.history(ALICE)[0].liked_by_viewer is True
+
+
+def test_a_first_time_visitor_can_like_and_gets_a_browser_row(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+    visitor = owner("first visit")
+
+    assert mascots.toggle_like(visitor, public_id) == LikeState(liked=True, like_count=1)
+
+    browser = mascots.tables.browser
+    assert browser.select().where(browser.owner_hash == visitor).count() == 1
+    assert mascots.gallery(visitor).items[0].liked_by_viewer is True
+
+
+def test_like_counts_stay_exact_when_many_browsers_like_at_once(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+    likers = [owner(f"liker {n}") for n in range(8)]
+    errors: list[Exception] = []
+
+    def like(who: str) -> None:
+        try:
+            for _ in range(3):  # like, unlike, like
+                mascots.toggle_like(who, public_id)
+        except Exception as error:  # collected: an exception in a thread would not fail the test by itself
+            errors.append(error)
+        finally:
+            mascots.close()
+
+    threads = [threading.Thread(target=like, args=(who,)) for who in likers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert mascots.gallery(None).items[0].like_count == len(likers) == like_rows(mascots)
+
+
+def test_a_thumbnail_is_a_small_webp_of_the_image(mascots: MascotStore) -> None:
+    saved = save(mascots, ALICE)
+
+    [thumbnail_path] = saved.thumbnail_paths
+    assert thumbnail_path.name == saved.image_paths[0].name.replace(".png", ".thumb.webp")
+    assert thumbnail_path.parent == saved.image_paths[0].parent
+    with Image.open(thumbnail_path) as thumbnail:
+        assert (thumbnail.format, thumbnail.size) == ("WEBP", (256, 205))
+        assert thumbnail.convert("RGB").getpixel((10, 10)) == pytest.approx((0, 100, 200), abs=8)
