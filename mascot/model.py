@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_hei
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from mascot.adapters import AdapterError, AdapterSpec, load_adapter, loaded_adapters, set_adapter_scale
 from mascot.generator import GeneratedImages, ModelInfo, PromptUse, StepCallback, StepUpdate
 from mascot.request import MAX_SEED, GenerationRequest
 from mascot.settings import Settings
@@ -287,11 +288,13 @@ class KandinskyGenerator:
         info: ModelInfo,
         *,
         preview_every: int = 5,
+        adapters: Sequence[AdapterSpec] = (),
     ) -> None:
         self.prior = prior
         self.decoder = decoder
         self.info = info
         self.preview_every = preview_every
+        self.adapters = tuple(adapters)  # loaded into the pipelines' models already (see `load`)
         # The pipelines keep per-call state (timesteps, guidance scale): one generation at a time.
         self._lock = threading.Lock()
 
@@ -303,8 +306,10 @@ class KandinskyGenerator:
         device: str | None = None,
         preview_every: int = 5,
         on_status: Callable[[str], None] | None = None,
+        adapters: Sequence[AdapterSpec] = (),
     ) -> KandinskyGenerator:
-        """Load both pipelines with `from_pretrained`: fp16 on CUDA, fp32 on CPU."""
+        """Load both pipelines with `from_pretrained`: fp16 on CUDA, fp32 on CPU; then the LoRA `adapters`, each checked
+        to have really loaded, and all left off until `select_adapter` picks one."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         say = _status_reporter(on_status)
@@ -314,6 +319,9 @@ class KandinskyGenerator:
         decoder = KandinskyV22Pipeline.from_pretrained(source.decoder, dtype=dtype).to(device)
         for pipeline in (prior, decoder):
             pipeline.set_progress_bar_config(disable=True)
+        for spec in adapters:
+            say(f"Loading the LoRA adapter {spec.name!r} into the {spec.target} from {spec.path}…")
+            load_adapter(decoder.unet if spec.target == "decoder" else prior.prior, spec)
         say("Preparing the model…")
         with torch.inference_mode():
             prior.get_zero_embed()  # computed once now, so the first generation is not the slow one
@@ -321,7 +329,26 @@ class KandinskyGenerator:
             name=source.name, is_preview_model=source.is_preview_model, device=device, reason=source.reason
         )
         say(f"{source.name} is ready on {device}.")
-        return cls(prior, decoder, info, preview_every=preview_every)
+        return cls(prior, decoder, info, preview_every=preview_every, adapters=adapters)
+
+    @property
+    def adapter_names(self) -> tuple[str, ...]:
+        """The names of the loaded LoRA adapters (a name may stand for a decoder and a prior adapter together)."""
+        return tuple(dict.fromkeys(spec.name for spec in self.adapters))
+
+    def select_adapter(self, name: str | None, scale: float = 1.0) -> None:
+        """Use LoRA adapter `name` at `scale` for the next generations, in the decoder, the prior or both (wherever an
+        adapter of that name is loaded); `None` or scale 0 gives the base model's output exactly."""
+        with self._lock:
+            self._use_adapter(name, scale)
+
+    def _use_adapter(self, name: str | None, scale: float) -> None:
+        """`select_adapter` without the lock, for use inside a generation."""
+        if name is not None and name not in self.adapter_names:
+            loaded = ", ".join(repr(item) for item in self.adapter_names) or "none"
+            raise AdapterError(f"There is no LoRA adapter named {name!r} (loaded: {loaded}).")
+        for model in (self.decoder.unet, self.prior.prior):
+            set_adapter_scale(model, name if name in loaded_adapters(model) else None, scale)
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImages:
         """Run the prior once per image, then the decoder on all images at once; `on_step` may cancel."""

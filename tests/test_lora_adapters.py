@@ -1,0 +1,223 @@
+"""Trained LoRA adapters in the app's generator (mascot/adapters.py): exact effect, scale 0 = base, loud failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lora import train
+from mascot.adapters import (
+    CARD_NAME,
+    WEIGHT_NAME,
+    AdapterError,
+    AdapterSpec,
+    load_adapter,
+    loaded_adapters,
+    parse_adapter_specs,
+    set_adapter_scale,
+)
+from mascot.model import KandinskyGenerator, ModelSource
+from mascot.request import GenerationRequest
+from tests.test_lora_train import make_dataset, train_args
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """A decoder and a prior adapter, trained hard enough to show; the decoder's alpha is 2 x rank, so PEFT's
+    alpha/r scaling is 2 and a test that forgot it would fail."""
+    root = tmp_path_factory.mktemp("adapters")
+    data = make_dataset(root / "data")
+    decoder_flags = ("--learning_rate", "2e-2", "--rank", "4", "--lora_alpha", "8")
+    train.main(train_args(tiny_model_dir, data, root / "look", "decoder", 15, *decoder_flags))
+    train.main(train_args(tiny_model_dir, data, root / "words", "prior", 15, "--learning_rate", "2e-2"))
+    return {"decoder": root / "look", "prior": root / "words"}
+
+
+@pytest.fixture(scope="module")
+def adapted_generator(tiny_model_dir, adapters) -> KandinskyGenerator:
+    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
+    specs = parse_adapter_specs([f"look={adapters['decoder']}", f"words={adapters['prior']}"])
+    return KandinskyGenerator.load(source, device="cpu", adapters=specs)
+
+
+def base_unet(tiny_model_dir: Path):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(tiny_model_dir / "decoder" / "unet")
+
+
+def small_request(**overrides) -> GenerationRequest:
+    values = {"prompt": "a cheerful otter mascot", "seed": 11, "width": 256, "height": 256}
+    values |= {"num_inference_steps": 2, "prior_num_inference_steps": 2}
+    return GenerationRequest.from_user(**(values | overrides))
+
+
+def pixels(generator: KandinskyGenerator) -> np.ndarray:
+    return np.asarray(generator.generate(small_request()).images[0], dtype=np.int16)
+
+
+@pytest.mark.parametrize("module_name", ["down_blocks.1.attentions.0.to_q", "mid_block.attentions.0.add_k_proj"])
+@pytest.mark.parametrize("scale", [0.5, 1.0])
+def test_the_loaded_decoder_adapter_adds_exactly_scale_times_alpha_over_r_b_a(
+    adapted_generator, adapters, tiny_model_dir, module_name, scale
+):
+    saved = load_file(adapters["decoder"] / WEIGHT_NAME)
+    card = json.loads((adapters["decoder"] / CARD_NAME).read_text())
+    lora_a, lora_b = saved[f"{module_name}.lora_A.weight"], saved[f"{module_name}.lora_B.weight"]
+    base = base_unet(tiny_model_dir).get_submodule(module_name)
+    unet = adapted_generator.decoder.unet
+    adapted = unet.get_submodule(module_name)
+    x = torch.randn(3, base.in_features, generator=torch.Generator().manual_seed(1))
+
+    adapted_generator.select_adapter("look", scale)
+    with torch.no_grad():
+        got = adapted(x)
+        weight = base.weight + scale * (card["lora_alpha"] / card["rank"]) * lora_b @ lora_a
+        expected = x @ weight.T + base.bias
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert (got - base(x)).abs().max() > 1e-3  # trained: the delta is really there
+        adapted_generator.select_adapter(None)
+        torch.testing.assert_close(adapted(x), base(x), rtol=0, atol=0)
+
+
+def test_scale_zero_or_no_adapter_gives_the_base_generation_and_scale_one_changes_it(adapted_generator, tiny_generator):
+    base = pixels(tiny_generator)  # the shared generator, loaded without adapters
+
+    adapted_generator.select_adapter("look", 0.0)
+    assert np.array_equal(pixels(adapted_generator), base)
+    adapted_generator.select_adapter(None)
+    assert np.array_equal(pixels(adapted_generator), base)
+    adapted_generator.select_adapter("look", 1.0)
+    with_look = pixels(adapted_generator)
+    adapted_generator.select_adapter("words", 1.0)
+    with_words = pixels(adapted_generator)
+    adapted_generator.select_adapter(None)
+
+    assert np.abs(with_look - base).max() > 10
+    assert np.abs(with_words - base).max() > 10
+    assert adapted_generator.adapter_names == ("look", "words")
+
+
+def test_choosing_an_adapter_that_is_not_loaded_names_the_loaded_ones(adapted_generator):
+    with pytest.raises(AdapterError, match=r"no LoRA adapter named 'otter' \(loaded: 'look', 'words'\)"):
+        adapted_generator.select_adapter("otter", 1.0)
+
+
+def test_a_load_that_matches_nothing_fails_loudly_naming_the_file(tiny_model_dir, tmp_path):
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    save_file(
+        {"no_such_block.to_q.lora_A.weight": torch.ones(4, 32), "no_such_block.to_q.lora_B.weight": torch.ones(32, 4)},
+        folder / WEIGHT_NAME,
+    )
+    (folder / CARD_NAME).write_text(json.dumps({"target": "decoder", "rank": 4, "lora_alpha": 4}))
+    unet = base_unet(tiny_model_dir)
+
+    with pytest.raises(AdapterError, match=rf"{WEIGHT_NAME}.* does not fit this decoder|loaded nothing"):
+        load_adapter(unet, AdapterSpec.parse(f"ghost={folder}"))
+    assert loaded_adapters(unet) == []
+
+
+def test_a_load_that_leaves_tensors_out_fails_and_leaves_the_model_as_it_was(tiny_model_dir, adapters, tmp_path):
+    folder = tmp_path / "partial"
+    shutil.copytree(adapters["decoder"], folder, ignore=shutil.ignore_patterns("checkpoint-*", "validation"))
+    tensors = load_file(folder / WEIGHT_NAME)
+    tensors["down_blocks.1.attentions.0.to_nothing.lora_A.weight"] = torch.ones(4, 32)
+    tensors["down_blocks.1.attentions.0.to_nothing.lora_B.weight"] = torch.ones(32, 4)
+    save_file(tensors, folder / WEIGHT_NAME)
+    unet = base_unet(tiny_model_dir)
+
+    with pytest.raises(AdapterError, match=r"partial.*left 2 of its \d+ tensors out of the model"):
+        load_adapter(unet, AdapterSpec.parse(f"partial={folder}"))
+    assert loaded_adapters(unet) == []
+
+
+def test_a_decoder_adapter_is_refused_by_the_prior(tiny_model_dir, adapters):
+    from diffusers import PriorTransformer
+
+    prior = PriorTransformer.from_pretrained(tiny_model_dir / "prior" / "prior")
+    with pytest.raises(AdapterError, match=r"is for the decoder \(UNet2DConditionModel\), not for a PriorTransformer"):
+        load_adapter(prior, AdapterSpec.parse(str(adapters["decoder"])))
+
+
+def test_an_old_attention_processor_checkpoint_is_sent_to_the_converter(tiny_model_dir, tmp_path):
+    folder = tmp_path / "checkpoint-2500"
+    folder.mkdir()
+    legacy = {"down_blocks.1.attentions.0.processor.to_q_lora.down.weight": torch.ones(4, 32)}
+    save_file(legacy, folder / WEIGHT_NAME)
+    (folder / CARD_NAME).write_text(json.dumps({"target": "decoder", "rank": 4, "lora_alpha": 4}))
+    with pytest.raises(AdapterError, match=r"old attention-processor LoRA checkpoint: convert it .*lora/convert.py"):
+        load_adapter(base_unet(tiny_model_dir), AdapterSpec.parse(str(folder)))
+
+
+def test_adapter_specs_parse_name_path_and_path_alone(adapters, tmp_path):
+    named = AdapterSpec.parse(f"otter-v2={adapters['decoder']}")
+    assert (named.name, named.path, named.target) == ("otter-v2", adapters["decoder"] / WEIGHT_NAME, "decoder")
+    by_folder = AdapterSpec.parse(str(adapters["prior"] / WEIGHT_NAME))
+    assert (by_folder.name, by_folder.target) == ("words", "prior")
+    assert by_folder.card is not None and by_folder.card.steps == 15
+
+    # Without a card the target follows from the module names.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(adapters["prior"] / WEIGHT_NAME, bare / WEIGHT_NAME)
+    assert AdapterSpec.parse(str(bare)).target == "prior"
+
+    with pytest.raises(AdapterError, match=r"has no pytorch_lora_weights.safetensors"):
+        AdapterSpec.parse(str(tmp_path))
+    with pytest.raises(AdapterError, match=r"'eval' is not usable: torch modules already have an attribute"):
+        AdapterSpec.parse(f"eval={adapters['decoder']}")
+    with pytest.raises(AdapterError, match=r"'otter.v2' is not usable"):
+        AdapterSpec.parse(f"otter.v2={adapters['decoder']}")
+    with pytest.raises(AdapterError, match=r"Two decoder adapters are named 'look'"):
+        parse_adapter_specs([f"look={adapters['decoder']}", f"look={adapters['decoder']}"])
+
+
+def test_set_adapter_scale_without_adapters_is_the_base_model(tiny_model_dir):
+    unet = base_unet(tiny_model_dir)
+    set_adapter_scale(unet, None, 1.0)  # nothing loaded: nothing to turn off, no error
+    with pytest.raises(AdapterError, match="No adapter named 'look'"):
+        set_adapter_scale(unet, "look", 1.0)
+
+
+def test_two_decoder_adapters_in_one_unet_are_used_one_at_a_time(tiny_model_dir, adapters, tmp_path):
+    double = tmp_path / "double"  # a folder name that is a torch.nn.Module method: the default name avoids it
+    double.mkdir()
+    tensors = load_file(adapters["decoder"] / WEIGHT_NAME)
+    save_file({key: 2 * value if "lora_B" in key else value for key, value in tensors.items()}, double / WEIGHT_NAME)
+    shutil.copy(adapters["decoder"] / CARD_NAME, double / CARD_NAME)
+    unet = base_unet(tiny_model_dir)
+    load_adapter(unet, AdapterSpec.parse(f"look={adapters['decoder']}"))
+    load_adapter(unet, AdapterSpec.parse(str(double)))
+    module = unet.get_submodule("up_blocks.2.attentions.1.to_v")
+    x = torch.randn(3, module.in_features)
+
+    with torch.no_grad():
+        set_adapter_scale(unet, "look", 1.0)
+        look = module(x)
+        set_adapter_scale(unet, "double_lora", 0.5)  # half of twice B: the same delta as "look" alone at 1
+        torch.testing.assert_close(module(x), look, rtol=1e-5, atol=1e-6)
+        set_adapter_scale(unet, "double_lora", 1.0)
+        torch.testing.assert_close(
+            module(x) - module.base_layer(x), 2 * (look - module.base_layer(x)), rtol=1e-4, atol=1e-5
+        )
+    assert loaded_adapters(unet) == ["look", "double_lora"]
+
+
+def test_a_card_that_does_not_match_the_weights_is_refused(tiny_model_dir, adapters, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(adapters["decoder"] / WEIGHT_NAME, folder / WEIGHT_NAME)
+    card = json.loads((adapters["decoder"] / CARD_NAME).read_text())
+    (folder / CARD_NAME).write_text(json.dumps(card | {"lora_alpha": 16}))
+    unet = base_unet(tiny_model_dir)
+
+    with pytest.raises(AdapterError, match=r"lora_alpha 8.0, but its card says rank 4 and lora_alpha 16"):
+        load_adapter(unet, AdapterSpec.parse(str(folder)))
+    assert loaded_adapters(unet) == []
