@@ -90,3 +90,36 @@ def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
     page.get_by_role("button", name="Generate").click()
     playwright_api.expect(page.get_by_text("prompt is empty")).to_be_visible(timeout=30_000)
     context.close()
+
+
+def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stranger(chromium, app, tmp_path):
+    context, page = open_page(chromium, app)
+    make_it_fast(page)
+    page.get_by_label("Your idea").fill("a plush panda chef")
+    page.get_by_role("button", name="Generate").click()
+    playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
+    seed_used = page.get_by_label("Seed", exact=True).input_value()
+    page.get_by_label("Your idea").fill("something else")  # Remix must put the mascot's own words back
+
+    page.get_by_role("tab", name="My mascots").click()
+    page.locator("#mine-gallery").get_by_role("button").filter(has_text="a plush panda chef").first.click()
+    info = page.locator("#mine-detail-info")
+    playwright_api.expect(info).to_contain_text(f"Seed {seed_used}")
+    share_link = page.locator("#mine-share textarea, #mine-share input").first.input_value()
+    assert "/?mascot=" in share_link
+    page.screenshot(path=str(tmp_path / "detail.png"), full_page=True)
+
+    page.locator("#mine-remix").click()
+    playwright_api.expect(page.get_by_label("Your idea")).to_have_value("a plush panda chef")
+    assert page.get_by_label("Seed", exact=True).input_value() == seed_used
+    assert not page.get_by_label("New random seed each time").is_checked()
+
+    stranger_context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    stranger = stranger_context.new_page()
+    stranger.goto(share_link)
+    playwright_api.expect(stranger.locator("#gallery-detail-info")).to_contain_text("a plush panda chef")
+    stranger.locator("#gallery-like").click()
+    playwright_api.expect(stranger.locator("#gallery-like")).to_contain_text("♥ Liked · 1")
+    stranger.screenshot(path=str(tmp_path / "shared.png"), full_page=True)
+    stranger_context.close()
+    context.close()

@@ -66,6 +66,8 @@ def build_browse_tab(
         columns=6,
         height=420,
         allow_preview=False,
+        fit_columns=False,  # a page with one mascot shows a thumbnail, not a banner
+        object_fit="cover",
         elem_id=f"{listing}-gallery",
     )
     with gr.Row():
@@ -87,7 +89,7 @@ def _detail_panel(listing: Listing) -> DetailPanel:
         image = gr.Image(type="filepath", format="png", interactive=False, height=420, show_label=False)
         with gr.Column():
             info = gr.Markdown(elem_id=f"{listing}-detail-info")
-            share_link = gr.Textbox(label="Share link", interactive=False, buttons=["copy"])
+            share_link = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], elem_id=f"{listing}-share")
             with gr.Row():
                 like = gr.Button("♡ Like", elem_id=f"{listing}-like")
                 remix = gr.Button("Remix", elem_id=f"{listing}-remix")
