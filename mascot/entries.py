@@ -42,6 +42,8 @@ class MascotEntry:
     prior_num_inference_steps: int
     prior_guidance_scale: float
     num_images_per_prompt: int
+    adapter_name: str
+    lora_scale: float
     position: int  # 0-based place in its generation: seed = the generation's seed + position
     model_name: str
     prompt_cut: str  # what the text encoder dropped past its token limit
@@ -65,6 +67,8 @@ class MascotEntry:
             prior_num_inference_steps=self.prior_num_inference_steps,
             prior_guidance_scale=self.prior_guidance_scale,
             num_images_per_prompt=1,
+            adapter_name=self.adapter_name,
+            lora_scale=self.lora_scale,
         )
 
 
@@ -138,6 +142,8 @@ def _entry_columns(tables: Tables) -> list[peewee.Node]:
         generation.prior_num_inference_steps,
         generation.prior_guidance_scale,
         generation.num_images_per_prompt,
+        generation.adapter_name,
+        generation.lora_scale,
         generation.model_name,
         generation.prompt_cut,
     ]
@@ -161,6 +167,8 @@ def entry_from_row(row: Mapping[str, Any], viewer_id: int | None, files: ImageFi
         prior_num_inference_steps=row["prior_num_inference_steps"],
         prior_guidance_scale=row["prior_guidance_scale"],
         num_images_per_prompt=row["num_images_per_prompt"],
+        adapter_name=row["adapter_name"],
+        lora_scale=row["lora_scale"],
         position=row["position"],
         model_name=row["model_name"],
         prompt_cut=row["prompt_cut"],

@@ -56,6 +56,7 @@ class ModelInfo:
     is_preview_model: bool
     device: str
     reason: str = ""
+    adapters: tuple[str, ...] = ()  # the LoRA adapters a request may name in `adapter_name`
 
 
 StepCallback = Callable[[StepUpdate], None]

@@ -57,6 +57,15 @@ def add_sharing_likes_thumbnails_and_quota(db: peewee.Database, tables: Tables) 
     db.create_tables([_version_2_like_table(db)])
 
 
+def add_adapter_columns(db: peewee.Database, tables: Tables) -> None:
+    """Version 3: generations made before adapters existed used none, at the default scale."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    schema_changes.migrate(
+        migrator.add_column("generation", "adapter_name", _not_null(peewee.TextField, "''"), allow_not_null=True),
+        migrator.add_column("generation", "lora_scale", _not_null(peewee.FloatField, "1.0"), allow_not_null=True),
+    )
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -119,6 +128,7 @@ MIGRATIONS: list[Migration] = [
         "share ids, privacy, likes, thumbnails, missing files, quota and jobs",
         add_sharing_likes_thumbnails_and_quota,
     ),
+    Migration(3, "the LoRA adapter and scale of each generation", add_adapter_columns),
 ]
 
 

@@ -17,7 +17,14 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_hei
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from mascot.adapters import AdapterError, AdapterSpec, load_adapter, loaded_adapters, set_adapter_scale
+from mascot.adapters import (
+    AdapterError,
+    AdapterSpec,
+    load_adapter,
+    loaded_adapters,
+    parse_adapter_specs,
+    set_adapter_scale,
+)
 from mascot.generator import GeneratedImages, ModelInfo, PromptUse, StepCallback, StepUpdate
 from mascot.request import MAX_SEED, GenerationRequest
 from mascot.settings import Settings
@@ -326,7 +333,11 @@ class KandinskyGenerator:
         with torch.inference_mode():
             prior.get_zero_embed()  # computed once now, so the first generation is not the slow one
         info = ModelInfo(
-            name=source.name, is_preview_model=source.is_preview_model, device=device, reason=source.reason
+            name=source.name,
+            is_preview_model=source.is_preview_model,
+            device=device,
+            reason=source.reason,
+            adapters=tuple(dict.fromkeys(spec.name for spec in adapters)),
         )
         say(f"{source.name} is ready on {device}.")
         return cls(prior, decoder, info, preview_every=preview_every, adapters=adapters)
@@ -353,6 +364,7 @@ class KandinskyGenerator:
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImages:
         """Run the prior once per image, then the decoder on all images at once; `on_step` may cancel."""
         with self._lock, torch.inference_mode():
+            self._use_adapter(request.adapter_name or None, request.lora_scale)
             prompt = truncate_prompt(self.prior.tokenizer, request.prompt)
             negative_prompt = truncate_prompt(self.prior.tokenizer, request.negative_prompt)
             seeds = seeds_for(request)
@@ -503,4 +515,5 @@ def load_generator(settings: Settings, on_status: Callable[[str], None] | None =
     source = resolve_model_source(settings)
     if source.reason:
         logger.warning(source.reason)
-    return KandinskyGenerator.load(source, preview_every=settings.preview_every, on_status=on_status)
+    adapters = parse_adapter_specs(settings.lora)
+    return KandinskyGenerator.load(source, preview_every=settings.preview_every, on_status=on_status, adapters=adapters)

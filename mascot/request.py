@@ -7,6 +7,7 @@ gets the same refusals, each naming the parameter. This module imports no torch.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -29,7 +30,10 @@ INTEGER_RANGES: dict[str, tuple[int, int]] = {
 FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "guidance_scale": (1.0, 20.0),
     "prior_guidance_scale": (1.0, 20.0),
+    "lora_scale": (0.0, 2.0),
 }
+# A LoRA adapter's name, as `--lora name=PATH` gives it (PEFT keys modules by it); "" is the base model.
+ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 
 
 class InvalidRequest(ValueError):
@@ -55,6 +59,8 @@ class GenerationRequest:
     prior_num_inference_steps: int = 25
     prior_guidance_scale: float = 1.0
     num_images_per_prompt: int = 1
+    adapter_name: str = ""  # the LoRA adapter to use ("" = none); which ones exist is the loaded model's business
+    lora_scale: float = 1.0
 
     @classmethod
     def from_user(cls, **raw: Any) -> GenerationRequest:
@@ -66,6 +72,7 @@ class GenerationRequest:
         values: dict[str, Any] = {
             "prompt": clean_prompt(raw.get("prompt"), "prompt", required=True),
             "negative_prompt": clean_prompt(raw.get("negative_prompt"), "negative_prompt", required=False),
+            "adapter_name": clean_adapter_name(raw.get("adapter_name")),
         }
         for name, (low, high) in INTEGER_RANGES.items():
             given = raw.get(name)
@@ -110,6 +117,14 @@ def clean_prompt(raw: Any, name: str, *, required: bool) -> str:
             "Shorten it and try again.",
         )
     return text
+
+
+def clean_adapter_name(raw: Any) -> str:
+    """An adapter name, or "" for none; refuse anything that could not name one."""
+    text = "" if raw is None else raw
+    if not isinstance(text, str) or not ADAPTER_NAME.match(text.strip()):
+        raise InvalidRequest("adapter_name", "adapter_name must be the name of a loaded LoRA adapter, or empty.")
+    return text.strip()
 
 
 def to_integer(raw: Any, name: str) -> int:

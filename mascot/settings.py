@@ -30,6 +30,7 @@ class Settings:
     share: bool = False
     queue_max_size: int = 64
     daily_quota: int = 10  # mascots (images) per browser per UTC day
+    lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
     hub_timeout_s: float = 5.0
 
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", default=None, help="Also serve on a public share link.")
     parser.add_argument("--host", help="Address to listen on (GRADIO_SERVER_NAME; default 127.0.0.1).")
     parser.add_argument("--port", type=int, help="Port to listen on (GRADIO_SERVER_PORT; default 7860).")
+    parser.add_argument(
+        "--lora",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="A LoRA adapter folder from lora/train.py or lora/convert.py; repeat for more (MASCOT_LORA, "
+        "comma-separated). People pick it by NAME (default: the folder's name) in the Advanced panel.",
+    )
     parser.add_argument(
         "--daily-quota", type=int, help="Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default 10)."
     )
@@ -84,6 +92,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         share=bool(flags.share) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
         queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
         daily_quota=int(str(pick(flags.daily_quota, "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
+        lora=tuple(flags.lora or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
     )

@@ -24,7 +24,8 @@ def free_port() -> int:
 class AppProcess:
     """`python app.py` on a free port with its own data folder; restartable on the same folder."""
 
-    def __init__(self, data_dir: Path, tmp_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tmp_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.extra_args = extra_args
         self.data_dir = data_dir
         self.tmp_dir = tmp_dir
         self.port = free_port()
@@ -44,7 +45,7 @@ class AppProcess:
         }
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", "tiny", "--port", str(self.port)],
+            [sys.executable, "app.py", "--model", "tiny", "--port", str(self.port), *self.extra_args],
             cwd=ROOT,
             env=env,
             stdout=(self.tmp_dir / "app.log").open("ab"),

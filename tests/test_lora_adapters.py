@@ -58,8 +58,8 @@ def small_request(**overrides) -> GenerationRequest:
     return GenerationRequest.from_user(**(values | overrides))
 
 
-def pixels(generator: KandinskyGenerator) -> np.ndarray:
-    return np.asarray(generator.generate(small_request()).images[0], dtype=np.int16)
+def pixels(generator: KandinskyGenerator, **overrides) -> np.ndarray:
+    return np.asarray(generator.generate(small_request(**overrides)).images[0], dtype=np.int16)
 
 
 @pytest.mark.parametrize("module_name", ["down_blocks.1.attentions.0.to_q", "mid_block.attentions.0.add_k_proj"])
@@ -89,19 +89,16 @@ def test_the_loaded_decoder_adapter_adds_exactly_scale_times_alpha_over_r_b_a(
 def test_scale_zero_or_no_adapter_gives_the_base_generation_and_scale_one_changes_it(adapted_generator, tiny_generator):
     base = pixels(tiny_generator)  # the shared generator, loaded without adapters
 
-    adapted_generator.select_adapter("look", 0.0)
+    assert np.array_equal(pixels(adapted_generator, adapter_name="look", lora_scale=0), base)
     assert np.array_equal(pixels(adapted_generator), base)
-    adapted_generator.select_adapter(None)
-    assert np.array_equal(pixels(adapted_generator), base)
-    adapted_generator.select_adapter("look", 1.0)
-    with_look = pixels(adapted_generator)
-    adapted_generator.select_adapter("words", 1.0)
-    with_words = pixels(adapted_generator)
-    adapted_generator.select_adapter(None)
+    with_look = pixels(adapted_generator, adapter_name="look", lora_scale=1)
+    with_words = pixels(adapted_generator, adapter_name="words", lora_scale=1)
+    assert np.array_equal(pixels(adapted_generator), base)  # each request picks its own adapter, or none
 
     assert np.abs(with_look - base).max() > 10
     assert np.abs(with_words - base).max() > 10
     assert adapted_generator.adapter_names == ("look", "words")
+    assert adapted_generator.info.adapters == ("look", "words")
 
 
 def test_choosing_an_adapter_that_is_not_loaded_names_the_loaded_ones(adapted_generator):

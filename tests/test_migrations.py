@@ -1,4 +1,4 @@
-"""Migrations: idempotent, each applied once, and version 1 databases (the walking skeleton's) brought to version 2."""
+"""Migrations: idempotent, each applied once, and version 1 databases (the walking skeleton's) brought to the latest."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mascot import imaging, migrations
-from mascot.migrations import Migration
+from mascot.migrations import MIGRATIONS, Migration
 from mascot.schema import Tables, open_database
 from mascot.store import PUBLIC_ID_PATTERN, MascotStore
 from tests.store_support import POSTGRES_URL, OpenStore, fresh_postgres_schema, owner, save
@@ -143,7 +143,7 @@ def version_1_paths() -> list[str]:
     return ["2025/06/" + "a" * 32 + ".png", "2025/06/" + "b" * 32 + ".png"]
 
 
-def test_a_version_1_database_is_brought_to_version_2_and_keeps_its_mascots(
+def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mascots(
     database_url: str, images_dir: Path, open_store: OpenStore
 ) -> None:
     kept, lost = version_1_paths()
@@ -151,8 +151,9 @@ def test_a_version_1_database_is_brought_to_version_2_and_keeps_its_mascots(
 
     mascots = open_store()
 
-    assert mascots.schema_version == 2
+    assert mascots.schema_version == MIGRATIONS[-1].version == 3
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
+    assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
     assert (entry.prompt, entry.seed, entry.path) == ("an otter from version 1", 40, images_dir.resolve() / kept)
     assert PUBLIC_ID_PATTERN.fullmatch(entry.public_id)
     assert (entry.is_public, entry.like_count, entry.liked_by_viewer, entry.is_owner) == (True, 0, False, True)
@@ -192,7 +193,7 @@ def test_migrating_twice_changes_nothing(database_url: str, images_dir: Path, op
     again = open_store()
 
     assert [(entry.public_id, entry.thumbnail_path) for entry in again.history(owner("alice"))] == before
-    assert again.tables.schema_version.select().count() == 2
+    assert again.tables.schema_version.select().count() == len(MIGRATIONS)
 
 
 def test_migrations_are_idempotent(open_store: OpenStore) -> None:

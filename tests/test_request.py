@@ -73,6 +73,7 @@ def test_prompt_must_be_text():
         ("num_images_per_prompt", 1, 4),
         ("guidance_scale", 1.0, 20.0),
         ("prior_guidance_scale", 1.0, 20.0),
+        ("lora_scale", 0.0, 2.0),
     ],
 )
 def test_numbers_outside_their_range_are_refused_by_name(name, low, high):
@@ -135,4 +136,13 @@ def test_as_dict_uses_diffusers_names():
         "prior_num_inference_steps",
         "prior_guidance_scale",
         "num_images_per_prompt",
+        "adapter_name",
+        "lora_scale",
     }
+
+
+def test_adapter_name_is_empty_for_none_or_a_plain_name():
+    assert GenerationRequest.from_user(prompt="x").adapter_name == ""
+    assert GenerationRequest.from_user(prompt="x", adapter_name=" otter-v2 ").adapter_name == "otter-v2"
+    for bad in ("../etc/passwd", "a b", "x" * 65, 12, ["otter"]):
+        assert refusal(prompt="x", adapter_name=bad).parameter == "adapter_name"

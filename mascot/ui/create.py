@@ -27,6 +27,7 @@ SIZE_PRESETS: dict[str, tuple[int, int]] = {
     "Landscape 1024 × 576": (1024, 576),
 }
 CUSTOM_SIZE = "Custom (set in Advanced)"
+NO_ADAPTER = ("None (base model)", "")
 DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: one source
 POLL_SECONDS = 1.0
 
@@ -107,6 +108,26 @@ def _form_fields() -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.
             prior_guidance_scale = gr.Number(
                 label="Prior guidance", value=DEFAULTS.prior_guidance_scale, info=_range_info("prior_guidance_scale")
             )
+        # Shown once the model has loaded with LoRA adapters (python app.py --lora NAME=PATH).
+        with gr.Row():
+            adapter_name = gr.Dropdown(
+                label="Style adapter (LoRA)",
+                choices=[NO_ADAPTER],
+                value=DEFAULTS.adapter_name,
+                visible=False,
+                info="A fine-tuned look, e.g. your brand's mascot (adapter_name)",
+                elem_id="adapter-name",
+            )
+            lora_scale = gr.Slider(
+                label="Adapter strength",
+                minimum=0,
+                maximum=2,
+                step=0.05,
+                value=DEFAULTS.lora_scale,
+                visible=False,
+                info=_range_info("lora_scale") + ": 0 is the base model",
+                elem_id="lora-scale",
+            )
     generation_inputs: dict[str, gr.components.Component] = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -118,6 +139,8 @@ def _form_fields() -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.
         "guidance_scale": guidance_scale,
         "prior_num_inference_steps": prior_num_inference_steps,
         "prior_guidance_scale": prior_guidance_scale,
+        "adapter_name": adapter_name,
+        "lora_scale": lora_scale,
     }
     return generation_inputs, randomize_seed, size
 
@@ -198,6 +221,8 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
         guidance_scale: Any,
         prior_num_inference_steps: Any,
         prior_guidance_scale: Any,
+        adapter_name: Any,
+        lora_scale: Any,
         http_request: gr.Request | None = None,
     ) -> list[dict[str, Any]]:
         try:
@@ -212,7 +237,10 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
                 guidance_scale=guidance_scale,
                 prior_num_inference_steps=prior_num_inference_steps,
                 prior_guidance_scale=prior_guidance_scale,
+                adapter_name=adapter_name,
+                lora_scale=lora_scale,
             )
+            check_adapter(services, request)
             owner_hash = services.owner_of(http_request)
             if owner_hash is not None:
                 _check_quota(services, owner_hash, request.num_images_per_prompt)
@@ -224,6 +252,28 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
         return _validation(names, None, "")
 
     return validate_generation
+
+
+def check_adapter(services: PageServices, request: GenerationRequest) -> None:
+    """An adapter name must be one the loaded model has: refuse others here, by name, not in the worker."""
+    info = services.worker.status.info
+    if not request.adapter_name or info is None:
+        return  # while loading, the worker refuses anyway
+    if request.adapter_name not in info.adapters:
+        loaded = ", ".join(info.adapters) or "none"
+        raise InvalidRequest(
+            "adapter_name", f"adapter_name {request.adapter_name!r} is not a loaded LoRA adapter (loaded: {loaded})."
+        )
+
+
+def adapter_controls(services: PageServices) -> tuple[Any, Any]:
+    """The adapter picker and strength slider as the loaded model allows: hidden when it has no adapters."""
+    info = services.worker.status.info
+    if info is None:
+        return gr.skip(), gr.skip()
+    choices = [NO_ADAPTER, *((name, name) for name in info.adapters)]
+    visible = bool(info.adapters)
+    return gr.Dropdown(choices=choices, visible=visible), gr.Slider(visible=visible)
 
 
 def _validation(names: list[str], failing: str | None, message: str) -> list[dict[str, Any]]:
@@ -256,6 +306,8 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         guidance_scale: Any = DEFAULTS.guidance_scale,
         prior_num_inference_steps: Any = DEFAULTS.prior_num_inference_steps,
         prior_guidance_scale: Any = DEFAULTS.prior_guidance_scale,
+        adapter_name: Any = DEFAULTS.adapter_name,
+        lora_scale: Any = DEFAULTS.lora_scale,
         http_request: gr.Request | None = None,  # filled in by Gradio
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
     ) -> Iterator[tuple[Any, str]]:
@@ -272,7 +324,10 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
                 guidance_scale=guidance_scale,
                 prior_num_inference_steps=prior_num_inference_steps,
                 prior_guidance_scale=prior_guidance_scale,
+                adapter_name=adapter_name,
+                lora_scale=lora_scale,
             )
+            check_adapter(services, request)
             job = submit(services, request, owner(services, http_request))
         except (InvalidRequest, SubmitRefused) as error:
             raise gr.Error(str(error), print_exception=False) from None

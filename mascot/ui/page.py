@@ -9,7 +9,7 @@ import gradio as gr
 
 from mascot.ui.browse import BrowseTab, build_browse_tab, detail_values
 from mascot.ui.common import PageServices, owner
-from mascot.ui.create import build_create_tab, quota_handler
+from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
 from mascot.worker import GenerationWorker, ModelState
 
 __all__ = ["PageServices", "build_demo", "model_banner"]
@@ -26,9 +26,16 @@ def build_demo(services: PageServices) -> gr.Blocks:
                 build_browse_tab(services, "mine", tab=mine_tab, demo=demo, form=form, tabs=tabs)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
-        show_banner = {"fn": lambda: model_banner(services.worker), "outputs": banner, "queue": False}
-        gr.Timer(2.0).tick(**show_banner, api_visibility="private")
         demo.load(_model_status(services.worker), outputs=banner, queue=False, api_name="model_status")
+        # While the model loads, the banner follows it; once loaded, the adapter controls appear and the timer stops.
+        timer = gr.Timer(2.0)
+        gr.on(
+            [demo.load, timer.tick],
+            fn=_model_state_handler(services),
+            outputs=[banner, form.generation_inputs["adapter_name"], form.generation_inputs["lora_scale"], timer],
+            queue=False,
+            api_visibility="private",
+        )
         demo.load(quota_handler(services), outputs=form.quota_note, queue=False, api_name="quota")
         demo.load(
             _shared_mascot_handler(services, gallery, tabs),
@@ -45,6 +52,14 @@ def _model_status(worker: GenerationWorker) -> Callable[[], str]:
         return model_banner(worker)
 
     return model_status
+
+
+def _model_state_handler(services: PageServices) -> Callable[[], tuple[Any, ...]]:
+    def model_state() -> tuple[Any, ...]:
+        loading = services.worker.status.state is ModelState.LOADING
+        return model_banner(services.worker), *adapter_controls(services), gr.Timer(active=loading)
+
+    return model_state
 
 
 def model_banner(worker: GenerationWorker) -> str:
