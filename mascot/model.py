@@ -25,6 +25,7 @@ from mascot.adapters import (
     parse_adapter_specs,
     set_adapter_scale,
 )
+from mascot.download import local_copy
 from mascot.generator import GeneratedImages, ModelInfo, PromptUse, StepCallback, StepUpdate
 from mascot.request import MAX_SEED, GenerationRequest
 from mascot.settings import Settings
@@ -320,10 +321,12 @@ class KandinskyGenerator:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         say = _status_reporter(on_status)
+        prior_folder = local_copy(source.prior, "the prior", say)
+        decoder_folder = local_copy(source.decoder, "the decoder", say)
         say(f"Loading the prior {_where(source.prior)}…")
-        prior = ZeroEmbedCachingPriorPipeline.from_pretrained(source.prior, dtype=dtype).to(device)
+        prior = ZeroEmbedCachingPriorPipeline.from_pretrained(prior_folder, dtype=dtype).to(device)
         say(f"Loading the decoder {_where(source.decoder)}…")
-        decoder = KandinskyV22Pipeline.from_pretrained(source.decoder, dtype=dtype).to(device)
+        decoder = KandinskyV22Pipeline.from_pretrained(decoder_folder, dtype=dtype).to(device)
         for pipeline in (prior, decoder):
             pipeline.set_progress_bar_config(disable=True)
         for spec in adapters:
@@ -495,7 +498,7 @@ def _where(location: str) -> str:
     """Where a pipeline loads from, said for the banner: a hub id may mean a long first download."""
     if Path(location).is_dir():
         return f"from {location}"
-    return f"from the hub ({location}; the first time, this downloads several GB)"
+    return f"({location}, from the local cache)"
 
 
 def _status_reporter(on_status: Callable[[str], None] | None) -> Callable[[str], None]:
