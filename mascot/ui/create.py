@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -225,22 +226,9 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
         lora_scale: Any,
         http_request: gr.Request | None = None,
     ) -> list[dict[str, Any]]:
+        arguments = locals()  # the parameters, named as in diffusers: see request_from
         try:
-            request = GenerationRequest.from_user(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                seed=seed,
-                width=width,
-                height=height,
-                num_images_per_prompt=num_images_per_prompt,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                prior_num_inference_steps=prior_num_inference_steps,
-                prior_guidance_scale=prior_guidance_scale,
-                adapter_name=adapter_name,
-                lora_scale=lora_scale,
-            )
-            check_adapter(services, request)
+            request = request_from(services, arguments)
             owner_hash = services.owner_of(http_request)
             if owner_hash is not None:
                 _check_quota(services, owner_hash, request.num_images_per_prompt)
@@ -252,6 +240,17 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
         return _validation(names, None, "")
 
     return validate_generation
+
+
+PARAMETERS = tuple(field.name for field in dataclasses.fields(GenerationRequest))
+
+
+def request_from(services: PageServices, arguments: dict[str, Any]) -> GenerationRequest:
+    """The request from a handler's arguments. The handlers' parameters carry the request's field names (they are
+    the API's keyword names, so Gradio needs them spelled out); this reads them by those names, in one place."""
+    request = GenerationRequest.from_user(**{name: arguments[name] for name in PARAMETERS})
+    check_adapter(services, request)
+    return request
 
 
 def check_adapter(services: PageServices, request: GenerationRequest) -> None:
@@ -312,22 +311,9 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
     ) -> Iterator[tuple[Any, str]]:
         """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line."""
+        arguments = locals()  # the parameters, named as in diffusers: see request_from
         try:
-            request = GenerationRequest.from_user(
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                seed=seed,
-                width=width,
-                height=height,
-                num_images_per_prompt=num_images_per_prompt,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
-                prior_num_inference_steps=prior_num_inference_steps,
-                prior_guidance_scale=prior_guidance_scale,
-                adapter_name=adapter_name,
-                lora_scale=lora_scale,
-            )
-            check_adapter(services, request)
+            request = request_from(services, arguments)
             job = submit(services, request, owner(services, http_request))
         except (InvalidRequest, SubmitRefused) as error:
             raise gr.Error(str(error), print_exception=False) from None
