@@ -9,11 +9,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
 
 import pytest
 from PIL import Image
 
+from mascot.bench_store import postgres_schema
 from mascot.generator import GeneratedImages, ModelInfo, PromptUse
 from mascot.request import GenerationRequest
 from mascot.store import MascotStore, SavedGeneration
@@ -104,18 +104,5 @@ def fresh_postgres_schema(admin_url: str) -> Iterator[str]:
 
     A schema costs well under a millisecond where CREATE DATABASE costs a few hundred; the store only sees a URL.
     """
-    import psycopg2
-
-    schema = f"mascot_test_{uuid.uuid4().hex[:16]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA "{schema}"')
-        parts = urlparse(admin_url)
-        query = "&".join(filter(None, [parts.query, urlencode({"options": f"-csearch_path={schema}"})]))
-        yield parts._replace(query=query).geturl()
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        admin.close()
+    with postgres_schema(admin_url, prefix="mascot_test") as url:
+        yield url
