@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 
 from mascot.generator import Generator
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
+from mascot.presets import Presets
 from mascot.settings import Settings, load_settings
 from mascot.store import MascotStore
 from mascot.ui import PageServices, build_demo
@@ -81,12 +82,14 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = MascotStore(settings.resolved_database_url, settings.images_dir)
     identity = BrowserIdentity(load_secret(settings))
+    presets = Presets.load()
     worker = GenerationWorker(
         load_generator or kandinsky_loader(settings),
         on_finished=lambda job, images, model: store.save_generation(
             job.owner_hash, job.request, images, model, now=clock()
         ),
         on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
+        prepare=presets.apply,
         max_queued=settings.queue_max_size,
     )
     services = PageServices(
@@ -94,6 +97,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         store=store,
         owner_of=identity.owner_from_request,
         examples=load_examples(),
+        presets=presets,
         daily_quota=settings.daily_quota,
         clock=clock,
     )

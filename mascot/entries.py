@@ -42,6 +42,8 @@ class MascotEntry:
     prior_num_inference_steps: int
     prior_guidance_scale: float
     num_images_per_prompt: int
+    style: str
+    brand: str
     adapter_name: str
     lora_scale: float
     position: int  # 0-based place in its generation: seed = the generation's seed + position
@@ -67,6 +69,8 @@ class MascotEntry:
             prior_num_inference_steps=self.prior_num_inference_steps,
             prior_guidance_scale=self.prior_guidance_scale,
             num_images_per_prompt=1,
+            style=self.style,
+            brand=self.brand,
             adapter_name=self.adapter_name,
             lora_scale=self.lora_scale,
         )
@@ -142,6 +146,8 @@ def _entry_columns(tables: Tables) -> list[peewee.Node]:
         generation.prior_num_inference_steps,
         generation.prior_guidance_scale,
         generation.num_images_per_prompt,
+        generation.style,
+        generation.brand,
         generation.adapter_name,
         generation.lora_scale,
         generation.model_name,
@@ -167,6 +173,8 @@ def entry_from_row(row: Mapping[str, Any], viewer_id: int | None, files: ImageFi
         prior_num_inference_steps=row["prior_num_inference_steps"],
         prior_guidance_scale=row["prior_guidance_scale"],
         num_images_per_prompt=row["num_images_per_prompt"],
+        style=row["style"],
+        brand=row["brand"],
         adapter_name=row["adapter_name"],
         lora_scale=row["lora_scale"],
         position=row["position"],

@@ -66,6 +66,15 @@ def add_adapter_columns(db: peewee.Database, tables: Tables) -> None:
     )
 
 
+def add_preset_columns(db: peewee.Database, tables: Tables) -> None:
+    """Version 4: generations made before presets existed used none."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    schema_changes.migrate(
+        migrator.add_column("generation", "style", _not_null(peewee.TextField, "''"), allow_not_null=True),
+        migrator.add_column("generation", "brand", _not_null(peewee.TextField, "''"), allow_not_null=True),
+    )
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -129,6 +138,7 @@ MIGRATIONS: list[Migration] = [
         add_sharing_likes_thumbnails_and_quota,
     ),
     Migration(3, "the LoRA adapter and scale of each generation", add_adapter_columns),
+    Migration(4, "the style and brand presets of each generation", add_preset_columns),
 ]
 
 

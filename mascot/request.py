@@ -34,6 +34,8 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
 }
 # A LoRA adapter's name, as `--lora name=PATH` gives it (PEFT keys modules by it); "" is the base model.
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+# A style or brand preset's name (assets/presets.json); "" is none. Which names exist is the presets' business.
+PRESET_NAME = re.compile(r"^[\w ,&'-]{0,64}$")
 
 
 class InvalidRequest(ValueError):
@@ -59,6 +61,8 @@ class GenerationRequest:
     prior_num_inference_steps: int = 25
     prior_guidance_scale: float = 1.0
     num_images_per_prompt: int = 1
+    style: str = ""  # a style preset wrapped around the prompt ("" = the prompt as written)
+    brand: str = ""  # a brand preset (colours, patterns) added to the prompt
     adapter_name: str = ""  # the LoRA adapter to use ("" = none); which ones exist is the loaded model's business
     lora_scale: float = 1.0
 
@@ -73,6 +77,8 @@ class GenerationRequest:
             "prompt": clean_prompt(raw.get("prompt"), "prompt", required=True),
             "negative_prompt": clean_prompt(raw.get("negative_prompt"), "negative_prompt", required=False),
             "adapter_name": clean_adapter_name(raw.get("adapter_name")),
+            "style": clean_preset_name(raw.get("style"), "style"),
+            "brand": clean_preset_name(raw.get("brand"), "brand"),
         }
         for name, (low, high) in INTEGER_RANGES.items():
             given = raw.get(name)
@@ -124,6 +130,14 @@ def clean_adapter_name(raw: Any) -> str:
     text = "" if raw is None else raw
     if not isinstance(text, str) or not ADAPTER_NAME.match(text.strip()):
         raise InvalidRequest("adapter_name", "adapter_name must be the name of a loaded LoRA adapter, or empty.")
+    return text.strip()
+
+
+def clean_preset_name(raw: Any, name: str) -> str:
+    """A preset's name, or "" for none; refuse what could not name one."""
+    text = "" if raw is None else raw
+    if not isinstance(text, str) or not PRESET_NAME.match(text.strip()):
+        raise InvalidRequest(name, f"{name} must be the name of one of the app's presets, or empty.")
     return text.strip()
 
 

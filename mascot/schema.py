@@ -78,6 +78,8 @@ def define_tables(db: peewee.Database) -> Tables:
         prior_num_inference_steps = peewee.IntegerField()
         prior_guidance_scale = peewee.FloatField()
         num_images_per_prompt = peewee.IntegerField()
+        style = peewee.TextField(default="", constraints=database_default("''"))
+        brand = peewee.TextField(default="", constraints=database_default("''"))
         adapter_name = peewee.TextField(default="", constraints=database_default("''"))
         lora_scale = peewee.FloatField(default=1.0, constraints=database_default("1.0"))
         prompt_cut = peewee.TextField(default="")

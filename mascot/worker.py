@@ -119,8 +119,10 @@ class GenerationWorker:
         on_finished: OnFinished,
         *,
         on_ended: OnEnded | None = None,
+        prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,
         max_queued: int = 64,
     ) -> None:
+        self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
         self._load_generator = load_generator
         self._on_finished = on_finished
         self._on_ended = on_ended  # every job, however it ends (done, failed, cancelled): e.g. free its quota claim
@@ -278,7 +280,8 @@ class GenerationWorker:
             job.update(**changes)
 
         try:
-            images = generator.generate(job.request, on_step)
+            model_request = self._prepare(job.request) if self._prepare else job.request
+            images = generator.generate(model_request, on_step)
         except GenerationCancelled:
             log.info("job %s cancelled", job.id)
             self._end(job, state=JobState.CANCELLED)

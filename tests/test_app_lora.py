@@ -46,7 +46,7 @@ def test_the_chosen_adapter_changes_the_mascot_and_is_stored_with_it(app):
 
     _gallery, _page, _label, mascots = client.predict(1, api_name="/my_mascots")
     _id, _image, info, *_rest = client.predict(mascots[1]["public_id"], api_name="/mascot")
-    assert "Style adapter look at strength 1" in info
+    assert "style adapter look at strength 1" in info
 
 
 def test_an_adapter_that_is_not_loaded_is_refused_by_name(app):

@@ -158,3 +158,14 @@ def test_a_generation_goes_on_and_is_saved_when_the_browser_leaves(app):
         time.sleep(0.5)
         history = history_captions(returning)
     assert history == ["left behind"]
+
+
+def test_a_style_preset_changes_the_mascot_on_the_real_pipeline(app):
+    client = app.browser()
+    wait_until_model_ready(client)
+    (plain_image,), _ = generate(client, "a fox", seed=21)
+    (styled_image,), _ = generate(client, "a fox", seed=21, style="Kawaii 3D")
+    with Image.open(plain_image["image"]) as plain, Image.open(styled_image["image"]) as styled:
+        assert plain.tobytes() != styled.tobytes()
+        assert styled.info["parameters"].startswith("a fox")  # the person's words, with the style named apart
+        assert "Kawaii 3D" in styled.info["mascot"]

@@ -194,3 +194,17 @@ def test_a_share_link_opens_a_public_mascot_for_a_first_time_visitor(site):
     assert public_id == mascot["public_id"] == details["public_id"]
     assert share_link.endswith(f"/?mascot={mascot['public_id']}")
     assert "Seed 42" in info and details["like_count"] == 0 and details["liked"] is False
+
+
+def test_a_style_and_brand_shape_what_the_model_sees_while_the_mascot_keeps_the_persons_words(site):
+    alice = site.browser()
+    make(alice, "an otter barista", style="Sticker", brand="Ocean blue", seed=9)
+    seen = site.fake.requests[-1]
+    assert seen.prompt.startswith("an otter barista, mascot character, die-cut sticker")
+    assert seen.prompt.endswith("navy and sky blue colour palette, white accents")
+    (mascot,) = mine(alice)
+    assert mascot["prompt"] == "an otter barista"
+    _id, _image, info, *_rest = alice.predict(mascot["public_id"], api_name="/mascot")
+    assert "Style Sticker · brand Ocean blue" in info
+    with pytest.raises(Exception, match=r"style 'Baroque' is not one of this app's presets"):
+        make(alice, "an otter", style="Baroque")

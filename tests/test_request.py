@@ -136,6 +136,8 @@ def test_as_dict_uses_diffusers_names():
         "prior_num_inference_steps",
         "prior_guidance_scale",
         "num_images_per_prompt",
+        "style",
+        "brand",
         "adapter_name",
         "lora_scale",
     }
@@ -146,3 +148,11 @@ def test_adapter_name_is_empty_for_none_or_a_plain_name():
     assert GenerationRequest.from_user(prompt="x", adapter_name=" otter-v2 ").adapter_name == "otter-v2"
     for bad in ("../etc/passwd", "a b", "x" * 65, 12, ["otter"]):
         assert refusal(prompt="x", adapter_name=bad).parameter == "adapter_name"
+
+
+@pytest.mark.parametrize("name", ["style", "brand"])
+def test_preset_names_are_empty_for_none_or_a_plain_name(name):
+    assert getattr(GenerationRequest.from_user(prompt="x"), name) == ""
+    assert getattr(GenerationRequest.from_user(prompt="x", **{name: " Gold and black "}), name) == "Gold and black"
+    for bad in ("<script>", "x" * 65, 3, ["Sticker"]):
+        assert refusal(prompt="x", **{name: bad}).parameter == name

@@ -342,8 +342,11 @@ def describe(entry: Any) -> str:
         f"guidance {entry.guidance_scale:g} · prior {entry.prior_num_inference_steps} steps, "
         f"guidance {entry.prior_guidance_scale:g}"
     )
+    looks = [f"Style {plain(entry.style)}" if entry.style else "", f"brand {plain(entry.brand)}" if entry.brand else ""]
     if entry.adapter_name:
-        lines.append(f"Style adapter {plain(entry.adapter_name)} at strength {entry.lora_scale:g}")
+        looks.append(f"style adapter {plain(entry.adapter_name)} at strength {entry.lora_scale:g}")
+    if any(looks):
+        lines.append(" · ".join(look for look in looks if look))
     visibility = "public" if entry.is_public else "private (only this browser sees it)"
     lines.append(f"{plural(entry.like_count, 'like')} · {visibility} · made {entry.created_at:%Y-%m-%d %H:%M} UTC")
     return "\n\n".join(lines)

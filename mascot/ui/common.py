@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import gradio as gr
 
+from mascot.presets import Presets
 from mascot.store import MascotStore
 from mascot.worker import GenerationWorker
 
@@ -29,6 +30,7 @@ class PageServices:
     store: MascotStore
     owner_of: OwnerOf
     examples: Sequence[str] = ()
+    presets: Presets = field(default_factory=lambda: Presets({}, {}))
     daily_quota: int = 10
     clock: Clock = utc_now  # tests move it across a day boundary
 

@@ -51,7 +51,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
     """Lay out the tab (inside a `gr.Tab`) and wire its events."""
     with gr.Row():
         with gr.Column(scale=2):
-            generation_inputs, randomize_seed, size = _form_fields()
+            generation_inputs, randomize_seed, size = _form_fields(services)
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -72,10 +72,26 @@ def build_create_tab(services: PageServices) -> CreateForm:
     return form
 
 
-def _form_fields() -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown]:
+def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown]:
     prompt = gr.Textbox(
         label="Your idea", placeholder="a cheerful otter barista, sticker style", max_lines=4, autofocus=True
     )
+    presets = services.presets
+    with gr.Row():
+        style = gr.Dropdown(
+            label="Style",
+            choices=[("None (your words only)", ""), *((name, name) for name in presets.styles)],
+            value=presets.default_style,
+            info="Wrapped around your idea (style)",
+            elem_id="style",
+        )
+        brand = gr.Dropdown(
+            label="Brand colours",
+            choices=[("None", ""), *((name, name) for name in presets.brands)],
+            value=DEFAULTS.brand,
+            info="Added to your idea (brand)",
+            elem_id="brand",
+        )
     negative_prompt = gr.Textbox(
         value=DEFAULTS.negative_prompt, label="Avoid (optional)", placeholder="text, watermark, blurry", max_lines=2
     )
@@ -140,6 +156,8 @@ def _form_fields() -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.
         "guidance_scale": guidance_scale,
         "prior_num_inference_steps": prior_num_inference_steps,
         "prior_guidance_scale": prior_guidance_scale,
+        "style": style,
+        "brand": brand,
         "adapter_name": adapter_name,
         "lora_scale": lora_scale,
     }
@@ -222,6 +240,8 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
         guidance_scale: Any,
         prior_num_inference_steps: Any,
         prior_guidance_scale: Any,
+        style: Any,
+        brand: Any,
         adapter_name: Any,
         lora_scale: Any,
         http_request: gr.Request | None = None,
@@ -249,6 +269,7 @@ def request_from(services: PageServices, arguments: dict[str, Any]) -> Generatio
     """The request from a handler's arguments. The handlers' parameters carry the request's field names (they are
     the API's keyword names, so Gradio needs them spelled out); this reads them by those names, in one place."""
     request = GenerationRequest.from_user(**{name: arguments[name] for name in PARAMETERS})
+    services.presets.check_request(request)
     check_adapter(services, request)
     return request
 
@@ -305,6 +326,8 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         guidance_scale: Any = DEFAULTS.guidance_scale,
         prior_num_inference_steps: Any = DEFAULTS.prior_num_inference_steps,
         prior_guidance_scale: Any = DEFAULTS.prior_guidance_scale,
+        style: Any = DEFAULTS.style,
+        brand: Any = DEFAULTS.brand,
         adapter_name: Any = DEFAULTS.adapter_name,
         lora_scale: Any = DEFAULTS.lora_scale,
         http_request: gr.Request | None = None,  # filled in by Gradio

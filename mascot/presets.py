@@ -1,0 +1,84 @@
+"""Style and brand presets (assets/presets.json): prompt fragments wrapped around a person's idea before the model.
+
+The store keeps the person's own words and the preset names; only the model sees the composed prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mascot.request import GenerationRequest, InvalidRequest
+
+PRESETS_FILE = Path(__file__).resolve().parent.parent / "assets" / "presets.json"
+PLACEHOLDER = "{prompt}"
+
+
+@dataclass(frozen=True)
+class StylePreset:
+    """A look: `prompt` wraps the idea (at PLACEHOLDER); `negative_prompt` is added to what to avoid."""
+
+    name: str
+    prompt: str
+    negative_prompt: str = ""
+
+
+@dataclass(frozen=True)
+class BrandPreset:
+    """Colours and patterns, appended to the prompt."""
+
+    name: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Presets:
+    styles: dict[str, StylePreset]
+    brands: dict[str, BrandPreset]
+    default_style: str = ""
+
+    @classmethod
+    def load(cls, path: Path = PRESETS_FILE) -> Presets:
+        """Read and check the presets file: a broken file stops the app at start, not a person's generation."""
+        data = json.loads(path.read_text(encoding="utf-8"))
+        styles = {item["name"]: StylePreset(**item) for item in data.get("styles", [])}
+        brands = {item["name"]: BrandPreset(**item) for item in data.get("brands", [])}
+        presets = cls(styles, brands, data.get("default_style", ""))
+        presets.check(path)
+        return presets
+
+    def check(self, path: Path) -> None:
+        for style in self.styles.values():
+            if PLACEHOLDER not in style.prompt:
+                raise ValueError(f"{path}: the style {style.name!r} has no {PLACEHOLDER} where the idea goes.")
+        if self.default_style and self.default_style not in self.styles:
+            raise ValueError(f"{path}: default_style {self.default_style!r} is not one of the styles.")
+
+    def check_request(self, request: GenerationRequest) -> None:
+        """Refuse preset names this app does not have, naming the parameter and the choices."""
+        for parameter, name, known in (("style", request.style, self.styles), ("brand", request.brand, self.brands)):
+            if name and name not in known:
+                choices = ", ".join(known) or "none"
+                raise InvalidRequest(parameter, f"{parameter} {name!r} is not one of this app's presets ({choices}).")
+
+    def apply(self, request: GenerationRequest) -> GenerationRequest:
+        """The request as the model should see it: the idea inside its style, the brand's colours after it."""
+        prompt, negative_prompt = request.prompt, request.negative_prompt
+        style = self.styles.get(request.style)
+        if style is not None:
+            prompt = style.prompt.replace(PLACEHOLDER, prompt)
+            negative_prompt = join(negative_prompt, style.negative_prompt)
+        brand = self.brands.get(request.brand)
+        if brand is not None:
+            prompt = join(prompt, brand.prompt)
+        return dataclasses.replace(request, prompt=prompt, negative_prompt=negative_prompt)
+
+    def describe(self) -> dict[str, Any]:
+        return {"styles": list(self.styles), "brands": list(self.brands), "default_style": self.default_style}
+
+
+def join(*parts: str) -> str:
+    return ", ".join(part for part in parts if part)
