@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 
 from mascot.generator import Generator
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
+from mascot.logos import LogoLibrary
 from mascot.presets import Presets
 from mascot.settings import Settings, load_settings
 from mascot.store import MascotStore
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     store = MascotStore(settings.resolved_database_url, settings.images_dir)
     identity = BrowserIdentity(load_secret(settings))
     presets = Presets.load()
+    logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
     worker = GenerationWorker(
         load_generator or kandinsky_loader(settings),
         on_finished=lambda job, images, model: store.save_generation(
@@ -90,6 +92,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         ),
         on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
         prepare=presets.apply,
+        load_logo=logos.open,
         max_queued=settings.queue_max_size,
     )
     services = PageServices(
@@ -98,6 +101,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         owner_of=identity.owner_from_request,
         examples=load_examples(),
         presets=presets,
+        logos=logos,
         daily_quota=settings.daily_quota,
         clock=clock,
     )

@@ -44,6 +44,8 @@ class MascotEntry:
     num_images_per_prompt: int
     style: str
     brand: str
+    logo: str
+    logo_weight: float
     adapter_name: str
     lora_scale: float
     position: int  # 0-based place in its generation: seed = the generation's seed + position
@@ -71,6 +73,8 @@ class MascotEntry:
             num_images_per_prompt=1,
             style=self.style,
             brand=self.brand,
+            logo=self.logo,
+            logo_weight=self.logo_weight,
             adapter_name=self.adapter_name,
             lora_scale=self.lora_scale,
         )
@@ -148,6 +152,8 @@ def _entry_columns(tables: Tables) -> list[peewee.Node]:
         generation.num_images_per_prompt,
         generation.style,
         generation.brand,
+        generation.logo,
+        generation.logo_weight,
         generation.adapter_name,
         generation.lora_scale,
         generation.model_name,
@@ -175,6 +181,8 @@ def entry_from_row(row: Mapping[str, Any], viewer_id: int | None, files: ImageFi
         num_images_per_prompt=row["num_images_per_prompt"],
         style=row["style"],
         brand=row["brand"],
+        logo=row["logo"],
+        logo_weight=row["logo_weight"],
         adapter_name=row["adapter_name"],
         lora_scale=row["lora_scale"],
         position=row["position"],

@@ -67,6 +67,8 @@ class Generator(Protocol):
 
     info: ModelInfo
 
-    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImages:
-        """Run the request; `on_step` may raise GenerationCancelled to stop it."""
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None, logo: Image.Image | None = None
+    ) -> GeneratedImages:
+        """Run the request (`logo` is the image `request.logo` names); `on_step` may raise GenerationCancelled."""
         ...

@@ -75,6 +75,16 @@ def add_preset_columns(db: peewee.Database, tables: Tables) -> None:
     )
 
 
+def add_logo_columns(db: peewee.Database, tables: Tables) -> None:
+    """Version 5: generations made before logo mixing had none."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    logo = peewee.CharField(max_length=64, constraints=[peewee.SQL("DEFAULT ''")])
+    schema_changes.migrate(
+        migrator.add_column("generation", "logo", logo, allow_not_null=True),
+        migrator.add_column("generation", "logo_weight", _not_null(peewee.FloatField, "0.3"), allow_not_null=True),
+    )
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -139,6 +149,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(3, "the LoRA adapter and scale of each generation", add_adapter_columns),
     Migration(4, "the style and brand presets of each generation", add_preset_columns),
+    Migration(5, "the logo mixed into each generation, and its weight", add_logo_columns),
 ]
 
 

@@ -261,6 +261,11 @@ def truncate_prompt(tokenizer: Any, text: str) -> PromptUse:
     return PromptUse(used=text[:end].rstrip(), cut=text[end:].strip())
 
 
+def mix_embeddings(image_embeds: torch.Tensor, logo_embed: torch.Tensor, logo_weight: float) -> torch.Tensor:
+    """Each image's embedding moved toward the logo's: (1 - w) * image + w * logo."""
+    return (1 - logo_weight) * image_embeds + logo_weight * logo_embed.to(image_embeds.dtype)
+
+
 def seeds_for(request: GenerationRequest) -> list[int]:
     """Image i's seed: request.seed + i, wrapped so that every seed stays a valid request seed."""
     return [(request.seed + index) % (MAX_SEED + 1) for index in range(request.num_images_per_prompt)]
@@ -364,8 +369,15 @@ class KandinskyGenerator:
         for model in (self.decoder.unet, self.prior.prior):
             set_adapter_scale(model, name if name in loaded_adapters(model) else None, scale)
 
-    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImages:
-        """Run the prior once per image, then the decoder on all images at once; `on_step` may cancel."""
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None, logo: Image.Image | None = None
+    ) -> GeneratedImages:
+        """Run the prior once per image, then the decoder on all images at once; `on_step` may cancel.
+
+        With a `logo`, each image's embedding is mixed with the logo's CLIP image embedding, weighted by
+        `request.logo_weight`: what diffusers' `prior.interpolate` does with weights (1 - w, w), without its extra
+        prior run for a negative embedding we already have.
+        """
         with self._lock, torch.inference_mode():
             self._use_adapter(request.adapter_name or None, request.lora_scale)
             prompt = truncate_prompt(self.prior.tokenizer, request.prompt)
@@ -377,6 +389,8 @@ class KandinskyGenerator:
             image_embeds, negative_image_embeds = self._run_prior(
                 request, prompt.used, negative_prompt.used, generators, on_step
             )
+            if logo is not None:
+                image_embeds = mix_embeddings(image_embeds, self.image_embedding(logo), request.logo_weight)
             self._synchronize()
             prior_done = time.perf_counter()
             images = self._run_decoder(request, image_embeds, negative_image_embeds, generators, on_step)
@@ -389,6 +403,12 @@ class KandinskyGenerator:
             prior_seconds=prior_done - started,
             decoder_seconds=finished - prior_done,
         )
+
+    def image_embedding(self, image: Image.Image) -> torch.Tensor:
+        """The CLIP image embedding of `image` (the prior's image encoder), shape [1, D]."""
+        encoder = self.prior.image_encoder
+        pixels = self.prior.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values
+        return encoder(pixels.to(device=encoder.device, dtype=encoder.dtype))["image_embeds"]
 
     def _run_prior(
         self,

@@ -31,7 +31,10 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "guidance_scale": (1.0, 20.0),
     "prior_guidance_scale": (1.0, 20.0),
     "lora_scale": (0.0, 2.0),
+    "logo_weight": (0.0, 1.0),
 }
+# An uploaded logo's id: the sha256 of the stored image, as the app's upload handed it out; "" is none.
+LOGO_ID = re.compile(r"^(|[0-9a-f]{64})$")
 # A LoRA adapter's name, as `--lora name=PATH` gives it (PEFT keys modules by it); "" is the base model.
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 # A style or brand preset's name (assets/presets.json); "" is none. Which names exist is the presets' business.
@@ -63,6 +66,8 @@ class GenerationRequest:
     num_images_per_prompt: int = 1
     style: str = ""  # a style preset wrapped around the prompt ("" = the prompt as written)
     brand: str = ""  # a brand preset (colours, patterns) added to the prompt
+    logo: str = ""  # an uploaded logo's id, mixed into the look with logo_weight ("" = none)
+    logo_weight: float = 0.3  # 0 = the words alone, 1 = the logo alone
     adapter_name: str = ""  # the LoRA adapter to use ("" = none); which ones exist is the loaded model's business
     lora_scale: float = 1.0
 
@@ -78,6 +83,7 @@ class GenerationRequest:
             "negative_prompt": clean_prompt(raw.get("negative_prompt"), "negative_prompt", required=False),
             "adapter_name": clean_adapter_name(raw.get("adapter_name")),
             "style": clean_preset_name(raw.get("style"), "style"),
+            "logo": clean_logo_id(raw.get("logo")),
             "brand": clean_preset_name(raw.get("brand"), "brand"),
         }
         for name, (low, high) in INTEGER_RANGES.items():
@@ -130,6 +136,14 @@ def clean_adapter_name(raw: Any) -> str:
     text = "" if raw is None else raw
     if not isinstance(text, str) or not ADAPTER_NAME.match(text.strip()):
         raise InvalidRequest("adapter_name", "adapter_name must be the name of a loaded LoRA adapter, or empty.")
+    return text.strip()
+
+
+def clean_logo_id(raw: Any) -> str:
+    """A logo id from the upload, or "" for none; never a path or anything else a client makes up."""
+    text = "" if raw is None else raw
+    if not isinstance(text, str) or not LOGO_ID.match(text.strip()):
+        raise InvalidRequest("logo", "logo must be the id the logo upload returned, or empty.")
     return text.strip()
 
 

@@ -80,6 +80,8 @@ def define_tables(db: peewee.Database) -> Tables:
         num_images_per_prompt = peewee.IntegerField()
         style = peewee.TextField(default="", constraints=database_default("''"))
         brand = peewee.TextField(default="", constraints=database_default("''"))
+        logo = peewee.CharField(max_length=64, default="", constraints=database_default("''"))
+        logo_weight = peewee.FloatField(default=0.3, constraints=database_default("0.3"))
         adapter_name = peewee.TextField(default="", constraints=database_default("''"))
         lora_scale = peewee.FloatField(default=1.0, constraints=database_default("1.0"))
         prompt_cut = peewee.TextField(default="")

@@ -120,8 +120,10 @@ class GenerationWorker:
         *,
         on_ended: OnEnded | None = None,
         prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,
+        load_logo: Callable[[str], Image.Image] | None = None,
         max_queued: int = 64,
     ) -> None:
+        self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
         self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
         self._load_generator = load_generator
         self._on_finished = on_finished
@@ -281,7 +283,8 @@ class GenerationWorker:
 
         try:
             model_request = self._prepare(job.request) if self._prepare else job.request
-            images = generator.generate(model_request, on_step)
+            logo = self._load_logo(job.request.logo) if job.request.logo and self._load_logo else None
+            images = generator.generate(model_request, on_step, logo=logo)
         except GenerationCancelled:
             log.info("job %s cancelled", job.id)
             self._end(job, state=JobState.CANCELLED)

@@ -19,13 +19,17 @@ class FakeGenerator:
     def __init__(self, steps: int = 3) -> None:
         self.steps = steps
         self.requests: list[GenerationRequest] = []
+        self.logos: list[Image.Image | None] = []
         self.gate = threading.Event()  # cleared: generation waits after its first step until a test opens it
         self.gate.set()
         self.started = threading.Event()
         self.fail_next: Exception | None = None
 
-    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GeneratedImages:
+    def generate(
+        self, request: GenerationRequest, on_step: StepCallback | None = None, logo: Image.Image | None = None
+    ) -> GeneratedImages:
         self.requests.append(request)
+        self.logos.append(logo)
         self.started.set()
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None

@@ -169,3 +169,18 @@ def test_a_style_preset_changes_the_mascot_on_the_real_pipeline(app):
         assert plain.tobytes() != styled.tobytes()
         assert styled.info["parameters"].startswith("a fox")  # the person's words, with the style named apart
         assert "Kawaii 3D" in styled.info["mascot"]
+
+
+def test_a_logo_mixed_in_changes_the_mascot_on_the_real_pipeline(app, tmp_path):
+    from gradio_client import handle_file
+
+    logo_file = tmp_path / "logo.png"
+    Image.new("RGBA", (200, 200), (10, 120, 220, 255)).save(logo_file)
+    client = app.browser()
+    wait_until_model_ready(client)
+    logo_id = client.predict(handle_file(str(logo_file)), api_name="/upload_logo")
+    (plain_image,), _ = generate(client, "a fox", seed=33)
+    (mixed_image,), _ = generate(client, "a fox", seed=33, logo=logo_id, logo_weight=0.6)
+    with Image.open(plain_image["image"]) as plain, Image.open(mixed_image["image"]) as mixed:
+        assert plain.tobytes() != mixed.tobytes()
+        assert logo_id in mixed.info["mascot"]

@@ -6,6 +6,7 @@ is driven end to end in test_app_process.py) and a real store, identity cookie a
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -208,3 +209,66 @@ def test_a_style_and_brand_shape_what_the_model_sees_while_the_mascot_keeps_the_
     assert "Style Sticker · brand Ocean blue" in info
     with pytest.raises(Exception, match=r"style 'Baroque' is not one of this app's presets"):
         make(alice, "an otter", style="Baroque")
+
+
+def test_a_logo_is_uploaded_once_mixed_in_and_remembered_with_the_mascot(site, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    logo_file = tmp_path / "logo.png"
+    Image.new("RGBA", (300, 200), (200, 30, 30, 255)).save(logo_file)
+    alice = site.browser()
+    logo_id = alice.predict(handle_file(str(logo_file)), api_name="/upload_logo")
+    assert len(logo_id) == 64 and alice.predict(handle_file(str(logo_file)), api_name="/upload_logo") == logo_id
+
+    make(alice, "a fox", logo=logo_id, logo_weight=0.5)
+    assert site.fake.requests[-1].logo == logo_id and site.fake.requests[-1].logo_weight == 0.5
+    assert site.fake.logos[-1].size == (300, 200) and site.fake.logos[-1].mode == "RGB"
+    (mascot,) = mine(alice)
+    _id, _image, info, *_rest = alice.predict(mascot["public_id"], api_name="/mascot")
+    assert "your logo mixed in at 0.5" in info
+
+    with pytest.raises(Exception, match="no longer here"):
+        make(alice, "a fox", logo="0" * 64)
+    not_an_image = tmp_path / "logo.png.txt"
+    not_an_image.write_text("<svg onload=alert(1)>")
+    with pytest.raises(Exception, match="not an image we can read"):
+        alice.predict(handle_file(str(not_an_image)), api_name="/upload_logo")
+
+
+def test_a_logo_upload_cannot_name_a_file_outside_gradios_upload_folder(site):
+    """Raw HTTP, as an attacker would send it (gradio_client would upload the named local file instead)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    for path in ("/etc/passwd", str(site.app.settings.data_dir / "secret.key"), "../../etc/passwd"):
+        body = json.dumps({"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}]}).encode()
+        request = urllib.request.Request(
+            site.url + "gradio_api/run/upload_logo", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = response.read().decode()
+        except urllib.error.HTTPError as error:
+            answer = error.read().decode()
+        assert "root:" not in answer
+        assert not re.search(r"[0-9a-f]{64}", answer)  # no logo was kept from it
+        assert not any((site.app.settings.images_dir / "logos").glob("*.png"))
+
+
+def test_only_files_in_gradios_upload_folder_count_as_uploads(tmp_path, monkeypatch):
+    """Our own check behind Gradio's: a raw payload naming any other file is refused."""
+    from mascot.logos import LogoRefused
+    from mascot.ui.create import uploaded_file
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    inside = tmp_path / "uploads" / "abc" / "logo.png"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"png")
+    assert uploaded_file({"path": str(inside)}) == inside.resolve()
+    escape = str(tmp_path / "uploads" / ".." / "secret.key")
+    (tmp_path / "secret.key").write_text("s")
+    for payload in ({"path": "/etc/passwd"}, {"path": escape}, {"path": 5}, "/etc/passwd", {"url": "http://x"}):
+        with pytest.raises(LogoRefused, match="could not be found"):
+            uploaded_file(payload)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from mascot.generator import GenerationCancelled, StepUpdate
-from mascot.model import PREVIEW_MAX_LATENT_SIDE, KandinskyGenerator, latents_to_pil, truncate_prompt
+from mascot.model import (
+    PREVIEW_MAX_LATENT_SIDE,
+    KandinskyGenerator,
+    latents_to_pil,
+    mix_embeddings,
+    truncate_prompt,
+)
 from mascot.request import MAX_SEED, GenerationRequest
 
 
@@ -198,3 +206,19 @@ def test_previews_of_large_images_are_decoded_small_and_keep_the_aspect_ratio(ti
         full = latents_to_pil(tiny_generator.decoder, latents)
     assert full.size == (768, 1024)
     assert preview.size == (288, 384)
+
+
+def test_a_logo_moves_every_images_embedding_toward_the_logos_and_weight_zero_changes_nothing(tiny_generator):
+    logo = Image.new("RGB", (120, 80), (220, 40, 40))
+    request = small_request(num_images_per_prompt=2, logo="ab" * 32)
+    without = tiny_generator.generate(request)
+    at_zero = tiny_generator.generate(dataclasses.replace(request, logo_weight=0.0), logo=logo)
+    at_half = tiny_generator.generate(dataclasses.replace(request, logo_weight=0.5), logo=logo)
+    assert all(max_difference(a, b) == 0 for a, b in zip(without.images, at_zero.images, strict=True))
+    assert all(max_difference(a, b) > 5 for a, b in zip(without.images, at_half.images, strict=True))
+
+
+def test_the_mix_is_the_weighted_sum_of_the_embeddings():
+    images, logo = torch.randn(3, 8), torch.randn(1, 8)
+    torch.testing.assert_close(mix_embeddings(images, logo, 0.25), 0.75 * images + 0.25 * logo)
+    torch.testing.assert_close(mix_embeddings(images, logo, 0.0), images, rtol=0, atol=0)

@@ -151,10 +151,11 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
 
     mascots = open_store()
 
-    assert mascots.schema_version == MIGRATIONS[-1].version == 4
+    assert mascots.schema_version == MIGRATIONS[-1].version == 5
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
     assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
     assert (entry.style, entry.brand) == ("", "")  # made before presets: the words as written
+    assert (entry.logo, entry.logo_weight) == ("", 0.3)  # made before logo mixing: none
     assert (entry.prompt, entry.seed, entry.path) == ("an otter from version 1", 40, images_dir.resolve() / kept)
     assert PUBLIC_ID_PATTERN.fullmatch(entry.public_id)
     assert (entry.is_public, entry.like_count, entry.liked_by_viewer, entry.is_owner) == (True, 0, False, True)

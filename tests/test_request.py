@@ -74,6 +74,7 @@ def test_prompt_must_be_text():
         ("guidance_scale", 1.0, 20.0),
         ("prior_guidance_scale", 1.0, 20.0),
         ("lora_scale", 0.0, 2.0),
+        ("logo_weight", 0.0, 1.0),
     ],
 )
 def test_numbers_outside_their_range_are_refused_by_name(name, low, high):
@@ -138,6 +139,8 @@ def test_as_dict_uses_diffusers_names():
         "num_images_per_prompt",
         "style",
         "brand",
+        "logo",
+        "logo_weight",
         "adapter_name",
         "lora_scale",
     }
@@ -156,3 +159,11 @@ def test_preset_names_are_empty_for_none_or_a_plain_name(name):
     assert getattr(GenerationRequest.from_user(prompt="x", **{name: " Gold and black "}), name) == "Gold and black"
     for bad in ("<script>", "x" * 65, 3, ["Sticker"]):
         assert refusal(prompt="x", **{name: bad}).parameter == name
+
+
+def test_a_logo_is_an_id_the_upload_handed_out_never_a_path():
+    logo_id = "ab" * 32
+    assert GenerationRequest.from_user(prompt="x", logo=logo_id).logo == logo_id
+    assert GenerationRequest.from_user(prompt="x").logo == ""
+    for bad in ("/etc/passwd", "../images/logos/x.png", "AB" * 32, "ab" * 31, 7):
+        assert refusal(prompt="x", logo=bad).parameter == "logo"

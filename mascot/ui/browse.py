@@ -221,7 +221,7 @@ def _wire_detail(
         queue=False,
         **api("like"),
     )
-    remix_outputs = [*form.generation_inputs.values(), form.randomize_seed, form.size, tabs]
+    remix_outputs = [*form.generation_inputs.values(), form.randomize_seed, form.size, form.logo_image, tabs]
     detail.remix.click(
         _remix_handler(services, form, tabs), detail.public_id, remix_outputs, queue=False, api_visibility="private"
     )
@@ -326,6 +326,8 @@ def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs) -> C
         values[form.generation_inputs["num_images_per_prompt"]] = 1  # the seed belongs to this one image
         values[form.randomize_seed] = False
         values[form.size] = dimensions_to_size(entry.width, entry.height)
+        logo_path = services.logos.path(entry.logo) if services.logos is not None and entry.logo else None
+        values[form.logo_image] = str(logo_path) if logo_path else None
         values[tabs] = gr.Tabs(selected="create")
         return values
 
@@ -343,6 +345,8 @@ def describe(entry: Any) -> str:
         f"guidance {entry.prior_guidance_scale:g}"
     )
     looks = [f"Style {plain(entry.style)}" if entry.style else "", f"brand {plain(entry.brand)}" if entry.brand else ""]
+    if entry.logo:
+        looks.append(f"your logo mixed in at {entry.logo_weight:g}")
     if entry.adapter_name:
         looks.append(f"style adapter {plain(entry.adapter_name)} at strength {entry.lora_scale:g}")
     if any(looks):

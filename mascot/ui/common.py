@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from mascot.logos import LogoLibrary
 from mascot.presets import Presets
 from mascot.store import MascotStore
 from mascot.worker import GenerationWorker
@@ -31,6 +32,7 @@ class PageServices:
     owner_of: OwnerOf
     examples: Sequence[str] = ()
     presets: Presets = field(default_factory=lambda: Presets({}, {}))
+    logos: LogoLibrary | None = None  # where uploaded logos are kept; None: no logo mixing
     daily_quota: int = 10
     clock: Clock = utc_now  # tests move it across a day boundary
 

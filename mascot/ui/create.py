@@ -7,11 +7,14 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from mascot.generator import GeneratedImages
+from mascot.logos import LogoRefused
 from mascot.quota import over_quota_message
 from mascot.request import FLOAT_RANGES, INTEGER_RANGES, MAX_SEED, GenerationRequest, InvalidRequest
 from mascot.ui.common import PageServices, owner, plain, plural
@@ -45,6 +48,7 @@ class CreateForm:
     gallery: gr.Gallery
     status: gr.Markdown
     quota_note: gr.Markdown
+    logo_image: gr.Image  # the upload; its id goes into generation_inputs["logo"]
 
 
 def build_create_tab(services: PageServices) -> CreateForm:
@@ -52,6 +56,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
     with gr.Row():
         with gr.Column(scale=2):
             generation_inputs, randomize_seed, size = _form_fields(services)
+            logo_image = _logo_fields(services, generation_inputs)
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -66,7 +71,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
             gallery = gr.Gallery(label="Your mascots", format="png", columns=2, height=560, object_fit="contain")
             status = gr.Markdown(elem_id="generation-status")
     form = CreateForm(
-        generation_inputs, randomize_seed, size, generate_button, cancel_button, gallery, status, quota_note
+        generation_inputs, randomize_seed, size, generate_button, cancel_button, gallery, status, quota_note, logo_image
     )
     _wire(services, form)
     return form
@@ -164,6 +169,67 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
     return generation_inputs, randomize_seed, size
 
 
+def _logo_fields(services: PageServices, generation_inputs: dict[str, gr.components.Component]) -> gr.Image:
+    """Mix in your logo: upload (checked and kept by the LogoLibrary), then how much of its look to take."""
+    with gr.Accordion("Mix in your logo (optional)", open=False, visible=services.logos is not None):
+        with gr.Row():
+            logo_image = gr.Image(
+                label="Your logo",
+                type="filepath",
+                sources=["upload", "clipboard"],
+                height=180,
+                elem_id="logo-image",
+            )
+            logo_weight = gr.Slider(
+                label="Logo influence",
+                minimum=0,
+                maximum=1,
+                step=0.05,
+                value=DEFAULTS.logo_weight,
+                info=_range_info("logo_weight") + ": how much of the logo's look to mix in",
+                elem_id="logo-weight",
+            )
+        logo = gr.Textbox(value=DEFAULTS.logo, visible=False, label="logo")
+    generation_inputs["logo"] = logo
+    generation_inputs["logo_weight"] = logo_weight
+    logo_image.upload(
+        _upload_logo_handler(services),
+        logo_image,
+        logo,
+        queue=False,
+        api_name="upload_logo",
+        preprocess=False,  # Gradio's own decoding would answer a bad file with a generic error; ours says why
+    )
+    logo_image.clear(lambda: "", None, logo, queue=False, api_visibility="private")
+    return logo_image
+
+
+def _upload_logo_handler(services: PageServices) -> Callable[[Any], str]:
+    def upload_logo(image: Any) -> str:
+        """Keep an uploaded logo and return its id, for /generate's `logo`."""
+        if services.logos is None:
+            raise gr.Error("This app does not mix in logos.", print_exception=False)
+        if not image:
+            return ""
+        try:
+            return services.logos.save(uploaded_file(image))
+        except LogoRefused as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    return upload_logo
+
+
+def uploaded_file(payload: Any) -> Path:
+    """The file behind a raw upload payload ({"path": ...}). Without Gradio's preprocessing nothing else checks it,
+    so only a file inside Gradio's upload folder is accepted: a client cannot name /etc/passwd or our database."""
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if isinstance(path, str):
+        resolved = Path(path).resolve()
+        if resolved.is_relative_to(Path(get_upload_folder()).resolve()) and resolved.is_file():
+            return resolved
+    raise LogoRefused("That upload could not be found: upload your logo again.")
+
+
 def _range_info(name: str, extra: str = "") -> str:
     low, high = INTEGER_RANGES.get(name) or FLOAT_RANGES[name]
     suffix = f", {extra}" if extra else ""
@@ -242,6 +308,8 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
         prior_guidance_scale: Any,
         style: Any,
         brand: Any,
+        logo: Any,
+        logo_weight: Any,
         adapter_name: Any,
         lora_scale: Any,
         http_request: gr.Request | None = None,
@@ -271,6 +339,8 @@ def request_from(services: PageServices, arguments: dict[str, Any]) -> Generatio
     request = GenerationRequest.from_user(**{name: arguments[name] for name in PARAMETERS})
     services.presets.check_request(request)
     check_adapter(services, request)
+    if request.logo and (services.logos is None or services.logos.path(request.logo) is None):
+        raise InvalidRequest("logo", "That logo is no longer here: upload it again.")
     return request
 
 
@@ -328,6 +398,8 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         prior_guidance_scale: Any = DEFAULTS.prior_guidance_scale,
         style: Any = DEFAULTS.style,
         brand: Any = DEFAULTS.brand,
+        logo: Any = DEFAULTS.logo,
+        logo_weight: Any = DEFAULTS.logo_weight,
         adapter_name: Any = DEFAULTS.adapter_name,
         lora_scale: Any = DEFAULTS.lora_scale,
         http_request: gr.Request | None = None,  # filled in by Gradio

@@ -1,0 +1,88 @@
+"""Uploaded logos: checked, flattened, shrunk and kept once each under images/logos/<sha256>.png."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+MAX_UPLOAD_SIDE = 8192  # larger uploads are refused before decoding their pixels
+KEPT_SIDE = 512  # the image encoder sees 224 px: more is only disk
+LOGO_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LogoRefused(ValueError):
+    """An upload that is not a usable logo; the message is a sentence for the person who sent it."""
+
+
+class LogoLibrary:
+    """The logos folder: ids are the sha256 of the stored PNG, so the same logo is kept once."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def save(self, upload: Image.Image | str | Path) -> str:
+        """Check and keep a logo; return its id. Transparency becomes white: the image encoder sees RGB."""
+        image = flatten(open_upload(upload))
+        image.thumbnail((KEPT_SIDE, KEPT_SIDE))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        logo_id = hashlib.sha256(data).hexdigest()
+        path = self.folder / f"{logo_id}.png"
+        if not path.exists():
+            write_atomically(path, data)
+        return logo_id
+
+    def path(self, logo_id: str) -> Path | None:
+        """The file of a logo id, or None for an id that is malformed or not kept here."""
+        if not LOGO_ID.match(logo_id):
+            return None
+        path = self.folder / f"{logo_id}.png"
+        return path if path.is_file() else None
+
+    def open(self, logo_id: str) -> Image.Image:
+        path = self.path(logo_id)
+        if path is None:
+            raise LogoRefused("That logo is no longer here: upload it again.")
+        with Image.open(path) as image:
+            return image.convert("RGB")
+
+
+def open_upload(upload: Image.Image | str | Path) -> Image.Image:
+    """The uploaded picture, refused with a sentence when it is not an image or is absurdly large."""
+    if isinstance(upload, Image.Image):
+        image = upload
+    else:
+        try:
+            image = Image.open(upload)
+        except (UnidentifiedImageError, OSError):
+            raise LogoRefused("That file is not an image we can read: upload a PNG, JPEG or WebP logo.") from None
+    if max(image.size) > MAX_UPLOAD_SIDE:
+        raise LogoRefused(f"That logo is {image.width} × {image.height} pixels; the limit is {MAX_UPLOAD_SIDE}.")
+    try:
+        image.load()
+    except (OSError, Image.DecompressionBombError):
+        raise LogoRefused("That image could not be read completely: upload another copy of your logo.") from None
+    return image
+
+
+def flatten(image: Image.Image) -> Image.Image:
+    """RGB on white: transparent logos keep their shape instead of turning black."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, "white")
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
