@@ -123,3 +123,27 @@ def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stra
     stranger.screenshot(path=str(tmp_path / "shared.png"), full_page=True)
     stranger_context.close()
     context.close()
+
+
+def test_more_like_this_makes_new_mascots_mixed_with_the_picked_one(chromium, app, tmp_path):
+    context, page = open_page(chromium, app)
+    make_it_fast(page)
+    page.get_by_label("Your idea").fill("a kawaii fox astronaut")
+    page.get_by_role("button", name="Generate").click()
+    status = page.locator("#generation-status")
+    playwright_api.expect(status).to_contain_text("Done: 1 mascot saved", timeout=120_000)
+    first_seed = page.get_by_label("Seed", exact=True).input_value()
+
+    page.get_by_role("tab", name="My mascots").click()
+    page.locator("#mine-gallery").get_by_role("button").filter(has_text="a kawaii fox astronaut").first.click()
+    page.locator("#mine-vary").click()
+    playwright_api.expect(status).to_contain_text("Done: 2 mascots saved", timeout=120_000)
+    assert page.get_by_label("Seed", exact=True).input_value() != first_seed
+    page.screenshot(path=str(tmp_path / "varied.png"), full_page=True)
+    page.get_by_role("tab", name="My mascots").click()
+    page.locator("#mine-refresh").click()
+    playwright_api.expect(page.locator("#mine-page")).to_contain_text("3 mascots")
+    # Newest first: the two variations, then the original (index 0 was picked before: pick another one).
+    page.locator("#mine-gallery").get_by_role("button").filter(has_text="a kawaii fox astronaut").nth(1).click()
+    playwright_api.expect(page.locator("#mine-detail-info")).to_contain_text("mixed in at 0.5")
+    context.close()

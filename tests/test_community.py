@@ -226,7 +226,7 @@ def test_a_logo_is_uploaded_once_mixed_in_and_remembered_with_the_mascot(site, t
     assert site.fake.logos[-1].size == (300, 200) and site.fake.logos[-1].mode == "RGB"
     (mascot,) = mine(alice)
     _id, _image, info, *_rest = alice.predict(mascot["public_id"], api_name="/mascot")
-    assert "your logo mixed in at 0.5" in info
+    assert "mixed in at 0.5" in info
 
     with pytest.raises(Exception, match="no longer here"):
         make(alice, "a fox", logo="0" * 64)

@@ -29,6 +29,7 @@ class DetailPanel:
     download: gr.DownloadButton
     like: gr.Button
     remix: gr.Button
+    vary: gr.Button
     summary: gr.JSON  # hidden: the mascot's share id, words and likes, for API clients (buttons are not outputs)
     is_public: gr.Checkbox | None = None
     delete: gr.Button | None = None
@@ -93,6 +94,7 @@ def _detail_panel(listing: Listing) -> DetailPanel:
             with gr.Row():
                 like = gr.Button("♡ Like", elem_id=f"{listing}-like")
                 remix = gr.Button("Remix", elem_id=f"{listing}-remix")
+                vary = gr.Button("More like this", elem_id=f"{listing}-vary")
                 download = gr.DownloadButton("Download PNG")
             is_public = delete = None
             if listing == "mine":
@@ -100,7 +102,9 @@ def _detail_panel(listing: Listing) -> DetailPanel:
                     is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
                     delete = gr.Button("Delete", variant="stop", elem_id="mine-delete")
         summary = gr.JSON(visible=False, label="mascot")
-    return DetailPanel(group, public_id, image, info, share_link, download, like, remix, summary, is_public, delete)
+    return DetailPanel(
+        group, public_id, image, info, share_link, download, like, remix, vary, summary, is_public, delete
+    )
 
 
 # ---- pages of thumbnails -----------------------------------------------------------------------------------------
@@ -221,10 +225,30 @@ def _wire_detail(
         queue=False,
         **api("like"),
     )
-    remix_outputs = [*form.generation_inputs.values(), form.randomize_seed, form.size, form.logo_image, tabs]
+    remix_outputs = [
+        *form.generation_inputs.values(),
+        form.randomize_seed,
+        form.size,
+        form.logo_image,
+        form.logo_panel,
+        tabs,
+    ]
     detail.remix.click(
-        _remix_handler(services, form, tabs), detail.public_id, remix_outputs, queue=False, api_visibility="private"
+        _remix_handler(services, form, tabs, vary=False),
+        detail.public_id,
+        remix_outputs,
+        queue=False,
+        api_visibility="private",
     )
+    # More like this: the same parameters with the mascot itself mixed in and new seeds, generated at once
+    # (through the Generate button, so the seed draw, the validator and the quota apply as always).
+    detail.vary.click(
+        _remix_handler(services, form, tabs, vary=True),
+        detail.public_id,
+        remix_outputs,
+        queue=False,
+        api_visibility="private",
+    ).then(fn=None, js="() => document.querySelector('#generate')?.click()")
     if detail.is_public is not None and detail.delete is not None:
         detail.is_public.input(
             _visibility_handler(services),
@@ -316,9 +340,10 @@ def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
     return delete
 
 
-def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs) -> Callable[..., dict]:
+def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool) -> Callable[..., dict]:
     def remix(public_id: str, http_request: gr.Request | None = None) -> dict:
-        """Put a mascot's parameters, seed included, back into the Create form."""
+        """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself
+        as the picture to mix in, with new seeds)."""
         entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
         if entry is None:
             raise gr.Error(GONE, print_exception=False)
@@ -328,10 +353,32 @@ def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs) -> C
         values[form.size] = dimensions_to_size(entry.width, entry.height)
         logo_path = services.logos.path(entry.logo) if services.logos is not None and entry.logo else None
         values[form.logo_image] = str(logo_path) if logo_path else None
+        values[form.logo_panel] = gr.Accordion(open=logo_path is not None)
+        if vary and services.logos is not None:
+            values.update(variation_values(services, form, entry))
         values[tabs] = gr.Tabs(selected="create")
         return values
 
     return remix
+
+
+VARIATION_WEIGHT = 0.5  # half the mascot's own look: close to it, but visibly new
+VARIATIONS = 2
+
+
+def variation_values(services: PageServices, form: CreateForm, entry: Any) -> dict[Any, Any]:
+    """The form set to vary `entry`: the mascot itself as the picture to mix in, new seeds, a couple of tries."""
+    assert services.logos is not None
+    inputs = form.generation_inputs
+    picture_id = services.logos.save(entry.path)
+    return {
+        inputs["logo"]: picture_id,
+        inputs["logo_weight"]: VARIATION_WEIGHT,
+        inputs["num_images_per_prompt"]: VARIATIONS,
+        form.randomize_seed: True,
+        form.logo_image: str(services.logos.path(picture_id)),
+        form.logo_panel: gr.Accordion(open=True),
+    }
 
 
 def describe(entry: Any) -> str:
@@ -346,7 +393,7 @@ def describe(entry: Any) -> str:
     )
     looks = [f"Style {plain(entry.style)}" if entry.style else "", f"brand {plain(entry.brand)}" if entry.brand else ""]
     if entry.logo:
-        looks.append(f"your logo mixed in at {entry.logo_weight:g}")
+        looks.append(f"a picture (your logo, or a mascot to vary) mixed in at {entry.logo_weight:g}")
     if entry.adapter_name:
         looks.append(f"style adapter {plain(entry.adapter_name)} at strength {entry.lora_scale:g}")
     if any(looks):

@@ -49,6 +49,7 @@ class CreateForm:
     status: gr.Markdown
     quota_note: gr.Markdown
     logo_image: gr.Image  # the upload; its id goes into generation_inputs["logo"]
+    logo_panel: gr.Accordion
 
 
 def build_create_tab(services: PageServices) -> CreateForm:
@@ -56,7 +57,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
     with gr.Row():
         with gr.Column(scale=2):
             generation_inputs, randomize_seed, size = _form_fields(services)
-            logo_image = _logo_fields(services, generation_inputs)
+            logo_panel, logo_image = _logo_fields(services, generation_inputs)
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -71,7 +72,16 @@ def build_create_tab(services: PageServices) -> CreateForm:
             gallery = gr.Gallery(label="Your mascots", format="png", columns=2, height=560, object_fit="contain")
             status = gr.Markdown(elem_id="generation-status")
     form = CreateForm(
-        generation_inputs, randomize_seed, size, generate_button, cancel_button, gallery, status, quota_note, logo_image
+        generation_inputs,
+        randomize_seed,
+        size,
+        generate_button,
+        cancel_button,
+        gallery,
+        status,
+        quota_note,
+        logo_image,
+        logo_panel,
     )
     _wire(services, form)
     return form
@@ -169,9 +179,11 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
     return generation_inputs, randomize_seed, size
 
 
-def _logo_fields(services: PageServices, generation_inputs: dict[str, gr.components.Component]) -> gr.Image:
+def _logo_fields(
+    services: PageServices, generation_inputs: dict[str, gr.components.Component]
+) -> tuple[gr.Accordion, gr.Image]:
     """Mix in your logo: upload (checked and kept by the LogoLibrary), then how much of its look to take."""
-    with gr.Accordion("Mix in your logo (optional)", open=False, visible=services.logos is not None):
+    with gr.Accordion("Mix in your logo (optional)", open=False, visible=services.logos is not None) as logo_panel:
         with gr.Row():
             logo_image = gr.Image(
                 label="Your logo",
@@ -201,7 +213,7 @@ def _logo_fields(services: PageServices, generation_inputs: dict[str, gr.compone
         preprocess=False,  # Gradio's own decoding would answer a bad file with a generic error; ours says why
     )
     logo_image.clear(lambda: "", None, logo, queue=False, api_visibility="private")
-    return logo_image
+    return logo_panel, logo_image
 
 
 def _upload_logo_handler(services: PageServices) -> Callable[[Any], str]:
