@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, PngImagePlugin
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, PngImagePlugin
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +100,55 @@ def make_thumbnail(image: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> Im
     thumbnail = image.copy()
     thumbnail.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return thumbnail
+
+
+STICKER_MASK_SIDE = 256  # the flood fill runs at this size (it is pure Python); edges are then cut at full size
+STICKER_THRESHOLD = 40  # how far (0-255 per channel) a pixel may be from the background colour and still be background
+STICKER_MARGIN = 12
+
+
+def transparent_sticker(image: Image.Image) -> Image.Image:
+    """The mascot cut out of a plain background: what touches the border in the border's colour becomes transparent
+    (holes of the same colour inside the mascot, like white eyes, stay), cropped to the mascot with a small margin."""
+    rgb = image.convert("RGB")
+    pixels = np.asarray(rgb, dtype=np.int16)
+    background = np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]), axis=0)
+    near_background = np.abs(pixels - background).max(axis=2) <= STICKER_THRESHOLD
+    reachable = _reachable_from_border(rgb) >= 128
+    alpha = np.where(near_background & reachable, 0, 255).astype(np.uint8)
+    mask = Image.fromarray(alpha, mode="L").filter(ImageFilter.GaussianBlur(0.8))  # soften the cut edge
+    sticker = rgb.convert("RGBA")
+    sticker.putalpha(mask)
+    box = mask.point(lambda value: 255 if value > 8 else 0).getbbox()
+    if box is None:  # nothing but background: give the picture back rather than an empty file
+        return sticker
+    left, top, right, bottom = box
+    return sticker.crop(
+        (
+            max(0, left - STICKER_MARGIN),
+            max(0, top - STICKER_MARGIN),
+            min(sticker.width, right + STICKER_MARGIN),
+            min(sticker.height, bottom + STICKER_MARGIN),
+        )
+    )
+
+
+def _reachable_from_border(image: Image.Image) -> np.ndarray:
+    """255 where the background, flood-filled from the border on a small copy, reaches (scaled back up), else 0."""
+    small = image.copy()
+    small.thumbnail((STICKER_MASK_SIDE, STICKER_MASK_SIDE))
+    marked = small.convert("RGBA")
+    width, height = marked.size
+    for x in range(0, width, max(1, width // 16)):
+        for y in (0, height - 1):
+            _fill_background(marked, (x, y))
+    for y in range(0, height, max(1, height // 16)):
+        for x in (0, width - 1):
+            _fill_background(marked, (x, y))
+    reached = marked.getchannel("A").point(lambda value: 255 if value == 0 else 0)
+    return np.asarray(reached.resize(image.size, Image.Resampling.BILINEAR))
+
+
+def _fill_background(marked: Image.Image, seed: tuple[int, int]) -> None:
+    if marked.getpixel(seed)[3] != 0:  # alpha 0 marks what a fill already reached
+        ImageDraw.floodfill(marked, seed, (0, 0, 0, 0), thresh=STICKER_THRESHOLD)

@@ -118,6 +118,8 @@ def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stra
     stranger = stranger_context.new_page()
     stranger.goto(share_link)
     playwright_api.expect(stranger.locator("#gallery-detail-info")).to_contain_text("a plush panda chef")
+    stranger.locator("#gallery-make-sticker").click()
+    playwright_api.expect(stranger.locator("#gallery-sticker")).to_be_visible()
     stranger.locator("#gallery-like").click()
     playwright_api.expect(stranger.locator("#gallery-like")).to_contain_text("♥ Liked · 1")
     stranger.screenshot(path=str(tmp_path / "shared.png"), full_page=True)

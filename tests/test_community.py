@@ -191,7 +191,9 @@ def test_a_share_link_opens_a_public_mascot_for_a_first_time_visitor(site):
     make(alice, "shareable", seed=42)
     (mascot,) = mine(alice)
     visitor = site.browser()
-    public_id, _image, info, share_link, _download, details = visitor.predict(mascot["public_id"], api_name="/mascot")
+    public_id, _image, info, share_link, _download, details, *_rest = visitor.predict(
+        mascot["public_id"], api_name="/mascot"
+    )
     assert public_id == mascot["public_id"] == details["public_id"]
     assert share_link.endswith(f"/?mascot={mascot['public_id']}")
     assert "Seed 42" in info and details["like_count"] == 0 and details["liked"] is False
@@ -272,3 +274,18 @@ def test_only_files_in_gradios_upload_folder_count_as_uploads(tmp_path, monkeypa
     for payload in ({"path": "/etc/passwd"}, {"path": escape}, {"path": 5}, "/etc/passwd", {"url": "http://x"}):
         with pytest.raises(LogoRefused, match="could not be found"):
             uploaded_file(payload)
+
+
+def test_a_transparent_sticker_of_any_visible_mascot_keeps_its_parameters(site):
+    from PIL import Image
+
+    alice, visitor = site.browser(), site.browser()
+    make(alice, "a sticker fox", seed=4)
+    (mascot,) = mine(alice)
+    sticker_path = visitor.predict(mascot["public_id"], api_name="/sticker")["value"]  # the button's update
+    with Image.open(sticker_path) as sticker:
+        assert sticker.format == "PNG" and sticker.mode == "RGBA"
+        assert "a sticker fox" in sticker.info["parameters"]
+    alice.predict(mascot["public_id"], False, api_name="/set_public")
+    with pytest.raises(Exception, match="private or was deleted"):
+        visitor.predict(mascot["public_id"], api_name="/sticker")

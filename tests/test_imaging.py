@@ -165,3 +165,28 @@ def test_a_transparent_palette_image_keeps_its_transparency_in_the_thumbnail(tmp
 
     with Image.open(path) as saved:
         assert saved.mode == "RGBA" and saved.getpixel((5, 5))[3] == 0
+
+
+def test_a_transparent_sticker_cuts_the_plain_background_but_keeps_holes_inside_the_mascot():
+    from PIL import ImageDraw
+
+    from mascot.imaging import transparent_sticker
+
+    picture = Image.new("RGB", (512, 512), (248, 248, 246))
+    draw = ImageDraw.Draw(picture)
+    draw.ellipse((128, 128, 384, 384), fill=(230, 120, 30))  # the mascot
+    draw.ellipse((208, 208, 304, 304), fill=(248, 248, 246))  # a white eye, the background's colour
+    sticker = transparent_sticker(picture)
+    assert sticker.mode == "RGBA"
+    assert 256 < sticker.width < 300 and 256 < sticker.height < 300  # cropped to the mascot plus a margin
+    assert sticker.getpixel((0, 0))[3] == 0  # the background is gone
+    center = (sticker.width // 2, sticker.height // 2)
+    assert sticker.getpixel(center) == (248, 248, 246, 255)  # the eye stays
+    assert sticker.getpixel((center[0], 40))[3] == 255  # the body stays
+
+
+def test_a_picture_that_is_all_background_comes_back_whole():
+    from mascot.imaging import transparent_sticker
+
+    sticker = transparent_sticker(Image.new("RGB", (64, 64), "white"))
+    assert sticker.size == (64, 64)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+from PIL import Image
 
+from mascot.imaging import read_parameters, save_png, transparent_sticker
 from mascot.ui.common import PageServices, owner, plain, plural
 from mascot.ui.create import CreateForm, dimensions_to_size
 
@@ -30,6 +35,8 @@ class DetailPanel:
     like: gr.Button
     remix: gr.Button
     vary: gr.Button
+    make_sticker: gr.Button
+    sticker: gr.DownloadButton  # shown once the sticker is made
     summary: gr.JSON  # hidden: the mascot's share id, words and likes, for API clients (buttons are not outputs)
     is_public: gr.Checkbox | None = None
     delete: gr.Button | None = None
@@ -38,7 +45,7 @@ class DetailPanel:
         owned = [self.is_public] if self.is_public is not None else []
         return [
             self.group, self.public_id, self.image, self.info, self.share_link, self.download, self.like, self.summary,
-            *owned,
+            self.sticker, *owned,
         ]  # fmt: skip
 
 
@@ -96,6 +103,9 @@ def _detail_panel(listing: Listing) -> DetailPanel:
                 remix = gr.Button("Remix", elem_id=f"{listing}-remix")
                 vary = gr.Button("More like this", elem_id=f"{listing}-vary")
                 download = gr.DownloadButton("Download PNG")
+            with gr.Row():
+                make_sticker = gr.Button("Make a transparent sticker", elem_id=f"{listing}-make-sticker")
+                sticker = gr.DownloadButton("Download sticker", visible=False, elem_id=f"{listing}-sticker")
             is_public = delete = None
             if listing == "mine":
                 with gr.Row():
@@ -103,7 +113,20 @@ def _detail_panel(listing: Listing) -> DetailPanel:
                     delete = gr.Button("Delete", variant="stop", elem_id="mine-delete")
         summary = gr.JSON(visible=False, label="mascot")
     return DetailPanel(
-        group, public_id, image, info, share_link, download, like, remix, vary, summary, is_public, delete
+        group,
+        public_id,
+        image,
+        info,
+        share_link,
+        download,
+        like,
+        remix,
+        vary,
+        make_sticker,
+        sticker,
+        summary,
+        is_public,
+        delete,
     )
 
 
@@ -218,6 +241,9 @@ def _wire_detail(
         _select_handler(show), inputs=browse.mascots, outputs=detail.outputs(), queue=False, api_visibility="private"
     )
     detail.public_id.submit(show, detail.public_id, detail.outputs(), queue=False, **api("mascot"))
+    detail.make_sticker.click(
+        _sticker_handler(services), detail.public_id, detail.sticker, queue=False, **api("sticker")
+    )
     detail.like.click(
         _like_handler(services),
         detail.public_id,
@@ -277,6 +303,7 @@ def detail_values(detail: DetailPanel, entry: Any, http_request: gr.Request | No
         detail.download: gr.update(value=str(entry.path)),
         detail.like: like_label(entry.liked_by_viewer, entry.like_count),
         detail.summary: summary(entry),
+        detail.sticker: gr.DownloadButton(visible=False),  # another mascot's sticker must not linger
     }
     if detail.is_public is not None:
         values[detail.is_public] = entry.is_public
@@ -301,6 +328,23 @@ def _select_handler(show: Callable[..., dict]) -> Callable[..., dict]:
         return show(mascots[event.index]["public_id"], http_request)
 
     return select
+
+
+def _sticker_handler(services: PageServices) -> Callable[..., Any]:
+    def sticker(public_id: str, http_request: gr.Request | None = None) -> Any:
+        """The mascot cut out of its background as a transparent PNG (best on plain backgrounds, like stickers)."""
+        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
+        if entry is None:
+            raise gr.Error(GONE, print_exception=False)
+        with Image.open(entry.path) as picture:
+            cut_out = transparent_sticker(picture)
+        folder = Path(get_upload_folder()) / "stickers"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"mascot-{uuid.uuid4().hex}-sticker.png"
+        save_png(cut_out, path, read_parameters(entry.path))
+        return gr.DownloadButton(value=str(path), visible=True)
+
+    return sticker
 
 
 def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[str, Any]]]:
