@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from mascot.claims import ClaimKeeper
 from mascot.generator import Generator
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
 from mascot.logos import LogoLibrary
@@ -44,6 +45,7 @@ class App:
 
     demo: gr.Blocks
     worker: GenerationWorker
+    claims: ClaimKeeper
     store: MascotStore
     identity: BrowserIdentity
     settings: Settings
@@ -108,13 +110,14 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     demo = build_demo(services)
     # api_open=False: with it on, POST /gradio_api/run/<name> would run events around the queue.
     demo.queue(max_size=settings.queue_max_size, api_open=False, default_concurrency_limit=None)
-    return App(demo, worker, store, identity, settings)
+    return App(demo, worker, ClaimKeeper(worker, store, clock), store, identity, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(load_settings(argv))
     app.worker.start()
+    app.claims.start()
     app.launch()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -12,7 +13,10 @@ import peewee
 from mascot.schema import Tables, ensure_browser
 
 # A claim is normally released within minutes; one this old belongs to a process that died, and may be taken over.
-JOB_STALE_AFTER = timedelta(minutes=30)
+# A claim whose process stopped refreshing it (it crashed, or was restarted mid-job) frees itself this soon: the
+# running app refreshes its claims every CLAIM_REFRESH_EVERY, so a long queue never makes a live claim stale.
+JOB_STALE_AFTER = timedelta(minutes=3)
+CLAIM_REFRESH_EVERY = timedelta(seconds=45)
 
 ClaimOutcome = Literal["claimed", "job_in_flight", "over_quota"]
 
@@ -115,6 +119,19 @@ class QuotaBook:
             return ClaimResult(claimed=True, reason="claimed", quota=quota, claim_id=claim_id)
         reason: ClaimOutcome = "job_in_flight" if quota.in_flight else "over_quota"
         return ClaimResult(claimed=False, reason=reason, quota=quota)
+
+    def refresh(self, claim_ids: Sequence[str], now: datetime) -> int:
+        """Mark these claims alive at `now`; returns how many were still held."""
+        if not claim_ids:
+            return 0
+        browser = self.tables.browser
+        query = (
+            browser
+            .update(job_started_at=now)
+            .where(browser.job_claim.in_(list(claim_ids)))
+        )  # fmt: skip
+        with self.database.atomic():
+            return query.execute()
 
     def release(self, owner_hash: str, claim_id: str | None = None) -> bool:
         """Free the browser's job slot (only `claim_id`'s claim, when given); True when a claim was freed."""

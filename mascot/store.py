@@ -329,6 +329,10 @@ class MascotStore:
             raise ValueError(f"images must be at least 1 (got {images}).")
         return self.quotas.claim(owner_hash, images, limit, as_stored_time(now), stale_after)
 
+    def refresh_job_claims(self, claim_ids: Sequence[str], now: datetime | None = None) -> int:
+        """Keep the claims of jobs still queued or running alive (see quota.JOB_STALE_AFTER)."""
+        return self.quotas.refresh(claim_ids, as_stored_time(now))
+
     def release_job(self, owner_hash: str, claim_id: str | None = None) -> bool:
         """Free this browser's job slot (only the claim `claim_id`, when given); True when a claim was freed."""
         require_owner_hash(owner_hash)

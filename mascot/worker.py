@@ -208,6 +208,11 @@ class GenerationWorker:
                 self._announce_positions()
             return True
 
+    def claim_ids(self) -> list[str]:
+        """The store's claims held by queued and running jobs, to keep alive."""
+        with self._lock:
+            return [job.claim_id for job in self._active.values() if job.claim_id is not None]
+
     @property
     def queue_length(self) -> int:
         with self._lock:

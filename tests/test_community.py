@@ -289,3 +289,14 @@ def test_a_transparent_sticker_of_any_visible_mascot_keeps_its_parameters(site):
     alice.predict(mascot["public_id"], False, api_name="/set_public")
     with pytest.raises(Exception, match="private or was deleted"):
         visitor.predict(mascot["public_id"], api_name="/sticker")
+
+
+def test_the_running_app_keeps_its_jobs_claims_alive(site):
+    alice = site.browser()
+    site.fake.gate.clear()
+    job = alice.submit(prompt="a long wait", seed=1, **FAST, api_name="/generate")
+    assert site.fake.started.wait(10)
+    assert site.app.claims.refresh_once(site.clock.now + timedelta(minutes=20)) == 1
+    site.fake.gate.set()
+    job.result(timeout=30)
+    assert site.app.claims.refresh_once() == 0  # done: nothing held any more

@@ -137,6 +137,25 @@ def test_a_stale_claim_may_be_taken_over_so_a_crash_never_locks_a_browser_out(ma
     assert mascots.quota(ALICE, LIMIT, MORNING + JOB_STALE_AFTER + timedelta(seconds=2)).in_flight == 1
 
 
+def test_a_refreshed_claim_stays_alive_however_long_the_job_waits(mascots: MascotStore) -> None:
+    claim = mascots.claim_job(ALICE, 1, LIMIT, MORNING)
+    other = mascots.claim_job(BOB, 1, LIMIT, MORNING)
+    for minute in range(1, 40):  # a long queue, refreshed as the running app does
+        assert mascots.refresh_job_claims([claim.claim_id], MORNING + timedelta(minutes=minute)) == 1
+    late = MORNING + timedelta(minutes=40)
+    assert mascots.claim_job(ALICE, 1, LIMIT, late).reason == "job_in_flight"
+    assert mascots.claim_job(BOB, 1, LIMIT, late).claimed  # Bob's claim was not refreshed: its process is gone
+    assert other.claim_id is not None
+    assert mascots.refresh_job_claims([], late) == 0
+    assert mascots.refresh_job_claims(["not-a-claim"], late) == 0
+
+
+def test_a_crashed_jobs_claim_frees_the_browser_within_minutes(mascots: MascotStore) -> None:
+    mascots.claim_job(ALICE, 1, LIMIT, MORNING)
+    assert timedelta(minutes=5) >= JOB_STALE_AFTER
+    assert mascots.claim_job(ALICE, 1, LIMIT, MORNING + JOB_STALE_AFTER + timedelta(seconds=1)).claimed
+
+
 def test_a_stale_claim_holds_no_quota(mascots: MascotStore) -> None:
     mascots.claim_job(ALICE, 4, LIMIT, MORNING)
 
