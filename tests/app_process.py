@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from gradio_client import Client
 
@@ -100,3 +102,11 @@ def wait_until_model_ready(client: Client, timeout: float = 120) -> str:
             return banner
         time.sleep(0.5)
     raise AssertionError(f"the model did not load: {banner}")
+
+
+def running_app(tmp_path_factory: Any, name: str, extra_args: tuple[str, ...] = ()) -> Iterator[AppProcess]:
+    """A module fixture's body: a fresh `python app.py` in its own folder, stopped afterwards."""
+    base = tmp_path_factory.mktemp(name)
+    process = AppProcess(base / "data", base, extra_args).start()
+    yield process
+    process.stop()

@@ -10,17 +10,14 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from tests.app_process import ROOT, AppProcess, wait_until_model_ready
+from tests.app_process import ROOT, running_app, wait_until_model_ready
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    base = tmp_path_factory.mktemp("app")
-    process = AppProcess(base / "data", base).start()
-    yield process
-    process.stop()
+    yield from running_app(tmp_path_factory, "app")
 
 
 def history_captions(client: Client) -> list[str]:

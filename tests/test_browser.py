@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_process import AppProcess
+from tests.app_process import running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,10 +26,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debia
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    base = tmp_path_factory.mktemp("browser-app")
-    process = AppProcess(base / "data", base).start()
-    yield process
-    process.stop()
+    yield from running_app(tmp_path_factory, "browser-app")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +44,13 @@ def open_page(chromium, app, context=None):
     page.goto(app.url)
     playwright_api.expect(page.locator("#model-banner")).to_contain_text("Preview mode", timeout=120_000)
     return context, page
+
+
+def generate_in_page(page, prompt: str, done: str = "Done") -> None:
+    """Type an idea and press Generate, as a person would, then wait for the status to say it is done."""
+    page.get_by_label("Your idea").fill(prompt)
+    page.get_by_role("button", name="Generate").click()
+    playwright_api.expect(page.locator("#generation-status")).to_contain_text(done, timeout=120_000)
 
 
 def make_it_fast(page):
@@ -95,9 +99,7 @@ def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
 def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stranger(chromium, app, tmp_path):
     context, page = open_page(chromium, app)
     make_it_fast(page)
-    page.get_by_label("Your idea").fill("a plush panda chef")
-    page.get_by_role("button", name="Generate").click()
-    playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
+    generate_in_page(page, "a plush panda chef")
     seed_used = page.get_by_label("Seed", exact=True).input_value()
     page.get_by_label("Your idea").fill("something else")  # Remix must put the mascot's own words back
 
@@ -130,10 +132,8 @@ def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stra
 def test_more_like_this_makes_new_mascots_mixed_with_the_picked_one(chromium, app, tmp_path):
     context, page = open_page(chromium, app)
     make_it_fast(page)
-    page.get_by_label("Your idea").fill("a kawaii fox astronaut")
-    page.get_by_role("button", name="Generate").click()
+    generate_in_page(page, "a kawaii fox astronaut", done="Done: 1 mascot saved")
     status = page.locator("#generation-status")
-    playwright_api.expect(status).to_contain_text("Done: 1 mascot saved", timeout=120_000)
     first_seed = page.get_by_label("Seed", exact=True).input_value()
 
     page.get_by_role("tab", name="My mascots").click()
