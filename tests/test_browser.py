@@ -149,3 +149,28 @@ def test_more_like_this_makes_new_mascots_mixed_with_the_picked_one(chromium, ap
     page.locator("#mine-gallery").get_by_role("button").filter(has_text="a kawaii fox astronaut").nth(1).click()
     playwright_api.expect(page.locator("#mine-detail-info")).to_contain_text("mixed in at 0.5")
     context.close()
+
+
+def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chromium, app, tmp_path):
+    from PIL import Image
+
+    logo_file = tmp_path / "company-logo.png"
+    Image.new("RGBA", (160, 120), (20, 90, 200, 255)).save(logo_file)
+    context, page = open_page(chromium, app)
+    make_it_fast(page)
+    page.locator("#style input").click()
+    page.locator("ul li", has_text="Pixel art").first.click()
+    playwright_api.expect(page.locator("#style input")).to_have_value("Pixel art")
+    page.get_by_text("Mix in your logo (optional)").click()
+    page.locator("#logo-image input[type=file]").set_input_files(str(logo_file))
+    playwright_api.expect(page.locator("#logo-image img")).to_be_visible()
+    page.wait_for_timeout(1500)  # the upload event hands the logo's id to the form (asserted below)
+    generate_in_page(page, "a pixel otter with our logo")
+
+    page.get_by_role("tab", name="My mascots").click()
+    page.locator("#mine-gallery").get_by_role("button").filter(has_text="a pixel otter with our logo").first.click()
+    info = page.locator("#mine-detail-info")
+    playwright_api.expect(info).to_contain_text("Style Pixel art")
+    playwright_api.expect(info).to_contain_text("mixed in at 0.3")
+    page.screenshot(path=str(tmp_path / "logo.png"), full_page=True)
+    context.close()
