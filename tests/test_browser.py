@@ -79,6 +79,8 @@ def test_a_person_generates_a_mascot_and_finds_it_again_after_a_reload(chromium,
     page.get_by_role("tab", name="My mascots").click()
     history = page.locator("#mine-gallery")
     playwright_api.expect(history.get_by_text("a cheerful otter barista")).to_be_visible()
+    playwright_api.expect(page.locator("#mine-previous")).to_be_disabled()  # one page: nowhere to go
+    playwright_api.expect(page.locator("#mine-next")).to_be_disabled()
     page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
 
     _, stranger = open_page(chromium, app)  # a new context is a new browser with its own cookies

@@ -139,7 +139,7 @@ def _wire_listing(
     show = {
         "fn": _mine_page(services) if listing == "mine" else _gallery_page(services),
         "inputs": [browse.page] if browse.sort is None else [browse.page, browse.sort],
-        "outputs": [browse.gallery, browse.page, browse.page_label, browse.mascots],
+        "outputs": [browse.gallery, browse.page, browse.page_label, browse.mascots, browse.previous, browse.next],
         "queue": False,
     }
     # The public API event first: Gradio names later events after the same function "<name>_1", "<name>_2".
@@ -166,11 +166,13 @@ def first_page() -> int:
     return 1
 
 
-def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int) -> tuple[Any, int, str, list[dict]]:
+def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int) -> tuple[Any, ...]:
+    """The thumbnails, the page shown, its label, what each thumbnail is, and which page buttons make sense."""
     pages = max(1, -(-total // per_page))
     label = f"Page {page} of {pages} · {plural(total, 'mascot')}" if total else "Nothing here yet."
     thumbnails = [(str(item.thumbnail_path or item.path), item.caption) for item in items]
-    return thumbnails, page, label, [summary(item) for item in items]
+    previous, next_ = gr.Button(interactive=page > 1), gr.Button(interactive=page < pages)
+    return thumbnails, page, label, [summary(item) for item in items], previous, next_
 
 
 def summary(entry: Any) -> dict[str, Any]:
@@ -185,8 +187,8 @@ def summary(entry: Any) -> dict[str, Any]:
     }
 
 
-def _mine_page(services: PageServices) -> Callable[..., tuple[Any, int, str, list[dict]]]:
-    def my_mascots(page: float | None = 1, http_request: gr.Request | None = None) -> tuple[Any, int, str, list[dict]]:
+def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
+    def my_mascots(page: float | None = 1, http_request: gr.Request | None = None) -> tuple[Any, ...]:
         """This browser's mascots, newest first, a page of thumbnails with their prompts as captions."""
         owner_hash = owner(services, http_request)
         page_number = clamp_page(page, services.store.count_history(owner_hash))
@@ -196,10 +198,10 @@ def _mine_page(services: PageServices) -> Callable[..., tuple[Any, int, str, lis
     return my_mascots
 
 
-def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, int, str, list[dict]]]:
+def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def gallery(
         page: float | None = 1, sort: str = "Newest", http_request: gr.Request | None = None
-    ) -> tuple[Any, int, str, list[dict]]:
+    ) -> tuple[Any, ...]:
         """Everyone's public mascots, newest or most liked first, a page of thumbnails."""
         viewer = owner(services, http_request)
         order = SORTS.get(sort, "newest")

@@ -14,6 +14,8 @@ from mascot.worker import GenerationWorker, ModelState
 
 __all__ = ["PageServices", "build_demo", "model_banner"]
 
+QUEUE_BANNER_SECONDS = 5.0
+
 
 def build_demo(services: PageServices) -> gr.Blocks:
     """The whole page. Component variables carry the names of the parameters they feed."""
@@ -35,6 +37,10 @@ def build_demo(services: PageServices) -> gr.Blocks:
             outputs=[banner, form.generation_inputs["adapter_name"], form.generation_inputs["lora_scale"], timer],
             queue=False,
             api_visibility="private",
+        )
+        # Afterwards the banner keeps saying how long the queue is.
+        gr.Timer(QUEUE_BANNER_SECONDS).tick(
+            fn=lambda: model_banner(services.worker), outputs=banner, queue=False, api_visibility="private"
         )
         demo.load(quota_handler(services), outputs=form.quota_note, queue=False, api_name="quota")
         demo.load(
