@@ -262,7 +262,7 @@ def test_a_logo_upload_cannot_name_a_file_outside_gradios_upload_folder(site):
 def test_only_files_in_gradios_upload_folder_count_as_uploads(tmp_path, monkeypatch):
     """Our own check behind Gradio's: a raw payload naming any other file is refused."""
     from mascot.logos import LogoRefused
-    from mascot.ui.create import uploaded_file
+    from mascot.ui.logo import uploaded_file
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     inside = tmp_path / "uploads" / "abc" / "logo.png"

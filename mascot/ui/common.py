@@ -12,10 +12,12 @@ import gradio as gr
 
 from mascot.logos import LogoLibrary
 from mascot.presets import Presets
+from mascot.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
 from mascot.store import MascotStore
 from mascot.worker import GenerationWorker
 
 OwnerOf = Callable[[Any], str | None]
+DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: one source
 Clock = Callable[[], datetime]
 
 
@@ -55,3 +57,10 @@ def plain(text: str) -> str:
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def range_info(name: str, extra: str = "") -> str:
+    """A field's info text: its range for people, its API name in parentheses."""
+    low, high = INTEGER_RANGES.get(name) or FLOAT_RANGES[name]
+    suffix = f", {extra}" if extra else ""
+    return f"{low:g} to {high:g}{suffix} ({name})"

@@ -7,18 +7,16 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio.utils import get_upload_folder
 
-from mascot.generator import GeneratedImages
-from mascot.logos import LogoRefused
 from mascot.quota import over_quota_message
-from mascot.request import FLOAT_RANGES, INTEGER_RANGES, MAX_SEED, GenerationRequest, InvalidRequest
-from mascot.ui.common import PageServices, owner, plain, plural
-from mascot.worker import FINAL_STATES, Job, JobSnapshot, JobState, SubmitRefused
+from mascot.request import MAX_SEED, GenerationRequest, InvalidRequest
+from mascot.ui.common import DEFAULTS, PageServices, owner, plural, range_info
+from mascot.ui.logo import logo_fields
+from mascot.ui.progress import relay_job
+from mascot.worker import Job, SubmitRefused
 
 # What a person picks; the page turns it into width and height, the API takes width and height as given.
 SIZE_PRESETS: dict[str, tuple[int, int]] = {
@@ -32,8 +30,6 @@ SIZE_PRESETS: dict[str, tuple[int, int]] = {
 }
 CUSTOM_SIZE = "Custom (set in Advanced)"
 NO_ADAPTER = ("None (base model)", "")
-DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: one source
-POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
     with gr.Row():
         with gr.Column(scale=2):
             generation_inputs, randomize_seed, size = _form_fields(services)
-            logo_panel, logo_image = _logo_fields(services, generation_inputs)
+            logo_panel, logo_image = logo_fields(services, generation_inputs)
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -113,7 +109,7 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
     with gr.Row():
         size = gr.Dropdown(label="Size", choices=[*SIZE_PRESETS, CUSTOM_SIZE], value=dimensions_to_size(768, 768))
         num_images_per_prompt = gr.Number(
-            label="Images", value=DEFAULTS.num_images_per_prompt, info=_range_info("num_images_per_prompt")
+            label="Images", value=DEFAULTS.num_images_per_prompt, info=range_info("num_images_per_prompt")
         )
     with gr.Row():
         seed = gr.Number(
@@ -122,23 +118,23 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
         randomize_seed = gr.Checkbox(label="New random seed each time", value=True)
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            width = gr.Number(label="Width", value=DEFAULTS.width, info=_range_info("width", "multiple of 64"))
-            height = gr.Number(label="Height", value=DEFAULTS.height, info=_range_info("height", "multiple of 64"))
+            width = gr.Number(label="Width", value=DEFAULTS.width, info=range_info("width", "multiple of 64"))
+            height = gr.Number(label="Height", value=DEFAULTS.height, info=range_info("height", "multiple of 64"))
         with gr.Row():
             num_inference_steps = gr.Number(
-                label="Steps", value=DEFAULTS.num_inference_steps, info=_range_info("num_inference_steps")
+                label="Steps", value=DEFAULTS.num_inference_steps, info=range_info("num_inference_steps")
             )
             guidance_scale = gr.Number(
-                label="Guidance", value=DEFAULTS.guidance_scale, info=_range_info("guidance_scale")
+                label="Guidance", value=DEFAULTS.guidance_scale, info=range_info("guidance_scale")
             )
         with gr.Row():
             prior_num_inference_steps = gr.Number(
                 label="Prior steps",
                 value=DEFAULTS.prior_num_inference_steps,
-                info=_range_info("prior_num_inference_steps"),
+                info=range_info("prior_num_inference_steps"),
             )
             prior_guidance_scale = gr.Number(
-                label="Prior guidance", value=DEFAULTS.prior_guidance_scale, info=_range_info("prior_guidance_scale")
+                label="Prior guidance", value=DEFAULTS.prior_guidance_scale, info=range_info("prior_guidance_scale")
             )
         # Shown once the model has loaded with LoRA adapters (python app.py --lora NAME=PATH).
         with gr.Row():
@@ -157,7 +153,7 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
                 step=0.05,
                 value=DEFAULTS.lora_scale,
                 visible=False,
-                info=_range_info("lora_scale") + ": 0 is the base model",
+                info=range_info("lora_scale") + ": 0 is the base model",
                 elem_id="lora-scale",
             )
     generation_inputs: dict[str, gr.components.Component] = {
@@ -177,75 +173,6 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
         "lora_scale": lora_scale,
     }
     return generation_inputs, randomize_seed, size
-
-
-def _logo_fields(
-    services: PageServices, generation_inputs: dict[str, gr.components.Component]
-) -> tuple[gr.Accordion, gr.Image]:
-    """Mix in your logo: upload (checked and kept by the LogoLibrary), then how much of its look to take."""
-    with gr.Accordion("Mix in your logo (optional)", open=False, visible=services.logos is not None) as logo_panel:
-        with gr.Row():
-            logo_image = gr.Image(
-                label="Your logo",
-                type="filepath",
-                sources=["upload", "clipboard"],
-                height=180,
-                elem_id="logo-image",
-            )
-            logo_weight = gr.Slider(
-                label="Logo influence",
-                minimum=0,
-                maximum=1,
-                step=0.05,
-                value=DEFAULTS.logo_weight,
-                info=_range_info("logo_weight") + ": how much of the logo's look to mix in",
-                elem_id="logo-weight",
-            )
-        logo = gr.Textbox(value=DEFAULTS.logo, visible=False, label="logo")
-    generation_inputs["logo"] = logo
-    generation_inputs["logo_weight"] = logo_weight
-    logo_image.upload(
-        _upload_logo_handler(services),
-        logo_image,
-        logo,
-        queue=False,
-        api_name="upload_logo",
-        preprocess=False,  # Gradio's own decoding would answer a bad file with a generic error; ours says why
-    )
-    logo_image.clear(lambda: "", None, logo, queue=False, api_visibility="private")
-    return logo_panel, logo_image
-
-
-def _upload_logo_handler(services: PageServices) -> Callable[[Any], str]:
-    def upload_logo(image: Any) -> str:
-        """Keep an uploaded logo and return its id, for /generate's `logo`."""
-        if services.logos is None:
-            raise gr.Error("This app does not mix in logos.", print_exception=False)
-        if not image:
-            return ""
-        try:
-            return services.logos.save(uploaded_file(image))
-        except LogoRefused as error:
-            raise gr.Error(str(error), print_exception=False) from None
-
-    return upload_logo
-
-
-def uploaded_file(payload: Any) -> Path:
-    """The file behind a raw upload payload ({"path": ...}). Without Gradio's preprocessing nothing else checks it,
-    so only a file inside Gradio's upload folder is accepted: a client cannot name /etc/passwd or our database."""
-    path = payload.get("path") if isinstance(payload, dict) else None
-    if isinstance(path, str):
-        resolved = Path(path).resolve()
-        if resolved.is_relative_to(Path(get_upload_folder()).resolve()) and resolved.is_file():
-            return resolved
-    raise LogoRefused("That upload could not be found: upload your logo again.")
-
-
-def _range_info(name: str, extra: str = "") -> str:
-    low, high = INTEGER_RANGES.get(name) or FLOAT_RANGES[name]
-    suffix = f", {extra}" if extra else ""
-    return f"{low:g} to {high:g}{suffix} ({name})"
 
 
 def _wire(services: PageServices, form: CreateForm) -> None:
@@ -439,57 +366,6 @@ def submit(services: PageServices, request: GenerationRequest, owner_hash: str) 
     except SubmitRefused:
         services.store.release_job(owner_hash, claim.claim_id)
         raise
-
-
-def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
-    """Show a job's queue position, steps and previews until it ends. If the browser leaves, the job goes on."""
-    seen_version = -1
-    while True:
-        snapshot = job.wait_for_change(seen_version, timeout=POLL_SECONDS)
-        if snapshot.version == seen_version:
-            continue
-        seen_version = snapshot.version
-        if snapshot.state is JobState.FAILED:
-            raise gr.Error(snapshot.error, print_exception=False)
-        if snapshot.state in FINAL_STATES:
-            yield finished_outputs(snapshot)
-            return
-        message = progress_message(snapshot)
-        if snapshot.state is JobState.RUNNING and snapshot.total:
-            progress((snapshot.step, snapshot.total), desc=message)
-        else:
-            progress(0.0, desc=message)
-        yield ([snapshot.preview] if snapshot.preview is not None else gr.skip()), message
-
-
-def progress_message(snapshot: JobSnapshot) -> str:
-    """Where the job is, in words."""
-    if snapshot.state is JobState.QUEUED and snapshot.jobs_ahead:
-        return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours."
-    if snapshot.state is JobState.QUEUED or not snapshot.total:
-        return "Starting…"
-    stage = "Imagining the idea (prior)" if snapshot.stage == "prior" else "Drawing (decoder)"
-    return f"{stage}: step {snapshot.step} of {snapshot.total}."
-
-
-def finished_outputs(snapshot: JobSnapshot) -> tuple[Any, str]:
-    if snapshot.state is JobState.CANCELLED:
-        return gr.skip(), snapshot.error or "Cancelled. Nothing was saved and nothing counts against your quota."
-    paths = [str(path) for path in snapshot.outcome.image_paths]
-    return paths, done_message(len(paths), snapshot.generated)
-
-
-def done_message(count: int, generated: GeneratedImages | None) -> str:
-    message = f"Done: {plural(count, 'mascot')} saved to **My mascots**."
-    if generated is None:
-        return message
-    seeds = ", ".join(str(seed) for seed in generated.seeds)
-    message += f" Seed{'s' if len(generated.seeds) != 1 else ''}: {seeds}."
-    for label, use in (("prompt", generated.prompt), ("negative prompt", generated.negative_prompt)):
-        if use.cut:
-            message += f"\n\n✂️ Your {label} was longer than the model reads (77 tokens); this end was left out: "
-            message += f"*{plain(use.cut)}*"
-    return message
 
 
 def _cancel_handler(services: PageServices) -> Callable[..., str]:

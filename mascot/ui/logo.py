@@ -1,0 +1,76 @@
+"""Mix in your logo: the upload (checked and kept by the LogoLibrary) and how much of its look to take."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from mascot.logos import LogoRefused
+from mascot.ui.common import DEFAULTS, PageServices, range_info
+
+
+def logo_fields(
+    services: PageServices, generation_inputs: dict[str, gr.components.Component]
+) -> tuple[gr.Accordion, gr.Image]:
+    """Mix in your logo: upload (checked and kept by the LogoLibrary), then how much of its look to take."""
+    with gr.Accordion("Mix in your logo (optional)", open=False, visible=services.logos is not None) as logo_panel:
+        with gr.Row():
+            logo_image = gr.Image(
+                label="Your logo",
+                type="filepath",
+                sources=["upload", "clipboard"],
+                height=180,
+                elem_id="logo-image",
+            )
+            logo_weight = gr.Slider(
+                label="Logo influence",
+                minimum=0,
+                maximum=1,
+                step=0.05,
+                value=DEFAULTS.logo_weight,
+                info=range_info("logo_weight") + ": how much of the logo's look to mix in",
+                elem_id="logo-weight",
+            )
+        logo = gr.Textbox(value=DEFAULTS.logo, visible=False, label="logo")
+    generation_inputs["logo"] = logo
+    generation_inputs["logo_weight"] = logo_weight
+    logo_image.upload(
+        _upload_logo_handler(services),
+        logo_image,
+        logo,
+        queue=False,
+        api_name="upload_logo",
+        preprocess=False,  # Gradio's own decoding would answer a bad file with a generic error; ours says why
+    )
+    logo_image.clear(lambda: "", None, logo, queue=False, api_visibility="private")
+    return logo_panel, logo_image
+
+
+def _upload_logo_handler(services: PageServices) -> Callable[[Any], str]:
+    def upload_logo(image: Any) -> str:
+        """Keep an uploaded logo and return its id, for /generate's `logo`."""
+        if services.logos is None:
+            raise gr.Error("This app does not mix in logos.", print_exception=False)
+        if not image:
+            return ""
+        try:
+            return services.logos.save(uploaded_file(image))
+        except LogoRefused as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    return upload_logo
+
+
+def uploaded_file(payload: Any) -> Path:
+    """The file behind a raw upload payload ({"path": ...}). Without Gradio's preprocessing nothing else checks it,
+    so only a file inside Gradio's upload folder is accepted: a client cannot name /etc/passwd or our database."""
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if isinstance(path, str):
+        resolved = Path(path).resolve()
+        if resolved.is_relative_to(Path(get_upload_folder()).resolve()) and resolved.is_file():
+            return resolved
+    raise LogoRefused("That upload could not be found: upload your logo again.")

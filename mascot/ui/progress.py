@@ -1,0 +1,65 @@
+"""Relaying a job to the page: its place in the queue, its steps and previews, and what came of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from mascot.generator import GeneratedImages
+from mascot.ui.common import plain, plural
+from mascot.worker import FINAL_STATES, Job, JobSnapshot, JobState
+
+POLL_SECONDS = 1.0
+
+
+def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
+    """Show a job's queue position, steps and previews until it ends. If the browser leaves, the job goes on."""
+    seen_version = -1
+    while True:
+        snapshot = job.wait_for_change(seen_version, timeout=POLL_SECONDS)
+        if snapshot.version == seen_version:
+            continue
+        seen_version = snapshot.version
+        if snapshot.state is JobState.FAILED:
+            raise gr.Error(snapshot.error, print_exception=False)
+        if snapshot.state in FINAL_STATES:
+            yield finished_outputs(snapshot)
+            return
+        message = progress_message(snapshot)
+        if snapshot.state is JobState.RUNNING and snapshot.total:
+            progress((snapshot.step, snapshot.total), desc=message)
+        else:
+            progress(0.0, desc=message)
+        yield ([snapshot.preview] if snapshot.preview is not None else gr.skip()), message
+
+
+def progress_message(snapshot: JobSnapshot) -> str:
+    """Where the job is, in words."""
+    if snapshot.state is JobState.QUEUED and snapshot.jobs_ahead:
+        return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours."
+    if snapshot.state is JobState.QUEUED or not snapshot.total:
+        return "Starting…"
+    stage = "Imagining the idea (prior)" if snapshot.stage == "prior" else "Drawing (decoder)"
+    return f"{stage}: step {snapshot.step} of {snapshot.total}."
+
+
+def finished_outputs(snapshot: JobSnapshot) -> tuple[Any, str]:
+    if snapshot.state is JobState.CANCELLED:
+        return gr.skip(), snapshot.error or "Cancelled. Nothing was saved and nothing counts against your quota."
+    paths = [str(path) for path in snapshot.outcome.image_paths]
+    return paths, done_message(len(paths), snapshot.generated)
+
+
+def done_message(count: int, generated: GeneratedImages | None) -> str:
+    message = f"Done: {plural(count, 'mascot')} saved to **My mascots**."
+    if generated is None:
+        return message
+    seeds = ", ".join(str(seed) for seed in generated.seeds)
+    message += f" Seed{'s' if len(generated.seeds) != 1 else ''}: {seeds}."
+    for label, use in (("prompt", generated.prompt), ("negative prompt", generated.negative_prompt)):
+        if use.cut:
+            message += f"\n\n✂️ Your {label} was longer than the model reads (77 tokens); this end was left out: "
+            message += f"*{plain(use.cut)}*"
+    return message
