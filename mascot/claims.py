@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from mascot.quota import CLAIM_REFRESH_EVERY
 from mascot.store import MascotStore
-from mascot.ui.common import Clock
 from mascot.worker import GenerationWorker
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class ClaimKeeper:
     """A daemon thread that refreshes the worker's claims every CLAIM_REFRESH_EVERY."""
 
-    def __init__(self, worker: GenerationWorker, store: MascotStore, clock: Clock) -> None:
+    def __init__(self, worker: GenerationWorker, store: MascotStore, clock: Callable[[], datetime]) -> None:
         self._worker = worker
         self._store = store
         self._clock = clock

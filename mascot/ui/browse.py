@@ -1,52 +1,19 @@
-"""My mascots and the public Gallery: pages of thumbnails, one mascot's details, likes, sharing, privacy, remix."""
+"""My mascots and the public Gallery: pages of thumbnails, newest or most liked; a picked one opens in ui/detail."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import gradio as gr
-from gradio.utils import get_upload_folder
-from PIL import Image
 
-from mascot.imaging import read_parameters, save_png, transparent_sticker
-from mascot.ui.common import PageServices, owner, plain, plural
-from mascot.ui.create import CreateForm, dimensions_to_size
+from mascot.ui.common import PageServices, owner, plural
+from mascot.ui.create import CreateForm
+from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
 
 PER_PAGE = 24
 SORTS: dict[str, Literal["newest", "top"]] = {"Newest": "newest", "Most liked": "top"}
-GONE = "This mascot is private or was deleted."
-Listing = Literal["mine", "gallery"]
-
-
-@dataclass(frozen=True)
-class DetailPanel:
-    """One mascot, opened from a page of thumbnails."""
-
-    group: gr.Group
-    public_id: gr.Textbox  # hidden: what the buttons act on; API clients pass it themselves
-    image: gr.Image
-    info: gr.Markdown
-    share_link: gr.Textbox
-    download: gr.DownloadButton
-    like: gr.Button
-    remix: gr.Button
-    vary: gr.Button
-    make_sticker: gr.Button
-    sticker: gr.DownloadButton  # shown once the sticker is made
-    summary: gr.JSON  # hidden: the mascot's share id, words and likes, for API clients (buttons are not outputs)
-    is_public: gr.Checkbox | None = None
-    delete: gr.Button | None = None
-
-    def outputs(self) -> list[gr.components.Component]:
-        owned = [self.is_public] if self.is_public is not None else []
-        return [
-            self.group, self.public_id, self.image, self.info, self.share_link, self.download, self.like, self.summary,
-            self.sticker, *owned,
-        ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -85,49 +52,10 @@ def build_browse_tab(
         refresh = gr.Button("Refresh", size="sm", elem_id=f"{listing}-refresh")
     page = gr.Number(value=1, label="Page", visible=False)
     mascots = gr.JSON(visible=False, label="mascots")
-    browse = BrowseTab(gallery, page, page_label, previous, next_, refresh, mascots, sort, _detail_panel(listing))
+    browse = BrowseTab(gallery, page, page_label, previous, next_, refresh, mascots, sort, detail_panel(listing))
     show_page = _wire_listing(services, listing, browse, tab, demo)
-    _wire_detail(services, listing, browse, form, tabs, show_page)
+    wire_detail(services, listing, browse.gallery, browse.mascots, browse.detail, form, tabs, show_page)
     return browse
-
-
-def _detail_panel(listing: Listing) -> DetailPanel:
-    with gr.Group(visible=False, elem_id=f"{listing}-detail") as group, gr.Row():
-        public_id = gr.Textbox(visible=False, label="public_id")
-        image = gr.Image(type="filepath", format="png", interactive=False, height=420, show_label=False)
-        with gr.Column():
-            info = gr.Markdown(elem_id=f"{listing}-detail-info")
-            share_link = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], elem_id=f"{listing}-share")
-            with gr.Row():
-                like = gr.Button("♡ Like", elem_id=f"{listing}-like")
-                remix = gr.Button("Remix", elem_id=f"{listing}-remix")
-                vary = gr.Button("More like this", elem_id=f"{listing}-vary")
-                download = gr.DownloadButton("Download PNG")
-            with gr.Row():
-                make_sticker = gr.Button("Make a transparent sticker", elem_id=f"{listing}-make-sticker")
-                sticker = gr.DownloadButton("Download sticker", visible=False, elem_id=f"{listing}-sticker")
-            is_public = delete = None
-            if listing == "mine":
-                with gr.Row():
-                    is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
-                    delete = gr.Button("Delete", variant="stop", elem_id="mine-delete")
-        summary = gr.JSON(visible=False, label="mascot")
-    return DetailPanel(
-        group,
-        public_id,
-        image,
-        info,
-        share_link,
-        download,
-        like,
-        remix,
-        vary,
-        make_sticker,
-        sticker,
-        summary,
-        is_public,
-        delete,
-    )
 
 
 # ---- pages of thumbnails -----------------------------------------------------------------------------------------
@@ -175,18 +103,6 @@ def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int) ->
     return thumbnails, page, label, [summary(item) for item in items], previous, next_
 
 
-def summary(entry: Any) -> dict[str, Any]:
-    """What an API client needs to act on a mascot: its share id, its words, its likes."""
-    return {
-        "public_id": entry.public_id,
-        "prompt": entry.prompt,
-        "seed": entry.seed,
-        "like_count": entry.like_count,
-        "liked": entry.liked_by_viewer,
-        "is_public": entry.is_public,
-    }
-
-
 def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def my_mascots(page: float | None = 1, http_request: gr.Request | None = None) -> tuple[Any, ...]:
         """This browser's mascots, newest first, a page of thumbnails with their prompts as captions."""
@@ -220,242 +136,3 @@ def clamp_page(page: float | None, total: int) -> int:
     except (TypeError, ValueError):
         number = 1
     return min(max(1, number), last)
-
-
-# ---- one mascot ----------------------------------------------------------------------------------------------------
-def _wire_detail(
-    services: PageServices,
-    listing: Listing,
-    browse: BrowseTab,
-    form: CreateForm,
-    tabs: gr.Tabs,
-    show_page: dict[str, Any],
-) -> None:
-    detail = browse.detail
-
-    # One public name per action: the gallery panel's. My mascots' panel runs the same handlers privately.
-    # (Gradio renames a later event whose function has the same name, so private ones get their own names.)
-    def api(name: str) -> dict[str, Any]:
-        return {"api_name": name} if listing == "gallery" else {"api_name": f"{name}_mine", "api_visibility": "private"}
-
-    show = _show_handler(services, detail)
-    browse.gallery.select(
-        _select_handler(show), inputs=browse.mascots, outputs=detail.outputs(), queue=False, api_visibility="private"
-    )
-    detail.public_id.submit(show, detail.public_id, detail.outputs(), queue=False, **api("mascot"))
-    detail.make_sticker.click(
-        _sticker_handler(services), detail.public_id, detail.sticker, queue=False, **api("sticker")
-    )
-    detail.like.click(
-        _like_handler(services),
-        detail.public_id,
-        [detail.like, detail.info, detail.summary],
-        queue=False,
-        **api("like"),
-    )
-    remix_outputs = [
-        *form.generation_inputs.values(),
-        form.randomize_seed,
-        form.size,
-        form.logo_image,
-        form.logo_panel,
-        tabs,
-    ]
-    detail.remix.click(
-        _remix_handler(services, form, tabs, vary=False),
-        detail.public_id,
-        remix_outputs,
-        queue=False,
-        api_visibility="private",
-    )
-    # More like this: the same parameters with the mascot itself mixed in and new seeds, generated at once
-    # (through the Generate button, so the seed draw, the validator and the quota apply as always).
-    detail.vary.click(
-        _remix_handler(services, form, tabs, vary=True),
-        detail.public_id,
-        remix_outputs,
-        queue=False,
-        api_visibility="private",
-    ).then(fn=None, js="() => document.querySelector('#generate')?.click()")
-    if detail.is_public is not None and detail.delete is not None:
-        detail.is_public.input(
-            _visibility_handler(services),
-            [detail.public_id, detail.is_public],
-            detail.info,
-            queue=False,
-            api_name="set_public",
-        )
-        detail.delete.click(
-            _delete_handler(services),
-            detail.public_id,
-            [detail.group, detail.public_id],
-            queue=False,
-            api_name="delete",
-            js="(public_id) => confirm('Delete this mascot for good? Its image and likes go too.') ? public_id : null",
-        ).then(**show_page, api_visibility="private")
-
-
-def detail_values(detail: DetailPanel, entry: Any, http_request: gr.Request | None) -> dict:
-    values: dict[Any, Any] = {
-        detail.group: gr.update(visible=True),
-        detail.public_id: entry.public_id,
-        detail.image: str(entry.path),
-        detail.info: describe(entry),
-        detail.share_link: share_url(http_request, entry.public_id),
-        detail.download: gr.update(value=str(entry.path)),
-        detail.like: like_label(entry.liked_by_viewer, entry.like_count),
-        detail.summary: summary(entry),
-        detail.sticker: gr.DownloadButton(visible=False),  # another mascot's sticker must not linger
-    }
-    if detail.is_public is not None:
-        values[detail.is_public] = entry.is_public
-    return values
-
-
-def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., dict]:
-    def mascot(public_id: str, http_request: gr.Request | None = None) -> dict:
-        """One mascot by its share id: the image, its prompt and parameters, likes and its share link."""
-        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
-        if entry is None:
-            raise gr.Error(GONE, print_exception=False)
-        return detail_values(detail, entry, http_request)
-
-    return mascot
-
-
-def _select_handler(show: Callable[..., dict]) -> Callable[..., dict]:
-    def select(mascots: list[dict], event: gr.SelectData, http_request: gr.Request | None = None) -> dict:
-        if not isinstance(event.index, int) or not 0 <= event.index < len(mascots or []):
-            raise gr.Error("That mascot is no longer on this page. Press Refresh.", print_exception=False)
-        return show(mascots[event.index]["public_id"], http_request)
-
-    return select
-
-
-def _sticker_handler(services: PageServices) -> Callable[..., Any]:
-    def sticker(public_id: str, http_request: gr.Request | None = None) -> Any:
-        """The mascot cut out of its background as a transparent PNG (best on plain backgrounds, like stickers)."""
-        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
-        if entry is None:
-            raise gr.Error(GONE, print_exception=False)
-        with Image.open(entry.path) as picture:
-            cut_out = transparent_sticker(picture)
-        folder = Path(get_upload_folder()) / "stickers"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"mascot-{uuid.uuid4().hex}-sticker.png"
-        save_png(cut_out, path, read_parameters(entry.path))
-        return gr.DownloadButton(value=str(path), visible=True)
-
-    return sticker
-
-
-def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[str, Any]]]:
-    def like(public_id: str, http_request: gr.Request | None = None) -> tuple[str, str, dict[str, Any]]:
-        """Like a mascot, or take the like back: one per browser. Returns its details with the new count."""
-        viewer = owner(services, http_request)
-        state = services.store.toggle_like(viewer, str(public_id or ""))
-        entry = services.store.mascot(str(public_id or ""), viewer) if state is not None else None
-        if state is None or entry is None:
-            raise gr.Error(GONE, print_exception=False)
-        return like_label(state.liked, state.like_count), describe(entry), summary(entry)
-
-    return like
-
-
-def _visibility_handler(services: PageServices) -> Callable[..., str]:
-    def set_public(public_id: str, is_public: bool, http_request: gr.Request | None = None) -> Any:
-        """Show one of your mascots in the public gallery, or hide it."""
-        if not services.store.set_public(owner(services, http_request), str(public_id or ""), bool(is_public)):
-            raise gr.Error("Only the browser that made a mascot can change who sees it.", print_exception=False)
-        gr.Info("Shown in the public gallery." if is_public else "Hidden: only this browser sees it now.")
-        return gr.skip()
-
-    return set_public
-
-
-def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
-    def delete(public_id: str | None, http_request: gr.Request | None = None) -> tuple[Any, str]:
-        """Delete one of your mascots: its image, its likes, everywhere."""
-        if not public_id:  # the person said no to "Delete for good?"
-            return gr.skip(), gr.skip()
-        if not services.store.delete_mascot(owner(services, http_request), str(public_id)):
-            raise gr.Error("Only the browser that made a mascot can delete it.", print_exception=False)
-        gr.Info("Deleted.")
-        return gr.update(visible=False), ""
-
-    return delete
-
-
-def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool) -> Callable[..., dict]:
-    def remix(public_id: str, http_request: gr.Request | None = None) -> dict:
-        """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself
-        as the picture to mix in, with new seeds)."""
-        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
-        if entry is None:
-            raise gr.Error(GONE, print_exception=False)
-        values: dict[Any, Any] = {component: getattr(entry, name) for name, component in form.generation_inputs.items()}
-        values[form.generation_inputs["num_images_per_prompt"]] = 1  # the seed belongs to this one image
-        values[form.randomize_seed] = False
-        values[form.size] = dimensions_to_size(entry.width, entry.height)
-        logo_path = services.logos.path(entry.logo) if services.logos is not None and entry.logo else None
-        values[form.logo_image] = str(logo_path) if logo_path else None
-        values[form.logo_panel] = gr.Accordion(open=logo_path is not None)
-        if vary and services.logos is not None:
-            values.update(variation_values(services, form, entry))
-        values[tabs] = gr.Tabs(selected="create")
-        return values
-
-    return remix
-
-
-VARIATION_WEIGHT = 0.5  # half the mascot's own look: close to it, but visibly new
-VARIATIONS = 2
-
-
-def variation_values(services: PageServices, form: CreateForm, entry: Any) -> dict[Any, Any]:
-    """The form set to vary `entry`: the mascot itself as the picture to mix in, new seeds, a couple of tries."""
-    assert services.logos is not None
-    inputs = form.generation_inputs
-    picture_id = services.logos.save(entry.path)
-    return {
-        inputs["logo"]: picture_id,
-        inputs["logo_weight"]: VARIATION_WEIGHT,
-        inputs["num_images_per_prompt"]: VARIATIONS,
-        form.randomize_seed: True,
-        form.logo_image: str(services.logos.path(picture_id)),
-        form.logo_panel: gr.Accordion(open=True),
-    }
-
-
-def describe(entry: Any) -> str:
-    """The prompt and every parameter, for people."""
-    lines = [f"**{plain(entry.prompt)}**"]
-    if entry.negative_prompt:
-        lines.append(f"Avoid: {plain(entry.negative_prompt)}")
-    lines.append(
-        f"Seed {entry.seed} · {entry.width} × {entry.height} · {entry.num_inference_steps} steps, "
-        f"guidance {entry.guidance_scale:g} · prior {entry.prior_num_inference_steps} steps, "
-        f"guidance {entry.prior_guidance_scale:g}"
-    )
-    looks = [f"Style {plain(entry.style)}" if entry.style else "", f"brand {plain(entry.brand)}" if entry.brand else ""]
-    if entry.logo:
-        looks.append(f"a picture (your logo, or a mascot to vary) mixed in at {entry.logo_weight:g}")
-    if entry.adapter_name:
-        looks.append(f"style adapter {plain(entry.adapter_name)} at strength {entry.lora_scale:g}")
-    if any(looks):
-        lines.append(" · ".join(look for look in looks if look))
-    visibility = "public" if entry.is_public else "private (only this browser sees it)"
-    lines.append(f"{plural(entry.like_count, 'like')} · {visibility} · made {entry.created_at:%Y-%m-%d %H:%M} UTC")
-    return "\n\n".join(lines)
-
-
-def like_label(liked: bool, like_count: int) -> str:
-    return f"{'♥ Liked' if liked else '♡ Like'} · {like_count}"
-
-
-def share_url(http_request: gr.Request | None, public_id: str) -> str:
-    """The page's own address with ?mascot=<id>: opens that mascot for anyone, also a first-time visitor."""
-    headers = getattr(http_request, "headers", None) or {}
-    host = headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1:7860"
-    scheme = headers.get("x-forwarded-proto") or getattr(getattr(http_request, "url", None), "scheme", "http")
-    return f"{scheme}://{host}/?mascot={public_id}"

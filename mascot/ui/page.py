@@ -7,9 +7,10 @@ from typing import Any
 
 import gradio as gr
 
-from mascot.ui.browse import BrowseTab, build_browse_tab, detail_values
+from mascot.ui.browse import BrowseTab, build_browse_tab
 from mascot.ui.common import PageServices, owner
 from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
+from mascot.ui.detail import detail_values
 from mascot.worker import GenerationWorker, ModelState
 
 __all__ = ["PageServices", "build_demo", "model_banner"]
