@@ -60,6 +60,7 @@ class App:
             "allowed_paths": [str(self.settings.images_dir.resolve())],
             "app_kwargs": {"middleware": [Middleware(IdentityCookieMiddleware, identity=self.identity)]},
             "css_paths": [ASSETS / "style.css"],
+            "favicon_path": str(ASSETS / "favicon.png"),
             "theme": gr.themes.Soft(primary_hue="orange"),
             "ssr_mode": False,  # server-side rendering would bypass the cookie middleware on Spaces
             "run_history": False,  # the app keeps its own history

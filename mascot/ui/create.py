@@ -85,7 +85,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
 
 def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown]:
     prompt = gr.Textbox(
-        label="Your idea", placeholder="a cheerful otter barista, sticker style", max_lines=4, autofocus=True
+        label="Your idea", placeholder="a cheerful otter barista holding a coffee cup", max_lines=4, autofocus=True
     )
     presets = services.presets
     with gr.Row():

@@ -21,6 +21,11 @@ QUEUE_BANNER_SECONDS = 5.0
 def build_demo(services: PageServices) -> gr.Blocks:
     """The whole page. Component variables carry the names of the parameters they feed."""
     with gr.Blocks(title="Mascot Generator") as demo:
+        gr.Markdown(
+            "# Mascot Generator\nType an idea, pick a style, maybe mix in your logo: get mascots to download, "
+            "share and vote on.",
+            elem_id="header",
+        )
         banner = gr.Markdown(model_banner(services.worker), elem_id="model-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
