@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         prepare=presets.apply,
         load_logo=logos.open,
         max_queued=settings.queue_max_size,
+        max_per_client=settings.max_queued_per_client,
     )
     services = PageServices(
         worker=worker,
@@ -106,6 +107,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         presets=presets,
         logos=logos,
         daily_quota=settings.daily_quota,
+        trusted_proxies=settings.trusted_proxies,
         clock=clock,
     )
     demo = build_demo(services)

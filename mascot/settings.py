@@ -29,6 +29,8 @@ class Settings:
     server_port: int = 7860
     share: bool = False
     queue_max_size: int = 64
+    max_queued_per_client: int = 8  # jobs one network address may have waiting or running (0: no cap)
+    trusted_proxies: int = 0  # proxies in front of the app whose X-Forwarded-For we believe (1 on a Space)
     daily_quota: int = 10  # mascots (images) per browser per UTC day
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
@@ -91,6 +93,8 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         server_port=int(str(pick(flags.port, "GRADIO_SERVER_PORT", defaults.server_port))),
         share=bool(flags.share) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
         queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
+        max_queued_per_client=int(env.get("MASCOT_MAX_QUEUED_PER_CLIENT") or defaults.max_queued_per_client),
+        trusted_proxies=int(env.get("MASCOT_TRUSTED_PROXIES") or defaults.trusted_proxies),
         daily_quota=int(str(pick(flags.daily_quota, "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
         lora=tuple(flags.lora or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),

@@ -74,10 +74,13 @@ class JobSnapshot:
 class Job:
     """One request of one browser, from the queue to the store. Thread-safe; handlers only read it."""
 
-    def __init__(self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None) -> None:
+    def __init__(
+        self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None, client: str = ""
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.request = request
         self.owner_hash = owner_hash
+        self.client = client  # the network address it came from: new cookies are free, addresses are not
         self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
         self.submitted_at = time.monotonic()
         self.cancel_requested = threading.Event()
@@ -122,7 +125,9 @@ class GenerationWorker:
         prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,
         load_logo: Callable[[str], Image.Image] | None = None,
         max_queued: int = 64,
+        max_per_client: int = 0,
     ) -> None:
+        self._max_per_client = max_per_client  # jobs one network address may have waiting or running; 0: no cap
         self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
         self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
         self._load_generator = load_generator
@@ -165,19 +170,19 @@ class GenerationWorker:
             return self._status
 
     # ---- the queue ---------------------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None) -> Job:
+    def submit(self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None, client: str = "") -> Job:
         """Queue a job; refused with a sentence while the model loads, when full, or when this browser has one."""
         with self._lock:
-            self.check_can_submit(owner_hash)
-            job = Job(request, owner_hash, claim_id)
+            self.check_can_submit(owner_hash, client)
+            job = Job(request, owner_hash, claim_id, client)
             job.update(jobs_ahead=len(self._pending) + (1 if self._running_job() else 0))
             self._pending.append(job)
             self._active[owner_hash] = job
             self._lock.notify_all()
             return job
 
-    def check_can_submit(self, owner_hash: str) -> None:
-        """Raise SubmitRefused if a new job from this browser would be refused now (costs nothing)."""
+    def check_can_submit(self, owner_hash: str, client: str = "") -> None:
+        """Raise SubmitRefused if a new job from this browser (at this address) would be refused now."""
         with self._lock:
             if self._stopping:
                 raise SubmitRefused("The server is shutting down; try again in a minute.")
@@ -189,6 +194,13 @@ class GenerationWorker:
                 raise SubmitRefused("You already have a mascot in the works: wait for it to finish or cancel it.")
             if len(self._pending) >= self._max_queued:
                 raise SubmitRefused("The queue is full right now. Please try again in a minute.")
+            if client and self._max_per_client and self._jobs_from(client) >= self._max_per_client:
+                raise SubmitRefused(
+                    "Several mascots from your network are already waiting. Try again when one of them is done."
+                )
+
+    def _jobs_from(self, client: str) -> int:
+        return sum(1 for job in self._active.values() if job.client == client)
 
     def active_job(self, owner_hash: str) -> Job | None:
         with self._lock:

@@ -23,8 +23,11 @@ def test_environment_sets_values():
             "GRADIO_SERVER_NAME": "0.0.0.0",
             "GRADIO_SERVER_PORT": "7999",
             "MASCOT_SECRET": "s3cret",
+            "MASCOT_MAX_QUEUED_PER_CLIENT": "3",
+            "MASCOT_TRUSTED_PROXIES": "1",
         },
     )
+    assert (settings.max_queued_per_client, settings.trusted_proxies) == (3, 1)
     assert settings.model == "tiny"
     assert settings.data_dir == Path("/tmp/mascots")
     assert settings.resolved_database_url == "postgresql://u@localhost/m"

@@ -36,6 +36,7 @@ class PageServices:
     presets: Presets = field(default_factory=lambda: Presets({}, {}))
     logos: LogoLibrary | None = None  # where uploaded logos are kept; None: no logo mixing
     daily_quota: int = 10
+    trusted_proxies: int = 0  # see mascot.clients
     clock: Clock = utc_now  # tests move it across a day boundary
 
 

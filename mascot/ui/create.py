@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from mascot.clients import client_address
 from mascot.quota import over_quota_message
 from mascot.request import MAX_SEED, GenerationRequest, InvalidRequest
 from mascot.ui.common import DEFAULTS, PageServices, owner, plural, range_info
@@ -259,7 +260,7 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
             owner_hash = services.owner_of(http_request)
             if owner_hash is not None:
                 _check_quota(services, owner_hash, request.num_images_per_prompt)
-                services.worker.check_can_submit(owner_hash)
+                services.worker.check_can_submit(owner_hash, client_address(http_request, services.trusted_proxies))
         except InvalidRequest as error:
             return _validation(names, error.parameter, error.message)
         except SubmitRefused as error:
@@ -348,7 +349,8 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         arguments = locals()  # the parameters, named as in diffusers: see request_from
         try:
             request = request_from(services, arguments)
-            job = submit(services, request, owner(services, http_request))
+            client = client_address(http_request, services.trusted_proxies)
+            job = submit(services, request, owner(services, http_request), client)
         except (InvalidRequest, SubmitRefused) as error:
             raise gr.Error(str(error), print_exception=False) from None
         yield from relay_job(job, progress)
@@ -356,13 +358,13 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
     return generate
 
 
-def submit(services: PageServices, request: GenerationRequest, owner_hash: str) -> Job:
+def submit(services: PageServices, request: GenerationRequest, owner_hash: str, client: str = "") -> Job:
     """Claim the browser's one job slot and its quota in the database (so it holds across replicas), then queue."""
     claim = services.store.claim_job(owner_hash, request.num_images_per_prompt, services.daily_quota, services.clock())
     if not claim.claimed:
         raise SubmitRefused(claim.message)
     try:
-        return services.worker.submit(request, owner_hash, claim.claim_id)
+        return services.worker.submit(request, owner_hash, claim.claim_id, client)
     except SubmitRefused:
         services.store.release_job(owner_hash, claim.claim_id)
         raise
