@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import gradio as gr
 
+from mascot.entries import MAX_PAGE, MascotPage
 from mascot.ui.common import PageServices, owner, plural
 from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
@@ -107,9 +108,10 @@ def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def my_mascots(page: float | None = 1, http_request: gr.Request | None = None) -> tuple[Any, ...]:
         """This browser's mascots, newest first, a page of thumbnails with their prompts as captions."""
         owner_hash = owner(services, http_request)
-        page_number = clamp_page(page, services.store.count_history(owner_hash))
-        result = services.store.history_page(owner_hash, page=page_number, per_page=PER_PAGE)
-        return _page_outputs(result.items, page_number, result.total, PER_PAGE)
+        result = listed_page(
+            lambda number: services.store.history_page(owner_hash, page=number, per_page=PER_PAGE), page
+        )
+        return _page_outputs(result.items, result.page, result.total, PER_PAGE)
 
     return my_mascots
 
@@ -121,18 +123,26 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
         """Everyone's public mascots, newest or most liked first, a page of thumbnails."""
         viewer = owner(services, http_request)
         order = SORTS.get(sort, "newest")
-        page_number = clamp_page(page, services.store.count_gallery())
-        result = services.store.gallery(viewer, page=page_number, per_page=PER_PAGE, sort=order)
-        return _page_outputs(result.items, page_number, result.total, PER_PAGE)
+        result = listed_page(
+            lambda number: services.store.gallery(viewer, page=number, per_page=PER_PAGE, sort=order), page
+        )
+        return _page_outputs(result.items, result.page, result.total, PER_PAGE)
 
     return gallery
 
 
-def clamp_page(page: float | None, total: int) -> int:
-    """A page number that exists: 1 for nonsense, the last page when past the end."""
-    last = max(1, -(-total // PER_PAGE))
+def listed_page(fetch: Callable[[int], MascotPage], page: float | None) -> MascotPage:
+    """The page asked for, or the last one when it is past the end: one query and one count in the usual case
+    (the total comes with the page, so it is not counted first)."""
+    result = fetch(requested_page(page))
+    last = max(1, -(-result.total // PER_PAGE))
+    return result if result.page <= last else fetch(last)
+
+
+def requested_page(page: float | None) -> int:
+    """A page number the store accepts: 1 for nonsense, at most MAX_PAGE."""
     try:
         number = int(page or 1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = 1
-    return min(max(1, number), last)
+    return min(max(1, number), MAX_PAGE)
