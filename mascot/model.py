@@ -261,6 +261,11 @@ def truncate_prompt(tokenizer: Any, text: str) -> PromptUse:
     return PromptUse(used=text[:end].rstrip(), cut=text[end:].strip())
 
 
+def adapter_names(adapters: Sequence[AdapterSpec]) -> tuple[str, ...]:
+    """Each adapter name once, in loading order (a decoder and a prior adapter may share one)."""
+    return tuple(dict.fromkeys(spec.name for spec in adapters))
+
+
 def mix_embeddings(image_embeds: torch.Tensor, logo_embed: torch.Tensor, logo_weight: float) -> torch.Tensor:
     """Each image's embedding moved toward the logo's: (1 - w) * image + w * logo."""
     return (1 - logo_weight) * image_embeds + logo_weight * logo_embed.to(image_embeds.dtype)
@@ -345,7 +350,7 @@ class KandinskyGenerator:
             is_preview_model=source.is_preview_model,
             device=device,
             reason=source.reason,
-            adapters=tuple(dict.fromkeys(spec.name for spec in adapters)),
+            adapters=adapter_names(adapters),
         )
         say(f"{source.name} is ready on {device}.")
         return cls(prior, decoder, info, preview_every=preview_every, adapters=adapters)
@@ -353,7 +358,7 @@ class KandinskyGenerator:
     @property
     def adapter_names(self) -> tuple[str, ...]:
         """The names of the loaded LoRA adapters (a name may stand for a decoder and a prior adapter together)."""
-        return tuple(dict.fromkeys(spec.name for spec in self.adapters))
+        return adapter_names(self.adapters)
 
     def select_adapter(self, name: str | None, scale: float = 1.0) -> None:
         """Use LoRA adapter `name` at `scale` for the next generations, in the decoder, the prior or both (wherever an
