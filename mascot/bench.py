@@ -5,6 +5,9 @@
 
 Random weights time the same as the real ones, so no download is needed. Each case runs `--warmup` times, then
 `--runs` times; the report gives median seconds, the ratio ours / plain diffusers, and the peak GPU memory of each.
+
+Three cases per size: one image; four images in one request; four visitors asking for one image each at the same
+time, which plain diffusers serves one after the other and the app's queue serves in one shared run.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
-from mascot.generator import ModelInfo
+from mascot.generator import BatchItem, ModelInfo
 from mascot.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.request import GenerationRequest
 from mascot.tiny import build_tiny_model, write_tokenizer_files
@@ -31,8 +34,10 @@ CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "kandinsky-2-2-con
 
 @dataclass(frozen=True)
 class Case:
+    """What is timed: the requests that arrive together (several = several visitors at once)."""
+
     name: str
-    request: GenerationRequest
+    requests: tuple[GenerationRequest, ...]
 
 
 @dataclass(frozen=True)
@@ -55,29 +60,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+VISITOR_PROMPTS = (
+    "a cheerful otter barista mascot, sticker style",
+    "a friendly robot mascot for a bakery, flat vector",
+    "a fox mascot holding a coffee cup, kawaii 3D",
+    "a penguin mascot for a ski school, plush toy",
+)
+
+
 def cases(args: argparse.Namespace) -> list[Case]:
     """The UI's defaults on a GPU (50 + 25 steps, with a negative prompt); small and quick on the tiny model."""
     full = args.size == "full"
     sizes = args.resolutions or ([512, 768, 1024] if full else [256, 512])
     steps = args.num_inference_steps or (50 if full else 4)
     prior_steps = args.prior_num_inference_steps or (25 if full else 4)
-    return [
-        Case(
-            f"{size}² {steps}+{prior_steps} steps",
-            GenerationRequest.from_user(
-                prompt="a cheerful otter barista mascot, sticker style",
+    result = []
+    for size in sizes:
+
+        def request(prompt: str, seed: int, num_images_per_prompt: int = 1, size: int = size) -> GenerationRequest:
+            return GenerationRequest.from_user(
+                prompt=prompt,
                 negative_prompt="text, watermark",
-                seed=7,
+                seed=seed,
                 width=size,
                 height=size,
                 num_inference_steps=steps,
                 prior_num_inference_steps=prior_steps,
                 guidance_scale=4.0,
                 prior_guidance_scale=1.0,
+                num_images_per_prompt=num_images_per_prompt,
+            )
+
+        label = f"{size}² {steps}+{prior_steps} steps"
+        result += [
+            Case(f"{label}, 1 image", (request(VISITOR_PROMPTS[0], 7),)),
+            Case(f"{label}, 4 images in one request", (request(VISITOR_PROMPTS[0], 7, 4),)),
+            Case(
+                f"{label}, 4 visitors at once",
+                tuple(request(prompt, 7 + index) for index, prompt in enumerate(VISITOR_PROMPTS)),
             ),
-        )
-        for size in sizes
-    ]
+        ]
+    return result
 
 
 def build_pipelines(size: str, folder: Path, device: str) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
@@ -156,24 +179,26 @@ def plain_diffusers(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipel
     combined.set_progress_bar_config(disable=True)
 
     def run(case: Case) -> None:
-        request = case.request
-        combined(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            width=request.width,
-            height=request.height,
-            num_inference_steps=request.num_inference_steps,
-            guidance_scale=request.guidance_scale,
-            prior_num_inference_steps=request.prior_num_inference_steps,
-            prior_guidance_scale=request.prior_guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(request.seed),
-        )
+        for request in case.requests:  # one call per visitor, one after the other
+            combined(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                width=request.width,
+                height=request.height,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                prior_num_inference_steps=request.prior_num_inference_steps,
+                prior_guidance_scale=request.prior_guidance_scale,
+                num_images_per_prompt=request.num_images_per_prompt,
+                generator=torch.Generator("cpu").manual_seed(request.seed),
+            )
 
     return run
 
 
 def ours(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device: str) -> Callable[[Case], None]:
-    """The app's generator on the same modules: its prior pipeline computes the zero-image embedding once."""
+    """The app's generator on the same modules: its prior pipeline computes the zero-image embedding once, and
+    requests that arrive together share one run, as the worker runs them."""
     info = ModelInfo(name="benchmark", is_preview_model=False, device=device)
     caching_prior = ZeroEmbedCachingPriorPipeline(**prior.components)
     caching_prior.set_progress_bar_config(disable=True)
@@ -182,7 +207,10 @@ def ours(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device
         caching_prior.get_zero_embed()  # as KandinskyGenerator.load does once at start
 
     def run(case: Case) -> None:
-        generator.generate(case.request)
+        if len(case.requests) == 1:
+            generator.generate(case.requests[0])
+        else:
+            generator.generate_batch([BatchItem(request) for request in case.requests])
 
     return run
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -62,6 +62,34 @@ class ModelInfo:
 StepCallback = Callable[[StepUpdate], None]
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One request's part in a shared run: the request, where its progress goes, and the logo `request.logo` names."""
+
+    request: GenerationRequest
+    on_step: StepCallback | None = None
+    logo: Image.Image | None = None
+
+
+BatchKey = tuple[int, int, int, float, str, float]
+
+
+def batch_key(request: GenerationRequest) -> BatchKey:
+    """Requests with equal keys may share one decoder run: the same size, steps, guidance and LoRA adapter.
+
+    Prompts, seeds, negative prompts, logos and the prior's settings may all differ: each image keeps its own.
+    """
+    adapter_scale = request.lora_scale if request.adapter_name else 0.0
+    return (
+        request.width,
+        request.height,
+        request.num_inference_steps,
+        request.guidance_scale,
+        request.adapter_name,
+        adapter_scale,
+    )
+
+
 class Generator(Protocol):
     """Anything that turns a request into images. The real one is `mascot.model.KandinskyGenerator`."""
 
@@ -71,4 +99,11 @@ class Generator(Protocol):
         self, request: GenerationRequest, on_step: StepCallback | None = None, logo: Image.Image | None = None
     ) -> GeneratedImages:
         """Run the request (`logo` is the image `request.logo` names); `on_step` may raise GenerationCancelled."""
+        ...
+
+    def generate_batch(self, items: Sequence[BatchItem]) -> list[GeneratedImages | None]:
+        """Run requests with one `batch_key` together; item i's result is `None` when its `on_step` cancelled it.
+
+        Cancelling one item does not stop the others. Any other failure raises and concerns every item.
+        """
         ...

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,17 @@ from mascot.adapters import (
     set_adapter_scale,
 )
 from mascot.download import local_copy
-from mascot.generator import GeneratedImages, ModelInfo, PromptUse, StepCallback, StepUpdate
+from mascot.generator import (
+    BatchItem,
+    GeneratedImages,
+    GenerationCancelled,
+    ModelInfo,
+    PromptUse,
+    Stage,
+    StepCallback,
+    StepUpdate,
+    batch_key,
+)
 from mascot.request import MAX_SEED, GenerationRequest
 from mascot.settings import Settings
 from mascot.tiny import ensure_tiny_model
@@ -279,21 +289,20 @@ def seeds_for(request: GenerationRequest) -> list[int]:
 PREVIEW_MAX_LATENT_SIDE = 48  # a 384-pixel preview: enough to see it coming, a quarter of the decode at 768²
 
 
-def latents_to_pil(
+def latents_to_pil_images(
     decoder: KandinskyV22Pipeline, latents: torch.Tensor, max_latent_side: int | None = None
-) -> Image.Image:
-    """The first image of `latents` decoded by MoVQ, post-processed like the pipeline's own output.
+) -> list[Image.Image]:
+    """`latents` decoded by MoVQ in one call, post-processed like the pipeline's own output.
 
     With `max_latent_side`, larger latents are shrunk first: a rough preview costs a fraction of a full decode
     (the MoVQ decode dominates a preview, and on a CPU it costs more than the denoising steps it shows).
     """
-    latents = latents[:1]
     if max_latent_side is not None and max(latents.shape[-2:]) > max_latent_side:
         scale = max_latent_side / max(latents.shape[-2:])
         latents = torch.nn.functional.interpolate(latents, scale_factor=scale, mode="bilinear", antialias=True)
     pixels = decoder.movq.decode(latents, force_not_quantize=True).sample
     pixels = (pixels * 0.5 + 0.5).clamp(0, 1)
-    return decoder.numpy_to_pil(pixels.cpu().permute(0, 2, 3, 1).float().numpy())[0]
+    return decoder.numpy_to_pil(pixels.cpu().permute(0, 2, 3, 1).float().numpy())
 
 
 class KandinskyGenerator:
@@ -377,37 +386,36 @@ class KandinskyGenerator:
     def generate(
         self, request: GenerationRequest, on_step: StepCallback | None = None, logo: Image.Image | None = None
     ) -> GeneratedImages:
-        """Run the prior once per image, then the decoder on all images at once; `on_step` may cancel.
+        """One request: its images' embeddings from one prior call, then all of its images in one decoder call.
 
         With a `logo`, each image's embedding is mixed with the logo's CLIP image embedding, weighted by
         `request.logo_weight`: what diffusers' `prior.interpolate` does with weights (1 - w, w), without its extra
-        prior run for a negative embedding we already have.
+        prior run for a negative embedding we already have. `on_step` may raise GenerationCancelled to stop.
         """
+        (result,) = self.generate_batch([BatchItem(request, on_step, logo)])
+        if result is None:
+            raise GenerationCancelled
+        return result
+
+    def generate_batch(self, items: Sequence[BatchItem]) -> list[GeneratedImages | None]:
+        """Several requests with one `batch_key` in one decoder run (image i of each still starts from its own seed's
+        noise, so it matches the request run alone); the prior runs once per group of equal prior settings.
+
+        A step callback that raises GenerationCancelled drops its own item (result `None`); the run stops early only
+        when every item has been cancelled.
+        """
+        if len({batch_key(item.request) for item in items}) > 1:
+            raise ValueError("generate_batch needs requests with the same batch_key (size, steps, guidance, LoRA).")
+        plans = [_plan(self.prior.tokenizer, item) for item in items]
         with self._lock, torch.inference_mode():
-            self._use_adapter(request.adapter_name or None, request.lora_scale)
-            prompt = truncate_prompt(self.prior.tokenizer, request.prompt)
-            negative_prompt = truncate_prompt(self.prior.tokenizer, request.negative_prompt)
-            seeds = seeds_for(request)
-            # CPU generators: the same seed gives the same noise on any device.
-            generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
-            started = time.perf_counter()
-            image_embeds, negative_image_embeds = self._run_prior(
-                request, prompt.used, negative_prompt.used, generators, on_step
-            )
-            if logo is not None:
-                image_embeds = mix_embeddings(image_embeds, self.image_embedding(logo), request.logo_weight)
-            self._synchronize()
-            prior_done = time.perf_counter()
-            images = self._run_decoder(request, image_embeds, negative_image_embeds, generators, on_step)
-            finished = time.perf_counter()
-        return GeneratedImages(
-            images=images,
-            seeds=seeds,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            prior_seconds=prior_done - started,
-            decoder_seconds=finished - prior_done,
-        )
+            first = items[0].request
+            self._use_adapter(first.adapter_name or None, first.lora_scale)
+            for group in _prior_groups(plans):
+                self._run_prior(group)
+            live = [plan for plan in plans if not plan.cancelled]
+            if live:
+                self._run_decoder(live)
+        return [plan.result() for plan in plans]
 
     def image_embedding(self, image: Image.Image) -> torch.Tensor:
         """The CLIP image embedding of `image` (the prior's image encoder), shape [1, D]."""
@@ -415,82 +423,92 @@ class KandinskyGenerator:
         pixels = self.prior.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values
         return encoder(pixels.to(device=encoder.device, dtype=encoder.dtype))["image_embeds"]
 
-    def _run_prior(
-        self,
-        request: GenerationRequest,
-        prompt: str,
-        negative_prompt: str,
-        generators: list[torch.Generator],
-        on_step: StepCallback | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each image's embedding and negative embedding, one prior call per image.
+    def _run_prior(self, group: list[_Plan]) -> None:
+        """The embeddings of every image of `group` (equal prior settings) from one prior call, logos mixed in.
 
-        One call per image keeps image i independent of the batch; it is also the only way to give each image its
-        own generator with a negative prompt (the prior doubles its batch for it, and a generator list then fails).
+        Each image has its own generator. With a negative prompt the prior also denoises the negative's rows
+        (prompts first, then negatives): image i's generator is listed for both of its rows, so it draws its prompt
+        row's noise and then its negative row's, in the order a call for that image alone draws them.
         """
-        steps = request.prior_num_inference_steps
-        image_embeds, negative_image_embeds = [], []
-        for index, generator in enumerate(generators):
+        request = group[0].item.request
+        prompts = [plan.prompt.used for plan in group for _ in plan.seeds]
+        negatives = [plan.negative_prompt.used for plan in group for _ in plan.seeds]
+        generators = [generator for plan in group for generator in plan.generators]
+        with_negative = bool(group[0].negative_prompt.used)
+        started = time.perf_counter()
+        try:
             output = self.prior(
-                prompt=prompt,
-                negative_prompt=negative_prompt or None,
+                prompt=prompts,
+                negative_prompt=negatives if with_negative else None,
                 num_images_per_prompt=1,
-                num_inference_steps=steps,
-                generator=generator,
+                num_inference_steps=request.prior_num_inference_steps,
+                generator=generators + generators if with_negative else generators,
                 guidance_scale=request.prior_guidance_scale,
-                callback_on_step_end=_prior_callback(on_step, index * steps, steps * len(generators)),
+                callback_on_step_end=_progress_callback(group, "prior", request.prior_num_inference_steps),
             )
-            image_embeds.append(output.image_embeds)
-            negative_image_embeds.append(output.negative_image_embeds)
-        return torch.cat(image_embeds), torch.cat(negative_image_embeds)
+        except GenerationCancelled:  # everyone in this group cancelled; other groups go on
+            return
+        self._synchronize()
+        seconds = time.perf_counter() - started
+        offset = 0
+        for plan in group:
+            rows = slice(offset, offset + len(plan.seeds))
+            offset = rows.stop
+            image_embeds = output.image_embeds[rows]
+            if plan.item.logo is not None:
+                logo_embed = self.image_embedding(plan.item.logo)
+                image_embeds = mix_embeddings(image_embeds, logo_embed, plan.item.request.logo_weight)
+            plan.image_embeds, plan.negative_image_embeds = image_embeds, output.negative_image_embeds[rows]
+            plan.prior_seconds = seconds
 
-    def _run_decoder(
-        self,
-        request: GenerationRequest,
-        image_embeds: torch.Tensor,
-        negative_image_embeds: torch.Tensor,
-        generators: list[torch.Generator],
-        on_step: StepCallback | None,
-    ) -> list[Image.Image]:
-        """All images in one decoder call, image i starting from its own generator's noise."""
+    def _run_decoder(self, plans: list[_Plan]) -> None:
+        """All images of `plans` in one decoder call, each image starting from its own generator's noise."""
+        request = plans[0].item.request
         device, dtype = self.decoder.device, self.decoder.unet.dtype
         height, width = downscale_height_and_width(request.height, request.width, self.decoder.movq_scale_factor)
         shape = (1, self.decoder.unet.config.in_channels, height, width)
+        generators = [generator for plan in plans for generator in plan.generators]
         latents = torch.cat(
             [randn_tensor(shape, generator=generator, device=device, dtype=dtype) for generator in generators]
         )
-        output = self.decoder(
-            image_embeds=image_embeds.to(device, dtype),
-            negative_image_embeds=negative_image_embeds.to(device, dtype),
-            height=request.height,
-            width=request.width,
-            num_inference_steps=request.num_inference_steps,
-            guidance_scale=request.guidance_scale,
-            # One embedding per image is passed already; this also avoids the crash at guidance_scale <= 1 with
-            # num_images_per_prompt > 1 (diffusers issue #13596).
-            num_images_per_prompt=1,
-            generator=generators,
-            latents=latents,
-            output_type="pil",
-            callback_on_step_end=self._decoder_callback(on_step, request.num_inference_steps),
-        )
-        return [_exact_size(image, request.width, request.height) for image in output.images]
+        started = time.perf_counter()
+        try:
+            output = self.decoder(
+                image_embeds=torch.cat([plan.image_embeds for plan in plans]).to(device, dtype),
+                negative_image_embeds=torch.cat([plan.negative_image_embeds for plan in plans]).to(device, dtype),
+                height=request.height,
+                width=request.width,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                # One embedding per image is passed already; this also avoids the crash at guidance_scale <= 1 with
+                # num_images_per_prompt > 1 (diffusers issue #13596).
+                num_images_per_prompt=1,
+                generator=generators,
+                latents=latents,
+                output_type="pil",
+                callback_on_step_end=_progress_callback(
+                    plans, "decoder", request.num_inference_steps, self._previewer(request.num_inference_steps)
+                ),
+            )
+        except GenerationCancelled:  # every item cancelled
+            return
+        seconds = time.perf_counter() - started
+        images = [_exact_size(image, request.width, request.height) for image in output.images]
+        for plan in plans:
+            plan.images, images = images[: len(plan.seeds)], images[len(plan.seeds) :]
+            plan.decoder_seconds = seconds
 
-    def _decoder_callback(self, on_step: StepCallback | None, total: int) -> PipelineCallback | None:
-        """Report each decoder step, with a preview of the first image every `preview_every` steps (not the last)."""
-        if on_step is None:
+    def _previewer(self, total: int) -> Previewer | None:
+        """Every `preview_every` decoder steps (not the last), rough previews of chosen rows of the latents."""
+        if self.preview_every <= 0:
             return None
 
-        def callback(pipeline: Any, index: int, timestep: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-            step = index + 1
-            wants_preview = self.preview_every > 0 and step % self.preview_every == 0 and step < total
-            preview = (
-                latents_to_pil(self.decoder, tensors["latents"], PREVIEW_MAX_LATENT_SIDE) if wants_preview else None
-            )
-            on_step(StepUpdate("decoder", step, total, preview))
-            return {}
+        def previews(step: int, latents: torch.Tensor, rows: list[int]) -> list[Image.Image] | None:
+            if step % self.preview_every or step >= total:
+                return None
+            return latents_to_pil_images(self.decoder, latents[rows], PREVIEW_MAX_LATENT_SIDE)
 
-        return callback
+        return previews
 
     def _synchronize(self) -> None:
         """Wait for queued GPU work, so the prior's time is not counted as the decoder's."""
@@ -498,19 +516,100 @@ class KandinskyGenerator:
             torch.cuda.synchronize(self.decoder.device)
 
 
+@dataclass(eq=False)
+class _Plan:
+    """One request's part of a run: what its prompts became, its images' generators, and what it has got so far."""
+
+    item: BatchItem
+    prompt: PromptUse
+    negative_prompt: PromptUse
+    seeds: list[int]
+    generators: list[torch.Generator]
+    cancelled: bool = False
+    image_embeds: torch.Tensor | None = None
+    negative_image_embeds: torch.Tensor | None = None
+    images: list[Image.Image] = field(default_factory=list)
+    prior_seconds: float = 0.0
+    decoder_seconds: float = 0.0
+
+    def report(self, update: StepUpdate) -> None:
+        """Pass a step on to the request's callback; one that raises GenerationCancelled cancels this plan only."""
+        if self.cancelled or self.item.on_step is None:
+            return
+        try:
+            self.item.on_step(update)
+        except GenerationCancelled:
+            self.cancelled = True
+
+    def result(self) -> GeneratedImages | None:
+        """The finished images, or None when the request was cancelled."""
+        if self.cancelled or not self.images:
+            return None
+        return GeneratedImages(
+            images=self.images,
+            seeds=self.seeds,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            prior_seconds=self.prior_seconds,
+            decoder_seconds=self.decoder_seconds,
+        )
+
+
+def _plan(tokenizer: Any, item: BatchItem) -> _Plan:
+    """A request's prompts as the text encoder will see them, and one CPU generator per image (the same seed gives
+    the same noise on any device)."""
+    seeds = seeds_for(item.request)
+    return _Plan(
+        item=item,
+        prompt=truncate_prompt(tokenizer, item.request.prompt),
+        negative_prompt=truncate_prompt(tokenizer, item.request.negative_prompt),
+        seeds=seeds,
+        generators=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
+    )
+
+
+def _prior_groups(plans: list[_Plan]) -> list[list[_Plan]]:
+    """Plans that can share a prior call: equal prior steps and guidance, and all with or all without a negative
+    prompt (without one, the negative embedding is the zero image's rather than the prior's)."""
+    groups: dict[tuple[int, float, bool], list[_Plan]] = {}
+    for plan in plans:
+        request = plan.item.request
+        key = (request.prior_num_inference_steps, request.prior_guidance_scale, bool(plan.negative_prompt.used))
+        groups.setdefault(key, []).append(plan)
+    return list(groups.values())
+
+
 PipelineCallback = Callable[[Any, int, Any, dict[str, torch.Tensor]], dict[str, Any]]
+Previewer = Callable[[int, torch.Tensor, list[int]], "list[Image.Image] | None"]
 
 
-def _prior_callback(on_step: StepCallback | None, done_before: int, total: int) -> PipelineCallback | None:
-    """Report prior steps counted over all images' prior calls, so the step number only grows."""
-    if on_step is None:
-        return None
+def _progress_callback(
+    plans: list[_Plan], stage: Stage, total: int, previewer: Previewer | None = None
+) -> PipelineCallback:
+    """A pipeline's step callback that reports to every plan still wanted (with a preview of its first image when
+    `previewer` makes them), and stops the pipeline once none is."""
 
     def callback(pipeline: Any, index: int, timestep: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        on_step(StepUpdate("prior", done_before + index + 1, total))
+        step = index + 1
+        live = [plan for plan in plans if not plan.cancelled]
+        first_rows = _first_rows(plans)
+        previews = previewer(step, tensors["latents"], [first_rows[id(plan)] for plan in live]) if previewer else None
+        for position, plan in enumerate(live):
+            plan.report(StepUpdate(stage, step, total, previews[position] if previews else None))
+        if all(plan.cancelled for plan in plans):
+            raise GenerationCancelled
         return {}
 
     return callback
+
+
+def _first_rows(plans: list[_Plan]) -> dict[int, int]:
+    """The row of each plan's first image in the latents of a run over `plans` (keyed by id(plan))."""
+    rows, offset = {}, 0
+    for plan in plans:
+        rows[id(plan)] = offset
+        offset += len(plan.seeds)
+    return rows
 
 
 def _exact_size(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -11,10 +11,12 @@ def test_the_benchmark_times_ours_and_plain_diffusers_on_the_same_cases(capsys):
         ["--runs", "1", "--warmup", "0", "--resolutions", "256", "--num_inference_steps", "2",
          "--prior_num_inference_steps", "2"]
     )  # fmt: skip
-    assert [(m.case, m.runner) for m in measurements] == [("256² 2+2 steps", "plain"), ("256² 2+2 steps", "ours")]
+    names = ["256² 2+2 steps, 1 image", "256² 2+2 steps, 4 images in one request", "256² 2+2 steps, 4 visitors at once"]
+    expected = [(name, runner) for name in names for runner in ("plain", "ours")]
+    assert [(m.case, m.runner) for m in measurements] == expected
     assert all(m.median_s > 0 for m in measurements)
     printed = capsys.readouterr().out
-    assert "| 256² 2+2 steps |" in printed and "ours / plain" in printed
+    assert all(f"| {name} |" in printed for name in names) and "ours / plain" in printed
 
 
 @pytest.mark.gpu

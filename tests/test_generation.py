@@ -13,7 +13,7 @@ from mascot.generator import GenerationCancelled, StepUpdate
 from mascot.model import (
     PREVIEW_MAX_LATENT_SIDE,
     KandinskyGenerator,
-    latents_to_pil,
+    latents_to_pil_images,
     mix_embeddings,
     truncate_prompt,
 )
@@ -149,9 +149,9 @@ def test_on_step_reports_both_stages_in_order(tiny_generator):
 
     prior = [(update.step, update.total) for update in updates if update.stage == "prior"]
     decoder = [(update.step, update.total) for update in updates if update.stage == "decoder"]
-    assert prior == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 2 prior steps for each of 2 images
+    assert prior == [(1, 2), (2, 2)]  # one prior run makes both images' embeddings
     assert decoder == [(1, 3), (2, 3), (3, 3)]
-    assert [update.stage for update in updates] == ["prior"] * 4 + ["decoder"] * 3
+    assert [update.stage for update in updates] == ["prior"] * 2 + ["decoder"] * 3
     assert result.prior_seconds > 0 and result.decoder_seconds > 0
 
 
@@ -200,12 +200,12 @@ def test_the_zero_image_embedding_is_not_recomputed(tiny_generator):
 
 
 def test_previews_of_large_images_are_decoded_small_and_keep_the_aspect_ratio(tiny_generator):
-    latents = torch.randn(1, 4, 128, 96, generator=torch.Generator().manual_seed(0))
+    latents = torch.randn(2, 4, 128, 96, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        preview = latents_to_pil(tiny_generator.decoder, latents, PREVIEW_MAX_LATENT_SIDE)
-        full = latents_to_pil(tiny_generator.decoder, latents)
-    assert full.size == (768, 1024)
-    assert preview.size == (288, 384)
+        previews = latents_to_pil_images(tiny_generator.decoder, latents, PREVIEW_MAX_LATENT_SIDE)
+        full = latents_to_pil_images(tiny_generator.decoder, latents)
+    assert [image.size for image in full] == [(768, 1024)] * 2
+    assert [image.size for image in previews] == [(288, 384)] * 2
 
 
 def test_a_logo_moves_every_images_embedding_toward_the_logos_and_weight_zero_changes_nothing(tiny_generator):
