@@ -98,6 +98,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         load_logo=logos.open,
         max_queued=settings.queue_max_size,
         max_per_client=settings.max_queued_per_client,
+        max_batch_images=settings.max_batch_images,
     )
     services = PageServices(
         worker=worker,

@@ -29,6 +29,7 @@ class Settings:
     server_port: int = 7860
     share: bool = False
     queue_max_size: int = 64
+    max_batch_images: int = 4  # images one shared run of queued jobs may make (1: every job runs alone)
     max_queued_per_client: int = 8  # jobs one network address may have waiting or running (0: no cap)
     trusted_proxies: int = 0  # proxies in front of the app whose X-Forwarded-For we believe (1 on a Space)
     daily_quota: int = 10  # mascots (images) per browser per UTC day
@@ -93,6 +94,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         server_port=int(str(pick(flags.port, "GRADIO_SERVER_PORT", defaults.server_port))),
         share=bool(flags.share) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
         queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
+        max_batch_images=int(env.get("MASCOT_MAX_BATCH_IMAGES") or defaults.max_batch_images),
         max_queued_per_client=int(env.get("MASCOT_MAX_QUEUED_PER_CLIENT") or defaults.max_queued_per_client),
         trusted_proxies=int(env.get("MASCOT_TRUSTED_PROXIES") or defaults.trusted_proxies),
         daily_quota=int(str(pick(flags.daily_quota, "MASCOT_DAILY_QUOTA", defaults.daily_quota))),

@@ -1,8 +1,12 @@
-"""The GPU's one owner: loads the model in the background, runs queued jobs one at a time, and always stores results.
+"""The GPU's one owner: loads the model in the background, runs queued jobs, and always stores results.
 
 Gradio closes a streaming handler when its browser goes away, so no generation may live inside a handler: a handler
 submits a `Job` here and relays what it sees. The worker finishes every job it starts and hands the images to
 `on_finished` (the store), whether or not anyone is still watching.
+
+Queued jobs that ask for the same size, steps, guidance and LoRA share one run of the decoder (`batch_key`), up to
+`max_batch_images` images: on a GPU four images at once cost about as much as two one at a time, so a busy queue
+drains faster. Only jobs already waiting are combined; nobody waits for a batch to fill.
 """
 
 from __future__ import annotations
@@ -13,13 +17,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
 
-from mascot.generator import GeneratedImages, GenerationCancelled, Generator, ModelInfo, StepUpdate
+from mascot.generator import (
+    BatchItem,
+    GeneratedImages,
+    GenerationCancelled,
+    Generator,
+    ModelInfo,
+    StepUpdate,
+    batch_key,
+)
 from mascot.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -114,7 +126,8 @@ OnEnded = Callable[[Job], None]
 
 
 class GenerationWorker:
-    """Owns the generator: one thread loads it, then runs jobs in submission order."""
+    """Owns the generator: one thread loads it, then runs jobs in submission order, each together with the queued
+    jobs that can share its run."""
 
     def __init__(
         self,
@@ -126,7 +139,9 @@ class GenerationWorker:
         load_logo: Callable[[str], Image.Image] | None = None,
         max_queued: int = 64,
         max_per_client: int = 0,
+        max_batch_images: int = 4,
     ) -> None:
+        self._max_batch_images = max(1, max_batch_images)  # images one shared run may make (GPU memory)
         self._max_per_client = max_per_client  # jobs one network address may have waiting or running; 0: no cap
         self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
         self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
@@ -175,7 +190,7 @@ class GenerationWorker:
         with self._lock:
             self.check_can_submit(owner_hash, client)
             job = Job(request, owner_hash, claim_id, client)
-            job.update(jobs_ahead=len(self._pending) + (1 if self._running_job() else 0))
+            job.update(jobs_ahead=len(self._pending) + self._running_count())
             self._pending.append(job)
             self._active[owner_hash] = job
             self._lock.notify_all()
@@ -228,24 +243,26 @@ class GenerationWorker:
     @property
     def queue_length(self) -> int:
         with self._lock:
-            return len(self._pending) + (1 if self._running_job() else 0)
+            return len(self._pending) + self._running_count()
 
-    def _running_job(self) -> Job | None:
-        return next((job for job in self._active.values() if job.snapshot.state is JobState.RUNNING), None)
+    def _running_count(self) -> int:
+        return sum(1 for job in self._active.values() if job.snapshot.state is JobState.RUNNING)
 
     # ---- the worker thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
         if not self._load():
             return
         while True:
-            job = self._next_job()
-            if job is None:
+            jobs = self._next_batch()
+            if not jobs:
                 return
             try:
-                self._run_job(job)
+                self._run_batch(jobs)
             finally:
                 with self._lock:
-                    self._active.pop(job.owner_hash, None)
+                    for job in jobs:  # normally each has ended already; never leave a browser locked out
+                        if self._active.get(job.owner_hash) is job:
+                            del self._active[job.owner_hash]
                     self._announce_positions()
 
     def _load(self) -> bool:
@@ -267,28 +284,77 @@ class GenerationWorker:
             self._lock.notify_all()
         return True
 
-    def _next_job(self) -> Job | None:
+    def _next_batch(self) -> list[Job]:
+        """Wait for work and take the next batch (empty when stopping)."""
         with self._lock:
             while True:
                 if self._stopping:
-                    return None
+                    return []
                 if self._pending:
-                    job = self._pending.popleft()
-                    job.update(state=JobState.RUNNING, jobs_ahead=0)
+                    jobs = self._take_batch()
+                    for job in jobs:
+                        job.update(state=JobState.RUNNING, jobs_ahead=0)
                     self._announce_positions()
-                    return job
+                    return jobs
                 self._lock.wait()
 
+    def _take_batch(self) -> list[Job]:
+        """The oldest job, plus the queued jobs after it that can share its run while the images fit.
+
+        The oldest job always leads, so a job that fits no batch waits for no more runs than the jobs ahead of it.
+        Presets change only prompts, so the key of the request as submitted is the key of the request the model sees.
+        """
+        head = self._pending.popleft()
+        jobs, images, key = [head], head.request.num_images_per_prompt, batch_key(head.request)
+        for job in list(self._pending):
+            count = job.request.num_images_per_prompt
+            if images + count <= self._max_batch_images and batch_key(job.request) == key:
+                self._pending.remove(job)
+                jobs.append(job)
+                images += count
+        return jobs
+
     def _announce_positions(self) -> None:
-        """Tell each queued job how many jobs run before it (the running one counts)."""
-        running = 1 if self._running_job() else 0
+        """Tell each queued job how many jobs run before it (running ones count)."""
+        running = self._running_count()
         for position, job in enumerate(self._pending):
             if job.snapshot.jobs_ahead != position + running:
                 job.update(jobs_ahead=position + running)
 
-    def _run_job(self, job: Job) -> None:
+    def _run_batch(self, jobs: Sequence[Job]) -> None:
+        """Run `jobs` in one shared run and end each one: stored, cancelled or failed."""
         assert self._generator is not None
         generator = self._generator
+        items: list[BatchItem] = []
+        started: list[Job] = []
+        for job in jobs:
+            try:
+                items.append(self._batch_item(job))
+            except Exception as error:  # e.g. its logo file vanished: only this job fails
+                log.exception("preparing job %s failed", job.id)
+                self._end(job, state=JobState.FAILED, error=describe_failure(error))
+                continue
+            started.append(job)
+        if not started:
+            return
+        if len(started) > 1:
+            log.info("jobs %s share one run", ", ".join(job.id for job in started))
+        try:
+            results = generator.generate_batch(items)
+        except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
+            log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
+            for job in started:
+                self._end(job, state=JobState.FAILED, error=describe_failure(error))
+            return
+        for job, result in zip(started, results, strict=True):
+            if result is None:
+                log.info("job %s cancelled", job.id)
+                self._end(job, state=JobState.CANCELLED)
+            else:
+                self._store(job, result, generator.info)
+
+    def _batch_item(self, job: Job) -> BatchItem:
+        """The job as the model sees it (presets applied, its logo loaded), reporting its steps to the job."""
 
         def on_step(update: StepUpdate) -> None:
             if job.cancel_requested.is_set():
@@ -298,20 +364,14 @@ class GenerationWorker:
                 changes["preview"] = update.preview
             job.update(**changes)
 
+        model_request = self._prepare(job.request) if self._prepare else job.request
+        logo = self._load_logo(job.request.logo) if job.request.logo and self._load_logo else None
+        return BatchItem(model_request, on_step, logo)
+
+    def _store(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
+        """Hand a finished job's images to `on_finished`, then end the job with what it returned."""
         try:
-            model_request = self._prepare(job.request) if self._prepare else job.request
-            logo = self._load_logo(job.request.logo) if job.request.logo and self._load_logo else None
-            images = generator.generate(model_request, on_step, logo=logo)
-        except GenerationCancelled:
-            log.info("job %s cancelled", job.id)
-            self._end(job, state=JobState.CANCELLED)
-            return
-        except Exception as error:
-            log.exception("job %s failed", job.id)
-            self._end(job, state=JobState.FAILED, error=describe_failure(error))
-            return
-        try:
-            outcome = self._on_finished(job, images, generator.info)
+            outcome = self._on_finished(job, images, info)
         except Exception:
             log.exception("storing job %s failed", job.id)
             self._end(
@@ -321,8 +381,12 @@ class GenerationWorker:
         self._end(job, state=JobState.DONE, outcome=outcome, generated=images, preview=None)
 
     def _end(self, job: Job, **changes: Any) -> None:
-        """Put a job in its final state, then tell `on_ended`; its failure must not stop the worker."""
+        """Put a job in its final state, let its browser submit again (a job cancelled inside a shared run need not
+        wait for the others), then tell `on_ended`; its failure must not stop the worker."""
         job.update(**changes)
+        with self._lock:
+            if self._active.get(job.owner_hash) is job:
+                del self._active[job.owner_hash]
         if self._on_ended is None:
             return
         try:

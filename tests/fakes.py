@@ -6,10 +6,19 @@ Every user-facing flow is also tested on the real tiny pipeline; this fake only 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from PIL import Image
 
-from mascot.generator import GeneratedImages, ModelInfo, PromptUse, StepCallback, StepUpdate
+from mascot.generator import (
+    BatchItem,
+    GeneratedImages,
+    GenerationCancelled,
+    ModelInfo,
+    PromptUse,
+    StepCallback,
+    StepUpdate,
+)
 from mascot.request import GenerationRequest
 
 
@@ -19,6 +28,7 @@ class FakeGenerator:
     def __init__(self, steps: int = 3) -> None:
         self.steps = steps
         self.requests: list[GenerationRequest] = []
+        self.batches: list[list[GenerationRequest]] = []  # the requests of each shared run, in order
         self.logos: list[Image.Image | None] = []
         self.gate = threading.Event()  # cleared: generation waits after its first step until a test opens it
         self.gate.set()
@@ -48,3 +58,13 @@ class FakeGenerator:
             prompt=PromptUse(request.prompt),
             negative_prompt=PromptUse(request.negative_prompt),
         )
+
+    def generate_batch(self, items: Sequence[BatchItem]) -> list[GeneratedImages | None]:
+        self.batches.append([item.request for item in items])
+        results: list[GeneratedImages | None] = []
+        for item in items:
+            try:
+                results.append(self.generate(item.request, item.on_step, item.logo))
+            except GenerationCancelled:
+                results.append(None)
+        return results

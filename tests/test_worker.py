@@ -1,5 +1,6 @@
 """The worker owns the generator: it loads it, runs jobs in order, reports progress, cancels, and always stores."""
 
+import dataclasses
 import threading
 import time
 
@@ -238,5 +239,134 @@ def test_one_network_address_may_only_have_a_few_jobs_waiting_whatever_its_cooki
             worker.submit(REQUEST, "cookie-3", client="198.51.100.7")  # a fresh cookie does not help
         worker.submit(REQUEST, "cookie-4", client="203.0.113.9")  # another address is not held up
     finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def prompts_of_each_run(fake: FakeGenerator) -> list[list[str]]:
+    return [[request.prompt for request in batch] for batch in fake.batches]
+
+
+def test_queued_jobs_that_fit_one_run_share_it_and_the_oldest_job_leads(worker, fake):
+    wide = dataclasses.replace(REQUEST, width=512)
+    fake.gate.clear()
+    jobs = [worker.submit(REQUEST, "a")]
+    assert fake.started.wait(5)
+    for owner, base in [("b", wide), ("c", REQUEST), ("d", wide)]:
+        jobs.append(worker.submit(dataclasses.replace(base, prompt=owner), owner))
+    fake.gate.set()
+
+    assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 4
+    # b is the oldest waiting job, so its run goes first and takes d along; c waited for one run, not two.
+    assert prompts_of_each_run(fake) == [["an otter"], ["b", "d"], ["c"]]
+
+
+def test_a_shared_run_never_makes_more_images_than_allowed(fake, recorder):
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
+    try:
+        fake.gate.clear()
+        worker.submit(REQUEST, "first")
+        assert fake.started.wait(5)
+        for owner, count in [("three", 3), ("two", 2), ("one", 1)]:
+            worker.submit(dataclasses.replace(REQUEST, prompt=owner, num_images_per_prompt=count), owner)
+        fake.gate.set()
+        deadline = time.monotonic() + 10
+        while len(recorder.finished) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert prompts_of_each_run(fake) == [["an otter"], ["three", "one"], ["two"]]
+    finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def test_with_one_image_per_run_every_job_runs_alone(fake, recorder):
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=1).start()
+    try:
+        fake.gate.clear()
+        jobs = [worker.submit(dataclasses.replace(REQUEST, prompt=owner), owner) for owner in "abc"]
+        fake.gate.set()
+        assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
+        assert prompts_of_each_run(fake) == [["a"], ["b"], ["c"]]
+    finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def test_a_job_cancelled_inside_a_shared_run_ends_alone_and_the_others_are_stored(worker, fake, recorder):
+    fake.gate.clear()
+    blocker = worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+    assert fake.started.wait(5)
+    leaving = worker.submit(dataclasses.replace(REQUEST, prompt="leaving"), "leaving")
+    staying = worker.submit(dataclasses.replace(REQUEST, prompt="staying"), "staying")
+    leaving.cancel()  # asked after its run was planned: it stops at its first step, inside the shared run
+    fake.gate.set()
+
+    assert wait_final(leaving).state is JobState.CANCELLED
+    assert wait_final(staying).state is JobState.DONE
+    assert wait_final(blocker).state is JobState.DONE
+    assert prompts_of_each_run(fake)[1] == ["leaving", "staying"]
+    assert sorted(recorder.finished) == [("blocker", 1), ("staying", 1)]
+
+
+def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder):
+    def open_logo(logo_id: str):
+        raise FileNotFoundError(logo_id)
+
+    worker = GenerationWorker(lambda on_status: fake, recorder, load_logo=open_logo).start()
+    try:
+        fake.gate.clear()
+        blocker = worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+        assert fake.started.wait(5)
+        with_logo = worker.submit(dataclasses.replace(REQUEST, logo="ab" * 32), "with-logo")
+        plain = worker.submit(REQUEST, "plain")
+        fake.gate.set()
+        assert wait_final(with_logo).state is JobState.FAILED
+        assert wait_final(plain).state is JobState.DONE
+        assert wait_final(blocker).state is JobState.DONE
+        assert "went wrong" in with_logo.snapshot.error
+    finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worker, fake):
+    fake.gate.clear()
+    blocker = worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+    snapshot = blocker.snapshot
+    while snapshot.step < 1:  # past the point where the fake fails
+        snapshot = blocker.wait_for_change(snapshot.version, timeout=5)
+    doomed = [worker.submit(dataclasses.replace(REQUEST, prompt=owner), owner) for owner in ("x", "y")]
+    fake.fail_next = RuntimeError("CUDA out of memory")
+    fake.gate.set()
+    assert [wait_final(job).state for job in doomed] == [JobState.FAILED] * 2
+    assert wait_final(worker.submit(REQUEST, "x")).state is JobState.DONE
+
+
+def test_every_job_of_a_running_shared_run_counts_as_ahead_of_the_queue(fake, recorder):
+    holding, release = threading.Event(), threading.Event()
+
+    def prepare(request: GenerationRequest) -> GenerationRequest:
+        if request.prompt == "a":  # hold the shared run of a and b once it has started
+            holding.set()
+            release.wait(10)
+        return request
+
+    worker = GenerationWorker(lambda on_status: fake, recorder, prepare=prepare).start()
+    try:
+        fake.gate.clear()
+        worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+        assert fake.started.wait(5)
+        worker.submit(dataclasses.replace(REQUEST, prompt="a"), "a")
+        worker.submit(dataclasses.replace(REQUEST, prompt="b"), "b")
+        fake.gate.set()
+        assert holding.wait(5)
+        late = worker.submit(dataclasses.replace(REQUEST, width=512), "late")
+        assert late.snapshot.jobs_ahead == 2  # a and b run together, and both are ahead of it
+        assert worker.queue_length == 3
+        release.set()
+        assert wait_final(late).state is JobState.DONE
+        assert prompts_of_each_run(fake)[1] == ["a", "b"]
+    finally:
+        release.set()
         fake.gate.set()
         worker.stop()
