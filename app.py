@@ -20,6 +20,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from mascot.claims import ClaimKeeper
+from mascot.clients import AddressKeys
 from mascot.generator import Generator
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
 from mascot.logos import LogoLibrary
@@ -85,13 +86,14 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     """Wire settings -> store -> identity -> worker -> page. Nothing loads the model yet: `app.worker.start()` does."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = MascotStore(settings.resolved_database_url, settings.images_dir)
-    identity = BrowserIdentity(load_secret(settings))
+    secret = load_secret(settings)
+    identity = BrowserIdentity(secret)
     presets = Presets.load()
     logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
     worker = GenerationWorker(
         load_generator or kandinsky_loader(settings),
         on_finished=lambda job, images, model: store.save_generation(
-            job.owner_hash, job.request, images, model, now=clock()
+            job.owner_hash, job.request, images, model, now=clock(), address_hash=job.address_hash
         ),
         on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
         prepare=presets.apply,
@@ -108,6 +110,8 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         presets=presets,
         logos=logos,
         daily_quota=settings.daily_quota,
+        address_daily_quota=settings.resolved_address_daily_quota,
+        address_hash_of=AddressKeys(secret).address_hash,
         trusted_proxies=settings.trusted_proxies,
         clock=clock,
     )

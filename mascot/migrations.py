@@ -85,6 +85,16 @@ def add_logo_columns(db: peewee.Database, tables: Tables) -> None:
     )
 
 
+def add_address_quota(db: peewee.Database, tables: Tables) -> None:
+    """Version 6: the per-network daily quota. Browsers with a job in flight during the upgrade name no network."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    schema_changes.migrate(
+        # An indexed field: add_column also makes the index, named as peewee names the model's ("browser_<column>").
+        migrator.add_column("browser", "job_address_hash", peewee.CharField(max_length=64, null=True, index=True)),
+    )
+    db.create_tables([_version_6_address_quota_table(db)])
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -138,6 +148,21 @@ def _version_2_like_table(db: peewee.Database) -> type[peewee.Model]:
     return Like
 
 
+def _version_6_address_quota_table(db: peewee.Database) -> type[peewee.Model]:
+    """The address_quota table as version 6 created it."""
+
+    class AddressQuota(peewee.Model):
+        address_hash = peewee.CharField(max_length=64, unique=True)
+        quota_day = peewee.DateField(null=True)
+        quota_used = _not_null(peewee.IntegerField, "0")
+
+        class Meta:
+            database = db
+            table_name = "address_quota"
+
+    return AddressQuota
+
+
 # Ordered; append, never edit. A fresh database gets today's schema at once and is stamped with the latest version
 # (Alembic's "create_all, then stamp"), so a later migration only has to bring an existing, older database forward.
 MIGRATIONS: list[Migration] = [
@@ -150,6 +175,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "the LoRA adapter and scale of each generation", add_adapter_columns),
     Migration(4, "the style and brand presets of each generation", add_preset_columns),
     Migration(5, "the logo mixed into each generation, and its weight", add_logo_columns),
+    Migration(6, "a daily quota per network, kept under a keyed hash of the address", add_address_quota),
 ]
 
 

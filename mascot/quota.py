@@ -1,4 +1,4 @@
-"""The daily quota and the one job in flight per browser, kept in the database so that every replica agrees."""
+"""The daily quotas (per browser, per network) and the one job in flight per browser, kept in the database."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from mascot.schema import Tables, ensure_browser
 JOB_STALE_AFTER = timedelta(minutes=3)
 CLAIM_REFRESH_EVERY = timedelta(seconds=45)
 
-ClaimOutcome = Literal["claimed", "job_in_flight", "over_quota"]
+ClaimOutcome = Literal["claimed", "job_in_flight", "over_quota", "over_address_quota"]
 
 
 @dataclass(frozen=True)
 class QuotaStatus:
-    """Today's count for one browser: images saved, images its job in flight may add, what is left, when it resets.
+    """Today's count for one browser (or one network): images saved, images its jobs in flight may add, what is left,
+    when it resets.
 
     A day is a UTC calendar day; `resets_at` is the next 00:00 UTC, timezone-aware.
     """
@@ -43,6 +44,7 @@ class ClaimResult:
     reason: ClaimOutcome
     quota: QuotaStatus
     claim_id: str | None = None
+    address_quota: QuotaStatus | None = None  # the network's, when the claim named one with a cap
 
     @property
     def message(self) -> str:
@@ -51,6 +53,8 @@ class ClaimResult:
             return "Your previous mascot is still being made: wait for it (or cancel it) before starting another."
         if self.reason == "over_quota":
             return over_quota_message(self.quota)
+        if self.reason == "over_address_quota" and self.address_quota is not None:
+            return over_address_quota_message(self.address_quota)
         return ""
 
 
@@ -60,6 +64,18 @@ def over_quota_message(quota: QuotaStatus) -> str:
     if quota.remaining == 0:
         return f"You have made your {quota.limit} mascots for today. The quota resets {when}."
     return f"You have {quota.remaining} of {quota.limit} mascots left today: ask for fewer, or come back {when}."
+
+
+def over_address_quota_message(quota: QuotaStatus) -> str:
+    """What a person reads when a request would take their network (everyone behind their address) past its quota."""
+    when = f"at 00:00 UTC ({quota.resets_at:%Y-%m-%d})"
+    shared = "everyone on your internet connection shares them"
+    if quota.remaining == 0:
+        return f"Your network has made its {quota.limit} mascots for today ({shared}). The quota resets {when}."
+    return (
+        f"Your network has {quota.remaining} of its {quota.limit} mascots left today ({shared}): "
+        f"ask for fewer, or come back {when}."
+    )
 
 
 def utc_day(now: datetime) -> date:
@@ -73,7 +89,10 @@ def next_reset(now: datetime) -> datetime:
 
 
 class QuotaBook:
-    """Reads and changes the quota columns of the browser table. Every `now` is naive UTC, passed in explicitly."""
+    """Reads and changes the quota columns of the browser table and the network counts of the address_quota table.
+
+    Every `now` is naive UTC, passed in explicitly. A network is named by its keyed hash (clients.AddressKeys).
+    """
 
     def __init__(self, database: peewee.Database, tables: Tables) -> None:
         self.database = database
@@ -98,27 +117,61 @@ class QuotaBook:
         live_job = job_started_at is not None and job_started_at >= now - stale_after
         return _status(used, job_images if live_job else 0, limit, now)
 
+    def address_status(
+        self, address_hash: str, limit: int, now: datetime, stale_after: timedelta = JOB_STALE_AFTER
+    ) -> QuotaStatus:
+        """This network's quota at `now`: what all its browsers saved today and have in flight; unseen: nothing."""
+        address = self.tables.address
+        used = (
+            address
+            .select(_used_on(address, utc_day(now)))
+            .where(address.address_hash == address_hash)
+            .scalar()
+        )  # fmt: skip
+        in_flight = self._address_in_flight(address_hash, now, stale_after).scalar()
+        return _status(int(used or 0), int(in_flight or 0), limit, now)
+
     def claim(
-        self, owner_hash: str, images: int, limit: int, now: datetime, stale_after: timedelta = JOB_STALE_AFTER
+        self,
+        owner_hash: str,
+        images: int,
+        limit: int,
+        now: datetime,
+        stale_after: timedelta = JOB_STALE_AFTER,
+        *,
+        address_hash: str | None = None,
+        address_limit: int = 0,
     ) -> ClaimResult:
-        """Claim the browser's one job slot for `images` images, in one conditional UPDATE; see ClaimResult."""
+        """Claim the browser's one job slot for `images` images, in one conditional UPDATE; see ClaimResult.
+
+        With `address_hash` the images also count toward that network's quota, capped at `address_limit` (0: no cap).
+        """
         browser = self.tables.browser
         claim_id = secrets.token_hex(16)
+        capped_network = address_hash if address_limit > 0 else None
         with self.database.atomic():
             ensure_browser(self.tables, owner_hash, now)
-            claimed = (
+            query = (
                 browser
-                .update(job_started_at=now, job_images=images, job_claim=claim_id)
+                .update(job_started_at=now, job_images=images, job_claim=claim_id, job_address_hash=address_hash)
                 .where(browser.owner_hash == owner_hash)
                 .where(browser.job_started_at.is_null() | (browser.job_started_at < now - stale_after))
-                .where(self._used_on(utc_day(now)) + images <= limit)
-                .execute()
+                .where(_used_on(browser, utc_day(now)) + images <= limit)
             )  # fmt: skip
+            if capped_network is not None:
+                self._open_address_day(capped_network, now)  # first: the lock, so the count below is the latest
+                query = query.where(self._address_count(capped_network, now, stale_after) + images <= address_limit)
+            claimed = query.execute()
         quota = self.status(owner_hash, limit, now, stale_after)
+        address_quota = None
+        if capped_network is not None:
+            address_quota = self.address_status(capped_network, address_limit, now, stale_after)
         if claimed:
-            return ClaimResult(claimed=True, reason="claimed", quota=quota, claim_id=claim_id)
-        reason: ClaimOutcome = "job_in_flight" if quota.in_flight else "over_quota"
-        return ClaimResult(claimed=False, reason=reason, quota=quota)
+            return ClaimResult(
+                claimed=True, reason="claimed", quota=quota, claim_id=claim_id, address_quota=address_quota
+            )
+        reason = _refusal(quota, address_quota, images)
+        return ClaimResult(claimed=False, reason=reason, quota=quota, address_quota=address_quota)
 
     def refresh(self, claim_ids: Sequence[str], now: datetime) -> int:
         """Mark these claims alive at `now`; returns how many were still held."""
@@ -138,7 +191,7 @@ class QuotaBook:
         browser = self.tables.browser
         query = (
             browser
-            .update(job_started_at=None, job_images=0, job_claim=None)
+            .update(job_started_at=None, job_images=0, job_claim=None, job_address_hash=None)
             .where(browser.owner_hash == owner_hash)
             .where(browser.job_started_at.is_null(False))
         )  # fmt: skip
@@ -152,15 +205,73 @@ class QuotaBook:
         browser, today = self.tables.browser, utc_day(now)
         (
             browser
-            .update(quota_used=self._used_on(today) + images, quota_day=today)
+            .update(quota_used=_used_on(browser, today) + images, quota_day=today)
             .where(browser.id == browser_id)
             .execute()
         )  # fmt: skip
 
-    def _used_on(self, day: date) -> peewee.Case:
-        """SQL for "images saved on `day`": the stored count when it is that day's, else 0 (a new day began)."""
+    def count_saved_for_address(self, address_hash: str, images: int, now: datetime) -> None:
+        """Add saved images to the network's count for today; call inside the transaction that saves them."""
+        address = self.tables.address
+        self._open_address_day(address_hash, now)
+        (
+            address
+            .update(quota_used=address.quota_used + images)
+            .where(address.address_hash == address_hash)
+            .execute()
+        )  # fmt: skip
+
+    def _open_address_day(self, address_hash: str, now: datetime) -> None:
+        """Make the network's row count today (created at 0, or set back to 0 on a new day).
+
+        An upsert that always updates: on PostgreSQL it holds the row's lock until the transaction ends, so two
+        browsers of one network claim in turn and each sees the other's claim (SQLite's write transactions already
+        take turns: see schema.open_database).
+        """
+        address, today = self.tables.address, utc_day(now)
+        (
+            address
+            .insert(address_hash=address_hash, quota_day=today, quota_used=0)
+            .on_conflict(
+                conflict_target=[address.address_hash],
+                update={address.quota_used: _used_on(address, today), address.quota_day: today},
+            )
+            .execute()
+        )  # fmt: skip
+
+    def _address_in_flight(self, address_hash: str, now: datetime, stale_after: timedelta) -> peewee.Select:
+        """SQL for the images the network's live claims may add (a stale claim holds nothing, as for a browser)."""
         browser = self.tables.browser
-        return peewee.Case(None, [(browser.quota_day == day, browser.quota_used)], 0)
+        return (
+            browser
+            .select(peewee.fn.COALESCE(peewee.fn.SUM(browser.job_images), 0))
+            .where(browser.job_address_hash == address_hash)
+            .where(browser.job_started_at >= now - stale_after)
+        )  # fmt: skip
+
+    def _address_count(self, address_hash: str, now: datetime, stale_after: timedelta) -> peewee.Expression:
+        """SQL for the network's images today: saved by any of its browsers, plus those in flight."""
+        address = self.tables.address
+        saved = (
+            address
+            .select(_used_on(address, utc_day(now)))
+            .where(address.address_hash == address_hash)
+        )  # fmt: skip
+        return peewee.fn.COALESCE(saved, 0) + self._address_in_flight(address_hash, now, stale_after)
+
+
+def _used_on(table: type[peewee.Model], day: date) -> peewee.Case:
+    """SQL for "images saved on `day`" of a browser or network row: its count when that is the day's, else 0."""
+    return peewee.Case(None, [(table.quota_day == day, table.quota_used)], 0)
+
+
+def _refusal(quota: QuotaStatus, address_quota: QuotaStatus | None, images: int) -> ClaimOutcome:
+    """Why a claim was refused: the browser's own reasons first, the network's only when they do not apply."""
+    if quota.in_flight:
+        return "job_in_flight"
+    if address_quota is None or images > quota.remaining:
+        return "over_quota"
+    return "over_address_quota"
 
 
 def _status(used: int, in_flight: int, limit: int, now: datetime) -> QuotaStatus:

@@ -23,11 +23,12 @@ class Tables:
     generation: type[peewee.Model]
     image: type[peewee.Model]
     like: type[peewee.Model]
+    address: type[peewee.Model]
 
     @property
     def data_tables(self) -> list[type[peewee.Model]]:
         """The tables that hold data, parents first (the order to create them in)."""
-        return [self.browser, self.generation, self.image, self.like]
+        return [self.browser, self.generation, self.image, self.like, self.address]
 
 
 def database_default(sql: str) -> list[peewee.SQL]:
@@ -62,6 +63,9 @@ def define_tables(db: peewee.Database) -> Tables:
         job_started_at = peewee.DateTimeField(null=True)
         job_images = peewee.IntegerField(default=0, constraints=database_default("0"))
         job_claim = peewee.CharField(max_length=32, null=True)
+        # The network the job in flight came from (clients.AddressKeys), so its images count toward that network's
+        # quota while they are being made; never the address itself.
+        job_address_hash = peewee.CharField(max_length=64, null=True, index=True)
 
         class Meta:
             table_name = "browser"
@@ -131,7 +135,24 @@ def define_tables(db: peewee.Database) -> Tables:
                 (("image",), False),  # deleting an image deletes its likes
             )
 
-    return Tables(schema_version=SchemaVersion, browser=Browser, generation=Generation, image=MascotImage, like=Like)
+    class AddressQuota(BaseModel):
+        # A network's daily quota, shared by every browser on it (new cookies are free; addresses are not). A count,
+        # as the browser's is: deleting a mascot hands nothing back. Keyed by the hash, never the address.
+        address_hash = peewee.CharField(max_length=64, unique=True)
+        quota_day = peewee.DateField(null=True)
+        quota_used = peewee.IntegerField(default=0, constraints=database_default("0"))
+
+        class Meta:
+            table_name = "address_quota"
+
+    return Tables(
+        schema_version=SchemaVersion,
+        browser=Browser,
+        generation=Generation,
+        image=MascotImage,
+        like=Like,
+        address=AddressQuota,
+    )
 
 
 def open_database(database_url: str) -> peewee.Database:

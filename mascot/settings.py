@@ -14,6 +14,8 @@ MODEL_CHOICES_HELP = (
     "model), or a folder holding prior/ and decoder/ pipelines"
 )
 
+ADDRESS_QUOTA_FACTOR = 5  # browsers' worth of mascots one network address may make per day, by default
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -33,6 +35,9 @@ class Settings:
     max_queued_per_client: int = 8  # jobs one network address may have waiting or running (0: no cap)
     trusted_proxies: int = 0  # proxies in front of the app whose X-Forwarded-For we believe (1 on a Space)
     daily_quota: int = 10  # mascots (images) per browser per UTC day
+    # Mascots per network address per UTC day, all its browsers together (0: no cap). None: ADDRESS_QUOTA_FACTOR
+    # times daily_quota, since a household or an office shares one address behind NAT.
+    address_daily_quota: int | None = None
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
     hub_timeout_s: float = 5.0
@@ -41,6 +46,13 @@ class Settings:
     def images_dir(self) -> Path:
         """The only folder the web server may serve files from."""
         return self.data_dir / "images"
+
+    @property
+    def resolved_address_daily_quota(self) -> int:
+        """The per-address daily quota: as set, or ADDRESS_QUOTA_FACTOR times the browser's."""
+        if self.address_daily_quota is None:
+            return ADDRESS_QUOTA_FACTOR * self.daily_quota
+        return self.address_daily_quota
 
     @property
     def resolved_database_url(self) -> str:
@@ -68,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--daily-quota", type=int, help="Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default 10)."
+    )
+    parser.add_argument(
+        "--address-daily-quota",
+        type=int,
+        help="Mascots all browsers from one network address may make per UTC day together; 0: no cap "
+        f"(MASCOT_ADDRESS_DAILY_QUOTA; default {ADDRESS_QUOTA_FACTOR} × --daily-quota). Needs "
+        "MASCOT_TRUSTED_PROXIES behind a proxy.",
     )
     return parser
 
@@ -98,7 +117,13 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         max_queued_per_client=int(env.get("MASCOT_MAX_QUEUED_PER_CLIENT") or defaults.max_queued_per_client),
         trusted_proxies=int(env.get("MASCOT_TRUSTED_PROXIES") or defaults.trusted_proxies),
         daily_quota=int(str(pick(flags.daily_quota, "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
+        address_daily_quota=optional_int(pick(flags.address_daily_quota, "MASCOT_ADDRESS_DAILY_QUOTA", None)),
         lora=tuple(flags.lora or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
     )
+
+
+def optional_int(value: object) -> int | None:
+    """A whole number from a flag or a variable; None when neither set it."""
+    return None if value is None else int(str(value))

@@ -113,12 +113,15 @@ class MascotStore:
         *,
         now: datetime | None = None,
         is_public: bool = True,
+        address_hash: str | None = None,
     ) -> SavedGeneration:
-        """Write the images and thumbnails, then their rows and today's quota count in one transaction.
+        """Write the images and thumbnails, then their rows and today's quota counts in one transaction.
 
-        On failure the files written are removed. The images count against the quota of `now`'s UTC day.
+        On failure the files written are removed. The images count against the quota of `now`'s UTC day, the
+        browser's and, with `address_hash`, its network's.
         """
         require_owner_hash(owner_hash)
+        require_address_hash(address_hash)
         if not result.images or len(result.images) != len(result.seeds):
             raise ValueError(
                 f"A generation needs one seed per image (got {len(result.images)} images, {len(result.seeds)} seeds)."
@@ -132,6 +135,8 @@ class MascotStore:
                 generation_id = self._insert_generation(browser_id, request, result, model, created_at)
                 rows = self._insert_images(generation_id, result, stored, created_at, is_public)
                 self.quotas.count_saved(browser_id, len(rows), created_at)
+                if address_hash is not None:
+                    self.quotas.count_saved_for_address(address_hash, len(rows), created_at)
         except BaseException:
             self.files.remove([name for image in stored for name in (image.path, image.thumbnail)])
             raise
@@ -309,6 +314,12 @@ class MascotStore:
         check_limit(limit)
         return self.quotas.status(owner_hash, limit, as_stored_time(now))
 
+    def address_quota(self, address_hash: str, limit: int, now: datetime | None = None) -> QuotaStatus:
+        """Today's (UTC) quota of this network, shared by all its browsers: used, in flight, remaining of `limit`."""
+        require_address_hash(address_hash)
+        check_limit(limit)
+        return self.quotas.address_status(address_hash, limit, as_stored_time(now))
+
     def claim_job(
         self,
         owner_hash: str,
@@ -317,17 +328,31 @@ class MascotStore:
         now: datetime | None = None,
         *,
         stale_after: timedelta = JOB_STALE_AFTER,
+        address_hash: str | None = None,
+        address_limit: int = 0,
     ) -> ClaimResult:
         """Claim this browser's one job slot for `images` images, refused while another job of it is in flight
         (unless that claim is older than `stale_after`) or when today's saved images + `images` exceed `limit`.
 
-        Call `release_job` when the job ends, whatever the outcome, after its images are saved.
+        With `address_hash` (clients.AddressKeys), also refused when the network's images today (saved and in
+        flight, from any browser) + `images` exceed `address_limit`; 0 counts them without a cap. Call
+        `release_job` when the job ends, whatever the outcome, after its images are saved with the same hash.
         """
         require_owner_hash(owner_hash)
+        require_address_hash(address_hash)
         check_limit(limit)
+        check_limit(address_limit)
         if images < 1:
             raise ValueError(f"images must be at least 1 (got {images}).")
-        return self.quotas.claim(owner_hash, images, limit, as_stored_time(now), stale_after)
+        return self.quotas.claim(
+            owner_hash,
+            images,
+            limit,
+            as_stored_time(now),
+            stale_after,
+            address_hash=address_hash,
+            address_limit=address_limit,
+        )
 
     def refresh_job_claims(self, claim_ids: Sequence[str], now: datetime | None = None) -> int:
         """Keep the claims of jobs still queued or running alive (see quota.JOB_STALE_AFTER)."""
@@ -455,6 +480,12 @@ def require_owner_hash(owner_hash: str) -> None:
     """Refuse anything but the 64 hex digits `identity` derives, so a raw cookie or an id cannot slip in."""
     if not isinstance(owner_hash, str) or not OWNER_HASH_PATTERN.fullmatch(owner_hash):
         raise ValueError("owner_hash must be the sha256 hex digest that BrowserIdentity.owner_hash returns.")
+
+
+def require_address_hash(address_hash: str | None) -> None:
+    """Refuse anything but None or the 64 hex digits `clients.AddressKeys` derives: a raw address is never stored."""
+    if address_hash is not None and not (isinstance(address_hash, str) and OWNER_HASH_PATTERN.fullmatch(address_hash)):
+        raise ValueError("address_hash must be the hex digest that AddressKeys.address_hash returns, or None.")
 
 
 def check_limit(limit: int) -> None:

@@ -87,13 +87,19 @@ class Job:
     """One request of one browser, from the queue to the store. Thread-safe; handlers only read it."""
 
     def __init__(
-        self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None, client: str = ""
+        self,
+        request: GenerationRequest,
+        owner_hash: str,
+        claim_id: str | None = None,
+        client: str = "",
+        address_hash: str | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.request = request
         self.owner_hash = owner_hash
         self.client = client  # the network address it came from: new cookies are free, addresses are not
         self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
+        self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
         self.submitted_at = time.monotonic()
         self.cancel_requested = threading.Event()
         self._changed = threading.Condition()
@@ -185,11 +191,18 @@ class GenerationWorker:
             return self._status
 
     # ---- the queue ---------------------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, owner_hash: str, claim_id: str | None = None, client: str = "") -> Job:
+    def submit(
+        self,
+        request: GenerationRequest,
+        owner_hash: str,
+        claim_id: str | None = None,
+        client: str = "",
+        address_hash: str | None = None,
+    ) -> Job:
         """Queue a job; refused with a sentence while the model loads, when full, or when this browser has one."""
         with self._lock:
             self.check_can_submit(owner_hash, client)
-            job = Job(request, owner_hash, claim_id, client)
+            job = Job(request, owner_hash, claim_id, client, address_hash)
             job.update(jobs_ahead=len(self._pending) + self._running_count())
             self._pending.append(job)
             self._active[owner_hash] = job

@@ -71,9 +71,12 @@ def save(
     count: int = 1,
     now: datetime | None = None,
     is_public: bool = True,
+    address_hash: str | None = None,
 ) -> SavedGeneration:
     request = make_request(prompt, seed=seed, count=count)
-    return mascots.save_generation(who, request, make_result(request), MODEL, now=now, is_public=is_public)
+    return mascots.save_generation(
+        who, request, make_result(request), MODEL, now=now, is_public=is_public, address_hash=address_hash
+    )
 
 
 def png_files(folder: Path) -> list[Path]:

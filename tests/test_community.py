@@ -33,8 +33,21 @@ class Clock:
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
+    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
+
+
+@pytest.fixture
+def site_behind_a_proxy(tmp_path, monkeypatch):
+    """As on a Space: one proxy in front, whose X-Forwarded-For names the client; small quotas."""
+    yield from serve(
+        tmp_path, monkeypatch, ["--daily-quota", "3", "--address-daily-quota", "4"], {"MASCOT_TRUSTED_PROXIES": "1"}
+    )
+
+
+def serve(tmp_path, monkeypatch, flags: list[str], environ: dict[str, str] | None = None):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
-    settings = load_settings(["--data-dir", str(tmp_path / "data"), "--daily-quota", "5"], {"MASCOT_SECRET": "x" * 40})
+    environ = {"MASCOT_SECRET": "x" * 40, **(environ or {})}
+    settings = load_settings(["--data-dir", str(tmp_path / "data"), *flags], environ)
     fake, clock = FakeGenerator(), Clock()
     app = create_app(settings, load_generator=lambda on_status: fake, clock=clock)
     app.worker.start()
@@ -56,8 +69,10 @@ class Site:
         self.url, self.tmp_path, self.fake, self.clock, self.app = url, tmp_path, fake, clock, app
         self.clients: list[Client] = []
 
-    def browser(self) -> Client:
-        client = Client(self.url, verbose=False, download_files=str(self.tmp_path / "downloads"))
+    def browser(self, address: str | None = None) -> Client:
+        """A new browser (its own cookie jar); with `address`, seen through the proxy as coming from there."""
+        headers = {"X-Forwarded-For": address} if address else None
+        client = Client(self.url, verbose=False, download_files=str(self.tmp_path / "downloads"), headers=headers)
         self.clients.append(client)
         return client
 
@@ -168,6 +183,29 @@ def test_the_daily_quota_refuses_for_free_and_really_resets_at_midnight_utc(site
     site.clock.now += timedelta(hours=2, minutes=1)  # 00:01 UTC the next day
     make(alice, "a new day")
     assert prompts(mine(alice))[0] == "a new day"
+
+
+def test_browsers_on_one_network_share_its_daily_quota_and_the_refusal_says_so(site_behind_a_proxy):
+    site = site_behind_a_proxy
+    alice, bob = site.browser("203.0.113.7"), site.browser("203.0.113.7")  # two cookie jars, one household
+    carol = site.browser("198.51.100.20")
+    make(alice, "alice's otter", num_images_per_prompt=3)  # Alice's own quota (3) is spent; the network has 1 left
+    assert bob.predict(api_name="/quota").startswith("1 of your network's 4 mascots left today · resets in 2 h")
+    with pytest.raises(Exception, match="made your 3 mascots for today"):  # her own refusal comes first
+        make(alice, "more")
+    with pytest.raises(Exception, match=re.escape("Your network has 1 of its 4 mascots left today")):
+        make(bob, "two foxes", num_images_per_prompt=2)
+    make(bob, "one fox")
+    with pytest.raises(Exception, match=re.escape("Your network has made its 4 mascots for today")):
+        make(bob, "a third fox")
+    with pytest.raises(Exception, match="Your network has made its 4 mascots"):
+        make(site.browser("203.0.113.7"), "a fresh cookie changes nothing")
+    assert len(site.fake.requests) == 2  # the refusals never reached the generator
+    assert carol.predict(api_name="/quota").startswith("3 of 3 mascots left today")
+    make(carol, "another network", num_images_per_prompt=3)
+    site.clock.now += timedelta(hours=2, minutes=1)  # 00:01 UTC the next day
+    make(bob, "a new day", num_images_per_prompt=3)
+    assert prompts(mine(bob))[0] == "a new day"
 
 
 def test_one_job_in_flight_per_browser_and_a_cancelled_job_costs_nothing(site):

@@ -151,7 +151,7 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
 
     mascots = open_store()
 
-    assert mascots.schema_version == MIGRATIONS[-1].version == 5
+    assert mascots.schema_version == MIGRATIONS[-1].version == 6
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
     assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
     assert (entry.style, entry.brand) == ("", "")  # made before presets: the words as written
@@ -168,8 +168,13 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
     assert [item.public_id for item in mascots.gallery(None).items] == [entry.public_id]
     assert mascots.toggle_like(owner("bob"), entry.public_id).like_count == 1
     assert mascots.quota(owner("alice"), 10).used == 0  # version 1 kept no count; it starts today
-    save(mascots, owner("alice"), "made after the upgrade")
+    network = "ab" * 32  # a network's keyed hash, as clients.AddressKeys makes them
+    claim = mascots.claim_job(owner("alice"), 1, 10, address_hash=network, address_limit=50)
+    assert claim.claimed
+    save(mascots, owner("alice"), "made after the upgrade", address_hash=network)
+    assert mascots.release_job(owner("alice"), claim.claim_id)
     assert mascots.count_history(owner("alice")) == 2
+    assert mascots.address_quota(network, 50).used == 1
 
 
 def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
@@ -179,8 +184,11 @@ def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
     migrated = MascotStore(database_url, images_dir)
     fresh = MascotStore(other_database_url, tmp_path / "fresh-images")
     try:
-        assert describe_schema(migrated.database) == describe_schema(fresh.database)
-        assert "mascot_like" in describe_schema(migrated.database)
+        described = describe_schema(migrated.database)
+        assert described == describe_schema(fresh.database)
+        assert "mascot_like" in described
+        assert "address_quota" in described  # version 6: each network's count, and the network of a job in flight
+        assert ("browser_job_address_hash", ("job_address_hash",), False) in described["browser"]["indexes"]
     finally:
         migrated.close()
         fresh.close()

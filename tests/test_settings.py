@@ -49,3 +49,14 @@ def test_flags_win_over_environment():
 def test_default_database_is_sqlite_in_the_data_folder(tmp_path):
     settings = load_settings(["--data-dir", str(tmp_path)], {})
     assert settings.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'mascots.db'}"
+
+
+def test_the_address_quota_defaults_to_five_browsers_worth_and_0_turns_it_off():
+    assert load_settings([], {}).resolved_address_daily_quota == 50
+    assert load_settings(["--daily-quota", "4"], {}).resolved_address_daily_quota == 20  # follows the browser's
+    assert load_settings([], {"MASCOT_DAILY_QUOTA": "6"}).resolved_address_daily_quota == 30
+    assert load_settings([], {"MASCOT_ADDRESS_DAILY_QUOTA": "0"}).resolved_address_daily_quota == 0
+    assert load_settings([], {"MASCOT_ADDRESS_DAILY_QUOTA": "12"}).resolved_address_daily_quota == 12
+    flag_wins = load_settings(["--address-daily-quota", "7"], {"MASCOT_ADDRESS_DAILY_QUOTA": "0"})
+    assert flag_wins.resolved_address_daily_quota == 7
+    assert load_settings(["--address-daily-quota", "0"], {}).resolved_address_daily_quota == 0

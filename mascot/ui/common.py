@@ -17,6 +17,7 @@ from mascot.store import MascotStore
 from mascot.worker import GenerationWorker
 
 OwnerOf = Callable[[Any], str | None]
+AddressHashOf = Callable[[str], str | None]  # a client address -> its network's keyed hash (clients.AddressKeys)
 DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: one source
 Clock = Callable[[], datetime]
 
@@ -36,6 +37,8 @@ class PageServices:
     presets: Presets = field(default_factory=lambda: Presets({}, {}))
     logos: LogoLibrary | None = None  # where uploaded logos are kept; None: no logo mixing
     daily_quota: int = 10
+    address_daily_quota: int = 0  # per network address, all its browsers together; 0: no cap
+    address_hash_of: AddressHashOf = lambda address: None  # no network known: none is capped
     trusted_proxies: int = 0  # see mascot.clients
     clock: Clock = utc_now  # tests move it across a day boundary
 

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from mascot.clients import client_address
-from mascot.quota import over_quota_message
+from mascot.quota import QuotaStatus, over_address_quota_message, over_quota_message
 from mascot.request import MAX_SEED, GenerationRequest, InvalidRequest
 from mascot.ui.common import DEFAULTS, PageServices, owner, plural, range_info
 from mascot.ui.logo import logo_fields
@@ -259,8 +259,9 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
             request = request_from(services, arguments)
             owner_hash = services.owner_of(http_request)
             if owner_hash is not None:
-                _check_quota(services, owner_hash, request.num_images_per_prompt)
-                services.worker.check_can_submit(owner_hash, client_address(http_request, services.trusted_proxies))
+                client = client_address(http_request, services.trusted_proxies)
+                _check_quota(services, owner_hash, services.address_hash_of(client), request.num_images_per_prompt)
+                services.worker.check_can_submit(owner_hash, client)
         except InvalidRequest as error:
             return _validation(names, error.parameter, error.message)
         except SubmitRefused as error:
@@ -310,11 +311,22 @@ def _validation(names: list[str], failing: str | None, message: str) -> list[dic
     return [gr.validate(name != failing, message if name == failing else "") for name in names]
 
 
-def _check_quota(services: PageServices, owner_hash: str, images: int) -> None:
-    """Refuse, costing nothing, what the daily quota would refuse anyway."""
-    status = services.store.quota(owner_hash, services.daily_quota, services.clock())
+def _check_quota(services: PageServices, owner_hash: str, address_hash: str | None, images: int) -> None:
+    """Refuse, costing nothing, what the daily quotas would refuse anyway: the browser's first, then its network's."""
+    now = services.clock()
+    status = services.store.quota(owner_hash, services.daily_quota, now)
     if images > status.remaining:
         raise SubmitRefused(over_quota_message(status))
+    network = address_quota(services, address_hash, now)
+    if network is not None and images > network.remaining:
+        raise SubmitRefused(over_address_quota_message(network))
+
+
+def address_quota(services: PageServices, address_hash: str | None, now: datetime) -> QuotaStatus | None:
+    """The network's quota today; None when the page caps no network or the request's address named none."""
+    if address_hash is None or not services.address_daily_quota:
+        return None
+    return services.store.address_quota(address_hash, services.address_daily_quota, now)
 
 
 def until(moment: datetime, now: datetime) -> str:
@@ -359,12 +371,20 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
 
 
 def submit(services: PageServices, request: GenerationRequest, owner_hash: str, client: str = "") -> Job:
-    """Claim the browser's one job slot and its quota in the database (so it holds across replicas), then queue."""
-    claim = services.store.claim_job(owner_hash, request.num_images_per_prompt, services.daily_quota, services.clock())
+    """Claim the browser's one job slot and its quotas in the database (so they hold across replicas), then queue."""
+    address_hash = services.address_hash_of(client)
+    claim = services.store.claim_job(
+        owner_hash,
+        request.num_images_per_prompt,
+        services.daily_quota,
+        services.clock(),
+        address_hash=address_hash,
+        address_limit=services.address_daily_quota,
+    )
     if not claim.claimed:
         raise SubmitRefused(claim.message)
     try:
-        return services.worker.submit(request, owner_hash, claim.claim_id, client)
+        return services.worker.submit(request, owner_hash, claim.claim_id, client, address_hash)
     except SubmitRefused:
         services.store.release_job(owner_hash, claim.claim_id)
         raise
@@ -382,10 +402,20 @@ def _cancel_handler(services: PageServices) -> Callable[..., str]:
 
 def quota_handler(services: PageServices) -> Callable[..., str]:
     def quota(http_request: gr.Request | None = None) -> str:
-        """How many mascots this browser may still make today, and when that resets."""
+        """How many mascots this browser may still make today (fewer when its network's quota is nearly spent), and
+        when that resets."""
         now = services.clock()
         status = services.store.quota(owner(services, http_request), services.daily_quota, now)
-        left = f"{status.remaining} of {plural(status.limit, 'mascot')} left today"
-        return f"{left} · resets in {until(status.resets_at, now)}"
+        address_hash = services.address_hash_of(client_address(http_request, services.trusted_proxies))
+        return quota_line(status, address_quota(services, address_hash, now), now)
 
     return quota
+
+
+def quota_line(status: QuotaStatus, network: QuotaStatus | None, now: datetime) -> str:
+    """What is left today as the page says it: the smaller of the browser's and its network's figures."""
+    if network is not None and network.remaining < status.remaining:
+        left = f"{network.remaining} of your network's {plural(network.limit, 'mascot')} left today"
+    else:
+        left = f"{status.remaining} of {plural(status.limit, 'mascot')} left today"
+    return f"{left} · resets in {until(status.resets_at, now)}"
