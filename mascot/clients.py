@@ -25,9 +25,20 @@ def client_address(http_request: Any, trusted_proxies: int = 0) -> str:
     headers = getattr(http_request, "headers", None) or {}
     forwarded = [hop.strip() for hop in str(headers.get("x-forwarded-for", "")).split(",") if hop.strip()]
     if trusted_proxies > 0 and forwarded:
-        return forwarded[-min(trusted_proxies, len(forwarded))]
+        return without_port(forwarded[-min(trusted_proxies, len(forwarded))])
     client = getattr(http_request, "client", None)
     return str(getattr(client, "host", "") or "")
+
+
+def without_port(hop: str) -> str:
+    """An X-Forwarded-For entry without the port some load balancers add ("203.0.113.9:443", "[2001:db8::1]:443"):
+    the same client on another connection must count as the same address."""
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    host, separator, port = hop.rpartition(":")
+    if separator and "." in host and ":" not in host and port.isdigit():
+        return host
+    return hop
 
 
 def network_of(address: str) -> str | None:

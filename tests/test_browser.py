@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.app_process import running_app
 
@@ -124,6 +125,10 @@ def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stra
     playwright_api.expect(stranger.locator("#gallery-detail-info")).to_contain_text("a plush panda chef")
     stranger.locator("#gallery-make-sticker").click()
     playwright_api.expect(stranger.locator("#gallery-sticker")).to_be_visible()
+    with stranger.expect_download() as sticker_download:
+        stranger.locator("#gallery-sticker").click()
+    with Image.open(sticker_download.value.path()) as sticker:
+        assert (sticker.format, sticker.mode) == ("PNG", "RGBA")
     stranger.locator("#gallery-like").click()
     playwright_api.expect(stranger.locator("#gallery-like")).to_contain_text("♥ Liked · 1")
     stranger.screenshot(path=str(tmp_path / "shared.png"), full_page=True)
@@ -154,7 +159,6 @@ def test_more_like_this_makes_new_mascots_mixed_with_the_picked_one(chromium, ap
 
 
 def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chromium, app, tmp_path):
-    from PIL import Image
 
     logo_file = tmp_path / "company-logo.png"
     Image.new("RGBA", (160, 120), (20, 90, 200, 255)).save(logo_file)

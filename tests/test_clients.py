@@ -25,6 +25,12 @@ def test_behind_two_proxies_the_outer_ones_view_counts():
     assert client_address(request("10.0.0.2", "1.2.3.4, 198.51.100.7, 10.0.0.9"), trusted_proxies=2) == "198.51.100.7"
 
 
+def test_a_port_a_load_balancer_adds_is_not_part_of_the_address():
+    assert client_address(request("10.0.0.2", "203.0.113.9:51234"), trusted_proxies=1) == "203.0.113.9"
+    assert client_address(request("10.0.0.2", "[2001:db8::7]:443"), trusted_proxies=1) == "2001:db8::7"
+    assert client_address(request("10.0.0.2", "2001:db8::7"), trusted_proxies=1) == "2001:db8::7"
+
+
 def test_a_missing_header_or_request_gives_the_socket_address_or_nothing():
     assert client_address(request("203.0.113.9"), trusted_proxies=1) == "203.0.113.9"
     assert client_address(None) == ""

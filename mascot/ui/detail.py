@@ -35,6 +35,7 @@ class DetailPanel:
     vary: gr.Button
     make_sticker: gr.Button
     sticker: gr.DownloadButton  # shown once the sticker is made
+    sticker_file: gr.File  # hidden: the sticker itself, what API clients get from /sticker
     summary: gr.JSON  # hidden: the mascot's share id, words and likes, for API clients (buttons are not outputs)
     is_public: gr.Checkbox | None = None
     delete: gr.Button | None = None
@@ -62,6 +63,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
             with gr.Row():
                 make_sticker = gr.Button("Make a transparent sticker", elem_id=f"{listing}-make-sticker")
                 sticker = gr.DownloadButton("Download sticker", visible=False, elem_id=f"{listing}-sticker")
+                sticker_file = gr.File(visible=False, label="sticker")
             is_public = delete = None
             if listing == "mine":
                 with gr.Row():
@@ -80,6 +82,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
         vary,
         make_sticker,
         sticker,
+        sticker_file,
         summary,
         is_public,
         delete,
@@ -121,9 +124,10 @@ def wire_detail(
         _select_handler(show), inputs=mascots, outputs=detail.outputs(), queue=False, api_visibility="private"
     )
     detail.public_id.submit(show, detail.public_id, detail.outputs(), queue=False, **api("mascot"))
+    # The API returns the file itself; the page then offers it on a download button.
     detail.make_sticker.click(
-        _sticker_handler(services), detail.public_id, detail.sticker, queue=False, **api("sticker")
-    )
+        _sticker_handler(services), detail.public_id, detail.sticker_file, queue=False, **api("sticker")
+    ).success(_offer_sticker, detail.sticker_file, detail.sticker, queue=False, api_visibility="private")
     detail.like.click(
         _like_handler(services),
         detail.public_id,
@@ -211,7 +215,7 @@ def _select_handler(show: Callable[..., dict]) -> Callable[..., dict]:
 
 
 def _sticker_handler(services: PageServices) -> Callable[..., Any]:
-    def sticker(public_id: str, http_request: gr.Request | None = None) -> Any:
+    def sticker(public_id: str, http_request: gr.Request | None = None) -> str:
         """The mascot cut out of its background as a transparent PNG (best on plain backgrounds, like stickers)."""
         entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
         if entry is None:
@@ -222,9 +226,14 @@ def _sticker_handler(services: PageServices) -> Callable[..., Any]:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"mascot-{uuid.uuid4().hex}-sticker.png"
         save_png(cut_out, path, read_parameters(entry.path))
-        return gr.DownloadButton(value=str(path), visible=True)
+        return str(path)
 
     return sticker
+
+
+def _offer_sticker(path: str | None) -> Any:
+    """Show the download button for the sticker just made."""
+    return gr.DownloadButton(value=path, visible=path is not None)
 
 
 def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[str, Any]]]:
