@@ -69,9 +69,11 @@ class AppProcess:
                 time.sleep(0.2)
         raise AssertionError(f"the page was not served within {timeout} s\n{self.log()}")
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 4000) -> str:
+        """The process's output so far: its last `tail` characters (all of it with None)."""
         path = self.tmp_dir / "app.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return text[-tail:] if tail else text
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -6,6 +6,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from gradio_client import Client
 from PIL import Image
@@ -181,3 +182,39 @@ def test_a_logo_mixed_in_changes_the_mascot_on_the_real_pipeline(app, tmp_path):
     with Image.open(plain_image["image"]) as plain, Image.open(mixed_image["image"]) as mixed:
         assert plain.tobytes() != mixed.tobytes()
         assert logo_id in mixed.info["mascot"]
+
+
+def is_drawing(job) -> bool:
+    """Whether a submitted /generate job reports denoising steps (it left our queue and runs)."""
+    progress = job.status().progress_data or []
+    return any("step" in (unit.desc or "") for unit in progress)
+
+
+def test_browsers_asking_at_once_share_a_run_and_each_gets_what_it_would_get_alone(app):
+    first, *visitors = [app.browser() for _ in range(3)]
+    wait_until_model_ready(first)
+    # A long job runs first, so that the two visitors' requests arrive while it runs and wait together.
+    long = {**FAST, "width": 1024, "height": 1024, "num_inference_steps": 30}  # a few seconds on the tiny model
+    long_job = first.submit(prompt="a long job", seed=1, **long, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while not is_drawing(long_job) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert is_drawing(long_job), "the long job never started"
+    jobs = [
+        visitor.submit(prompt=f"visitor {index}'s mascot", seed=100 + index, **FAST, api_name="/generate")
+        for index, visitor in enumerate(visitors)
+    ]
+    results = [job.result(timeout=300) for job in jobs]
+    long_job.result(timeout=300)
+
+    log = app.log(tail=None)
+    assert "share one run" in log
+    assert "Content-Length" not in log  # no preview file rewritten while it was being downloaded
+    for index, (_images, status) in enumerate(results):
+        assert f"Seed: {100 + index}." in status
+    images, _ = generate(app.browser(), "visitor 1's mascot", seed=101)
+    with Image.open(results[1][0][0]["image"]) as shared, Image.open(images[0]["image"]) as alone:
+        difference = np.abs(np.asarray(shared, dtype=np.int16) - np.asarray(alone, dtype=np.int16)).max()
+    # Within 1/255, as for any batch at few steps (batched arithmetic rounds differently, and the gap grows with
+    # the number of steps).
+    assert difference <= 1

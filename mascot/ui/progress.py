@@ -15,8 +15,14 @@ POLL_SECONDS = 1.0
 
 
 def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
-    """Show a job's queue position, steps and previews until it ends. If the browser leaves, the job goes on."""
+    """Show a job's queue position, steps and previews until it ends. If the browser leaves, the job goes on.
+
+    A preview is sent once, when it is new: Gradio writes every image it sends to a cache file named by its content,
+    so sending the same preview again at each step rewrites a file a browser may be downloading at that moment
+    (which fails with "Too little data for declared Content-Length"), and encodes it again for nothing.
+    """
     seen_version = -1
+    shown_preview: Any = None
     while True:
         snapshot = job.wait_for_change(seen_version, timeout=POLL_SECONDS)
         if snapshot.version == seen_version:
@@ -32,7 +38,10 @@ def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
             progress((snapshot.step, snapshot.total), desc=message)
         else:
             progress(0.0, desc=message)
-        yield ([snapshot.preview] if snapshot.preview is not None else gr.skip()), message
+        is_new_preview = snapshot.preview is not None and snapshot.preview is not shown_preview
+        if is_new_preview:
+            shown_preview = snapshot.preview
+        yield ([snapshot.preview] if is_new_preview else gr.skip()), message
 
 
 def progress_message(snapshot: JobSnapshot) -> str:

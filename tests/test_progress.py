@@ -1,0 +1,46 @@
+"""Relaying a job to the page: positions and steps in words, and each preview sent once."""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from mascot.request import GenerationRequest
+from mascot.ui.progress import progress_message, relay_job
+from mascot.worker import Job, JobState
+
+REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
+
+
+class SilentProgress:
+    """Stands in for gr.Progress, remembering what the bar was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, str]] = []
+
+    def __call__(self, value: object, desc: str = "") -> None:
+        self.calls.append((value, desc))
+
+
+def test_each_preview_is_sent_once_and_steps_without_a_new_one_send_none():
+    job = Job(REQUEST, "owner")
+    first, second = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    relay = relay_job(job, SilentProgress())
+
+    job.update(state=JobState.RUNNING, stage="decoder", step=1, total=4, preview=first)
+    assert next(relay)[0] == [first]
+    job.update(step=2)  # same preview still on the snapshot
+    assert isinstance(next(relay)[0], type(gr.skip()))
+    job.update(step=3, preview=second)
+    assert next(relay)[0] == [second]
+    job.update(step=4)
+    previews, message = next(relay)
+    assert isinstance(previews, type(gr.skip())) and message == "Drawing (decoder): step 4 of 4."
+
+
+def test_the_message_says_where_the_job_is():
+    job = Job(REQUEST, "owner")
+    job.update(jobs_ahead=2)
+    assert progress_message(job.snapshot) == "In the queue: 2 mascots ahead of yours."
+    job.update(state=JobState.RUNNING, jobs_ahead=0, stage="prior", step=1, total=25)
+    assert progress_message(job.snapshot) == "Imagining the idea (prior): step 1 of 25."
