@@ -11,6 +11,13 @@ Other sizes, batch or rank: `python lora/bench_train.py --resolutions 512 768 10
 On a CPU, the tiny model checks that the script itself works (the test suite runs this):
 
     python lora/bench_train.py --tiny --resolutions 64 --steps 3 --warmup_steps 1
+
+Without a GPU, `--estimate` adds up the memory of the same step from exact tensor sizes instead (lora/memory.py: fake
+tensors, no compute, well under a minute and about 0.5 GB of RAM on a CPU): the frozen weights, the LoRA with its
+gradients and AdamW state, and what autograd saves for the backward pass. It is a lower bound, not a measurement:
+
+    python lora/bench_train.py --estimate
+    python lora/bench_train.py --estimate --resolutions 512 --train_batch_size 2
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python lora/ben
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
+from lora.memory import GIB, MemoryEstimate, estimate_training_memory
 from lora.objectives import add_lora, decoder_loss
 from mascot.tiny import DECODER_SCHEDULER_CONFIG, UNET_ARCHITECTURE, build_decoder_pipeline
 
@@ -64,6 +72,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--tiny", action="store_true", help="the tiny offline UNet (for a CPU), not the full size")
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="no training: estimate the memory of one step from tensor sizes (fake tensors, runs on a CPU)",
+    )
     parser.add_argument("--resolutions", type=int, nargs="+", default=None, help="default: 512 768 (tiny: 64 128)")
     parser.add_argument("--train_batch_size", type=int, default=1, help="images per step")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank")
@@ -73,13 +86,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gradient_checkpointing", choices=("off", "on", "both"), default="both", help="which settings to measure"
     )
     parser.add_argument(
-        "--mixed_precision", choices=("no", "fp16", "bf16"), default=None, help="default: fp16 on CUDA, no on CPU"
+        "--mixed_precision",
+        choices=("no", "fp16", "bf16"),
+        default=None,
+        help="default: fp16 on CUDA and for --estimate, else no",
     )
     args = parser.parse_args(argv)
     args.resolutions = args.resolutions or ([64, 128] if args.tiny else [512, 768])
     if any(resolution % 64 for resolution in args.resolutions):
         parser.error("--resolutions must be multiples of 64.")
     return args
+
+
+def unet_config(tiny: bool) -> dict[str, Any]:
+    """The tiny UNet's config (from the model the tests use), or the full-size one."""
+    return dict(build_decoder_pipeline().unet.config) if tiny else FULL_SIZE_UNET
 
 
 def build_unet(tiny: bool, device: torch.device, dtype: torch.dtype) -> UNet2DConditionModel:
@@ -167,17 +188,47 @@ def report(args: argparse.Namespace, device: torch.device, unet: UNet2DCondition
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> list[Measurement]:
-    """Build the UNet with a LoRA, measure each resolution and checkpointing setting, print the table."""
+def estimate_report(args: argparse.Namespace, rows: list[MemoryEstimate]) -> str:
+    """The estimates as a small table, headed as what they are."""
+    lines = [
+        "ESTIMATE from tensor sizes on a CPU (fake tensors, no compute), not measured on a GPU.",
+        "Lower bound: excludes the allocator's fragmentation, cuDNN/attention workspaces and transient buffers during "
+        "backward.",
+        f"Decoder LoRA training, {'tiny' if args.tiny else 'full-size'} UNet, {args.mixed_precision} "
+        f"(frozen weights in it, LoRA in fp32, CUDA autocast's dtypes), LoRA rank {args.rank}, "
+        f"batch {args.train_batch_size}",
+        "resolution | gradient checkpointing | weights GiB | LoRA+optimizer GiB | saved activations GiB | total GiB",
+    ]
+    for row in rows:
+        checkpointing = "on" if row.gradient_checkpointing else "off"
+        sizes = (row.weight_bytes, row.lora_bytes, row.saved_bytes, row.total_bytes)
+        lines.append(f"{row.resolution}² | {checkpointing} | " + " | ".join(f"{size / GIB:.3f}" for size in sizes))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Measurement] | list[MemoryEstimate]:
+    """Build the UNet with a LoRA, measure (or with --estimate, estimate) each resolution and checkpointing setting,
+    print the table."""
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.mixed_precision is None:
-        args.mixed_precision = "fp16" if device.type == "cuda" else "no"
+        args.mixed_precision = "fp16" if device.type == "cuda" or args.estimate else "no"
+    settings = {"off": [False], "on": [True], "both": [False, True]}[args.gradient_checkpointing]
+    if args.estimate:
+        estimates = estimate_training_memory(
+            unet_config(args.tiny),
+            args.resolutions,
+            args.train_batch_size,
+            args.rank,
+            settings,
+            autocast_dtype(args.mixed_precision),
+        )
+        print(estimate_report(args, estimates))
+        return estimates
     torch.manual_seed(0)
     unet = build_unet(args.tiny, device, autocast_dtype(args.mixed_precision) or torch.float32)
     add_lora(unet, "decoder", args.rank, float(args.rank))
     unet.train()
-    settings = {"off": [False], "on": [True], "both": [False, True]}[args.gradient_checkpointing]
     rows = [
         measure(unet, args, resolution, checkpointing, device)
         for resolution in args.resolutions

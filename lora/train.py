@@ -685,7 +685,10 @@ def save_validation_images(run: Run, folder: Path) -> list[Path]:
         return []
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    with on_device(run.models.frozen_modules(), run.accelerator.device), torch.no_grad():
+    # Under mixed precision, accelerate's prepare makes the trained UNet return fp32 while the frozen MoVQ keeps
+    # fp16/bf16 weights: outside the training's autocast, decoding the fp32 latents fails on the dtype mismatch.
+    autocast = run.accelerator.autocast()
+    with on_device(run.models.frozen_modules(), run.accelerator.device), torch.no_grad(), autocast:
         for prompt_index, prompt in enumerate(run.validation_prompts):
             for image_index in range(args.num_validation_images):
                 path = folder / f"{prompt_index:02d}-{image_index:02d}.png"

@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 from lora import bench_train, train
 from lora.dataset import MIN_IMAGES, DatasetError, load_examples
 from lora.objectives import add_lora, decoder_loss
-from mascot.adapters import CARD_NAME, WEIGHT_NAME
+from mascot.adapters import CARD_NAME, WEIGHT_NAME, parse_adapter_specs
+from mascot.model import KandinskyGenerator, ModelSource
+from mascot.request import GenerationRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,6 +130,61 @@ def test_decoder_lora_overfits_a_fixed_batch(tiny_model_dir):
 
     # Without learning every step's loss would be the same number; the tiny UNet's attention LoRA gets ~25 % lower.
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+
+
+@pytest.fixture
+def own_accelerate_state():
+    """accelerate keeps one state per process, and the first Accelerator fixes its mixed precision: a run with another
+    one needs a fresh state, and the runs after it need theirs back (accelerate's own tests reset it the same way)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_training_keeps_frozen_weights_in_bf16_trains_an_fp32_lora_that_works_in_the_app(
+    tiny_model_dir, tiny_generator, dataset, tmp_path, monkeypatch, own_accelerate_state
+):
+    # accelerate runs bf16 autocast on a CPU: the one mixed precision this suite can train with (fp16 needs a GPU).
+    runs = []
+    set_up = train.set_up
+
+    def keep_run(args, accelerator):
+        run = set_up(args, accelerator)
+        runs.append((run, [parameter.detach().clone() for parameter in run.parameters]))
+        return run
+
+    monkeypatch.setattr(train, "set_up", keep_run)
+    output = tmp_path / "bf16-lora"
+    extra = ("--mixed_precision", "bf16", "--learning_rate", "2e-2", "--checkpointing_steps", "2")
+    extra += ("--num_validation_images", "1", "--validation_num_inference_steps", "2")
+    extra += ("--validation_prior_num_inference_steps", "2")
+    train.main(train_args(tiny_model_dir, dataset, output, "decoder", 4, *extra))
+    (run, initial), trained = runs[0], runs[0][0].models.trained
+
+    frozen = [p for module in run.models.frozen_modules() for p in module.parameters()]
+    frozen += [p for name, p in trained.named_parameters() if "lora_" not in name]
+    assert {p.dtype for p in frozen} == {torch.bfloat16}
+    assert {p.dtype for p in run.parameters} == {torch.float32}
+    assert all(not torch.equal(before, after) for before, after in zip(initial, run.parameters, strict=True))
+    saved = lora_tensors(output)
+    assert {value.dtype for value in saved.values()} == {torch.float32}
+    for name, parameter in trained.named_parameters():
+        if parameter.requires_grad:
+            assert torch.equal(saved[name.replace(".default", "")], parameter.detach())
+    assert json.loads((output / CARD_NAME).read_text())["mixed_precision"] == "bf16"
+    # The validation images of a checkpoint and of the final adapter were made under bf16 too.
+    assert (output / "checkpoint-2" / "validation" / "00-00.png").is_file()
+    assert (output / "validation" / "00-00.png").is_file()
+
+    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
+    generator = KandinskyGenerator.load(source, device="cpu", adapters=parse_adapter_specs([f"bf16={output}"]))
+    request = {"prompt": "a cheerful otter mascot", "seed": 11, "width": 256, "height": 256}
+    request |= {"num_inference_steps": 2, "prior_num_inference_steps": 2}
+    base = np.asarray(tiny_generator.generate(GenerationRequest.from_user(**request)).images[0], dtype=np.int16)
+    adapted = generator.generate(GenerationRequest.from_user(**request, adapter_name="bf16", lora_scale=1))
+    assert np.abs(np.asarray(adapted.images[0], dtype=np.int16) - base).max() > 10
 
 
 def test_resume_continues_from_the_checkpoint_step_with_the_same_weights_as_an_uninterrupted_run(
