@@ -113,6 +113,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         address_daily_quota=settings.resolved_address_daily_quota,
         address_hash_of=AddressKeys(secret).address_hash,
         trusted_proxies=settings.trusted_proxies,
+        reports_to_hide=settings.reports_to_hide,
         clock=clock,
     )
     demo = build_demo(services)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import peewee
 
 from mascot.files import ImageFiles
+from mascot.moderation import VISIBLE, moderation_note
 from mascot.request import GenerationRequest
 from mascot.schema import Tables
 
@@ -57,6 +58,12 @@ class MascotEntry:
     like_count: int
     liked_by_viewer: bool
     is_owner: bool  # the viewer made it: may make it private, delete it
+    moderation: str = VISIBLE  # out of the gallery when set (see mascot.moderation); only its owner sees it then
+
+    @property
+    def moderation_note(self) -> str:
+        """What its owner reads about it being out of the gallery; "" when it is not."""
+        return moderation_note(self.moderation)
 
     def remix_request(self) -> GenerationRequest:
         """This image's parameters with its own seed and one image: generating it again reproduces it."""
@@ -104,8 +111,14 @@ def page_of(items: Sequence[MascotEntry], total: int, page: int, per_page: int) 
 
 
 def listed(image: type[peewee.Model]) -> peewee.Expression:
-    """What the gallery lists: public images whose file is there. Equalities, so the gallery indexes apply."""
-    return (image.is_public == True) & (image.file_missing == False)  # noqa: E712 - SQL, not Python truthiness
+    """What the gallery lists: public images whose file is there and that moderation left alone. Equalities, so the
+    gallery indexes apply."""
+    return shown_to_all(image) & (image.file_missing == False)  # noqa: E712 - SQL, not Python truthiness
+
+
+def shown_to_all(image: type[peewee.Model]) -> peewee.Expression:
+    """Public, and not taken out of the gallery after reports or by the operator: anyone may see it."""
+    return (image.is_public == True) & (image.moderation == VISIBLE)  # noqa: E712
 
 
 def entry_select(tables: Tables, viewer_id: int | None) -> peewee.ModelSelect:
@@ -140,6 +153,7 @@ def _entry_columns(tables: Tables) -> list[peewee.Node]:
         image.width,
         image.height,
         image.is_public,
+        image.moderation,
         image.like_count,
         image.created_at,
         generation.browser.alias("owner_id"),
@@ -194,6 +208,7 @@ def entry_from_row(row: Mapping[str, Any], viewer_id: int | None, files: ImageFi
         like_count=row["like_count"],
         liked_by_viewer=row.get("viewer_like_id") is not None,
         is_owner=viewer_id is not None and row["owner_id"] == viewer_id,
+        moderation=row["moderation"],
     )
 
 

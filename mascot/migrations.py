@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import peewee
 from playhouse import migrate as schema_changes
 
-from mascot.schema import Tables, utc_now
+from mascot.schema import GALLERY_NEWEST_INDEX, GALLERY_TOP_INDEX, Tables, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,23 @@ def add_address_quota(db: peewee.Database, tables: Tables) -> None:
     db.create_tables([_version_6_address_quota_table(db)])
 
 
+def add_reports_and_moderation(db: peewee.Database, tables: Tables) -> None:
+    """Version 7: reports, and a moderation state that takes a mascot out of the gallery. The gallery's indexes gain
+    that state, so both orders still walk one index; every existing mascot starts as its owner set it."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    moderation = peewee.CharField(max_length=16, constraints=[peewee.SQL("DEFAULT ''")])
+    gallery = ("is_public", "file_missing", "moderation")
+    schema_changes.migrate(
+        migrator.add_column("mascot_image", "moderation", moderation, allow_not_null=True),
+        migrator.drop_index("mascot_image", "mascotimage_is_public_file_missing_created_at_id"),
+        migrator.drop_index("mascot_image", "mascotimage_is_public_file_missing_like_count_created_at_id"),
+        migrator.add_index("mascot_image", (*gallery, "created_at", "id"), name=GALLERY_NEWEST_INDEX),
+        migrator.add_index("mascot_image", (*gallery, "like_count", "created_at", "id"), name=GALLERY_TOP_INDEX),
+        _image_index(migrator, ("moderation",)),
+    )
+    db.create_tables([_version_7_report_table(db)])
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -163,6 +180,35 @@ def _version_6_address_quota_table(db: peewee.Database) -> type[peewee.Model]:
     return AddressQuota
 
 
+def _version_7_report_table(db: peewee.Database) -> type[peewee.Model]:
+    """The mascot_report table as version 7 created it, with stand-ins for the tables it points at."""
+
+    class Version7Model(peewee.Model):
+        class Meta:
+            database = db
+
+    class Browser(Version7Model):
+        class Meta:
+            table_name = "browser"
+
+    class MascotImage(Version7Model):
+        class Meta:
+            table_name = "mascot_image"
+
+    class Report(Version7Model):
+        image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
+        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
+        address_hash = peewee.CharField(max_length=64, null=True)
+        reason = peewee.CharField(max_length=16, constraints=[peewee.SQL("DEFAULT ''")])
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "mascot_report"
+            indexes = ((("image", "browser"), True),)
+
+    return Report
+
+
 # Ordered; append, never edit. A fresh database gets today's schema at once and is stamped with the latest version
 # (Alembic's "create_all, then stamp"), so a later migration only has to bring an existing, older database forward.
 MIGRATIONS: list[Migration] = [
@@ -176,6 +222,7 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "the style and brand presets of each generation", add_preset_columns),
     Migration(5, "the logo mixed into each generation, and its weight", add_logo_columns),
     Migration(6, "a daily quota per network, kept under a keyed hash of the address", add_address_quota),
+    Migration(7, "reports, and mascots taken out of the gallery after them", add_reports_and_moderation),
 ]
 
 

@@ -12,6 +12,8 @@ from playhouse.db_url import connect
 
 SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": "normal"}
 PUBLIC_ID_CHARACTERS = 12  # secrets.token_urlsafe(9): 72 random bits, URL-safe, no padding
+GALLERY_NEWEST_INDEX = "mascotimage_gallery_newest"
+GALLERY_TOP_INDEX = "mascotimage_gallery_top"
 
 
 @dataclass(frozen=True)
@@ -24,11 +26,12 @@ class Tables:
     image: type[peewee.Model]
     like: type[peewee.Model]
     address: type[peewee.Model]
+    report: type[peewee.Model]
 
     @property
     def data_tables(self) -> list[type[peewee.Model]]:
         """The tables that hold data, parents first (the order to create them in)."""
-        return [self.browser, self.generation, self.image, self.like, self.address]
+        return [self.browser, self.generation, self.image, self.like, self.address, self.report]
 
 
 def database_default(sql: str) -> list[peewee.SQL]:
@@ -113,15 +116,24 @@ def define_tables(db: peewee.Database) -> Tables:
         like_count = peewee.IntegerField(default=0, constraints=database_default("0"))  # = its like rows, exactly
         file_missing = peewee.BooleanField(default=False, constraints=database_default("FALSE"))
         thumbnail = peewee.CharField(max_length=255, null=True, unique=True)  # None until made (old rows)
+        # "" = as its owner set it; else out of the gallery whatever is_public says (moderation.py): kept apart from
+        # is_public, so that a restore gives back the owner's own choice.
+        moderation = peewee.CharField(max_length=16, default="", constraints=database_default("''"))
 
         class Meta:
             table_name = "mascot_image"
             indexes = (
                 (("generation", "position"), True),
-                # The gallery's two orders, newest and most liked; both walk the index backwards.
-                (("is_public", "file_missing", "created_at", "id"), False),
-                (("is_public", "file_missing", "like_count", "created_at", "id"), False),
+                (("moderation",), False),  # the operator's list: what is hidden
             )
+
+    # The gallery's two orders, newest and most liked; both walk the index backwards. Named, since peewee would
+    # shorten the second name with a hash past 64 characters and PostgreSQL cuts names at 63.
+    gallery_columns = (MascotImage.is_public, MascotImage.file_missing, MascotImage.moderation)
+    MascotImage.add_index(*gallery_columns, MascotImage.created_at, MascotImage.id, name=GALLERY_NEWEST_INDEX)
+    MascotImage.add_index(
+        *gallery_columns, MascotImage.like_count, MascotImage.created_at, MascotImage.id, name=GALLERY_TOP_INDEX
+    )
 
     class Like(BaseModel):
         browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
@@ -145,6 +157,19 @@ def define_tables(db: peewee.Database) -> Tables:
         class Meta:
             table_name = "address_quota"
 
+    class Report(BaseModel):
+        # Reports live until the operator restores or deletes the mascot; a restore clears them (moderation.py).
+        image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
+        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)  # who reported it
+        address_hash = peewee.CharField(max_length=64, null=True)  # their network (clients.AddressKeys), if known
+        reason = peewee.CharField(max_length=16, default="", constraints=database_default("''"))
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "mascot_report"
+            # One report per browser per image; also what the threshold counts and what deleting an image deletes.
+            indexes = ((("image", "browser"), True),)
+
     return Tables(
         schema_version=SchemaVersion,
         browser=Browser,
@@ -152,6 +177,7 @@ def define_tables(db: peewee.Database) -> Tables:
         image=MascotImage,
         like=Like,
         address=AddressQuota,
+        report=Report,
     )
 
 

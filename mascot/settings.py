@@ -38,6 +38,8 @@ class Settings:
     # Mascots per network address per UTC day, all its browsers together (0: no cap). None: ADDRESS_QUOTA_FACTOR
     # times daily_quota, since a household or an office shares one address behind NAT.
     address_daily_quota: int | None = None
+    # Distinct networks whose reports take a mascot out of the gallery until the operator reviews it (0: never).
+    reports_to_hide: int = 3
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
     hub_timeout_s: float = 5.0
@@ -66,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help=f"Which model to load: {MODEL_CHOICES_HELP}. Default: auto (MASCOT_MODEL).")
     parser.add_argument("--prior", help="Prior pipeline: a hub id or a folder (MASCOT_PRIOR). Overrides --model's.")
     parser.add_argument("--decoder", help="Decoder pipeline: a hub id or a folder (MASCOT_DECODER).")
-    parser.add_argument("--data-dir", help="Where the database, images and preview model live (MASCOT_DATA_DIR).")
-    parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (MASCOT_DATABASE_URL).")
+    add_storage_arguments(parser)
     parser.add_argument("--share", action="store_true", default=None, help="Also serve on a public share link.")
     parser.add_argument("--host", help="Address to listen on (GRADIO_SERVER_NAME; default 127.0.0.1).")
     parser.add_argument("--port", type=int, help="Port to listen on (GRADIO_SERVER_PORT; default 7860).")
@@ -91,34 +92,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say where the app keeps its data; other scripts on the same data (mascot.moderate) take them."""
+    parser.add_argument("--data-dir", help="Where the database, images and preview model live (MASCOT_DATA_DIR).")
+    parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (MASCOT_DATABASE_URL).")
+
+
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags (argv) and the environment; pass both explicitly in tests."""
+    return settings_from(build_parser().parse_args(argv), environ)
+
+
+def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from parsed flags and the environment. A parser that lacks some of the app's flags (another script's)
+    leaves those to the environment and the defaults."""
     env = os.environ if environ is None else environ
-    flags = build_parser().parse_args(argv)
     defaults = Settings()
 
-    def pick(flag: object, variable: str, default: object) -> object:
-        if flag is not None:
-            return flag
+    def flag(name: str) -> object:
+        return getattr(flags, name, None)
+
+    def pick(value: object, variable: str, default: object) -> object:
+        if value is not None:
+            return value
         return env.get(variable) or default
 
     return Settings(
-        model=str(pick(flags.model, "MASCOT_MODEL", defaults.model)),
-        prior=pick(flags.prior, "MASCOT_PRIOR", None),  # type: ignore[arg-type]
-        decoder=pick(flags.decoder, "MASCOT_DECODER", None),  # type: ignore[arg-type]
-        data_dir=Path(str(pick(flags.data_dir, "MASCOT_DATA_DIR", defaults.data_dir))),
-        database_url=pick(flags.database_url, "MASCOT_DATABASE_URL", None),  # type: ignore[arg-type]
+        model=str(pick(flag("model"), "MASCOT_MODEL", defaults.model)),
+        prior=pick(flag("prior"), "MASCOT_PRIOR", None),  # type: ignore[arg-type]
+        decoder=pick(flag("decoder"), "MASCOT_DECODER", None),  # type: ignore[arg-type]
+        data_dir=Path(str(pick(flag("data_dir"), "MASCOT_DATA_DIR", defaults.data_dir))),
+        database_url=pick(flag("database_url"), "MASCOT_DATABASE_URL", None),  # type: ignore[arg-type]
         secret=env.get("MASCOT_SECRET") or None,
-        server_name=str(pick(flags.host, "GRADIO_SERVER_NAME", defaults.server_name)),
-        server_port=int(str(pick(flags.port, "GRADIO_SERVER_PORT", defaults.server_port))),
-        share=bool(flags.share) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
+        server_name=str(pick(flag("host"), "GRADIO_SERVER_NAME", defaults.server_name)),
+        server_port=int(str(pick(flag("port"), "GRADIO_SERVER_PORT", defaults.server_port))),
+        share=bool(flag("share")) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
         queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
         max_batch_images=int(env.get("MASCOT_MAX_BATCH_IMAGES") or defaults.max_batch_images),
         max_queued_per_client=int(env.get("MASCOT_MAX_QUEUED_PER_CLIENT") or defaults.max_queued_per_client),
         trusted_proxies=int(env.get("MASCOT_TRUSTED_PROXIES") or defaults.trusted_proxies),
-        daily_quota=int(str(pick(flags.daily_quota, "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
-        address_daily_quota=optional_int(pick(flags.address_daily_quota, "MASCOT_ADDRESS_DAILY_QUOTA", None)),
-        lora=tuple(flags.lora or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
+        daily_quota=int(str(pick(flag("daily_quota"), "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
+        address_daily_quota=optional_int(pick(flag("address_daily_quota"), "MASCOT_ADDRESS_DAILY_QUOTA", None)),
+        reports_to_hide=int(env.get("MASCOT_REPORTS_TO_HIDE") or defaults.reports_to_hide),
+        lora=tuple(flag("lora") or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
     )

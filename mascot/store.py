@@ -22,10 +22,12 @@ from mascot.entries import (
     entry_select,
     listed,
     page_of,
+    shown_to_all,
 )
 from mascot.files import ImageFiles, StoredImage
 from mascot.generator import GeneratedImages, ModelInfo
 from mascot.migrations import migrate, schema_version
+from mascot.moderation import VISIBLE, ModerationBook, ReportedMascot, ReportResult, check_reason
 from mascot.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
 from mascot.request import GenerationRequest
 from mascot.schema import Tables, as_stored_time, define_tables, ensure_browser, find_browser, open_database
@@ -50,6 +52,8 @@ __all__ = [
     "MascotPage",
     "MascotStore",
     "QuotaStatus",
+    "ReportResult",
+    "ReportedMascot",
     "SavedGeneration",
 ]
 
@@ -78,9 +82,11 @@ GalleryPage = MascotPage
 
 
 class MascotStore:
-    """Browsers, their generations, images, likes and quotas. Every query acting for a browser takes its owner hash."""
+    """Browsers, their generations, images, likes, reports and quotas. Every query acting for a browser takes its
+    owner hash; the operator's (moderation) take only a share id."""
 
-    def __init__(self, database_url: str, images_dir: Path) -> None:
+    def __init__(self, database_url: str, images_dir: Path, *, upkeep: bool = True) -> None:
+        """Open (and migrate) the database; with `upkeep`, also check the images folder as the app does at start."""
         self.files = ImageFiles(images_dir)
         self.images_dir = self.files.root
         self.database = open_database(database_url)
@@ -90,9 +96,11 @@ class MascotStore:
         if applied:
             logger.info("Database schema now at version %d (applied %s).", applied[-1], applied)
         self.quotas = QuotaBook(self.database, self.tables)
+        self.moderation = ModerationBook(self.database, self.tables, self.files)
         self.upkeep = FileUpkeep(self.database, self.tables, self.files)
-        self.check_files()
-        self.sweep_orphan_files()
+        if upkeep:
+            self.check_files()
+            self.sweep_orphan_files()
 
     def close(self) -> None:
         """Close this thread's connection (peewee keeps one per thread)."""
@@ -222,12 +230,13 @@ class MascotStore:
         )  # fmt: skip
 
     def mascot(self, public_id: str, viewer_owner_hash: str | None) -> MascotEntry | None:
-        """One mascot by its share id: a public one for anyone, a private one for its owner only; else None."""
+        """One mascot by its share id: a public one for anyone, a private or moderated one for its owner only; else
+        None."""
         viewer_id = self._viewer(viewer_owner_hash)
         if not is_public_id(public_id):
             return None
         image, generation = self.tables.image, self.tables.generation
-        visible = image.is_public == True  # noqa: E712
+        visible = shown_to_all(image)
         if viewer_id is not None:
             visible = visible | (generation.browser == viewer_id)
         row = (
@@ -242,41 +251,35 @@ class MascotStore:
 
     # ---- changing one's own mascots ---------------------------------------------------------------------------
     def set_public(self, owner_hash: str, public_id: str, is_public: bool) -> bool:
-        """Show the mascot in the gallery or hide it; False when it is not this browser's (or does not exist)."""
+        """Show the mascot in the gallery or hide it; False when it is not this browser's (or does not exist), or
+        when it would be shown while moderation keeps it out of the gallery (`mascot(...).moderation` says)."""
         require_owner_hash(owner_hash)
         if not is_public_id(public_id):
             return False
         image = self.tables.image
+        query = (
+            image
+            .update(is_public=bool(is_public))
+            .where(image.public_id == public_id)
+            .where(image.generation.in_(self._generations_of(owner_hash)))
+        )  # fmt: skip
+        if is_public:
+            query = query.where(image.moderation == VISIBLE)  # only the operator's restore brings it back
         with self.database.atomic():
-            changed = (
-                image
-                .update(is_public=bool(is_public))
-                .where(image.public_id == public_id)
-                .where(image.generation.in_(self._generations_of(owner_hash)))
-                .execute()
-            )  # fmt: skip
+            changed = query.execute()
         return changed > 0
 
     def delete_mascot(self, owner_hash: str, public_id: str) -> bool:
-        """Delete the mascot (row, likes, image and thumbnail files; its generation when it was the last image).
+        """Delete the mascot (row, likes, reports, image and thumbnail files; its generation when it was the last
+        image).
 
         False, and nothing changed, when it is not this browser's.
         """
         require_owner_hash(owner_hash)
         if not is_public_id(public_id):
             return False
-        image, like, generation = self.tables.image, self.tables.like, self.tables.generation
-        with self.database.atomic():
-            row = self._owned_image(owner_hash, public_id)
-            if row is None:
-                return False
-            like.delete().where(like.image == row.id).execute()
-            image.delete().where(image.id == row.id).execute()
-            if not image.select().where(image.generation == row.generation_id).exists():
-                generation.delete().where(generation.id == row.generation_id).execute()
-        # After the commit: a crash in between leaves files no row claims, which the next sweep removes.
-        self.files.remove([name for name in (row.path, row.thumbnail) if name])
-        return True
+        owned = self.tables.image.generation.in_(self._generations_of(owner_hash))
+        return self._delete_image(self._image_row(public_id).where(owned))
 
     # ---- likes ------------------------------------------------------------------------------------------------
     def toggle_like(self, owner_hash: str, public_id: str, *, now: datetime | None = None) -> LikeState | None:
@@ -291,9 +294,10 @@ class MascotStore:
         moment = as_stored_time(now)
         with self.database.atomic():
             browser_id = ensure_browser(self.tables, owner_hash, moment)
-            image_id = self._visible_image_id(public_id, browser_id)
-            if image_id is None:
+            found = self._visible_image(public_id, browser_id)
+            if found is None:
                 return None
+            image_id = found[0]
             unliked = (
                 like
                 .delete()
@@ -306,6 +310,56 @@ class MascotStore:
                 image.update(like_count=image.like_count + change).where(image.id == image_id).execute()
             count = image.select(image.like_count).where(image.id == image_id).scalar()
         return LikeState(liked=not unliked, like_count=int(count))
+
+    # ---- reports and moderation -------------------------------------------------------------------------------
+    def report_mascot(
+        self,
+        owner_hash: str,
+        public_id: str,
+        reason: str = "",
+        *,
+        address_hash: str | None = None,
+        reports_to_hide: int = 3,
+        now: datetime | None = None,
+    ) -> ReportResult:
+        """Report a mascot this browser can see and did not make, once; `reason` is a key of REPORT_REASONS or "".
+
+        Once `reports_to_hide` distinct networks (`address_hash`, clients.AddressKeys) reported it, it leaves the
+        gallery and its share link for all but its owner until the operator restores it (0: never). A report
+        without a network is kept and listed, but never counts toward that.
+        """
+        require_owner_hash(owner_hash)
+        require_address_hash(address_hash)
+        check_reason(reason)
+        check_limit(reports_to_hide)
+        if not is_public_id(public_id):
+            return ReportResult("not_found")
+        moment = as_stored_time(now)
+        with self.database.atomic():
+            browser_id = ensure_browser(self.tables, owner_hash, moment)
+            found = self._visible_image(public_id, browser_id)
+            if found is None:
+                return ReportResult("not_found")
+            image_id, owner_id = found
+            if owner_id == browser_id:
+                return ReportResult("own_mascot")
+            return self.moderation.report(image_id, browser_id, address_hash, reason, reports_to_hide, moment)
+
+    def reported_mascots(self) -> list[ReportedMascot]:
+        """The operator's list: mascots with reports or out of the gallery, most reported first."""
+        return self.moderation.reported()
+
+    def hide_mascot(self, public_id: str) -> bool:
+        """The operator takes a mascot out of the gallery, reports or not; False when no mascot has this id."""
+        return is_public_id(public_id) and self.moderation.hide(public_id)
+
+    def restore_mascot(self, public_id: str) -> bool:
+        """The operator shows a mascot as its owner set it again and clears its reports; False for an unknown id."""
+        return is_public_id(public_id) and self.moderation.restore(public_id)
+
+    def delete_mascot_as_operator(self, public_id: str) -> bool:
+        """The operator deletes a mascot as its owner's delete does; False when no mascot has this id."""
+        return is_public_id(public_id) and self._delete_image(self._image_row(public_id))
 
     # ---- quota and the one job in flight ----------------------------------------------------------------------
     def quota(self, owner_hash: str, limit: int, now: datetime | None = None) -> QuotaStatus:
@@ -388,27 +442,45 @@ class MascotStore:
             .where(browser.owner_hash == owner_hash)
         )  # fmt: skip
 
-    def _owned_image(self, owner_hash: str, public_id: str) -> peewee.Model | None:
+    def _image_row(self, public_id: str) -> peewee.ModelSelect:
+        """What deleting the image needs to know of it; add conditions."""
         image = self.tables.image
         return (
             image
             .select(image.id, image.generation, image.path, image.thumbnail)
             .where(image.public_id == public_id)
-            .where(image.generation.in_(self._generations_of(owner_hash)))
-            .first()
         )  # fmt: skip
 
-    def _visible_image_id(self, public_id: str, browser_id: int) -> int | None:
-        """The image's id when this browser may see it: public, or its own; never one whose file is missing."""
+    def _delete_image(self, image_row: peewee.ModelSelect) -> bool:
+        """Delete the image `image_row` finds: its likes, reports and row (and its generation when it was the last
+        image) in one transaction, then its files. False, and nothing changed, when it finds none."""
+        image, like, generation = self.tables.image, self.tables.like, self.tables.generation
+        with self.database.atomic():
+            row = image_row.first()
+            if row is None:
+                return False
+            like.delete().where(like.image == row.id).execute()
+            self.moderation.delete_reports(row.id)
+            image.delete().where(image.id == row.id).execute()
+            if not image.select().where(image.generation == row.generation_id).exists():
+                generation.delete().where(generation.id == row.generation_id).execute()
+        # After the commit: a crash in between leaves files no row claims, which the next sweep removes.
+        self.files.remove([name for name in (row.path, row.thumbnail) if name])
+        return True
+
+    def _visible_image(self, public_id: str, browser_id: int) -> tuple[int, int] | None:
+        """The image's id and its owner's browser id when this browser may see it: shown to all, or its own; never
+        one whose file is missing."""
         image, generation = self.tables.image, self.tables.generation
         return (
             image
-            .select(image.id)
+            .select(image.id, generation.browser)
             .join(generation)
             .where(image.public_id == public_id)
             .where(image.file_missing == False)  # noqa: E712
-            .where((image.is_public == True) | (generation.browser == browser_id))  # noqa: E712
-            .scalar()
+            .where(shown_to_all(image) | (generation.browser == browser_id))
+            .tuples()
+            .first()
         )  # fmt: skip
 
     def _add_like(self, browser_id: int, image_id: int, now: datetime) -> int:

@@ -131,8 +131,17 @@ def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stra
         assert (sticker.format, sticker.mode) == ("PNG", "RGBA")
     stranger.locator("#gallery-like").click()
     playwright_api.expect(stranger.locator("#gallery-like")).to_contain_text("♥ Liked · 1")
+    stranger.get_by_text("Report this mascot").click()
+    stranger.locator("#gallery-report-reason input").click()
+    stranger.locator("ul li", has_text="Offensive or hateful").first.click()
+    stranger.locator("#gallery-report").click()
+    playwright_api.expect(stranger.locator("#gallery-report-status")).to_contain_text("Thank you for the report")
     stranger.screenshot(path=str(tmp_path / "shared.png"), full_page=True)
     stranger_context.close()
+
+    page.goto(share_link)  # the maker, on the same link, is offered no Report: it is their own mascot
+    playwright_api.expect(page.locator("#gallery-detail-info")).to_contain_text("a plush panda chef")
+    playwright_api.expect(page.locator("#gallery-report-panel")).to_be_hidden()
     context.close()
 
 

@@ -208,6 +208,58 @@ def test_browsers_on_one_network_share_its_daily_quota_and_the_refusal_says_so(s
     assert prompts(mine(bob))[0] == "a new day"
 
 
+THANKS = "Thank you for the report: the operator will look at this mascot."
+UNDER_REVIEW = "Hidden from the gallery after reports; the operator will review it."
+
+
+def report(client: Client, public_id: str, reason: str = "") -> str:
+    return client.predict(public_id, reason, api_name="/report")
+
+
+def test_reports_from_three_networks_take_a_mascot_out_of_the_gallery_for_all_but_its_owner(site_behind_a_proxy):
+    site = site_behind_a_proxy
+    alice, stranger = site.browser("203.0.113.7"), site.browser("192.0.2.99")
+    make(alice, "a rude otter")
+    make(alice, "a polite fox")
+    rude = next(mascot["public_id"] for mascot in mine(alice) if mascot["prompt"] == "a rude otter")
+    for _cookie in range(3):  # one person with three cookies is still one network
+        assert report(site.browser("198.51.100.20"), rude, "offensive") == THANKS
+    assert report(site.browser("192.0.2.5"), rude, "violence") == THANKS
+    assert prompts(public(stranger)) == ["a polite fox", "a rude otter"]
+
+    assert report(site.browser("2001:db8::1"), rude) == THANKS  # the third network
+
+    _gallery, _page, label, mascots = stranger.predict(1, "Newest", api_name="/gallery")
+    assert (prompts(mascots), label) == (["a polite fox"], "Page 1 of 1 · 1 mascot")
+    with pytest.raises(Exception, match="private or was deleted"):
+        stranger.predict(rude, api_name="/mascot")
+    owned = {mascot["prompt"]: mascot for mascot in mine(alice)}
+    assert owned["a rude otter"]["moderation_note"] == UNDER_REVIEW
+    assert owned["a polite fox"]["moderation_note"] == ""
+    _public_id, _image, info, *_rest = alice.predict(rude, api_name="/mascot")
+    assert UNDER_REVIEW in info
+    with pytest.raises(Exception, match="Until the operator restores it, it cannot be made public"):
+        alice.predict(rude, True, api_name="/set_public")
+    assert site.app.store.restore_mascot(rude)  # what `python -m mascot.moderate restore` does
+    assert prompts(public(stranger)) == ["a polite fox", "a rude otter"]
+
+
+def test_a_report_counts_once_and_the_refusals_arrive_as_sentences(site):
+    alice, bob = site.browser(), site.browser()
+    make(alice, "an otter")
+    (mascot,) = mine(alice)
+    with pytest.raises(Exception, match="This is your own mascot: make it private or delete it instead"):
+        report(alice, mascot["public_id"], "spam")
+    with pytest.raises(Exception, match="This mascot is private or was deleted"):
+        report(bob, "AAAAAAAAAAAA", "spam")
+    with pytest.raises(Exception, match="reason must be one of 'offensive', 'sexual', 'violence', 'spam'"):
+        report(bob, mascot["public_id"], "boring")
+    assert report(bob, mascot["public_id"], "spam") == THANKS
+    assert report(bob, mascot["public_id"], "offensive") == "You reported this mascot already."
+    [listed] = site.app.store.reported_mascots()
+    assert (listed.public_id, listed.reasons) == (mascot["public_id"], {"spam": 1})
+
+
 def test_one_job_in_flight_per_browser_and_a_cancelled_job_costs_nothing(site):
     alice = site.browser()
     site.fake.gate.clear()

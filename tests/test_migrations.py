@@ -151,7 +151,7 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
 
     mascots = open_store()
 
-    assert mascots.schema_version == MIGRATIONS[-1].version == 6
+    assert mascots.schema_version == MIGRATIONS[-1].version == 7
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
     assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
     assert (entry.style, entry.brand) == ("", "")  # made before presets: the words as written
@@ -175,6 +175,12 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
     assert mascots.release_job(owner("alice"), claim.claim_id)
     assert mascots.count_history(owner("alice")) == 2
     assert mascots.address_quota(network, 50).used == 1
+    assert mascots.history(owner("alice"))[1].moderation == ""  # made before moderation: as its owner set it
+    assert mascots.report_mascot(owner("bob"), entry.public_id, "spam", reports_to_hide=1).outcome == "reported"
+    assert (
+        mascots.report_mascot(owner("carol"), entry.public_id, address_hash=network, reports_to_hide=1).refused is False
+    )
+    assert mascots.gallery(None).total == 1  # the version 1 mascot left the gallery; the new one is there
 
 
 def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
@@ -189,6 +195,14 @@ def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
         assert "mascot_like" in described
         assert "address_quota" in described  # version 6: each network's count, and the network of a job in flight
         assert ("browser_job_address_hash", ("job_address_hash",), False) in described["browser"]["indexes"]
+        # version 7: reports, one per browser per image, and the gallery's indexes with the moderation state
+        assert ("report_image_id_browser_id", ("image_id", "browser_id"), True) in described["mascot_report"]["indexes"]
+        assert {"address_hash", "reason"} <= set(described["mascot_report"]["columns"])
+        image_indexes = {name: columns for name, columns, _unique in described["mascot_image"]["indexes"]}
+        assert image_indexes["mascotimage_gallery_top"] == (
+            "is_public", "file_missing", "moderation", "like_count", "created_at", "id"
+        )  # fmt: skip
+        assert "mascotimage_is_public_file_missing_created_at_id" not in image_indexes
     finally:
         migrated.close()
         fresh.close()

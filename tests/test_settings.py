@@ -60,3 +60,9 @@ def test_the_address_quota_defaults_to_five_browsers_worth_and_0_turns_it_off():
     flag_wins = load_settings(["--address-daily-quota", "7"], {"MASCOT_ADDRESS_DAILY_QUOTA": "0"})
     assert flag_wins.resolved_address_daily_quota == 7
     assert load_settings(["--address-daily-quota", "0"], {}).resolved_address_daily_quota == 0
+
+
+def test_reports_from_three_networks_hide_a_mascot_unless_the_variable_says_otherwise():
+    assert load_settings([], {}).reports_to_hide == 3
+    assert load_settings([], {"MASCOT_REPORTS_TO_HIDE": "5"}).reports_to_hide == 5
+    assert load_settings([], {"MASCOT_REPORTS_TO_HIDE": "0"}).reports_to_hide == 0  # never by reports alone

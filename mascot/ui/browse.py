@@ -99,9 +99,14 @@ def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int) ->
     """The thumbnails, the page shown, its label, what each thumbnail is, and which page buttons make sense."""
     pages = max(1, -(-total // per_page))
     label = f"Page {page} of {pages} · {plural(total, 'mascot')}" if total else "Nothing here yet."
-    thumbnails = [(str(item.thumbnail_path or item.path), item.caption) for item in items]
+    thumbnails = [(str(item.thumbnail_path or item.path), caption(item)) for item in items]
     previous, next_ = gr.Button(interactive=page > 1), gr.Button(interactive=page < pages)
     return thumbnails, page, label, [summary(item) for item in items], previous, next_
+
+
+def caption(item: Any) -> str:
+    """A thumbnail's caption: its prompt, marked when moderation keeps it out of the gallery (its owner sees that)."""
+    return f"⚠️ Hidden · {item.caption}" if item.moderation else item.caption
 
 
 def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:

@@ -40,6 +40,7 @@ class PageServices:
     address_daily_quota: int = 0  # per network address, all its browsers together; 0: no cap
     address_hash_of: AddressHashOf = lambda address: None  # no network known: none is capped
     trusted_proxies: int = 0  # see mascot.clients
+    reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery (0: never); see moderation
     clock: Clock = utc_now  # tests move it across a day boundary
 
 

@@ -1,4 +1,5 @@
-"""One mascot, opened from a page of thumbnails: its details, share link, like, sticker, remix, privacy, deletion."""
+"""One mascot, opened from a page of thumbnails: its details, share link, like, sticker, remix, report, privacy,
+deletion."""
 
 from __future__ import annotations
 
@@ -12,12 +13,24 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from PIL import Image
 
+from mascot.clients import client_address
 from mascot.imaging import read_parameters, save_png, transparent_sticker
+from mascot.moderation import NO_REASON, check_reason, reason_choices
 from mascot.ui.common import PageServices, owner, plain, plural
 from mascot.ui.create import CreateForm, dimensions_to_size
 
 GONE = "This mascot is private or was deleted."
 Listing = Literal["mine", "gallery"]
+
+
+@dataclass(frozen=True)
+class ReportBox:
+    """Reporting a mascot to the operator: a reason to pick (or none) and a button; shown on others' mascots only."""
+
+    panel: gr.Accordion
+    reason: gr.Dropdown
+    button: gr.Button
+    status: gr.Markdown  # the sentence that answers the report
 
 
 @dataclass(frozen=True)
@@ -39,12 +52,14 @@ class DetailPanel:
     summary: gr.JSON  # hidden: the mascot's share id, words and likes, for API clients (buttons are not outputs)
     is_public: gr.Checkbox | None = None
     delete: gr.Button | None = None
+    report: ReportBox | None = None
 
     def outputs(self) -> list[gr.components.Component]:
         owned = [self.is_public] if self.is_public is not None else []
+        reporting = [self.report.panel, self.report.reason, self.report.status] if self.report is not None else []
         return [
             self.group, self.public_id, self.image, self.info, self.share_link, self.download, self.like, self.summary,
-            self.sticker, *owned,
+            self.sticker, *owned, *reporting,
         ]  # fmt: skip
 
 
@@ -69,6 +84,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
                 with gr.Row():
                     is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
                     delete = gr.Button("Delete", variant="stop", elem_id="mine-delete")
+            report = report_box() if listing == "gallery" else None
         summary = gr.JSON(visible=False, label="mascot")
     return DetailPanel(
         group,
@@ -86,11 +102,29 @@ def detail_panel(listing: Listing) -> DetailPanel:
         summary,
         is_public,
         delete,
+        report,
     )
 
 
+def report_box() -> ReportBox:
+    """Closed until wanted: most people never report anything, and the panel should not shout about it."""
+    with gr.Accordion("Report this mascot", open=False, elem_id="gallery-report-panel") as panel:
+        with gr.Row():
+            reason = gr.Dropdown(
+                choices=reason_choices(),
+                value=NO_REASON,
+                label="Reason (optional)",
+                info="The site's operator reviews reported mascots (reason)",
+                elem_id="gallery-report-reason",
+            )
+            button = gr.Button("Report", elem_id="gallery-report")
+        status = gr.Markdown(elem_id="gallery-report-status")
+    return ReportBox(panel, reason, button, status)
+
+
 def summary(entry: Any) -> dict[str, Any]:
-    """What an API client needs to act on a mascot: its share id, its words, its likes."""
+    """What an API client needs to act on a mascot: its share id, its words, its likes, and (for its owner) why it
+    is out of the gallery."""
     return {
         "public_id": entry.public_id,
         "prompt": entry.prompt,
@@ -98,6 +132,7 @@ def summary(entry: Any) -> dict[str, Any]:
         "like_count": entry.like_count,
         "liked": entry.liked_by_viewer,
         "is_public": entry.is_public,
+        "moderation_note": entry.moderation_note,
     }
 
 
@@ -135,6 +170,15 @@ def wire_detail(
         queue=False,
         **api("like"),
     )
+    if detail.report is not None:
+        detail.report.button.click(
+            _report_handler(services),
+            [detail.public_id, detail.report.reason],
+            detail.report.status,
+            queue=False,
+            api_name="report",
+            preprocess=False,  # the reason is checked by our rule, which names the reasons there are
+        )
     remix_outputs = [
         *form.generation_inputs.values(),
         form.randomize_seed,
@@ -190,7 +234,14 @@ def detail_values(detail: DetailPanel, entry: Any, http_request: gr.Request | No
         detail.sticker: gr.DownloadButton(visible=False),  # another mascot's sticker must not linger
     }
     if detail.is_public is not None:
-        values[detail.is_public] = entry.is_public
+        # Under review only the operator can bring it back: the box shows it out of the gallery and stays put.
+        values[detail.is_public] = gr.Checkbox(
+            value=entry.is_public and not entry.moderation, interactive=not entry.moderation
+        )
+    if detail.report is not None:
+        values[detail.report.panel] = gr.Accordion(visible=not entry.is_owner, open=False)
+        values[detail.report.reason] = NO_REASON
+        values[detail.report.status] = ""
     return values
 
 
@@ -249,15 +300,48 @@ def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[
     return like
 
 
+def _report_handler(services: PageServices) -> Callable[..., str]:
+    def report(public_id: Any, reason: Any = NO_REASON, http_request: gr.Request | None = None) -> str:
+        """Report someone else's mascot to the site's operator, once per browser, with a reason ("offensive",
+        "sexual", "violence", "spam") or "" for none. Returns a sentence; refused for your own mascots."""
+        reason = NO_REASON if reason is None else reason
+        try:
+            check_reason(reason)
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        address_hash = services.address_hash_of(client_address(http_request, services.trusted_proxies))
+        result = services.store.report_mascot(
+            owner(services, http_request),
+            str(public_id or ""),
+            reason,
+            address_hash=address_hash,
+            reports_to_hide=services.reports_to_hide,
+        )
+        if result.refused:
+            raise gr.Error(result.message, print_exception=False)
+        return result.message
+
+    return report
+
+
 def _visibility_handler(services: PageServices) -> Callable[..., str]:
     def set_public(public_id: str, is_public: bool, http_request: gr.Request | None = None) -> Any:
         """Show one of your mascots in the public gallery, or hide it."""
-        if not services.store.set_public(owner(services, http_request), str(public_id or ""), bool(is_public)):
-            raise gr.Error("Only the browser that made a mascot can change who sees it.", print_exception=False)
+        viewer, public_id = owner(services, http_request), str(public_id or "")
+        if not services.store.set_public(viewer, public_id, bool(is_public)):
+            raise gr.Error(visibility_refusal(services, viewer, public_id), print_exception=False)
         gr.Info("Shown in the public gallery." if is_public else "Hidden: only this browser sees it now.")
         return gr.skip()
 
     return set_public
+
+
+def visibility_refusal(services: PageServices, viewer: str, public_id: str) -> str:
+    """Why this browser may not show the mascot: it is not theirs, or it is out of the gallery after moderation."""
+    entry = services.store.mascot(public_id, viewer)
+    if entry is not None and entry.is_owner and entry.moderation:
+        return f"{entry.moderation_note} Until the operator restores it, it cannot be made public."
+    return "Only the browser that made a mascot can change who sees it."
 
 
 def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
@@ -317,6 +401,8 @@ def variation_values(services: PageServices, form: CreateForm, entry: Any) -> di
 def describe(entry: Any) -> str:
     """The prompt and every parameter, for people."""
     lines = [f"**{plain(entry.prompt)}**"]
+    if entry.moderation_note:
+        lines.append(f"⚠️ {entry.moderation_note}")
     if entry.negative_prompt:
         lines.append(f"Avoid: {plain(entry.negative_prompt)}")
     lines.append(
@@ -331,7 +417,10 @@ def describe(entry: Any) -> str:
         looks.append(f"style adapter {plain(entry.adapter_name)} at strength {entry.lora_scale:g}")
     if any(looks):
         lines.append(" · ".join(look for look in looks if look))
-    visibility = "public" if entry.is_public else "private (only this browser sees it)"
+    if entry.moderation:
+        visibility = "out of the gallery"
+    else:
+        visibility = "public" if entry.is_public else "private (only this browser sees it)"
     lines.append(f"{plural(entry.like_count, 'like')} · {visibility} · made {entry.created_at:%Y-%m-%d %H:%M} UTC")
     return "\n\n".join(lines)
 
