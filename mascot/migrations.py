@@ -138,24 +138,32 @@ def _add_public_ids(db: peewee.Database, migrator: schema_changes.SchemaMigrator
     )
 
 
-def _version_2_like_table(db: peewee.Database) -> type[peewee.Model]:
-    """The like table as version 2 created it, with stand-ins for the tables it points at."""
+def _stand_ins(db: peewee.Database) -> tuple[type[peewee.Model], type[peewee.Model], type[peewee.Model]]:
+    """A base model on `db`, and stand-ins for the browser and mascot_image tables that frozen tables point at (a
+    foreign key needs a model; only the table name matters)."""
 
-    class Version2Model(peewee.Model):
+    class FrozenModel(peewee.Model):
         class Meta:
             database = db
 
-    class Browser(Version2Model):
+    class Browser(FrozenModel):
         class Meta:
             table_name = "browser"
 
-    class MascotImage(Version2Model):
+    class MascotImage(FrozenModel):
         class Meta:
             table_name = "mascot_image"
 
-    class Like(Version2Model):
-        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
-        image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
+    return FrozenModel, Browser, MascotImage
+
+
+def _version_2_like_table(db: peewee.Database) -> type[peewee.Model]:
+    """The like table as version 2 created it."""
+    frozen_model, browser_table, image_table = _stand_ins(db)
+
+    class Like(frozen_model):
+        browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE", index=False)
+        image = peewee.ForeignKeyField(image_table, on_delete="CASCADE", index=False)
         created_at = peewee.DateTimeField()
 
         class Meta:
@@ -181,23 +189,12 @@ def _version_6_address_quota_table(db: peewee.Database) -> type[peewee.Model]:
 
 
 def _version_7_report_table(db: peewee.Database) -> type[peewee.Model]:
-    """The mascot_report table as version 7 created it, with stand-ins for the tables it points at."""
+    """The mascot_report table as version 7 created it."""
+    frozen_model, browser_table, image_table = _stand_ins(db)
 
-    class Version7Model(peewee.Model):
-        class Meta:
-            database = db
-
-    class Browser(Version7Model):
-        class Meta:
-            table_name = "browser"
-
-    class MascotImage(Version7Model):
-        class Meta:
-            table_name = "mascot_image"
-
-    class Report(Version7Model):
-        image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
-        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
+    class Report(frozen_model):
+        image = peewee.ForeignKeyField(image_table, on_delete="CASCADE", index=False)
+        browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE", index=False)
         address_hash = peewee.CharField(max_length=64, null=True)
         reason = peewee.CharField(max_length=16, constraints=[peewee.SQL("DEFAULT ''")])
         created_at = peewee.DateTimeField()
