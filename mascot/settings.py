@@ -31,7 +31,7 @@ class Settings:
     server_port: int = 7860
     share: bool = False
     queue_max_size: int = 64
-    max_batch_images: int = 4  # images one shared run of queued jobs may make (1: every job runs alone)
+    max_batch_images: int | None = None  # images one shared run of queued jobs may make; None: 4 on a GPU, 1 on a CPU
     max_queued_per_client: int = 8  # jobs one network address may have waiting or running (0: no cap)
     trusted_proxies: int = 0  # proxies in front of the app whose X-Forwarded-For we believe (1 on a Space)
     daily_quota: int = 10  # mascots (images) per browser per UTC day
@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(MASCOT_ADDRESS_DAILY_QUOTA; default {ADDRESS_QUOTA_FACTOR} × --daily-quota). Needs "
         "MASCOT_TRUSTED_PROXIES behind a proxy.",
     )
+    parser.add_argument(
+        "--max-batch-images",
+        type=int,
+        help="Waiting requests with the same size, steps, guidance and LoRA share one run of the model, up to this "
+        "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 4 on a GPU, 1 on a CPU, where sharing "
+        "is slower).",
+    )
     return parser
 
 
@@ -128,7 +135,7 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         server_port=int(str(pick(flag("port"), "GRADIO_SERVER_PORT", defaults.server_port))),
         share=bool(flag("share")) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
         queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
-        max_batch_images=int(env.get("MASCOT_MAX_BATCH_IMAGES") or defaults.max_batch_images),
+        max_batch_images=optional_int(pick(flag("max_batch_images"), "MASCOT_MAX_BATCH_IMAGES", None)),
         max_queued_per_client=int(env.get("MASCOT_MAX_QUEUED_PER_CLIENT") or defaults.max_queued_per_client),
         trusted_proxies=int(env.get("MASCOT_TRUSTED_PROXIES") or defaults.trusted_proxies),
         daily_quota=int(str(pick(flag("daily_quota"), "MASCOT_DAILY_QUOTA", defaults.daily_quota))),

@@ -5,8 +5,9 @@ submits a `Job` here and relays what it sees. The worker finishes every job it s
 `on_finished` (the store), whether or not anyone is still watching.
 
 Queued jobs that ask for the same size, steps, guidance and LoRA share one run of the decoder (`batch_key`), up to
-`max_batch_images` images: on a GPU four images at once cost about as much as two one at a time, so a busy queue
-drains faster. Only jobs already waiting are combined; nobody waits for a batch to fill.
+`max_batch_images` images: on a GPU four images at once cost far less than four runs one after the other, so a busy
+queue drains faster (on a CPU they cost more, so there each job runs alone unless told otherwise). Only jobs
+already waiting are combined; nobody waits for a batch to fill.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ from mascot.generator import (
     StepUpdate,
     batch_key,
 )
-from mascot.request import GenerationRequest
+from mascot.request import INTEGER_RANGES, GenerationRequest
 
 log = logging.getLogger(__name__)
+
+# The most images one request may ask for: a shared run of as many needs no more GPU memory than such a request.
+GPU_BATCH_IMAGES = INTEGER_RANGES["num_images_per_prompt"][1]
 
 
 class ModelState(enum.Enum):
@@ -145,9 +149,9 @@ class GenerationWorker:
         load_logo: Callable[[str], Image.Image] | None = None,
         max_queued: int = 64,
         max_per_client: int = 0,
-        max_batch_images: int = 4,
+        max_batch_images: int | None = None,
     ) -> None:
-        self._max_batch_images = max(1, max_batch_images)  # images one shared run may make (GPU memory)
+        self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
         self._max_per_client = max_per_client  # jobs one network address may have waiting or running; 0: no cap
         self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
         self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
@@ -321,11 +325,18 @@ class GenerationWorker:
         jobs, images, key = [head], head.request.num_images_per_prompt, batch_key(head.request)
         for job in list(self._pending):
             count = job.request.num_images_per_prompt
-            if images + count <= self._max_batch_images and batch_key(job.request) == key:
+            if images + count <= self._batch_limit() and batch_key(job.request) == key:
                 self._pending.remove(job)
                 jobs.append(job)
                 images += count
         return jobs
+
+    def _batch_limit(self) -> int:
+        """The most images one shared run may make: as configured, else GPU_BATCH_IMAGES on a GPU and 1 elsewhere."""
+        if self._max_batch_images is not None:
+            return max(1, self._max_batch_images)
+        device = self._generator.info.device if self._generator is not None else "cpu"
+        return GPU_BATCH_IMAGES if device.startswith("cuda") else 1
 
     def _announce_positions(self) -> None:
         """Tell each queued job how many jobs run before it (running ones count)."""

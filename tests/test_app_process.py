@@ -18,7 +18,8 @@ FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_infere
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    yield from running_app(tmp_path_factory, "app")
+    # Requests share runs on a GPU by default; here on the CPU too, so that sharing is tested end to end.
+    yield from running_app(tmp_path_factory, "app", ("--max-batch-images", "4"))
 
 
 def history_captions(client: Client) -> list[str]:

@@ -24,10 +24,12 @@ def test_environment_sets_values():
             "GRADIO_SERVER_PORT": "7999",
             "MASCOT_SECRET": "s3cret",
             "MASCOT_MAX_QUEUED_PER_CLIENT": "3",
+            "MASCOT_MAX_BATCH_IMAGES": "2",
             "MASCOT_TRUSTED_PROXIES": "1",
         },
     )
     assert (settings.max_queued_per_client, settings.trusted_proxies) == (3, 1)
+    assert settings.max_batch_images == 2
     assert settings.model == "tiny"
     assert settings.data_dir == Path("/tmp/mascots")
     assert settings.resolved_database_url == "postgresql://u@localhost/m"
@@ -66,3 +68,8 @@ def test_reports_from_three_networks_hide_a_mascot_unless_the_variable_says_othe
     assert load_settings([], {}).reports_to_hide == 3
     assert load_settings([], {"MASCOT_REPORTS_TO_HIDE": "5"}).reports_to_hide == 5
     assert load_settings([], {"MASCOT_REPORTS_TO_HIDE": "0"}).reports_to_hide == 0  # never by reports alone
+
+
+def test_shared_runs_are_sized_by_the_device_unless_a_flag_says():
+    assert load_settings([], {}).max_batch_images is None  # the worker decides: 4 on a GPU, 1 on a CPU
+    assert load_settings(["--max-batch-images", "3"], {"MASCOT_MAX_BATCH_IMAGES": "2"}).max_batch_images == 3

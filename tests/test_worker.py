@@ -47,7 +47,7 @@ def recorder():
 
 @pytest.fixture
 def worker(fake, recorder):
-    worker = GenerationWorker(lambda on_status: fake, recorder, max_queued=3).start()
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_queued=3, max_batch_images=4).start()
     assert worker.wait_until_loaded(10).state is ModelState.READY
     yield worker
     fake.gate.set()
@@ -312,7 +312,7 @@ def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder
     def open_logo(logo_id: str):
         raise FileNotFoundError(logo_id)
 
-    worker = GenerationWorker(lambda on_status: fake, recorder, load_logo=open_logo).start()
+    worker = GenerationWorker(lambda on_status: fake, recorder, load_logo=open_logo, max_batch_images=4).start()
     try:
         fake.gate.clear()
         blocker = worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
@@ -351,7 +351,7 @@ def test_every_job_of_a_running_shared_run_counts_as_ahead_of_the_queue(fake, re
             release.wait(10)
         return request
 
-    worker = GenerationWorker(lambda on_status: fake, recorder, prepare=prepare).start()
+    worker = GenerationWorker(lambda on_status: fake, recorder, prepare=prepare, max_batch_images=4).start()
     try:
         fake.gate.clear()
         worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
@@ -368,5 +368,23 @@ def test_every_job_of_a_running_shared_run_counts_as_ahead_of_the_queue(fake, re
         assert prompts_of_each_run(fake)[1] == ["a", "b"]
     finally:
         release.set()
+        fake.gate.set()
+        worker.stop()
+
+
+@pytest.mark.parametrize(("device", "expected_runs"), [("cuda:0", [["a"], ["b", "c"]]), ("cpu", [["a"], ["b"], ["c"]])])
+def test_by_default_jobs_share_runs_on_a_gpu_and_run_alone_on_a_cpu(recorder, device, expected_runs):
+    fake = FakeGenerator()
+    fake.info = dataclasses.replace(fake.info, device=device)
+    worker = GenerationWorker(lambda on_status: fake, recorder).start()
+    try:
+        fake.gate.clear()
+        jobs = [worker.submit(dataclasses.replace(REQUEST, prompt="a"), "a")]
+        assert fake.started.wait(5)
+        jobs += [worker.submit(dataclasses.replace(REQUEST, prompt=owner), owner) for owner in "bc"]
+        fake.gate.set()
+        assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
+        assert prompts_of_each_run(fake) == expected_runs
+    finally:
         fake.gate.set()
         worker.stop()
