@@ -78,6 +78,7 @@ class JobSnapshot:
     version: int
     state: JobState
     jobs_ahead: int
+    wait_seconds: float | None = None  # a guess at the time until it starts, from recent jobs; None: no guess yet
     stage: str = ""
     step: int = 0
     total: int = 0
@@ -150,7 +151,10 @@ class GenerationWorker:
         max_queued: int = 64,
         max_per_client: int = 0,
         max_batch_images: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock  # times runs, for the wait a queued job is told
+        self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
         self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
         self._max_per_client = max_per_client  # jobs one network address may have waiting or running; 0: no cap
         self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
@@ -207,7 +211,8 @@ class GenerationWorker:
         with self._lock:
             self.check_can_submit(owner_hash, client)
             job = Job(request, owner_hash, claim_id, client, address_hash)
-            job.update(jobs_ahead=len(self._pending) + self._running_count())
+            jobs_ahead = len(self._pending) + self._running_count()
+            job.update(jobs_ahead=jobs_ahead, wait_seconds=self._wait_for(jobs_ahead))
             self._pending.append(job)
             self._active[owner_hash] = job
             self._lock.notify_all()
@@ -342,8 +347,22 @@ class GenerationWorker:
         """Tell each queued job how many jobs run before it (running ones count)."""
         running = self._running_count()
         for position, job in enumerate(self._pending):
-            if job.snapshot.jobs_ahead != position + running:
-                job.update(jobs_ahead=position + running)
+            ahead, wait = position + running, self._wait_for(position + running)
+            if (job.snapshot.jobs_ahead, job.snapshot.wait_seconds) != (ahead, wait):
+                job.update(jobs_ahead=ahead, wait_seconds=wait)
+
+    def _wait_for(self, jobs_ahead: int) -> float | None:
+        """A guess at how long `jobs_ahead` jobs take, from how fast recent jobs were served (shared runs count)."""
+        if self._seconds_per_job is None:
+            return None
+        return jobs_ahead * self._seconds_per_job
+
+    def _note_run(self, seconds: float, jobs: int) -> None:
+        """Fold a finished run into the moving average of seconds per job."""
+        per_job = seconds / max(1, jobs)
+        with self._lock:
+            previous = self._seconds_per_job
+            self._seconds_per_job = per_job if previous is None else 0.7 * previous + 0.3 * per_job
 
     def _run_batch(self, jobs: Sequence[Job]) -> None:
         """Run `jobs` in one shared run and end each one: stored, cancelled or failed."""
@@ -363,6 +382,7 @@ class GenerationWorker:
             return
         if len(started) > 1:
             log.info("jobs %s share one run", ", ".join(job.id for job in started))
+        started_at = self._clock()
         try:
             results = generator.generate_batch(items)
         except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
@@ -370,6 +390,7 @@ class GenerationWorker:
             for job in started:
                 self._end(job, state=JobState.FAILED, error=describe_failure(error))
             return
+        self._note_run(self._clock() - started_at, len(started))
         for job, result in zip(started, results, strict=True):
             if result is None:
                 log.info("job %s cancelled", job.id)

@@ -44,3 +44,13 @@ def test_the_message_says_where_the_job_is():
     assert progress_message(job.snapshot) == "In the queue: 2 mascots ahead of yours."
     job.update(state=JobState.RUNNING, jobs_ahead=0, stage="prior", step=1, total=25)
     assert progress_message(job.snapshot) == "Imagining the idea (prior): step 1 of 25."
+
+
+def test_a_queued_job_hears_a_rough_wait_once_there_is_a_guess():
+    job = Job(REQUEST, "owner")
+    job.update(jobs_ahead=3, wait_seconds=None)
+    assert progress_message(job.snapshot) == "In the queue: 3 mascots ahead of yours."
+    guesses = [(4.0, "a few seconds"), (23.0, "about 25 s"), (95.0, "about 2 min"), (600.0, "about 10 min")]
+    for seconds, words in guesses:
+        job.update(wait_seconds=seconds)
+        assert progress_message(job.snapshot) == f"In the queue: 3 mascots ahead of yours ({words})."

@@ -1,6 +1,7 @@
 """The worker owns the generator: it loads it, runs jobs in order, reports progress, cancels, and always stores."""
 
 import dataclasses
+import itertools
 import threading
 import time
 
@@ -385,6 +386,29 @@ def test_by_default_jobs_share_runs_on_a_gpu_and_run_alone_on_a_cpu(recorder, de
         fake.gate.set()
         assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
         assert prompts_of_each_run(fake) == expected_runs
+    finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def test_a_queued_job_is_told_roughly_how_long_it_will_wait_once_a_job_has_run(fake, recorder):
+    # The run of the first job takes 12 s on this clock; later runs take 10 s each.
+    ticks = itertools.chain([0.0, 12.0], itertools.count(100.0, 10.0))
+    worker = GenerationWorker(lambda on_status: fake, recorder, clock=lambda: next(ticks)).start()
+    try:
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        first = worker.submit(REQUEST, "first")
+        assert first.snapshot.wait_seconds is None  # nothing has run yet: no guess
+        assert wait_final(first).state is JobState.DONE
+        fake.gate.clear()
+        fake.started.clear()
+        worker.submit(REQUEST, "running")
+        assert fake.started.wait(5)
+        second, third = worker.submit(REQUEST, "second"), worker.submit(REQUEST, "third")
+        assert (second.snapshot.jobs_ahead, second.snapshot.wait_seconds) == (1, 12.0)
+        assert (third.snapshot.jobs_ahead, third.snapshot.wait_seconds) == (2, 24.0)
+        fake.gate.set()
+        assert wait_final(third).state is JobState.DONE
     finally:
         fake.gate.set()
         worker.stop()

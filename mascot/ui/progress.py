@@ -47,11 +47,22 @@ def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
 def progress_message(snapshot: JobSnapshot) -> str:
     """Where the job is, in words."""
     if snapshot.state is JobState.QUEUED and snapshot.jobs_ahead:
-        return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours."
+        wait = f" ({wait_in_words(snapshot.wait_seconds)})" if snapshot.wait_seconds is not None else ""
+        return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours{wait}."
     if snapshot.state is JobState.QUEUED or not snapshot.total:
         return "Starting…"
     stage = "Imagining the idea (prior)" if snapshot.stage == "prior" else "Drawing (decoder)"
     return f"{stage}: step {snapshot.step} of {snapshot.total}."
+
+
+def wait_in_words(seconds: float) -> str:
+    """A rough wait for people: the guess is only as good as the jobs ahead are alike."""
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 60:
+        return f"about {round(seconds / 5) * 5} s"
+    minutes = round(seconds / 60)
+    return f"about {minutes} min"
 
 
 def finished_outputs(snapshot: JobSnapshot) -> tuple[Any, str]:
