@@ -589,10 +589,11 @@ def _progress_callback(
     """A pipeline's step callback that reports to every plan still wanted (with a preview of its first image when
     `previewer` makes them), and stops the pipeline once none is."""
 
+    first_rows = _first_rows(plans)
+
     def callback(pipeline: Any, index: int, timestep: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         step = index + 1
         live = [plan for plan in plans if not plan.cancelled]
-        first_rows = _first_rows(plans)
         previews = previewer(step, tensors["latents"], [first_rows[id(plan)] for plan in live]) if previewer else None
         for position, plan in enumerate(live):
             plan.report(StepUpdate(stage, step, total, previews[position] if previews else None))
