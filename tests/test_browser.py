@@ -189,3 +189,18 @@ def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chr
     playwright_api.expect(info).to_contain_text("mixed in at 0.3")
     page.screenshot(path=str(tmp_path / "logo.png"), full_page=True)
     context.close()
+
+
+def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_path):
+    phone = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    _, page = open_page(chromium, app, phone)
+    make_it_fast(page)
+    results = page.locator("#result-gallery")
+    page.get_by_label("Your idea").fill("a tiny lighthouse keeper mascot")
+    page.get_by_role("button", name="Generate").scroll_into_view_if_needed()
+    playwright_api.expect(results).not_to_be_in_viewport()  # below the whole form on a phone
+    page.get_by_role("button", name="Generate").click()
+    playwright_api.expect(results).to_be_in_viewport()
+    playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
+    page.screenshot(path=str(tmp_path / "phone.png"))
+    phone.close()

@@ -30,6 +30,14 @@ SIZE_PRESETS: dict[str, tuple[int, int]] = {
     "Landscape 1024 × 576": (1024, 576),
 }
 CUSTOM_SIZE = "Custom (set in Advanced)"
+# On a phone the results sit below the whole form: bring them into view when a generation starts, so that the queue
+# position, the progress and the previews are seen. Runs in the browser before pick_seed and passes its inputs on.
+SHOW_RESULTS_ON_NARROW_SCREENS = """(...inputs) => {
+    if (window.matchMedia("(max-width: 768px)").matches) {
+        document.getElementById("result-gallery")?.scrollIntoView({behavior: "smooth", block: "start"});
+    }
+    return inputs;
+}"""
 NO_ADAPTER = ("None (base model)", "")
 
 
@@ -66,7 +74,14 @@ def build_create_tab(services: PageServices) -> CreateForm:
                     label="Need an idea?",
                 )
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Your mascots", format="png", columns=2, height=560, object_fit="contain")
+            gallery = gr.Gallery(
+                label="Your mascots",
+                format="png",
+                columns=2,
+                height=560,
+                object_fit="contain",
+                elem_id="result-gallery",
+            )
             status = gr.Markdown(elem_id="generation-status")
     form = CreateForm(
         generation_inputs,
@@ -195,6 +210,7 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         fn=pick_seed,
         inputs=[seed, form.randomize_seed],
         outputs=seed,
+        js=SHOW_RESULTS_ON_NARROW_SCREENS,
         queue=False,
         api_visibility="private",
     ).then(
