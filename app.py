@@ -29,6 +29,7 @@ from mascot.settings import Settings, load_settings
 from mascot.store import MascotStore
 from mascot.ui import PageServices, build_demo
 from mascot.ui.common import Clock, utc_now
+from mascot.wordfilter import BlockedWordsError, load_blocked_words
 from mascot.worker import GenerationWorker, LoadGenerator
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -83,7 +84,9 @@ def kandinsky_loader(settings: Settings) -> LoadGenerator:
 
 
 def create_app(settings: Settings, *, load_generator: LoadGenerator | None = None, clock: Clock = utc_now) -> App:
-    """Wire settings -> store -> identity -> worker -> page. Nothing loads the model yet: `app.worker.start()` does."""
+    """Wire settings -> store -> identity -> worker -> page. Nothing loads the model yet: `app.worker.start()` does.
+    Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used."""
+    blocked_words = load_blocked_words(settings.blocked_words)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = MascotStore(settings.resolved_database_url, settings.images_dir)
     secret = load_secret(settings)
@@ -114,6 +117,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         address_hash_of=AddressKeys(secret).address_hash,
         trusted_proxies=settings.trusted_proxies,
         reports_to_hide=settings.reports_to_hide,
+        blocked_words=blocked_words,
         clock=clock,
     )
     demo = build_demo(services)
@@ -124,7 +128,10 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(load_settings(argv))
+    try:
+        app = create_app(load_settings(argv))
+    except BlockedWordsError as error:
+        raise SystemExit(f"Mascot Generator did not start. {error}") from None  # a sentence, not a traceback
     app.worker.start()
     app.claims.start()
     app.launch()

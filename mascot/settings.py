@@ -40,6 +40,7 @@ class Settings:
     address_daily_quota: int | None = None
     # Distinct networks whose reports take a mascot out of the gallery until the operator reviews it (0: never).
     reports_to_hide: int = 3
+    blocked_words: Path | None = None  # a file of words refused in ideas (mascot.wordfilter); None: nothing blocked
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
     hub_timeout_s: float = 5.0
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 4 on a GPU, 1 on a CPU, where sharing "
         "is slower).",
     )
+    parser.add_argument(
+        "--blocked-words",
+        metavar="PATH",
+        help="A UTF-8 text file of words and phrases refused in ideas, one a line, # starts a comment "
+        "(MASCOT_BLOCKED_WORDS; default: none). See assets/blocked-words.example.txt.",
+    )
     return parser
 
 
@@ -141,6 +148,7 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         daily_quota=int(str(pick(flag("daily_quota"), "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
         address_daily_quota=optional_int(pick(flag("address_daily_quota"), "MASCOT_ADDRESS_DAILY_QUOTA", None)),
         reports_to_hide=int(env.get("MASCOT_REPORTS_TO_HIDE") or defaults.reports_to_hide),
+        blocked_words=optional_path(pick(flag("blocked_words"), "MASCOT_BLOCKED_WORDS", None)),
         lora=tuple(flag("lora") or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
@@ -150,3 +158,8 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
 def optional_int(value: object) -> int | None:
     """A whole number from a flag or a variable; None when neither set it."""
     return None if value is None else int(str(value))
+
+
+def optional_path(value: object) -> Path | None:
+    """A path from a flag or a variable; None when neither set it."""
+    return None if value is None else Path(str(value))

@@ -23,6 +23,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def app_command(port: int, *extra_args: str) -> list[str]:
+    """`python app.py` on the tiny model and the given port."""
+    return [sys.executable, "app.py", "--model", "tiny", "--port", str(port), *extra_args]
+
+
+def app_environment(data_dir: Path, tmp_dir: Path) -> dict[str, str]:
+    """The variables a test's `python app.py` runs with: its own folders, offline, a fixed secret, a large quota."""
+    return {
+        **os.environ,
+        "MASCOT_DATA_DIR": str(data_dir),
+        "GRADIO_TEMP_DIR": str(tmp_dir / "gradio"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "MASCOT_SECRET": "test-secret-shared-by-restarts-0123456789abcdef",
+        "MASCOT_DAILY_QUOTA": "1000",
+    }
+
+
 class AppProcess:
     """`python app.py` on a free port with its own data folder; restartable on the same folder."""
 
@@ -36,20 +54,11 @@ class AppProcess:
         self.seconds_to_page = 0.0
 
     def start(self) -> AppProcess:
-        env = {
-            **os.environ,
-            "MASCOT_DATA_DIR": str(self.data_dir),
-            "GRADIO_TEMP_DIR": str(self.tmp_dir / "gradio"),
-            "GRADIO_ANALYTICS_ENABLED": "False",
-            "HF_HUB_OFFLINE": "1",
-            "MASCOT_SECRET": "test-secret-shared-by-restarts-0123456789abcdef",
-            "MASCOT_DAILY_QUOTA": "1000",
-        }
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", "tiny", "--port", str(self.port), *self.extra_args],
+            app_command(self.port, *self.extra_args),
             cwd=ROOT,
-            env=env,
+            env=app_environment(self.data_dir, self.tmp_dir),
             stdout=(self.tmp_dir / "app.log").open("ab"),
             stderr=subprocess.STDOUT,
         )

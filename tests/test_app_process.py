@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +12,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from tests.app_process import ROOT, running_app, wait_until_model_ready
+from tests.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 
@@ -219,3 +220,18 @@ def test_browsers_asking_at_once_share_a_run_and_each_gets_what_it_would_get_alo
     # Within 1/255, as for any batch at few steps (batched arithmetic rounds differently, and the gap grows with
     # the number of steps).
     assert difference <= 1
+
+
+def test_a_missing_blocked_words_file_stops_the_app_with_a_sentence_naming_it(tmp_path):
+    started = subprocess.run(
+        app_command(free_port(), "--blocked-words", "missing.txt"),
+        cwd=ROOT,
+        env=app_environment(tmp_path / "data", tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode != 0
+    assert f"did not start. The blocked-words file {ROOT / 'missing.txt'} does not exist" in started.stderr
+    assert "Traceback" not in started.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was created

@@ -6,9 +6,11 @@ is driven end to end in test_app_process.py) and a real store, identity cookie a
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 
+import gradio as gr
 import pytest
 from gradio_client import Client
 
@@ -42,6 +44,14 @@ def site_behind_a_proxy(tmp_path, monkeypatch):
     yield from serve(
         tmp_path, monkeypatch, ["--daily-quota", "3", "--address-daily-quota", "4"], {"MASCOT_TRUSTED_PROXIES": "1"}
     )
+
+
+@pytest.fixture
+def site_with_blocked_words(tmp_path, monkeypatch):
+    """An operator's blocked-words file: one word and one phrase."""
+    words = tmp_path / "blocked-words.txt"
+    words.write_text("# the operator's list\ngore\nblood bath  # a phrase\n", encoding="utf-8")
+    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5", "--blocked-words", str(words)])
 
 
 def serve(tmp_path, monkeypatch, flags: list[str], environ: dict[str, str] | None = None):
@@ -390,3 +400,44 @@ def test_the_running_app_keeps_its_jobs_claims_alive(site):
     site.fake.gate.set()
     job.result(timeout=30)
     assert site.app.claims.refresh_once() == 0  # done: nothing held any more
+
+
+BLOCKED = "This idea uses words this site does not allow. Please describe your mascot differently."
+
+
+def test_an_idea_with_a_blocked_word_is_refused_for_free_and_a_fine_one_is_still_made(site_with_blocked_words, caplog):
+    site = site_with_blocked_words
+    caplog.set_level(logging.INFO, logger="mascot.wordfilter")
+    alice = site.browser()
+    for idea in ("a secret otter covered in gore", "a GÖRE otter", "ducks in a b.l.o.o.d bath", "go\u200bre"):
+        with pytest.raises(Exception, match=re.escape(BLOCKED)) as caught:
+            make(alice, idea, num_images_per_prompt=4)
+        assert not re.search(r"gore|blood", str(caught.value), re.IGNORECASE)  # the refusal does not list them
+    assert site.fake.requests == []
+    assert mine(alice) == [] and public(alice) == []
+    assert alice.predict(api_name="/quota").startswith("5 of 5 mascots left today")
+    refusals = [record.getMessage() for record in caplog.records if record.name == "mascot.wordfilter"]
+    assert len(refusals) == 4 and "'gore' (line 2 of " in refusals[0] and "'blood bath' (line 3 of " in refusals[2]
+    assert not any("secret otter" in message for message in refusals)  # the rule is logged, not the idea
+
+    fine = "a grape otter drinking blood orange juice"  # no blocked word or phrase as whole words
+    assert len(make(alice, fine, style="")) == 1
+    assert [request.prompt for request in site.fake.requests] == [fine]
+    assert alice.predict(api_name="/quota").startswith("4 of 5 mascots left today")
+
+
+def test_a_blocked_word_in_what_to_avoid_is_accepted(site_with_blocked_words):
+    site = site_with_blocked_words
+    alice = site.browser()
+    make(alice, "a cheerful otter", negative_prompt="gore, blood bath", style="")
+    assert site.fake.requests[-1].negative_prompt == "gore, blood bath"
+    assert prompts(mine(alice)) == ["a cheerful otter"]
+
+
+def test_the_generate_handler_refuses_a_blocked_idea_without_its_validator(site_with_blocked_words):
+    """The validator is advice: the handler itself is the gate, before anything is claimed or queued."""
+    site = site_with_blocked_words
+    generate = next(block.fn for block in site.app.demo.fns.values() if block.api_name == "generate")
+    with pytest.raises(gr.Error, match=re.escape(BLOCKED)):
+        next(generate(prompt="an otter in a blood bath", seed=1, **FAST))
+    assert site.fake.requests == [] and site.app.worker.queue_length == 0

@@ -73,3 +73,13 @@ def test_reports_from_three_networks_hide_a_mascot_unless_the_variable_says_othe
 def test_shared_runs_are_sized_by_the_device_unless_a_flag_says():
     assert load_settings([], {}).max_batch_images is None  # the worker decides: 4 on a GPU, 1 on a CPU
     assert load_settings(["--max-batch-images", "3"], {"MASCOT_MAX_BATCH_IMAGES": "2"}).max_batch_images == 3
+
+
+def test_nothing_is_blocked_unless_a_blocked_words_file_is_named_by_flag_or_variable():
+    assert load_settings([], {}).blocked_words is None
+    assert load_settings([], {"MASCOT_BLOCKED_WORDS": "/etc/mascot/words.txt"}).blocked_words == Path(
+        "/etc/mascot/words.txt"
+    )
+    assert load_settings(["--blocked-words", "words.txt"], {}).blocked_words == Path("words.txt")
+    flag_wins = load_settings(["--blocked-words", "mine.txt"], {"MASCOT_BLOCKED_WORDS": "theirs.txt"})
+    assert flag_wins.blocked_words == Path("mine.txt")

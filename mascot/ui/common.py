@@ -14,6 +14,7 @@ from mascot.logos import LogoLibrary
 from mascot.presets import Presets
 from mascot.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
 from mascot.store import MascotStore
+from mascot.wordfilter import BlockedWords
 from mascot.worker import GenerationWorker
 
 OwnerOf = Callable[[Any], str | None]
@@ -41,6 +42,7 @@ class PageServices:
     address_hash_of: AddressHashOf = lambda address: None  # no network known: none is capped
     trusted_proxies: int = 0  # see mascot.clients
     reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery (0: never); see moderation
+    blocked_words: BlockedWords = field(default_factory=BlockedWords)  # words refused in ideas; none by default
     clock: Clock = utc_now  # tests move it across a day boundary
 
 

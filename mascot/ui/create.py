@@ -294,6 +294,7 @@ def request_from(services: PageServices, arguments: dict[str, Any]) -> Generatio
     """The request from a handler's arguments. The handlers' parameters carry the request's field names (they are
     the API's keyword names, so Gradio needs them spelled out); this reads them by those names, in one place."""
     request = GenerationRequest.from_user(**{name: arguments[name] for name in PARAMETERS})
+    services.blocked_words.check_request(request)  # the idea only, not the negative prompt: see wordfilter
     services.presets.check_request(request)
     check_adapter(services, request)
     if request.logo and (services.logos is None or services.logos.path(request.logo) is None):
