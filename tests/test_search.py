@@ -73,7 +73,9 @@ def test_style_and_brand_names_match_but_the_words_the_presets_add_do_not(mascot
         ("1_0%", []),
     ],
 )
-def test_like_wildcards_in_a_search_match_only_themselves(mascots: MascotStore, search: str, expected: list[str]) -> None:
+def test_like_wildcards_in_a_search_match_only_themselves(
+    mascots: MascotStore, search: str, expected: list[str]
+) -> None:
     save(mascots, ALICE, "100% otter", now=at(0))
     save(mascots, ALICE, "snake_case fox", now=at(1))
     save(mascots, ALICE, "back\\slash owl", now=at(2))
