@@ -11,7 +11,8 @@ of everything), generations of 1-4 images, a tenth of them private; then likes f
 towards a popular few (inserted in bulk, like_count recomputed to match). On PostgreSQL it works in a new schema
 of the given database, ANALYZEd as autovacuum would, and drops the schema afterwards.
 
-Then it times each store call in this process (server-side: no HTTP, no Gradio), warm, `--runs` times, and prints
+Then it times each store call in this process (server-side: no HTTP, no Gradio), searches included (a LIKE scan
+of each word in the idea, style and brand), warm, `--runs` times, and prints
 the median, p95 and worst in milliseconds next to the issue's targets (a page <= 100 ms, a like <= 20 ms), and
 how long opening the filled store takes (migration check, file check of every row, orphan sweep).
 """
@@ -41,7 +42,7 @@ from PIL import Image, ImageDraw
 from mascot.generator import GeneratedImages, ModelInfo, PromptUse
 from mascot.request import GenerationRequest
 from mascot.schema import utc_now
-from mascot.store import MascotStore
+from mascot.store import GallerySort, MascotStore
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ WORDS = (
     "tiny",
     "brave",
 )
+SEARCH = "Otter ROBOT"  # two of WORDS, in any case: about a quarter of the mascots match both
+NO_MATCH = "unicorn"  # in no prompt: the search reads every listed mascot to find none
+NOT_ASCII = "Öl"  # neither: SQLite compares such a word through Python's lower() (mascot.search)
 
 
 @dataclass(frozen=True)
@@ -194,21 +198,35 @@ def benchmark(store: MascotStore, population: Population, runs: int, rng: random
     likers = [rng.choice(population.owners) for _ in range(runs + 3)]
     liked = [rng.choice(population.public_ids) for _ in range(runs + 3)]
 
-    def gallery(page: int, sort: str) -> Callable[[int], object]:
-        return lambda _: store.gallery(viewer, page=page, per_page=PER_PAGE, sort=sort)  # type: ignore[arg-type]
+    def gallery(page: int, sort: GallerySort, search: str = "") -> Callable[[int], object]:
+        return lambda _: store.gallery(viewer, page=page, per_page=PER_PAGE, sort=sort, search=search)
 
     page = PAGE_TARGET_MS
+    found_pages = max(1, math.ceil(store.count_gallery(search=SEARCH) / PER_PAGE))
     return [
         time_calls("gallery newest, page 1", page, gallery(1, "newest"), runs),
         time_calls(f"gallery newest, last page ({gallery_pages})", page, gallery(gallery_pages, "newest"), runs),
         time_calls("gallery top, page 1", page, gallery(1, "top"), runs),
         time_calls(f"gallery top, last page ({gallery_pages})", page, gallery(gallery_pages, "top"), runs),
         time_calls("gallery newest, page 1, anonymous", page, lambda _: store.gallery(None, per_page=PER_PAGE), runs),
+        time_calls(f"search '{SEARCH}', newest, page 1", page, gallery(1, "newest", SEARCH), runs),
+        time_calls(
+            f"search '{SEARCH}', newest, last page ({found_pages})", page, gallery(found_pages, "newest", SEARCH), runs
+        ),
+        time_calls(f"search '{SEARCH}', top, page 1", page, gallery(1, "top", SEARCH), runs),
+        time_calls(f"search '{NO_MATCH}' (matches none)", page, gallery(1, "newest", NO_MATCH), runs),
+        time_calls(f"search '{NOT_ASCII}' (not ASCII, matches none)", page, gallery(1, "newest", NOT_ASCII), runs),
         time_calls("history page 1 (+ total)", page, lambda _: store.history_page(heavy, per_page=PER_PAGE), runs),
         time_calls(
             f"history last page ({history_pages}) (+ total)",
             page,
             lambda _: store.history_page(heavy, page=history_pages, per_page=PER_PAGE),
+            runs,
+        ),
+        time_calls(
+            f"history search '{SEARCH}' (+ total)",
+            page,
+            lambda _: store.history_page(heavy, per_page=PER_PAGE, search=SEARCH),
             runs,
         ),
         time_calls("share link: mascot(public_id)", page, lambda i: store.mascot(liked[i], viewer), runs),

@@ -14,6 +14,7 @@ SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_0
 PUBLIC_ID_CHARACTERS = 12  # secrets.token_urlsafe(9): 72 random bits, URL-safe, no padding
 GALLERY_NEWEST_INDEX = "mascotimage_gallery_newest"
 GALLERY_TOP_INDEX = "mascotimage_gallery_top"
+UNICODE_LOWER = "mascot_lower"  # SQLite's own lower() and LIKE fold ASCII letters only (see mascot.search)
 
 
 @dataclass(frozen=True)
@@ -188,12 +189,18 @@ def open_database(database_url: str) -> peewee.Database:
         db = connect(database_url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
         # IMMEDIATE: a transaction that reads and then writes would otherwise fail with "database is locked" at
         # once when another connection wrote in between, without waiting for the busy timeout.
+        db.register_function(unicode_lower, UNICODE_LOWER, 1, deterministic=True)
         if db.database != ":memory:":
             Path(db.database).parent.mkdir(parents=True, exist_ok=True)
         return db
     if scheme in {"postgresql", "postgres"}:
         return connect(database_url)
     raise ValueError(f"database_url must start with sqlite:/// or postgresql:// (got a '{scheme}:' URL).")
+
+
+def unicode_lower(text: str | None) -> str | None:
+    """Python's lowercasing for SQLite, whose own knows ASCII letters only: a search for "ÖTTER" finds "ötter"."""
+    return None if text is None else str(text).lower()
 
 
 def utc_now() -> datetime:

@@ -31,6 +31,7 @@ from mascot.moderation import VISIBLE, ModerationBook, ReportedMascot, ReportRes
 from mascot.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
 from mascot.request import GenerationRequest
 from mascot.schema import Tables, as_stored_time, define_tables, ensure_browser, find_browser, open_database
+from mascot.search import MAX_SEARCH_CHARACTERS, matching, search_words
 from mascot.upkeep import ORPHAN_MIN_AGE_S, FileCheck, FileUpkeep
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ PUBLIC_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{12}")  # secrets.token_urlsafe(9)
 
 __all__ = [
     "MAX_PER_PAGE",
+    "MAX_SEARCH_CHARACTERS",
     "ClaimResult",
     "FileCheck",
     "GalleryPage",
@@ -157,10 +159,12 @@ class MascotStore:
         )
 
     # ---- reading ----------------------------------------------------------------------------------------------
-    def history(self, owner_hash: str, *, page: int = 1, per_page: int = 24) -> list[MascotEntry]:
-        """This browser's images, newest generation first (its images in seed order), one page of them."""
+    def history(self, owner_hash: str, *, page: int = 1, per_page: int = 24, search: str = "") -> list[MascotEntry]:
+        """This browser's images, newest generation first (its images in seed order), one page of them; with a
+        `search`, only those whose words match every word of it (see mascot.search)."""
         require_owner_hash(owner_hash)
         check_page(page, per_page)
+        words = search_words(search)
         owner_id = find_browser(self.tables, owner_hash)
         if owner_id is None:
             return []
@@ -173,35 +177,45 @@ class MascotStore:
             .paginate(page, per_page)
             .dicts()
         )  # fmt: skip
-        return [entry_from_row(row, owner_id, self.files) for row in query]
+        return [entry_from_row(row, owner_id, self.files) for row in self._searched(query, words)]
 
-    def count_history(self, owner_hash: str) -> int:
-        """How many images this browser has (those whose file is missing left out, as `history` leaves them out)."""
+    def count_history(self, owner_hash: str, *, search: str = "") -> int:
+        """How many images this browser has (those whose file is missing left out, as `history` leaves them out)
+        that match `search`."""
         require_owner_hash(owner_hash)
+        words = search_words(search)
         owner_id = find_browser(self.tables, owner_hash)
         if owner_id is None:
             return 0
         image, generation = self.tables.image, self.tables.generation
-        return (
+        query = (
             image
             .select(peewee.fn.COUNT(image.id))
             .join(generation)
             .where(generation.browser == owner_id)
             .where(image.file_missing == False)  # noqa: E712
-            .scalar()
         )  # fmt: skip
+        return self._searched(query, words).scalar()
 
-    def history_page(self, owner_hash: str, *, page: int = 1, per_page: int = 24) -> MascotPage:
+    def history_page(self, owner_hash: str, *, page: int = 1, per_page: int = 24, search: str = "") -> MascotPage:
         """`history` with its total, for a pager."""
-        items = self.history(owner_hash, page=page, per_page=per_page)
-        return page_of(items, self.count_history(owner_hash), page, per_page)
+        items = self.history(owner_hash, page=page, per_page=per_page, search=search)
+        return page_of(items, self.count_history(owner_hash, search=search), page, per_page)
 
     def gallery(
-        self, viewer_owner_hash: str | None, *, page: int = 1, per_page: int = 24, sort: GallerySort = "newest"
+        self,
+        viewer_owner_hash: str | None,
+        *,
+        page: int = 1,
+        per_page: int = 24,
+        sort: GallerySort = "newest",
+        search: str = "",
     ) -> MascotPage:
-        """Everyone's public mascots, newest first or most liked first (ties newest first), one page of them."""
+        """Everyone's public mascots, newest first or most liked first (ties newest first), one page of them; with a
+        `search`, only those whose words match every word of it (see mascot.search)."""
         viewer_id = self._viewer(viewer_owner_hash)
         check_page(page, per_page)
+        words = search_words(search)
         image = self.tables.image
         orders = {
             "newest": [image.created_at.desc(), image.id.desc()],
@@ -216,18 +230,21 @@ class MascotStore:
             .paginate(page, per_page)
             .dicts()
         )  # fmt: skip
-        items = [entry_from_row(row, viewer_id, self.files) for row in query]
-        return page_of(items, self.count_gallery(), page, per_page)
+        items = [entry_from_row(row, viewer_id, self.files) for row in self._searched(query, words)]
+        return page_of(items, self.count_gallery(search=search), page, per_page)
 
-    def count_gallery(self) -> int:
-        """How many mascots the gallery lists."""
-        image = self.tables.image
-        return (
+    def count_gallery(self, *, search: str = "") -> int:
+        """How many mascots the gallery lists (that match `search`)."""
+        words = search_words(search)
+        image, generation = self.tables.image, self.tables.generation
+        query = (
             image
             .select(peewee.fn.COUNT(image.id))
             .where(listed(image))
-            .scalar()
         )  # fmt: skip
+        if words:  # only a search needs the words, which live on the generation
+            query = query.join(generation)
+        return self._searched(query, words).scalar()
 
     def mascot(self, public_id: str, viewer_owner_hash: str | None) -> MascotEntry | None:
         """One mascot by its share id: a public one for anyone, a private or moderated one for its owner only; else
@@ -427,6 +444,10 @@ class MascotStore:
         return self.upkeep.sweep_orphan_files(min_age_s)
 
     # ---- helpers ----------------------------------------------------------------------------------------------
+    def _searched(self, query: peewee.ModelSelect, words: tuple[str, ...]) -> peewee.ModelSelect:
+        """`query` (images joined to their generation) narrowed to the search's `words`; as it was for none."""
+        return query.where(matching(self.tables, words)) if words else query
+
     def _viewer(self, viewer_owner_hash: str | None) -> int | None:
         """The viewer's browser id; None for an anonymous viewer or one that never wrote anything."""
         if viewer_owner_hash is not None:

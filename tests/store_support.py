@@ -35,7 +35,9 @@ def owner(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def make_request(prompt: str = "a cheerful otter barista", *, seed: int = 7, count: int = 1) -> GenerationRequest:
+def make_request(
+    prompt: str = "a cheerful otter barista", *, seed: int = 7, count: int = 1, style: str = "", brand: str = ""
+) -> GenerationRequest:
     return GenerationRequest.from_user(
         prompt=prompt,
         negative_prompt="blurry",
@@ -47,6 +49,8 @@ def make_request(prompt: str = "a cheerful otter barista", *, seed: int = 7, cou
         prior_num_inference_steps=3,
         prior_guidance_scale=1.5,
         num_images_per_prompt=count,
+        style=style,
+        brand=brand,
     )
 
 
@@ -72,8 +76,10 @@ def save(
     now: datetime | None = None,
     is_public: bool = True,
     address_hash: str | None = None,
+    style: str = "",
+    brand: str = "",
 ) -> SavedGeneration:
-    request = make_request(prompt, seed=seed, count=count)
+    request = make_request(prompt, seed=seed, count=count, style=style, brand=brand)
     return mascots.save_generation(
         who, request, make_result(request), MODEL, now=now, is_public=is_public, address_hash=address_hash
     )

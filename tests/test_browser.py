@@ -99,11 +99,31 @@ def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
     context.close()
 
 
-def test_a_person_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stranger(chromium, app, tmp_path):
+def test_a_person_searches_opens_a_mascot_remixes_it_and_a_share_link_opens_it_for_a_stranger(chromium, app, tmp_path):
+    other_context, other = open_page(chromium, app)  # someone else's public mascot, for the search to leave out
+    make_it_fast(other)
+    generate_in_page(other, "a robot lighthouse keeper")
+    other_context.close()
     context, page = open_page(chromium, app)
     make_it_fast(page)
     generate_in_page(page, "a plush panda chef")
     seed_used = page.get_by_label("Seed", exact=True).input_value()
+
+    page.get_by_role("tab", name="Gallery").click()
+    gallery, label = page.locator("#gallery-gallery"), page.locator("#gallery-page")
+    playwright_api.expect(gallery.get_by_text("a robot lighthouse keeper").first).to_be_visible()
+    search = page.locator("#gallery-search textarea, #gallery-search input").first
+    search.fill("Panda CHEF")
+    search.press("Enter")
+    playwright_api.expect(label).to_contain_text("1 mascot matches “Panda CHEF” · page 1 of 1")
+    playwright_api.expect(gallery.get_by_role("button").filter(has_text="a plush panda chef")).to_have_count(1)
+    playwright_api.expect(gallery.get_by_text("a robot lighthouse keeper")).to_have_count(0)
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    search.fill("")  # emptying the box shows everything again
+    playwright_api.expect(label).to_contain_text("Page 1 of")
+    playwright_api.expect(gallery.get_by_text("a robot lighthouse keeper").first).to_be_visible()
+
+    page.get_by_role("tab", name="Create").click()
     page.get_by_label("Your idea").fill("something else")  # Remix must put the mascot's own words back
 
     page.get_by_role("tab", name="My mascots").click()

@@ -179,6 +179,52 @@ def test_pages_of_the_gallery(site):
     assert page == 1  # past the end shows the last page
 
 
+def test_searching_finds_every_word_in_the_idea_style_or_brand_and_old_calls_list_everything(site):
+    alice, bob, carol = site.browser(), site.browser(), site.browser()
+    make(alice, "an otter barista")  # the API's default style: Sticker
+    make(alice, "a robot otter", style="Pixel art")
+    make(bob, "a robot fox", brand="Ocean blue")
+    make(bob, "a secret otter")
+    secret = next(mascot for mascot in mine(bob) if mascot["prompt"] == "a secret otter")
+    bob.predict(secret["public_id"], False, api_name="/set_public")
+
+    _gallery, page, label, mascots = carol.predict(1, "Newest", "OTTER", api_name="/gallery")
+    assert (prompts(mascots), page, label) == (
+        ["a robot otter", "an otter barista"],
+        1,
+        "2 mascots match “OTTER” · page 1 of 1",
+    )
+    assert prompts(carol.predict(1, "Newest", "otter  pixel", api_name="/gallery")[3]) == ["a robot otter"]
+    assert prompts(carol.predict(search="ocean ROBOT", api_name="/gallery")[3]) == ["a robot fox"]
+    assert prompts(carol.predict(1, "Newest", "sticker barista", api_name="/gallery")[3]) == ["an otter barista"]
+    assert carol.predict(9, "Most liked", "otter", api_name="/gallery")[1] == 1  # past the end: the last page
+    _gallery, _page, label, mascots = carol.predict(1, "Newest", "otter unicorn", api_name="/gallery")
+    assert (mascots, label) == ([], "No mascots match “otter unicorn”.")
+    # Clients written before search call without it, and still get everything.
+    _gallery, _page, label, mascots = carol.predict(1, "Newest", api_name="/gallery")
+    assert (prompts(mascots), label) == (
+        ["a robot fox", "a robot otter", "an otter barista"],
+        "Page 1 of 1 · 3 mascots",
+    )
+
+    _gallery, _page, label, mascots = bob.predict(1, "otter", api_name="/my_mascots")
+    assert (prompts(mascots), label) == (["a secret otter"], "1 mascot matches “otter” · page 1 of 1")
+    assert prompts(alice.predict(1, "Otter", api_name="/my_mascots")[3]) == ["a robot otter", "an otter barista"]
+    assert prompts(alice.predict(1, "fox", api_name="/my_mascots")[3]) == []  # Bob's fox is not Alice's
+    assert prompts(mine(bob)) == ["a secret otter", "a robot fox"]  # the old call: page only
+
+
+def test_a_search_too_long_is_refused_with_a_sentence(site):
+    alice = site.browser()
+    make(alice, "o" * 200)
+    too_long = re.escape("search must be at most 200 characters (got 201).")
+    with pytest.raises(Exception, match=too_long):
+        alice.predict(1, "Newest", "o" * 201, api_name="/gallery")
+    with pytest.raises(Exception, match=too_long):
+        alice.predict(1, "o" * 201, api_name="/my_mascots")
+    assert len(alice.predict(1, "Newest", " " + "O" * 200 + " ", api_name="/gallery")[3]) == 1
+
+
 def test_the_daily_quota_refuses_for_free_and_really_resets_at_midnight_utc(site):
     alice, bob = site.browser(), site.browser()
     make(alice, "one", num_images_per_prompt=4)

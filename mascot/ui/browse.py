@@ -1,4 +1,5 @@
-"""My mascots and the public Gallery: pages of thumbnails, newest or most liked; a picked one opens in ui/detail."""
+"""My mascots and the public Gallery: pages of thumbnails, newest or most liked, searchable by their words; a picked
+one opens in ui/detail."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any, Literal
 import gradio as gr
 
 from mascot.entries import MAX_PAGE, MascotPage
-from mascot.ui.common import PageServices, owner, plural
+from mascot.search import search_words
+from mascot.ui.common import PageServices, owner, plain, plural
 from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
 
@@ -30,13 +32,28 @@ class BrowseTab:
     mascots: gr.JSON  # hidden: what each thumbnail shown is (share id, prompt, likes), in order; API clients read it
     sort: gr.Radio | None
     detail: DetailPanel
+    search_box: gr.Textbox  # what the person types; Enter or its Search button searches
+    search: gr.Textbox  # hidden: the search shown, kept while paging; the API's `search`
 
 
 def build_browse_tab(
     services: PageServices, listing: Listing, *, tab: gr.Tab, demo: gr.Blocks, form: CreateForm, tabs: gr.Tabs
 ) -> BrowseTab:
     """Lay out My mascots or the Gallery (inside its `gr.Tab`) and wire its events."""
-    sort = gr.Radio(list(SORTS), value="Newest", label="Sort", elem_id="gallery-sort") if listing == "gallery" else None
+    with gr.Row():
+        search_box = gr.Textbox(
+            label="Search",
+            placeholder="otter, robot, sticker…",
+            info="Words of the idea, its style or brand; an empty box shows everything (search)",
+            submit_btn="Search",
+            scale=2,
+            elem_id=f"{listing}-search",
+        )
+        sort = (
+            gr.Radio(list(SORTS), value="Newest", label="Sort", scale=1, elem_id="gallery-sort")
+            if listing == "gallery"
+            else None
+        )
     gallery = gr.Gallery(
         label="Made in this browser" if listing == "mine" else "Everyone's public mascots",
         columns=6,
@@ -52,8 +69,21 @@ def build_browse_tab(
         next_ = gr.Button("Next page →", size="sm", elem_id=f"{listing}-next")
         refresh = gr.Button("Refresh", size="sm", elem_id=f"{listing}-refresh")
     page = gr.Number(value=1, label="Page", visible=False)
+    search = gr.Textbox(value="", label="search", visible=False)
     mascots = gr.JSON(visible=False, label="mascots")
-    browse = BrowseTab(gallery, page, page_label, previous, next_, refresh, mascots, sort, detail_panel(listing))
+    browse = BrowseTab(
+        gallery,
+        page,
+        page_label,
+        previous,
+        next_,
+        refresh,
+        mascots,
+        sort,
+        detail_panel(listing),
+        search_box,
+        search,
+    )
     show_page = _wire_listing(services, listing, browse, tab, demo)
     wire_detail(services, listing, browse.gallery, browse.mascots, browse.detail, form, tabs, show_page)
     return browse
@@ -63,11 +93,11 @@ def build_browse_tab(
 def _wire_listing(
     services: PageServices, listing: Listing, browse: BrowseTab, tab: gr.Tab, demo: gr.Blocks
 ) -> dict[str, Any]:
-    """Wire paging, sorting and refreshing; returns the event arguments that show the current page."""
+    """Wire paging, sorting, searching and refreshing; returns the event arguments that show the current page."""
     # Listing runs outside the queue: browsing never waits behind the GPU.
     show = {
         "fn": _mine_page(services) if listing == "mine" else _gallery_page(services),
-        "inputs": [browse.page] if browse.sort is None else [browse.page, browse.sort],
+        "inputs": [browse.page, browse.search] if browse.sort is None else [browse.page, browse.sort, browse.search],
         "outputs": [browse.gallery, browse.page, browse.page_label, browse.mascots, browse.previous, browse.next],
         "queue": False,
     }
@@ -80,6 +110,18 @@ def _wire_listing(
     browse.next.click(next_page, browse.page, browse.page, **private).then(**show, api_visibility="private")
     if browse.sort is not None:
         browse.sort.change(first_page, None, browse.page, **private).then(**show, api_visibility="private")
+    # A refused search stops the chain, so the search shown (and paged through) stays the last one that worked.
+    browse.search_box.submit(start_search, browse.search_box, [browse.search, browse.page], **private).success(
+        **show, api_visibility="private"
+    )
+    # Emptying the box shows everything again at once (its Search button submits it), without a round trip for
+    # every other keystroke. `change`, not `input`: Gradio 6 sends `input` of a box filled by a script only on Enter.
+    button = f"#{listing}-search button"
+    browse.search_box.change(
+        fn=None,
+        inputs=browse.search_box,
+        js=f"(typed) => {{ if (!(typed || '').trim()) document.querySelector('{button}')?.click(); }}",
+    )
     return show
 
 
@@ -95,13 +137,36 @@ def first_page() -> int:
     return 1
 
 
-def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int) -> tuple[Any, ...]:
+def start_search(typed: str | None) -> tuple[str, int]:
+    """The search to show from its first page: the words typed, each once; refused with a sentence when too long."""
+    return " ".join(checked_search(typed)), 1
+
+
+def checked_search(search: str | None) -> tuple[str, ...]:
+    """The words of `search` (None is no search), or a gr.Error that says why they cannot be searched for."""
+    try:
+        return search_words(search or "")
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
+def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int, words: Sequence[str]) -> tuple[Any, ...]:
     """The thumbnails, the page shown, its label, what each thumbnail is, and which page buttons make sense."""
     pages = max(1, -(-total // per_page))
-    label = f"Page {page} of {pages} · {plural(total, 'mascot')}" if total else "Nothing here yet."
+    label = page_label(page, pages, total, words)
     thumbnails = [(str(item.thumbnail_path or item.path), caption(item)) for item in items]
     previous, next_ = gr.Button(interactive=page > 1), gr.Button(interactive=page < pages)
     return thumbnails, page, label, [summary(item) for item in items], previous, next_
+
+
+def page_label(page: int, pages: int, total: int, words: Sequence[str]) -> str:
+    """What the page shows, in a sentence: how many mascots (match the search), and which page of how many."""
+    if not words:
+        return f"Page {page} of {pages} · {plural(total, 'mascot')}" if total else "Nothing here yet."
+    quoted = f"“{plain(' '.join(words))}”"
+    if not total:
+        return f"No mascots match {quoted}."
+    return f"{plural(total, 'mascot')} {'matches' if total == 1 else 'match'} {quoted} · page {page} of {pages}"
 
 
 def caption(item: Any) -> str:
@@ -110,28 +175,34 @@ def caption(item: Any) -> str:
 
 
 def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
-    def my_mascots(page: float | None = 1, http_request: gr.Request | None = None) -> tuple[Any, ...]:
-        """This browser's mascots, newest first, a page of thumbnails with their prompts as captions."""
-        owner_hash = owner(services, http_request)
+    def my_mascots(
+        page: float | None = 1, search: str | None = "", http_request: gr.Request | None = None
+    ) -> tuple[Any, ...]:
+        """This browser's mascots, newest first, a page of thumbnails with their prompts as captions; with a
+        `search`, only those whose idea, style or brand holds every one of its words (any case)."""
+        owner_hash, words = owner(services, http_request), checked_search(search)
+        query = " ".join(words)
         result = listed_page(
-            lambda number: services.store.history_page(owner_hash, page=number, per_page=PER_PAGE), page
+            lambda number: services.store.history_page(owner_hash, page=number, per_page=PER_PAGE, search=query), page
         )
-        return _page_outputs(result.items, result.page, result.total, PER_PAGE)
+        return _page_outputs(result.items, result.page, result.total, PER_PAGE, words)
 
     return my_mascots
 
 
 def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def gallery(
-        page: float | None = 1, sort: str = "Newest", http_request: gr.Request | None = None
+        page: float | None = 1, sort: str = "Newest", search: str | None = "", http_request: gr.Request | None = None
     ) -> tuple[Any, ...]:
-        """Everyone's public mascots, newest or most liked first, a page of thumbnails."""
-        viewer = owner(services, http_request)
-        order = SORTS.get(sort, "newest")
+        """Everyone's public mascots, newest or most liked first, a page of thumbnails; with a `search`, only those
+        whose idea, style or brand holds every one of its words (any case)."""
+        viewer, words = owner(services, http_request), checked_search(search)
+        order, query = SORTS.get(sort, "newest"), " ".join(words)
         result = listed_page(
-            lambda number: services.store.gallery(viewer, page=number, per_page=PER_PAGE, sort=order), page
+            lambda number: services.store.gallery(viewer, page=number, per_page=PER_PAGE, sort=order, search=query),
+            page,
         )
-        return _page_outputs(result.items, result.page, result.total, PER_PAGE)
+        return _page_outputs(result.items, result.page, result.total, PER_PAGE, words)
 
     return gallery
 
