@@ -18,10 +18,12 @@ from typing import Any
 
 import gradio as gr
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from mascot.claims import ClaimKeeper
 from mascot.clients import AddressKeys
 from mascot.generator import Generator
+from mascot.health import HEALTH_PATH, health_endpoint
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
 from mascot.logos import LogoLibrary
 from mascot.presets import Presets
@@ -60,7 +62,10 @@ class App:
             "share": self.settings.share,
             # Only the images folder may be served: not the database, the secret or the model.
             "allowed_paths": [str(self.settings.images_dir.resolve())],
-            "app_kwargs": {"middleware": [Middleware(IdentityCookieMiddleware, identity=self.identity)]},
+            "app_kwargs": {
+                "middleware": [Middleware(IdentityCookieMiddleware, identity=self.identity)],
+                "routes": [Route(HEALTH_PATH, health_endpoint(self.worker, lambda: self.store.schema_version))],
+            },
             "css_paths": [ASSETS / "style.css"],
             "favicon_path": str(ASSETS / "favicon.png"),
             "theme": gr.themes.Soft(primary_hue="orange"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.error
@@ -235,3 +236,12 @@ def test_a_missing_blocked_words_file_stops_the_app_with_a_sentence_naming_it(tm
     assert f"did not start. The blocked-words file {ROOT / 'missing.txt'} does not exist" in started.stderr
     assert "Traceback" not in started.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+def test_the_health_check_answers_200_once_the_model_is_ready(app):
+    wait_until_model_ready(app.browser())
+    with urllib.request.urlopen(app.url + "healthz", timeout=10) as response:
+        report = json.loads(response.read())
+        assert response.status == 200
+        assert response.headers["Cache-Control"] == "no-store"
+    assert report["status"] == "ready" and report["preview_model"] is True and report["database"] == "ok"

@@ -6,8 +6,11 @@ is driven end to end in test_app_process.py) and a real store, identity cookie a
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import gradio as gr
@@ -386,10 +389,6 @@ def test_a_logo_is_uploaded_once_mixed_in_and_remembered_with_the_mascot(site, t
 
 def test_a_logo_upload_cannot_name_a_file_outside_gradios_upload_folder(site):
     """Raw HTTP, as an attacker would send it (gradio_client would upload the named local file instead)."""
-    import json
-    import urllib.error
-    import urllib.request
-
     for path in ("/etc/passwd", str(site.app.settings.data_dir / "secret.key"), "../../etc/passwd"):
         body = json.dumps({"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}]}).encode()
         request = urllib.request.Request(
@@ -487,3 +486,24 @@ def test_the_generate_handler_refuses_a_blocked_idea_without_its_validator(site_
     with pytest.raises(gr.Error, match=re.escape(BLOCKED)):
         next(generate(prompt="an otter in a blood bath", seed=1, **FAST))
     assert site.fake.requests == [] and site.app.worker.queue_length == 0
+
+
+def health(site: Site) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(site.url + "healthz", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_health_check_says_ready_with_the_model_and_the_queue(site):
+    code, report = health(site)
+    assert code == 200
+    assert report == {
+        "status": "ready",
+        "message": "Ready",
+        "model": "fake generator",
+        "preview_model": True,
+        "queue_length": 0,
+        "database": "ok",
+    }
