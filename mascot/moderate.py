@@ -5,12 +5,18 @@ Usage:
     python -m mascot.moderate hide PUBLIC_ID        # take a mascot out of the gallery now, reports or not
     python -m mascot.moderate restore PUBLIC_ID     # show it as its owner set it again; its reports are cleared
     python -m mascot.moderate delete PUBLIC_ID      # delete it as its owner would: file, thumbnail, likes, reports
+    python -m mascot.moderate --blocked-words PATH blocked          # mascots whose idea uses an entry of PATH
+    python -m mascot.moderate --blocked-words PATH blocked --hide   # take each of them down, as `hide` does
     python -m mascot.moderate --data-dir /data list
     python -m mascot.moderate --database-url postgresql://user:pass@host/db --data-dir /data list
 
-It reads the app's settings: --data-dir and --database-url (before the command), else MASCOT_DATA_DIR and
-MASCOT_DATABASE_URL, else ./data. PUBLIC_ID is the id in a share link (/?mascot=PUBLIC_ID). Each command prints one
-line per mascot (list) or one line saying what it did; an unknown id exits with status 1.
+It reads the app's settings: --data-dir, --database-url and --blocked-words (before the command), else
+MASCOT_DATA_DIR, MASCOT_DATABASE_URL and MASCOT_BLOCKED_WORDS, else ./data and no words file. PUBLIC_ID is the id in
+a share link (/?mascot=PUBLIC_ID). Each command prints one line per mascot (list, blocked) or one line saying what it
+did; an unknown id exits with status 1. `blocked` matches the stored ideas (prompts, not negative prompts) as the app
+matches new ones: the gallery's mascots first, then the others (private, hidden, taken down, file missing). With
+--hide it takes down each one not taken down already (private ones too, so that they cannot be made public later);
+without a words file it exits with status 2.
 """
 
 from __future__ import annotations
@@ -19,20 +25,33 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mascot.moderation import HIDDEN_AFTER_REPORTS, TAKEN_DOWN, ReportedMascot, describe_reasons
-from mascot.settings import Settings, add_storage_arguments, settings_from
+from mascot.moderation import (
+    HIDDEN_AFTER_REPORTS,
+    IDEAS_BATCH_SIZE,
+    TAKEN_DOWN,
+    ReportedMascot,
+    StoredIdea,
+    describe_reasons,
+)
+from mascot.settings import Settings, add_blocked_words_argument, add_storage_arguments, settings_from
 from mascot.store import MascotStore
+from mascot.wordfilter import BlockedEntry, BlockedWords, BlockedWordsError, load_blocked_words
 
 STATES = {HIDDEN_AFTER_REPORTS: "hidden after reports", TAKEN_DOWN: "taken down"}
+HIDDEN = "it is out of the gallery and its share link works for its owner only."
 DONE = {
-    "hide": "Hid {public_id}: it is out of the gallery and its share link works for its owner only.",
+    "hide": "Hid {public_id}: " + HIDDEN,
     "restore": "Restored {public_id}: its reports are cleared and it shows as its owner set it.",
     "delete": "Deleted {public_id}: its image, thumbnail, likes and reports are gone.",
 }
+NO_WORDS_FILE = (
+    "`blocked` needs the blocked-words file: pass --blocked-words PATH before the command, or set "
+    "MASCOT_BLOCKED_WORDS, as the app is given it."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mascot.moderate", description="Review reported mascots: list, hide, restore, delete."
     )
     add_storage_arguments(parser)
+    add_blocked_words_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("list", help="Reported or hidden mascots, most reported first.")
+    blocked = commands.add_parser("blocked", help="Mascots whose idea uses an entry of the blocked-words file.")
+    blocked.add_argument("--hide", action="store_true", help="Take each one down, as `hide PUBLIC_ID` does.")
+    blocked.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=IDEAS_BATCH_SIZE,
+        help=f"Rows read a query (default {IDEAS_BATCH_SIZE}).",
+    )
     for name, does in (
         ("hide", "Take a mascot out of the gallery now."),
         ("restore", "Show a mascot again as its owner set it and clear its reports."),
@@ -56,6 +84,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")  # stderr: not the output
     args = build_parser().parse_args(argv)
     settings = settings_from(args, environ)
+    try:
+        # Before the database is opened (and migrated): a wrong words file is the operator's typo, not a reason to
+        # touch the data.
+        words = words_file(settings) if args.command == "blocked" else BlockedWords()
+    except BlockedWordsError as error:
+        print(error, file=sys.stderr)
+        return 2
     missing = missing_database(settings)
     if missing is not None:
         print(
@@ -64,11 +99,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     store = MascotStore(settings.resolved_database_url, settings.images_dir, upkeep=False)
     try:
-        if args.command == "list":
-            return list_reported(store)
-        return act(store, args.command, args.public_id)
+        return run_command(store, args, words)
     finally:
         store.close()
+
+
+def run_command(store: MascotStore, args: argparse.Namespace, words: BlockedWords) -> int:
+    if args.command == "list":
+        return list_reported(store)
+    if args.command == "blocked" and args.hide:
+        return take_down_blocked(store, words, args.batch_size)
+    if args.command == "blocked":
+        return list_blocked(store, words, args.batch_size)
+    return act(store, args.command, args.public_id)
 
 
 def missing_database(settings: Settings) -> Path | None:
@@ -96,6 +139,70 @@ def describe(item: ReportedMascot) -> str:
     counts = f"{item.reports} {reports} ({describe_reasons(item.reasons)}) from {item.networks} {networks}"
     state = STATES.get(item.moderation, "not hidden")
     return f"{item.public_id}  {counts}  {state}  {json.dumps(item.prompt, ensure_ascii=False)}  {item.path}"
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+    return value
+
+
+def words_file(settings: Settings) -> BlockedWords:
+    """The operator's blocked-words file, read as the app reads it; none set is an error here, not "block nothing"."""
+    if settings.blocked_words is None:
+        raise BlockedWordsError(NO_WORDS_FILE)
+    return load_blocked_words(settings.blocked_words)
+
+
+def blocked_mascots(
+    store: MascotStore, words: BlockedWords, batch_size: int, *, taken_down: bool
+) -> Iterator[tuple[StoredIdea, BlockedEntry]]:
+    """Stored mascots whose idea uses an entry, with the entry: the gallery's first (they are what people see now),
+    then the rest. Two id-ordered passes rather than a sort, so only one batch of rows is ever held."""
+    for in_gallery in (True, False):
+        for idea in store.stored_ideas(in_gallery=in_gallery, taken_down=taken_down, batch_size=batch_size):
+            entry = words.find(idea.prompt)
+            if entry is not None:
+                yield idea, entry
+
+
+def list_blocked(store: MascotStore, words: BlockedWords, batch_size: int) -> int:
+    found = 0
+    for idea, entry in blocked_mascots(store, words, batch_size, taken_down=True):
+        print(describe_blocked(idea, entry))
+        found += 1
+    if not found:
+        print(f"No stored mascot's idea uses an entry of {words.source}.")
+    return 0
+
+
+def take_down_blocked(store: MascotStore, words: BlockedWords, batch_size: int) -> int:
+    """Take down each match not taken down already; hiding one does not disturb the keyset pass that found it."""
+    hidden = 0
+    for idea, entry in blocked_mascots(store, words, batch_size, taken_down=False):
+        if store.hide_mascot(idea.public_id):  # False: its owner deleted it meanwhile
+            print(f"Hid {idea.public_id} ({entry.describe(None)}): {HIDDEN}")
+            hidden += 1
+    if not hidden:
+        print(f"No mascot whose idea uses an entry of {words.source} is left to take down.")
+    else:
+        print(f"{hidden} {'mascot' if hidden == 1 else 'mascots'} taken down.")
+    return 0
+
+
+def describe_blocked(idea: StoredIdea, entry: BlockedEntry) -> str:
+    """One line: id, the entry and its line, state, idea (JSON-quoted, as `list` does), file."""
+    prompt = json.dumps(idea.prompt, ensure_ascii=False)
+    return f"{idea.public_id}  {entry.describe(None)}  {idea_state(idea)}  {prompt}  {idea.path}"
+
+
+def idea_state(idea: StoredIdea) -> str:
+    if idea.moderation in STATES:
+        return STATES[idea.moderation]
+    if not idea.is_public:
+        return "private"
+    return "file missing" if idea.file_missing else "in the gallery"
 
 
 def act(store: MascotStore, command: str, public_id: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,9 @@ NOTES = {
     HIDDEN_AFTER_REPORTS: "Hidden from the gallery after reports; the operator will review it.",
     TAKEN_DOWN: "Taken down from the gallery by the operator; only you can see it.",
 }
+
+# Rows one query of `ideas` reads: enough to keep round trips few, few enough that 100k mascots never sit in memory.
+IDEAS_BATCH_SIZE = 500
 
 ReportOutcome = Literal["reported", "already_reported", "own_mascot", "not_found"]
 
@@ -83,6 +87,19 @@ class ReportedMascot:
     prompt: str
     path: Path
     created_at: datetime  # timezone-aware UTC
+
+
+@dataclass(frozen=True)
+class StoredIdea:
+    """A stored mascot and the idea it was made from, for checking ideas against the blocked-words file."""
+
+    image_id: int
+    public_id: str
+    prompt: str  # the person's own words; the style and brand presets are the operator's and not part of it
+    is_public: bool
+    moderation: str
+    file_missing: bool
+    path: Path
 
 
 class ModerationBook:
@@ -192,6 +209,41 @@ class ModerationBook:
             for image_id, public_id, moderation, path, created_at, prompt in rows
         ]
         return sorted(listed, key=lambda item: (-item.reports, -item.created_at.timestamp(), item.public_id))
+
+    def ideas(self, where: peewee.Expression, batch_size: int = IDEAS_BATCH_SIZE) -> Iterator[StoredIdea]:
+        """The images `where` selects with their ideas, in id order, read `batch_size` rows a query. Keyset paging
+        (id > the last one seen) rather than OFFSET: each query costs the same however far along, and an image the
+        caller changes or deletes between batches neither shifts the rest nor is read twice."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be 1 or more (got {batch_size}).")
+        after = 0
+        while True:
+            batch = self._ideas_after(where, after, batch_size)
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1].image_id
+
+    def _ideas_after(self, where: peewee.Expression, after: int, limit: int) -> list[StoredIdea]:
+        image, generation = self.tables.image, self.tables.generation
+        rows = (
+            image
+            .select(
+                image.id, image.public_id, generation.prompt, image.is_public, image.moderation, image.file_missing,
+                image.path,
+            )
+            .join(generation)
+            .where(where)
+            .where(image.id > after)
+            .order_by(image.id)
+            .limit(limit)
+            .tuples()
+        )  # fmt: skip
+        # A list, not the cursor: the caller may write (hide) between batches, with nothing left open.
+        return [
+            StoredIdea(image_id, public_id, prompt, bool(public), moderation, bool(missing), self.files.absolute(path))
+            for image_id, public_id, prompt, public, moderation, missing, path in rows
+        ]
 
     def _report_counts(self) -> dict[int, tuple[int, int]]:
         """Reports and distinct networks per reported image."""

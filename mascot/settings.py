@@ -97,12 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 4 on a GPU, 1 on a CPU, where sharing "
         "is slower).",
     )
-    parser.add_argument(
-        "--blocked-words",
-        metavar="PATH",
-        help="A UTF-8 text file of words and phrases refused in ideas, one a line, # starts a comment "
-        "(MASCOT_BLOCKED_WORDS; default: none). See assets/blocked-words.example.txt.",
-    )
+    add_blocked_words_argument(parser)
     return parser
 
 
@@ -110,6 +105,16 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that say where the app keeps its data; other scripts on the same data (mascot.moderate) take them."""
     parser.add_argument("--data-dir", help="Where the database, images and preview model live (MASCOT_DATA_DIR).")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (MASCOT_DATABASE_URL).")
+
+
+def add_blocked_words_argument(parser: argparse.ArgumentParser) -> None:
+    """The operator's blocked-words file; mascot.moderate takes it too, to find what was published before an entry."""
+    parser.add_argument(
+        "--blocked-words",
+        metavar="PATH",
+        help="A UTF-8 text file of words and phrases refused in ideas, one a line, # starts a comment "
+        "(MASCOT_BLOCKED_WORDS; default: none). See assets/blocked-words.example.txt.",
+    )
 
 
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

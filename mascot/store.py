@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,16 @@ from mascot.entries import (
 from mascot.files import ImageFiles, StoredImage
 from mascot.generator import GeneratedImages, ModelInfo
 from mascot.migrations import migrate, schema_version
-from mascot.moderation import VISIBLE, ModerationBook, ReportedMascot, ReportResult, check_reason
+from mascot.moderation import (
+    IDEAS_BATCH_SIZE,
+    TAKEN_DOWN,
+    VISIBLE,
+    ModerationBook,
+    ReportedMascot,
+    ReportResult,
+    StoredIdea,
+    check_reason,
+)
 from mascot.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
 from mascot.request import GenerationRequest
 from mascot.schema import Tables, as_stored_time, define_tables, ensure_browser, find_browser, open_database
@@ -57,6 +66,7 @@ __all__ = [
     "ReportResult",
     "ReportedMascot",
     "SavedGeneration",
+    "StoredIdea",
 ]
 
 
@@ -377,6 +387,17 @@ class MascotStore:
     def delete_mascot_as_operator(self, public_id: str) -> bool:
         """The operator deletes a mascot as its owner's delete does; False when no mascot has this id."""
         return is_public_id(public_id) and self._delete_image(self._image_row(public_id))
+
+    def stored_ideas(
+        self, *, in_gallery: bool, taken_down: bool = True, batch_size: int = IDEAS_BATCH_SIZE
+    ) -> Iterator[StoredIdea]:
+        """Every mascot the gallery lists (`in_gallery`), or every other one (private, moderated, file missing), with
+        its idea, in id order, `batch_size` rows a query; `taken_down=False` leaves out the operator's take-downs."""
+        image = self.tables.image
+        where = listed(image) if in_gallery else ~listed(image)
+        if not taken_down:
+            where = where & (image.moderation != TAKEN_DOWN)
+        return self.moderation.ideas(where, batch_size)
 
     # ---- quota and the one job in flight ----------------------------------------------------------------------
     def quota(self, owner_hash: str, limit: int, now: datetime | None = None) -> QuotaStatus:

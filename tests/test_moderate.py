@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,13 +12,17 @@ from pathlib import Path
 import pytest
 
 from mascot.clients import AddressKeys
-from mascot.store import MascotStore
+from mascot.moderate import NO_WORDS_FILE
+from mascot.moderation import TAKEN_DOWN
+from mascot.store import MascotStore, SavedGeneration
 from tests.app_process import ROOT
-from tests.store_support import owner, save
+from tests.store_support import MODEL, make_request, make_result, owner, save
 
 KEYS = AddressKeys(b"s" * 40)
 ALICE, BOB = owner("alice"), owner("bob")
 NETWORKS = [KEYS.address_hash(f"198.51.100.{number}") for number in range(3)]
+WORDS = "# the operator's list\ngore\nblood bath  # a phrase\n"
+HIDDEN = "it is out of the gallery and its share link works for its owner only."
 
 
 @pytest.fixture
@@ -142,3 +147,125 @@ def test_a_folder_without_a_database_is_refused_rather_than_given_an_empty_one(t
     assert done.returncode == 2
     assert "There is no database at" in done.stderr and "--data-dir" in done.stderr
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.fixture
+def words(tmp_path: Path) -> Path:
+    path = tmp_path / "blocked-words.txt"
+    path.write_text(WORDS, encoding="utf-8")
+    return path
+
+
+def blocked(words: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    return moderate("--blocked-words", str(words), "blocked", *options, data_dir=data_dir)
+
+
+def save_avoiding(mascots: MascotStore, prompt: str, negative_prompt: str) -> SavedGeneration:
+    request = dataclasses.replace(make_request(prompt), negative_prompt=negative_prompt)
+    return mascots.save_generation(ALICE, request, make_result(request), MODEL)
+
+
+def gallery_ids(mascots: MascotStore) -> list[str]:
+    return sorted(item.public_id for item in mascots.gallery(None, per_page=100).items)
+
+
+def test_blocked_lists_the_gallerys_matches_first_with_the_entry_and_its_line(
+    mascots: MascotStore, data_dir: Path, words: Path
+) -> None:
+    private = save(mascots, BOB, "a blood-bath otter", is_public=False)  # saved first, listed after the gallery's
+    gory = save(mascots, ALICE, "an otter covered in GORE")
+    save(mascots, ALICE, "a grape otter, gorilla friend")  # entries inside other words
+    save_avoiding(mascots, "a calm otter", "gore, blood bath")  # only what it steers away from uses them
+    reported = save(mascots, ALICE, "gore-soaked paws")
+    report_from(mascots, reported.public_ids[0], NETWORKS)
+
+    done = blocked(words, data_dir)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{gory.public_ids[0]}  'gore' (line 2)  in the gallery  \"an otter covered in GORE\"  {gory.image_paths[0]}",
+        f"{private.public_ids[0]}  'blood bath' (line 3)  private  \"a blood-bath otter\"  {private.image_paths[0]}",
+        f"{reported.public_ids[0]}  'gore' (line 2)  hidden after reports  \"gore-soaked paws\"  "
+        f"{reported.image_paths[0]}",
+    ]
+
+
+def test_blocked_hide_takes_every_match_down_and_a_second_run_finds_none_left(
+    mascots: MascotStore, data_dir: Path, words: Path
+) -> None:
+    first = save(mascots, ALICE, "gore everywhere").public_ids[0]
+    private = save(mascots, BOB, "a blood bath", is_public=False).public_ids[0]
+    clean = save(mascots, BOB, "a cheerful otter").public_ids[0]
+    second = save(mascots, BOB, "more gore").public_ids[0]
+
+    done = blocked(words, data_dir, "--hide")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"Hid {first} ('gore' (line 2)): {HIDDEN}",
+        f"Hid {second} ('gore' (line 2)): {HIDDEN}",
+        f"Hid {private} ('blood bath' (line 3)): {HIDDEN}",  # so its owner cannot make it public later
+        "3 mascots taken down.",
+    ]
+    assert gallery_ids(mascots) == [clean]
+    assert mascots.mascot(private, BOB).moderation == TAKEN_DOWN
+    assert not mascots.set_public(BOB, private, True)
+
+    again = moderate("blocked", "--hide", env={"MASCOT_DATA_DIR": str(data_dir), "MASCOT_BLOCKED_WORDS": str(words)})
+
+    assert (again.returncode, again.stderr) == (0, "")
+    assert again.stdout == f"No mascot whose idea uses an entry of {words.resolve()} is left to take down.\n"
+    listed = blocked(words, data_dir).stdout.splitlines()  # the list still shows them, as taken down
+    assert [line.split("  ")[0] for line in listed] == [first, private, second]
+    assert all("  taken down  " in line for line in listed)
+
+
+def test_blocked_says_so_when_no_idea_uses_an_entry(mascots: MascotStore, data_dir: Path, words: Path) -> None:
+    save(mascots, ALICE, "a cheerful otter")
+
+    done = blocked(words, data_dir)
+
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"No stored mascot's idea uses an entry of {words.resolve()}.\n"
+
+
+def test_blocked_without_a_words_file_exits_2_with_a_sentence(mascots: MascotStore, data_dir: Path) -> None:
+    save(mascots, ALICE, "gore everywhere")
+
+    done = moderate("blocked", "--hide", data_dir=data_dir)
+
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", NO_WORDS_FILE + "\n")
+    assert mascots.count_gallery() == 1
+
+
+def test_blocked_with_a_missing_words_file_exits_2_naming_it(mascots: MascotStore, data_dir: Path, tmp_path) -> None:
+    done = blocked(tmp_path / "nowhere.txt", data_dir)
+
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"The blocked-words file {(tmp_path / 'nowhere.txt').resolve()} does not exist" in done.stderr
+
+
+@pytest.mark.parametrize("options", [(), ("--hide",)])
+def test_blocked_reads_every_batch_once(mascots: MascotStore, data_dir: Path, words: Path, options) -> None:
+    prompts = ["gore one", "calm", "calm", "gore two", "calm", "calm", "gore three"]  # ids 1..7: batches of 2
+    saved = [save(mascots, ALICE, prompt).public_ids[0] for prompt in prompts]
+    matching = [public_id for public_id, prompt in zip(saved, prompts, strict=True) if "gore" in prompt]
+
+    done = blocked(words, data_dir, "--batch-size", "2", *options)
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    if options:
+        assert lines[-1] == "3 mascots taken down."
+        assert gallery_ids(mascots) == sorted(set(saved) - set(matching))
+        lines = lines[:-1]
+    assert [line.split()[1 if options else 0] for line in lines] == matching
+
+
+def test_stored_ideas_reads_more_rows_than_one_batch_in_id_order(mascots: MascotStore) -> None:
+    saved = [save(mascots, ALICE, f"otter {number}").public_ids[0] for number in range(5)]
+
+    ideas = list(mascots.stored_ideas(in_gallery=True, batch_size=2))
+
+    assert [idea.public_id for idea in ideas] == saved
+    assert [idea.prompt for idea in ideas] == [f"otter {number}" for number in range(5)]
