@@ -201,7 +201,11 @@ def benchmark(store: MascotStore, population: Population, runs: int, rng: random
     def gallery(page: int, sort: GallerySort, search: str = "") -> Callable[[int], object]:
         return lambda _: store.gallery(viewer, page=page, per_page=PER_PAGE, sort=sort, search=search)
 
+    def liked_by(who: str, search: str = "") -> Callable[[int], object]:
+        return lambda _: store.gallery(who, per_page=PER_PAGE, sort="liked", search=search)
+
     page = PAGE_TARGET_MS
+    liked_by_heavy = store.count_gallery(liked_by=heavy)
     found_pages = max(1, math.ceil(store.count_gallery(search=SEARCH) / PER_PAGE))
     return [
         time_calls("gallery newest, page 1", page, gallery(1, "newest"), runs),
@@ -209,6 +213,8 @@ def benchmark(store: MascotStore, population: Population, runs: int, rng: random
         time_calls("gallery top, page 1", page, gallery(1, "top"), runs),
         time_calls(f"gallery top, last page ({gallery_pages})", page, gallery(gallery_pages, "top"), runs),
         time_calls("gallery newest, page 1, anonymous", page, lambda _: store.gallery(None, per_page=PER_PAGE), runs),
+        time_calls(f"gallery liked by me, page 1 ({liked_by_heavy} liked)", page, liked_by(heavy), runs),
+        time_calls(f"gallery liked by me, '{SEARCH}'", page, liked_by(heavy, SEARCH), runs),
         time_calls(f"search '{SEARCH}', newest, page 1", page, gallery(1, "newest", SEARCH), runs),
         time_calls(
             f"search '{SEARCH}', newest, last page ({found_pages})", page, gallery(found_pages, "newest", SEARCH), runs

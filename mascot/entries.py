@@ -15,7 +15,7 @@ from mascot.moderation import VISIBLE, moderation_note
 from mascot.request import GenerationRequest
 from mascot.schema import Tables
 
-GallerySort = Literal["newest", "top"]
+GallerySort = Literal["newest", "top", "liked"]  # "liked": what the viewer liked, latest like first
 MAX_PER_PAGE = 200
 MAX_PAGE = 1_000_000  # keeps OFFSET a sane number whatever a client sends
 CAPTION_CHARACTERS = 60

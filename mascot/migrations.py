@@ -112,6 +112,13 @@ def add_reports_and_moderation(db: peewee.Database, tables: Tables) -> None:
     db.create_tables([_version_7_report_table(db)])
 
 
+def add_liked_by_me_index(db: peewee.Database, tables: Tables) -> None:
+    """Version 8: a browser's likes in the order they were made, for the gallery's "Liked by me"."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    columns = ("browser_id", "created_at", "id")
+    schema_changes.migrate(migrator.add_index("mascot_like", columns, name="like_" + "_".join(columns)))
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -220,6 +227,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "the logo mixed into each generation, and its weight", add_logo_columns),
     Migration(6, "a daily quota per network, kept under a keyed hash of the address", add_address_quota),
     Migration(7, "reports, and mascots taken out of the gallery after them", add_reports_and_moderation),
+    Migration(8, "a browser's likes, latest first, for the gallery's Liked by me", add_liked_by_me_index),
 ]
 
 

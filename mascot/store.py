@@ -221,40 +221,37 @@ class MascotStore:
         sort: GallerySort = "newest",
         search: str = "",
     ) -> MascotPage:
-        """Everyone's public mascots, newest first or most liked first (ties newest first), one page of them; with a
-        `search`, only those whose words match every word of it (see mascot.search)."""
+        """Everyone's public mascots, newest first or most liked first (ties newest first), or only those the viewer
+        liked, most recently liked first; one page of them; with a `search`, only those whose words match every word
+        of it (see mascot.search)."""
         viewer_id = self._viewer(viewer_owner_hash)
         check_page(page, per_page)
         words = search_words(search)
-        image = self.tables.image
-        orders = {
-            "newest": [image.created_at.desc(), image.id.desc()],
-            "top": [image.like_count.desc(), image.created_at.desc(), image.id.desc()],
-        }
-        if sort not in orders:
-            raise ValueError(f"sort must be 'newest' or 'top' (got {sort!r}).")
+        order = self._gallery_order(sort)
+        liker_id = viewer_id if sort == "liked" else None
+        if sort == "liked" and viewer_id is None:
+            return page_of([], 0, page, per_page)  # a browser without a row has liked nothing
         query = (
             entry_select(self.tables, viewer_id)
-            .where(listed(image))
-            .order_by(*orders[sort])
+            .where(listed(self.tables.image))
+            .order_by(*order)
             .paginate(page, per_page)
             .dicts()
         )  # fmt: skip
+        if liker_id is not None:
+            # The viewer's like is already LEFT JOINed (entry_select); requiring it makes that an inner join on the
+            # like table's (browser, image) index.
+            query = query.where(self.tables.like.browser == liker_id)
         items = [entry_from_row(row, viewer_id, self.files) for row in self._searched(query, words)]
-        return page_of(items, self.count_gallery(search=search), page, per_page)
+        return page_of(items, self._count_listed(words, liker_id), page, per_page)
 
-    def count_gallery(self, *, search: str = "") -> int:
-        """How many mascots the gallery lists (that match `search`)."""
+    def count_gallery(self, *, search: str = "", liked_by: str | None = None) -> int:
+        """How many mascots the gallery lists (that match `search`; with `liked_by`, of those that browser liked)."""
         words = search_words(search)
-        image, generation = self.tables.image, self.tables.generation
-        query = (
-            image
-            .select(peewee.fn.COUNT(image.id))
-            .where(listed(image))
-        )  # fmt: skip
-        if words:  # only a search needs the words, which live on the generation
-            query = query.join(generation)
-        return self._searched(query, words).scalar()
+        if liked_by is None:
+            return self._count_listed(words, None)
+        liker_id = self._viewer(liked_by)
+        return 0 if liker_id is None else self._count_listed(words, liker_id)
 
     def mascot(self, public_id: str, viewer_owner_hash: str | None) -> MascotEntry | None:
         """One mascot by its share id: a public one for anyone, a private or moderated one for its owner only; else
@@ -468,6 +465,32 @@ class MascotStore:
     def _searched(self, query: peewee.ModelSelect, words: tuple[str, ...]) -> peewee.ModelSelect:
         """`query` (images joined to their generation) narrowed to the search's `words`; as it was for none."""
         return query.where(matching(self.tables, words)) if words else query
+
+    def _gallery_order(self, sort: GallerySort) -> list[peewee.Node]:
+        """The ORDER BY of a gallery sort; refuses any other, naming the parameter."""
+        image, like = self.tables.image, self.tables.like
+        orders = {
+            "newest": [image.created_at.desc(), image.id.desc()],
+            "top": [image.like_count.desc(), image.created_at.desc(), image.id.desc()],
+            "liked": [like.created_at.desc(), like.id.desc()],
+        }
+        if sort not in orders:
+            raise ValueError(f"sort must be 'newest', 'top' or 'liked' (got {sort!r}).")
+        return orders[sort]
+
+    def _count_listed(self, words: tuple[str, ...], liker_id: int | None) -> int:
+        """How many mascots the gallery lists that match `words`; with `liker_id`, only those that browser liked."""
+        image, generation, like = self.tables.image, self.tables.generation, self.tables.like
+        query = (
+            image
+            .select(peewee.fn.COUNT(image.id))
+            .where(listed(image))
+        )  # fmt: skip
+        if liker_id is not None:
+            query = query.join(like, on=((like.image == image.id) & (like.browser == liker_id)))
+        if words:  # only a search needs the words, which live on the generation
+            query = query.switch(image).join(generation)
+        return self._searched(query, words).scalar()
 
     def _viewer(self, viewer_owner_hash: str | None) -> int | None:
         """The viewer's browser id; None for an anonymous viewer or one that never wrote anything."""

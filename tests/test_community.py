@@ -156,6 +156,30 @@ def test_likes_count_once_per_browser_and_toggle(site):
     assert [m["liked"] for m in public(bob, sort="Most liked")] == [True, False]
 
 
+def test_two_browsers_each_see_only_their_own_likes_under_liked_by_me(site):
+    alice, bob, carol = site.browser(), site.browser(), site.browser()
+    for prompt in ("an otter", "a fox", "an owl"):
+        make(alice, prompt)
+    ids = {mascot["prompt"]: mascot["public_id"] for mascot in mine(alice)}
+    _gallery, _page, label, mascots = bob.predict(1, "Liked by me", api_name="/gallery")
+    assert (mascots, label) == ([], "You have not liked any mascots yet — press ♡ on one you like.")
+    like(bob, ids["an otter"])
+    like(bob, ids["an owl"])
+    like(carol, ids["a fox"])
+
+    _gallery, _page, label, mascots = bob.predict(1, "Liked by me", api_name="/gallery")
+    assert (prompts(mascots), label) == (["an owl", "an otter"], "Page 1 of 1 · 2 mascots")
+    assert all(mascot["liked"] for mascot in mascots)
+    assert prompts(public(carol, sort="Liked by me")) == ["a fox"]
+    assert public(alice, sort="Liked by me") == []
+    _gallery, _page, label, mascots = bob.predict(1, "Liked by me", "fox", api_name="/gallery")
+    assert (mascots, label) == ([], "No mascots match “fox”.")
+    assert prompts(bob.predict(1, "Liked by me", "OTTER", api_name="/gallery")[3]) == ["an otter"]
+
+    like(bob, ids["an owl"])  # unliked: gone on the next look
+    assert prompts(public(bob, sort="Liked by me")) == ["an otter"]
+
+
 def test_only_the_maker_can_delete_and_a_deleted_mascot_is_gone_everywhere(site):
     alice, bob = site.browser(), site.browser()
     make(alice, "short-lived")

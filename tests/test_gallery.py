@@ -290,3 +290,81 @@ def test_a_thumbnail_is_a_small_webp_of_the_image(mascots: MascotStore) -> None:
     with Image.open(thumbnail_path) as thumbnail:
         assert (thumbnail.format, thumbnail.size) == ("WEBP", (256, 205))
         assert thumbnail.convert("RGB").getpixel((10, 10)) == pytest.approx((0, 100, 200), abs=8)
+
+
+def liked_by(mascots: MascotStore, viewer: str | None, **paging: object) -> list[str]:
+    """The prompts under "Liked by me" for `viewer`, in its order."""
+    return [entry.prompt for entry in mascots.gallery(viewer, sort="liked", **paging).items]  # type: ignore[arg-type]
+
+
+def test_liked_by_me_lists_only_this_browsers_likes_most_recently_liked_first(mascots: MascotStore) -> None:
+    [old] = save(mascots, ALICE, "old mascot", now=at(0)).public_ids
+    [new] = save(mascots, ALICE, "new mascot", now=at(1)).public_ids
+    [bobs_only] = save(mascots, ALICE, "bob likes this", now=at(2)).public_ids
+    mascots.toggle_like(CAROL, new, now=at(10))
+    mascots.toggle_like(CAROL, old, now=at(11))  # liked later: listed first, though made earlier
+    mascots.toggle_like(BOB, bobs_only, now=at(12))
+
+    page = mascots.gallery(CAROL, sort="liked")
+
+    assert [entry.prompt for entry in page.items] == ["old mascot", "new mascot"]
+    assert all(entry.liked_by_viewer and not entry.is_owner for entry in page.items)
+    assert (page.total, page.has_next) == (2, False) and mascots.count_gallery(liked_by=CAROL) == 2
+    assert liked_by(mascots, BOB) == ["bob likes this"]
+    assert liked_by(mascots, ALICE) == [] and mascots.count_gallery(liked_by=ALICE) == 0
+
+
+def test_liked_by_me_leaves_out_private_and_hidden_mascots_and_unliked_ones(mascots: MascotStore) -> None:
+    [kept] = save(mascots, ALICE, "still listed", now=at(0)).public_ids
+    [private] = save(mascots, ALICE, "made private", now=at(1)).public_ids
+    [taken_down] = save(mascots, ALICE, "taken down", now=at(2)).public_ids
+    [unliked] = save(mascots, ALICE, "unliked", now=at(3)).public_ids
+    for public_id in (kept, private, taken_down, unliked):
+        mascots.toggle_like(BOB, public_id)
+    assert liked_by(mascots, BOB) == ["unliked", "taken down", "made private", "still listed"]
+
+    assert mascots.set_public(ALICE, private, False)
+    assert mascots.hide_mascot(taken_down)
+    assert mascots.toggle_like(BOB, unliked) == LikeState(liked=False, like_count=0)
+
+    assert liked_by(mascots, BOB) == ["still listed"]
+    assert mascots.gallery(BOB, sort="liked").total == mascots.count_gallery(liked_by=BOB) == 1
+    # The owner's own like of a mascot they made private is not listed either: the list is of the gallery.
+    mascots.toggle_like(ALICE, private)
+    assert liked_by(mascots, ALICE) == []
+
+
+def test_liked_by_me_pages_and_searches_like_the_other_sorts(mascots: MascotStore) -> None:
+    for minute in range(5):
+        [public_id] = save(mascots, ALICE, f"{'otter' if minute % 2 else 'fox'} {minute}", now=at(minute)).public_ids
+        mascots.toggle_like(BOB, public_id, now=at(20 - minute))  # liked in the opposite order to the making
+    save(mascots, ALICE, "an otter nobody liked", now=at(9))
+
+    pages = [mascots.gallery(BOB, sort="liked", page=number, per_page=2) for number in (1, 2, 3)]
+
+    assert [[entry.prompt for entry in page.items] for page in pages] == [
+        ["fox 0", "otter 1"],
+        ["fox 2", "otter 3"],
+        ["fox 4"],
+    ]
+    assert [(page.total, page.has_next) for page in pages] == [(5, True), (5, True), (5, False)]
+    assert liked_by(mascots, BOB, search="OTTER") == ["otter 1", "otter 3"]
+    assert mascots.gallery(BOB, sort="liked", search="otter").total == 2
+    assert mascots.count_gallery(search="otter", liked_by=BOB) == 2
+    assert mascots.count_gallery(search="otter") == 3  # the whole gallery's count is unchanged
+    assert liked_by(mascots, BOB, search="unicorn") == []
+
+
+def test_liked_by_me_for_an_unknown_browser_is_empty_and_creates_no_row(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+    mascots.toggle_like(BOB, public_id)
+    rows = mascots.tables.browser.select().count()
+
+    for viewer in (None, owner("first visit")):
+        page = mascots.gallery(viewer, sort="liked", search="otter")
+        assert (page.items, page.total, page.has_next) == ((), 0, False)
+    assert mascots.count_gallery(liked_by=owner("first visit")) == 0
+
+    assert mascots.tables.browser.select().count() == rows
+    with pytest.raises(ValueError, match="owner_hash"):
+        mascots.count_gallery(liked_by="not a hash")

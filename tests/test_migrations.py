@@ -151,7 +151,7 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
 
     mascots = open_store()
 
-    assert mascots.schema_version == MIGRATIONS[-1].version == 7
+    assert mascots.schema_version == MIGRATIONS[-1].version == 8
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
     assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
     assert (entry.style, entry.brand) == ("", "")  # made before presets: the words as written
@@ -203,6 +203,9 @@ def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
             "is_public", "file_missing", "moderation", "like_count", "created_at", "id"
         )  # fmt: skip
         assert "mascotimage_is_public_file_missing_created_at_id" not in image_indexes
+        # version 8: a browser's likes, latest first ("Liked by me")
+        like_indexes = {name: columns for name, columns, _unique in described["mascot_like"]["indexes"]}
+        assert like_indexes["like_browser_id_created_at_id"] == ("browser_id", "created_at", "id")
     finally:
         migrated.close()
         fresh.close()

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import gradio as gr
 
-from mascot.entries import MAX_PAGE, MascotPage
+from mascot.entries import MAX_PAGE, GallerySort, MascotPage
 from mascot.search import search_words
 from mascot.ui.common import PageServices, owner, plain, plural
 from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
 
 PER_PAGE = 24
-SORTS: dict[str, Literal["newest", "top"]] = {"Newest": "newest", "Most liked": "top"}
+SORTS: dict[str, GallerySort] = {"Newest": "newest", "Most liked": "top", "Liked by me": "liked"}
+NOTHING_YET = "Nothing here yet."
+NOTHING_LIKED = "You have not liked any mascots yet — press ♡ on one you like."
 
 
 @dataclass(frozen=True)
@@ -150,19 +152,22 @@ def checked_search(search: str | None) -> tuple[str, ...]:
         raise gr.Error(str(error), print_exception=False) from None
 
 
-def _page_outputs(items: Sequence[Any], page: int, total: int, per_page: int, words: Sequence[str]) -> tuple[Any, ...]:
+def _page_outputs(
+    items: Sequence[Any], page: int, total: int, per_page: int, words: Sequence[str], empty: str = NOTHING_YET
+) -> tuple[Any, ...]:
     """The thumbnails, the page shown, its label, what each thumbnail is, and which page buttons make sense."""
     pages = max(1, -(-total // per_page))
-    label = page_label(page, pages, total, words)
+    label = page_label(page, pages, total, words, empty)
     thumbnails = [(str(item.thumbnail_path or item.path), caption(item)) for item in items]
     previous, next_ = gr.Button(interactive=page > 1), gr.Button(interactive=page < pages)
     return thumbnails, page, label, [summary(item) for item in items], previous, next_
 
 
-def page_label(page: int, pages: int, total: int, words: Sequence[str]) -> str:
-    """What the page shows, in a sentence: how many mascots (match the search), and which page of how many."""
+def page_label(page: int, pages: int, total: int, words: Sequence[str], empty: str = NOTHING_YET) -> str:
+    """What the page shows, in a sentence: how many mascots (match the search), and which page of how many; `empty`
+    when there are none and no search."""
     if not words:
-        return f"Page {page} of {pages} · {plural(total, 'mascot')}" if total else "Nothing here yet."
+        return f"Page {page} of {pages} · {plural(total, 'mascot')}" if total else empty
     quoted = f"“{plain(' '.join(words))}”"
     if not total:
         return f"No mascots match {quoted}."
@@ -194,15 +199,17 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def gallery(
         page: float | None = 1, sort: str = "Newest", search: str | None = "", http_request: gr.Request | None = None
     ) -> tuple[Any, ...]:
-        """Everyone's public mascots, newest or most liked first, a page of thumbnails; with a `search`, only those
-        whose idea, style or brand holds every one of its words (any case)."""
+        """Everyone's public mascots, newest or most liked first, or those this browser liked ("Liked by me", latest
+        like first), a page of thumbnails; with a `search`, only those whose idea, style or brand holds every one of
+        its words (any case)."""
         viewer, words = owner(services, http_request), checked_search(search)
         order, query = SORTS.get(sort, "newest"), " ".join(words)
         result = listed_page(
             lambda number: services.store.gallery(viewer, page=number, per_page=PER_PAGE, sort=order, search=query),
             page,
         )
-        return _page_outputs(result.items, result.page, result.total, PER_PAGE, words)
+        empty = NOTHING_LIKED if order == "liked" else NOTHING_YET
+        return _page_outputs(result.items, result.page, result.total, PER_PAGE, words, empty)
 
     return gallery
 
