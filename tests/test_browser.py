@@ -224,3 +224,28 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
     playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
     page.screenshot(path=str(tmp_path / "phone.png"))
     phone.close()
+
+
+def test_a_person_downloads_all_their_mascots_as_one_zip(chromium, app):
+    import json
+    import zipfile
+
+    context, page = open_page(chromium, app)
+    make_it_fast(page)
+    generate_in_page(page, "a zipped walrus")
+    page.get_by_role("tab", name="My mascots").click()
+    playwright_api.expect(page.locator("#mine-export-info")).to_contain_text("up to the newest 2,000")
+    page.locator("#mine-export").click()
+    offer = page.locator("#mine-export-download")
+    playwright_api.expect(offer).to_be_visible()
+    with page.expect_download() as download:
+        offer.click()
+    assert download.value.suggested_filename.endswith(".zip")
+    with zipfile.ZipFile(download.value.path()) as archive:
+        index = json.loads(archive.read("mascots.json"))
+        (png,) = [name for name in archive.namelist() if name.endswith(".png")]
+        with archive.open(png) as picture_file, Image.open(picture_file) as picture:
+            assert picture.format == "PNG" and "a zipped walrus" in picture.info["parameters"]
+    assert [record["prompt"] for record in index["mascots"]] == ["a zipped walrus"]
+    assert "_a-zipped-walrus_" in png
+    context.close()

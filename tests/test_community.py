@@ -531,3 +531,66 @@ def test_the_health_check_says_ready_with_the_model_and_the_queue(site):
         "queue_length": 0,
         "database": "ok",
     }
+
+
+def export(client: Client) -> tuple[dict[str, bytes], dict]:
+    """A browser's /export_mascots ZIP: its PNGs by name, and mascots.json."""
+    import zipfile
+
+    path = client.predict(api_name="/export_mascots")
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        files = {name: archive.read(name) for name in archive.namelist()}
+    return {name: data for name, data in files.items() if name != "mascots.json"}, json.loads(files["mascots.json"])
+
+
+def test_each_browser_exports_all_its_mascots_across_pages_and_only_its_own(site, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    monkeypatch.setattr("mascot.export.EXPORT_PAGE_SIZE", 2)  # alice's 3 mascots span two pages of the store
+    alice, bob = site.browser(), site.browser()
+    make(alice, "../../etc/passwd otter")
+    make(alice, "a cheerful otter barista", seed=2)
+    make(alice, "Ünïcode Fox!!", seed=3)
+    make(bob, "bob's fox")
+    pngs, index = export(alice)
+    alice_ids = {mascot["public_id"] for mascot in mine(alice)}
+    assert len(pngs) == 3 and {name[-16:-4] for name in pngs} == alice_ids
+    assert {record["file"] for record in index["mascots"]} == set(pngs)
+    for name, data in pngs.items():
+        assert "/" not in name and "\\" not in name and ".." not in name
+        assert re.fullmatch(r"2026-11-25_[a-z0-9-]{1,40}_[A-Za-z0-9_-]{12}\.png", name), name
+        with Image.open(io.BytesIO(data)) as picture:
+            assert picture.format == "PNG"
+            record = next(record for record in index["mascots"] if record["file"] == name)
+            assert picture.info["parameters"].startswith(record["prompt"])
+    assert {name.split("_")[1] for name in pngs} == {"etc-passwd-otter", "a-cheerful-otter-barista", "unicode-fox"}
+    assert {record["prompt"] for record in index["mascots"]} == {
+        "../../etc/passwd otter", "a cheerful otter barista", "Ünïcode Fox!!"
+    }  # fmt: skip
+    assert (index["total"], index["missing"], index["truncated"]) == (3, 0, False)
+    assert all(record["is_public"] and record["width"] == 256 for record in index["mascots"])
+    bob_pngs, bob_index = export(bob)
+    assert [record["prompt"] for record in bob_index["mascots"]] == ["bob's fox"] and len(bob_pngs) == 1
+    assert bob_index["mascots"][0]["public_id"] not in alice_ids and not set(bob_pngs) & set(pngs)
+
+
+def test_a_browser_with_nothing_to_export_is_told_so(site):
+    with pytest.raises(Exception, match=r"You have no mascots yet: make one on the Create tab\."):
+        site.browser().predict(api_name="/export_mascots")
+
+
+def test_a_mascot_whose_file_is_gone_is_listed_as_missing_and_the_rest_exported(site):
+    alice = site.browser()
+    make(alice, "kept otter")
+    make(alice, "lost otter", seed=5)
+    lost = next(mascot for mascot in mine(alice) if mascot["prompt"] == "lost otter")
+    entry = site.app.store.mascot(lost["public_id"], None)
+    assert entry is not None
+    entry.path.unlink()
+    pngs, index = export(alice)
+    assert [name.split("_")[1] for name in pngs] == ["kept-otter"]
+    (missing,) = [record for record in index["mascots"] if record["missing"]]
+    assert (missing["public_id"], missing["file"], index["missing"]) == (lost["public_id"], None, 1)

@@ -11,6 +11,7 @@ from mascot.ui.browse import BrowseTab, build_browse_tab
 from mascot.ui.common import PageServices, owner
 from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
 from mascot.ui.detail import detail_values
+from mascot.ui.export import build_export_row
 from mascot.worker import GenerationWorker, ModelState
 
 __all__ = ["PageServices", "build_demo", "model_banner"]
@@ -32,6 +33,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
                 form = build_create_tab(services)
             with gr.Tab("My mascots", id="mine") as mine_tab:
                 build_browse_tab(services, "mine", tab=mine_tab, demo=demo, form=form, tabs=tabs)
+                build_export_row(services)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
         demo.load(_model_status(services.worker), outputs=banner, queue=False, api_name="model_status")

@@ -1,0 +1,84 @@
+"""My mascots' "Download all (ZIP)": a button, the API event `/export_mascots` that returns the ZIP, and the
+download button that offers it (the ZIP itself is mascot.export's)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from mascot.export import EXPORT_CAP, INDEX_NAME, NothingToExport, export_mascots
+from mascot.ui.common import PageServices, owner
+
+EXPORT_INFO = (
+    f"Every mascot this browser made, up to the newest {EXPORT_CAP:,}: the PNGs with their parameters embedded, "
+    f"and {INDEX_NAME} listing them."
+)
+EXPORTS_AT_ONCE = 2  # writing ZIPs is disk work: a few at a time, so browsing stays quick on a small machine
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """The button that builds the ZIP, the download button that offers it, and the ZIP itself for API clients."""
+
+    build: gr.Button
+    download: gr.DownloadButton  # shown once the ZIP is made
+    zip_file: gr.File  # hidden: what API clients get from /export_mascots
+
+
+def build_export_row(services: PageServices) -> ExportRow:
+    """Lay out "Download all (ZIP)" and wire it: the public event returns the file, a private one offers it."""
+    with gr.Row():
+        build = gr.Button("Download all (ZIP)", size="sm", scale=0, elem_id="mine-export")
+        download = gr.DownloadButton("Save the ZIP", size="sm", scale=0, visible=False, elem_id="mine-export-download")
+        gr.Markdown(EXPORT_INFO, elem_id="mine-export-info")
+        zip_file = gr.File(visible=False, label="mascots ZIP")
+    # In the queue (unlike browsing) so that gr.Progress reaches the page; its own small limit keeps it off the GPU's.
+    build.click(
+        _export_handler(services),
+        None,
+        zip_file,
+        api_name="export_mascots",
+        concurrency_limit=EXPORTS_AT_ONCE,
+        concurrency_id="export_mascots",
+    ).success(_offer_zip, zip_file, download, queue=False, api_visibility="private")
+    return ExportRow(build, download, zip_file)
+
+
+def _export_handler(services: PageServices) -> Callable[..., str]:
+    def export_mascots_zip(http_request: gr.Request | None = None, progress: Any = gr.Progress()) -> str:  # noqa: B008
+        """Every mascot this browser made (newest first, at most EXPORT_CAP) as one ZIP: the PNGs as stored, with
+        their parameters, named <date>_<idea>_<share id>.png, plus mascots.json indexing them."""
+        owner_hash = owner(services, http_request)
+        try:
+            result = export_mascots(
+                services.store,
+                owner_hash,
+                export_path(services.clock()),
+                now=services.clock(),
+                on_progress=lambda done, total: progress((done, total), desc="Writing the ZIP", unit="mascots"),
+            )
+        except NothingToExport as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        if result.missing or result.truncated:
+            gr.Warning(result.note())
+        return str(result.path)
+
+    return export_mascots_zip
+
+
+def export_path(now: datetime) -> Path:
+    """A new folder in Gradio's upload folder (served, unlike the data folder) per export, so no two exports and no
+    client's choice ever share a path; the file inside gets a readable name for the person's disk."""
+    return Path(get_upload_folder()) / "exports" / uuid.uuid4().hex / f"my-mascots-{now:%Y-%m-%d}.zip"
+
+
+def _offer_zip(path: str | None) -> Any:
+    """Show the download button for the ZIP just made."""
+    return gr.DownloadButton(value=path, visible=path is not None)
