@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         address_hash_of=AddressKeys(secret).address_hash,
         trusted_proxies=settings.trusted_proxies,
         reports_to_hide=settings.reports_to_hide,
+        likes_per_network=settings.likes_per_network,
         blocked_words=blocked_words,
         clock=clock,
     )

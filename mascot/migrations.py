@@ -119,6 +119,19 @@ def add_liked_by_me_index(db: peewee.Database, tables: Tables) -> None:
     schema_changes.migrate(migrator.add_index("mascot_like", columns, name="like_" + "_".join(columns)))
 
 
+def add_like_networks(db: peewee.Database, tables: Tables) -> None:
+    """Version 9: each like keeps its liker's network, so that a mascot's count takes only a few from each. Likes
+    made before name none and count one each, as they did, so every like_count stays what it was. The index on the
+    image gains the network: the count reads it alone, and it still serves deleting an image's likes."""
+    migrator = schema_changes.SchemaMigrator.from_database(db)
+    columns = ("image_id", "address_hash")
+    schema_changes.migrate(
+        migrator.add_column("mascot_like", "address_hash", peewee.CharField(max_length=64, null=True)),
+        migrator.drop_index("mascot_like", "like_image_id"),
+        migrator.add_index("mascot_like", columns, name="like_" + "_".join(columns)),
+    )
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -228,6 +241,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "a daily quota per network, kept under a keyed hash of the address", add_address_quota),
     Migration(7, "reports, and mascots taken out of the gallery after them", add_reports_and_moderation),
     Migration(8, "a browser's likes, latest first, for the gallery's Liked by me", add_liked_by_me_index),
+    Migration(9, "the network of each like, so that a mascot's count takes a few likes per network", add_like_networks),
 ]
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 import peewee
 
 from mascot.files import ImageFiles
-from mascot.schema import Tables
+from mascot.schema import Tables, lock_image
 
 logger = logging.getLogger(__name__)
 
@@ -273,9 +273,7 @@ class ModerationBook:
     def _lock_image(self, image_id: int) -> None:
         """On PostgreSQL, reports of one image take turns, so that each counts the networks of those before it (two
         at once would each miss the other's). SQLite's write transactions already take turns (schema.open_database)."""
-        if isinstance(self.database, peewee.PostgresqlDatabase):
-            image = self.tables.image
-            image.select(image.id).where(image.id == image_id).for_update().scalar()
+        lock_image(self.database, self.tables, image_id)
 
     def _hide_after_reports(self, image_id: int, networks: int) -> None:
         image = self.tables.image

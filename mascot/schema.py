@@ -114,7 +114,8 @@ def define_tables(db: peewee.Database) -> Tables:
         created_at = peewee.DateTimeField()
         public_id = peewee.CharField(max_length=16, unique=True)  # share links carry this, never the integer id
         is_public = peewee.BooleanField(default=True, constraints=database_default("TRUE"))
-        like_count = peewee.IntegerField(default=0, constraints=database_default("0"))  # = its like rows, exactly
+        # Its fair count of likes (mascot.likes): every like, but at most a few per network; kept here for the gallery.
+        like_count = peewee.IntegerField(default=0, constraints=database_default("0"))
         file_missing = peewee.BooleanField(default=False, constraints=database_default("FALSE"))
         thumbnail = peewee.CharField(max_length=255, null=True, unique=True)  # None until made (old rows)
         # "" = as its owner set it; else out of the gallery whatever is_public says (moderation.py): kept apart from
@@ -140,12 +141,15 @@ def define_tables(db: peewee.Database) -> Tables:
         browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
         image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
         created_at = peewee.DateTimeField()
+        address_hash = peewee.CharField(max_length=64, null=True)  # the liker's network (clients.AddressKeys), if known
 
         class Meta:
             table_name = "mascot_like"
             indexes = (
                 (("browser", "image"), True),  # one like per browser per image; also "did this viewer like these"
-                (("image",), False),  # deleting an image deletes its likes
+                # The image's likes per network, read by the index alone when they are counted (mascot.likes); also
+                # what deleting an image deletes.
+                (("image", "address_hash"), False),
                 # "Liked by me", latest like first: without it SQLite walks every listed image and probes this
                 # browser's like of each; with it, it reads just this browser's likes, already in order.
                 (("browser", "created_at", "id"), False),
@@ -218,6 +222,15 @@ def as_stored_time(moment: datetime | None) -> datetime:
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def lock_image(database: peewee.Database, tables: Tables, image_id: int) -> None:
+    """On PostgreSQL, lock the image row until the transaction ends, so that writers which count the image's rows
+    (likes, reports) take turns and each counts those before it. SQLite's write transactions already take turns
+    (open_database)."""
+    if isinstance(database, peewee.PostgresqlDatabase):
+        image = tables.image
+        image.select(image.id).where(image.id == image_id).for_update().scalar()
 
 
 def ensure_browser(tables: Tables, owner_hash: str, now: datetime) -> int:

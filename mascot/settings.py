@@ -40,6 +40,8 @@ class Settings:
     address_daily_quota: int | None = None
     # Distinct networks whose reports take a mascot out of the gallery until the operator reviews it (0: never).
     reports_to_hide: int = 3
+    # Likes of one mascot from one network that count toward its likes and "Most liked" (0: no cap); see mascot.likes.
+    likes_per_network: int = 3
     blocked_words: Path | None = None  # a file of words refused in ideas (mascot.wordfilter); None: nothing blocked
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
@@ -153,6 +155,7 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         daily_quota=int(str(pick(flag("daily_quota"), "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
         address_daily_quota=optional_int(pick(flag("address_daily_quota"), "MASCOT_ADDRESS_DAILY_QUOTA", None)),
         reports_to_hide=int(env.get("MASCOT_REPORTS_TO_HIDE") or defaults.reports_to_hide),
+        likes_per_network=int(env.get("MASCOT_LIKES_PER_NETWORK") or defaults.likes_per_network),
         blocked_words=optional_path(pick(flag("blocked_words"), "MASCOT_BLOCKED_WORDS", None)),
         lora=tuple(flag("lora") or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),

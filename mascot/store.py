@@ -26,6 +26,7 @@ from mascot.entries import (
 )
 from mascot.files import ImageFiles, StoredImage
 from mascot.generator import GeneratedImages, ModelInfo
+from mascot.likes import DEFAULT_LIKES_PER_NETWORK, LikeBook, LikeState
 from mascot.migrations import migrate, schema_version
 from mascot.moderation import (
     IDEAS_BATCH_SIZE,
@@ -81,14 +82,6 @@ class SavedGeneration:
     thumbnail_paths: tuple[Path, ...] = ()
 
 
-@dataclass(frozen=True)
-class LikeState:
-    """A mascot's likes as the viewer now sees them."""
-
-    liked: bool
-    like_count: int
-
-
 HistoryEntry = MascotEntry  # the name the first version of the page knew
 GalleryPage = MascotPage
 
@@ -109,6 +102,7 @@ class MascotStore:
             logger.info("Database schema now at version %d (applied %s).", applied[-1], applied)
         self.quotas = QuotaBook(self.database, self.tables)
         self.moderation = ModerationBook(self.database, self.tables, self.files)
+        self.likes = LikeBook(self.database, self.tables)
         self.upkeep = FileUpkeep(self.database, self.tables, self.files)
         if upkeep:
             self.check_files()
@@ -306,34 +300,33 @@ class MascotStore:
         return self._delete_image(self._image_row(public_id).where(owned))
 
     # ---- likes ------------------------------------------------------------------------------------------------
-    def toggle_like(self, owner_hash: str, public_id: str, *, now: datetime | None = None) -> LikeState | None:
+    def toggle_like(
+        self,
+        owner_hash: str,
+        public_id: str,
+        *,
+        address_hash: str | None = None,
+        likes_per_network: int = DEFAULT_LIKES_PER_NETWORK,
+        now: datetime | None = None,
+    ) -> LikeState | None:
         """Like the mascot, or take the like back; None when this browser cannot see it (private, gone, unknown).
 
-        The like row and the image's like_count change in one transaction, so the count stays exact.
+        The like keeps the liker's network (`address_hash`, clients.AddressKeys; None when unknown), and the mascot's
+        like_count counts at most `likes_per_network` likes per network (0: all), likes without one each
+        (mascot.likes). The like row and the count change in one transaction, so the count stays exact.
         """
         require_owner_hash(owner_hash)
+        require_address_hash(address_hash)
+        check_limit(likes_per_network)
         if not is_public_id(public_id):
             return None
-        image, like = self.tables.image, self.tables.like
         moment = as_stored_time(now)
         with self.database.atomic():
             browser_id = ensure_browser(self.tables, owner_hash, moment)
             found = self._visible_image(public_id, browser_id)
             if found is None:
                 return None
-            image_id = found[0]
-            unliked = (
-                like
-                .delete()
-                .where(like.browser == browser_id)
-                .where(like.image == image_id)
-                .execute()
-            )  # fmt: skip
-            change = -unliked if unliked else self._add_like(browser_id, image_id, moment)
-            if change:
-                image.update(like_count=image.like_count + change).where(image.id == image_id).execute()
-            count = image.select(image.like_count).where(image.id == image_id).scalar()
-        return LikeState(liked=not unliked, like_count=int(count))
+            return self.likes.toggle(found[0], browser_id, address_hash, likes_per_network, moment)
 
     # ---- reports and moderation -------------------------------------------------------------------------------
     def report_mascot(
@@ -546,17 +539,6 @@ class MascotStore:
             .where(shown_to_all(image) | (generation.browser == browser_id))
             .tuples()
             .first()
-        )  # fmt: skip
-
-    def _add_like(self, browser_id: int, image_id: int, now: datetime) -> int:
-        """Insert the like; 1 when inserted, 0 when a concurrent request of the same browser already had."""
-        like = self.tables.like
-        return (
-            like
-            .insert(browser=browser_id, image=image_id, created_at=now)
-            .on_conflict_ignore()
-            .as_rowcount()
-            .execute()
         )  # fmt: skip
 
     def _insert_generation(

@@ -156,6 +156,21 @@ def test_likes_count_once_per_browser_and_toggle(site):
     assert [m["liked"] for m in public(bob, sort="Most liked")] == [True, False]
 
 
+def test_cleared_cookies_on_one_network_count_three_likes_and_another_network_one_more(site_behind_a_proxy):
+    site = site_behind_a_proxy
+    alice = site.browser("192.0.2.99")
+    make(alice, "popular otter")
+    [public_id] = [mascot["public_id"] for mascot in mine(alice)]
+    cookies = [site.browser("203.0.113.7") for _cookie in range(5)]  # one person clearing cookies, or one office
+
+    assert [like(cookie, public_id) for cookie in cookies] == [(True, 1), (True, 2), (True, 3), (True, 3), (True, 3)]
+    assert like(site.browser("198.51.100.20"), public_id) == (True, 4)
+    _public_id, _image, _info, _share_link, _download, details, *_rest = alice.predict(public_id, api_name="/mascot")
+    assert (details["like_count"], details["liked"]) == (4, False)
+    assert public(alice, sort="Most liked")[0]["like_count"] == 4
+    assert like(cookies[0], public_id) == (False, 4)  # a like over the cap now counts in its place
+
+
 def test_two_browsers_each_see_only_their_own_likes_under_liked_by_me(site):
     alice, bob, carol = site.browser(), site.browser(), site.browser()
     for prompt in ("an otter", "a fox", "an owl"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
 
+from mascot.clients import AddressKeys
+from mascot.likes import LikeBook
 from mascot.store import PUBLIC_ID_PATTERN, LikeState, MascotStore
 from tests.store_support import make_request, owner, save
 
@@ -368,3 +371,99 @@ def test_liked_by_me_for_an_unknown_browser_is_empty_and_creates_no_row(mascots:
     assert mascots.tables.browser.select().count() == rows
     with pytest.raises(ValueError, match="owner_hash"):
         mascots.count_gallery(liked_by="not a hash")
+
+
+# ---- fair likes: a few per network ------------------------------------------------------------------------------
+KEYS = AddressKeys(b"s" * 40)
+HOME, OFFICE = KEYS.address_hash("203.0.113.7"), KEYS.address_hash("2001:db8::1")
+
+
+def like_from(mascots: MascotStore, who: str, public_id: str, network: str | None, **kwargs: object) -> LikeState:
+    state = mascots.toggle_like(who, public_id, address_hash=network, **kwargs)  # type: ignore[arg-type]
+    assert state is not None
+    return state
+
+
+def test_five_browsers_on_one_network_count_three_likes_and_another_network_adds_one(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+    cookies = [owner(f"cleared cookie {n}") for n in range(5)]
+
+    counts = [like_from(mascots, who, public_id, HOME).like_count for who in cookies]
+    from_office = like_from(mascots, BOB, public_id, OFFICE)
+
+    assert counts == [1, 2, 3, 3, 3]
+    assert from_office == LikeState(liked=True, like_count=4)
+    assert like_rows(mascots) == 6  # every browser's like is kept, and shown to it as its own
+    assert all(mascots.mascot(public_id, who).liked_by_viewer for who in cookies)  # type: ignore[union-attr]
+    assert mascots.gallery(None).items[0].like_count == 4
+
+
+def test_unliking_a_counted_like_lets_one_over_the_cap_count(mascots: MascotStore) -> None:
+    [public_id] = save(mascots, ALICE).public_ids
+    first, *others = [owner(f"home {n}") for n in range(4)]
+    for who in (first, *others):
+        like_from(mascots, who, public_id, HOME)
+
+    assert like_from(mascots, first, public_id, HOME) == LikeState(liked=False, like_count=3)  # the 4th now counts
+    assert like_from(mascots, others[0], public_id, HOME) == LikeState(liked=False, like_count=2)
+    assert like_from(mascots, first, public_id, HOME) == LikeState(liked=True, like_count=3)
+
+
+def test_a_cap_of_zero_counts_every_like_and_likes_without_an_address_count_each(mascots: MascotStore) -> None:
+    [uncapped, unknown] = save(mascots, ALICE, count=2).public_ids
+
+    counts = [like_from(mascots, owner(f"u{n}"), uncapped, HOME, likes_per_network=0).like_count for n in range(5)]
+    local = [like_from(mascots, owner(f"local {n}"), unknown, None).like_count for n in range(5)]
+
+    assert counts == [1, 2, 3, 4, 5]
+    assert local == [1, 2, 3, 4, 5]  # no address: cannot be told apart, so each counts as before
+
+
+def test_most_liked_follows_the_fair_count(mascots: MascotStore) -> None:
+    [one_persons_cookies] = save(mascots, ALICE, "many cookies, one network", now=at(0)).public_ids
+    [four_networks] = save(mascots, ALICE, "liked from four networks", now=at(1)).public_ids
+    for n in range(10):
+        like_from(mascots, owner(f"cookie {n}"), one_persons_cookies, HOME)
+    for n in range(4):
+        like_from(mascots, owner(f"neighbour {n}"), four_networks, KEYS.address_hash(f"198.51.100.{n}"))
+
+    assert gallery_ids(mascots, sort="top") == [four_networks, one_persons_cookies]
+    assert [entry.like_count for entry in mascots.gallery(None, sort="top").items] == [4, 3]
+
+
+def test_likes_at_once_from_one_network_count_up_to_the_cap_and_miss_none(
+    mascots: MascotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst timing: every like is written before any counts. Without the row lock (PostgreSQL; SQLite's write
+    transactions take turns) each would count only itself and the ones committed before, and the last to write wins."""
+    [public_id] = save(mascots, ALICE).public_ids
+    likers = [owner(f"racing cookie {n}") for n in range(5)]
+    all_written = threading.Barrier(len(likers))
+    fair_count = LikeBook.fair_count
+
+    def count_when_all_are_written(book: LikeBook, image_id: int, likes_per_network: int) -> int:
+        with contextlib.suppress(threading.BrokenBarrierError):  # the others wait for this one: go on
+            all_written.wait(timeout=2)
+        return fair_count(book, image_id, likes_per_network)
+
+    monkeypatch.setattr(LikeBook, "fair_count", count_when_all_are_written)
+    errors: list[Exception] = []
+
+    def like(who: str, network: str | None) -> None:
+        try:
+            assert like_from(mascots, who, public_id, network).liked
+        except Exception as error:  # collected: an exception in a thread would not fail the test by itself
+            errors.append(error)
+        finally:
+            mascots.close()
+
+    threads = [threading.Thread(target=like, args=(who, HOME)) for who in likers[:4]]
+    threads.append(threading.Thread(target=like, args=(likers[4], OFFICE)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert like_rows(mascots) == 5
+    assert mascots.gallery(None).items[0].like_count == 4  # three from HOME, one from OFFICE

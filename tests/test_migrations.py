@@ -151,7 +151,7 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
 
     mascots = open_store()
 
-    assert mascots.schema_version == MIGRATIONS[-1].version == 8
+    assert mascots.schema_version == MIGRATIONS[-1].version == 9
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
     assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
     assert (entry.style, entry.brand) == ("", "")  # made before presets: the words as written
@@ -181,6 +181,9 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
         mascots.report_mascot(owner("carol"), entry.public_id, address_hash=network, reports_to_hide=1).refused is False
     )
     assert mascots.gallery(None).total == 1  # the version 1 mascot left the gallery; the new one is there
+    [made_after] = mascots.history(owner("alice"))[:1]
+    likes = [mascots.toggle_like(owner(f"liker {n}"), made_after.public_id, address_hash=network) for n in range(4)]
+    assert [state.like_count for state in likes if state] == [1, 2, 3, 3]  # version 9: three a network
 
 
 def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
@@ -206,6 +209,10 @@ def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
         # version 8: a browser's likes, latest first ("Liked by me")
         like_indexes = {name: columns for name, columns, _unique in described["mascot_like"]["indexes"]}
         assert like_indexes["like_browser_id_created_at_id"] == ("browser_id", "created_at", "id")
+        # version 9: each like's network, and the image's likes per network (which replaced the image alone)
+        assert "address_hash" in described["mascot_like"]["columns"]
+        assert like_indexes["like_image_id_address_hash"] == ("image_id", "address_hash")
+        assert "like_image_id" not in like_indexes
     finally:
         migrated.close()
         fresh.close()

@@ -70,6 +70,12 @@ def test_reports_from_three_networks_hide_a_mascot_unless_the_variable_says_othe
     assert load_settings([], {"MASCOT_REPORTS_TO_HIDE": "0"}).reports_to_hide == 0  # never by reports alone
 
 
+def test_three_likes_per_network_count_unless_the_variable_says_otherwise():
+    assert load_settings([], {}).likes_per_network == 3
+    assert load_settings([], {"MASCOT_LIKES_PER_NETWORK": "5"}).likes_per_network == 5
+    assert load_settings([], {"MASCOT_LIKES_PER_NETWORK": "0"}).likes_per_network == 0  # every like counts
+
+
 def test_shared_runs_are_sized_by_the_device_unless_a_flag_says():
     assert load_settings([], {}).max_batch_images is None  # the worker decides: 4 on a GPU, 1 on a CPU
     assert load_settings(["--max-batch-images", "3"], {"MASCOT_MAX_BATCH_IMAGES": "2"}).max_batch_images == 3

@@ -42,6 +42,7 @@ class PageServices:
     address_hash_of: AddressHashOf = lambda address: None  # no network known: none is capped
     trusted_proxies: int = 0  # see mascot.clients
     reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery (0: never); see moderation
+    likes_per_network: int = 3  # likes of a mascot from one network that count (0: all); see mascot.likes
     blocked_words: BlockedWords = field(default_factory=BlockedWords)  # words refused in ideas; none by default
     clock: Clock = utc_now  # tests move it across a day boundary
 

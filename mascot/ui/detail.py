@@ -289,9 +289,13 @@ def _offer_sticker(path: str | None) -> Any:
 
 def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[str, Any]]]:
     def like(public_id: str, http_request: gr.Request | None = None) -> tuple[str, str, dict[str, Any]]:
-        """Like a mascot, or take the like back: one per browser. Returns its details with the new count."""
+        """Like a mascot, or take the like back: one per browser. Returns its details with the new count, which
+        takes only a few likes from each network."""
         viewer = owner(services, http_request)
-        state = services.store.toggle_like(viewer, str(public_id or ""))
+        address_hash = services.address_hash_of(client_address(http_request, services.trusted_proxies))
+        state = services.store.toggle_like(
+            viewer, str(public_id or ""), address_hash=address_hash, likes_per_network=services.likes_per_network
+        )
         entry = services.store.mascot(str(public_id or ""), viewer) if state is not None else None
         if state is None or entry is None:
             raise gr.Error(GONE, print_exception=False)

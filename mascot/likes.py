@@ -1,0 +1,105 @@
+"""Likes: one per browser per mascot, and the fair count the gallery shows and sorts by, a few likes per network.
+
+A browser is a cookie and cookies are free, so a like count of browsers is a count of cleared cookies. Each like keeps
+its liker's network (the keyed hash of clients.AddressKeys, as reports and the daily quota do), and a mascot's
+`like_count` counts at most `likes_per_network` likes from any one network: a household or an office may hold a few
+people, a person with a hundred cookies still counts as a few. The liker's own like toggles as before; only what it
+adds to the count changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import peewee
+
+from mascot.schema import Tables, lock_image
+
+# Likes of one mascot from one network that count: a few people behind one NAT may each like it.
+DEFAULT_LIKES_PER_NETWORK = 3
+
+
+@dataclass(frozen=True)
+class LikeState:
+    """A mascot's likes as the viewer now sees them."""
+
+    liked: bool
+    like_count: int
+
+
+class LikeBook:
+    """Reads and changes the like table and the like_count column of the image table."""
+
+    def __init__(self, database: peewee.Database, tables: Tables) -> None:
+        self.database = database
+        self.tables = tables
+
+    def toggle(
+        self, image_id: int, browser_id: int, address_hash: str | None, likes_per_network: int, now: datetime
+    ) -> LikeState:
+        """Like the image, or take this browser's like back, and store the image's fair count.
+
+        Call inside the transaction that found the image visible to this browser.
+        """
+        # The count is recounted from the like rows rather than nudged by one: removing a counted like may let one
+        # over the cap count, and a changed cap applies at the next like. Recounting needs the likes of those before
+        # it, so likes of one image take turns (a row lock on PostgreSQL; two at once would each miss the other's).
+        lock_image(self.database, self.tables, image_id)
+        liked = not self._remove(image_id, browser_id)
+        if liked:
+            self._add(image_id, browser_id, address_hash, now)
+        count = self.fair_count(image_id, likes_per_network)
+        image = self.tables.image
+        image.update(like_count=count).where(image.id == image_id).execute()
+        return LikeState(liked=liked, like_count=count)
+
+    def fair_count(self, image_id: int, likes_per_network: int) -> int:
+        """The image's likes, at most `likes_per_network` from each network (0: all of them). Likes from an unknown
+        address (no hash) count one each: they cannot be told apart, and refusing them would break direct local use
+        (and every like made before networks were kept)."""
+        like = self.tables.like
+        per_network = peewee.fn.COUNT(like.id)
+        counted = per_network
+        if likes_per_network:
+            counted = peewee.Case(
+                None,
+                (
+                    (like.address_hash.is_null(), per_network),
+                    (per_network > likes_per_network, likes_per_network),
+                ),
+                per_network,
+            )
+        groups = (
+            like
+            .select(counted.alias("counted"))
+            .where(like.image == image_id)
+            .group_by(like.address_hash)
+            .alias("networks")
+        )  # fmt: skip
+        total = (
+            peewee.Select([groups], [peewee.fn.SUM(groups.c.counted)])
+            .bind(self.database)
+            .scalar()
+        )  # fmt: skip
+        return int(total or 0)
+
+    def _remove(self, image_id: int, browser_id: int) -> int:
+        like = self.tables.like
+        return (
+            like
+            .delete()
+            .where(like.browser == browser_id)
+            .where(like.image == image_id)
+            .execute()
+        )  # fmt: skip
+
+    def _add(self, image_id: int, browser_id: int, address_hash: str | None, now: datetime) -> None:
+        """Insert the like; a concurrent request of the same browser that already did leaves it as it is."""
+        like = self.tables.like
+        (
+            like
+            .insert(browser=browser_id, image=image_id, address_hash=address_hash, created_at=now)
+            .on_conflict_ignore()
+            .execute()
+        )  # fmt: skip
