@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,3 +111,30 @@ class ImageFiles:
                     yield relative, path.lstat().st_mtime
                 except FileNotFoundError:  # another replica's sweep got there first
                     continue
+
+
+# Stickers and ZIP exports are made for one download right away: an hour is plenty, and a 2 GB export must not
+# stay on disk for long.
+DOWNLOAD_KEEP_S = 3600.0
+
+
+def remove_files_older_than(folder: Path, max_age_s: float, now: float | None = None) -> int:
+    """Delete the files under `folder` last changed more than `max_age_s` ago, then the folders left empty; returns
+    how many files went. Symbolic links are never followed, and a file another process removes first is skipped."""
+    if not folder.is_dir():
+        return 0
+    cutoff = (time.time() if now is None else now) - max_age_s
+    removed = 0
+    for parent, folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = Path(parent) / name
+            try:
+                if path.lstat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        for name in folders:
+            with contextlib.suppress(OSError):  # not empty (a fresh file), or already gone
+                (Path(parent) / name).rmdir()
+    return removed

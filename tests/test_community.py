@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -473,6 +476,23 @@ def test_a_transparent_sticker_of_any_visible_mascot_keeps_its_parameters(site):
     alice.predict(mascot["public_id"], False, api_name="/set_public")
     with pytest.raises(Exception, match="private or was deleted"):
         visitor.predict(mascot["public_id"], api_name="/sticker")
+
+
+def test_making_a_sticker_clears_stickers_older_than_an_hour(site):
+    from gradio.utils import get_upload_folder
+
+    stickers = Path(get_upload_folder()) / "stickers"
+    stickers.mkdir(parents=True, exist_ok=True)
+    stale, recent = stickers / "mascot-stale-sticker.png", stickers / "mascot-recent-sticker.png"
+    for path in (stale, recent):
+        path.write_bytes(b"png")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+
+    alice = site.browser()
+    make(alice, "a sticker fox")
+    alice.predict(mine(alice)[0]["public_id"], api_name="/sticker")
+    assert not stale.exists() and recent.exists()
 
 
 def test_the_running_app_keeps_its_jobs_claims_alive(site):

@@ -14,6 +14,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from mascot.clients import client_address
+from mascot.files import DOWNLOAD_KEEP_S, remove_files_older_than
 from mascot.imaging import read_parameters, save_png, transparent_sticker
 from mascot.moderation import NO_REASON, check_reason, reason_choices
 from mascot.ui.common import PageServices, owner, plain, plural
@@ -274,6 +275,7 @@ def _sticker_handler(services: PageServices) -> Callable[..., Any]:
         with Image.open(entry.path) as picture:
             cut_out = transparent_sticker(picture)
         folder = Path(get_upload_folder()) / "stickers"
+        remove_files_older_than(folder, DOWNLOAD_KEEP_S)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"mascot-{uuid.uuid4().hex}-sticker.png"
         save_png(cut_out, path, read_parameters(entry.path))

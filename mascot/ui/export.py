@@ -14,6 +14,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from mascot.export import EXPORT_CAP, INDEX_NAME, NothingToExport, export_mascots
+from mascot.files import DOWNLOAD_KEEP_S, remove_files_older_than
 from mascot.ui.common import PageServices, owner
 
 EXPORT_INFO = (
@@ -75,8 +76,11 @@ def _export_handler(services: PageServices) -> Callable[..., str]:
 
 def export_path(now: datetime) -> Path:
     """A new folder in Gradio's upload folder (served, unlike the data folder) per export, so no two exports and no
-    client's choice ever share a path; the file inside gets a readable name for the person's disk."""
-    return Path(get_upload_folder()) / "exports" / uuid.uuid4().hex / f"my-mascots-{now:%Y-%m-%d}.zip"
+    client's choice ever share a path; the file inside gets a readable name for the person's disk. Exports older
+    than DOWNLOAD_KEEP_S are removed first."""
+    exports = Path(get_upload_folder()) / "exports"
+    remove_files_older_than(exports, DOWNLOAD_KEEP_S)
+    return exports / uuid.uuid4().hex / f"my-mascots-{now:%Y-%m-%d}.zip"
 
 
 def _offer_zip(path: str | None) -> Any:

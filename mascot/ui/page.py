@@ -18,10 +18,14 @@ __all__ = ["PageServices", "build_demo", "model_banner"]
 
 QUEUE_BANNER_SECONDS = 5.0
 
+# Every hour, delete what Gradio cached more than a day ago (a page open that long shows its images again on reload).
+GRADIO_CACHE_CLEANUP = (3600, 86400)
+
 
 def build_demo(services: PageServices) -> gr.Blocks:
     """The whole page. Component variables carry the names of the parameters they feed."""
-    with gr.Blocks(title="Mascot Generator") as demo:
+    # Gradio copies every image it shows into its cache: without a clean-up that copy of the images folder only grows.
+    with gr.Blocks(title="Mascot Generator", delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(
             "# Mascot Generator\nType an idea, pick a style, maybe mix in your logo: get mascots to download, "
             "share and vote on.",
