@@ -328,9 +328,10 @@ class GenerationWorker:
         """
         head = self._pending.popleft()
         jobs, images, key = [head], head.request.num_images_per_prompt, batch_key(head.request)
+        limit = self._batch_limit()
         for job in list(self._pending):
             count = job.request.num_images_per_prompt
-            if images + count <= self._batch_limit() and batch_key(job.request) == key:
+            if images + count <= limit and batch_key(job.request) == key:
                 self._pending.remove(job)
                 jobs.append(job)
                 images += count
