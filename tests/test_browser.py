@@ -226,6 +226,25 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
     phone.close()
 
 
+def test_while_drawing_one_progress_bar_covers_the_mascots_and_the_status_words_stay_readable(chromium, app):
+    context, page = open_page(chromium, app)
+    page.get_by_text("Advanced").click()
+    for label, value in (("Width", "512"), ("Height", "512"), ("Steps", "60"), ("Prior steps", "2")):
+        page.get_by_label(label, exact=True).fill(value)
+        page.get_by_label(label, exact=True).press("Tab")
+    page.get_by_label("Your idea").fill("a patient snail courier")
+    page.get_by_role("button", name="Generate").click()
+    status = page.locator("#generation-status")
+    playwright_api.expect(status).to_contain_text("Drawing (decoder): step", timeout=120_000)
+    # Gradio's status tracker is the overlay that greys a pending output out; on the status line it must stay hidden.
+    status_overlay = status.get_by_test_id("status-tracker")
+    gallery_overlay = page.locator("#result-gallery").get_by_test_id("status-tracker")
+    assert "hide" in (status_overlay.get_attribute("class") or "").split()
+    assert "hide" not in (gallery_overlay.get_attribute("class") or "").split()
+    playwright_api.expect(status).to_contain_text("Done", timeout=120_000)
+    context.close()
+
+
 def test_a_person_downloads_all_their_mascots_as_one_zip(chromium, app):
     import json
     import zipfile

@@ -222,6 +222,8 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         api_name="generate",
         concurrency_limit=None,  # handlers only relay; the worker owns the GPU and its queue
         show_progress="minimal",
+        # One progress bar, over the mascots: on the status line as well it would hide the words it shows.
+        show_progress_on=form.gallery,
     ).then(
         fn=quota_handler(services),
         outputs=form.quota_note,
