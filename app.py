@@ -25,6 +25,7 @@ from mascot.clients import AddressKeys
 from mascot.generator import Generator
 from mascot.health import HEALTH_PATH, health_endpoint
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
+from mascot.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
 from mascot.logos import LogoLibrary
 from mascot.presets import Presets
 from mascot.settings import Settings, load_settings
@@ -56,6 +57,7 @@ class App:
 
     def launch(self, **overrides: Any) -> None:
         """Serve the page (the worker must be started); `overrides` are for tests (ports, thread lock)."""
+        public_mascot = self.store.public_mascot
         options: dict[str, Any] = {
             "server_name": self.settings.server_name,
             "server_port": self.settings.server_port,
@@ -63,8 +65,14 @@ class App:
             # Only the images folder may be served: not the database, the secret or the model.
             "allowed_paths": [str(self.settings.images_dir.resolve())],
             "app_kwargs": {
-                "middleware": [Middleware(IdentityCookieMiddleware, identity=self.identity)],
-                "routes": [Route(HEALTH_PATH, health_endpoint(self.worker, lambda: self.store.schema_version))],
+                "middleware": [
+                    Middleware(IdentityCookieMiddleware, identity=self.identity),
+                    Middleware(LinkPreviewMiddleware, public_mascot=public_mascot),
+                ],
+                "routes": [
+                    Route(HEALTH_PATH, health_endpoint(self.worker, lambda: self.store.schema_version)),
+                    Route(PREVIEW_IMAGE_ROUTE, preview_image_endpoint(public_mascot, self.settings.images_dir)),
+                ],
             },
             "css_paths": [ASSETS / "style.css"],
             "favicon_path": str(ASSETS / "favicon.png"),

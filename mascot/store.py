@@ -267,6 +267,10 @@ class MascotStore:
         )  # fmt: skip
         return None if row is None else entry_from_row(row, viewer_id, self.files)
 
+    def public_mascot(self, public_id: str) -> MascotEntry | None:
+        """One mascot by its share id when everyone may see it (public, not taken down by moderation); else None."""
+        return self.mascot(public_id, None)
+
     # ---- changing one's own mascots ---------------------------------------------------------------------------
     def set_public(self, owner_hash: str, public_id: str, is_public: bool) -> bool:
         """Show the mascot in the gallery or hide it; False when it is not this browser's (or does not exist), or
