@@ -214,6 +214,9 @@ def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chr
 def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_path):
     phone = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     _, page = open_page(chromium, app, phone)
+    # Every field's text fits its box on a narrow screen (the size name was cut off at 390 px).
+    for label in ("Size", "Images", "Seed", "Style", "Brand colours"):
+        assert page.get_by_label(label, exact=True).evaluate("e => e.scrollWidth <= e.clientWidth"), label
     make_it_fast(page)
     results = page.locator("#result-gallery")
     page.get_by_label("Your idea").fill("a tiny lighthouse keeper mascot")

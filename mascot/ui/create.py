@@ -122,7 +122,7 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
     negative_prompt = gr.Textbox(
         value=DEFAULTS.negative_prompt, label="Avoid (optional)", placeholder="text, watermark, blurry", max_lines=2
     )
-    with gr.Row():
+    with gr.Row(elem_id="size-row"):  # stacked on phones (style.css): the size names need the width
         size = gr.Dropdown(label="Size", choices=[*SIZE_PRESETS, CUSTOM_SIZE], value=dimensions_to_size(768, 768))
         num_images_per_prompt = gr.Number(
             label="Images", value=DEFAULTS.num_images_per_prompt, info=range_info("num_images_per_prompt")
