@@ -130,6 +130,8 @@ def test_a_person_searches_opens_a_mascot_remixes_it_and_a_share_link_opens_it_f
     page.locator("#mine-gallery").get_by_role("button").filter(has_text="a plush panda chef").first.click()
     info = page.locator("#mine-detail-info")
     playwright_api.expect(info).to_contain_text(f"Seed {seed_used}")
+    # The panel opens below the thumbnails, past the bottom of the window: it is scrolled into view.
+    playwright_api.expect(page.locator("#mine-detail").first).to_be_in_viewport(ratio=0.9)
     share_link = page.locator("#mine-share textarea, #mine-share input").first.input_value()
     assert "/?mascot=" in share_link
     page.screenshot(path=str(tmp_path / "detail.png"), full_page=True)

@@ -64,6 +64,23 @@ class DetailPanel:
         ]  # fmt: skip
 
 
+def bring_into_view(elem_id: str) -> str:
+    """Browser-side: scroll the element into view if it is not (the panel opens below the thumbnails, often below
+    the fold, where a click would seem to do nothing)."""
+    # The panel is drawn after this runs the first time it is shown: look again a few times, a frame apart.
+    return f"""() => {{
+        const show = (tries) => {{
+            const panel = document.getElementById({elem_id!r});
+            if (panel && panel.offsetHeight > 0) {{
+                panel.scrollIntoView({{behavior: "smooth", block: "nearest"}});
+            }} else if (tries > 0) {{
+                requestAnimationFrame(() => show(tries - 1));
+            }}
+        }};
+        show(30);
+    }}"""
+
+
 def detail_panel(listing: Listing) -> DetailPanel:
     with gr.Group(visible=False, elem_id=f"{listing}-detail") as group, gr.Row():
         public_id = gr.Textbox(visible=False, label="public_id")
@@ -157,8 +174,12 @@ def wire_detail(
 
     show = _show_handler(services, detail)
     thumbnails.select(
-        _select_handler(show), inputs=mascots, outputs=detail.outputs(), queue=False, api_visibility="private"
-    )
+        _select_handler(show),
+        inputs=mascots,
+        outputs=detail.outputs(),
+        queue=False,
+        api_visibility="private",
+    ).then(fn=None, js=bring_into_view(f"{listing}-detail"), queue=False, api_visibility="private")
     detail.public_id.submit(show, detail.public_id, detail.outputs(), queue=False, **api("mascot"))
     # The API returns the file itself; the page then offers it on a download button.
     detail.make_sticker.click(
