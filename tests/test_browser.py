@@ -220,6 +220,7 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
     for label in ("Size", "Images", "Seed", "Style", "Brand colours"):
         assert page.get_by_label(label, exact=True).evaluate("e => e.scrollWidth <= e.clientWidth"), label
     make_it_fast(page)
+    page.get_by_label("Images", exact=True).fill("4")  # more than fit one row of thumbnails on a phone
     results = page.locator("#result-gallery")
     page.get_by_label("Your idea").fill("a tiny lighthouse keeper mascot")
     page.get_by_role("button", name="Generate").scroll_into_view_if_needed()
@@ -228,6 +229,12 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
     playwright_api.expect(results).to_be_in_viewport()
     playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
     page.screenshot(path=str(tmp_path / "phone.png"))
+    # My mascots wraps its thumbnails on a phone; it used to lay six columns out past the right edge of the screen.
+    page.get_by_role("tab", name="My mascots").click()
+    grid = page.locator("#mine-gallery .grid-container")
+    playwright_api.expect(grid.get_by_text("a tiny lighthouse keeper mascot")).to_have_count(4)
+    assert grid.evaluate("e => e.scrollWidth <= e.clientWidth")
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     phone.close()
 
 

@@ -42,7 +42,7 @@ def build_browse_tab(
     services: PageServices, listing: Listing, *, tab: gr.Tab, demo: gr.Blocks, form: CreateForm, tabs: gr.Tabs
 ) -> BrowseTab:
     """Lay out My mascots or the Gallery (inside its `gr.Tab`) and wire its events."""
-    with gr.Row():
+    with gr.Row(elem_classes="browse-controls"):  # stacked on phones (style.css)
         search_box = gr.Textbox(
             label="Search",
             placeholder="otter, robot, sticker…",
@@ -64,6 +64,7 @@ def build_browse_tab(
         fit_columns=False,  # a page with one mascot shows a thumbnail, not a banner
         object_fit="cover",
         elem_id=f"{listing}-gallery",
+        elem_classes="browse-gallery",  # three columns on phones (style.css), not six to scroll sideways
     )
     with gr.Row():
         previous = gr.Button("← Previous page", size="sm", elem_id=f"{listing}-previous")
