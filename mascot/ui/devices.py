@@ -72,6 +72,7 @@ def build_device_row(services: PageServices) -> DeviceRow:
                 interactive=False,
                 visible=False,
                 height=240,
+                buttons=["download", "fullscreen"],  # no "share": the link is a credential, not something to post
                 elem_id="mine-device-qr",
             )
         note = gr.Markdown(visible=False, elem_id="mine-device-note")
@@ -116,9 +117,10 @@ def wire_device_links(services: PageServices, demo: gr.Blocks, refresh: Sequence
     """Opening a link is the page load with ?device=<code>: never a public API event. Afterwards the events in
     `refresh` show what this browser now is (its mascots, its quota), and the address bar forgets the code."""
     # gr.Info and gr.Warning reach the page only from a queued event, but a queued load event on every page would
-    # meet "the queue is full" whenever the GPU's queue is: a quick check outside the queue sets `pending` only for a
-    # page opened with a code, and its change runs the queued event that opens the link.
-    pending = gr.State(False)
+    # meet "the queue is full" whenever the GPU's queue is. So a quick check outside the queue ticks `pending` only
+    # for a page opened with a code, and its change runs the queued event that opens the link. (A gr.State would not
+    # do: the page dispatches a State's change only after queued events.)
+    pending = gr.Checkbox(False, visible=False, label="device link pending")
     demo.load(_has_device_code, None, pending, queue=False, api_visibility="private")
     opened = pending.change(_open_link_handler(services), None, None, api_visibility="private")
     for event in refresh:
