@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from mascot.claims import ClaimKeeper
 from mascot.clients import AddressKeys
+from mascot.devices import resolving_owner
 from mascot.generator import Generator
 from mascot.health import HEALTH_PATH, health_endpoint
 from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
@@ -121,7 +122,9 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     services = PageServices(
         worker=worker,
         store=store,
-        owner_of=identity.owner_from_request,
+        # Every handler asks for the owner through this: a browser linked to another (mascot.devices) acts as that one.
+        owner_of=resolving_owner(identity.owner_from_request, store.resolve_owner),
+        token_hash_of=identity.owner_from_request,
         examples=load_examples(),
         presets=presets,
         logos=logos,

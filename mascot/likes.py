@@ -49,10 +49,19 @@ class LikeBook:
         liked = not self._remove(image_id, browser_id)
         if liked:
             self._add(image_id, browser_id, address_hash, now)
+        return LikeState(liked=liked, like_count=self._store_count(image_id, likes_per_network))
+
+    def recount(self, image_id: int, likes_per_network: int) -> int:
+        """Store the image's fair count again after its likes changed some other way (mascot.devices' merge); call
+        inside that transaction."""
+        lock_image(self.database, self.tables, image_id)
+        return self._store_count(image_id, likes_per_network)
+
+    def _store_count(self, image_id: int, likes_per_network: int) -> int:
         count = self.fair_count(image_id, likes_per_network)
         image = self.tables.image
         image.update(like_count=count).where(image.id == image_id).execute()
-        return LikeState(liked=liked, like_count=count)
+        return count
 
     def fair_count(self, image_id: int, likes_per_network: int) -> int:
         """The image's likes, at most `likes_per_network` from each network (0: all of them). Likes from an unknown

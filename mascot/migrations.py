@@ -132,6 +132,12 @@ def add_like_networks(db: peewee.Database, tables: Tables) -> None:
     )
 
 
+def add_device_links(db: peewee.Database, tables: Tables) -> None:
+    """Version 10: "Use my mascots on another device": one-time device links, and the extra token hashes (aliases)
+    that let another browser stand for an existing browser row."""
+    db.create_tables(_version_10_device_tables(db))
+
+
 def _not_null(field_class: type[peewee.Field], default_sql: str) -> peewee.Field:
     return field_class(constraints=[peewee.SQL(f"DEFAULT {default_sql}")])
 
@@ -226,6 +232,31 @@ def _version_7_report_table(db: peewee.Database) -> type[peewee.Model]:
     return Report
 
 
+def _version_10_device_tables(db: peewee.Database) -> list[type[peewee.Model]]:
+    """The browser_key and device_link tables as version 10 created them."""
+    frozen_model, browser_table, _image_table = _stand_ins(db)
+
+    class BrowserKey(frozen_model):
+        token_hash = peewee.CharField(max_length=64, unique=True)
+        browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE")
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "browser_key"
+
+    class DeviceLink(frozen_model):
+        code_hash = peewee.CharField(max_length=64, unique=True)
+        browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE")
+        created_at = peewee.DateTimeField()
+        expires_at = peewee.DateTimeField()
+        used_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "device_link"
+
+    return [BrowserKey, DeviceLink]
+
+
 # Ordered; append, never edit. A fresh database gets today's schema at once and is stamped with the latest version
 # (Alembic's "create_all, then stamp"), so a later migration only has to bring an existing, older database forward.
 MIGRATIONS: list[Migration] = [
@@ -242,6 +273,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "reports, and mascots taken out of the gallery after them", add_reports_and_moderation),
     Migration(8, "a browser's likes, latest first, for the gallery's Liked by me", add_liked_by_me_index),
     Migration(9, "the network of each like, so that a mascot's count takes a few likes per network", add_like_networks),
+    Migration(10, "one-time links that let another device share a browser's mascots, and aliases", add_device_links),
 ]
 
 

@@ -124,7 +124,7 @@ class QuotaBook:
         address = self.tables.address
         used = (
             address
-            .select(_used_on(address, utc_day(now)))
+            .select(used_on(address, utc_day(now)))
             .where(address.address_hash == address_hash)
             .scalar()
         )  # fmt: skip
@@ -156,7 +156,7 @@ class QuotaBook:
                 .update(job_started_at=now, job_images=images, job_claim=claim_id, job_address_hash=address_hash)
                 .where(browser.owner_hash == owner_hash)
                 .where(browser.job_started_at.is_null() | (browser.job_started_at < now - stale_after))
-                .where(_used_on(browser, utc_day(now)) + images <= limit)
+                .where(used_on(browser, utc_day(now)) + images <= limit)
             )  # fmt: skip
             if capped_network is not None:
                 self._open_address_day(capped_network, now)  # first: the lock, so the count below is the latest
@@ -205,7 +205,7 @@ class QuotaBook:
         browser, today = self.tables.browser, utc_day(now)
         (
             browser
-            .update(quota_used=_used_on(browser, today) + images, quota_day=today)
+            .update(quota_used=used_on(browser, today) + images, quota_day=today)
             .where(browser.id == browser_id)
             .execute()
         )  # fmt: skip
@@ -234,7 +234,7 @@ class QuotaBook:
             .insert(address_hash=address_hash, quota_day=today, quota_used=0)
             .on_conflict(
                 conflict_target=[address.address_hash],
-                update={address.quota_used: _used_on(address, today), address.quota_day: today},
+                update={address.quota_used: used_on(address, today), address.quota_day: today},
             )
             .execute()
         )  # fmt: skip
@@ -254,13 +254,13 @@ class QuotaBook:
         address = self.tables.address
         saved = (
             address
-            .select(_used_on(address, utc_day(now)))
+            .select(used_on(address, utc_day(now)))
             .where(address.address_hash == address_hash)
         )  # fmt: skip
         return peewee.fn.COALESCE(saved, 0) + self._address_in_flight(address_hash, now, stale_after)
 
 
-def _used_on(table: type[peewee.Model], day: date) -> peewee.Case:
+def used_on(table: type[peewee.Model], day: date) -> peewee.Case:
     """SQL for "images saved on `day`" of a browser or network row: its count when that is the day's, else 0."""
     return peewee.Case(None, [(table.quota_day == day, table.quota_used)], 0)
 

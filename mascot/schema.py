@@ -28,11 +28,22 @@ class Tables:
     like: type[peewee.Model]
     address: type[peewee.Model]
     report: type[peewee.Model]
+    browser_key: type[peewee.Model]
+    device_link: type[peewee.Model]
 
     @property
     def data_tables(self) -> list[type[peewee.Model]]:
         """The tables that hold data, parents first (the order to create them in)."""
-        return [self.browser, self.generation, self.image, self.like, self.address, self.report]
+        return [
+            self.browser,
+            self.generation,
+            self.image,
+            self.like,
+            self.address,
+            self.report,
+            self.browser_key,
+            self.device_link,
+        ]
 
 
 def database_default(sql: str) -> list[peewee.SQL]:
@@ -178,6 +189,27 @@ def define_tables(db: peewee.Database) -> Tables:
             # One report per browser per image; also what the threshold counts and what deleting an image deletes.
             indexes = ((("image", "browser"), True),)
 
+    class BrowserKey(BaseModel):
+        # Another browser's token hash that stands for this browser row (mascot.devices): a phone that opened a
+        # device link. The row's own owner_hash is unique, so a second token needs a row of its own.
+        token_hash = peewee.CharField(max_length=64, unique=True)
+        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE")
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            table_name = "browser_key"
+
+    class DeviceLink(BaseModel):
+        # A one-time code that makes another browser this one (mascot.devices); only its sha256 is kept.
+        code_hash = peewee.CharField(max_length=64, unique=True)
+        browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE")
+        created_at = peewee.DateTimeField()
+        expires_at = peewee.DateTimeField()
+        used_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "device_link"
+
     return Tables(
         schema_version=SchemaVersion,
         browser=Browser,
@@ -186,6 +218,8 @@ def define_tables(db: peewee.Database) -> Tables:
         like=Like,
         address=AddressQuota,
         report=Report,
+        browser_key=BrowserKey,
+        device_link=DeviceLink,
     )
 
 

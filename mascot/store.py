@@ -12,6 +12,7 @@ from pathlib import Path
 
 import peewee
 
+from mascot.devices import DeviceBook, DeviceLinkCode, Redemption, TooManyLinks
 from mascot.entries import (
     MAX_PER_PAGE,
     GallerySort,
@@ -55,6 +56,7 @@ __all__ = [
     "MAX_PER_PAGE",
     "MAX_SEARCH_CHARACTERS",
     "ClaimResult",
+    "DeviceLinkCode",
     "FileCheck",
     "GalleryPage",
     "GallerySort",
@@ -64,10 +66,12 @@ __all__ = [
     "MascotPage",
     "MascotStore",
     "QuotaStatus",
+    "Redemption",
     "ReportResult",
     "ReportedMascot",
     "SavedGeneration",
     "StoredIdea",
+    "TooManyLinks",
 ]
 
 
@@ -104,6 +108,7 @@ class MascotStore:
         self.moderation = ModerationBook(self.database, self.tables, self.files)
         self.likes = LikeBook(self.database, self.tables)
         self.upkeep = FileUpkeep(self.database, self.tables, self.files)
+        self.devices = DeviceBook(self.database, self.tables, self.likes)
         if upkeep:
             self.check_files()
             self.sweep_orphan_files()
@@ -448,6 +453,32 @@ class MascotStore:
         """Free this browser's job slot (only the claim `claim_id`, when given); True when a claim was freed."""
         require_owner_hash(owner_hash)
         return self.quotas.release(owner_hash, claim_id)
+
+    # ---- one person, several devices (mascot.devices) -------------------------------------------------------------
+    def resolve_owner(self, token_hash: str) -> str:
+        """The owner hash a browser's token hash stands for: the browser it was linked to, else itself."""
+        require_owner_hash(token_hash)
+        return self.devices.resolve(token_hash)
+
+    def make_device_link(self, owner_hash: str, now: datetime | None = None) -> DeviceLinkCode:
+        """A one-time code (valid devices.LINK_VALID_FOR) that makes another browser this one; only its hash is
+        stored. Raises TooManyLinks when devices.MAX_OPEN_LINKS of this browser's codes are still open."""
+        require_owner_hash(owner_hash)
+        return self.devices.make_link(owner_hash, as_stored_time(now))
+
+    def redeem_device_link(
+        self,
+        token_hash: str,
+        code: str,
+        *,
+        now: datetime | None = None,
+        likes_per_network: int = DEFAULT_LIKES_PER_NETWORK,
+    ) -> Redemption:
+        """Make the browser `token_hash` (its own hash, not the one it resolves to) stand for the code's browser,
+        moving its own mascots, likes, reports and today's quota count there; see devices.Redemption."""
+        require_owner_hash(token_hash)
+        check_limit(likes_per_network)
+        return self.devices.redeem(token_hash, code, as_stored_time(now), likes_per_network)
 
     # ---- the images folder ------------------------------------------------------------------------------------
     def check_files(self) -> FileCheck:

@@ -280,3 +280,46 @@ def test_a_person_downloads_all_their_mascots_as_one_zip(chromium, app):
     assert [record["prompt"] for record in index["mascots"]] == ["a zipped walrus"]
     assert "_a-zipped-walrus_" in png
     context.close()
+
+
+def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chromium, app, tmp_path):
+    import re
+
+    context, page = open_page(chromium, app)
+    make_it_fast(page)
+    generate_in_page(page, "a globetrotting otter")
+    page.get_by_role("tab", name="My mascots").click()
+    page.get_by_text("Use my mascots on another device").click()
+    page.locator("#mine-device-make").click()
+    link_box = page.locator("#mine-device-link textarea, #mine-device-link input").first
+    playwright_api.expect(link_box).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+/\?device=[A-Za-z0-9_-]{32}$"))
+    link = link_box.input_value()
+    playwright_api.expect(page.locator("#mine-device-qr img")).to_be_visible()
+    playwright_api.expect(page.locator("#mine-device-note")).to_contain_text("within 15 minutes. It works once.")
+    page.screenshot(path=str(tmp_path / "device-link.png"), full_page=True)
+
+    other_context, other = open_page(chromium, app)  # another browser that made a mascot of its own first
+    make_it_fast(other)
+    generate_in_page(other, "a homebound hedgehog")
+    other.goto(link)
+    playwright_api.expect(
+        other.get_by_text("This browser now shares My mascots with your other device")
+    ).to_be_visible()
+    playwright_api.expect(other).to_have_url(app.url)  # the address bar forgot the code
+    other.get_by_role("tab", name="My mascots").click()
+    mine = other.locator("#mine-gallery")
+    playwright_api.expect(mine.get_by_text("a globetrotting otter")).to_be_visible()
+    playwright_api.expect(mine.get_by_text("a homebound hedgehog")).to_be_visible()
+    other.screenshot(path=str(tmp_path / "other-device.png"), full_page=True)
+
+    page.locator("#mine-refresh").click()  # and the first browser now has the other's mascot too
+    playwright_api.expect(page.locator("#mine-gallery").get_by_text("a homebound hedgehog")).to_be_visible()
+    stranger_context = chromium.new_context()
+    stranger = stranger_context.new_page()
+    stranger.goto(link)  # spent
+    playwright_api.expect(stranger.get_by_text("This device link has expired or was already used")).to_be_visible(
+        timeout=60_000
+    )
+    stranger_context.close()
+    other_context.close()
+    context.close()

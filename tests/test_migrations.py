@@ -151,7 +151,7 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
 
     mascots = open_store()
 
-    assert mascots.schema_version == MIGRATIONS[-1].version == 9
+    assert mascots.schema_version == MIGRATIONS[-1].version == 10
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
     assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
     assert (entry.style, entry.brand) == ("", "")  # made before presets: the words as written
@@ -213,9 +213,38 @@ def test_a_migrated_database_has_the_same_schema_as_a_fresh_one(
         assert "address_hash" in described["mascot_like"]["columns"]
         assert like_indexes["like_image_id_address_hash"] == ("image_id", "address_hash")
         assert "like_image_id" not in like_indexes
+        # version 10: device links and the token hashes that stand for another browser, each found by its hash
+        assert ("browserkey_token_hash", ("token_hash",), True) in described["browser_key"]["indexes"]
+        assert ("devicelink_code_hash", ("code_hash",), True) in described["device_link"]["indexes"]
+        assert ("browser_id", "browser", "id") in described["browser_key"]["foreign_keys"]
     finally:
         migrated.close()
         fresh.close()
+
+
+def test_a_version_9_database_gains_device_links_and_keeps_working(
+    database_url: str, other_database_url: str, images_dir: Path, tmp_path: Path, open_store: OpenStore
+) -> None:
+    version_9 = open_store()
+    save(version_9, owner("alice"), "an otter from version 9")
+    version_9.database.execute_sql("DROP TABLE device_link")
+    version_9.database.execute_sql("DROP TABLE browser_key")
+    version_9.tables.schema_version.delete().where(version_9.tables.schema_version.version == 10).execute()
+    assert version_9.schema_version == 9
+    version_9.close()
+
+    mascots = open_store()
+    fresh = MascotStore(other_database_url, tmp_path / "fresh-images")
+    try:
+        assert mascots.schema_version == 10
+        assert describe_schema(mascots.database) == describe_schema(fresh.database)
+    finally:
+        fresh.close()
+    made = mascots.make_device_link(owner("alice"))
+    assert mascots.redeem_device_link(owner("phone"), made.code).outcome == "joined"
+    assert [entry.prompt for entry in mascots.history(mascots.resolve_owner(owner("phone")))] == [
+        "an otter from version 9"
+    ]
 
 
 def test_migrating_twice_changes_nothing(database_url: str, images_dir: Path, open_store: OpenStore) -> None:

@@ -97,13 +97,7 @@ def _wire_listing(
     services: PageServices, listing: Listing, browse: BrowseTab, tab: gr.Tab, demo: gr.Blocks
 ) -> dict[str, Any]:
     """Wire paging, sorting, searching and refreshing; returns the event arguments that show the current page."""
-    # Listing runs outside the queue: browsing never waits behind the GPU.
-    show = {
-        "fn": _mine_page(services) if listing == "mine" else _gallery_page(services),
-        "inputs": [browse.page, browse.search] if browse.sort is None else [browse.page, browse.sort, browse.search],
-        "outputs": [browse.gallery, browse.page, browse.page_label, browse.mascots, browse.previous, browse.next],
-        "queue": False,
-    }
+    show = page_event(services, listing, browse)
     # The public API event first: Gradio names later events after the same function "<name>_1", "<name>_2".
     gr.on(
         [browse.refresh.click, tab.select, demo.load], **show, api_name="my_mascots" if listing == "mine" else "gallery"
@@ -126,6 +120,17 @@ def _wire_listing(
         js=f"(typed) => {{ if (!(typed || '').trim()) document.querySelector('{button}')?.click(); }}",
     )
     return show
+
+
+def page_event(services: PageServices, listing: Listing, browse: BrowseTab) -> dict[str, Any]:
+    """The event arguments that show the tab's current page (with its sort and search)."""
+    # Listing runs outside the queue: browsing never waits behind the GPU.
+    return {
+        "fn": _mine_page(services) if listing == "mine" else _gallery_page(services),
+        "inputs": [browse.page, browse.search] if browse.sort is None else [browse.page, browse.sort, browse.search],
+        "outputs": [browse.gallery, browse.page, browse.page_label, browse.mascots, browse.previous, browse.next],
+        "queue": False,
+    }
 
 
 def previous_page(page: float | None) -> int:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import gradio as gr
+from gradio import route_utils
+from starlette.requests import Request as StarletteRequest
 
 from mascot.logos import LogoLibrary
 from mascot.presets import Presets
@@ -33,7 +35,9 @@ class PageServices:
 
     worker: GenerationWorker
     store: MascotStore
-    owner_of: OwnerOf
+    owner_of: OwnerOf  # the owner hash the asking browser stands for (mascot.devices resolves linked devices)
+    # The asking browser's own token hash, before that resolution (opening a device link needs it); None: owner_of.
+    token_hash_of: OwnerOf | None = None
     examples: Sequence[str] = ()
     presets: Presets = field(default_factory=lambda: Presets({}, {}))
     logos: LogoLibrary | None = None  # where uploaded logos are kept; None: no logo mixing
@@ -53,6 +57,26 @@ def owner(services: PageServices, http_request: gr.Request | None) -> str:
     if owner_hash is None:
         raise gr.Error("Your browser did not send its identity cookie. Allow cookies for this site and reload.")
     return owner_hash
+
+
+def browser_token(services: PageServices, http_request: gr.Request | None) -> str:
+    """The asking browser's own token hash, whichever browser it stands for."""
+    token_of = services.token_hash_of or services.owner_of
+    token_hash = token_of(http_request)
+    if token_hash is None:
+        raise gr.Error("Your browser did not send its identity cookie. Allow cookies for this site and reload.")
+    return token_hash
+
+
+def page_url(http_request: gr.Request | None) -> str:
+    """The page's public address, without a trailing slash, worked out as Gradio works out its own root URL: behind
+    a proxy (a Space, a share link) from X-Forwarded-Host and -Proto, else from the request, under the app's root
+    path."""
+    raw = getattr(http_request, "request", None)
+    if isinstance(raw, StarletteRequest):
+        root_path = getattr(raw.scope.get("app"), "root_path", None)
+        return route_utils.get_root_url(request=raw, route_path=raw.url.path, root_path=root_path)
+    return "http://127.0.0.1:7860"  # no HTTP request (a direct call): the default address
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-!|~])")

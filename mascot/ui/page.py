@@ -7,10 +7,11 @@ from typing import Any
 
 import gradio as gr
 
-from mascot.ui.browse import BrowseTab, build_browse_tab
+from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
 from mascot.ui.common import PageServices, owner
 from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
 from mascot.ui.detail import detail_values
+from mascot.ui.devices import build_device_row, wire_device_links
 from mascot.ui.export import build_export_row
 from mascot.worker import GenerationWorker, ModelState
 
@@ -36,8 +37,9 @@ def build_demo(services: PageServices) -> gr.Blocks:
             with gr.Tab("Create", id="create"):
                 form = build_create_tab(services)
             with gr.Tab("My mascots", id="mine") as mine_tab:
-                build_browse_tab(services, "mine", tab=mine_tab, demo=demo, form=form, tabs=tabs)
+                mine = build_browse_tab(services, "mine", tab=mine_tab, demo=demo, form=form, tabs=tabs)
                 build_export_row(services)
+                build_device_row(services)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
         demo.load(_model_status(services.worker), outputs=banner, queue=False, api_name="model_status")
@@ -54,13 +56,17 @@ def build_demo(services: PageServices) -> gr.Blocks:
         gr.Timer(QUEUE_BANNER_SECONDS).tick(
             fn=lambda: model_banner(services.worker), outputs=banner, queue=False, api_visibility="private"
         )
-        demo.load(quota_handler(services), outputs=form.quota_note, queue=False, api_name="quota")
+        show_quota = {"fn": quota_handler(services), "outputs": form.quota_note, "queue": False}
+        demo.load(**show_quota, api_name="quota")
         demo.load(
             _shared_mascot_handler(services, gallery, tabs),
             outputs=[tabs, *gallery.detail.outputs()],
             queue=False,
             api_visibility="private",
         )
+        # A page opened with ?device=<code> (a link made in My mascots on another device) becomes that browser.
+        refresh = [page_event(services, "mine", mine), page_event(services, "gallery", gallery), show_quota]
+        wire_device_links(services, demo, refresh)
     return demo
 
 

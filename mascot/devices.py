@@ -1,0 +1,255 @@
+"""Use my mascots on another device: one-time device links, the browser keys (aliases) that opening one creates, and
+merging the opening browser's own mascots into the linked browser.
+
+A browser is the sha256 of its cookie's token (mascot.identity). A browser key lets a second token hash stand for an
+existing browser row; every handler asks for "the owner" through `resolving_owner`, which turns a token hash into
+the owner hash of the row it stands for (one indexed query, no cache: replicas share the database). A device link is
+a bearer credential: only the sha256 of its code is stored, it expires after LINK_VALID_FOR and works once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import peewee
+
+from mascot.likes import LikeBook
+from mascot.quota import JOB_STALE_AFTER, used_on, utc_day
+from mascot.schema import Tables, ensure_browser, find_browser
+
+CODE_BYTES = 24  # secrets.token_urlsafe(24): 192 random bits in 32 URL-safe characters
+CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
+LINK_VALID_FOR = timedelta(minutes=15)
+MAX_OPEN_LINKS = 5  # unexpired, unused links per browser
+
+RedeemOutcome = Literal["joined", "already", "invalid", "job_in_flight", "retry"]
+
+
+class TooManyLinks(Exception):
+    """The browser has MAX_OPEN_LINKS links that are still open."""
+
+
+@dataclass(frozen=True)
+class DeviceLinkCode:
+    """A new link's code (shown once, to the browser that made it, never stored) and when it stops working."""
+
+    code: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """What opening a device link did.
+
+    "joined": this browser now stands for the link's browser; `moved_images` of its own mascots moved along, and
+    `left_others` says it used to stand for another browser (which keeps its mascots and its other devices).
+    "already": it already was that browser; nothing changed. "invalid": unknown, expired or used code.
+    "job_in_flight": this browser's own mascot is being made; nothing changed. "retry": a concurrent change won;
+    nothing changed and the code still works.
+    """
+
+    outcome: RedeemOutcome
+    moved_images: int = 0
+    left_others: bool = False
+
+
+def new_code() -> str:
+    return secrets.token_urlsafe(CODE_BYTES)
+
+
+def code_hash(code: str) -> str:
+    """What the database keeps of a code."""
+    return hashlib.sha256(code.encode("ascii")).hexdigest()
+
+
+def is_code(value: object) -> bool:
+    """Whether `value` has a code's shape; anything else is answered "invalid" without asking the database."""
+    return isinstance(value, str) and bool(CODE_PATTERN.fullmatch(value))
+
+
+def resolving_owner(token_hash_of: Callable[[Any], str | None], resolve: Callable[[str], str]) -> Callable[..., Any]:
+    """An `owner_of` for the page: the request's token hash, turned into the owner hash it stands for."""
+
+    def owner_of(request: Any) -> str | None:
+        token_hash = token_hash_of(request)
+        return None if token_hash is None else resolve(token_hash)
+
+    return owner_of
+
+
+class DeviceBook:
+    """Reads and changes the browser_key and device_link tables, and merges one browser row into another."""
+
+    def __init__(self, database: peewee.Database, tables: Tables, likes: LikeBook) -> None:
+        self.database = database
+        self.tables = tables
+        self.likes = likes
+
+    def resolve(self, token_hash: str) -> str:
+        """The owner hash `token_hash` stands for: its browser key's browser, else itself."""
+        key, browser = self.tables.browser_key, self.tables.browser
+        owner_hash = (
+            key
+            .select(browser.owner_hash)
+            .join(browser)
+            .where(key.token_hash == token_hash)
+            .scalar()
+        )  # fmt: skip
+        return owner_hash or token_hash
+
+    def make_link(self, owner_hash: str, now: datetime) -> DeviceLinkCode:
+        """A new one-time code for this browser's row; TooManyLinks when MAX_OPEN_LINKS are still open."""
+        link = self.tables.device_link
+        code = new_code()
+        expires_at = now + LINK_VALID_FOR
+        with self.database.atomic():
+            # The upsert locks the browser row on PostgreSQL, so two requests count its open links in turn.
+            browser_id = ensure_browser(self.tables, self.resolve(owner_hash), now)
+            link.delete().where(link.expires_at <= now).execute()  # spent or not, an expired code is only clutter
+            open_links = (
+                link
+                .select()
+                .where(link.browser == browser_id)
+                .where(link.used_at.is_null())
+                .count()
+            )  # fmt: skip
+            if open_links >= MAX_OPEN_LINKS:
+                raise TooManyLinks
+            link.insert(code_hash=code_hash(code), browser=browser_id, created_at=now, expires_at=expires_at).execute()
+        return DeviceLinkCode(code, expires_at)
+
+    def redeem(self, token_hash: str, code: str, now: datetime, likes_per_network: int) -> Redemption:
+        """Make the browser `token_hash` stand for the code's browser, moving its own mascots, likes, reports and
+        today's quota count over, in one transaction."""
+        if not is_code(code):
+            return Redemption("invalid")
+        try:
+            with self.database.atomic():
+                return self._redeem(token_hash, code_hash(code), now, likes_per_network)
+        except peewee.IntegrityError:  # another redemption by this browser inserted its key first
+            return Redemption("retry")
+
+    def _redeem(self, token_hash: str, hashed: str, now: datetime, likes_per_network: int) -> Redemption:
+        link_table, key = self.tables.device_link, self.tables.browser_key
+        link = (
+            link_table
+            .select(link_table.id, link_table.browser, link_table.used_at, link_table.expires_at)
+            .where(link_table.code_hash == hashed)
+            .first()
+        )  # fmt: skip
+        if link is None:
+            return Redemption("invalid")
+        target = link.browser_id
+        aliased = key.select(key.browser).where(key.token_hash == token_hash).scalar()
+        own = None if aliased is not None else find_browser(self.tables, token_hash)
+        if target in (aliased, own):
+            return Redemption("already")  # also a reload of a link already used here: nothing to do
+        if link.used_at is not None or link.expires_at <= now:
+            return Redemption("invalid")
+        if own is not None and self._job_in_flight(own, now):
+            return Redemption("job_in_flight")  # its images would be saved to a row that no longer exists
+        if not self._spend(link.id, now):
+            return Redemption("invalid")  # a concurrent redemption spent it first
+        moved = self._merge(own, target, now, likes_per_network) if own is not None else 0
+        if aliased is not None:
+            key.update(browser=target).where(key.token_hash == token_hash).execute()
+        else:
+            key.insert(token_hash=token_hash, browser=target, created_at=now).execute()
+        return Redemption("joined", moved_images=moved, left_others=aliased is not None)
+
+    def _job_in_flight(self, browser_id: int, now: datetime) -> bool:
+        """Whether the browser holds a live job claim; on PostgreSQL also locks its row until the transaction ends,
+        so a claim cannot slip in before the merge."""
+        browser = self.tables.browser
+        query = browser.select(browser.job_started_at).where(browser.id == browser_id)
+        if isinstance(self.database, peewee.PostgresqlDatabase):
+            query = query.for_update()
+        started = query.scalar()
+        return started is not None and started >= now - JOB_STALE_AFTER
+
+    def _spend(self, link_id: int, now: datetime) -> bool:
+        """Mark the link used, only if it still is unused and unexpired: of two redemptions at once, one wins."""
+        link = self.tables.device_link
+        spent = (
+            link
+            .update(used_at=now)
+            .where(link.id == link_id)
+            .where(link.used_at.is_null())
+            .where(link.expires_at > now)
+            .execute()
+        )  # fmt: skip
+        return spent == 1
+
+    def _merge(self, source: int, target: int, now: datetime, likes_per_network: int) -> int:
+        """Move everything of browser row `source` to `target`, then delete it; returns how many images moved."""
+        tables = self.tables
+        generation, image = tables.generation, tables.image
+        moved = (
+            image
+            .select()
+            .join(generation)
+            .where(generation.browser == source)
+            .count()
+        )  # fmt: skip
+        generation.update(browser=target).where(generation.browser == source).execute()
+        self._move_likes(source, target, likes_per_network)
+        self._move_reports(source, target)
+        key = tables.browser_key
+        key.update(browser=target).where(key.browser == source).execute()  # its other devices come along
+        self._add_quota(source, target, now)
+        tables.browser.delete().where(tables.browser.id == source).execute()  # its unused links go with it
+        return moved
+
+    def _move_likes(self, source: int, target: int, likes_per_network: int) -> None:
+        """One like per browser per image: where both liked an image, the source's like goes and the image's fair
+        count is taken again."""
+        like = self.tables.like
+        liked_by_target = like.select(like.image).where(like.browser == target)
+        doubled = [
+            image_id
+            for (image_id,) in (
+                like
+                .select(like.image)
+                .where(like.browser == source)
+                .where(like.image.in_(liked_by_target))
+                .tuples()
+            )
+        ]  # fmt: skip
+        if doubled:
+            like.delete().where(like.browser == source).where(like.image.in_(doubled)).execute()
+        like.update(browser=target).where(like.browser == source).execute()
+        for image_id in doubled:
+            self.likes.recount(image_id, likes_per_network)
+
+    def _move_reports(self, source: int, target: int) -> None:
+        """One report per browser per image, and never of one's own mascot: drop the source's reports that the
+        target also made, and the reports either made of a mascot that is now the target's."""
+        report, generation, image = self.tables.report, self.tables.generation, self.tables.image
+        reported_by_target = report.select(report.image).where(report.browser == target)
+        report.delete().where(report.browser == source).where(report.image.in_(reported_by_target)).execute()
+        report.update(browser=target).where(report.browser == source).execute()
+        owned = (
+            image
+            .select(image.id)
+            .join(generation)
+            .where(generation.browser == target)
+        )  # fmt: skip
+        report.delete().where(report.browser == target).where(report.image.in_(owned)).execute()
+
+    def _add_quota(self, source: int, target: int, now: datetime) -> None:
+        """Today's images of both count for the target, so that joining hands out no extra quota."""
+        browser, today = self.tables.browser, utc_day(now)
+        used = (
+            browser
+            .select(peewee.fn.SUM(used_on(browser, today)))
+            .where(browser.id.in_([source, target]))
+            .scalar()
+        )  # fmt: skip
+        if used:
+            browser.update(quota_used=int(used), quota_day=today).where(browser.id == target).execute()

@@ -1,0 +1,177 @@
+"""My mascots' "Use my mascots on another device": the one-time link (text and QR code), and what opening it does
+(the page load with ?device=<code>; the rules are mascot.devices')."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import qrcode
+from PIL import Image
+
+from mascot.devices import MAX_OPEN_LINKS, is_code
+from mascot.store import Redemption, TooManyLinks
+from mascot.ui.common import PageServices, browser_token, owner, page_url
+
+DEVICE_PARAMETER = "device"
+INTRO = (
+    "Open My mascots on your phone or another browser: make a link here, open it there, and both show the same "
+    "mascots, likes and daily quota."
+)
+NOTE = (
+    "Open this link on your other device within 15 minutes. It works once. Anyone who opens it sees and manages your "
+    "mascots, so share it only with yourself."
+)
+TOO_MANY = (
+    f"You have {MAX_OPEN_LINKS} device links that still work: open one of them, or wait 15 minutes for them to expire."
+)
+JOINED = "This browser now shares My mascots with your other device."
+ALREADY = "This browser already shows these mascots: open the link on your other device."
+EXPIRED = "This device link has expired or was already used. Make a new one on your other device."
+WAIT = "Wait until the mascot being made finishes, then open the link again."
+RETRY = "Something changed while the link was being opened. Open it again."
+# After the link was opened, the address bar forgets the code: a reload or a bookmark must not carry it around.
+FORGET_CODE = f"""() => {{
+    const url = new URL(window.location.href);
+    if (url.searchParams.has("{DEVICE_PARAMETER}")) {{
+        url.searchParams.delete("{DEVICE_PARAMETER}");
+        window.history.replaceState(window.history.state, "", url);
+    }}
+}}"""
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """The button that makes a link, the link to copy, its QR code, and what to know about it."""
+
+    make: gr.Button
+    link: gr.Textbox
+    qr_code: gr.Image
+    note: gr.Markdown
+
+
+def build_device_row(services: PageServices) -> DeviceRow:
+    """Lay out "Use my mascots on another device" and wire its button (public API: `/device_link`)."""
+    with gr.Accordion("Use my mascots on another device", open=False, elem_id="mine-device"):
+        gr.Markdown(INTRO)
+        make = gr.Button("Make a link for another device", size="sm", elem_id="mine-device-make")
+        with gr.Row():
+            link = gr.Textbox(
+                label="Link for your other device",
+                interactive=False,
+                buttons=["copy"],
+                visible=False,
+                elem_id="mine-device-link",
+            )
+            qr_code = gr.Image(
+                label="Or scan it with your phone",
+                type="pil",
+                format="png",
+                interactive=False,
+                visible=False,
+                height=240,
+                buttons=["download", "fullscreen"],  # no "share": the link is a credential, not something to post
+                elem_id="mine-device-qr",
+            )
+        note = gr.Markdown(visible=False, elem_id="mine-device-note")
+    shown = [link, qr_code, note]
+    # Outside the queue: a little database work, never behind the GPU. API clients get the plain values; the page
+    # then shows the three.
+    make.click(_make_link_handler(services), None, shown, queue=False, api_name="device_link").success(
+        _reveal, None, shown, queue=False, api_visibility="private"
+    )
+    return DeviceRow(make, link, qr_code, note)
+
+
+def _reveal() -> tuple[Any, ...]:
+    return gr.Textbox(visible=True), gr.Image(visible=True), gr.Markdown(visible=True)
+
+
+def _make_link_handler(services: PageServices) -> Callable[..., tuple[Any, ...]]:
+    def device_link(http_request: gr.Request | None = None) -> tuple[Any, ...]:
+        """A one-time link that makes another browser (your phone) show this browser's mascots, and its QR code;
+        it works once, within 15 minutes."""
+        owner_hash = owner(services, http_request)
+        try:
+            made = services.store.make_device_link(owner_hash, services.clock())
+        except TooManyLinks:
+            raise gr.Error(TOO_MANY, print_exception=False) from None
+        url = device_url(page_url(http_request), made.code)
+        return url, qr_image(url), NOTE
+
+    return device_link
+
+
+def device_url(page: str, code: str) -> str:
+    return f"{page}/?{DEVICE_PARAMETER}={code}"
+
+
+def qr_image(url: str) -> Image.Image:
+    """The link as a QR code, black on white, with the quiet zone scanners need."""
+    return qrcode.make(url, box_size=8, border=4).get_image().convert("RGB")
+
+
+def wire_device_links(services: PageServices, demo: gr.Blocks, refresh: Sequence[dict[str, Any]]) -> None:
+    """Opening a link is the page load with ?device=<code>: never a public API event. Afterwards the events in
+    `refresh` show what this browser now is (its mascots, its quota), and the address bar forgets the code."""
+    # gr.Info and gr.Warning reach the page only from a queued event, but a queued load event on every page would
+    # meet "the queue is full" whenever the GPU's queue is. So a quick check outside the queue ticks `pending` only
+    # for a page opened with a code, and its change runs the queued event that opens the link. (A gr.State would not
+    # do: the page dispatches a State's change only after queued events.)
+    pending = gr.Checkbox(False, visible=False, label="device link pending")
+    demo.load(_has_device_code, None, pending, queue=False, api_visibility="private")
+    opened = pending.change(_open_link_handler(services), None, None, api_visibility="private")
+    for event in refresh:
+        opened.then(**{**event, "api_visibility": "private"})
+    opened.then(None, js=FORGET_CODE)
+
+
+def _has_device_code(http_request: gr.Request | None = None) -> bool:
+    query = getattr(http_request, "query_params", None) or {}
+    return DEVICE_PARAMETER in query
+
+
+def _open_link_handler(services: PageServices) -> Callable[..., None]:
+    def open_device_link(http_request: gr.Request | None = None) -> None:
+        query = getattr(http_request, "query_params", None) or {}
+        code = query.get(DEVICE_PARAMETER)
+        if code is None:
+            return
+        if not is_code(code):  # its shape is checked before the database is asked
+            gr.Warning(EXPIRED)
+            return
+        redeemed = services.store.redeem_device_link(
+            browser_token(services, http_request),
+            code,
+            now=services.clock(),
+            likes_per_network=services.likes_per_network,
+        )
+        say_redeemed(redeemed)
+
+    return open_device_link
+
+
+def say_redeemed(redeemed: Redemption) -> None:
+    """What opening the link did, as a notice (it worked, or nothing changed) or a warning (it did not work)."""
+    if redeemed.outcome == "joined":
+        gr.Info(joined_message(redeemed))
+    elif redeemed.outcome == "already":
+        gr.Info(ALREADY)
+    elif redeemed.outcome == "job_in_flight":
+        gr.Warning(WAIT)
+    elif redeemed.outcome == "retry":
+        gr.Warning(RETRY)
+    else:
+        gr.Warning(EXPIRED)
+
+
+def joined_message(redeemed: Redemption) -> str:
+    parts = [JOINED]
+    if redeemed.moved_images:
+        count = redeemed.moved_images
+        parts.append(f"The {count} mascot{'s' if count != 1 else ''} made here before moved along.")
+    if redeemed.left_others:
+        parts.append("It no longer shows the mascots of the device it was linked to before; that device keeps them.")
+    return " ".join(parts)

@@ -1,0 +1,142 @@
+"""Use my mascots on another device, through the app as browsers use it (each `Client` is one cookie jar).
+
+The app runs in this process with a fake generator and a real store, identity cookie and Gradio queue, as in
+test_community.py; the whole flow in a real browser on the real tiny pipeline is in test_browser.py. Opening a link is
+the page load with ?device=<code>, which no API client can call: `open_link` does what the page does, a queued event
+joined with the page's query string and the browser's cookie.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import uuid
+
+import httpx
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from mascot.ui.devices import ALREADY, EXPIRED, JOINED, NOTE, TOO_MANY, qr_image
+from tests.test_community import FAST, make, mine, prompts, serve
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
+
+
+def link_for(client: Client) -> tuple[str, str]:
+    """Make a device link in this browser: the link, and the path of its QR code."""
+    link, qr_code, note = client.predict(api_name="/device_link")
+    assert note == NOTE
+    return link, qr_code
+
+
+def open_link(site, client: Client, link: str) -> list[tuple[str, str]]:
+    """Open `link` in this browser as its page does; returns the notices shown, as (level, message)."""
+    query = urllib.parse.urlsplit(link).query
+    [fn_index] = [dep["id"] for dep in client.config["dependencies"] if dep.get("api_name") == "open_device_link"]
+    session = uuid.uuid4().hex
+    body = {"data": [], "event_data": None, "fn_index": fn_index, "trigger_id": None, "session_hash": session}
+    notices = []
+    with httpx.Client(base_url=site.url, cookies=client.cookies, timeout=30) as http:
+        http.post(f"gradio_api/queue/join?{query}", json=body).raise_for_status()
+        with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line.removeprefix("data:"))
+                if message.get("msg") == "log":
+                    notices.append((message["level"], message["log"]))
+                if message.get("msg") == "process_completed":
+                    assert message["success"], message
+                    break
+    return notices
+
+
+def test_a_phone_that_opens_the_link_shares_my_mascots_both_ways_and_the_code_is_spent(site):
+    alice, phone, carol = site.browser(), site.browser(), site.browser()
+    make(alice, "alice's otter")
+    make(phone, "the phone's fox")
+    link, qr_code = link_for(alice)
+    assert re.fullmatch(re.escape(site.url) + r"\?device=[A-Za-z0-9_-]{32}", link)
+    with Image.open(qr_code) as shown:
+        assert shown.format == "PNG"
+        assert shown.convert("RGB").tobytes() == qr_image(link).tobytes()
+
+    assert open_link(site, phone, link) == [("info", f"{JOINED} The 1 mascot made here before moved along.")]
+
+    assert prompts(mine(phone)) == prompts(mine(alice)) == ["the phone's fox", "alice's otter"]
+    otter = next(mascot["public_id"] for mascot in mine(phone) if mascot["prompt"] == "alice's otter")
+    phone.predict(otter, api_name="/delete")  # the phone manages Alice's mascots
+    assert prompts(mine(alice)) == ["the phone's fox"]
+    assert open_link(site, carol, link) == [("warning", EXPIRED)]  # a third browser cannot use the spent code
+    assert mine(carol) == []
+    assert open_link(site, phone, link) == [("info", ALREADY)]  # a reload of the opened link changes nothing
+
+
+def test_the_two_devices_share_one_daily_quota_and_one_job_in_flight(site):
+    alice, phone = site.browser(), site.browser()
+    make(alice, "alice's otters", num_images_per_prompt=2)
+    make(phone, "the phone's fox")
+    open_link(site, phone, link_for(alice)[0])
+
+    assert alice.predict(api_name="/quota").startswith("2 of 5 mascots left today")
+    assert phone.predict(api_name="/quota").startswith("2 of 5 mascots left today")
+    site.fake.gate.clear()
+    site.fake.started.clear()  # set by the mascots made above
+    job = alice.submit(prompt="slow", seed=1, **FAST, api_name="/generate")
+    assert site.fake.started.wait(10)
+    with pytest.raises(Exception, match=r"still being made|already have a mascot"):
+        make(phone, "impatient")
+    site.fake.gate.set()
+    job.result(timeout=30)
+    make(phone, "patient")
+    with pytest.raises(Exception, match="made your 5 mascots for today"):
+        make(alice, "one too many")
+
+
+def test_opening_ones_own_link_or_a_made_up_one_changes_nothing(site):
+    alice = site.browser()
+    make(alice, "alice's otter")
+    link, _qr_code = link_for(alice)
+
+    assert open_link(site, alice, link) == [("info", ALREADY)]
+    for made_up in ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "../../etc/passwd", "x" * 10_000, ""):
+        stranger = site.browser()
+        make(stranger, "a stranger's gull")
+        assert open_link(site, stranger, f"{site.url}?device={urllib.parse.quote(made_up)}") == [("warning", EXPIRED)]
+        assert prompts(mine(stranger)) == ["a stranger's gull"]
+    assert open_link(site, site.browser(), link)[0][0] == "info"  # the code was not spent by its maker
+
+
+def test_a_page_without_a_code_does_nothing(site):
+    visitor = site.browser()
+    make(visitor, "a visitor's crab")
+
+    assert open_link(site, visitor, site.url) == []
+    assert prompts(mine(visitor)) == ["a visitor's crab"]
+
+
+def test_a_sixth_open_link_is_refused_with_a_sentence(site):
+    alice = site.browser()
+    for _ in range(5):
+        link_for(alice)
+    with pytest.raises(Exception, match=re.escape(TOO_MANY)):
+        link_for(alice)
+
+
+def test_behind_a_proxy_the_link_carries_the_public_address(site):
+    proxied = Client(
+        site.url,
+        verbose=False,
+        headers={"X-Forwarded-Host": "mascots.example.org", "X-Forwarded-Proto": "https"},
+        download_files=str(site.tmp_path / "downloads"),
+    )
+    site.clients.append(proxied)
+
+    link, _qr_code = link_for(proxied)
+
+    assert re.fullmatch(r"https://mascots\.example\.org/\?device=[A-Za-z0-9_-]{32}", link)
