@@ -91,6 +91,14 @@ def test_a_person_generates_a_mascot_and_finds_it_again_after_a_reload(chromium,
     context.close()
 
 
+def test_a_share_link_to_a_mascot_that_is_gone_says_so(chromium, app):
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{app.url}?mascot=nobodyhasthis")
+    playwright_api.expect(page.get_by_text("private now, or was deleted")).to_be_visible(timeout=60_000)
+    context.close()
+
+
 def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
     context, page = open_page(chromium, app)
     page.get_by_label("Your idea").fill("  ")

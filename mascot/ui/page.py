@@ -18,6 +18,7 @@ from mascot.worker import GenerationWorker, ModelState
 __all__ = ["PageServices", "build_demo", "model_banner"]
 
 QUEUE_BANNER_SECONDS = 5.0
+SHARED_MASCOT_GONE = "The mascot this link points to is private now, or was deleted."
 
 # Every hour, delete what Gradio cached more than a day ago (a page open that long shows its images again on reload).
 GRADIO_CACHE_CLEANUP = (3600, 86400)
@@ -58,9 +59,10 @@ def build_demo(services: PageServices) -> gr.Blocks:
         )
         show_quota = {"fn": quota_handler(services), "outputs": form.quota_note, "queue": False}
         demo.load(**show_quota, api_name="quota")
+        notice = page_notice()
         demo.load(
-            _shared_mascot_handler(services, gallery, tabs),
-            outputs=[tabs, *gallery.detail.outputs()],
+            _shared_mascot_handler(services, gallery, tabs, notice),
+            outputs=[tabs, notice, *gallery.detail.outputs()],
             queue=False,
             api_visibility="private",
         )
@@ -102,7 +104,23 @@ def model_banner(worker: GenerationWorker) -> str:
     return f"✅ **{status.info.name}** on {status.info.device}.{queue_note}"
 
 
-def _shared_mascot_handler(services: PageServices, gallery: BrowseTab, tabs: gr.Tabs) -> Callable[..., Any]:
+def page_notice() -> gr.Textbox:
+    """A hidden box whose text is shown as a warning. gr.Warning reaches the page only from a queued event, and the
+    page's load events stay outside the queue (they must not wait behind the GPU, nor meet "the queue is full"): they
+    write here, and the change, a quick queued event, shows it."""
+    notice = gr.Textbox(visible=False, label="page notice")
+    notice.change(_show_warning, notice, None, show_progress="hidden", api_visibility="private")
+    return notice
+
+
+def _show_warning(text: str) -> None:
+    if text:
+        gr.Warning(text)
+
+
+def _shared_mascot_handler(
+    services: PageServices, gallery: BrowseTab, tabs: gr.Tabs, notice: gr.Textbox
+) -> Callable[..., Any]:
     """A share link (?mascot=<id>) opens the Gallery on that mascot, also for a first-time visitor."""
 
     def open_shared_mascot(http_request: gr.Request | None = None) -> Any:
@@ -112,8 +130,7 @@ def _shared_mascot_handler(services: PageServices, gallery: BrowseTab, tabs: gr.
             return gr.skip()
         entry = services.store.mascot(str(public_id)[:64], owner(services, http_request))
         if entry is None:
-            gr.Warning("That mascot is private or was deleted.")
-            return gr.skip()
+            return {notice: SHARED_MASCOT_GONE}
         values = detail_values(gallery.detail, entry, http_request)
         values[tabs] = gr.Tabs(selected="gallery")
         return values
