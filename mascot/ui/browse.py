@@ -57,7 +57,7 @@ def build_browse_tab(
             else None
         )
     gallery = gr.Gallery(
-        label="Made in this browser" if listing == "mine" else "Everyone's public mascots",
+        label="Your mascots" if listing == "mine" else "Everyone's public mascots",
         columns=6,
         height=420,
         allow_preview=False,

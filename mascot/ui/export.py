@@ -18,8 +18,8 @@ from mascot.files import DOWNLOAD_KEEP_S, remove_files_older_than
 from mascot.ui.common import PageServices, owner
 
 EXPORT_INFO = (
-    f"Every mascot this browser made, up to the newest {EXPORT_CAP:,}: the PNGs with their parameters embedded, "
-    f"and {INDEX_NAME} listing them."
+    f"Every mascot you made (here and on your linked devices), up to the newest {EXPORT_CAP:,}: the PNGs with their "
+    f"parameters embedded, and {INDEX_NAME} listing them."
 )
 EXPORTS_AT_ONCE = 2  # writing ZIPs is disk work: a few at a time, so browsing stays quick on a small machine
 
