@@ -99,6 +99,23 @@ def test_a_share_link_to_a_mascot_that_is_gone_says_so(chromium, app):
     context.close()
 
 
+def test_a_person_hides_a_mascot_then_deletes_it_and_is_told_each_time(chromium, app):
+    context, page = open_page(chromium, app)
+    make_it_fast(page)
+    generate_in_page(page, "a grumpy cloud mascot")
+    page.get_by_role("tab", name="My mascots").click()
+    page.locator("#mine-gallery").get_by_role("button").filter(has_text="a grumpy cloud mascot").first.click()
+    page.get_by_label("Show in the public gallery").uncheck()
+    playwright_api.expect(page.get_by_text("Hidden from the gallery: only you see it now.")).to_be_visible()
+    playwright_api.expect(page.locator("#mine-detail-info")).to_contain_text("private")
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete this mascot for good?"
+    page.locator("#mine-delete").click()
+    playwright_api.expect(page.get_by_text("Deleted.", exact=True)).to_be_visible()
+    playwright_api.expect(page.locator("#mine-gallery").get_by_text("a grumpy cloud mascot")).to_have_count(0)
+    context.close()
+
+
 def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
     context, page = open_page(chromium, app)
     page.get_by_label("Your idea").fill("  ")

@@ -230,14 +230,14 @@ def wire_detail(
             _visibility_handler(services),
             [detail.public_id, detail.is_public],
             detail.info,
-            queue=False,
             api_name="set_public",
+            # Queued (with no concurrency limit, so never behind the GPU): only a queued event's gr.Info reaches
+            # the page, and these two say what they did.
         )
         detail.delete.click(
             _delete_handler(services),
             detail.public_id,
             [detail.group, detail.public_id],
-            queue=False,
             api_name="delete",
             js="(public_id) => confirm('Delete this mascot for good? Its image and likes go too.') ? public_id : null",
         ).then(**show_page, api_visibility="private")
@@ -351,14 +351,15 @@ def _report_handler(services: PageServices) -> Callable[..., str]:
     return report
 
 
-def _visibility_handler(services: PageServices) -> Callable[..., str]:
+def _visibility_handler(services: PageServices) -> Callable[..., Any]:
     def set_public(public_id: str, is_public: bool, http_request: gr.Request | None = None) -> Any:
         """Show one of your mascots in the public gallery, or hide it."""
         viewer, public_id = owner(services, http_request), str(public_id or "")
         if not services.store.set_public(viewer, public_id, bool(is_public)):
             raise gr.Error(visibility_refusal(services, viewer, public_id), print_exception=False)
-        gr.Info("Shown in the public gallery." if is_public else "Hidden: only this browser sees it now.")
-        return gr.skip()
+        gr.Info("Shown in the public gallery." if is_public else "Hidden from the gallery: only you see it now.")
+        entry = services.store.mascot(public_id, viewer)
+        return gr.skip() if entry is None else describe(entry)  # its line says "public" or "private" as it now is
 
     return set_public
 
