@@ -116,6 +116,38 @@ def test_a_person_hides_a_mascot_then_deletes_it_and_is_told_each_time(chromium,
     context.close()
 
 
+def test_refusals_outside_the_create_form_are_shown_as_sentences(chromium, app, tmp_path):
+    """Each used to show a bare "Error" badge: Gradio's page shows gr.Error's sentence only for queued events."""
+    context, page = open_page(chromium, app)
+    not_an_image = tmp_path / "logo.png"
+    not_an_image.write_text("this is not a picture", encoding="utf-8")
+    page.get_by_text("Mix in your logo (optional)").click()
+    page.locator("#logo-image input[type=file]").set_input_files(str(not_an_image))
+    playwright_api.expect(page.get_by_text("That file is not an image we can read")).to_be_visible()
+
+    page.get_by_role("tab", name="Gallery").click()
+    search = page.locator("#gallery-search textarea, #gallery-search input").first
+    search.fill("otter " * 40)
+    search.press("Enter")
+    playwright_api.expect(page.get_by_text("200 characters")).to_be_visible()
+
+    page.get_by_role("tab", name="Create").click()  # a mascot, open here, then deleted from another tab
+    make_it_fast(page)
+    generate_in_page(page, "a short-lived lamp mascot")
+    page.get_by_role("tab", name="My mascots").click()
+    page.locator("#mine-gallery").get_by_role("button").filter(has_text="a short-lived lamp mascot").first.click()
+    other_tab = context.new_page()
+    other_tab.goto(app.url)
+    other_tab.get_by_role("tab", name="My mascots").click()
+    other_tab.locator("#mine-gallery").get_by_role("button").filter(has_text="a short-lived lamp mascot").first.click()
+    other_tab.once("dialog", lambda dialog: dialog.accept())
+    other_tab.locator("#mine-delete").click()
+    playwright_api.expect(other_tab.get_by_text("Deleted.", exact=True)).to_be_visible()
+    page.locator("#mine-like").click()
+    playwright_api.expect(page.get_by_text("This mascot is private or was deleted.")).to_be_visible()
+    context.close()
+
+
 def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
     context, page = open_page(chromium, app)
     page.get_by_label("Your idea").fill("  ")

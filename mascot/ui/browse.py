@@ -108,9 +108,10 @@ def _wire_listing(
     if browse.sort is not None:
         browse.sort.change(first_page, None, browse.page, **private).then(**show, api_visibility="private")
     # A refused search stops the chain, so the search shown (and paged through) stays the last one that worked.
-    browse.search_box.submit(start_search, browse.search_box, [browse.search, browse.page], **private).success(
-        **show, api_visibility="private"
-    )
+    # Queued, so that a refused search's sentence is shown (see ui/detail.py).
+    browse.search_box.submit(
+        start_search, browse.search_box, [browse.search, browse.page], api_visibility="private"
+    ).success(**show, api_visibility="private")
     # Emptying the box shows everything again at once (its Search button submits it), without a round trip for
     # every other keystroke. `change`, not `input`: Gradio 6 sends `input` of a box filled by a script only on Enter.
     button = f"#{listing}-search button"

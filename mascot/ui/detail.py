@@ -173,23 +173,24 @@ def wire_detail(
         return {"api_name": name} if listing == "gallery" else {"api_name": f"{name}_mine", "api_visibility": "private"}
 
     show = _show_handler(services, detail)
+    # The actions go through the queue (it has no concurrency limit, so they never wait behind the GPU): Gradio's
+    # page shows a refusal's sentence (gr.Error) or a notice (gr.Info) only for queued events. Outside the queue a
+    # person saw a bare "Error" badge instead of "This mascot is private or was deleted."
     thumbnails.select(
         _select_handler(show),
         inputs=mascots,
         outputs=detail.outputs(),
-        queue=False,
         api_visibility="private",
     ).then(fn=None, js=bring_into_view(f"{listing}-detail"), queue=False, api_visibility="private")
-    detail.public_id.submit(show, detail.public_id, detail.outputs(), queue=False, **api("mascot"))
+    detail.public_id.submit(show, detail.public_id, detail.outputs(), **api("mascot"))
     # The API returns the file itself; the page then offers it on a download button.
     detail.make_sticker.click(
-        _sticker_handler(services), detail.public_id, detail.sticker_file, queue=False, **api("sticker")
+        _sticker_handler(services), detail.public_id, detail.sticker_file, **api("sticker")
     ).success(_offer_sticker, detail.sticker_file, detail.sticker, queue=False, api_visibility="private")
     detail.like.click(
         _like_handler(services),
         detail.public_id,
         [detail.like, detail.info, detail.summary],
-        queue=False,
         **api("like"),
     )
     if detail.report is not None:
@@ -197,7 +198,6 @@ def wire_detail(
             _report_handler(services),
             [detail.public_id, detail.report.reason],
             detail.report.status,
-            queue=False,
             api_name="report",
             preprocess=False,  # the reason is checked by our rule, which names the reasons there are
         )
@@ -213,7 +213,6 @@ def wire_detail(
         _remix_handler(services, form, tabs, vary=False),
         detail.public_id,
         remix_outputs,
-        queue=False,
         api_visibility="private",
     )
     # More like this: the same parameters with the mascot itself mixed in and new seeds, generated at once
@@ -222,7 +221,6 @@ def wire_detail(
         _remix_handler(services, form, tabs, vary=True),
         detail.public_id,
         remix_outputs,
-        queue=False,
         api_visibility="private",
     ).then(fn=None, js="() => document.querySelector('#generate')?.click()")
     if detail.is_public is not None and detail.delete is not None:
@@ -231,8 +229,6 @@ def wire_detail(
             [detail.public_id, detail.is_public],
             detail.info,
             api_name="set_public",
-            # Queued (with no concurrency limit, so never behind the GPU): only a queued event's gr.Info reaches
-            # the page, and these two say what they did.
         )
         detail.delete.click(
             _delete_handler(services),

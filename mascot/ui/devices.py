@@ -77,9 +77,9 @@ def build_device_row(services: PageServices) -> DeviceRow:
             )
         note = gr.Markdown(visible=False, elem_id="mine-device-note")
     shown = [link, qr_code, note]
-    # Outside the queue: a little database work, never behind the GPU. API clients get the plain values; the page
-    # then shows the three.
-    make.click(_make_link_handler(services), None, shown, queue=False, api_name="device_link").success(
+    # Queued, so that the page shows TOO_MANY as a sentence (see ui/detail.py); the queue has no concurrency limit,
+    # so it never waits behind the GPU. API clients get the plain values; the page then shows the three.
+    make.click(_make_link_handler(services), None, shown, api_name="device_link").success(
         _reveal, None, shown, queue=False, api_visibility="private"
     )
     return DeviceRow(make, link, qr_code, note)

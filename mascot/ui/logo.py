@@ -42,8 +42,7 @@ def logo_fields(
         _upload_logo_handler(services),
         logo_image,
         logo,
-        queue=False,
-        api_name="upload_logo",
+        api_name="upload_logo",  # queued: only then does the page show why a file was refused (see ui/detail.py)
         preprocess=False,  # Gradio's own decoding would answer a bad file with a generic error; ours says why
     )
     logo_image.clear(lambda: "", None, logo, queue=False, api_visibility="private")
