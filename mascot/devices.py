@@ -29,6 +29,7 @@ LINK_VALID_FOR = timedelta(minutes=15)
 MAX_OPEN_LINKS = 5  # unexpired, unused links per browser
 
 RedeemOutcome = Literal["joined", "already", "invalid", "job_in_flight", "retry"]
+DisconnectOutcome = Literal["disconnected", "none", "job_in_flight"]
 
 
 class TooManyLinks(Exception):
@@ -57,6 +58,15 @@ class Redemption:
     outcome: RedeemOutcome
     moved_images: int = 0
     left_others: bool = False
+
+
+@dataclass(frozen=True)
+class Disconnection:
+    """What "Disconnect the other devices" did: "disconnected" (`devices` browsers no longer show these mascots),
+    "none" (no other browser did), "job_in_flight" (a mascot is being made for them; nothing changed)."""
+
+    outcome: DisconnectOutcome
+    devices: int = 0
 
 
 def new_code() -> str:
@@ -102,6 +112,51 @@ class DeviceBook:
             .scalar()
         )  # fmt: skip
         return owner_hash or token_hash
+
+    def other_devices(self, token_hash: str) -> int:
+        """How many other browsers show the same mascots as this one: the browser row's keys, less this browser's
+        own, plus the row's first browser when this one is not it. (Both come to the number of keys.)"""
+        row = self._row_of(token_hash)
+        if row is None:
+            return 0
+        key = self.tables.browser_key
+        return key.select().where(key.browser == row).count()
+
+    def disconnect_others(self, token_hash: str, now: datetime, likes_per_network: int) -> Disconnection:
+        """Only this browser shows its mascots from now on. The keys of the others go; when this browser is itself
+        a key, the browser row becomes its own (its owner hash is this token's), so the browser that first made the
+        mascots stops showing them too."""
+        key, browser = self.tables.browser_key, self.tables.browser
+        with self.database.atomic():
+            linked_row = key.select(key.browser).where(key.token_hash == token_hash).scalar()
+            own_row = find_browser(self.tables, token_hash)
+            if linked_row is None:
+                if own_row is None:
+                    return Disconnection("none")
+                removed = key.delete().where(key.browser == own_row).execute()
+                return Disconnection("disconnected", removed) if removed else Disconnection("none")
+            # The row changes hands: a job being made for it would be saved under the owner hash it had, to a new,
+            # unseen row. Wait for it, as opening a link does.
+            if self._job_in_flight(linked_row, now):
+                return Disconnection("job_in_flight")
+            if own_row is not None:  # a row this token wrote while it was a key (a race with opening the link)
+                self._merge(own_row, linked_row, now, likes_per_network)
+            others = key.delete().where(key.browser == linked_row).where(key.token_hash != token_hash).execute()
+            key.delete().where(key.token_hash == token_hash).execute()
+            browser.update(owner_hash=token_hash).where(browser.id == linked_row).execute()
+            return Disconnection("disconnected", others + 1)
+
+    def stop_here(self, token_hash: str) -> bool:
+        """This browser stops showing the mascots of the browser it was linked to and is a new browser again; False
+        when it was not linked (it is the browser that made them first, or shows nobody else's)."""
+        key = self.tables.browser_key
+        return key.delete().where(key.token_hash == token_hash).execute() > 0
+
+    def _row_of(self, token_hash: str) -> int | None:
+        """The browser row this token stands for: its key's, else its own; None for a browser that never wrote."""
+        key = self.tables.browser_key
+        linked = key.select(key.browser).where(key.token_hash == token_hash).scalar()
+        return linked if linked is not None else find_browser(self.tables, token_hash)
 
     def make_link(self, owner_hash: str, now: datetime) -> DeviceLinkCode:
         """A new one-time code for this browser's row; TooManyLinks when MAX_OPEN_LINKS are still open."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import peewee
 
-from mascot.devices import DeviceBook, DeviceLinkCode, Redemption, TooManyLinks
+from mascot.devices import DeviceBook, DeviceLinkCode, Disconnection, Redemption, TooManyLinks
 from mascot.entries import (
     MAX_PER_PAGE,
     GallerySort,
@@ -57,6 +57,7 @@ __all__ = [
     "MAX_SEARCH_CHARACTERS",
     "ClaimResult",
     "DeviceLinkCode",
+    "Disconnection",
     "FileCheck",
     "GalleryPage",
     "GallerySort",
@@ -465,6 +466,25 @@ class MascotStore:
         stored. Raises TooManyLinks when devices.MAX_OPEN_LINKS of this browser's codes are still open."""
         require_owner_hash(owner_hash)
         return self.devices.make_link(owner_hash, as_stored_time(now))
+
+    def other_devices(self, token_hash: str) -> int:
+        """How many other browsers show the mascots this browser (its own token hash) shows."""
+        require_owner_hash(token_hash)
+        return self.devices.other_devices(token_hash)
+
+    def disconnect_other_devices(
+        self, token_hash: str, *, now: datetime | None = None, likes_per_network: int = DEFAULT_LIKES_PER_NETWORK
+    ) -> Disconnection:
+        """Only this browser (its own token hash) shows its mascots from now on; see devices.Disconnection."""
+        require_owner_hash(token_hash)
+        check_limit(likes_per_network)
+        return self.devices.disconnect_others(token_hash, as_stored_time(now), likes_per_network)
+
+    def stop_showing_here(self, token_hash: str) -> bool:
+        """This browser (its own token hash) no longer stands for the browser it was linked to; False if it was not
+        linked."""
+        require_owner_hash(token_hash)
+        return self.devices.stop_here(token_hash)
 
     def redeem_device_link(
         self,

@@ -378,5 +378,15 @@ def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chr
         timeout=60_000
     )
     stranger_context.close()
+
+    # The other browser stops showing them; the first keeps every mascot.
+    other.get_by_text("Use my mascots on another device").click()
+    playwright_api.expect(other.locator("#mine-device-others")).to_contain_text("also shown on 1 other device")
+    other.once("dialog", lambda dialog: dialog.accept())
+    other.locator("#mine-device-stop").click()
+    playwright_api.expect(other.get_by_text("This browser no longer shows those mascots")).to_be_visible()
+    playwright_api.expect(other.locator("#mine-gallery").get_by_text("a globetrotting otter")).to_have_count(0)
+    page.locator("#mine-refresh").click()
+    playwright_api.expect(page.locator("#mine-gallery").get_by_text("a globetrotting otter")).to_be_visible()
     other_context.close()
     context.close()

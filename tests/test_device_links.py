@@ -18,7 +18,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from mascot.ui.devices import ALREADY, EXPIRED, JOINED, NOTE, TOO_MANY, qr_image
+from mascot.ui.devices import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY, qr_image
 from tests.test_community import FAST, make, mine, prompts, serve
 
 
@@ -140,3 +140,36 @@ def test_behind_a_proxy_the_link_carries_the_public_address(site):
     link, _qr_code = link_for(proxied)
 
     assert re.fullmatch(r"https://mascots\.example\.org/\?device=[A-Za-z0-9_-]{32}", link)
+
+
+def test_a_leaked_link_is_undone_from_the_phone_and_nobody_else_keeps_my_mascots(site):
+    laptop, phone, stranger = site.browser(), site.browser(), site.browser()
+    make(laptop, "the laptop's otter")
+    open_link(site, phone, link_for(laptop)[0])
+    open_link(site, stranger, link_for(laptop)[0])  # the link was seen by someone else
+    assert prompts(mine(stranger)) == ["the laptop's otter"]
+
+    phone.predict(False, api_name="/disconnect_other_devices")  # the person answered "Cancel": nothing happens
+    assert prompts(mine(stranger)) == ["the laptop's otter"]
+    assert phone.predict(True, api_name="/disconnect_other_devices") == NO_OTHER_DEVICES
+
+    assert prompts(mine(phone)) == ["the laptop's otter"]
+    assert mine(stranger) == [] and mine(laptop) == []
+    [otter] = mine(phone)
+    assert phone.predict(otter["public_id"], False, api_name="/set_public") is not None  # the phone owns it now
+
+
+def test_a_phone_stops_showing_my_mascots_and_the_laptop_keeps_them(site):
+    laptop, phone = site.browser(), site.browser()
+    make(laptop, "the laptop's otter")
+    assert laptop.predict(True, api_name="/stop_showing_here") == NO_OTHER_DEVICES  # nothing to stop yet
+    open_link(site, phone, link_for(laptop)[0])
+
+    with pytest.raises(Exception, match="first made in this browser"):
+        laptop.predict(True, api_name="/stop_showing_here")
+    assert phone.predict(True, api_name="/stop_showing_here") == NO_OTHER_DEVICES
+
+    assert mine(phone) == []
+    assert prompts(mine(laptop)) == ["the laptop's otter"]
+    make(phone, "the phone's own fox")  # a browser of its own again, with its own quota
+    assert prompts(mine(laptop)) == ["the laptop's otter"]

@@ -257,3 +257,74 @@ def test_the_phones_unused_links_die_with_its_row(mascots: MascotStore) -> None:
     mascots.redeem_device_link(phone, mascots.make_device_link(alice, NOW).code, now=NOW)
 
     assert mascots.redeem_device_link(owner("tablet"), phones_code, now=NOW).outcome == "invalid"
+
+
+# ---- disconnecting --------------------------------------------------------------------------------------------------
+def linked(mascots: MascotStore, first: str, *others: str) -> None:
+    """Link each of `others` to `first` through a device link, as the page does."""
+    for other in others:
+        code = mascots.make_device_link(mascots.resolve_owner(owner(first)), NOW).code
+        assert mascots.redeem_device_link(owner(other), code, now=NOW).outcome == "joined"
+
+
+def test_each_device_counts_the_others_that_show_the_same_mascots(mascots: MascotStore) -> None:
+    save(mascots, owner("laptop"), "the laptop's otter")
+    assert mascots.other_devices(owner("laptop")) == 0
+    linked(mascots, "laptop", "phone", "tablet")
+
+    assert [mascots.other_devices(owner(name)) for name in ("laptop", "phone", "tablet")] == [2, 2, 2]
+    assert mascots.other_devices(owner("stranger")) == 0
+
+
+def test_the_first_browser_disconnects_the_others_and_keeps_its_mascots(mascots: MascotStore) -> None:
+    save(mascots, owner("laptop"), "the laptop's otter")
+    linked(mascots, "laptop", "phone", "tablet")
+
+    done = mascots.disconnect_other_devices(owner("laptop"), now=NOW)
+
+    assert (done.outcome, done.devices) == ("disconnected", 2)
+    assert prompts(mascots, mascots.resolve_owner(owner("laptop"))) == ["the laptop's otter"]
+    for other in ("phone", "tablet"):
+        assert mascots.resolve_owner(owner(other)) == owner(other)
+        assert prompts(mascots, owner(other)) == []
+    assert mascots.disconnect_other_devices(owner("laptop"), now=NOW).outcome == "none"
+
+
+def test_a_linked_phone_disconnects_the_others_and_the_first_browser_too(mascots: MascotStore) -> None:
+    """A link that leaked: from the phone, nobody else keeps access, not even the browser that made them first."""
+    save(mascots, owner("laptop"), "the laptop's otter")
+    linked(mascots, "laptop", "phone", "stranger")
+    mascots.toggle_like(mascots.resolve_owner(owner("phone")), mascots.history(owner("laptop"))[0].public_id, now=NOW)
+
+    done = mascots.disconnect_other_devices(owner("phone"), now=NOW)
+
+    assert (done.outcome, done.devices) == ("disconnected", 2)
+    assert mascots.resolve_owner(owner("phone")) == owner("phone")  # the row is the phone's own now
+    [otter] = mascots.history(owner("phone"))
+    assert otter.prompt == "the laptop's otter" and otter.is_owner and otter.liked_by_viewer
+    assert prompts(mascots, mascots.resolve_owner(owner("laptop"))) == []
+    assert prompts(mascots, mascots.resolve_owner(owner("stranger"))) == []
+    assert mascots.tables.browser_key.select().count() == 0
+
+
+def test_disconnecting_from_a_linked_phone_waits_for_the_mascot_being_made(mascots: MascotStore) -> None:
+    linked(mascots, "laptop", "phone")
+    claim = mascots.claim_job(owner("laptop"), 1, 10, NOW)
+
+    assert mascots.disconnect_other_devices(owner("phone"), now=NOW).outcome == "job_in_flight"
+    assert mascots.resolve_owner(owner("phone")) == owner("laptop")  # nothing changed
+
+    mascots.release_job(owner("laptop"), claim.claim_id)
+    assert mascots.disconnect_other_devices(owner("phone"), now=NOW).outcome == "disconnected"
+
+
+def test_a_phone_stops_showing_the_mascots_and_the_first_browser_keeps_them(mascots: MascotStore) -> None:
+    save(mascots, owner("laptop"), "the laptop's otter")
+    linked(mascots, "laptop", "phone")
+
+    assert mascots.stop_showing_here(owner("phone")) is True
+
+    assert mascots.resolve_owner(owner("phone")) == owner("phone") and prompts(mascots, owner("phone")) == []
+    assert prompts(mascots, owner("laptop")) == ["the laptop's otter"]
+    assert mascots.stop_showing_here(owner("phone")) is False
+    assert mascots.stop_showing_here(owner("laptop")) is False  # the first browser is not linked to anyone

@@ -32,6 +32,16 @@ ALREADY = "This browser already shows these mascots: open the link on your other
 EXPIRED = "This device link has expired or was already used. Make a new one on your other device."
 WAIT = "Wait until the mascot being made finishes, then open the link again."
 RETRY = "Something changed while the link was being opened. Open it again."
+NO_OTHER_DEVICES = "No other device shows your mascots."
+STOPPED_HERE = "This browser no longer shows those mascots; your other device keeps them."
+FIRST_BROWSER = (
+    "Your mascots were first made in this browser, so they stay here. To stop another device showing them, press "
+    "“Disconnect the other devices” here."
+)
+WAIT_TO_DISCONNECT = "Wait until the mascot being made finishes, then disconnect the other devices."
+# Each button asks first; the answer reaches the handler as its `confirmed` input (API callers pass True).
+CONFIRM_DISCONNECT = "() => confirm('Disconnect every other device? They will no longer show your mascots.')"
+CONFIRM_STOP_HERE = "() => confirm('Stop showing these mascots in this browser? Your other device keeps them.')"
 # After the link was opened, the address bar forgets the code: a reload or a bookmark must not carry it around.
 FORGET_CODE = f"""() => {{
     const url = new URL(window.location.href);
@@ -44,17 +54,23 @@ FORGET_CODE = f"""() => {{
 
 @dataclass(frozen=True)
 class DeviceRow:
-    """The button that makes a link, the link to copy, its QR code, and what to know about it."""
+    """The button that makes a link, the link to copy, its QR code, and what to know about it; how many other
+    devices show these mascots, and the two ways to stop that."""
 
+    panel: gr.Accordion
     make: gr.Button
     link: gr.Textbox
     qr_code: gr.Image
     note: gr.Markdown
+    others: gr.Markdown
+    disconnect: gr.Button
+    stop_here: gr.Button
+    confirmed: gr.Checkbox  # hidden: what the person answered to the button's question
 
 
 def build_device_row(services: PageServices) -> DeviceRow:
     """Lay out "Use my mascots on another device" and wire its button (public API: `/device_link`)."""
-    with gr.Accordion("Use my mascots on another device", open=False, elem_id="mine-device"):
+    with gr.Accordion("Use my mascots on another device", open=False, elem_id="mine-device") as panel:
         gr.Markdown(INTRO)
         make = gr.Button("Make a link for another device", size="sm", elem_id="mine-device-make")
         with gr.Row():
@@ -76,13 +92,18 @@ def build_device_row(services: PageServices) -> DeviceRow:
                 elem_id="mine-device-qr",
             )
         note = gr.Markdown(visible=False, elem_id="mine-device-note")
+        others = gr.Markdown(elem_id="mine-device-others")
+        with gr.Row():
+            disconnect = gr.Button("Disconnect the other devices", size="sm", elem_id="mine-device-disconnect")
+            stop_here = gr.Button("Stop showing my mascots here", size="sm", elem_id="mine-device-stop")
+        confirmed = gr.Checkbox(False, visible=False, label="confirmed")
     shown = [link, qr_code, note]
     # Queued, so that the page shows TOO_MANY as a sentence (see ui/detail.py); the queue has no concurrency limit,
     # so it never waits behind the GPU. API clients get the plain values; the page then shows the three.
     make.click(_make_link_handler(services), None, shown, api_name="device_link").success(
         _reveal, None, shown, queue=False, api_visibility="private"
     )
-    return DeviceRow(make, link, qr_code, note)
+    return DeviceRow(panel, make, link, qr_code, note, others, disconnect, stop_here, confirmed)
 
 
 def _reveal() -> tuple[Any, ...]:
@@ -113,9 +134,28 @@ def qr_image(url: str) -> Image.Image:
     return qrcode.make(url, box_size=8, border=4).get_image().convert("RGB")
 
 
-def wire_device_links(services: PageServices, demo: gr.Blocks, refresh: Sequence[dict[str, Any]]) -> None:
+def wire_device_links(
+    services: PageServices, demo: gr.Blocks, row: DeviceRow, refresh: Sequence[dict[str, Any]]
+) -> None:
     """Opening a link is the page load with ?device=<code>: never a public API event. Afterwards the events in
-    `refresh` show what this browser now is (its mascots, its quota), and the address bar forgets the code."""
+    `refresh` show what this browser now is (its mascots, its quota), and the address bar forgets the code. The
+    panel's two disconnect buttons refresh the same way."""
+    count_others = {"fn": _others_handler(services), "outputs": row.others, "api_visibility": "private"}
+    row.panel.expand(**count_others, queue=False)
+    # Queued, so that their notices and refusals are shown (see ui/detail.py).
+    disconnected = row.disconnect.click(
+        _disconnect_handler(services),
+        row.confirmed,
+        row.others,
+        api_name="disconnect_other_devices",
+        js=CONFIRM_DISCONNECT,
+    )
+    stopped = row.stop_here.click(
+        _stop_here_handler(services), row.confirmed, row.others, api_name="stop_showing_here", js=CONFIRM_STOP_HERE
+    )
+    for changed in (disconnected, stopped):
+        for event in refresh:
+            changed.success(**{**event, "api_visibility": "private"})
     # gr.Info and gr.Warning reach the page only from a queued event, but a queued load event on every page would
     # meet "the queue is full" whenever the GPU's queue is. So a quick check outside the queue ticks `pending` only
     # for a page opened with a code, and its change runs the queued event that opens the link. (A gr.State would not
@@ -126,6 +166,61 @@ def wire_device_links(services: PageServices, demo: gr.Blocks, refresh: Sequence
     for event in refresh:
         opened.then(**{**event, "api_visibility": "private"})
     opened.then(None, js=FORGET_CODE)
+
+
+def _others_handler(services: PageServices) -> Callable[..., str]:
+    def other_devices(http_request: gr.Request | None = None) -> str:
+        return others_line(services.store.other_devices(browser_token(services, http_request)))
+
+    return other_devices
+
+
+def others_line(count: int) -> str:
+    if not count:
+        return NO_OTHER_DEVICES
+    return f"Your mascots are also shown on {count} other device{'s' if count != 1 else ''}."
+
+
+def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
+    def disconnect_other_devices(confirmed: bool, http_request: gr.Request | None = None) -> Any:
+        """Only this browser shows your mascots from now on: every other device linked to them stops, also the
+        browser that made them first when this one was linked to it. `confirmed` must be true."""
+        if confirmed is not True:
+            return gr.skip()  # the person answered "Cancel"
+        done = services.store.disconnect_other_devices(
+            browser_token(services, http_request),
+            now=services.clock(),
+            likes_per_network=services.likes_per_network,
+        )
+        if done.outcome == "job_in_flight":
+            raise gr.Error(WAIT_TO_DISCONNECT, print_exception=False)
+        if done.outcome == "disconnected":
+            count = done.devices
+            gr.Info(
+                f"{count} other device{'s' if count != 1 else ''} no longer show{'s' if count == 1 else ''} "
+                "your mascots."
+            )
+        return NO_OTHER_DEVICES
+
+    return disconnect_other_devices
+
+
+def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
+    def stop_showing_here(confirmed: bool, http_request: gr.Request | None = None) -> Any:
+        """This browser stops showing the mascots of the device it was linked to, and starts afresh. `confirmed`
+        must be true."""
+        if confirmed is not True:
+            return gr.skip()  # the person answered "Cancel"
+        token_hash = browser_token(services, http_request)
+        if services.store.stop_showing_here(token_hash):
+            gr.Info(STOPPED_HERE)
+        elif services.store.other_devices(token_hash):
+            raise gr.Error(FIRST_BROWSER, print_exception=False)
+        else:
+            gr.Info(NO_OTHER_DEVICES)
+        return others_line(services.store.other_devices(token_hash))
+
+    return stop_showing_here
 
 
 def _has_device_code(http_request: gr.Request | None = None) -> bool:

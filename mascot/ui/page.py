@@ -40,7 +40,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
             with gr.Tab("My mascots", id="mine") as mine_tab:
                 mine = build_browse_tab(services, "mine", tab=mine_tab, demo=demo, form=form, tabs=tabs)
                 build_export_row(services)
-                build_device_row(services)
+                device_row = build_device_row(services)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
         demo.load(_model_status(services.worker), outputs=banner, queue=False, api_name="model_status")
@@ -68,7 +68,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
         )
         # A page opened with ?device=<code> (a link made in My mascots on another device) becomes that browser.
         refresh = [page_event(services, "mine", mine), page_event(services, "gallery", gallery), show_quota]
-        wire_device_links(services, demo, refresh)
+        wire_device_links(services, demo, device_row, refresh)
     return demo
 
 
