@@ -9,6 +9,7 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -113,7 +114,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
             job.owner_hash, job.request, images, model, now=clock(), address_hash=job.address_hash
         ),
         on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
-        prepare=presets.apply,
+        prepare=functools.partial(presets.apply, logo_colours=logos.colour_names),
         load_logo=logos.open,
         max_queued=settings.queue_max_size,
         max_per_client=settings.max_queued_per_client,

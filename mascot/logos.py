@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from mascot.palette import logo_colours
+
 MAX_UPLOAD_SIDE = 8192  # larger uploads are refused before decoding their pixels
 KEPT_SIDE = 512  # the image encoder sees 224 px: more is only disk
 LOGO_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -52,6 +54,15 @@ class LogoLibrary:
             raise LogoRefused("That logo is no longer here: upload it again.")
         with Image.open(path) as image:
             return image.convert("RGB")
+
+    def colour_names(self, logo_id: str) -> list[str]:
+        """The names of a kept logo's main colours (mascot.palette); none for a logo no longer here, whose job
+        fails on its own when the logo is loaded."""
+        path = self.path(logo_id)
+        if path is None:
+            return []
+        with Image.open(path) as image:
+            return logo_colours(image)
 
 
 def open_upload(upload: Image.Image | str | Path) -> Image.Image:

@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mascot.palette import colour_phrase
 from mascot.request import GenerationRequest, InvalidRequest
 
 PRESETS_FILE = Path(__file__).resolve().parent.parent / "assets" / "presets.json"
 PLACEHOLDER = "{prompt}"
+# The brand choice that takes its colours from the uploaded logo (named by mascot.palette), not from presets.json.
+LOGO_COLOURS = "Colours of my logo"
+NEEDS_A_LOGO = (
+    f"brand {LOGO_COLOURS!r} takes the colours of your logo: upload one under “Mix in your logo”, or pick other "
+    "brand colours."
+)
+LogoColours = Callable[[str], list[str]]  # a kept logo's id -> the names of its main colours
 
 
 @dataclass(frozen=True)
@@ -59,13 +68,17 @@ class Presets:
 
     def check_request(self, request: GenerationRequest) -> None:
         """Refuse preset names this app does not have, naming the parameter and the choices."""
-        for parameter, name, known in (("style", request.style, self.styles), ("brand", request.brand, self.brands)):
+        if request.brand == LOGO_COLOURS and not request.logo:
+            raise InvalidRequest("brand", NEEDS_A_LOGO)
+        brands = [*self.brands, LOGO_COLOURS]
+        for parameter, name, known in (("style", request.style, list(self.styles)), ("brand", request.brand, brands)):
             if name and name not in known:
                 choices = ", ".join(known) or "none"
                 raise InvalidRequest(parameter, f"{parameter} {name!r} is not one of this app's presets ({choices}).")
 
-    def apply(self, request: GenerationRequest) -> GenerationRequest:
-        """The request as the model should see it: the idea inside its style, the brand's colours after it."""
+    def apply(self, request: GenerationRequest, logo_colours: LogoColours | None = None) -> GenerationRequest:
+        """The request as the model should see it: the idea inside its style, the brand's colours after it (for
+        LOGO_COLOURS, the named colours of the request's logo, from `logo_colours`)."""
         prompt, negative_prompt = request.prompt, request.negative_prompt
         style = self.styles.get(request.style)
         if style is not None:
@@ -74,6 +87,8 @@ class Presets:
         brand = self.brands.get(request.brand)
         if brand is not None:
             prompt = join(prompt, brand.prompt)
+        elif request.brand == LOGO_COLOURS and request.logo and logo_colours is not None:
+            prompt = join(prompt, colour_phrase(logo_colours(request.logo)))
         return dataclasses.replace(request, prompt=prompt, negative_prompt=negative_prompt)
 
     def describe(self) -> dict[str, Any]:

@@ -258,13 +258,17 @@ def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chr
     page.get_by_text("Mix in your logo (optional)").click()
     page.locator("#logo-image input[type=file]").set_input_files(str(logo_file))
     playwright_api.expect(page.locator("#logo-image img")).to_be_visible()
-    page.wait_for_timeout(1500)  # the upload event hands the logo's id to the form (asserted below)
+    # The upload hands the logo's id to the form (asserted below) and names its colours.
+    playwright_api.expect(page.locator("#logo-colours")).to_contain_text("Its colours: blue.")
+    page.locator("#brand input").click()
+    page.locator("ul li", has_text="Colours of my logo").first.click()
     generate_in_page(page, "a pixel otter with our logo")
 
     page.get_by_role("tab", name="My mascots").click()
     page.locator("#mine-gallery").get_by_role("button").filter(has_text="a pixel otter with our logo").first.click()
     info = page.locator("#mine-detail-info")
     playwright_api.expect(info).to_contain_text("Style Pixel art")
+    playwright_api.expect(info).to_contain_text("Colours of my logo")
     playwright_api.expect(info).to_contain_text("mixed in at 0.3")
     page.screenshot(path=str(tmp_path / "logo.png"), full_page=True)
     context.close()

@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from mascot.clients import client_address
+from mascot.presets import LOGO_COLOURS
 from mascot.quota import QuotaStatus, over_address_quota_message, over_quota_message
 from mascot.request import MAX_SEED, GenerationRequest, InvalidRequest
 from mascot.ui.common import DEFAULTS, PageServices, owner, plural, range_info
@@ -114,7 +115,7 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
         )
         brand = gr.Dropdown(
             label="Brand colours",
-            choices=[("None", ""), *((name, name) for name in presets.brands)],
+            choices=[("None", ""), *((name, name) for name in presets.brands), *logo_colours_choice(services)],
             value=DEFAULTS.brand,
             info="Added to your idea (brand)",
             elem_id="brand",
@@ -232,6 +233,11 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         api_visibility="private",
     )
     form.cancel_button.click(_cancel_handler(services), outputs=form.status, queue=False, api_name="cancel")
+
+
+def logo_colours_choice(services: PageServices) -> list[tuple[str, str]]:
+    """ "Colours of my logo" among the brand colours, where logos can be uploaded."""
+    return [(LOGO_COLOURS, LOGO_COLOURS)] if services.logos is not None else []
 
 
 def size_to_dimensions(size: str) -> tuple[Any, Any]:

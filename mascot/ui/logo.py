@@ -10,6 +10,8 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from mascot.logos import LogoRefused
+from mascot.palette import spoken_list
+from mascot.presets import LOGO_COLOURS
 from mascot.ui.common import DEFAULTS, PageServices, range_info
 
 
@@ -35,6 +37,7 @@ def logo_fields(
                 info=range_info("logo_weight") + ": how much of the logo's look to mix in",
                 elem_id="logo-weight",
             )
+        colours_note = gr.Markdown(elem_id="logo-colours")
         logo = gr.Textbox(value=DEFAULTS.logo, visible=False, label="logo")
     generation_inputs["logo"] = logo
     generation_inputs["logo_weight"] = logo_weight
@@ -46,7 +49,23 @@ def logo_fields(
         preprocess=False,  # Gradio's own decoding would answer a bad file with a generic error; ours says why
     )
     logo_image.clear(lambda: "", None, logo, queue=False, api_visibility="private")
+    # Whichever way the logo changes (upload, clear, Remix), say which colours "Colours of my logo" would add.
+    logo.change(_colours_note_handler(services), logo, colours_note, queue=False, api_visibility="private")
     return logo_panel, logo_image
+
+
+def _colours_note_handler(services: PageServices) -> Callable[[Any], str]:
+    def colours_note(logo_id: Any) -> str:
+        if services.logos is None or not isinstance(logo_id, str) or not logo_id:
+            return ""
+        names = services.logos.colour_names(logo_id)
+        if not names:
+            return ""
+        return (
+            f"Its colours: {spoken_list(names)}. Pick **{LOGO_COLOURS}** under Brand colours to give your mascot these."
+        )
+
+    return colours_note
 
 
 def _upload_logo_handler(services: PageServices) -> Callable[[Any], str]:

@@ -1,0 +1,98 @@
+"""Colours of my logo: the logo's main colours, named, added to the prompt as a brand palette."""
+
+from __future__ import annotations
+
+import pytest
+from gradio_client import handle_file
+from PIL import Image, ImageDraw
+
+from mascot.logos import LogoLibrary
+from mascot.palette import colour_name, colour_phrase, logo_colours
+from mascot.presets import LOGO_COLOURS, Presets
+from mascot.request import GenerationRequest, InvalidRequest
+from tests.test_community import FAST, make, mine, serve
+
+NAVY, ORANGE = (25, 35, 95), (245, 130, 30)
+
+
+def navy_and_orange_on_white() -> Image.Image:
+    logo = Image.new("RGB", (300, 200), "white")
+    draw = ImageDraw.Draw(logo)
+    draw.rectangle((40, 40, 160, 160), fill=NAVY)
+    draw.ellipse((170, 50, 260, 140), fill=ORANGE)
+    return logo
+
+
+@pytest.mark.parametrize(
+    ("rgb", "name"),
+    [((255, 0, 0), "red"), ((0, 0, 128), "navy blue"), ((255, 165, 0), "orange"), ((0, 128, 0), "green"),
+     ((250, 250, 250), "white"), ((10, 10, 10), "black"), ((255, 192, 203), "pink"), ((64, 224, 208), "turquoise")],
+)  # fmt: skip
+def test_a_colour_gets_the_name_people_would_give_it(rgb, name):
+    assert colour_name(rgb) == name
+
+
+def test_a_logo_on_white_gives_its_own_colours_commonest_first_not_the_paper():
+    assert logo_colours(navy_and_orange_on_white()) == ["navy blue", "orange"]
+
+
+def test_a_transparent_logo_kept_by_the_app_gives_its_colours(tmp_path):
+    logos = LogoLibrary(tmp_path / "logos")
+    logo = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(logo).ellipse((30, 30, 170, 170), fill=(210, 25, 35, 255))
+
+    assert logos.colour_names(logos.save(logo)) == ["red"]
+    assert logos.colour_names("0" * 64) == []  # a logo no longer here names nothing
+
+
+def test_a_coloured_badge_keeps_its_ground_and_a_blank_logo_is_white():
+    badge = Image.new("RGB", (200, 200), (15, 15, 15))
+    ImageDraw.Draw(badge).rectangle((50, 80, 150, 120), fill="white")
+    assert logo_colours(badge) == ["black", "white"]
+    assert logo_colours(Image.new("RGB", (64, 64), "white")) == ["white"]
+
+
+def test_at_most_three_colours_and_specks_do_not_count():
+    logo = Image.new("RGB", (400, 100), "white")
+    draw = ImageDraw.Draw(logo)
+    for left, width, colour in ((0, 150, (200, 20, 30)), (150, 110, (30, 90, 220)), (260, 90, (250, 220, 30))):
+        draw.rectangle((left, 0, left + width - 1, 99), fill=colour)
+    draw.rectangle((350, 0, 399, 99), fill=(30, 150, 60))  # the fourth: over the limit
+    draw.rectangle((0, 0, 3, 3), fill=(220, 40, 200))  # a speck
+
+    assert logo_colours(logo) == ["red", "blue", "yellow"]
+    assert colour_phrase(["red", "blue", "yellow"]) == "red, blue and yellow colour palette"
+    assert colour_phrase(["red"]) == "red colour palette"
+
+
+def test_the_model_sees_the_logos_colours_and_a_brand_of_logo_colours_needs_a_logo():
+    presets = Presets.load()
+    request = GenerationRequest.from_user(prompt="a fox", style="", brand=LOGO_COLOURS, logo="a" * 64)
+    presets.check_request(request)
+
+    prepared = presets.apply(request, logo_colours=lambda logo_id: ["navy blue", "orange"])
+
+    assert prepared.prompt == "a fox, navy blue and orange colour palette"
+    with pytest.raises(InvalidRequest) as refused:
+        presets.check_request(GenerationRequest.from_user(prompt="a fox", brand=LOGO_COLOURS))
+    assert refused.value.parameter == "brand" and "upload one" in refused.value.message
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
+
+
+def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_path):
+    logo_file = tmp_path / "acme.png"
+    navy_and_orange_on_white().save(logo_file)
+    alice = site.browser()
+    logo_id = alice.predict(handle_file(str(logo_file)), api_name="/upload_logo")
+
+    make(alice, "a fox courier", style="", brand=LOGO_COLOURS, logo=logo_id, logo_weight=0.0)
+
+    assert site.fake.requests[-1].prompt == "a fox courier, navy blue and orange colour palette"
+    [mascot] = mine(alice)
+    assert mascot["prompt"] == "a fox courier"  # the person's words are what is kept
+    with pytest.raises(Exception, match="takes the colours of your logo"):
+        alice.predict(prompt="a fox", brand=LOGO_COLOURS, **{"seed": 1, **FAST}, api_name="/generate")
