@@ -212,6 +212,10 @@ def benchmark(store: MascotStore, population: Population, runs: int, rng: random
         time_calls(f"gallery newest, last page ({gallery_pages})", page, gallery(gallery_pages, "newest"), runs),
         time_calls("gallery top, page 1", page, gallery(1, "top"), runs),
         time_calls(f"gallery top, last page ({gallery_pages})", page, gallery(gallery_pages, "top"), runs),
+        # Every like was made just now, so the week's window holds them all: the most "Top this week" has to count.
+        time_calls("gallery top this week, page 1", page, gallery(1, "week"), runs),
+        time_calls(f"gallery top this week, last page ({gallery_pages})", page, gallery(gallery_pages, "week"), runs),
+        time_calls(f"search '{SEARCH}', top this week, page 1", page, gallery(1, "week", SEARCH), runs),
         time_calls("gallery newest, page 1, anonymous", page, lambda _: store.gallery(None, per_page=PER_PAGE), runs),
         time_calls(f"gallery liked by me, page 1 ({liked_by_heavy} liked)", page, liked_by(heavy), runs),
         time_calls(f"gallery liked by me, '{SEARCH}'", page, liked_by(heavy, SEARCH), runs),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +15,9 @@ from mascot.moderation import VISIBLE, moderation_note
 from mascot.request import GenerationRequest
 from mascot.schema import Tables
 
-GallerySort = Literal["newest", "top", "liked"]  # "liked": what the viewer liked, latest like first
+# "top": most liked ever; "week": most liked in the last TOP_WINDOW; "liked": what the viewer liked, latest first
+GallerySort = Literal["newest", "top", "week", "liked"]
+TOP_WINDOW = timedelta(days=7)
 MAX_PER_PAGE = 200
 MAX_PAGE = 1_000_000  # keeps OFFSET a sane number whatever a client sends
 CAPTION_CHARACTERS = 60

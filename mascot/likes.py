@@ -63,25 +63,31 @@ class LikeBook:
         image.update(like_count=count).where(image.id == image_id).execute()
         return count
 
+    def recent_counts(self, since: datetime, likes_per_network: int) -> peewee.Select:
+        """A subquery of (image_id, recent): each image's likes made since `since`, counted as fair_count counts
+        them; images with none are not in it. The gallery's "Top this week" orders by it."""
+        like = self.tables.like
+        networks = (
+            like
+            .select(like.image.alias("image_id"), counted_per_network(like, likes_per_network).alias("counted"))
+            .where(like.created_at >= since)
+            .group_by(like.image, like.address_hash)
+            .alias("recent_networks")
+        )  # fmt: skip
+        return (
+            peewee.Select([networks], [networks.c.image_id, peewee.fn.SUM(networks.c.counted).alias("recent")])
+            .group_by(networks.c.image_id)
+            .alias("recent_likes")
+        )  # fmt: skip
+
     def fair_count(self, image_id: int, likes_per_network: int) -> int:
         """The image's likes, at most `likes_per_network` from each network (0: all of them). Likes from an unknown
         address (no hash) count one each: they cannot be told apart, and refusing them would break direct local use
         (and every like made before networks were kept)."""
         like = self.tables.like
-        per_network = peewee.fn.COUNT(like.id)
-        counted = per_network
-        if likes_per_network:
-            counted = peewee.Case(
-                None,
-                (
-                    (like.address_hash.is_null(), per_network),
-                    (per_network > likes_per_network, likes_per_network),
-                ),
-                per_network,
-            )
         groups = (
             like
-            .select(counted.alias("counted"))
+            .select(counted_per_network(like, likes_per_network).alias("counted"))
             .where(like.image == image_id)
             .group_by(like.address_hash)
             .alias("networks")
@@ -112,3 +118,19 @@ class LikeBook:
             .on_conflict_ignore()
             .execute()
         )  # fmt: skip
+
+
+def counted_per_network(like: type[peewee.Model], likes_per_network: int) -> peewee.Node:
+    """For likes grouped by network: how many of the group count. At most `likes_per_network` (0: all); likes from
+    an unknown address (no hash) each count."""
+    per_network = peewee.fn.COUNT(like.id)
+    if not likes_per_network:
+        return per_network
+    return peewee.Case(
+        None,
+        (
+            (like.address_hash.is_null(), per_network),
+            (per_network > likes_per_network, likes_per_network),
+        ),
+        per_network,
+    )

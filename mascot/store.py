@@ -15,6 +15,7 @@ import peewee
 from mascot.devices import DeviceBook, DeviceLinkCode, Disconnection, Redemption, TooManyLinks
 from mascot.entries import (
     MAX_PER_PAGE,
+    TOP_WINDOW,
     GallerySort,
     MascotEntry,
     MascotPage,
@@ -220,12 +221,16 @@ class MascotStore:
         per_page: int = 24,
         sort: GallerySort = "newest",
         search: str = "",
+        now: datetime | None = None,
+        likes_per_network: int = DEFAULT_LIKES_PER_NETWORK,
     ) -> MascotPage:
-        """Everyone's public mascots, newest first or most liked first (ties newest first), or only those the viewer
-        liked, most recently liked first; one page of them; with a `search`, only those whose words match every word
-        of it (see mascot.search)."""
+        """Everyone's public mascots, newest first, most liked first or most liked in the week before `now` (ties
+        newest first; a week's likes counted at most `likes_per_network` per network, as like_count is), or only
+        those the viewer liked, most recently liked first; one page of them; with a `search`, only those whose words
+        match every word of it (see mascot.search)."""
         viewer_id = self._viewer(viewer_owner_hash)
         check_page(page, per_page)
+        check_limit(likes_per_network)
         words = search_words(search)
         order = self._gallery_order(sort)
         liker_id = viewer_id if sort == "liked" else None
@@ -242,6 +247,11 @@ class MascotStore:
             # The viewer's like is already LEFT JOINed (entry_select); requiring it makes that an inner join on the
             # like table's (browser, image) index.
             query = query.where(self.tables.like.browser == liker_id)
+        if sort == "week":
+            image = self.tables.image
+            recent = self.likes.recent_counts(as_stored_time(now) - TOP_WINDOW, likes_per_network)
+            query = query.join_from(image, recent, peewee.JOIN.LEFT_OUTER, on=(recent.c.image_id == image.id))
+            query = query.order_by(peewee.fn.COALESCE(recent.c.recent, 0).desc(), *order)
         items = [entry_from_row(row, viewer_id, self.files) for row in self._searched(query, words)]
         return page_of(items, self._count_listed(words, liker_id), page, per_page)
 
@@ -520,10 +530,11 @@ class MascotStore:
         orders = {
             "newest": [image.created_at.desc(), image.id.desc()],
             "top": [image.like_count.desc(), image.created_at.desc(), image.id.desc()],
+            "week": [image.created_at.desc(), image.id.desc()],  # after the week's likes: see gallery
             "liked": [like.created_at.desc(), like.id.desc()],
         }
         if sort not in orders:
-            raise ValueError(f"sort must be 'newest', 'top' or 'liked' (got {sort!r}).")
+            raise ValueError(f"sort must be 'newest', 'top', 'week' or 'liked' (got {sort!r}).")
         return orders[sort]
 
     def _count_listed(self, words: tuple[str, ...], liker_id: int | None) -> int:

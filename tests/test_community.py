@@ -629,3 +629,21 @@ def test_a_mascot_whose_file_is_gone_is_listed_as_missing_and_the_rest_exported(
     assert [name.split("_")[1] for name in pngs] == ["kept-otter"]
     (missing,) = [record for record in index["mascots"] if record["missing"]]
     assert (missing["public_id"], missing["file"], index["missing"]) == (lost["public_id"], None, 1)
+
+
+def test_top_this_week_lifts_this_weeks_likes_and_forgets_them_a_week_later(site):
+    alice, bob, carol = site.browser(), site.browser(), site.browser()
+    make(alice, "an old favourite")
+    [old] = mine(alice)
+    like(bob, old["public_id"])
+    like(carol, old["public_id"])
+    site.clock.now += timedelta(days=8)
+    make(alice, "a new hit")
+    [new, _] = mine(alice)
+    like(bob, new["public_id"])
+
+    assert prompts(public(carol, sort="Top this week")) == ["a new hit", "an old favourite"]
+    assert prompts(public(carol, sort="Most liked")) == ["an old favourite", "a new hit"]
+    site.clock.now += timedelta(days=8)  # a week later nothing was liked this week: newest first
+    make(alice, "the newest")
+    assert prompts(public(carol, sort="Top this week")) == ["the newest", "a new hit", "an old favourite"]

@@ -467,3 +467,35 @@ def test_likes_at_once_from_one_network_count_up_to_the_cap_and_miss_none(
     assert errors == []
     assert like_rows(mascots) == 5
     assert mascots.gallery(None).items[0].like_count == 4  # three from HOME, one from OFFICE
+
+
+# ---- top this week ---------------------------------------------------------------------------------------------
+def test_top_this_week_counts_the_last_seven_days_likes_and_breaks_ties_newest_first(mascots: MascotStore) -> None:
+    [famous_once] = save(mascots, ALICE, "liked a month ago", now=at(0)).public_ids
+    [rising] = save(mascots, ALICE, "liked this week", now=at(1)).public_ids
+    [quiet_older] = save(mascots, BOB, "no likes, older", now=at(2)).public_ids
+    [quiet_newer] = save(mascots, BOB, "no likes, newer", now=at(3)).public_ids
+    week_end = NOON + timedelta(days=30)
+    for n in range(3):
+        like_from(mascots, owner(f"fan {n}"), famous_once, None, now=NOON + timedelta(days=1))
+    like_from(mascots, owner("early"), rising, None, now=week_end - timedelta(days=7))  # the window's first moment
+    like_from(mascots, owner("late"), rising, None, now=week_end - timedelta(minutes=1))
+    like_from(mascots, owner("just too old"), quiet_older, None, now=week_end - timedelta(days=7, seconds=1))
+
+    assert gallery_ids(mascots, sort="week", now=week_end) == [rising, quiet_newer, quiet_older, famous_once]
+    assert gallery_ids(mascots, sort="top") == [famous_once, rising, quiet_older, quiet_newer]
+    searched = mascots.gallery(None, sort="week", now=week_end, search="liked", per_page=1)
+    assert ([entry.public_id for entry in searched.items], searched.total) == ([rising], 2)
+
+
+def test_top_this_week_takes_a_few_likes_per_network_as_most_liked_does(mascots: MascotStore) -> None:
+    [one_persons_cookies] = save(mascots, ALICE, "many cookies, one network", now=at(0)).public_ids
+    [four_networks] = save(mascots, ALICE, "liked from four networks", now=at(1)).public_ids
+    for n in range(10):
+        like_from(mascots, owner(f"cookie {n}"), one_persons_cookies, HOME, now=at(10))
+    for n in range(4):
+        like_from(mascots, owner(f"neighbour {n}"), four_networks, KEYS.address_hash(f"198.51.100.{n}"), now=at(10))
+
+    assert gallery_ids(mascots, sort="week", now=at(20)) == [four_networks, one_persons_cookies]
+    uncapped = gallery_ids(mascots, sort="week", now=at(20), likes_per_network=0)
+    assert uncapped == [one_persons_cookies, four_networks]

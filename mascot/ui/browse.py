@@ -16,7 +16,12 @@ from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
 
 PER_PAGE = 24
-SORTS: dict[str, GallerySort] = {"Newest": "newest", "Most liked": "top", "Liked by me": "liked"}
+SORTS: dict[str, GallerySort] = {
+    "Newest": "newest",
+    "Top this week": "week",  # most liked in the last 7 days: a new mascot can rise, unlike in "Most liked"
+    "Most liked": "top",
+    "Liked by me": "liked",
+}
 NOTHING_YET = "Nothing here yet."
 NOTHING_LIKED = "You have not liked any mascots yet — press ♡ on one you like."
 
@@ -206,13 +211,21 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def gallery(
         page: float | None = 1, sort: str = "Newest", search: str | None = "", http_request: gr.Request | None = None
     ) -> tuple[Any, ...]:
-        """Everyone's public mascots, newest or most liked first, or those this browser liked ("Liked by me", latest
-        like first), a page of thumbnails; with a `search`, only those whose idea, style or brand holds every one of
-        its words (any case)."""
+        """Everyone's public mascots, newest first, most liked in the last 7 days ("Top this week") or ever ("Most
+        liked"), or those this browser liked ("Liked by me", latest like first), a page of thumbnails; with a
+        `search`, only those whose idea, style or brand holds every one of its words (any case)."""
         viewer, words = owner(services, http_request), checked_search(search)
         order, query = SORTS.get(sort, "newest"), " ".join(words)
         result = listed_page(
-            lambda number: services.store.gallery(viewer, page=number, per_page=PER_PAGE, sort=order, search=query),
+            lambda number: services.store.gallery(
+                viewer,
+                page=number,
+                per_page=PER_PAGE,
+                sort=order,
+                search=query,
+                now=services.clock(),
+                likes_per_network=services.likes_per_network,
+            ),
             page,
         )
         empty = NOTHING_LIKED if order == "liked" else NOTHING_YET

@@ -313,7 +313,11 @@ def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[
         viewer = owner(services, http_request)
         address_hash = services.address_hash_of(client_address(http_request, services.trusted_proxies))
         state = services.store.toggle_like(
-            viewer, str(public_id or ""), address_hash=address_hash, likes_per_network=services.likes_per_network
+            viewer,
+            str(public_id or ""),
+            address_hash=address_hash,
+            likes_per_network=services.likes_per_network,
+            now=services.clock(),  # the clock "Top this week" measures its week with
         )
         entry = services.store.mascot(str(public_id or ""), viewer) if state is not None else None
         if state is None or entry is None:
