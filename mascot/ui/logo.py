@@ -20,24 +20,24 @@ def logo_fields(
 ) -> tuple[gr.Accordion, gr.Image]:
     """Mix in your logo: upload (checked and kept by the LogoLibrary), then how much of its look to take."""
     with gr.Accordion("Mix in your logo (optional)", open=False, visible=services.logos is not None) as logo_panel:
-        with gr.Row():
-            logo_image = gr.Image(
-                label="Your logo",
-                type="filepath",
-                sources=["upload", "clipboard"],
-                height=180,
-                elem_id="logo-image",
-            )
-            logo_weight = gr.Slider(
-                label="Logo influence",
-                minimum=0,
-                maximum=1,
-                step=0.05,
-                value=DEFAULTS.logo_weight,
-                info=range_info("logo_weight") + ": how much of the logo's look to mix in",
-                elem_id="logo-weight",
-            )
-        colours_note = gr.Markdown(elem_id="logo-colours")
+        # One above the other: the form's column is narrow, and the slider's info line needs the width.
+        logo_image = gr.Image(
+            label="Your logo",
+            type="filepath",
+            sources=["upload", "clipboard"],
+            height=180,
+            elem_id="logo-image",
+        )
+        colours_note = gr.Markdown(elem_id="logo-colours")  # the logo's colours, once there is one
+        logo_weight = gr.Slider(
+            label="Logo influence",
+            minimum=0,
+            maximum=1,
+            step=0.05,
+            value=DEFAULTS.logo_weight,
+            info=range_info("logo_weight") + ": how much of the logo's look to mix in",
+            elem_id="logo-weight",
+        )
         logo = gr.Textbox(value=DEFAULTS.logo, visible=False, label="logo")
     generation_inputs["logo"] = logo
     generation_inputs["logo_weight"] = logo_weight
