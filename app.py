@@ -108,13 +108,15 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     identity = BrowserIdentity(secret)
     presets = Presets.load()
     logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
+    # The request as the model is given it; the page shows the same in Advanced ("What the model is given").
+    prepare = functools.partial(presets.apply, logo_colours=logos.colour_names)
     worker = GenerationWorker(
         load_generator or kandinsky_loader(settings),
         on_finished=lambda job, images, model: store.save_generation(
             job.owner_hash, job.request, images, model, now=clock(), address_hash=job.address_hash
         ),
         on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
-        prepare=functools.partial(presets.apply, logo_colours=logos.colour_names),
+        prepare=prepare,
         load_logo=logos.open,
         max_queued=settings.queue_max_size,
         max_per_client=settings.max_queued_per_client,
@@ -137,6 +139,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         likes_per_network=settings.likes_per_network,
         blocked_words=blocked_words,
         clock=clock,
+        prepare_request=prepare,
     )
     demo = build_demo(services)
     # api_open=False: with it on, POST /gradio_api/run/<name> would run events around the queue.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -263,6 +264,10 @@ def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chr
     page.locator("#brand input").click()
     page.locator("ul li", has_text="Colours of my logo").first.click()
     generate_in_page(page, "a pixel otter with our logo")
+    # Advanced (opened by make_it_fast) shows the prompt as the model was given it.
+    given = page.locator("#model-prompt textarea")
+    playwright_api.expect(given).to_have_value(re.compile(r"^Prompt: a pixel otter with our logo, mascot, pixel art"))
+    playwright_api.expect(given).to_have_value(re.compile(r"blue colour palette\nAvoid: "))
 
     page.get_by_role("tab", name="My mascots").click()
     page.locator("#mine-gallery").get_by_role("button").filter(has_text="a pixel otter with our logo").first.click()
@@ -344,7 +349,6 @@ def test_a_person_downloads_all_their_mascots_as_one_zip(chromium, app):
 
 
 def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chromium, app, tmp_path):
-    import re
 
     context, page = open_page(chromium, app)
     make_it_fast(page)

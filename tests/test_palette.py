@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from gradio_client import handle_file
 from PIL import Image, ImageDraw
@@ -10,6 +12,8 @@ from mascot.logos import LogoLibrary
 from mascot.palette import colour_name, colour_phrase, logo_colours
 from mascot.presets import LOGO_COLOURS, Presets
 from mascot.request import GenerationRequest, InvalidRequest
+from mascot.ui.common import PageServices
+from mascot.ui.create import IDEA_STAND_IN, model_prompt_text
 from tests.test_community import FAST, make, mine, serve
 
 NAVY, ORANGE = (25, 35, 95), (245, 130, 30)
@@ -96,3 +100,36 @@ def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_pa
     assert mascot["prompt"] == "a fox courier"  # the person's words are what is kept
     with pytest.raises(Exception, match="takes the colours of your logo"):
         alice.predict(prompt="a fox", brand=LOGO_COLOURS, **{"seed": 1, **FAST}, api_name="/generate")
+
+
+def page_services(prepare=None) -> PageServices:
+    """Only what the Advanced panel's prompt box reads: the presets and the worker's `prepare`."""
+    return PageServices(worker=None, store=None, owner_of=lambda request: None, presets=Presets.load(),
+                        prepare_request=prepare)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_the_advanced_panel_shows_the_prompts_the_model_is_given():
+    services = page_services(functools.partial(Presets.load().apply, logo_colours=lambda logo: ["navy blue"]))
+
+    assert model_prompt_text(services, "  ", "", "Sticker", "", "").startswith(
+        f"Prompt: {IDEA_STAND_IN}, mascot character, die-cut sticker"
+    )
+    shown = model_prompt_text(services, "a fox", "blurry", "", LOGO_COLOURS, "b" * 64)
+    assert shown == "Prompt: a fox, navy blue colour palette\nAvoid: blurry"
+    assert model_prompt_text(services, "a fox", "", "", "", "") == "Prompt: a fox\nAvoid: nothing"
+    refused = model_prompt_text(services, "a fox", "", "", LOGO_COLOURS, "")
+    assert refused.startswith("(Generate would refuse this: brand 'Colours of my logo' takes the colours")
+
+
+def test_what_the_panel_shows_is_what_the_model_is_given(site, tmp_path):
+    logo_file = tmp_path / "acme.png"
+    navy_and_orange_on_white().save(logo_file)
+    alice = site.browser()
+    logo_id = alice.predict(handle_file(str(logo_file)), api_name="/upload_logo")
+    make(alice, "a fox courier", style="Plush toy", brand=LOGO_COLOURS, logo=logo_id, negative_prompt="scary")
+
+    logos = LogoLibrary(site.tmp_path / "data" / "images" / "logos")
+    services = page_services(functools.partial(Presets.load().apply, logo_colours=logos.colour_names))
+    given = site.fake.requests[-1]
+    shown = model_prompt_text(services, "a fox courier", "scary", "Plush toy", LOGO_COLOURS, logo_id)
+    assert shown == f"Prompt: {given.prompt}\nAvoid: {given.negative_prompt}"

@@ -49,6 +49,11 @@ class PageServices:
     likes_per_network: int = 3  # likes of a mascot from one network that count (0: all); see mascot.likes
     blocked_words: BlockedWords = field(default_factory=BlockedWords)  # words refused in ideas; none by default
     clock: Clock = utc_now  # tests move it across a day boundary
+    # The request as the model is given it (presets, logo colours): the worker's own `prepare`; None: the presets.
+    prepare_request: Callable[[GenerationRequest], GenerationRequest] | None = None
+
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        return self.prepare_request(request) if self.prepare_request else self.presets.apply(request)
 
 
 def owner(services: PageServices, http_request: gr.Request | None) -> str:

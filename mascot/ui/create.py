@@ -40,6 +40,7 @@ SHOW_RESULTS_ON_NARROW_SCREENS = """(...inputs) => {
     return inputs;
 }"""
 NO_ADAPTER = ("None (base model)", "")
+IDEA_STAND_IN = "<your idea>"
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,14 @@ class CreateForm:
     quota_note: gr.Markdown
     logo_image: gr.Image  # the upload; its id goes into generation_inputs["logo"]
     logo_panel: gr.Accordion
+    model_prompt: gr.Textbox  # in Advanced: the prompts after the presets, as the worker will send them
 
 
 def build_create_tab(services: PageServices) -> CreateForm:
     """Lay out the tab (inside a `gr.Tab`) and wire its events."""
     with gr.Row():
         with gr.Column(scale=2):
-            generation_inputs, randomize_seed, size = _form_fields(services)
+            generation_inputs, randomize_seed, size, model_prompt = _form_fields(services)
             logo_panel, logo_image = logo_fields(services, generation_inputs)
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -95,12 +97,15 @@ def build_create_tab(services: PageServices) -> CreateForm:
         quota_note,
         logo_image,
         logo_panel,
+        model_prompt,
     )
     _wire(services, form)
     return form
 
 
-def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown]:
+def _form_fields(
+    services: PageServices,
+) -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown, gr.Textbox]:
     prompt = gr.Textbox(
         label="Your idea", placeholder="a cheerful otter barista holding a coffee cup", max_lines=4, autofocus=True
     )
@@ -173,6 +178,14 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
                 info=range_info("lora_scale") + ": 0 is the base model",
                 elem_id="lora-scale",
             )
+        model_prompt = gr.Textbox(
+            value=model_prompt_text(services, "", DEFAULTS.negative_prompt, presets.default_style, DEFAULTS.brand, ""),
+            label="What the model is given",
+            info="The idea wrapped in the style, then the brand colours; what to avoid, plus the style's own additions",
+            interactive=False,
+            lines=3,
+            elem_id="model-prompt",
+        )
     generation_inputs: dict[str, gr.components.Component] = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -189,7 +202,7 @@ def _form_fields(services: PageServices) -> tuple[dict[str, gr.components.Compon
         "adapter_name": adapter_name,
         "lora_scale": lora_scale,
     }
-    return generation_inputs, randomize_seed, size
+    return generation_inputs, randomize_seed, size, model_prompt
 
 
 def _wire(services: PageServices, form: CreateForm) -> None:
@@ -233,11 +246,47 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         api_visibility="private",
     )
     form.cancel_button.click(_cancel_handler(services), outputs=form.status, queue=False, api_name="cancel")
+    shapers = [inputs[name] for name in ("prompt", "negative_prompt", "style", "brand", "logo")]
+    gr.on(
+        [shaper.change for shaper in shapers],
+        fn=_model_prompt_handler(services),
+        inputs=shapers,
+        outputs=form.model_prompt,
+        queue=False,
+        api_visibility="private",
+        show_progress="hidden",
+        trigger_mode="always_last",  # typing: one answer for the latest text, not one per keystroke in a row
+    )
 
 
 def logo_colours_choice(services: PageServices) -> list[tuple[str, str]]:
     """ "Colours of my logo" among the brand colours, where logos can be uploaded."""
     return [(LOGO_COLOURS, LOGO_COLOURS)] if services.logos is not None else []
+
+
+def _model_prompt_handler(services: PageServices) -> Callable[..., str]:
+    def model_prompt(prompt: Any, negative_prompt: Any, style: Any, brand: Any, logo: Any) -> str:
+        return model_prompt_text(services, prompt, negative_prompt, style, brand, logo)
+
+    return model_prompt
+
+
+def model_prompt_text(
+    services: PageServices, prompt: Any, negative_prompt: Any, style: Any, brand: Any, logo: Any
+) -> str:
+    """The prompts as the worker will send them (the same `prepare`), the idea standing in while none is typed; a
+    sentence instead when the values would be refused (Generate then says why)."""
+    typed = prompt if isinstance(prompt, str) and prompt.strip() else IDEA_STAND_IN
+    try:
+        request = GenerationRequest.from_user(
+            prompt=typed, negative_prompt=negative_prompt, style=style, brand=brand, logo=logo
+        )
+        services.presets.check_request(request)
+        prepared = services.prepare(request)
+    except InvalidRequest as error:
+        return f"(Generate would refuse this: {error.message})"
+    avoid = prepared.negative_prompt or "nothing"
+    return f"Prompt: {prepared.prompt}\nAvoid: {avoid}"
 
 
 def size_to_dimensions(size: str) -> tuple[Any, Any]:
