@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from gradio.route_utils import get_root_url
 from starlette.concurrency import run_in_threadpool
@@ -142,7 +142,7 @@ class LinkPreviewMiddleware:
     def preview_for(self, request: Request) -> LinkPreview:
         """The share link's mascot when it is public; else the site itself. A plain function: it reads the store."""
         root_url = get_root_url(request, route_path="/", root_path=request.scope.get("root_path"))
-        public_id = (parse_qs(request.url.query).get("mascot") or [""])[0][:64]
+        public_id = request.query_params.get("mascot", "")[:64]  # read as the page's own share-link handler does
         try:
             entry = self.public_mascot(public_id) if public_id else None
         except Exception:  # the page must open even when the database does not answer: show the site's preview

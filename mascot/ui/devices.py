@@ -13,7 +13,7 @@ from PIL import Image
 
 from mascot.devices import MAX_OPEN_LINKS, is_code
 from mascot.store import Redemption, TooManyLinks
-from mascot.ui.common import PageServices, browser_token, owner, page_url
+from mascot.ui.common import PageServices, browser_token, owner, page_url, plural
 
 DEVICE_PARAMETER = "device"
 INTRO = (
@@ -178,7 +178,7 @@ def _others_handler(services: PageServices) -> Callable[..., str]:
 def others_line(count: int) -> str:
     if not count:
         return NO_OTHER_DEVICES
-    return f"Your mascots are also shown on {count} other device{'s' if count != 1 else ''}."
+    return f"Your mascots are also shown on {plural(count, 'other device')}."
 
 
 def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
@@ -195,11 +195,8 @@ def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
         if done.outcome == "job_in_flight":
             raise gr.Error(WAIT_TO_DISCONNECT, print_exception=False)
         if done.outcome == "disconnected":
-            count = done.devices
-            gr.Info(
-                f"{count} other device{'s' if count != 1 else ''} no longer show{'s' if count == 1 else ''} "
-                "your mascots."
-            )
+            verb = "shows" if done.devices == 1 else "show"
+            gr.Info(f"{plural(done.devices, 'other device')} no longer {verb} your mascots.")
         return NO_OTHER_DEVICES
 
     return disconnect_other_devices
@@ -212,13 +209,15 @@ def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
         if confirmed is not True:
             return gr.skip()  # the person answered "Cancel"
         token_hash = browser_token(services, http_request)
-        if services.store.stop_showing_here(token_hash):
+        stopped = services.store.stop_showing_here(token_hash)
+        others = services.store.other_devices(token_hash)
+        if stopped:
             gr.Info(STOPPED_HERE)
-        elif services.store.other_devices(token_hash):
+        elif others:
             raise gr.Error(FIRST_BROWSER, print_exception=False)
         else:
             gr.Info(NO_OTHER_DEVICES)
-        return others_line(services.store.other_devices(token_hash))
+        return others_line(others)
 
     return stop_showing_here
 
@@ -265,8 +264,7 @@ def say_redeemed(redeemed: Redemption) -> None:
 def joined_message(redeemed: Redemption) -> str:
     parts = [JOINED]
     if redeemed.moved_images:
-        count = redeemed.moved_images
-        parts.append(f"The {count} mascot{'s' if count != 1 else ''} made here before moved along.")
+        parts.append(f"The {plural(redeemed.moved_images, 'mascot')} made here before moved along.")
     if redeemed.left_others:
         parts.append("It no longer shows the mascots of the device it was linked to before; that device keeps them.")
     return " ".join(parts)

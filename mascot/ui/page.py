@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
-from mascot.ui.common import PageServices, owner
+from mascot.ui.common import PageServices, owner, plural
 from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
 from mascot.ui.detail import detail_values
 from mascot.ui.devices import build_device_row, wire_device_links
@@ -97,7 +97,7 @@ def model_banner(worker: GenerationWorker) -> str:
         return f"⚠️ **The model could not be loaded:** {status.message}"
     assert status.info is not None
     waiting = worker.queue_length
-    queue_note = f" {waiting} mascot{'s' if waiting != 1 else ''} in the queue." if waiting else ""
+    queue_note = f" {plural(waiting, 'mascot')} in the queue." if waiting else ""
     if status.info.is_preview_model:
         headline = "🧪 **Preview mode: the offline test model is loaded, not Kandinsky 2.2.**"
         return f"{headline} {status.info.reason}{queue_note}"
