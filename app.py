@@ -21,21 +21,21 @@ import gradio as gr
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from mascot.claims import ClaimKeeper
-from mascot.clients import AddressKeys
-from mascot.devices import resolving_owner
-from mascot.generator import Generator
-from mascot.health import HEALTH_PATH, health_endpoint
-from mascot.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
-from mascot.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
-from mascot.logos import LogoLibrary
-from mascot.presets import Presets
+from mascot.generation.generator import Generator
+from mascot.generation.worker import GenerationWorker, LoadGenerator
+from mascot.prompt.logos import LogoLibrary
+from mascot.prompt.presets import Presets
+from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
+from mascot.service.claims import ClaimKeeper
 from mascot.settings import Settings, load_settings
-from mascot.store import MascotStore
+from mascot.store.device_links import resolving_owner
+from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
 from mascot.ui.common import Clock, utc_now
-from mascot.wordfilter import BlockedWordsError, load_blocked_words
-from mascot.worker import GenerationWorker, LoadGenerator
+from mascot.web.clients import AddressKeys
+from mascot.web.health import HEALTH_PATH, health_endpoint
+from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
+from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
@@ -91,7 +91,7 @@ def kandinsky_loader(settings: Settings) -> LoadGenerator:
     """Load the model chosen by the settings; torch is imported on the worker's thread, not at start."""
 
     def load_generator(on_status: Callable[[str], None]) -> Generator:
-        from mascot.model import load_generator as load_kandinsky
+        from mascot.generation.model import load_generator as load_kandinsky
 
         return load_kandinsky(settings, on_status)
 
@@ -125,7 +125,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     services = PageServices(
         worker=worker,
         store=store,
-        # Every handler asks for the owner through this: a browser linked to another (mascot.devices) acts as that one.
+        # Every handler asks for the owner through this: a linked browser (store.device_links) acts as that one.
         owner_of=resolving_owner(identity.owner_from_request, store.resolve_owner),
         token_hash_of=identity.owner_from_request,
         examples=load_examples(),

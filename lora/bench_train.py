@@ -38,7 +38,7 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from lora.memory import GIB, MemoryEstimate, estimate_training_memory
 from lora.objectives import add_lora, decoder_loss
-from mascot.tiny import DECODER_SCHEDULER_CONFIG, UNET_ARCHITECTURE, build_decoder_pipeline
+from mascot.generation.tiny import DECODER_SCHEDULER_CONFIG, UNET_ARCHITECTURE, build_decoder_pipeline
 
 # kandinsky-community/kandinsky-2-2-decoder's unet/config.json: the shared architecture plus the real sizes.
 FULL_SIZE_UNET: dict[str, Any] = {

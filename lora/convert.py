@@ -31,7 +31,15 @@ from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
 from peft import LoraConfig
 from safetensors.torch import load_file, save_file
 
-from mascot.adapters import BASE_MODELS, WEIGHT_NAME, AdapterCard, AdapterError, AdapterSpec, Target, load_adapter
+from mascot.generation.adapters import (
+    BASE_MODELS,
+    WEIGHT_NAME,
+    AdapterCard,
+    AdapterError,
+    AdapterSpec,
+    Target,
+    load_adapter,
+)
 
 LEGACY_FILES = (
     "pytorch_lora_weights.safetensors",
@@ -201,7 +209,7 @@ def write_adapter(
 
 def verify(path: Path, target: Target, model_location: str) -> None:
     """Load the adapter into the target's model from `model_location` (pipeline or model folder, or hub id) through
-    mascot.adapters, which fails if any tensor does not land."""
+    mascot.generation.adapters, which fails if any tensor does not land."""
     from diffusers import PriorTransformer, UNet2DConditionModel
 
     model_class = UNet2DConditionModel if target == "decoder" else PriorTransformer

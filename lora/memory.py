@@ -29,7 +29,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 
 from lora.objectives import add_lora, decoder_loss
-from mascot.tiny import DECODER_SCHEDULER_CONFIG
+from mascot.generation.tiny import DECODER_SCHEDULER_CONFIG
 
 GIB = 2**30
 # The functions this UNet and its loss call that CUDA autocast runs in fp32 and CPU autocast does not.

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, PriorTransformer, UNet2DConditionModel
 from peft import LoraConfig
 
-from mascot.adapters import TARGET_MODULES, Target
+from mascot.generation.adapters import TARGET_MODULES, Target
 
 
 def lora_config(target: Target, rank: int, lora_alpha: float) -> LoraConfig:

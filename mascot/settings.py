@@ -40,9 +40,9 @@ class Settings:
     address_daily_quota: int | None = None
     # Distinct networks whose reports take a mascot out of the gallery until the operator reviews it (0: never).
     reports_to_hide: int = 3
-    # Likes of one mascot from one network that count toward its likes and "Most liked" (0: no cap); see mascot.likes.
+    # Likes of one mascot from one network that count toward its likes and "Most liked" (0: no cap); see store.likes.
     likes_per_network: int = 3
-    blocked_words: Path | None = None  # a file of words refused in ideas (mascot.wordfilter); None: nothing blocked
+    blocked_words: Path | None = None  # a file of words refused in ideas (prompt.wordfilter); None: nothing blocked
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
     hub_timeout_s: float = 5.0
@@ -104,13 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that say where the app keeps its data; other scripts on the same data (mascot.moderate) take them."""
+    """The flags that say where the app keeps its data; other scripts on the same data (mascot.admin) take them."""
     parser.add_argument("--data-dir", help="Where the database, images and preview model live (MASCOT_DATA_DIR).")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (MASCOT_DATABASE_URL).")
 
 
 def add_blocked_words_argument(parser: argparse.ArgumentParser) -> None:
-    """The operator's blocked-words file; mascot.moderate takes it too, to find what was published before an entry."""
+    """The operator's blocked-words file; mascot.admin takes it too, to find what was published before an entry."""
     parser.add_argument(
         "--blocked-words",
         metavar="PATH",

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A freshly built tiny model, at `<data dir>/tiny-kandinsky-2-2` so its parent works as a data folder."""
-    from mascot.tiny import TINY_MODEL_FOLDER, build_tiny_model
+    from mascot.generation.tiny import TINY_MODEL_FOLDER, build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("data") / TINY_MODEL_FOLDER)
 
@@ -18,7 +18,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_model_dir: Path):
     """KandinskyGenerator on the CPU, loaded from the tiny model folder with `from_pretrained`."""
-    from mascot.model import KandinskyGenerator, ModelSource
+    from mascot.generation.model import KandinskyGenerator, ModelSource
 
     source = ModelSource(
         name="tiny test model",

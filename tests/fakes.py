@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from mascot.generator import (
+from mascot.generation.generator import (
     BatchItem,
     GeneratedImages,
     GenerationCancelled,
@@ -19,7 +19,7 @@ from mascot.generator import (
     StepCallback,
     StepUpdate,
 )
-from mascot.request import GenerationRequest
+from mascot.prompt.request import GenerationRequest
 
 
 class FakeGenerator:

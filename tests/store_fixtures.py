@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mascot.store import MascotStore
+from mascot.store.store import MascotStore
 from tests.store_support import BACKENDS, POSTGRES_URL, OpenStore, fresh_postgres_schema
 
 

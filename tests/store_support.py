@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mascot.bench_store import postgres_schema
-from mascot.generator import GeneratedImages, ModelInfo, PromptUse
-from mascot.request import GenerationRequest
-from mascot.store import MascotStore, SavedGeneration
-from mascot.upkeep import ORPHAN_MIN_AGE_S
+from bench.store import postgres_schema
+from mascot.generation.generator import GeneratedImages, ModelInfo, PromptUse
+from mascot.prompt.request import GenerationRequest
+from mascot.store.store import MascotStore, SavedGeneration
+from mascot.store.upkeep import ORPHAN_MIN_AGE_S
 
 POSTGRES_URL = os.environ.get("MASCOT_TEST_POSTGRES_URL")
 BACKENDS = [

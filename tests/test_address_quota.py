@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import peewee
 import pytest
 
-from mascot.clients import AddressKeys, network_of
-from mascot.quota import JOB_STALE_AFTER, ClaimResult, QuotaStatus
-from mascot.store import MascotStore
+from mascot.store.quota import JOB_STALE_AFTER, ClaimResult, QuotaStatus
+from mascot.store.store import MascotStore
+from mascot.web.clients import AddressKeys, network_of
 from tests.store_support import OpenStore, owner, save
 
 pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lora import train
-from mascot.imaging import read_parameters
+from mascot.store.imaging import read_parameters
 from tests.app_process import AppProcess, wait_until_model_ready
 from tests.test_lora_train import make_dataset, train_args
 

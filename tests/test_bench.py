@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mascot import bench
+from bench import model as bench
 
 
 def test_the_benchmark_times_ours_and_plain_diffusers_on_the_same_cases(capsys):

@@ -4,7 +4,7 @@ import hashlib
 import re
 from types import SimpleNamespace
 
-from mascot.clients import AddressKeys, client_address, network_of
+from mascot.web.clients import AddressKeys, client_address, network_of
 
 
 def request(host: str, forwarded: str | None = None):

@@ -21,8 +21,8 @@ import pytest
 from gradio_client import Client
 
 from app import create_app
+from mascot.generation.worker import ModelState
 from mascot.settings import load_settings
-from mascot.worker import ModelState
 from tests.app_process import free_port
 from tests.fakes import FakeGenerator
 
@@ -341,7 +341,7 @@ def test_reports_from_three_networks_take_a_mascot_out_of_the_gallery_for_all_bu
     assert UNDER_REVIEW in info
     with pytest.raises(Exception, match="Until the operator restores it, it cannot be made public"):
         alice.predict(rude, True, api_name="/set_public")
-    assert site.app.store.restore_mascot(rude)  # what `python -m mascot.moderate restore` does
+    assert site.app.store.restore_mascot(rude)  # what `python -m mascot.admin restore` does
     assert prompts(public(stranger)) == ["a polite fox", "a rude otter"]
 
 
@@ -448,8 +448,8 @@ def test_a_logo_upload_cannot_name_a_file_outside_gradios_upload_folder(site):
 
 def test_only_files_in_gradios_upload_folder_count_as_uploads(tmp_path, monkeypatch):
     """Our own check behind Gradio's: a raw payload naming any other file is refused."""
-    from mascot.logos import LogoRefused
-    from mascot.ui.logo import uploaded_file
+    from mascot.prompt.logos import LogoRefused
+    from mascot.ui.logo_panel import uploaded_file
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
     inside = tmp_path / "uploads" / "abc" / "logo.png"
@@ -511,7 +511,7 @@ BLOCKED = "This idea uses words this site does not allow. Please describe your m
 
 def test_an_idea_with_a_blocked_word_is_refused_for_free_and_a_fine_one_is_still_made(site_with_blocked_words, caplog):
     site = site_with_blocked_words
-    caplog.set_level(logging.INFO, logger="mascot.wordfilter")
+    caplog.set_level(logging.INFO, logger="mascot.prompt.wordfilter")
     alice = site.browser()
     for idea in ("a secret otter covered in gore", "a GÖRE otter", "ducks in a b.l.o.o.d bath", "go\u200bre"):
         with pytest.raises(Exception, match=re.escape(BLOCKED)) as caught:
@@ -520,7 +520,7 @@ def test_an_idea_with_a_blocked_word_is_refused_for_free_and_a_fine_one_is_still
     assert site.fake.requests == []
     assert mine(alice) == [] and public(alice) == []
     assert alice.predict(api_name="/quota").startswith("5 of 5 mascots left today")
-    refusals = [record.getMessage() for record in caplog.records if record.name == "mascot.wordfilter"]
+    refusals = [record.getMessage() for record in caplog.records if record.name == "mascot.prompt.wordfilter"]
     assert len(refusals) == 4 and "'gore' (line 2 of " in refusals[0] and "'blood bath' (line 3 of " in refusals[2]
     assert not any("secret otter" in message for message in refusals)  # the rule is logged, not the idea
 
@@ -584,7 +584,7 @@ def test_each_browser_exports_all_its_mascots_across_pages_and_only_its_own(site
 
     from PIL import Image
 
-    monkeypatch.setattr("mascot.export.EXPORT_PAGE_SIZE", 2)  # alice's 3 mascots span two pages of the store
+    monkeypatch.setattr("mascot.store.export.EXPORT_PAGE_SIZE", 2)  # alice's 3 mascots span two pages of the store
     alice, bob = site.browser(), site.browser()
     make(alice, "../../etc/passwd otter")
     make(alice, "a cheerful otter barista", seed=2)

@@ -18,7 +18,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from mascot.ui.devices import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY, qr_image
+from mascot.ui.device_links import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY, qr_image
 from tests.test_community import FAST, make, mine, prompts, serve
 
 

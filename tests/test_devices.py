@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from mascot.devices import CODE_PATTERN, LINK_VALID_FOR, MAX_OPEN_LINKS, code_hash, resolving_owner
-from mascot.store import MascotStore, TooManyLinks
+from mascot.store.device_links import CODE_PATTERN, LINK_VALID_FOR, MAX_OPEN_LINKS, code_hash, resolving_owner
+from mascot.store.store import MascotStore, TooManyLinks
 from tests.store_support import OpenStore, owner, save
 
 pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots

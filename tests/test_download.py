@@ -2,8 +2,8 @@
 
 import pytest
 
-from mascot import download as download_module
-from mascot.download import DownloadFailed, local_copy, progress_class
+from mascot.generation import download as download_module
+from mascot.generation.download import DownloadFailed, local_copy, progress_class
 
 
 def test_a_local_folder_is_used_as_it_is_and_nothing_is_downloaded(tmp_path):
@@ -44,7 +44,7 @@ def test_progress_is_said_at_most_every_two_seconds():
 
 
 def test_the_model_loader_fetches_hub_ids_then_loads_the_fetched_folders(tiny_model_dir, monkeypatch):
-    from mascot import model
+    from mascot.generation import model
 
     fetched: list[str] = []
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from mascot.files import remove_files_older_than
+from mascot.store.files import remove_files_older_than
 
 
 def age(path, seconds: float) -> None:

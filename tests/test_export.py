@@ -1,4 +1,4 @@
-"""The ZIP of a browser's mascots (mascot.export) on a real store: paging, the cap, names, progress."""
+"""The ZIP of a browser's mascots (mascot.store.export) on a real store: paging, the cap, names, progress."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mascot.export import NothingToExport, export_mascots, slug
-from mascot.store import MascotStore
+from mascot.store.export import NothingToExport, export_mascots, slug
+from mascot.store.store import MascotStore
 from tests.store_support import owner, save
 
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from PIL import Image
 
-from mascot.clients import AddressKeys
-from mascot.likes import LikeBook
-from mascot.store import PUBLIC_ID_PATTERN, LikeState, MascotStore
+from mascot.store.likes import LikeBook
+from mascot.store.store import PUBLIC_ID_PATTERN, LikeState, MascotStore
+from mascot.web.clients import AddressKeys
 from tests.store_support import make_request, owner, save
 
 pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots

@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mascot.generator import GenerationCancelled, StepUpdate
-from mascot.model import (
+from mascot.generation.generator import GenerationCancelled, StepUpdate
+from mascot.generation.model import (
     PREVIEW_MAX_LATENT_SIDE,
     KandinskyGenerator,
     latents_to_pil_images,
     mix_embeddings,
     truncate_prompt,
 )
-from mascot.request import MAX_SEED, GenerationRequest
+from mascot.prompt.request import MAX_SEED, GenerationRequest
 
 
 def small_request(**overrides) -> GenerationRequest:

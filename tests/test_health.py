@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from mascot.health import health_report
-from mascot.worker import GenerationWorker, ModelState
+from mascot.generation.worker import GenerationWorker, ModelState
+from mascot.web.health import health_report
 from tests.fakes import FakeGenerator
 
 

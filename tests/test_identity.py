@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mascot import identity as identity_module
-from mascot.identity import COOKIE_NAME, SECURE_COOKIE_NAME, BrowserIdentity, IdentityCookieMiddleware, load_secret
 from mascot.settings import Settings
+from mascot.web import identity as identity_module
+from mascot.web.identity import COOKIE_NAME, SECURE_COOKIE_NAME, BrowserIdentity, IdentityCookieMiddleware, load_secret
 
 SECRET = b"0123456789abcdef0123456789abcdef-test-secret"
 

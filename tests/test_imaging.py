@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mascot import imaging
+from mascot.store import imaging
 
 PARAMETERS = {
     "prompt": "a cheerful otter barista, ☕ sticker",
@@ -170,7 +170,7 @@ def test_a_transparent_palette_image_keeps_its_transparency_in_the_thumbnail(tmp
 def test_a_transparent_sticker_cuts_the_plain_background_but_keeps_holes_inside_the_mascot():
     from PIL import ImageDraw
 
-    from mascot.imaging import transparent_sticker
+    from mascot.store.imaging import transparent_sticker
 
     picture = Image.new("RGB", (512, 512), (248, 248, 246))
     draw = ImageDraw.Draw(picture)
@@ -186,7 +186,7 @@ def test_a_transparent_sticker_cuts_the_plain_background_but_keeps_holes_inside_
 
 
 def test_a_picture_that_is_all_background_comes_back_whole():
-    from mascot.imaging import transparent_sticker
+    from mascot.store.imaging import transparent_sticker
 
     sticker = transparent_sticker(Image.new("RGB", (64, 64), "white"))
     assert sticker.size == (64, 64)

@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mascot.link_preview import SITE_NAME, LinkPreviewMiddleware, shorten
+from mascot.web.link_preview import SITE_NAME, LinkPreviewMiddleware, shorten
 from tests.test_community import make, mine, serve
 
 GRADIO_TAGS = ("Click to try out the app!", "gradio.app", "@Gradio", "header-image.jpg")

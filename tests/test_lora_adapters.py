@@ -1,4 +1,4 @@
-"""Trained LoRA adapters in the app's generator (mascot/adapters.py): exact effect, scale 0 = base, loud failures."""
+"""Trained LoRA adapters in the app's generator (generation/adapters.py): exact, scale 0 = base, loud failures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lora import train
-from mascot.adapters import (
+from mascot.generation.adapters import (
     CARD_NAME,
     WEIGHT_NAME,
     AdapterError,
@@ -22,8 +22,8 @@ from mascot.adapters import (
     parse_adapter_specs,
     set_adapter_scale,
 )
-from mascot.model import KandinskyGenerator, ModelSource
-from mascot.request import GenerationRequest
+from mascot.generation.model import KandinskyGenerator, ModelSource
+from mascot.prompt.request import GenerationRequest
 from tests.test_lora_train import make_dataset, train_args
 
 

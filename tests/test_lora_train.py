@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from lora import bench_train, train
 from lora.dataset import MIN_IMAGES, DatasetError, load_examples
 from lora.objectives import add_lora, decoder_loss
-from mascot.adapters import CARD_NAME, WEIGHT_NAME, parse_adapter_specs
-from mascot.model import KandinskyGenerator, ModelSource
-from mascot.request import GenerationRequest
+from mascot.generation.adapters import CARD_NAME, WEIGHT_NAME, parse_adapter_specs
+from mascot.generation.model import KandinskyGenerator, ModelSource
+from mascot.prompt.request import GenerationRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,10 @@ import peewee
 import pytest
 from PIL import Image
 
-from mascot import imaging, migrations
-from mascot.migrations import MIGRATIONS, Migration
-from mascot.schema import Tables, open_database
-from mascot.store import PUBLIC_ID_PATTERN, MascotStore
+from mascot.store import imaging, migrations
+from mascot.store.migrations import MIGRATIONS, Migration
+from mascot.store.schema import Tables, open_database
+from mascot.store.store import PUBLIC_ID_PATTERN, MascotStore
 from tests.store_support import POSTGRES_URL, OpenStore, fresh_postgres_schema, owner, save
 
 pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots

@@ -11,7 +11,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from mascot.model import (
+from mascot.generation.model import (
     DECODER_HUB_ID,
     PRIOR_HUB_ID,
     KandinskyGenerator,
@@ -20,8 +20,8 @@ from mascot.model import (
     load_generator,
     resolve_model_source,
 )
+from mascot.generation.tiny import TINY_MODEL_FOLDER
 from mascot.settings import Settings
-from mascot.tiny import TINY_MODEL_FOLDER
 
 
 class HubProbe:

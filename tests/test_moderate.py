@@ -1,4 +1,4 @@
-"""`python -m mascot.moderate`, run as the operator runs it, on a real SQLite database in a data folder."""
+"""`python -m mascot.admin`, run as the operator runs it, on a real SQLite database in a data folder."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mascot.clients import AddressKeys
-from mascot.moderate import NO_WORDS_FILE
-from mascot.moderation import TAKEN_DOWN
-from mascot.store import MascotStore, SavedGeneration
+from mascot.admin import NO_WORDS_FILE
+from mascot.store.moderation import TAKEN_DOWN
+from mascot.store.store import MascotStore, SavedGeneration
+from mascot.web.clients import AddressKeys
 from tests.app_process import ROOT
 from tests.store_support import MODEL, make_request, make_result, owner, save
 
@@ -44,7 +44,7 @@ def moderate(
     flags = ["--data-dir", str(data_dir)] if data_dir is not None else []
     clean = {name: value for name, value in os.environ.items() if not name.startswith("MASCOT_")}
     return subprocess.run(
-        [sys.executable, "-m", "mascot.moderate", *flags, *args],
+        [sys.executable, "-m", "mascot.admin", *flags, *args],
         cwd=ROOT,
         env={**clean, **(env or {})},
         capture_output=True,

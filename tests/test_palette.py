@@ -8,10 +8,10 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image, ImageDraw
 
-from mascot.logos import LogoLibrary
-from mascot.palette import colour_name, colour_phrase, logo_colours
-from mascot.presets import LOGO_COLOURS, Presets
-from mascot.request import GenerationRequest, InvalidRequest
+from mascot.prompt.logos import LogoLibrary
+from mascot.prompt.palette import colour_name, colour_phrase, logo_colours
+from mascot.prompt.presets import LOGO_COLOURS, Presets
+from mascot.prompt.request import GenerationRequest, InvalidRequest
 from mascot.ui.common import PageServices
 from mascot.ui.create import IDEA_STAND_IN, model_prompt_text
 from tests.test_community import FAST, make, mine, serve

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from mascot.presets import PRESETS_FILE, Presets
-from mascot.request import GenerationRequest, InvalidRequest
+from mascot.prompt.presets import PRESETS_FILE, Presets
+from mascot.prompt.request import GenerationRequest, InvalidRequest
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image
 
-from mascot.request import GenerationRequest
+from mascot.generation.worker import Job, JobState
+from mascot.prompt.request import GenerationRequest
 from mascot.ui.progress import progress_message, relay_job
-from mascot.worker import Job, JobState
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 

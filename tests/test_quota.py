@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from mascot.quota import JOB_STALE_AFTER, ClaimResult, QuotaStatus
-from mascot.store import MascotStore
+from mascot.store.quota import JOB_STALE_AFTER, ClaimResult, QuotaStatus
+from mascot.store.store import MascotStore
 from tests.store_support import OpenStore, owner, save
 
 pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots

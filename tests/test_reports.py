@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mascot.clients import AddressKeys
-from mascot.moderation import HIDDEN_AFTER_REPORTS, NOTES, TAKEN_DOWN, VISIBLE, ModerationBook
-from mascot.store import MascotStore
+from mascot.store.moderation import HIDDEN_AFTER_REPORTS, NOTES, TAKEN_DOWN, VISIBLE, ModerationBook
+from mascot.store.store import MascotStore
+from mascot.web.clients import AddressKeys
 from tests.store_support import owner, save
 
 pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mascot.request import MAX_SEED, GenerationRequest, InvalidRequest
+from mascot.prompt.request import MAX_SEED, GenerationRequest, InvalidRequest
 
 
 def refusal(**raw) -> InvalidRequest:

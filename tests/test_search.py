@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mascot.search import MAX_SEARCH_CHARACTERS, search_words
-from mascot.store import MascotStore
+from mascot.store.search import MAX_SEARCH_CHARACTERS, search_words
+from mascot.store.store import MascotStore
 from tests.store_support import owner, save
 
 pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots

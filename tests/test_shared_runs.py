@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mascot.generator import BatchItem, GenerationCancelled, StepUpdate, batch_key
-from mascot.model import KandinskyGenerator
-from mascot.request import GenerationRequest
+from mascot.generation.generator import BatchItem, GenerationCancelled, StepUpdate, batch_key
+from mascot.generation.model import KandinskyGenerator
+from mascot.prompt.request import GenerationRequest
 
 LOGO = Image.new("RGB", (90, 60), (30, 160, 220))
 

@@ -12,10 +12,10 @@ import peewee
 import pytest
 from PIL import Image
 
-from mascot import entries, files, imaging
-from mascot.generator import GeneratedImages
-from mascot.store import MascotStore
-from mascot.upkeep import FileCheck
+from mascot.generation.generator import GeneratedImages
+from mascot.store import entries, files, imaging
+from mascot.store.store import MascotStore
+from mascot.store.upkeep import FileCheck
 from tests.store_support import (
     MODEL,
     OLD,
@@ -313,7 +313,7 @@ def test_rows_whose_image_file_is_missing_are_marked_at_start_and_hidden(
         path.unlink()
     first.close()
 
-    with caplog.at_level("WARNING", logger="mascot.store"):
+    with caplog.at_level("WARNING", logger="mascot.store.store"):
         reopened = open_store()
 
     assert "2 images have lost their file" in caplog.text
@@ -366,7 +366,7 @@ def test_a_damaged_image_gets_no_thumbnail_and_the_store_still_opens(
     saved.image_paths[0].write_bytes(b"not a png any more")
     first.close()
 
-    with caplog.at_level("WARNING", logger="mascot.store"):
+    with caplog.at_level("WARNING", logger="mascot.store.store"):
         reopened = open_store()
 
     assert "Could not make a thumbnail" in caplog.text

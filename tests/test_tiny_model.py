@@ -20,8 +20,8 @@ from diffusers import (
 from safetensors.torch import load_file
 from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from mascot import tiny
-from mascot.request import GenerationRequest
+from mascot.generation import tiny
+from mascot.prompt.request import GenerationRequest
 
 
 def folder_size(folder: Path) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mascot.request import GenerationRequest, InvalidRequest
-from mascot.wordfilter import (
+from mascot.prompt.request import GenerationRequest, InvalidRequest
+from mascot.prompt.wordfilter import (
     LATIN_VARIANTS,
     REFUSAL,
     BlockedWords,
@@ -254,7 +254,7 @@ def test_an_entry_with_nothing_to_match_is_refused_by_line(tmp_path):
 
 def test_only_the_prompt_is_checked_and_the_refusal_names_neither_word_nor_entry(blocked, caplog):
     blocked.check_request(GenerationRequest.from_user(prompt="an otter", negative_prompt="gore, blood bath"))
-    caplog.set_level(logging.INFO, logger="mascot.wordfilter")
+    caplog.set_level(logging.INFO, logger="mascot.prompt.wordfilter")
     with pytest.raises(InvalidRequest) as caught:
         blocked.check_request(GenerationRequest.from_user(prompt="a secret otter in g.o.r.e"))
     assert (caught.value.parameter, caught.value.message) == ("prompt", REFUSAL)

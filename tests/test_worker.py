@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from mascot.request import GenerationRequest
-from mascot.worker import GenerationWorker, JobState, ModelState, SubmitRefused
+from mascot.generation.worker import GenerationWorker, JobState, ModelState, SubmitRefused
+from mascot.prompt.request import GenerationRequest
 from tests.fakes import FakeGenerator
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)

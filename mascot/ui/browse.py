@@ -9,8 +9,8 @@ from typing import Any
 
 import gradio as gr
 
-from mascot.entries import MAX_PAGE, GallerySort, MascotPage
-from mascot.search import search_words
+from mascot.store.entries import MAX_PAGE, GallerySort, MascotPage
+from mascot.store.search import search_words
 from mascot.ui.common import PageServices, owner, plain, plural
 from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail

@@ -12,12 +12,12 @@ import gradio as gr
 from gradio import route_utils
 from starlette.requests import Request as StarletteRequest
 
-from mascot.logos import LogoLibrary
-from mascot.presets import Presets
-from mascot.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
-from mascot.store import MascotStore
-from mascot.wordfilter import BlockedWords
-from mascot.worker import GenerationWorker
+from mascot.generation.worker import GenerationWorker
+from mascot.prompt.logos import LogoLibrary
+from mascot.prompt.presets import Presets
+from mascot.prompt.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
+from mascot.prompt.wordfilter import BlockedWords
+from mascot.store.store import MascotStore
 
 OwnerOf = Callable[[Any], str | None]
 AddressHashOf = Callable[[str], str | None]  # a client address -> its network's keyed hash (clients.AddressKeys)
@@ -35,7 +35,7 @@ class PageServices:
 
     worker: GenerationWorker
     store: MascotStore
-    owner_of: OwnerOf  # the owner hash the asking browser stands for (mascot.devices resolves linked devices)
+    owner_of: OwnerOf  # the owner hash the asking browser stands for (store.device_links resolves links)
     # The asking browser's own token hash, before that resolution (opening a device link needs it); None: owner_of.
     token_hash_of: OwnerOf | None = None
     examples: Sequence[str] = ()
@@ -44,9 +44,9 @@ class PageServices:
     daily_quota: int = 10
     address_daily_quota: int = 0  # per network address, all its browsers together; 0: no cap
     address_hash_of: AddressHashOf = lambda address: None  # no network known: none is capped
-    trusted_proxies: int = 0  # see mascot.clients
+    trusted_proxies: int = 0  # see mascot.web.clients
     reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery (0: never); see moderation
-    likes_per_network: int = 3  # likes of a mascot from one network that count (0: all); see mascot.likes
+    likes_per_network: int = 3  # likes of a mascot from one network that count (0: all); see mascot.store.likes
     blocked_words: BlockedWords = field(default_factory=BlockedWords)  # words refused in ideas; none by default
     clock: Clock = utc_now  # tests move it across a day boundary
     # The request as the model is given it (presets, logo colours): the worker's own `prepare`; None: the presets.

@@ -11,14 +11,14 @@ from typing import Any
 
 import gradio as gr
 
-from mascot.clients import client_address
-from mascot.presets import LOGO_COLOURS
-from mascot.quota import QuotaStatus, over_address_quota_message, over_quota_message
-from mascot.request import MAX_SEED, GenerationRequest, InvalidRequest
+from mascot.generation.worker import Job, SubmitRefused
+from mascot.prompt.presets import LOGO_COLOURS
+from mascot.prompt.request import MAX_SEED, GenerationRequest, InvalidRequest
+from mascot.store.quota import QuotaStatus, over_address_quota_message, over_quota_message
 from mascot.ui.common import DEFAULTS, PageServices, owner, plural, range_info
-from mascot.ui.logo import logo_fields
+from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
-from mascot.worker import Job, SubmitRefused
+from mascot.web.clients import client_address
 
 # What a person picks; the page turns it into width and height, the API takes width and height as given.
 SIZE_PRESETS: dict[str, tuple[int, int]] = {

@@ -13,12 +13,12 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from mascot.clients import client_address
-from mascot.files import DOWNLOAD_KEEP_S, remove_files_older_than
-from mascot.imaging import read_parameters, save_png, transparent_sticker
-from mascot.moderation import NO_REASON, check_reason, reason_choices
+from mascot.store.files import DOWNLOAD_KEEP_S, remove_files_older_than
+from mascot.store.imaging import read_parameters, save_png, transparent_sticker
+from mascot.store.moderation import NO_REASON, check_reason, reason_choices
 from mascot.ui.common import PageServices, owner, plain, plural
 from mascot.ui.create import CreateForm, dimensions_to_size
+from mascot.web.clients import client_address
 
 GONE = "This mascot is private or was deleted."
 Listing = Literal["mine", "gallery"]

@@ -1,5 +1,5 @@
 """My mascots' "Download all (ZIP)": a button, the API event `/export_mascots` that returns the ZIP, and the
-download button that offers it (the ZIP itself is mascot.export's)."""
+download button that offers it (the ZIP itself is mascot.store.export's)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from mascot.export import EXPORT_CAP, INDEX_NAME, NothingToExport, export_mascots
-from mascot.files import DOWNLOAD_KEEP_S, remove_files_older_than
+from mascot.store.export import EXPORT_CAP, INDEX_NAME, NothingToExport, export_mascots
+from mascot.store.files import DOWNLOAD_KEEP_S, remove_files_older_than
 from mascot.ui.common import PageServices, owner
 
 EXPORT_INFO = (

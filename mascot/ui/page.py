@@ -7,13 +7,13 @@ from typing import Any
 
 import gradio as gr
 
+from mascot.generation.worker import GenerationWorker, ModelState
 from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
 from mascot.ui.common import PageServices, owner, plural
 from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
 from mascot.ui.detail import detail_values
-from mascot.ui.devices import build_device_row, wire_device_links
+from mascot.ui.device_links import build_device_row, wire_device_links
 from mascot.ui.export import build_export_row
-from mascot.worker import GenerationWorker, ModelState
 
 __all__ = ["PageServices", "build_demo", "model_banner"]
 

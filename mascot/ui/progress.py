@@ -7,9 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from mascot.generator import GeneratedImages
+from mascot.generation.generator import GeneratedImages
+from mascot.generation.worker import FINAL_STATES, Job, JobSnapshot, JobState
 from mascot.ui.common import plain, plural
-from mascot.worker import FINAL_STATES, Job, JobSnapshot, JobState
 
 POLL_SECONDS = 1.0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from mascot.request import GenerationRequest, InvalidRequest
+from mascot.prompt.request import GenerationRequest, InvalidRequest
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import peewee
 from playhouse import migrate as schema_changes
 
-from mascot.schema import GALLERY_NEWEST_INDEX, GALLERY_TOP_INDEX, Tables, utc_now
+from mascot.store.schema import GALLERY_NEWEST_INDEX, GALLERY_TOP_INDEX, Tables, utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from mascot.generator import (
+from mascot.generation.generator import (
     BatchItem,
     GeneratedImages,
     GenerationCancelled,
@@ -33,7 +33,7 @@ from mascot.generator import (
     StepUpdate,
     batch_key,
 )
-from mascot.request import INTEGER_RANGES, GenerationRequest
+from mascot.prompt.request import INTEGER_RANGES, GenerationRequest
 
 log = logging.getLogger(__name__)
 

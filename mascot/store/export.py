@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mascot.entries import MAX_PER_PAGE, MascotEntry
-from mascot.store import MascotStore
+from mascot.store.entries import MAX_PER_PAGE, MascotEntry
+from mascot.store.store import MascotStore
 
 EXPORT_CAP = 2_000  # one ZIP of at most ~2 GB at full size: bigger ones time out in browsers and fill disks
 EXPORT_PAGE_SIZE = MAX_PER_PAGE  # rows read at a time, so a big export never holds every row in memory

@@ -10,7 +10,7 @@ from typing import Literal
 
 import peewee
 
-from mascot.schema import Tables, ensure_browser
+from mascot.store.schema import Tables, ensure_browser
 
 # A claim is normally released within minutes; one this old belongs to a process that died, and may be taken over.
 # A claim whose process stopped refreshing it (it crashed, or was restarted mid-job) frees itself this soon: the

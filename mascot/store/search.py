@@ -7,7 +7,7 @@ import operator
 
 import peewee
 
-from mascot.schema import UNICODE_LOWER, Tables
+from mascot.store.schema import UNICODE_LOWER, Tables
 
 MAX_SEARCH_CHARACTERS = 200
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import peewee
 
-from mascot.schema import Tables, lock_image
+from mascot.store.schema import Tables, lock_image
 
 # Likes of one mascot from one network that count: a few people behind one NAT may each like it.
 DEFAULT_LIKES_PER_NETWORK = 3
@@ -52,7 +52,7 @@ class LikeBook:
         return LikeState(liked=liked, like_count=self._store_count(image_id, likes_per_network))
 
     def recount(self, image_id: int, likes_per_network: int) -> int:
-        """Store the image's fair count again after its likes changed some other way (mascot.devices' merge); call
+        """Store the image's fair count again after its likes changed some other way (device_links' merge); call
         inside that transaction."""
         lock_image(self.database, self.tables, image_id)
         return self._store_count(image_id, likes_per_network)

@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 import peewee
 
-from mascot.files import ImageFiles
-from mascot.moderation import VISIBLE, moderation_note
-from mascot.request import GenerationRequest
-from mascot.schema import Tables
+from mascot.prompt.request import GenerationRequest
+from mascot.store.files import ImageFiles
+from mascot.store.moderation import VISIBLE, moderation_note
+from mascot.store.schema import Tables
 
 # "top": most liked ever; "week": most liked in the last TOP_WINDOW; "liked": what the viewer liked, latest first
 GallerySort = Literal["newest", "top", "week", "liked"]
@@ -60,7 +60,7 @@ class MascotEntry:
     like_count: int
     liked_by_viewer: bool
     is_owner: bool  # the viewer made it: may make it private, delete it
-    moderation: str = VISIBLE  # out of the gallery when set (see mascot.moderation); only its owner sees it then
+    moderation: str = VISIBLE  # out of the gallery when set (see mascot.store.moderation); only its owner sees it then
 
     @property
     def moderation_note(self) -> str:

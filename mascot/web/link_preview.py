@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 
-from mascot.entries import MascotEntry
-from mascot.identity import ASGIApp, Message, Receive, Scope, Send
+from mascot.store.entries import MascotEntry
+from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Literal
 
 import peewee
 
-from mascot.files import ImageFiles
-from mascot.schema import Tables, lock_image
+from mascot.store.files import ImageFiles
+from mascot.store.schema import Tables, lock_image
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class ModerationBook:
         )  # fmt: skip
         if hidden:
             logger.warning(
-                "Mascot %s is out of the gallery after reports from %d networks; `python -m mascot.moderate list`.",
+                "Mascot %s is out of the gallery after reports from %d networks; `python -m mascot.admin list`.",
                 image.get_by_id(image_id).public_id,
                 networks,
             )

@@ -17,7 +17,7 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_hei
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from mascot.adapters import (
+from mascot.generation.adapters import (
     AdapterError,
     AdapterSpec,
     load_adapter,
@@ -25,8 +25,8 @@ from mascot.adapters import (
     parse_adapter_specs,
     set_adapter_scale,
 )
-from mascot.download import local_copy
-from mascot.generator import (
+from mascot.generation.download import local_copy
+from mascot.generation.generator import (
     BatchItem,
     GeneratedImages,
     GenerationCancelled,
@@ -37,9 +37,9 @@ from mascot.generator import (
     StepUpdate,
     batch_key,
 )
-from mascot.request import MAX_SEED, GenerationRequest
+from mascot.generation.tiny import ensure_tiny_model
+from mascot.prompt.request import MAX_SEED, GenerationRequest
 from mascot.settings import Settings
-from mascot.tiny import ensure_tiny_model
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def latents_to_pil_images(
 
 
 class KandinskyGenerator:
-    """Kandinsky 2.2 as a `mascot.generator.Generator`: the prior and the decoder pipelines, called separately."""
+    """Kandinsky 2.2 as a `Generator`: the prior and the decoder pipelines, called separately."""
 
     def __init__(
         self,

@@ -1,9 +1,9 @@
 """Benchmark of the store's page and like queries on 10,000 mascots with their files (a script, not a test).
 
 Usage:
-    python -m mascot.bench_store                    # SQLite, in a temporary data folder
-    python -m mascot.bench_store --database-url postgresql://mascot:mascot@127.0.0.1:5432/mascot_test
-    python -m mascot.bench_store --images 2000 --runs 20    # smaller and quicker
+    python -m bench.store                    # SQLite, in a temporary data folder
+    python -m bench.store --database-url postgresql://mascot:mascot@127.0.0.1:5432/mascot_test
+    python -m bench.store --images 2000 --runs 20    # smaller and quicker
 
 It fills a fresh database and images folder through `MascotStore.save_generation` (so every image has a real PNG
 and WebP thumbnail, 64 x 64 to keep the folder small), spread over 60 days, 300 browsers (one of them made a fifth
@@ -39,10 +39,10 @@ from urllib.parse import urlencode, urlparse
 import peewee
 from PIL import Image, ImageDraw
 
-from mascot.generator import GeneratedImages, ModelInfo, PromptUse
-from mascot.request import GenerationRequest
-from mascot.schema import utc_now
-from mascot.store import GallerySort, MascotStore
+from mascot.generation.generator import GeneratedImages, ModelInfo, PromptUse
+from mascot.prompt.request import GenerationRequest
+from mascot.store.schema import utc_now
+from mascot.store.store import GallerySort, MascotStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ WORDS = (
 )
 SEARCH = "Otter ROBOT"  # two of WORDS, in any case: about a quarter of the mascots match both
 NO_MATCH = "unicorn"  # in no prompt: the search reads every listed mascot to find none
-NOT_ASCII = "Öl"  # neither: SQLite compares such a word through Python's lower() (mascot.search)
+NOT_ASCII = "Öl"  # neither: SQLite compares such a word through Python's lower() (mascot.store.search)
 
 
 @dataclass(frozen=True)
@@ -298,7 +298,7 @@ def describe(store: MascotStore, fill_seconds: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mascot.bench_store", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="postgresql://... (a new schema is used and dropped); default SQLite")
     parser.add_argument("--images", type=int, default=10_000, help="images to create (default 10000)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per call (default 50)")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import peewee
 
-from mascot.devices import DeviceBook, DeviceLinkCode, Disconnection, Redemption, TooManyLinks
-from mascot.entries import (
+from mascot.generation.generator import GeneratedImages, ModelInfo
+from mascot.prompt.request import GenerationRequest
+from mascot.store.device_links import DeviceBook, DeviceLinkCode, Disconnection, Redemption, TooManyLinks
+from mascot.store.entries import (
     MAX_PER_PAGE,
     TOP_WINDOW,
     GallerySort,
@@ -26,11 +28,10 @@ from mascot.entries import (
     page_of,
     shown_to_all,
 )
-from mascot.files import ImageFiles, StoredImage
-from mascot.generator import GeneratedImages, ModelInfo
-from mascot.likes import DEFAULT_LIKES_PER_NETWORK, LikeBook, LikeState
-from mascot.migrations import migrate, schema_version
-from mascot.moderation import (
+from mascot.store.files import ImageFiles, StoredImage
+from mascot.store.likes import DEFAULT_LIKES_PER_NETWORK, LikeBook, LikeState
+from mascot.store.migrations import migrate, schema_version
+from mascot.store.moderation import (
     IDEAS_BATCH_SIZE,
     TAKEN_DOWN,
     VISIBLE,
@@ -40,11 +41,10 @@ from mascot.moderation import (
     StoredIdea,
     check_reason,
 )
-from mascot.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
-from mascot.request import GenerationRequest
-from mascot.schema import Tables, as_stored_time, define_tables, ensure_browser, find_browser, open_database
-from mascot.search import MAX_SEARCH_CHARACTERS, matching, search_words
-from mascot.upkeep import ORPHAN_MIN_AGE_S, FileCheck, FileUpkeep
+from mascot.store.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
+from mascot.store.schema import Tables, as_stored_time, define_tables, ensure_browser, find_browser, open_database
+from mascot.store.search import MAX_SEARCH_CHARACTERS, matching, search_words
+from mascot.store.upkeep import ORPHAN_MIN_AGE_S, FileCheck, FileUpkeep
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class MascotStore:
     # ---- reading ----------------------------------------------------------------------------------------------
     def history(self, owner_hash: str, *, page: int = 1, per_page: int = 24, search: str = "") -> list[MascotEntry]:
         """This browser's images, newest generation first (its images in seed order), one page of them; with a
-        `search`, only those whose words match every word of it (see mascot.search)."""
+        `search`, only those whose words match every word of it (see mascot.store.search)."""
         require_owner_hash(owner_hash)
         check_page(page, per_page)
         words = search_words(search)
@@ -227,7 +227,7 @@ class MascotStore:
         """Everyone's public mascots, newest first, most liked first or most liked in the week before `now` (ties
         newest first; a week's likes counted at most `likes_per_network` per network, as like_count is), or only
         those the viewer liked, most recently liked first; one page of them; with a `search`, only those whose words
-        match every word of it (see mascot.search)."""
+        match every word of it (see mascot.store.search)."""
         viewer_id = self._viewer(viewer_owner_hash)
         check_page(page, per_page)
         check_limit(likes_per_network)
@@ -333,7 +333,7 @@ class MascotStore:
 
         The like keeps the liker's network (`address_hash`, clients.AddressKeys; None when unknown), and the mascot's
         like_count counts at most `likes_per_network` likes per network (0: all), likes without one each
-        (mascot.likes). The like row and the count change in one transaction, so the count stays exact.
+        (mascot.store.likes). The like row and the count change in one transaction, so the count stays exact.
         """
         require_owner_hash(owner_hash)
         require_address_hash(address_hash)
@@ -465,7 +465,7 @@ class MascotStore:
         require_owner_hash(owner_hash)
         return self.quotas.release(owner_hash, claim_id)
 
-    # ---- one person, several devices (mascot.devices) -------------------------------------------------------------
+    # ---- one person, several devices (device_links.py) ---------------------------------------------------------
     def resolve_owner(self, token_hash: str) -> str:
         """The owner hash a browser's token hash stands for: the browser it was linked to, else itself."""
         require_owner_hash(token_hash)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import peewee
 
-from mascot.files import ImageFiles
-from mascot.schema import Tables
+from mascot.store.files import ImageFiles
+from mascot.store.schema import Tables
 
 logger = logging.getLogger(__name__)
 

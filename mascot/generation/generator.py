@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 from PIL import Image
 
-from mascot.request import GenerationRequest
+from mascot.prompt.request import GenerationRequest
 
 Stage = Literal["prior", "decoder"]
 
@@ -91,7 +91,7 @@ def batch_key(request: GenerationRequest) -> BatchKey:
 
 
 class Generator(Protocol):
-    """Anything that turns a request into images. The real one is `mascot.model.KandinskyGenerator`."""
+    """Anything that turns a request into images. The real one is `mascot.generation.model.KandinskyGenerator`."""
 
     info: ModelInfo
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mascot.palette import colour_phrase
-from mascot.request import GenerationRequest, InvalidRequest
+from mascot.prompt.palette import colour_phrase
+from mascot.prompt.request import GenerationRequest, InvalidRequest
 
-PRESETS_FILE = Path(__file__).resolve().parent.parent / "assets" / "presets.json"
+PRESETS_FILE = Path(__file__).resolve().parents[2] / "assets" / "presets.json"
 PLACEHOLDER = "{prompt}"
-# The brand choice that takes its colours from the uploaded logo (named by mascot.palette), not from presets.json.
+# The brand choice that takes its colours from the uploaded logo (named by prompt.palette), not from presets.json.
 LOGO_COLOURS = "Colours of my logo"
 NEEDS_A_LOGO = (
     f"brand {LOGO_COLOURS!r} takes the colours of your logo: upload one under “Mix in your logo”, or pick other "

@@ -1,7 +1,7 @@
 """Benchmark: our generator against the plain diffusers pipeline, measured in the same run.
 
-    python -m mascot.bench                   # the tiny offline model on this machine's CPU (a smoke run)
-    python -m mascot.bench --size full       # the full-size Kandinsky 2.2 architecture, random weights, fp16 on CUDA
+    python -m bench.model                   # the tiny offline model on this machine's CPU (a smoke run)
+    python -m bench.model --size full       # the full-size Kandinsky 2.2 architecture, random weights, fp16 on CUDA
 
 Random weights time the same as the real ones, so no download is needed. Each case runs `--warmup` times, then
 `--runs` times; the report gives median seconds, the ratio ours / plain diffusers, and the peak GPU memory of each.
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
-from mascot.generator import BatchItem, ModelInfo
-from mascot.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
-from mascot.request import GenerationRequest
-from mascot.tiny import build_tiny_model, write_tokenizer_files
+from mascot.generation.generator import BatchItem, ModelInfo
+from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
+from mascot.generation.tiny import build_tiny_model, write_tokenizer_files
+from mascot.prompt.request import GenerationRequest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "kandinsky-2-2-configs.json"
 
@@ -49,7 +49,7 @@ class Measurement:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mascot.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny", help="the model to time")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per case")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per case first")
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> list[Measurement]:
     args = parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.size == "full" and device != "cuda":
-        raise SystemExit("python -m mascot.bench --size full needs a CUDA GPU; without one, run the tiny model.")
+        raise SystemExit("python -m bench.model --size full needs a CUDA GPU; without one, run the tiny model.")
     with tempfile.TemporaryDirectory() as folder:
         prior, decoder = build_pipelines(args.size, Path(folder) / "model", device)
         runners = {"plain": plain_diffusers(prior, decoder), "ours": ours(prior, decoder, device)}

@@ -1,14 +1,14 @@
 """The operator's moderation tools: list reported mascots, and hide, restore or delete one, on the app's own data.
 
 Usage:
-    python -m mascot.moderate list                  # reported or hidden mascots, most reported first
-    python -m mascot.moderate hide PUBLIC_ID        # take a mascot out of the gallery now, reports or not
-    python -m mascot.moderate restore PUBLIC_ID     # show it as its owner set it again; its reports are cleared
-    python -m mascot.moderate delete PUBLIC_ID      # delete it as its owner would: file, thumbnail, likes, reports
-    python -m mascot.moderate --blocked-words PATH blocked          # mascots whose idea uses an entry of PATH
-    python -m mascot.moderate --blocked-words PATH blocked --hide   # take each of them down, as `hide` does
-    python -m mascot.moderate --data-dir /data list
-    python -m mascot.moderate --database-url postgresql://user:pass@host/db --data-dir /data list
+    python -m mascot.admin list                  # reported or hidden mascots, most reported first
+    python -m mascot.admin hide PUBLIC_ID        # take a mascot out of the gallery now, reports or not
+    python -m mascot.admin restore PUBLIC_ID     # show it as its owner set it again; its reports are cleared
+    python -m mascot.admin delete PUBLIC_ID      # delete it as its owner would: file, thumbnail, likes, reports
+    python -m mascot.admin --blocked-words PATH blocked          # mascots whose idea uses an entry of PATH
+    python -m mascot.admin --blocked-words PATH blocked --hide   # take each of them down, as `hide` does
+    python -m mascot.admin --data-dir /data list
+    python -m mascot.admin --database-url postgresql://user:pass@host/db --data-dir /data list
 
 It reads the app's settings: --data-dir, --database-url and --blocked-words (before the command), else
 MASCOT_DATA_DIR, MASCOT_DATABASE_URL and MASCOT_BLOCKED_WORDS, else ./data and no words file. PUBLIC_ID is the id in
@@ -29,7 +29,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mascot.moderation import (
+from mascot.prompt.wordfilter import BlockedEntry, BlockedWords, BlockedWordsError, load_blocked_words
+from mascot.settings import Settings, add_blocked_words_argument, add_storage_arguments, settings_from
+from mascot.store.moderation import (
     HIDDEN_AFTER_REPORTS,
     IDEAS_BATCH_SIZE,
     TAKEN_DOWN,
@@ -37,9 +39,7 @@ from mascot.moderation import (
     StoredIdea,
     describe_reasons,
 )
-from mascot.settings import Settings, add_blocked_words_argument, add_storage_arguments, settings_from
-from mascot.store import MascotStore
-from mascot.wordfilter import BlockedEntry, BlockedWords, BlockedWordsError, load_blocked_words
+from mascot.store.store import MascotStore
 
 STATES = {HIDDEN_AFTER_REPORTS: "hidden after reports", TAKEN_DOWN: "taken down"}
 HIDDEN = "it is out of the gallery and its share link works for its owner only."
@@ -56,7 +56,7 @@ NO_WORDS_FILE = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mascot.moderate", description="Review reported mascots: list, hide, restore, delete."
+        prog="python -m mascot.admin", description="Review reported mascots: list, hide, restore, delete."
     )
     add_storage_arguments(parser)
     add_blocked_words_argument(parser)

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from mascot.quota import CLAIM_REFRESH_EVERY
-from mascot.store import MascotStore
-from mascot.worker import GenerationWorker
+from mascot.generation.worker import GenerationWorker
+from mascot.store.quota import CLAIM_REFRESH_EVERY
+from mascot.store.store import MascotStore
 
 log = logging.getLogger(__name__)
 

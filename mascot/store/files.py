@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from mascot import imaging
+from mascot.store import imaging
 
 # The only files the store ever writes, relative to the images folder; nothing else is ever removed.
 IMAGE_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.png")

@@ -14,7 +14,7 @@ SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_0
 PUBLIC_ID_CHARACTERS = 12  # secrets.token_urlsafe(9): 72 random bits, URL-safe, no padding
 GALLERY_NEWEST_INDEX = "mascotimage_gallery_newest"
 GALLERY_TOP_INDEX = "mascotimage_gallery_top"
-UNICODE_LOWER = "mascot_lower"  # SQLite's own lower() and LIKE fold ASCII letters only (see mascot.search)
+UNICODE_LOWER = "mascot_lower"  # SQLite's own lower() and LIKE fold ASCII letters only (see mascot.store.search)
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def define_tables(db: peewee.Database) -> Tables:
         created_at = peewee.DateTimeField()
         public_id = peewee.CharField(max_length=16, unique=True)  # share links carry this, never the integer id
         is_public = peewee.BooleanField(default=True, constraints=database_default("TRUE"))
-        # Its fair count of likes (mascot.likes): every like, but at most a few per network; kept here for the gallery.
+        # Its fair count of likes (likes.py): every like, but at most a few per network; kept here for the gallery.
         like_count = peewee.IntegerField(default=0, constraints=database_default("0"))
         file_missing = peewee.BooleanField(default=False, constraints=database_default("FALSE"))
         thumbnail = peewee.CharField(max_length=255, null=True, unique=True)  # None until made (old rows)
@@ -158,7 +158,7 @@ def define_tables(db: peewee.Database) -> Tables:
             table_name = "mascot_like"
             indexes = (
                 (("browser", "image"), True),  # one like per browser per image; also "did this viewer like these"
-                # The image's likes per network, read by the index alone when they are counted (mascot.likes); also
+                # The image's likes per network, read by the index alone when they are counted (likes.py); also
                 # what deleting an image deletes.
                 (("image", "address_hash"), False),
                 # "Liked by me", latest like first: without it SQLite walks every listed image and probes this
@@ -190,7 +190,7 @@ def define_tables(db: peewee.Database) -> Tables:
             indexes = ((("image", "browser"), True),)
 
     class BrowserKey(BaseModel):
-        # Another browser's token hash that stands for this browser row (mascot.devices): a phone that opened a
+        # Another browser's token hash that stands for this browser row (device_links.py): a phone that opened a
         # device link. The row's own owner_hash is unique, so a second token needs a row of its own.
         token_hash = peewee.CharField(max_length=64, unique=True)
         browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE")
@@ -200,7 +200,7 @@ def define_tables(db: peewee.Database) -> Tables:
             table_name = "browser_key"
 
     class DeviceLink(BaseModel):
-        # A one-time code that makes another browser this one (mascot.devices); only its sha256 is kept.
+        # A one-time code that makes another browser this one (device_links.py); only its sha256 is kept.
         code_hash = peewee.CharField(max_length=64, unique=True)
         browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE")
         created_at = peewee.DateTimeField()

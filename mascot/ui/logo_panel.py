@@ -9,9 +9,9 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from mascot.logos import LogoRefused
-from mascot.palette import spoken_list
-from mascot.presets import LOGO_COLOURS
+from mascot.prompt.logos import LogoRefused
+from mascot.prompt.palette import spoken_list
+from mascot.prompt.presets import LOGO_COLOURS
 from mascot.ui.common import DEFAULTS, PageServices, range_info
 
 

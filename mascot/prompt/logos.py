@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from mascot.palette import logo_colours
+from mascot.prompt.palette import logo_colours
 
 MAX_UPLOAD_SIDE = 8192  # larger uploads are refused before decoding their pixels
 KEPT_SIDE = 512  # the image encoder sees 224 px: more is only disk
@@ -56,7 +56,7 @@ class LogoLibrary:
             return image.convert("RGB")
 
     def colour_names(self, logo_id: str) -> list[str]:
-        """The names of a kept logo's main colours (mascot.palette); none for a logo no longer here, whose job
+        """The names of a kept logo's main colours (mascot.prompt.palette); none for a logo no longer here, whose job
         fails on its own when the logo is loaded."""
         path = self.path(logo_id)
         if path is None:

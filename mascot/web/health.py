@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from mascot.worker import GenerationWorker, ModelState
+from mascot.generation.worker import GenerationWorker, ModelState
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """My mascots' "Use my mascots on another device": the one-time link (text and QR code), and what opening it does
-(the page load with ?device=<code>; the rules are mascot.devices')."""
+(the page load with ?device=<code>; the rules are mascot.store.device_links')."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import gradio as gr
 import qrcode
 from PIL import Image
 
-from mascot.devices import MAX_OPEN_LINKS, is_code
-from mascot.store import Redemption, TooManyLinks
+from mascot.store.device_links import MAX_OPEN_LINKS, is_code
+from mascot.store.store import Redemption, TooManyLinks
 from mascot.ui.common import PageServices, browser_token, owner, page_url, plural
 
 DEVICE_PARAMETER = "device"

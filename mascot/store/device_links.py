@@ -1,7 +1,7 @@
 """Use my mascots on another device: one-time device links, the browser keys (aliases) that opening one creates, and
 merging the opening browser's own mascots into the linked browser.
 
-A browser is the sha256 of its cookie's token (mascot.identity). A browser key lets a second token hash stand for an
+A browser is the sha256 of its cookie's token (mascot.web.identity). A browser key lets a second token hash stand for an
 existing browser row; every handler asks for "the owner" through `resolving_owner`, which turns a token hash into
 the owner hash of the row it stands for (one indexed query, no cache: replicas share the database). A device link is
 a bearer credential: only the sha256 of its code is stored, it expires after LINK_VALID_FOR and works once.
@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import peewee
 
-from mascot.likes import LikeBook
-from mascot.quota import JOB_STALE_AFTER, used_on, utc_day
-from mascot.schema import Tables, ensure_browser, find_browser
+from mascot.store.likes import LikeBook
+from mascot.store.quota import JOB_STALE_AFTER, used_on, utc_day
+from mascot.store.schema import Tables, ensure_browser, find_browser
 
 CODE_BYTES = 24  # secrets.token_urlsafe(24): 192 random bits in 32 URL-safe characters
 CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")

@@ -1,0 +1,1 @@
+"""Benchmarks of the model and the store, outside the runtime package (no gradio)."""

@@ -1,0 +1,1 @@
+"""What an idea becomes, with no torch and no database: the request and its rules, presets, palettes, logos, words."""
