@@ -56,6 +56,20 @@ def test_a_coloured_badge_keeps_its_ground_and_a_blank_logo_is_white():
     assert logo_colours(Image.new("RGB", (64, 64), "white")) == ["white"]
 
 
+def navy_orange_and_white_badge() -> Image.Image:
+    """A round badge as a designer exports it: navy disc, a thin #F57C00 ring, white lettering, anti-aliased edges."""
+    big = Image.new("RGB", (1024, 1024), "white")
+    draw = ImageDraw.Draw(big)
+    draw.ellipse((40, 40, 984, 984), fill=(0xF5, 0x7C, 0x00))
+    draw.ellipse((100, 100, 924, 924), fill=(0x1B, 0x2A, 0x5C))
+    draw.rectangle((250, 380, 774, 644), fill="white")
+    return big.resize((256, 256), Image.LANCZOS)  # the smoothing makes navy-orange edge pixels, brownish ones
+
+
+def test_a_navy_orange_and_white_badge_is_named_so_not_brown():
+    assert logo_colours(navy_orange_and_white_badge()) == ["navy blue", "orange", "white"]
+
+
 def test_at_most_three_colours_and_specks_do_not_count():
     logo = Image.new("RGB", (400, 100), "white")
     draw = ImageDraw.Draw(logo)
