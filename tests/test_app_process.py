@@ -168,7 +168,9 @@ def test_a_style_preset_changes_the_mascot_on_the_real_pipeline(app):
     (styled_image,), _ = generate(client, "a fox", seed=21, style="Kawaii 3D")
     with Image.open(plain_image["image"]) as plain, Image.open(styled_image["image"]) as styled:
         assert plain.tobytes() != styled.tobytes()
-        assert styled.info["parameters"].startswith("a fox")  # the person's words, with the style named apart
+        # Other tools see the prompt the model was given (the idea first, then the style's words) and the style by name.
+        assert styled.info["parameters"].startswith("a fox, ")
+        assert "Style: Kawaii 3D" in styled.info["parameters"] and "Sampler: DDPMScheduler" in styled.info["parameters"]
         assert "Kawaii 3D" in styled.info["mascot"]
 
 

@@ -360,6 +360,7 @@ class KandinskyGenerator:
             device=device,
             reason=source.reason,
             adapters=adapter_names(adapters),
+            sampler=type(decoder.scheduler).__name__,
         )
         say(f"{source.name} is ready on {device}.")
         return cls(prior, decoder, info, preview_every=preview_every, adapters=adapters)

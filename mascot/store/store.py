@@ -693,6 +693,12 @@ def embedded_parameters(
 ) -> dict[str, object]:
     """What one image's PNG carries: the request with this image's own seed (it reproduces alone), and the model."""
     parameters: dict[str, object] = {**request.as_dict(), "seed": seed, "model_name": model.name}
+    # What the model was given (the idea wrapped in its style, brand and colours, cut to the tokenizer's limit) and the
+    # decoder's scheduler: other tools show these as the prompt and the sampler.
+    parameters["model_prompt"] = result.prompt.used
+    parameters["model_negative_prompt"] = result.negative_prompt.used
+    if model.sampler:
+        parameters["sampler"] = model.sampler
     if result.prompt.cut:
         parameters["prompt_cut"] = result.prompt.cut
     if result.negative_prompt.cut:
