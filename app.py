@@ -149,6 +149,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
     try:
         app = create_app(load_settings(argv))
     except BlockedWordsError as error:

@@ -41,6 +41,15 @@ def test_the_page_says_the_preview_model_is_loaded_and_why(app):
     assert "Preview mode" in banner and "GPU" in banner
 
 
+def test_a_start_is_quiet_no_torchvision_notice_no_progress_bars_no_http_chatter(app):
+    wait_until_model_ready(app.browser())
+    log = app.log(tail=None)
+    assert "is ready on cpu" in log
+    assert "torchvision" not in log  # the PIL image processor is named outright
+    assert "Loading pipeline components" not in log and "Loading weights" not in log and "Writing model" not in log
+    assert "HTTP Request:" not in log  # Gradio's own start-up requests, logged by httpx
+
+
 def test_generate_returns_saved_pngs_with_their_parameters(app):
     client = app.browser()
     wait_until_model_ready(client)

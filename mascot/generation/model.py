@@ -342,8 +342,11 @@ class KandinskyGenerator:
         say = _status_reporter(on_status)
         prior_folder = local_copy(source.prior, "the prior", say)
         decoder_folder = local_copy(source.decoder, "the decoder", say)
+        quiet_loading()
         say(f"Loading the prior {_where(source.prior)}…")
-        prior = ZeroEmbedCachingPriorPipeline.from_pretrained(prior_folder, dtype=dtype).to(device)
+        prior = ZeroEmbedCachingPriorPipeline.from_pretrained(
+            prior_folder, dtype=dtype, image_processor=pil_image_processor(prior_folder)
+        ).to(device)
         say(f"Loading the decoder {_where(source.decoder)}…")
         decoder = KandinskyV22Pipeline.from_pretrained(decoder_folder, dtype=dtype).to(device)
         for pipeline in (prior, decoder):
@@ -584,6 +587,24 @@ PipelineCallback = Callable[[Any, int, Any, dict[str, torch.Tensor]], dict[str, 
 Previewer = Callable[[int, torch.Tensor, list[int]], "list[Image.Image] | None"]
 
 
+def pil_image_processor(prior_folder: str) -> Any:
+    """The prior's CLIP image processor, its PIL implementation named outright. By its plain name transformers looks
+    for torchvision, which we do not install (its wheel must match torch's exact build), warns at every start and
+    falls back to this same class."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil.from_pretrained(prior_folder, subfolder="image_processor")
+
+
+def quiet_loading() -> None:
+    """No per-file progress bars in the log while the pipelines load: the banner and the log say each step once."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _progress_callback(
     plans: list[_Plan], stage: Stage, total: int, previewer: Previewer | None = None
 ) -> PipelineCallback:
@@ -641,6 +662,7 @@ def _status_reporter(on_status: Callable[[str], None] | None) -> Callable[[str],
 def load_generator(settings: Settings, on_status: Callable[[str], None] | None = None) -> KandinskyGenerator:
     """Decide which model to load and load it: what app.py runs in a background thread."""
     _status_reporter(on_status)("Choosing the model…")
+    quiet_loading()  # before the tiny model may be built: its save_pretrained draws bars too
     source = resolve_model_source(settings)
     if source.reason:
         logger.warning(source.reason)
