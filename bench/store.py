@@ -28,13 +28,12 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 import peewee
 from PIL import Image, ImageDraw
@@ -42,6 +41,7 @@ from PIL import Image, ImageDraw
 from mascot.generation.generator import GeneratedImages, ModelInfo, PromptUse
 from mascot.prompt.request import GenerationRequest
 from mascot.store.schema import utc_now
+from mascot.store.scratch import postgres_schema
 from mascot.store.store import GallerySort, MascotStore
 
 logger = logging.getLogger(__name__)
@@ -251,32 +251,11 @@ def claim_and_release(store: MascotStore, owner: str) -> None:
 
 
 @contextmanager
-def postgres_schema(admin_url: str, prefix: str = "mascot_bench") -> Iterator[str]:
-    """A URL working in a new schema of `admin_url`'s database; the schema is dropped afterwards (the tests use it
-    too: a schema costs well under a millisecond where CREATE DATABASE costs a few hundred)."""
-    import psycopg2
-
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA "{schema}"')
-        parts = urlparse(admin_url)
-        query = "&".join(filter(None, [parts.query, urlencode({"options": f"-csearch_path={schema}"})]))
-        yield parts._replace(query=query).geturl()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
-
-
-@contextmanager
 def bench_database(database_url: str | None, folder: Path) -> Iterator[str]:
     if database_url is None:
         yield f"sqlite:///{folder / 'mascots.db'}"
     elif urlparse(database_url).scheme in {"postgresql", "postgres"}:
-        with postgres_schema(database_url) as url:
+        with postgres_schema(database_url, prefix="mascot_bench") as url:
             yield url
     else:
         raise SystemExit("--database-url must be a postgresql:// URL (SQLite is the default).")

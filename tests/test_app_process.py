@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from tests.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
+from tests.support.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 

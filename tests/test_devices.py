@@ -9,9 +9,7 @@ import pytest
 
 from mascot.store.device_links import CODE_PATTERN, LINK_VALID_FOR, MAX_OPEN_LINKS, code_hash, resolving_owner
 from mascot.store.store import MascotStore, TooManyLinks
-from tests.store_support import OpenStore, owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import OpenStore, owner, save
 
 NOW = datetime(2026, 11, 25, 12, 0)
 NETWORK = "cd" * 32

@@ -14,7 +14,7 @@ from mascot.prompt.presets import LOGO_COLOURS, Presets
 from mascot.prompt.request import GenerationRequest, InvalidRequest
 from mascot.ui.common import PageServices
 from mascot.ui.create import IDEA_STAND_IN, model_prompt_text
-from tests.test_community import FAST, make, mine, serve
+from tests.support.site import FAST, make, mine
 
 NAVY, ORANGE = (25, 35, 95), (245, 130, 30)
 
@@ -94,11 +94,6 @@ def test_the_model_sees_the_logos_colours_and_a_brand_of_logo_colours_needs_a_lo
     with pytest.raises(InvalidRequest) as refused:
         presets.check_request(GenerationRequest.from_user(prompt="a fox", brand=LOGO_COLOURS))
     assert refused.value.parameter == "brand" and "upload one" in refused.value.message
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
 
 
 def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_path):

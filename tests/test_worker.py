@@ -9,7 +9,7 @@ import pytest
 
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, SubmitRefused
 from mascot.prompt.request import GenerationRequest
-from tests.fakes import FakeGenerator
+from tests.support.fakes import FakeGenerator
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 
