@@ -253,3 +253,12 @@ def test_a_share_link_uses_the_page_address(site: Site) -> None:
     public_id = public_id_of(site, "alice")
     entry = site.service.open(public_id, who("bob"))
     assert site.service.share_link(entry, who("bob")) == f"https://mascots.example/app/?mascot={public_id}"
+
+
+def test_submit_checks_the_request_before_asking_for_the_cookie(site: Site) -> None:
+    with pytest.raises(Refusal) as empty:
+        site.service.submit({"prompt": " ", **FAST}, None)
+    assert empty.value.parameter == "prompt"
+    with pytest.raises(Refusal, match="identity cookie"):
+        site.service.submit({"prompt": "an otter", **FAST}, None)
+    assert site.fake.requests == []

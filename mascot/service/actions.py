@@ -133,11 +133,13 @@ class MascotService:
                 raise Refusal(str(error)) from None
         return request
 
-    def submit(self, values: Mapping[str, Any], visitor: Visitor) -> Job:
+    def submit(self, values: Mapping[str, Any], visitor: Visitor | None) -> Job:
         """Check the request again (admission is advice, this is the gate), claim the browser's one job slot and its
         quotas in the database (so they hold across replicas), then queue it; the claim is released if the worker
-        refuses."""
+        refuses. A browser without its cookie (None) is refused after the request's own checks."""
         request = self.request_from(values)
+        if visitor is None:
+            raise Refusal(sentences.NO_COOKIE)
         owner_hash, network = self.owner(visitor), self.network(visitor)
         claim = self.store.claim_job(
             owner_hash, request.num_images_per_prompt, now=self.clock(), address_hash=network.address_hash

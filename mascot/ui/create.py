@@ -372,7 +372,7 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line."""
         values = locals()  # the parameters, named as GenerationRequest's fields (the API's keyword names)
         try:
-            job = services.service.submit(values, visitor(services, http_request))
+            job = services.service.submit(values, visitor_or_none(services, http_request))
         except Refusal as error:
             raise refused(error) from None
         yield from relay_job(job, progress)
