@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 
 from mascot.generation.generator import GeneratedImages, ModelInfo, PromptUse
 from mascot.prompt.request import GenerationRequest
-from mascot.store.schema import utc_now
+from mascot.store.schema import as_stored_time
 from mascot.store.scratch import postgres_schema
 from mascot.store.store import GallerySort, MascotStore
 
@@ -135,7 +135,7 @@ def fake_generation(rng: random.Random) -> tuple[GenerationRequest, GeneratedIma
 def fill(store: MascotStore, images: int, rng: random.Random) -> Population:
     """Save generations until `images` images exist, oldest first, then add likes in bulk."""
     owners = [owner_hash(number) for number in range(1, BROWSERS + 1)]
-    start, saved, public_ids = utc_now() - timedelta(days=DAYS), 0, []
+    start, saved, public_ids = as_stored_time(None) - timedelta(days=DAYS), 0, []
     step = timedelta(days=DAYS) / images
     while saved < images:
         request, result = fake_generation(rng)
@@ -167,7 +167,7 @@ def add_likes(store: MascotStore, owners: Sequence[str], rng: random.Random) -> 
         popular = min(int(rng.paretovariate(1.2)) - 1, len(image_ids) - 1)
         image_id = image_ids[-1 - popular] if rng.random() < 0.5 else rng.choice(image_ids)
         pairs.add((rng.choice(browser_ids), image_id))
-    rows = [{"browser": browser, "image": image, "created_at": utc_now()} for browser, image in pairs]
+    rows = [{"browser": browser, "image": image, "created_at": as_stored_time(None)} for browser, image in pairs]
     with db.atomic():
         for batch in peewee.chunked(rows, 500):
             tables.like.insert_many(batch).execute()

@@ -17,6 +17,36 @@ MODEL_CHOICES_HELP = (
 ADDRESS_QUOTA_FACTOR = 5  # browsers' worth of mascots one network address may make per day, by default
 
 
+# ---- the house rules: set once from the settings, given to the store and the service when they are built ----------
+DAILY_QUOTA = 10  # mascots (images) per browser per UTC day, by default
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The house rules: what one browser or one network may do. Each default is written here and only here."""
+
+    daily_quota: int = DAILY_QUOTA  # mascots (images) per browser per UTC day
+    address_daily_quota: int = ADDRESS_QUOTA_FACTOR * DAILY_QUOTA  # per network, all its browsers together; 0: no cap
+    reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery until reviewed (0: never)
+    likes_per_network: int = 3  # likes of one mascot from one network that count (0: all); see store.likes
+    max_queued_per_client: int = 8  # jobs one network may have waiting or running (0: no cap)
+
+
+DEFAULT_RULES = Rules()
+
+
+def rules_from(settings: Settings) -> Rules:
+    """The house rules the settings ask for."""
+    return Rules(
+        daily_quota=settings.daily_quota,
+        address_daily_quota=settings.resolved_address_daily_quota,
+        reports_to_hide=settings.reports_to_hide,
+        likes_per_network=settings.likes_per_network,
+        max_queued_per_client=settings.max_queued_per_client,
+    )
+
+
+# ---- the settings ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Settings:
     """Everything the app is configured with. Flags win over MASCOT_* variables, which win over defaults."""
@@ -32,16 +62,14 @@ class Settings:
     share: bool = False
     queue_max_size: int = 64
     max_batch_images: int | None = None  # images one shared run of queued jobs may make; None: 4 on a GPU, 1 on a CPU
-    max_queued_per_client: int = 8  # jobs one network address may have waiting or running (0: no cap)
+    max_queued_per_client: int = DEFAULT_RULES.max_queued_per_client  # see Rules
     trusted_proxies: int = 0  # proxies in front of the app whose X-Forwarded-For we believe (1 on a Space)
-    daily_quota: int = 10  # mascots (images) per browser per UTC day
+    daily_quota: int = DEFAULT_RULES.daily_quota  # see Rules
     # Mascots per network address per UTC day, all its browsers together (0: no cap). None: ADDRESS_QUOTA_FACTOR
     # times daily_quota, since a household or an office shares one address behind NAT.
     address_daily_quota: int | None = None
-    # Distinct networks whose reports take a mascot out of the gallery until the operator reviews it (0: never).
-    reports_to_hide: int = 3
-    # Likes of one mascot from one network that count toward its likes and "Most liked" (0: no cap); see store.likes.
-    likes_per_network: int = 3
+    reports_to_hide: int = DEFAULT_RULES.reports_to_hide  # see Rules
+    likes_per_network: int = DEFAULT_RULES.likes_per_network  # see Rules
     blocked_words: Path | None = None  # a file of words refused in ideas (prompt.wordfilter); None: nothing blocked
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
@@ -58,6 +86,11 @@ class Settings:
         if self.address_daily_quota is None:
             return ADDRESS_QUOTA_FACTOR * self.daily_quota
         return self.address_daily_quota
+
+    @property
+    def rules(self) -> Rules:
+        """The house rules these settings ask for (rules_from)."""
+        return rules_from(self)
 
     @property
     def resolved_database_url(self) -> str:
@@ -83,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "comma-separated). People pick it by NAME (default: the folder's name) in the Advanced panel.",
     )
     parser.add_argument(
-        "--daily-quota", type=int, help="Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default 10)."
+        "--daily-quota",
+        type=int,
+        help=f"Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default {DAILY_QUOTA}).",
     )
     parser.add_argument(
         "--address-daily-quota",

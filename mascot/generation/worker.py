@@ -96,13 +96,14 @@ class Job:
         request: GenerationRequest,
         owner_hash: str,
         claim_id: str | None = None,
-        client: str = "",
+        network: str = "",
         address_hash: str | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.request = request
         self.owner_hash = owner_hash
-        self.client = client  # the network address it came from: new cookies are free, addresses are not
+        # The key of the network it came from (web.clients.ClientNetwork.key): new cookies are free, networks are not.
+        self.network = network
         self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
         self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
         self.submitted_at = time.monotonic()
@@ -156,7 +157,7 @@ class GenerationWorker:
         self._clock = clock  # times runs, for the wait a queued job is told
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
         self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
-        self._max_per_client = max_per_client  # jobs one network address may have waiting or running; 0: no cap
+        self._max_per_client = max_per_client  # jobs one network key may have waiting or running; 0: no cap
         self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
         self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
         self._load_generator = load_generator
@@ -204,13 +205,13 @@ class GenerationWorker:
         request: GenerationRequest,
         owner_hash: str,
         claim_id: str | None = None,
-        client: str = "",
+        network: str = "",
         address_hash: str | None = None,
     ) -> Job:
         """Queue a job; refused with a sentence while the model loads, when full, or when this browser has one."""
         with self._lock:
-            self.check_can_submit(owner_hash, client)
-            job = Job(request, owner_hash, claim_id, client, address_hash)
+            self.check_can_submit(owner_hash, network)
+            job = Job(request, owner_hash, claim_id, network, address_hash)
             jobs_ahead = len(self._pending) + self._running_count()
             job.update(jobs_ahead=jobs_ahead, wait_seconds=self._wait_for(jobs_ahead))
             self._pending.append(job)
@@ -218,8 +219,9 @@ class GenerationWorker:
             self._lock.notify_all()
             return job
 
-    def check_can_submit(self, owner_hash: str, client: str = "") -> None:
-        """Raise SubmitRefused if a new job from this browser (at this address) would be refused now."""
+    def check_can_submit(self, owner_hash: str, network: str = "") -> None:
+        """Raise SubmitRefused if a new job from this browser (from the network with this key) would be refused now.
+        The caller works out the key (web.clients.ClientNetwork); jobs with the same key share the cap."""
         with self._lock:
             if self._stopping:
                 raise SubmitRefused("The server is shutting down; try again in a minute.")
@@ -231,13 +233,13 @@ class GenerationWorker:
                 raise SubmitRefused("You already have a mascot in the works: wait for it to finish or cancel it.")
             if len(self._pending) >= self._max_queued:
                 raise SubmitRefused("The queue is full right now. Please try again in a minute.")
-            if client and self._max_per_client and self._jobs_from(client) >= self._max_per_client:
+            if network and self._max_per_client and self._jobs_from(network) >= self._max_per_client:
                 raise SubmitRefused(
                     "Several mascots from your network are already waiting. Try again when one of them is done."
                 )
 
-    def _jobs_from(self, client: str) -> int:
-        return sum(1 for job in self._active.values() if job.client == client)
+    def _jobs_from(self, network: str) -> int:
+        return sum(1 for job in self._active.values() if job.network == network)
 
     def active_job(self, owner_hash: str) -> Job | None:
         with self._lock:
