@@ -34,7 +34,7 @@ from bench.model import CONFIGS, model_config
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.speed import CompileConfig
-from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, write_tokenizer_files
+from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, build_tokenizer
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SpeedOptions
@@ -131,7 +131,6 @@ def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
         CLIPImageProcessor,
         CLIPTextConfig,
         CLIPTextModelWithProjection,
-        CLIPTokenizer,
         CLIPVisionConfig,
         CLIPVisionModelWithProjection,
     )
@@ -139,7 +138,7 @@ def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
     configs = json.loads(CONFIGS.read_text())
     prior_configs, decoder_configs = configs["prior"], configs["decoder"]
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(Path(folder)))
+        tokenizer = build_tokenizer(Path(folder))  # model_max_length 77, as the real one: transformers 5.17 needs it
     with torch.device("cuda"):
         torch.set_default_dtype(torch.float16)
         try:
