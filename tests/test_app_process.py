@@ -15,6 +15,8 @@ from PIL import Image
 
 from tests.support.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
 
+pytestmark = pytest.mark.slow  # real `python app.py` processes
+
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 
 
