@@ -108,7 +108,6 @@ class Job:
         self.network = network
         self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
         self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
-        self.submitted_at = time.monotonic()
         self.cancel_requested = threading.Event()
         self._changed = threading.Condition()
         self._snapshot = JobSnapshot(version=0, state=JobState.QUEUED, jobs_ahead=0)
@@ -248,10 +247,6 @@ class GenerationWorker:
 
     def _jobs_from(self, network: str) -> int:
         return sum(1 for job in self._active.values() if job.network == network)
-
-    def active_job(self, owner_hash: str) -> Job | None:
-        with self._lock:
-            return self._active.get(owner_hash)
 
     def cancel_for(self, owner_hash: str) -> bool:
         """Cancel this browser's queued or running job; False when it has none."""
