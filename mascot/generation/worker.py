@@ -248,6 +248,10 @@ class GenerationWorker:
     def _jobs_from(self, network: str) -> int:
         return sum(1 for job in self._active.values() if job.network == network)
 
+    def active_job(self, owner_hash: str) -> Job | None:
+        with self._lock:
+            return self._active.get(owner_hash)
+
     def cancel_for(self, owner_hash: str) -> bool:
         """Cancel this browser's queued or running job; False when it has none."""
         with self._lock:
