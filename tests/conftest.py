@@ -1,5 +1,5 @@
-"""Shared fixtures: the tiny Kandinsky 2.2 (built once per session), a store per test on each backend, and a site
-in this process with a fake generator."""
+"""Shared fixtures: the tiny Kandinsky 2.2 (built once per session), a store per test on each backend, a site in
+this process with a fake generator, and no job left behind in an app process shared by a module's tests."""
 
 from __future__ import annotations
 
@@ -75,3 +75,18 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from tests.support.site import serve  # imports the app and Gradio: only the tests that ask for a site pay for it
 
     yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
+
+
+@pytest.fixture(autouse=True)
+def no_job_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test on a module's shared `python app.py` (its `app` fixture), wait until that app has no job.
+
+    Under load a job a test left running (one it cancelled, one whose browser left) would otherwise still hold the
+    worker when the next test's job queues behind it, and that test would time out for nothing it did.
+    """
+    app = request.getfixturevalue("app") if "app" in request.fixturenames else None
+    yield
+    from tests.support.app_process import AppProcess  # imports gradio_client: only where an app runs
+
+    if isinstance(app, AppProcess):
+        app.wait_until_idle()

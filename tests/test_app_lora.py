@@ -11,6 +11,8 @@ from mascot.store.imaging import read_parameters
 from tests.support.app_process import AppProcess, wait_until_model_ready
 from tests.support.lora_data import make_dataset, train_args
 
+pytestmark = pytest.mark.slow  # a training run, then a real `python app.py` process
+
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2, "seed": 5}
 
 

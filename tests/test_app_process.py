@@ -15,6 +15,10 @@ from PIL import Image
 
 from tests.support.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
 
+pytestmark = pytest.mark.slow  # real `python app.py` processes
+
+# How long a step that takes seconds on an idle machine may take on one busy with other work (bounds, not waits).
+BUSY_MACHINE_S = 180
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 
 
@@ -142,11 +146,11 @@ def test_cancel_stops_a_generation_and_nothing_is_saved(app):
         prior_num_inference_steps=2,
         api_name="/generate",
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + BUSY_MACHINE_S
     while not any("step" in str(output) for output in job.outputs()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert client.predict(api_name="/cancel") == "Cancelling…"
-    _, status = job.result(timeout=60)
+    _, status = job.result(timeout=BUSY_MACHINE_S)
     assert status.startswith("Cancelled")
     assert history_captions(client) == []
 
@@ -155,19 +159,15 @@ def test_a_generation_goes_on_and_is_saved_when_the_browser_leaves(app):
     client = app.browser()
     wait_until_model_ready(client)
     job = client.submit(prompt="left behind", seed=3, api_name="/generate", **{**FAST, "num_inference_steps": 40})
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + BUSY_MACHINE_S
     while not job.outputs() and time.monotonic() < deadline:
         time.sleep(0.1)
     job.cancel()  # the client hangs up, as a closed tab does
     cookies = dict(client.cookies)
     client.close()
     returning = app.browser(cookies=cookies)
-    deadline = time.monotonic() + 90
-    history = []
-    while not history and time.monotonic() < deadline:
-        time.sleep(0.5)
-        history = history_captions(returning)
-    assert history == ["left behind"]
+    app.wait_until_idle()  # the job runs on without its browser; on a busy machine that takes minutes, not seconds
+    assert history_captions(returning) == ["left behind"]
 
 
 def test_a_style_preset_changes_the_mascot_on_the_real_pipeline(app):
@@ -210,7 +210,7 @@ def test_browsers_asking_at_once_share_a_run_and_each_gets_what_it_would_get_alo
     # A long job runs first, so that the two visitors' requests arrive while it runs and wait together.
     long = {**FAST, "width": 1024, "height": 1024, "num_inference_steps": 30}  # a few seconds on the tiny model
     long_job = first.submit(prompt="a long job", seed=1, **long, api_name="/generate")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + BUSY_MACHINE_S
     while not is_drawing(long_job) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert is_drawing(long_job), "the long job never started"

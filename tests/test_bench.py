@@ -5,6 +5,8 @@ import torch
 
 from bench import model as bench
 
+pytestmark = pytest.mark.slow  # the model benchmark on the tiny pipeline
+
 
 def test_the_benchmark_times_ours_and_plain_diffusers_on_the_same_cases(capsys):
     measurements = bench.main(

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from bench import speed
+
+pytestmark = pytest.mark.slow  # the speed benchmark on the tiny pipeline
 
 
 def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(tmp_path, capsys):

@@ -16,6 +16,8 @@ from lora import bench_train, memory
 from lora.objectives import add_lora, decoder_loss
 from mascot.generation.tiny import DECODER_SCHEDULER_CONFIG
 
+pytestmark = pytest.mark.slow  # training steps of the tiny UNet
+
 # With batch 1, size-1 dimensions leave strides free, and the fake and real kernels then pick different ones (a few
 # .contiguous() copies differ); batch 2 at 128² (16² latents, 2² at the bottom) has no size-1 dimension.
 RESOLUTION, BATCH = 128, 2

@@ -22,6 +22,8 @@ from gradio_client import Client
 
 from tests.support.site import FAST, Site, like, make, mine, prompts, public, serve
 
+pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client
+
 
 @pytest.fixture
 def site_behind_a_proxy(tmp_path, monkeypatch):

@@ -21,6 +21,8 @@ from PIL import Image
 from mascot.ui.device_links import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY, qr_image
 from tests.support.site import FAST, make, mine, prompts
 
+pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client
+
 
 def link_for(client: Client) -> tuple[str, str]:
     """Make a device link in this browser: the link, and the path of its QR code."""

@@ -40,6 +40,7 @@ def max_difference(first: Image.Image, second: Image.Image) -> int:
     return int(np.abs(pixels(first) - pixels(second)).max())
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_pixels_and_another_seed_differs(tiny_generator):
     first = tiny_generator.generate(small_request(seed=3)).images[0]
     again = tiny_generator.generate(small_request(seed=3)).images[0]
@@ -53,6 +54,7 @@ def test_same_seed_gives_identical_pixels_and_another_seed_differs(tiny_generato
 @pytest.mark.parametrize(
     ("width", "height"), [(256, 256), (256, 384), (384, 256)], ids=["square", "portrait", "landscape"]
 )
+@pytest.mark.slow
 def test_images_have_exactly_the_requested_width_and_height(tiny_generator, width, height):
     result = tiny_generator.generate(small_request(width=width, height=height))
 
@@ -62,6 +64,7 @@ def test_images_have_exactly_the_requested_width_and_height(tiny_generator, widt
     assert (image.height > image.width) == (height > width)
 
 
+@pytest.mark.slow
 def test_the_negative_prompt_changes_the_result(tiny_generator):
     plain = tiny_generator.generate(small_request()).images[0]
     negative = tiny_generator.generate(small_request(negative_prompt="blurry, watermark")).images[0]
@@ -70,6 +73,7 @@ def test_the_negative_prompt_changes_the_result(tiny_generator):
 
 
 @pytest.mark.parametrize("guidance_scale", [4.0, 1.0], ids=["guided", "guidance_off"])
+@pytest.mark.slow
 def test_image_i_of_a_batch_matches_seed_plus_i_alone(tiny_generator, guidance_scale):
     common = {"negative_prompt": "blurry", "guidance_scale": guidance_scale, "prior_guidance_scale": 2}
     batch = tiny_generator.generate(small_request(seed=20, num_images_per_prompt=3, **common))
@@ -82,6 +86,7 @@ def test_image_i_of_a_batch_matches_seed_plus_i_alone(tiny_generator, guidance_s
         assert max_difference(image, alone) <= 1  # within 1/255: batched and single runs are not bit-identical
 
 
+@pytest.mark.slow
 def test_guidance_scale_one_works_for_two_images(tiny_generator):
     result = tiny_generator.generate(small_request(guidance_scale=1, num_images_per_prompt=2))
 
@@ -89,6 +94,7 @@ def test_guidance_scale_one_works_for_two_images(tiny_generator):
     assert max_difference(result.images[0], result.images[1]) > 10
 
 
+@pytest.mark.slow
 def test_seeds_past_the_largest_wrap_to_zero(tiny_generator):
     result = tiny_generator.generate(small_request(seed=MAX_SEED, num_images_per_prompt=2))
     zero = tiny_generator.generate(small_request(seed=0)).images[0]
@@ -97,6 +103,7 @@ def test_seeds_past_the_largest_wrap_to_zero(tiny_generator):
     assert max_difference(result.images[1], zero) <= 1
 
 
+@pytest.mark.slow
 def test_a_long_prompt_reports_exactly_what_was_cut(tiny_generator):
     kept = " ".join(["otter"] * 75)  # 75 one-token words + BOS + EOS fill the 77 tokens
     long_prompt = f"{kept} wearing a tiny hat"
@@ -112,6 +119,7 @@ def test_a_long_prompt_reports_exactly_what_was_cut(tiny_generator):
     assert np.array_equal(pixels(result.images[0]), pixels(alone))
 
 
+@pytest.mark.slow
 def test_a_short_prompt_cuts_nothing(tiny_generator):
     result = tiny_generator.generate(small_request(prompt="a cheerful Otter", negative_prompt="blurry"))
 
@@ -143,6 +151,7 @@ def test_a_first_word_longer_than_the_limit_is_cut_inside_it(tiny_generator):
     assert len(tokenizer(use.used).input_ids) == tokenizer.model_max_length
 
 
+@pytest.mark.slow
 def test_on_step_reports_both_stages_in_order(tiny_generator):
     updates: list[StepUpdate] = []
     result = tiny_generator.generate(small_request(num_images_per_prompt=2, num_inference_steps=3), updates.append)
@@ -155,6 +164,7 @@ def test_on_step_reports_both_stages_in_order(tiny_generator):
     assert result.prior_seconds > 0 and result.decoder_seconds > 0
 
 
+@pytest.mark.slow
 def test_a_preview_of_the_first_image_arrives_every_few_steps(tiny_generator):
     previewing = KandinskyGenerator(tiny_generator.prior, tiny_generator.decoder, tiny_generator.info, preview_every=2)
     updates: list[StepUpdate] = []
@@ -171,6 +181,7 @@ def test_a_preview_of_the_first_image_arrives_every_few_steps(tiny_generator):
 
 
 @pytest.mark.parametrize("stage", ["prior", "decoder"])
+@pytest.mark.slow
 def test_cancelling_from_on_step_stops_and_the_next_generation_works(tiny_generator, stage):
     seen: list[StepUpdate] = []
 
@@ -188,6 +199,7 @@ def test_cancelling_from_on_step_stops_and_the_next_generation_works(tiny_genera
     assert np.array_equal(pixels(after), pixels(reference))
 
 
+@pytest.mark.slow
 def test_the_zero_image_embedding_is_not_recomputed(tiny_generator):
     calls: list[int] = []
     hook = tiny_generator.prior.image_encoder.register_forward_hook(lambda *args: calls.append(1))
@@ -199,6 +211,7 @@ def test_the_zero_image_embedding_is_not_recomputed(tiny_generator):
     assert calls == []
 
 
+@pytest.mark.slow
 def test_previews_of_large_images_are_decoded_small_and_keep_the_aspect_ratio(tiny_generator):
     latents = torch.randn(2, 4, 128, 96, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -208,6 +221,7 @@ def test_previews_of_large_images_are_decoded_small_and_keep_the_aspect_ratio(ti
     assert [image.size for image in previews] == [(288, 384)] * 2
 
 
+@pytest.mark.slow
 def test_a_logo_moves_every_images_embedding_toward_the_logos_and_weight_zero_changes_nothing(tiny_generator):
     logo = Image.new("RGB", (120, 80), (220, 40, 40))
     request = small_request(num_images_per_prompt=2, logo="ab" * 32)

@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from html.parser import HTMLParser
 
+import pytest
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -66,6 +67,7 @@ def head_tags(url: str) -> HeadTags:
     return tags
 
 
+@pytest.mark.slow
 def test_a_shared_link_previews_as_its_mascot_with_its_idea_and_picture(site):
     alice = site.browser()
     make(alice, "a cheerful otter barista", width=320, height=256)
@@ -92,6 +94,7 @@ def test_a_shared_link_previews_as_its_mascot_with_its_idea_and_picture(site):
     assert Image.open(io.BytesIO(body)).size == (320, 256)
 
 
+@pytest.mark.slow
 def test_a_private_or_unknown_mascot_previews_as_the_site_and_its_picture_is_not_served(site):
     alice = site.browser()
     make(alice, "a secret prototype mascot")
@@ -112,6 +115,7 @@ def test_a_private_or_unknown_mascot_previews_as_the_site_and_its_picture_is_not
         assert status == 404
 
 
+@pytest.mark.slow
 def test_an_idea_cannot_break_out_of_the_preview_tags(site):
     idea = '"><script>alert(1)</script><meta property="og:title" content="fake'
     bob = site.browser()

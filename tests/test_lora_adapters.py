@@ -26,6 +26,8 @@ from mascot.generation.model import KandinskyGenerator, ModelSource
 from mascot.prompt.request import GenerationRequest
 from tests.support.lora_data import make_dataset, train_args
 
+pytestmark = pytest.mark.slow  # training runs and the tiny pipeline
+
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:

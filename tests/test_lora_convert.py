@@ -68,6 +68,7 @@ def unet_output(unet) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("file_name", ["pytorch_lora_weights.bin", "pytorch_lora_weights.safetensors"])
+@pytest.mark.slow
 def test_a_converted_checkpoint_gives_the_unet_exactly_the_old_deltas(tiny_model_dir, tmp_path, file_name):
     legacy = legacy_checkpoint(base_unet(tiny_model_dir))
     checkpoint = tmp_path / "checkpoint-2500"

@@ -34,6 +34,7 @@ def dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("mascots"))
 
 
+@pytest.mark.slow
 def test_decoder_run_saves_a_peft_adapter_with_its_card_checkpoints_and_validation_images(
     tiny_model_dir, dataset, tmp_path
 ):
@@ -65,6 +66,7 @@ def test_decoder_run_saves_a_peft_adapter_with_its_card_checkpoints_and_validati
     assert logged == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_prior_run_learns_the_captions_and_its_loss_falls(tiny_model_dir, dataset, tmp_path):
     output = tmp_path / "prior-lora"
     result = train.main(
@@ -77,6 +79,7 @@ def test_prior_run_learns_the_captions_and_its_loss_falls(tiny_model_dir, datase
     assert json.loads((output / CARD_NAME).read_text())["target"] == "prior"
 
 
+@pytest.mark.slow
 def test_decoder_lora_overfits_a_fixed_batch(tiny_model_dir):
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -110,6 +113,7 @@ def own_accelerate_state():
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
+@pytest.mark.slow
 def test_bf16_training_keeps_frozen_weights_in_bf16_trains_an_fp32_lora_that_works_in_the_app(
     tiny_model_dir, tiny_generator, dataset, tmp_path, monkeypatch, own_accelerate_state
 ):
@@ -154,6 +158,7 @@ def test_bf16_training_keeps_frozen_weights_in_bf16_trains_an_fp32_lora_that_wor
     assert np.abs(np.asarray(adapted.images[0], dtype=np.int16) - base).max() > 10
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_step_with_the_same_weights_as_an_uninterrupted_run(
     tiny_model_dir, dataset, tmp_path
 ):
@@ -179,6 +184,7 @@ def test_resume_continues_from_the_checkpoint_step_with_the_same_weights_as_an_u
     assert json.loads((interrupted / CARD_NAME).read_text())["steps"] == 4
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_from_a_different_run(tiny_model_dir, dataset, tmp_path):
     output = tmp_path / "lora"
     train.main(train_args(tiny_model_dir, dataset, output, "decoder", 1, "--checkpointing_steps", "1"))
@@ -256,6 +262,7 @@ def test_too_few_images_states_the_minimum(tmp_path):
         load_examples(data, need_captions=False)
 
 
+@pytest.mark.slow
 def test_the_script_reports_a_bad_dataset_as_one_sentence_and_documents_every_flag(tmp_path):
     script = str(ROOT / "lora" / "train.py")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -277,6 +284,7 @@ def test_the_script_reports_a_bad_dataset_as_one_sentence_and_documents_every_fl
 # -- the GPU benchmark script -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_training_benchmark_runs_on_the_tiny_model(capsys):
     rows = bench_train.main(["--tiny", "--resolutions", "64", "--steps", "2", "--warmup_steps", "1"])
 

@@ -98,6 +98,7 @@ def test_the_model_sees_the_logos_colours_and_a_brand_of_logo_colours_needs_a_lo
     assert refused.value.parameter == "brand" and "upload one" in refused.value.message
 
 
+@pytest.mark.slow
 def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_path):
     logo_file = tmp_path / "acme.png"
     navy_and_orange_on_white().save(logo_file)
@@ -133,6 +134,7 @@ def test_the_advanced_panel_shows_the_prompts_the_model_is_given():
     assert refused.startswith("(Generate would refuse this: brand 'Colours of my logo' takes the colours")
 
 
+@pytest.mark.slow
 def test_what_the_panel_shows_is_what_the_model_is_given(site, tmp_path):
     logo_file = tmp_path / "acme.png"
     navy_and_orange_on_white().save(logo_file)

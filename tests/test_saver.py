@@ -5,8 +5,8 @@ import threading
 from mascot.generation.saver import Saver
 from mascot.generation.worker import GenerationWorker, JobState, ModelState
 from mascot.prompt.request import GenerationRequest
-from tests.fakes import FakeGenerator
-from tests.test_worker import wait_final
+from tests.support.fakes import FakeGenerator
+from tests.support.jobs import wait_final
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 

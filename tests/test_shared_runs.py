@@ -12,6 +12,8 @@ from mascot.generation.generator import BatchItem, GenerationCancelled, StepUpda
 from mascot.generation.model import KandinskyGenerator
 from mascot.prompt.request import GenerationRequest
 
+pytestmark = pytest.mark.slow  # the tiny pipeline, several requests at once
+
 LOGO = Image.new("RGB", (90, 60), (30, 160, 220))
 
 

@@ -20,6 +20,8 @@ from mascot.generation.speed import (
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SpeedOptions, speed_options
 
+pytestmark = pytest.mark.slow  # the fast path against the plain one on the tiny pipeline
+
 FAST = SpeedOptions(compile=False)  # every part the CPU can run: the app's defaults there
 
 

@@ -123,6 +123,7 @@ def test_a_failed_build_leaves_no_folder_behind(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("negative_prompt", ["", "blurry"])
+@pytest.mark.slow
 def test_our_generator_matches_the_plain_diffusers_pipelines(tiny_model_dir, tiny_generator, negative_prompt):
     request = GenerationRequest.from_user(
         prompt="a cheerful otter barista",

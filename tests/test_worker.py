@@ -10,6 +10,7 @@ import pytest
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, SubmitRefused
 from mascot.prompt.request import GenerationRequest
 from tests.support.fakes import FakeGenerator
+from tests.support.jobs import wait_final
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 
@@ -26,14 +27,6 @@ class Recorder:
             raise OSError("disk full")
         self.finished.append((job.owner_hash, len(images.images)))
         return {"saved": len(images.images)}
-
-
-def wait_final(job, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    snapshot = job.snapshot
-    while snapshot.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
-        snapshot = job.wait_for_change(snapshot.version, timeout=0.2)
-    return snapshot
 
 
 @pytest.fixture

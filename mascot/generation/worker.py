@@ -108,7 +108,6 @@ class Job:
         self.network = network
         self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
         self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
-        self.submitted_at = time.monotonic()
         self.cancel_requested = threading.Event()
         self._changed = threading.Condition()
         self._snapshot = JobSnapshot(version=0, state=JobState.QUEUED, jobs_ahead=0)

@@ -13,7 +13,6 @@ from playhouse.db_url import connect
 from mascot.clock import utc_now
 
 SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": "normal"}
-PUBLIC_ID_CHARACTERS = 12  # secrets.token_urlsafe(9): 72 random bits, URL-safe, no padding
 GALLERY_NEWEST_INDEX = "mascotimage_gallery_newest"
 GALLERY_TOP_INDEX = "mascotimage_gallery_top"
 UNICODE_LOWER = "mascot_lower"  # SQLite's own lower() and LIKE fold ASCII letters only (see mascot.store.search)

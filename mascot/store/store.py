@@ -61,9 +61,7 @@ __all__ = [
     "DeviceLinkCode",
     "Disconnection",
     "FileCheck",
-    "GalleryPage",
     "GallerySort",
-    "HistoryEntry",
     "LikeState",
     "MascotEntry",
     "MascotPage",
@@ -87,10 +85,6 @@ class SavedGeneration:
     image_paths: tuple[Path, ...]
     public_ids: tuple[str, ...] = ()
     thumbnail_paths: tuple[Path, ...] = ()
-
-
-HistoryEntry = MascotEntry  # the name the first version of the page knew
-GalleryPage = MascotPage
 
 
 class MascotStore:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +79,25 @@ class AppProcess:
             except OSError:
                 time.sleep(0.2)
         raise AssertionError(f"the page was not served within {timeout} s\n{self.log()}")
+
+    def wait_until_idle(self, timeout: float = 300) -> None:
+        """Wait until the worker has no queued or running job, so that a job one test left behind never eats into
+        the next test's time on a loaded machine; a job still there after `timeout` fails the test that left it."""
+        deadline = time.monotonic() + timeout
+        jobs = self.jobs()
+        while jobs and time.monotonic() < deadline:
+            time.sleep(0.5)
+            jobs = self.jobs()
+        assert jobs == 0, f"{jobs} job(s) still queued or running {timeout:.0f} s after the test\n{self.log()}"
+
+    def jobs(self) -> int:
+        """The worker's queued and running jobs, as the health check reports them."""
+        try:
+            with urllib.request.urlopen(self.url + "healthz", timeout=10) as response:
+                body = response.read()
+        except urllib.error.HTTPError as error:  # 503 while the model loads: the report is in the body all the same
+            body = error.read()
+        return json.loads(body)["queue_length"]
 
     def log(self, tail: int | None = 4000) -> str:
         """The process's output so far: its last `tail` characters (all of it with None)."""
