@@ -34,7 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python lora/bench_train.py` from anywhere
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel  # not `from diffusers`: see [tool.mypy]
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from lora.memory import GIB, MemoryEstimate, estimate_training_memory
 from lora.objectives import add_lora, decoder_loss

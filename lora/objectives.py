@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, PriorTransformer, UNet2DConditionModel
+from diffusers.models.transformers.prior_transformer import PriorTransformer  # not `from diffusers`: see [tool.mypy]
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from peft import LoraConfig
 
 from mascot.generation.adapters import TARGET_MODULES, Target

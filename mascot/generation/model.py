@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
-from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_height_and_width
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline, downscale_height_and_width
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
