@@ -12,9 +12,11 @@ from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.palette import colour_name, colour_phrase, logo_colours
 from mascot.prompt.presets import LOGO_COLOURS, Presets
 from mascot.prompt.request import GenerationRequest, InvalidRequest
+from mascot.service import MascotService
+from mascot.settings import Rules
 from mascot.ui.common import PageServices
 from mascot.ui.create import IDEA_STAND_IN, model_prompt_text
-from tests.test_community import FAST, make, mine, serve
+from tests.support.site import FAST, make, mine
 
 NAVY, ORANGE = (25, 35, 95), (245, 130, 30)
 
@@ -96,11 +98,6 @@ def test_the_model_sees_the_logos_colours_and_a_brand_of_logo_colours_needs_a_lo
     assert refused.value.parameter == "brand" and "upload one" in refused.value.message
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
-
-
 def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_path):
     logo_file = tmp_path / "acme.png"
     navy_and_orange_on_white().save(logo_file)
@@ -118,8 +115,9 @@ def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_pa
 
 def page_services(prepare=None) -> PageServices:
     """Only what the Advanced panel's prompt box reads: the presets and the worker's `prepare`."""
-    return PageServices(worker=None, store=None, owner_of=lambda request: None, presets=Presets.load(),
-                        prepare_request=prepare)  # type: ignore[arg-type]  # fmt: skip
+    service = MascotService(store=None, worker=None, rules=Rules(), address_keys=None, downloads=None,
+                            presets=Presets.load(), prepare=prepare)  # type: ignore[arg-type]  # fmt: skip
+    return PageServices(service=service, token_hash_of=lambda request: None)
 
 
 def test_the_advanced_panel_shows_the_prompts_the_model_is_given():
