@@ -134,7 +134,7 @@ def measure(
     scheduler = DDPMScheduler.from_config(DECODER_SCHEDULER_CONFIG)
     side = resolution // 8
     latents = torch.randn(args.train_batch_size, 4, side, side, device=device, dtype=unet.dtype)
-    image_embeds = torch.randn(args.train_batch_size, unet.config.encoder_hid_dim, device=device, dtype=unet.dtype)
+    image_embeds = torch.randn(args.train_batch_size, unet.config["encoder_hid_dim"], device=device, dtype=unet.dtype)
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:

@@ -209,6 +209,9 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
             return value
         return env.get(variable) or default
 
+    lora_flag = flag("lora")  # a list of names, when given (argparse's action="append")
+    if not isinstance(lora_flag, list):
+        lora_flag = None
     return Settings(
         model=str(pick(flag("model"), "MASCOT_MODEL", defaults.model)),
         prior=pick(flag("prior"), "MASCOT_PRIOR", None),  # type: ignore[arg-type]
@@ -228,7 +231,7 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         reports_to_hide=int(env.get("MASCOT_REPORTS_TO_HIDE") or defaults.reports_to_hide),
         likes_per_network=int(env.get("MASCOT_LIKES_PER_NETWORK") or defaults.likes_per_network),
         blocked_words=optional_path(pick(flag("blocked_words"), "MASCOT_BLOCKED_WORDS", None)),
-        lora=tuple(flag("lora") or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
+        lora=tuple(lora_flag or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
         speed=speed_options(env),

@@ -136,7 +136,7 @@ class Job:
 
 LoadGenerator = Callable[[Callable[[str], None]], Generator]
 OnFinished = Callable[[Job, GeneratedImages, ModelInfo], Any]
-OnEnded = Callable[[Job], None]
+OnEnded = Callable[[Job], object]  # what it returns is not used
 
 
 class GenerationWorker:
