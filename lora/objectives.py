@@ -33,7 +33,7 @@ def add_lora(model: torch.nn.Module, target: Target, rank: int, lora_alpha: floa
     """Freeze `model`, add a trainable LoRA named "default" and return its parameters, kept in fp32 for the optimizer
     (the frozen weights may be fp16/bf16)."""
     model.requires_grad_(False)
-    model.add_adapter(lora_config(target, rank, lora_alpha))  # type: ignore[operator]
+    model.add_adapter(lora_config(target, rank, lora_alpha))  # type: ignore[operator]  # diffusers' PeftAdapterMixin; Module does not declare it
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     for parameter in parameters:
         parameter.data = parameter.data.float()

@@ -214,10 +214,10 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         lora_flag = None
     return Settings(
         model=str(pick(flag("model"), "MASCOT_MODEL", defaults.model)),
-        prior=pick(flag("prior"), "MASCOT_PRIOR", None),  # type: ignore[arg-type]
-        decoder=pick(flag("decoder"), "MASCOT_DECODER", None),  # type: ignore[arg-type]
+        prior=optional_text(pick(flag("prior"), "MASCOT_PRIOR", None)),
+        decoder=optional_text(pick(flag("decoder"), "MASCOT_DECODER", None)),
         data_dir=Path(str(pick(flag("data_dir"), "MASCOT_DATA_DIR", defaults.data_dir))),
-        database_url=pick(flag("database_url"), "MASCOT_DATABASE_URL", None),  # type: ignore[arg-type]
+        database_url=optional_text(pick(flag("database_url"), "MASCOT_DATABASE_URL", None)),
         secret=env.get("MASCOT_SECRET") or None,
         server_name=str(pick(flag("host"), "GRADIO_SERVER_NAME", defaults.server_name)),
         server_port=int(str(pick(flag("port"), "GRADIO_SERVER_PORT", defaults.server_port))),
@@ -273,6 +273,11 @@ def int_tuple(value: str | None) -> tuple[int, ...]:
 def optional_int(value: object) -> int | None:
     """A whole number from a flag or a variable; None when neither set it."""
     return None if value is None else int(str(value))
+
+
+def optional_text(value: object) -> str | None:
+    """Text from a flag or a variable; None when neither set it."""
+    return None if value is None else str(value)
 
 
 def optional_path(value: object) -> Path | None:
