@@ -34,7 +34,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python lora/bench_train.py` from anywhere
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel  # not `from diffusers`: see [tool.mypy]
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from lora.memory import GIB, MemoryEstimate, estimate_training_memory
 from lora.objectives import add_lora, decoder_loss
@@ -133,7 +134,7 @@ def measure(
     scheduler = DDPMScheduler.from_config(DECODER_SCHEDULER_CONFIG)
     side = resolution // 8
     latents = torch.randn(args.train_batch_size, 4, side, side, device=device, dtype=unet.dtype)
-    image_embeds = torch.randn(args.train_batch_size, unet.config.encoder_hid_dim, device=device, dtype=unet.dtype)
+    image_embeds = torch.randn(args.train_batch_size, unet.config["encoder_hid_dim"], device=device, dtype=unet.dtype)
     generator = torch.Generator().manual_seed(0)
 
     def step() -> None:

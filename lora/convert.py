@@ -210,7 +210,8 @@ def write_adapter(
 def verify(path: Path, target: Target, model_location: str) -> None:
     """Load the adapter into the target's model from `model_location` (pipeline or model folder, or hub id) through
     mascot.generation.adapters, which fails if any tensor does not land."""
-    from diffusers import PriorTransformer, UNet2DConditionModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel  # not `from diffusers`: see [tool.mypy]
 
     model_class = UNet2DConditionModel if target == "decoder" else PriorTransformer
     folder = Path(model_location)

@@ -112,8 +112,8 @@ def _check_captions(examples: list[Example], caption_column: str) -> None:
 
 def load_rgb(path: Path) -> Image.Image:
     """The image upright (EXIF orientation applied) in RGB; transparency is composited on white, as mascots are."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
         if image.mode in ("RGBA", "LA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

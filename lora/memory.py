@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel  # not `from diffusers`: see [tool.mypy]
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
@@ -87,7 +88,7 @@ class SavedTensorBytes(torch.autograd.graph.saved_tensors_hooks):
         self._saved: dict[int, tuple[StorageWeakRef, int]] = {}
         super().__init__(self._pack, self._unpack)
 
-    def __enter__(self) -> SavedTensorBytes:
+    def __enter__(self) -> SavedTensorBytes:  # type: ignore[override]  # torch's gives None; `as saved` needs self
         super().__enter__()
         return self
 
@@ -195,7 +196,7 @@ def estimate_step(
     lora = [parameter for parameter in unet.parameters() if parameter.requires_grad]
     side = resolution // 8
     latents = torch.randn(train_batch_size, 4, side, side, dtype=unet.dtype)
-    image_embeds = torch.randn(train_batch_size, unet.config.encoder_hid_dim, dtype=unet.dtype)
+    image_embeds = torch.randn(train_batch_size, unet.config["encoder_hid_dim"], dtype=unet.dtype)
     scheduler = DDPMScheduler.from_config(DECODER_SCHEDULER_CONFIG)
     with SavedTensorBytes(excluded=[*frozen, *lora]) as saved, gpu_autocast(autocast_dtype):
         loss = decoder_loss(unet, scheduler, latents, image_embeds, torch.Generator().manual_seed(0))
@@ -207,7 +208,7 @@ def estimate_step(
     if missing:
         raise RuntimeError(f"{len(missing)} LoRA parameters got no gradient: the step did not reach them.")
     moments = [state[key] for state in optimizer.state.values() for key in ("exp_avg", "exp_avg_sq")]
-    lora_bytes = storage_bytes([*lora, *(parameter.grad for parameter in lora), *moments])
+    lora_bytes = storage_bytes([*lora, *(parameter.grad for parameter in lora if parameter.grad is not None), *moments])
     optimizer.zero_grad(set_to_none=True)
     return MemoryEstimate(
         resolution=resolution,

@@ -7,9 +7,13 @@ image embedding of a training image from a noised copy and its caption's CLIP te
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, PriorTransformer, UNet2DConditionModel
+from diffusers.models.transformers.prior_transformer import PriorTransformer  # not `from diffusers`: see [tool.mypy]
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from peft import LoraConfig
 
 from mascot.generation.adapters import TARGET_MODULES, Target
@@ -19,7 +23,7 @@ def lora_config(target: Target, rank: int, lora_alpha: float) -> LoraConfig:
     """The attention projections of the target, with B starting at zero (so step 0 is the base model exactly)."""
     return LoraConfig(
         r=rank,
-        lora_alpha=lora_alpha,
+        lora_alpha=lora_alpha,  # type: ignore[arg-type]  # peft annotates int, yet only divides it by r: a float works
         init_lora_weights="gaussian",
         target_modules=list(TARGET_MODULES[target]),
     )
@@ -29,7 +33,7 @@ def add_lora(model: torch.nn.Module, target: Target, rank: int, lora_alpha: floa
     """Freeze `model`, add a trainable LoRA named "default" and return its parameters, kept in fp32 for the optimizer
     (the frozen weights may be fp16/bf16)."""
     model.requires_grad_(False)
-    model.add_adapter(lora_config(target, rank, lora_alpha))  # type: ignore[operator]
+    model.add_adapter(lora_config(target, rank, lora_alpha))  # type: ignore[operator]  # diffusers' PeftAdapterMixin; Module does not declare it
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     for parameter in parameters:
         parameter.data = parameter.data.float()
@@ -48,12 +52,13 @@ def prior_noise_scheduler(num_train_timesteps: int, beta_schedule: str) -> DDPMS
 
 def noise_and_timesteps(
     sample: torch.Tensor, scheduler: DDPMScheduler, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.IntTensor]:
     """Gaussian noise like `sample` and one random timestep per item, drawn from a CPU generator (reproducible on any
     device, and resumable: train.py seeds one generator per step)."""
     noise = torch.randn(sample.shape, generator=generator, dtype=torch.float32).to(sample.device, sample.dtype)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (sample.shape[0],), generator=generator)
-    return noise, timesteps.to(sample.device)
+    timesteps = torch.randint(0, scheduler.config["num_train_timesteps"], (sample.shape[0],), generator=generator)
+    # int64, as diffusers' schedulers take them; they annotate timesteps with the legacy IntTensor class.
+    return noise, cast(torch.IntTensor, timesteps.to(sample.device))
 
 
 def decoder_loss(
@@ -66,7 +71,7 @@ def decoder_loss(
     """MSE of the UNet's noise (or v) prediction on noised latents, conditioned on the image embedding."""
     noise, timesteps = noise_and_timesteps(latents, scheduler, generator)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    if scheduler.config.prediction_type == "v_prediction":
+    if scheduler.config["prediction_type"] == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
     else:
         target = noise

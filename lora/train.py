@@ -50,8 +50,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
-from diffusers import DDPMScheduler, KandinskyV22Pipeline, KandinskyV22PriorPipeline
 from diffusers.optimization import get_scheduler
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler  # not `from diffusers`: see [tool.mypy]
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm.auto import tqdm

@@ -209,12 +209,15 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
             return value
         return env.get(variable) or default
 
+    lora_flag = flag("lora")  # a list of names, when given (argparse's action="append")
+    if not isinstance(lora_flag, list):
+        lora_flag = None
     return Settings(
         model=str(pick(flag("model"), "MASCOT_MODEL", defaults.model)),
-        prior=pick(flag("prior"), "MASCOT_PRIOR", None),  # type: ignore[arg-type]
-        decoder=pick(flag("decoder"), "MASCOT_DECODER", None),  # type: ignore[arg-type]
+        prior=optional_text(pick(flag("prior"), "MASCOT_PRIOR", None)),
+        decoder=optional_text(pick(flag("decoder"), "MASCOT_DECODER", None)),
         data_dir=Path(str(pick(flag("data_dir"), "MASCOT_DATA_DIR", defaults.data_dir))),
-        database_url=pick(flag("database_url"), "MASCOT_DATABASE_URL", None),  # type: ignore[arg-type]
+        database_url=optional_text(pick(flag("database_url"), "MASCOT_DATABASE_URL", None)),
         secret=env.get("MASCOT_SECRET") or None,
         server_name=str(pick(flag("host"), "GRADIO_SERVER_NAME", defaults.server_name)),
         server_port=int(str(pick(flag("port"), "GRADIO_SERVER_PORT", defaults.server_port))),
@@ -228,7 +231,7 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         reports_to_hide=int(env.get("MASCOT_REPORTS_TO_HIDE") or defaults.reports_to_hide),
         likes_per_network=int(env.get("MASCOT_LIKES_PER_NETWORK") or defaults.likes_per_network),
         blocked_words=optional_path(pick(flag("blocked_words"), "MASCOT_BLOCKED_WORDS", None)),
-        lora=tuple(flag("lora") or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
+        lora=tuple(lora_flag or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
         speed=speed_options(env),
@@ -270,6 +273,11 @@ def int_tuple(value: str | None) -> tuple[int, ...]:
 def optional_int(value: object) -> int | None:
     """A whole number from a flag or a variable; None when neither set it."""
     return None if value is None else int(str(value))
+
+
+def optional_text(value: object) -> str | None:
+    """Text from a flag or a variable; None when neither set it."""
+    return None if value is None else str(value)
 
 
 def optional_path(value: object) -> Path | None:

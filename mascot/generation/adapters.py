@@ -263,7 +263,8 @@ def metadata_from_card(spec: AdapterSpec, saved: dict[str, torch.Tensor]) -> dic
 
 def check_target(model: torch.nn.Module, spec: AdapterSpec) -> None:
     """Refuse a decoder adapter for the prior and the other way round."""
-    from diffusers import PriorTransformer, UNet2DConditionModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel  # not `from diffusers`: see [tool.mypy]
 
     expected = UNet2DConditionModel if spec.target == "decoder" else PriorTransformer
     if not isinstance(model, expected):

@@ -20,7 +20,9 @@ def local_copy(location: str, label: str, say: Say, download: Download | None = 
     if Path(location).is_dir():
         return location
     if download is None:
-        from huggingface_hub import snapshot_download as download
+        from huggingface_hub import snapshot_download
+
+        download = snapshot_download
     say(f"Fetching {label} ({location}) from the Hugging Face hub…")
     try:
         return str(download(location, tqdm_class=progress_class(label, say)))
@@ -39,7 +41,7 @@ class DownloadFailed(RuntimeError):
 def progress_class(label: str, say: Say, clock: Callable[[], float] = time.monotonic) -> type[tqdm]:
     """A tqdm that tells `say` how many bytes of `label` have arrived, at most every SAY_EVERY_SECONDS."""
 
-    class BannerProgress(tqdm):  # type: ignore[misc]
+    class BannerProgress(tqdm):
         last_said = -SAY_EVERY_SECONDS
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
-from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_height_and_width
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline, downscale_height_and_width
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
@@ -346,7 +346,12 @@ class KandinskyGenerator:
         self._adapter_on = False
         # A pipeline of its own for the fast scheduler, so the plain `decoder` (and anyone sharing it) is unchanged.
         self._fast_decoder = (
-            KandinskyV22Pipeline(unet=decoder.unet, scheduler=host_step_scheduler(decoder.scheduler), movq=decoder.movq)
+            KandinskyV22Pipeline(
+                unet=decoder.unet,
+                # diffusers annotates the scheduler with its placeholder class (see [tool.mypy] in pyproject.toml)
+                scheduler=host_step_scheduler(decoder.scheduler),  # type: ignore[arg-type]
+                movq=decoder.movq,
+            )
             if self.speed.host_scheduler
             else decoder
         )
@@ -553,8 +558,8 @@ class KandinskyGenerator:
         started = time.perf_counter()
         try:
             output = self.decoder(
-                image_embeds=torch.cat([plan.image_embeds for plan in plans]).to(device, dtype),
-                negative_image_embeds=torch.cat([plan.negative_image_embeds for plan in plans]).to(device, dtype),
+                image_embeds=torch.cat([plan.embeds()[0] for plan in plans]).to(device, dtype),
+                negative_image_embeds=torch.cat([plan.embeds()[1] for plan in plans]).to(device, dtype),
                 height=request.height,
                 width=request.width,
                 num_inference_steps=request.num_inference_steps,
@@ -590,8 +595,8 @@ class KandinskyGenerator:
         started = time.perf_counter()
         try:
             latents = pipeline(
-                image_embeds=torch.cat([plan.image_embeds for plan in plans]).to(device, dtype),
-                negative_image_embeds=torch.cat([plan.negative_image_embeds for plan in plans]).to(device, dtype),
+                image_embeds=torch.cat([plan.embeds()[0] for plan in plans]).to(device, dtype),
+                negative_image_embeds=torch.cat([plan.embeds()[1] for plan in plans]).to(device, dtype),
                 height=request.height,
                 width=request.width,
                 num_inference_steps=request.num_inference_steps,
@@ -673,6 +678,12 @@ class _Plan:
     images: list[Image.Image] = field(default_factory=list)
     prior_seconds: float = 0.0
     decoder_seconds: float = 0.0
+
+    def embeds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and negative embeddings the prior gave this plan; the decoder runs only on plans it filled."""
+        if self.image_embeds is None or self.negative_image_embeds is None:
+            raise RuntimeError("The decoder ran before the prior filled this plan's embeddings.")
+        return self.image_embeds, self.negative_image_embeds
 
     def report(self, update: StepUpdate) -> None:
         """Pass a step on to the request's callback; one that raises GenerationCancelled cancels this plan only."""

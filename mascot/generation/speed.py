@@ -13,10 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from diffusers import DDPMScheduler, KandinskyV22Pipeline, KandinskyV22PriorPipeline
+from diffusers.models.autoencoders.vq_model import VQModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from PIL import Image
 
 logger = logging.getLogger(__name__)
@@ -84,10 +88,10 @@ class LinearPreview:
         self.weight = torch.zeros(self.channels + 1, 3)
 
     @classmethod
-    def fitted_to(cls, movq: torch.nn.Module, scale_factor: int, samples: int = 4, side: int = 16) -> LinearPreview:
+    def fitted_to(cls, movq: VQModel, scale_factor: int, samples: int = 4, side: int = 16) -> LinearPreview:
         """A map fitted to `movq`'s decodes of `samples` smooth random latents of `side`²."""
         parameter = next(movq.parameters())
-        channels = int(movq.config.latent_channels)
+        channels = int(movq.config["latent_channels"])
         generator = torch.Generator().manual_seed(0)
         noise = torch.randn(samples, channels, side, side, generator=generator)
         # Image latents are smooth: mix in blurred noise so the fit does not only see white noise.
@@ -259,9 +263,9 @@ class CompiledModels:
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         movq = decoder.movq
         self.decode = torch.compile(movq_decoder(movq), **options)
-        self.decoder = KandinskyV22Pipeline(
-            unet=torch.compile(decoder.unet, **options), scheduler=copy.deepcopy(decoder.scheduler), movq=movq
-        )
+        # torch.compile gives a module that wraps the UNet and is called as it is; its stubs say only "a callable".
+        unet = cast(UNet2DConditionModel, torch.compile(decoder.unet, **options))
+        self.decoder = KandinskyV22Pipeline(unet=unet, scheduler=copy.deepcopy(decoder.scheduler), movq=movq)
         components = {**prior.components, "prior": torch.compile(prior.prior, **options)}
         self.prior = type(prior)(**{**components, "scheduler": copy.deepcopy(prior.scheduler)})
         self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
@@ -347,7 +351,7 @@ def decode_key(height: int, width: int, count: int) -> StageKey:
     return ("decode", height, width, count)
 
 
-def movq_decoder(movq: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def movq_decoder(movq: VQModel) -> Callable[[torch.Tensor], torch.Tensor]:
     """MoVQ's decode as a plain function of the latents (what gets compiled)."""
 
     def decode(latents: torch.Tensor) -> torch.Tensor:

@@ -178,7 +178,9 @@ def _replace_folder(staging: Path, folder: Path) -> None:
 def build_prior_pipeline(tokenizer_folder: Path) -> Any:
     """KandinskyV22PriorPipeline: PriorTransformer, CLIP text and image towers, UnCLIPScheduler, generated tokenizer."""
     import torch
-    from diffusers import KandinskyV22PriorPipeline, PriorTransformer, UnCLIPScheduler
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+    from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler  # not `from diffusers`: see [tool.mypy]
     from transformers import (
         CLIPImageProcessor,
         CLIPTextConfig,
@@ -240,7 +242,10 @@ def build_prior_pipeline(tokenizer_folder: Path) -> Any:
 
 def build_decoder_pipeline() -> Any:
     """KandinskyV22Pipeline: the real UNet and MoVQ architectures, narrowed; latents are image/8 as in the real one."""
-    from diffusers import DDPMScheduler, KandinskyV22Pipeline, UNet2DConditionModel, VQModel
+    from diffusers.models.autoencoders.vq_model import VQModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
     unet = UNet2DConditionModel(
         **UNET_ARCHITECTURE,

@@ -20,7 +20,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -73,6 +74,14 @@ class SubmitRefused(Exception):
     """A job could not be queued; the message is a sentence for the person who asked."""
 
 
+class SavedImages(Protocol):
+    """What `on_finished` returns and a finished job's snapshot carries: where its images were saved (the store's
+    SavedGeneration; a Protocol, so that the GPU's side never imports the store)."""
+
+    @property
+    def image_paths(self) -> Sequence[Path]: ...
+
+
 @dataclass(frozen=True)
 class JobSnapshot:
     """A consistent view of a job at one moment, for a handler to show."""
@@ -85,7 +94,7 @@ class JobSnapshot:
     step: int = 0
     total: int = 0
     preview: Image.Image | None = None
-    outcome: Any = None
+    outcome: SavedImages | None = None  # set when the job is DONE
     generated: GeneratedImages | None = None
     error: str = ""
 
@@ -134,8 +143,8 @@ class Job:
 
 
 LoadGenerator = Callable[[Callable[[str], None]], Generator]
-OnFinished = Callable[[Job, GeneratedImages, ModelInfo], Any]
-OnEnded = Callable[[Job], None]
+OnFinished = Callable[[Job, GeneratedImages, ModelInfo], SavedImages]
+OnEnded = Callable[[Job], object]  # what it returns is not used
 
 
 class GenerationWorker:

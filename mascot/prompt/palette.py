@@ -60,7 +60,9 @@ def logo_colours(image: Image.Image) -> list[str]:
     # Nearest-neighbour sampling keeps the logo's own colours: a smoothing filter would invent edge mixtures.
     scale = WORKING_SIDE / max(small.size)
     if scale < 1:
-        small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))), Image.NEAREST)
+        small = small.resize(
+            (max(1, round(small.width * scale)), max(1, round(small.height * scale))), Image.Resampling.NEAREST
+        )
     pixels = np.asarray(small, dtype=np.float64)
     lab = _lab_array(pixels)
     names = _nearest_names(lab)

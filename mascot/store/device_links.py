@@ -21,7 +21,7 @@ import peewee
 
 from mascot.store.likes import LikeBook
 from mascot.store.quota import JOB_STALE_AFTER, used_on, utc_day
-from mascot.store.schema import Tables, ensure_browser, find_browser
+from mascot.store.schema import Tables, ensure_browser, find_browser, tuple_rows
 
 CODE_BYTES = 24  # secrets.token_urlsafe(24): 192 random bits in 32 URL-safe characters
 CODE_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
@@ -258,12 +258,11 @@ class DeviceBook:
         liked_by_target = like.select(like.image).where(like.browser == target)
         doubled = [
             image_id
-            for (image_id,) in (
+            for (image_id,) in tuple_rows(
                 like
                 .select(like.image)
                 .where(like.browser == source)
                 .where(like.image.in_(liked_by_target))
-                .tuples()
             )
         ]  # fmt: skip
         if doubled:

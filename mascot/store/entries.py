@@ -13,7 +13,7 @@ import peewee
 from mascot.prompt.request import GenerationRequest
 from mascot.store.files import ImageFiles
 from mascot.store.moderation import VISIBLE, moderation_note
-from mascot.store.schema import Tables
+from mascot.store.schema import ImageRow, Tables
 
 # "top": most liked ever; "week": most liked in the last TOP_WINDOW; "liked": what the viewer liked, latest first
 GallerySort = Literal["newest", "top", "week", "liked"]
@@ -112,18 +112,18 @@ def page_of(items: Sequence[MascotEntry], total: int, page: int, per_page: int) 
     return MascotPage(items=tuple(items), total=total, page=page, per_page=per_page, has_next=page * per_page < total)
 
 
-def listed(image: type[peewee.Model]) -> peewee.Expression:
+def listed(image: type[ImageRow]) -> peewee.Expression:
     """What the gallery lists: public images whose file is there and that moderation left alone. Equalities, so the
     gallery indexes apply."""
     return shown_to_all(image) & (image.file_missing == False)  # noqa: E712 - SQL, not Python truthiness
 
 
-def shown_to_all(image: type[peewee.Model]) -> peewee.Expression:
+def shown_to_all(image: type[ImageRow]) -> peewee.Expression:
     """Public, and not taken out of the gallery after reports or by the operator: anyone may see it."""
     return (image.is_public == True) & (image.moderation == VISIBLE)  # noqa: E712
 
 
-def entry_select(tables: Tables, viewer_id: int | None) -> peewee.ModelSelect:
+def entry_select(tables: Tables, viewer_id: int | None) -> peewee.ModelSelect[ImageRow]:
     """Images joined to their generation, with whether `viewer_id` liked each one; add where, order and paging."""
     image, generation, like = tables.image, tables.generation, tables.like
     query = (

@@ -144,9 +144,7 @@ def _write_images(
     records = []
     for done, entry in enumerate(entries, start=1):
         name = file_name(entry)
-        if not _add_png(archive, entry.path, name):
-            name = None
-        records.append(index_record(entry, name))
+        records.append(index_record(entry, name if _add_png(archive, entry.path, name) else None))
         if on_progress is not None:
             on_progress(done, max(to_write, done))
     return records

@@ -187,5 +187,6 @@ def _reachable_from_border(image: Image.Image) -> np.ndarray:
 
 
 def _fill_background(marked: Image.Image, seed: tuple[int, int]) -> None:
-    if marked.getpixel(seed)[3] != 0:  # alpha 0 marks what a fill already reached
+    pixel = marked.getpixel(seed)  # RGBA: a tuple
+    if isinstance(pixel, tuple) and pixel[3] != 0:  # alpha 0 marks what a fill already reached
         ImageDraw.floodfill(marked, seed, (0, 0, 0, 0), thresh=STICKER_THRESHOLD)

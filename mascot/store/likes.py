@@ -14,7 +14,7 @@ from datetime import datetime
 
 import peewee
 
-from mascot.store.schema import Tables, lock_image
+from mascot.store.schema import LikeRow, Tables, lock_image
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class LikeBook:
         )  # fmt: skip
 
 
-def counted_per_network(like: type[peewee.Model], likes_per_network: int) -> peewee.Node:
+def counted_per_network(like: type[LikeRow], likes_per_network: int) -> peewee.ColumnBase:
     """For likes grouped by network: how many of the group count. At most `likes_per_network` (0: all); likes from
     an unknown address (no hash) each count."""
     per_network = peewee.fn.COUNT(like.id)

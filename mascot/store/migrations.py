@@ -164,35 +164,34 @@ def _add_public_ids(db: peewee.Database, migrator: schema_changes.SchemaMigrator
     )
 
 
-def _stand_ins(db: peewee.Database) -> tuple[type[peewee.Model], type[peewee.Model], type[peewee.Model]]:
-    """A base model on `db`, and stand-ins for the browser and mascot_image tables that frozen tables point at (a
-    foreign key needs a model; only the table name matters)."""
+def _stand_ins(db: peewee.Database) -> tuple[type[peewee.Model], type[peewee.Model]]:
+    """Stand-ins on `db` for the browser and mascot_image tables that frozen tables point at (a foreign key needs a
+    model; only the table name matters)."""
 
-    class FrozenModel(peewee.Model):
+    class Browser(peewee.Model):
         class Meta:
             database = db
-
-    class Browser(FrozenModel):
-        class Meta:
             table_name = "browser"
 
-    class MascotImage(FrozenModel):
+    class MascotImage(peewee.Model):
         class Meta:
+            database = db
             table_name = "mascot_image"
 
-    return FrozenModel, Browser, MascotImage
+    return Browser, MascotImage
 
 
 def _version_2_like_table(db: peewee.Database) -> type[peewee.Model]:
     """The like table as version 2 created it."""
-    frozen_model, browser_table, image_table = _stand_ins(db)
+    browser_table, image_table = _stand_ins(db)
 
-    class Like(frozen_model):
+    class Like(peewee.Model):
         browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE", index=False)
         image = peewee.ForeignKeyField(image_table, on_delete="CASCADE", index=False)
         created_at = peewee.DateTimeField()
 
         class Meta:
+            database = db
             table_name = "mascot_like"
             indexes = ((("browser", "image"), True), (("image",), False))
 
@@ -216,9 +215,9 @@ def _version_6_address_quota_table(db: peewee.Database) -> type[peewee.Model]:
 
 def _version_7_report_table(db: peewee.Database) -> type[peewee.Model]:
     """The mascot_report table as version 7 created it."""
-    frozen_model, browser_table, image_table = _stand_ins(db)
+    browser_table, image_table = _stand_ins(db)
 
-    class Report(frozen_model):
+    class Report(peewee.Model):
         image = peewee.ForeignKeyField(image_table, on_delete="CASCADE", index=False)
         browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE", index=False)
         address_hash = peewee.CharField(max_length=64, null=True)
@@ -226,6 +225,7 @@ def _version_7_report_table(db: peewee.Database) -> type[peewee.Model]:
         created_at = peewee.DateTimeField()
 
         class Meta:
+            database = db
             table_name = "mascot_report"
             indexes = ((("image", "browser"), True),)
 
@@ -234,17 +234,18 @@ def _version_7_report_table(db: peewee.Database) -> type[peewee.Model]:
 
 def _version_10_device_tables(db: peewee.Database) -> list[type[peewee.Model]]:
     """The browser_key and device_link tables as version 10 created them."""
-    frozen_model, browser_table, _image_table = _stand_ins(db)
+    browser_table, _image_table = _stand_ins(db)
 
-    class BrowserKey(frozen_model):
+    class BrowserKey(peewee.Model):
         token_hash = peewee.CharField(max_length=64, unique=True)
         browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE")
         created_at = peewee.DateTimeField()
 
         class Meta:
+            database = db
             table_name = "browser_key"
 
-    class DeviceLink(frozen_model):
+    class DeviceLink(peewee.Model):
         code_hash = peewee.CharField(max_length=64, unique=True)
         browser = peewee.ForeignKeyField(browser_table, on_delete="CASCADE")
         created_at = peewee.DateTimeField()
@@ -252,6 +253,7 @@ def _version_10_device_tables(db: peewee.Database) -> list[type[peewee.Model]]:
         used_at = peewee.DateTimeField(null=True)
 
         class Meta:
+            database = db
             table_name = "device_link"
 
     return [BrowserKey, DeviceLink]

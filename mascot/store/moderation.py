@@ -12,7 +12,7 @@ from typing import Literal
 import peewee
 
 from mascot.store.files import ImageFiles
-from mascot.store.schema import Tables, lock_image
+from mascot.store.schema import Tables, lock_image, tuple_rows
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +188,11 @@ class ModerationBook:
         counts = self._report_counts()
         reasons = self._reason_counts()
         image, generation, report = self.tables.image, self.tables.generation, self.tables.report
-        rows = (
+        rows = tuple_rows(
             image
             .select(image.id, image.public_id, image.moderation, image.path, image.created_at, generation.prompt)
             .join(generation)
             .where(image.id.in_(report.select(report.image)) | image.moderation.in_(HIDDEN_STATES))
-            .tuples()
         )  # fmt: skip
         listed = [
             ReportedMascot(
@@ -226,7 +225,7 @@ class ModerationBook:
 
     def _ideas_after(self, where: peewee.Expression, after: int, limit: int) -> list[StoredIdea]:
         image, generation = self.tables.image, self.tables.generation
-        rows = (
+        rows = tuple_rows(
             image
             .select(
                 image.id, image.public_id, generation.prompt, image.is_public, image.moderation, image.file_missing,
@@ -237,7 +236,6 @@ class ModerationBook:
             .where(image.id > after)
             .order_by(image.id)
             .limit(limit)
-            .tuples()
         )  # fmt: skip
         # A list, not the cursor: the caller may write (hide) between batches, with nothing left open.
         return [
@@ -248,22 +246,20 @@ class ModerationBook:
     def _report_counts(self) -> dict[int, tuple[int, int]]:
         """Reports and distinct networks per reported image."""
         report = self.tables.report
-        query = (
+        query = tuple_rows(
             report
             .select(report.image, peewee.fn.COUNT(report.id), peewee.fn.COUNT(report.address_hash.distinct()))
             .group_by(report.image)
-            .tuples()
         )  # fmt: skip
         return {image_id: (reports, networks) for image_id, reports, networks in query}
 
     def _reason_counts(self) -> dict[int, dict[str, int]]:
         report = self.tables.report
-        query = (
+        query = tuple_rows(
             report
             .select(report.image, report.reason, peewee.fn.COUNT(report.id))
             .group_by(report.image, report.reason)
             .order_by(report.image, peewee.fn.COUNT(report.id).desc(), report.reason)
-            .tuples()
         )  # fmt: skip
         reasons: dict[int, dict[str, int]] = {}
         for image_id, reason, count in query:

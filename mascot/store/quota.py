@@ -10,7 +10,7 @@ from typing import Literal
 
 import peewee
 
-from mascot.store.schema import Tables, ensure_browser
+from mascot.store.schema import AddressQuotaRow, BrowserRow, Tables, ensure_browser
 
 # A claim is normally released within minutes; one this old belongs to a process that died, and may be taken over.
 # A claim whose process stopped refreshing it (it crashed, or was restarted mid-job) frees itself this soon: the
@@ -260,7 +260,7 @@ class QuotaBook:
         return peewee.fn.COALESCE(saved, 0) + self._address_in_flight(address_hash, now, stale_after)
 
 
-def used_on(table: type[peewee.Model], day: date) -> peewee.Case:
+def used_on(table: type[BrowserRow | AddressQuotaRow], day: date) -> peewee.Case:
     """SQL for "images saved on `day`" of a browser or network row: its count when that is the day's, else 0."""
     return peewee.Case(None, [(table.quota_day == day, table.quota_used)], 0)
 

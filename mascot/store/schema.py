@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse
 
 import peewee
@@ -18,22 +20,137 @@ GALLERY_TOP_INDEX = "mascotimage_gallery_top"
 UNICODE_LOWER = "mascot_lower"  # SQLite's own lower() and LIKE fold ASCII letters only (see mascot.store.search)
 
 
+if TYPE_CHECKING:
+    # The checker sees each row class as the peewee model it is; at run time it is a plain mixin, so that it adds no
+    # table of its own and only the per-store classes of define_tables are models.
+    from peewee import Model as _Row
+else:
+    _Row = object
+
+
+# What each table's model has, for the type checker: define_tables' classes derive from these and define the fields
+# themselves, so that every store gets classes of its own. A field's type here that disagrees with its definition
+# (say `null=True` added in one place only) is a type error; tests/test_schema_rows.py checks that both name the
+# same fields.
+class SchemaVersionRow(_Row):
+    version: peewee.IntegerField[int]
+    description: peewee.TextField[str]
+    applied_at: peewee.DateTimeField[datetime]
+
+
+class Row(_Row):
+    """A table with peewee's implicit integer primary key."""
+
+    id: peewee.AutoField[int]
+
+
+class BrowserRow(Row):
+    owner_hash: peewee.CharField[str]
+    created_at: peewee.DateTimeField[datetime]
+    last_seen_at: peewee.DateTimeField[datetime]
+    quota_day: peewee.DateField[date | None]
+    quota_used: peewee.IntegerField[int]
+    job_started_at: peewee.DateTimeField[datetime | None]
+    job_images: peewee.IntegerField[int]
+    job_claim: peewee.CharField[str | None]
+    job_address_hash: peewee.CharField[str | None]
+
+
+class GenerationRow(Row):
+    browser: peewee.ForeignKeyField[BrowserRow]
+    prompt: peewee.TextField[str]
+    negative_prompt: peewee.TextField[str]
+    seed: peewee.BigIntegerField[int]
+    width: peewee.IntegerField[int]
+    height: peewee.IntegerField[int]
+    num_inference_steps: peewee.IntegerField[int]
+    guidance_scale: peewee.FloatField[float]
+    prior_num_inference_steps: peewee.IntegerField[int]
+    prior_guidance_scale: peewee.FloatField[float]
+    num_images_per_prompt: peewee.IntegerField[int]
+    style: peewee.TextField[str]
+    brand: peewee.TextField[str]
+    logo: peewee.CharField[str]
+    logo_weight: peewee.FloatField[float]
+    adapter_name: peewee.TextField[str]
+    lora_scale: peewee.FloatField[float]
+    prompt_cut: peewee.TextField[str]
+    negative_prompt_cut: peewee.TextField[str]
+    model_name: peewee.TextField[str]
+    prior_seconds: peewee.FloatField[float]
+    decoder_seconds: peewee.FloatField[float]
+    created_at: peewee.DateTimeField[datetime]
+
+
+class ImageRow(Row):
+    generation: peewee.ForeignKeyField[GenerationRow]
+    generation_id: int  # peewee's accessor for the foreign key's raw value
+    position: peewee.IntegerField[int]
+    seed: peewee.BigIntegerField[int]
+    path: peewee.CharField[str]
+    width: peewee.IntegerField[int]
+    height: peewee.IntegerField[int]
+    created_at: peewee.DateTimeField[datetime]
+    public_id: peewee.CharField[str]
+    is_public: peewee.BooleanField[bool]
+    like_count: peewee.IntegerField[int]
+    file_missing: peewee.BooleanField[bool]
+    thumbnail: peewee.CharField[str | None]
+    moderation: peewee.CharField[str]
+
+
+class LikeRow(Row):
+    browser: peewee.ForeignKeyField[BrowserRow]
+    image: peewee.ForeignKeyField[ImageRow]
+    created_at: peewee.DateTimeField[datetime]
+    address_hash: peewee.CharField[str | None]
+
+
+class AddressQuotaRow(Row):
+    address_hash: peewee.CharField[str]
+    quota_day: peewee.DateField[date | None]
+    quota_used: peewee.IntegerField[int]
+
+
+class ReportRow(Row):
+    image: peewee.ForeignKeyField[ImageRow]
+    browser: peewee.ForeignKeyField[BrowserRow]
+    address_hash: peewee.CharField[str | None]
+    reason: peewee.CharField[str]
+    created_at: peewee.DateTimeField[datetime]
+
+
+class BrowserKeyRow(Row):
+    token_hash: peewee.CharField[str]
+    browser: peewee.ForeignKeyField[BrowserRow]
+    created_at: peewee.DateTimeField[datetime]
+
+
+class DeviceLinkRow(Row):
+    code_hash: peewee.CharField[str]
+    browser: peewee.ForeignKeyField[BrowserRow]
+    browser_id: int  # peewee's accessor for the foreign key's raw value
+    created_at: peewee.DateTimeField[datetime]
+    expires_at: peewee.DateTimeField[datetime]
+    used_at: peewee.DateTimeField[datetime | None]
+
+
 @dataclass(frozen=True)
 class Tables:
     """One store's model classes. Each store defines its own, bound to its own database, so two never mix."""
 
-    schema_version: type[peewee.Model]
-    browser: type[peewee.Model]
-    generation: type[peewee.Model]
-    image: type[peewee.Model]
-    like: type[peewee.Model]
-    address: type[peewee.Model]
-    report: type[peewee.Model]
-    browser_key: type[peewee.Model]
-    device_link: type[peewee.Model]
+    schema_version: type[SchemaVersionRow]
+    browser: type[BrowserRow]
+    generation: type[GenerationRow]
+    image: type[ImageRow]
+    like: type[LikeRow]
+    address: type[AddressQuotaRow]
+    report: type[ReportRow]
+    browser_key: type[BrowserKeyRow]
+    device_link: type[DeviceLinkRow]
 
     @property
-    def data_tables(self) -> list[type[peewee.Model]]:
+    def data_tables(self) -> list[type[Row]]:
         """The tables that hold data, parents first (the order to create them in)."""
         return [
             self.browser,
@@ -47,7 +164,7 @@ class Tables:
         ]
 
 
-def database_default(sql: str) -> list[peewee.SQL]:
+def database_default(sql: str) -> list[peewee.Node]:
     """A DEFAULT clause, so that a fresh table and one brought forward by `ALTER TABLE ... ADD COLUMN` are alike."""
     return [peewee.SQL(f"DEFAULT {sql}")]
 
@@ -59,7 +176,7 @@ def define_tables(db: peewee.Database) -> Tables:
         class Meta:
             database = db
 
-    class SchemaVersion(BaseModel):
+    class SchemaVersion(BaseModel, SchemaVersionRow):
         version = peewee.IntegerField(primary_key=True)
         description = peewee.TextField()
         applied_at = peewee.DateTimeField()
@@ -67,7 +184,7 @@ def define_tables(db: peewee.Database) -> Tables:
         class Meta:
             table_name = "schema_version"
 
-    class Browser(BaseModel):
+    class Browser(BaseModel, BrowserRow):
         owner_hash = peewee.CharField(max_length=64, unique=True)
         created_at = peewee.DateTimeField()
         last_seen_at = peewee.DateTimeField()
@@ -86,7 +203,7 @@ def define_tables(db: peewee.Database) -> Tables:
         class Meta:
             table_name = "browser"
 
-    class Generation(BaseModel):
+    class Generation(BaseModel, GenerationRow):
         browser = peewee.ForeignKeyField(Browser, backref="generations", on_delete="CASCADE", index=False)
         prompt = peewee.TextField()
         negative_prompt = peewee.TextField(default="")
@@ -116,7 +233,7 @@ def define_tables(db: peewee.Database) -> Tables:
             # "This browser's newest first": the history query walks this index backwards.
             indexes = ((("browser", "created_at", "id"), False),)
 
-    class MascotImage(BaseModel):
+    class MascotImage(BaseModel, ImageRow):
         generation = peewee.ForeignKeyField(Generation, backref="images", on_delete="CASCADE", index=False)
         position = peewee.IntegerField()
         seed = peewee.BigIntegerField()
@@ -149,7 +266,7 @@ def define_tables(db: peewee.Database) -> Tables:
         *gallery_columns, MascotImage.like_count, MascotImage.created_at, MascotImage.id, name=GALLERY_TOP_INDEX
     )
 
-    class Like(BaseModel):
+    class Like(BaseModel, LikeRow):
         browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)
         image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
         created_at = peewee.DateTimeField()
@@ -167,7 +284,7 @@ def define_tables(db: peewee.Database) -> Tables:
                 (("browser", "created_at", "id"), False),
             )
 
-    class AddressQuota(BaseModel):
+    class AddressQuota(BaseModel, AddressQuotaRow):
         # A network's daily quota, shared by every browser on it (new cookies are free; addresses are not). A count,
         # as the browser's is: deleting a mascot hands nothing back. Keyed by the hash, never the address.
         address_hash = peewee.CharField(max_length=64, unique=True)
@@ -177,7 +294,7 @@ def define_tables(db: peewee.Database) -> Tables:
         class Meta:
             table_name = "address_quota"
 
-    class Report(BaseModel):
+    class Report(BaseModel, ReportRow):
         # Reports live until the operator restores or deletes the mascot; a restore clears them (moderation.py).
         image = peewee.ForeignKeyField(MascotImage, on_delete="CASCADE", index=False)
         browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE", index=False)  # who reported it
@@ -190,7 +307,7 @@ def define_tables(db: peewee.Database) -> Tables:
             # One report per browser per image; also what the threshold counts and what deleting an image deletes.
             indexes = ((("image", "browser"), True),)
 
-    class BrowserKey(BaseModel):
+    class BrowserKey(BaseModel, BrowserKeyRow):
         # Another browser's token hash that stands for this browser row (device_links.py): a phone that opened a
         # device link. The row's own owner_hash is unique, so a second token needs a row of its own.
         token_hash = peewee.CharField(max_length=64, unique=True)
@@ -200,7 +317,7 @@ def define_tables(db: peewee.Database) -> Tables:
         class Meta:
             table_name = "browser_key"
 
-    class DeviceLink(BaseModel):
+    class DeviceLink(BaseModel, DeviceLinkRow):
         # A one-time code that makes another browser this one (device_links.py); only its sha256 is kept.
         code_hash = peewee.CharField(max_length=64, unique=True)
         browser = peewee.ForeignKeyField(Browser, on_delete="CASCADE")
@@ -222,6 +339,17 @@ def define_tables(db: peewee.Database) -> Tables:
         browser_key=BrowserKey,
         device_link=DeviceLink,
     )
+
+
+def tuple_rows(query: peewee.BaseQuery) -> Iterable[tuple[Any, ...]]:
+    """The rows of `query.tuples()`. peewee's stubs give `.tuples()` the query's own type, whose rows would be models;
+    the values' types come from the SQL, which the checker cannot see."""
+    return cast("Iterable[tuple[Any, ...]]", query.tuples())
+
+
+def dict_rows(query: peewee.BaseQuery) -> Iterable[dict[str, Any]]:
+    """The rows of `query.dicts()`, by column name (typed as `tuple_rows` is, for the same reason)."""
+    return cast("Iterable[dict[str, Any]]", query.dicts())
 
 
 def open_database(database_url: str) -> peewee.Database:

@@ -43,7 +43,17 @@ from mascot.store.moderation import (
     check_reason,
 )
 from mascot.store.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
-from mascot.store.schema import Tables, as_stored_time, define_tables, ensure_browser, find_browser, open_database
+from mascot.store.schema import (
+    GenerationRow,
+    ImageRow,
+    Tables,
+    as_stored_time,
+    define_tables,
+    dict_rows,
+    ensure_browser,
+    find_browser,
+    open_database,
+)
 from mascot.store.search import MAX_SEARCH_CHARACTERS, matching, search_words
 from mascot.store.upkeep import ORPHAN_MIN_AGE_S, FileCheck, FileUpkeep
 
@@ -186,9 +196,8 @@ class MascotStore:
             .where(image.file_missing == False)  # noqa: E712 - SQL, not Python truthiness
             .order_by(generation.created_at.desc(), generation.id.desc(), image.position)
             .paginate(page, per_page)
-            .dicts()
         )  # fmt: skip
-        return [entry_from_row(row, owner_id, self.files) for row in self._searched(query, words)]
+        return [entry_from_row(row, owner_id, self.files) for row in dict_rows(self._searched(query, words))]
 
     def count_history(self, owner_hash: str, *, search: str = "") -> int:
         """How many images this browser has (those whose file is missing left out, as `history` leaves them out)
@@ -241,7 +250,6 @@ class MascotStore:
             .where(listed(self.tables.image))
             .order_by(*order)
             .paginate(page, per_page)
-            .dicts()
         )  # fmt: skip
         if liker_id is not None:
             # The viewer's like is already LEFT JOINed (entry_select); requiring it makes that an inner join on the
@@ -252,7 +260,7 @@ class MascotStore:
             recent = self.likes.recent_counts(as_stored_time(now) - TOP_WINDOW, likes_per_network)
             query = query.join_from(image, recent, peewee.JOIN.LEFT_OUTER, on=(recent.c.image_id == image.id))
             query = query.order_by(peewee.fn.COALESCE(recent.c.recent, 0).desc(), *order)
-        items = [entry_from_row(row, viewer_id, self.files) for row in self._searched(query, words)]
+        items = [entry_from_row(row, viewer_id, self.files) for row in dict_rows(self._searched(query, words))]
         return page_of(items, self._count_listed(words, liker_id), page, per_page)
 
     def count_gallery(self, *, search: str = "", liked_by: str | None = None) -> int:
@@ -526,11 +534,11 @@ class MascotStore:
         check_limit(limit)
         return limit
 
-    def _searched(self, query: peewee.ModelSelect, words: tuple[str, ...]) -> peewee.ModelSelect:
+    def _searched(self, query: peewee.ModelSelect[ImageRow], words: tuple[str, ...]) -> peewee.ModelSelect[ImageRow]:
         """`query` (images joined to their generation) narrowed to the search's `words`; as it was for none."""
         return query.where(matching(self.tables, words)) if words else query
 
-    def _gallery_order(self, sort: GallerySort) -> list[peewee.Node]:
+    def _gallery_order(self, sort: GallerySort) -> list[peewee.Ordering]:
         """The ORDER BY of a gallery sort; refuses any other, naming the parameter."""
         image, like = self.tables.image, self.tables.like
         orders = {
@@ -563,7 +571,7 @@ class MascotStore:
             require_owner_hash(viewer_owner_hash)
         return find_browser(self.tables, viewer_owner_hash)
 
-    def _generations_of(self, owner_hash: str) -> peewee.ModelSelect:
+    def _generations_of(self, owner_hash: str) -> peewee.ModelSelect[GenerationRow]:
         generation, browser = self.tables.generation, self.tables.browser
         return (
             generation
@@ -572,7 +580,7 @@ class MascotStore:
             .where(browser.owner_hash == owner_hash)
         )  # fmt: skip
 
-    def _image_row(self, public_id: str) -> peewee.ModelSelect:
+    def _image_row(self, public_id: str) -> peewee.ModelSelect[ImageRow]:
         """What deleting the image needs to know of it; add conditions."""
         image = self.tables.image
         return (
@@ -581,7 +589,7 @@ class MascotStore:
             .where(image.public_id == public_id)
         )  # fmt: skip
 
-    def _delete_image(self, image_row: peewee.ModelSelect) -> bool:
+    def _delete_image(self, image_row: peewee.ModelSelect[ImageRow]) -> bool:
         """Delete the image `image_row` finds: its likes, reports and row (and its generation when it was the last
         image) in one transaction, then its files. False, and nothing changed, when it finds none."""
         image, like, generation = self.tables.image, self.tables.like, self.tables.generation
@@ -640,7 +648,7 @@ class MascotStore:
         stored: Sequence[StoredImage],
         created_at: datetime,
         is_public: bool,
-    ) -> list[peewee.Model]:
+    ) -> list[ImageRow]:
         rows = []
         for position, (image, seed, files) in enumerate(zip(result.images, result.seeds, stored, strict=True)):
             rows.append(

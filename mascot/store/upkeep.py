@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import peewee
 
 from mascot.store.files import ImageFiles
-from mascot.store.schema import Tables
+from mascot.store.schema import Tables, tuple_rows
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,9 @@ class FileUpkeep:
         """Mark rows whose image file is missing (and unmark those whose file is back); make missing thumbnails."""
         image = self.tables.image
         rows = image.select(image.id, image.path, image.thumbnail, image.file_missing).tuples().iterator()
-        missing, restored, thumbnails = [], [], {}
+        missing: list[int] = []
+        restored: list[int] = []
+        thumbnails: dict[int, str] = {}
         for row_id, path, thumbnail, marked in rows:
             present = self.files.exists(path)
             if present == marked:
@@ -102,11 +104,10 @@ class FileUpkeep:
         claimed: set[str] = set()
         for column in (image.path, image.thumbnail):
             for start in range(0, len(relative_paths), SQL_CHUNK):
-                rows = (
+                rows = tuple_rows(
                     image
                     .select(column)
                     .where(column.in_(relative_paths[start : start + SQL_CHUNK]))
-                    .tuples()
                 )  # fmt: skip
                 claimed.update(path for (path,) in rows)
         return claimed

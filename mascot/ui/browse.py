@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from mascot.store.entries import MAX_PAGE, GallerySort, MascotPage
+from mascot.store.entries import MAX_PAGE, GallerySort, MascotEntry, MascotPage
 from mascot.store.search import search_words
 from mascot.ui.common import PageServices, owner, plain, plural
 from mascot.ui.create import CreateForm
@@ -107,11 +107,16 @@ def _wire_listing(
     gr.on(
         [browse.refresh.click, tab.select, demo.load], **show, api_name="my_mascots" if listing == "mine" else "gallery"
     )
-    private = {"queue": False, "api_visibility": "private"}
-    browse.previous.click(previous_page, browse.page, browse.page, **private).then(**show, api_visibility="private")
-    browse.next.click(next_page, browse.page, browse.page, **private).then(**show, api_visibility="private")
+    browse.previous.click(previous_page, browse.page, browse.page, queue=False, api_visibility="private").then(
+        **show, api_visibility="private"
+    )
+    browse.next.click(next_page, browse.page, browse.page, queue=False, api_visibility="private").then(
+        **show, api_visibility="private"
+    )
     if browse.sort is not None:
-        browse.sort.change(first_page, None, browse.page, **private).then(**show, api_visibility="private")
+        browse.sort.change(first_page, None, browse.page, queue=False, api_visibility="private").then(
+            **show, api_visibility="private"
+        )
     # A refused search stops the chain, so the search shown (and paged through) stays the last one that worked.
     # Queued, so that a refused search's sentence is shown (see ui/detail.py).
     browse.search_box.submit(
@@ -165,7 +170,7 @@ def checked_search(search: str | None) -> tuple[str, ...]:
 
 
 def _page_outputs(
-    items: Sequence[Any], page: int, total: int, per_page: int, words: Sequence[str], empty: str = NOTHING_YET
+    items: Sequence[MascotEntry], page: int, total: int, per_page: int, words: Sequence[str], empty: str = NOTHING_YET
 ) -> tuple[Any, ...]:
     """The thumbnails, the page shown, its label, what each thumbnail is, and which page buttons make sense."""
     pages = max(1, -(-total // per_page))
@@ -186,7 +191,7 @@ def page_label(page: int, pages: int, total: int, words: Sequence[str], empty: s
     return f"{plural(total, 'mascot')} {'matches' if total == 1 else 'match'} {quoted} · page {page} of {pages}"
 
 
-def caption(item: Any) -> str:
+def caption(item: MascotEntry) -> str:
     """A thumbnail's caption: its prompt, marked when moderation keeps it out of the gallery (its owner sees that)."""
     return f"⚠️ Hidden · {item.caption}" if item.moderation else item.caption
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -201,9 +201,21 @@ def _form_fields(
     return generation_inputs, randomize_seed, size, model_prompt
 
 
+BuiltAs = TypeVar("BuiltAs", bound=gr.components.Component)
+
+
+def built_as(inputs: dict[str, gr.components.Component], name: str, kind: type[BuiltAs]) -> BuiltAs:
+    """The form's input `name` as the component class it was built as: Gradio declares each event (input, submit,
+    change) on the classes that have it, not on Component."""
+    component = inputs[name]
+    if not isinstance(component, kind):
+        raise TypeError(f"The form's {name!r} input is a {type(component).__name__}, not a {kind.__name__}.")
+    return component
+
+
 def _wire(services: PageServices, form: CreateForm) -> None:
     inputs = form.generation_inputs
-    width, height, seed = inputs["width"], inputs["height"], inputs["seed"]
+    width, height, seed = built_as(inputs, "width", gr.Number), built_as(inputs, "height", gr.Number), inputs["seed"]
     form.size.input(
         size_to_dimensions, inputs=form.size, outputs=[width, height], queue=False, api_visibility="private"
     )
@@ -216,7 +228,7 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         api_visibility="private",
     )
     gr.on(
-        [inputs["prompt"].submit, form.generate_button.click],
+        [built_as(inputs, "prompt", gr.Textbox).submit, form.generate_button.click],
         fn=pick_seed,
         inputs=[seed, form.randomize_seed],
         outputs=seed,
@@ -242,7 +254,13 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         api_visibility="private",
     )
     form.cancel_button.click(_cancel_handler(services), outputs=form.status, queue=False, api_name="cancel")
-    shapers = [inputs[name] for name in ("prompt", "negative_prompt", "style", "brand", "logo")]
+    shapers: list[gr.Textbox | gr.Dropdown] = [  # in the order of model_prompt's parameters
+        built_as(inputs, "prompt", gr.Textbox),
+        built_as(inputs, "negative_prompt", gr.Textbox),
+        built_as(inputs, "style", gr.Dropdown),
+        built_as(inputs, "brand", gr.Dropdown),
+        built_as(inputs, "logo", gr.Textbox),
+    ]
     gr.on(
         [shaper.change for shaper in shapers],
         fn=_model_prompt_handler(services),

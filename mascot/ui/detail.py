@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import gradio as gr
 
@@ -49,7 +49,7 @@ class DetailPanel:
     delete: gr.Button | None = None
     report: ReportBox | None = None
 
-    def outputs(self) -> list[gr.components.Component]:
+    def outputs(self) -> list[gr.blocks.Block]:
         owned = [self.is_public] if self.is_public is not None else []
         reporting = [self.report.panel, self.report.reason, self.report.status] if self.report is not None else []
         return [
@@ -134,7 +134,23 @@ def report_box() -> ReportBox:
     return ReportBox(panel, reason, button, status)
 
 
-def summary(entry: MascotEntry) -> dict[str, Any]:
+class MascotSummary(TypedDict):
+    """One mascot in the panel's JSON (the `mascots` component), in the API's words."""
+
+    public_id: str
+    prompt: str
+    seed: int
+    like_count: int
+    liked: bool
+    is_public: bool
+    moderation_note: str
+
+
+# What a handler returns to set several components at once: each component's new value or gr.update(...).
+ComponentValues = dict[gr.blocks.Block, Any]
+
+
+def summary(entry: MascotEntry) -> MascotSummary:
     """What an API client needs to act on a mascot: its share id, its words, its likes, and (for its owner) why it
     is out of the gallery."""
     return {
@@ -233,8 +249,8 @@ def wire_detail(
         ).then(**show_page, api_visibility="private")
 
 
-def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str) -> dict:
-    values: dict[Any, Any] = {
+def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str) -> ComponentValues:
+    values: ComponentValues = {
         detail.group: gr.update(visible=True),
         detail.public_id: entry.public_id,
         detail.image: str(entry.path),
@@ -257,8 +273,8 @@ def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str) -> d
     return values
 
 
-def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., dict]:
-    def mascot(public_id: str, http_request: gr.Request | None = None) -> dict:
+def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., ComponentValues]:
+    def mascot(public_id: str, http_request: gr.Request | None = None) -> ComponentValues:
         """One mascot by its share id: the image, its prompt and parameters, likes and its share link."""
         who = visitor(services, http_request)
         try:
@@ -270,11 +286,14 @@ def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., 
     return mascot
 
 
-def _select_handler(show: Callable[..., dict]) -> Callable[..., dict]:
-    def select(mascots: list[dict], event: gr.SelectData, http_request: gr.Request | None = None) -> dict:
-        if not isinstance(event.index, int) or not 0 <= event.index < len(mascots or []):
+def _select_handler(show: Callable[..., ComponentValues]) -> Callable[..., ComponentValues]:
+    def select(
+        mascots: list[MascotSummary] | None, event: gr.SelectData, http_request: gr.Request | None = None
+    ) -> ComponentValues:
+        listed = mascots or []
+        if not isinstance(event.index, int) or not 0 <= event.index < len(listed):
             raise gr.Error("That mascot is no longer on this page. Press Refresh.", print_exception=False)
-        return show(mascots[event.index]["public_id"], http_request)
+        return show(listed[event.index]["public_id"], http_request)
 
     return select
 
@@ -295,8 +314,8 @@ def _offer_sticker(path: str | None) -> Any:
     return gr.DownloadButton(value=path, visible=path is not None)
 
 
-def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[str, Any]]]:
-    def like(public_id: str, http_request: gr.Request | None = None) -> tuple[str, str, dict[str, Any]]:
+def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, MascotSummary]]:
+    def like(public_id: str, http_request: gr.Request | None = None) -> tuple[str, str, MascotSummary]:
         """Like a mascot, or take the like back: one per browser. Returns its details with the new count, which
         takes only a few likes from each network."""
         try:
@@ -347,15 +366,17 @@ def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
     return delete
 
 
-def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool) -> Callable[..., dict]:
-    def remix(public_id: str, http_request: gr.Request | None = None) -> dict:
+def _remix_handler(
+    services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool
+) -> Callable[..., ComponentValues]:
+    def remix(public_id: str, http_request: gr.Request | None = None) -> ComponentValues:
         """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself
         as the picture to mix in, with new seeds)."""
         try:
             remixed = services.service.remix(public_id, visitor(services, http_request), vary=vary)
         except Refusal as error:
             raise refused(error) from None
-        values: dict[Any, Any] = {form.generation_inputs[name]: value for name, value in remixed.values.items()}
+        values: ComponentValues = {form.generation_inputs[name]: value for name, value in remixed.values.items()}
         values[form.randomize_seed] = remixed.randomize_seed
         values[form.size] = dimensions_to_size(remixed.values["width"], remixed.values["height"])
         values[form.logo_image] = str(remixed.logo_path) if remixed.logo_path else None

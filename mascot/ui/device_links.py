@@ -118,8 +118,7 @@ def wire_device_links(
     """Opening a link is the page load with ?device=<code>: never a public API event. Afterwards the events in
     `refresh` show what this browser now is (its mascots, its quota), and the address bar forgets the code. The
     panel's two disconnect buttons refresh the same way."""
-    count_others = {"fn": _others_handler(services), "outputs": row.others, "api_visibility": "private"}
-    row.panel.expand(**count_others, queue=False)
+    row.panel.expand(_others_handler(services), outputs=row.others, api_visibility="private", queue=False)
     # Queued, so that their notices and refusals are shown (see ui/detail.py).
     disconnected = row.disconnect.click(
         _disconnect_handler(services),

@@ -68,6 +68,8 @@ def wait_in_words(seconds: float) -> str:
 def finished_outputs(snapshot: JobSnapshot) -> tuple[Any, str]:
     if snapshot.state is JobState.CANCELLED:
         return gr.skip(), snapshot.error or "Cancelled. Nothing was saved and nothing counts against your quota."
+    if snapshot.outcome is None:  # a DONE job always carries what on_finished saved
+        raise RuntimeError("A finished job carries no saved images.")
     paths = [str(path) for path in snapshot.outcome.image_paths]
     return paths, done_message(len(paths), snapshot.generated)
 
