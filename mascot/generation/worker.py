@@ -67,6 +67,14 @@ class JobState(enum.Enum):
 FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
 
+# What a queued job's browser reads when the server shuts down before the job ran.
+SHUTDOWN_MESSAGE = (
+    "The server is restarting, so your mascot was not made and nothing counts against your quota. "
+    "Please try again in a minute."
+)
+CANCEL_GRACE_S = 10.0  # how long a cancelled run may take to reach its next step when a shutdown cancels it
+
+
 class SubmitRefused(Exception):
     """A job could not be queued; the message is a sentence for the person who asked."""
 
@@ -176,22 +184,41 @@ class GenerationWorker:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the running job; queued jobs are cancelled."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Drain, as on SIGTERM: refuse new jobs, end the queued ones unmade (SHUTDOWN_MESSAGE; `on_ended` frees their
+        claims, and nothing was charged), and let the running run finish and be saved within `timeout` seconds; past
+        that it is cancelled at its next step. True when the running run (if any) finished in time."""
         with self._lock:
             self._stopping = True
-            for job in self._pending:
-                self._end(job, state=JobState.CANCELLED, error="The server is shutting down.")
+            queued = list(self._pending)
             self._pending.clear()
             self._lock.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for job in queued:  # outside the lock: on_ended writes to the database
+            self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
+        if not self._thread.is_alive():
+            return True
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        with self._lock:
+            running = list(self._active.values())
+        log.warning("the running jobs did not finish within %.0f s of the shutdown: cancelling them", timeout)
+        for job in running:
+            job.cancel()
+        self._thread.join(CANCEL_GRACE_S)
+        return False
 
     def wait_until_loaded(self, timeout: float) -> ModelStatus:
         """Block until the model is ready or failed (tests and benchmarks)."""
         with self._lock:
             self._lock.wait_for(lambda: self._status.state is not ModelState.LOADING, timeout=timeout)
             return self._status
+
+    @property
+    def is_stopping(self) -> bool:
+        """True once a shutdown began: no new job is admitted."""
+        with self._lock:
+            return self._stopping
 
     @property
     def status(self) -> ModelStatus:

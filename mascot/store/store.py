@@ -28,6 +28,7 @@ from mascot.store.entries import (
     page_of,
     shown_to_all,
 )
+from mascot.store.faults import StoreUnavailable, check_writable, writes
 from mascot.store.files import ImageFiles, StoredImage
 from mascot.store.likes import DEFAULT_LIKES_PER_NETWORK, LikeBook, LikeState
 from mascot.store.migrations import migrate, schema_version
@@ -72,6 +73,7 @@ __all__ = [
     "ReportResult",
     "ReportedMascot",
     "SavedGeneration",
+    "StoreUnavailable",
     "StoredIdea",
     "TooManyLinks",
 ]
@@ -96,8 +98,9 @@ class MascotStore:
     """Browsers, their generations, images, likes, reports and quotas. Every query acting for a browser takes its
     owner hash; the operator's (moderation) take only a share id."""
 
-    def __init__(self, database_url: str, images_dir: Path, *, upkeep: bool = True) -> None:
-        """Open (and migrate) the database; with `upkeep`, also check the images folder as the app does at start."""
+    def __init__(self, database_url: str, images_dir: Path, *, upkeep: bool = True, replica_id: str = "") -> None:
+        """Open (and migrate) the database; with `upkeep`, also check the images folder as the app does at start.
+        `replica_id` names this process's job claims (settings.replica_id), so that its next start can free them."""
         self.files = ImageFiles(images_dir)
         self.images_dir = self.files.root
         self.database = open_database(database_url)
@@ -106,7 +109,7 @@ class MascotStore:
         applied = migrate(self.database, self.tables)
         if applied:
             logger.info("Database schema now at version %d (applied %s).", applied[-1], applied)
-        self.quotas = QuotaBook(self.database, self.tables)
+        self.quotas = QuotaBook(self.database, self.tables, replica_id)
         self.moderation = ModerationBook(self.database, self.tables, self.files)
         self.likes = LikeBook(self.database, self.tables)
         self.upkeep = FileUpkeep(self.database, self.tables, self.files)
@@ -124,7 +127,12 @@ class MascotStore:
         """The latest migration applied to this database."""
         return schema_version(self.tables)
 
+    def check_writable(self) -> None:
+        """Raise unless the database can write now (the health check): see faults.check_writable."""
+        check_writable(self.database, self.tables.schema_version)
+
     # ---- saving -----------------------------------------------------------------------------------------------
+    @writes
     def save_generation(
         self,
         owner_hash: str,
@@ -288,6 +296,7 @@ class MascotStore:
         return self.mascot(public_id, None)
 
     # ---- changing one's own mascots ---------------------------------------------------------------------------
+    @writes
     def set_public(self, owner_hash: str, public_id: str, is_public: bool) -> bool:
         """Show the mascot in the gallery or hide it; False when it is not this browser's (or does not exist), or
         when it would be shown while moderation keeps it out of the gallery (`mascot(...).moderation` says)."""
@@ -307,6 +316,7 @@ class MascotStore:
             changed = query.execute()
         return changed > 0
 
+    @writes
     def delete_mascot(self, owner_hash: str, public_id: str) -> bool:
         """Delete the mascot (row, likes, reports, image and thumbnail files; its generation when it was the last
         image).
@@ -320,6 +330,7 @@ class MascotStore:
         return self._delete_image(self._image_row(public_id).where(owned))
 
     # ---- likes ------------------------------------------------------------------------------------------------
+    @writes
     def toggle_like(
         self,
         owner_hash: str,
@@ -349,6 +360,7 @@ class MascotStore:
             return self.likes.toggle(found[0], browser_id, address_hash, likes_per_network, moment)
 
     # ---- reports and moderation -------------------------------------------------------------------------------
+    @writes
     def report_mascot(
         self,
         owner_hash: str,
@@ -422,6 +434,7 @@ class MascotStore:
         check_limit(limit)
         return self.quotas.address_status(address_hash, limit, as_stored_time(now))
 
+    @writes
     def claim_job(
         self,
         owner_hash: str,
@@ -460,10 +473,16 @@ class MascotStore:
         """Keep the claims of jobs still queued or running alive (see quota.JOB_STALE_AFTER)."""
         return self.quotas.refresh(claim_ids, as_stored_time(now))
 
+    @writes
     def release_job(self, owner_hash: str, claim_id: str | None = None) -> bool:
         """Free this browser's job slot (only the claim `claim_id`, when given); True when a claim was freed."""
         require_owner_hash(owner_hash)
         return self.quotas.release(owner_hash, claim_id)
+
+    def release_replica_claims(self) -> int:
+        """Free every job claim of this replica (its replica_id): at start, its dead run's; at the end of a drain,
+        any left. Returns how many were freed."""
+        return self.quotas.release_replica()
 
     # ---- one person, several devices (device_links.py) ---------------------------------------------------------
     def resolve_owner(self, token_hash: str) -> str:
@@ -471,6 +490,7 @@ class MascotStore:
         require_owner_hash(token_hash)
         return self.devices.resolve(token_hash)
 
+    @writes
     def make_device_link(self, owner_hash: str, now: datetime | None = None) -> DeviceLinkCode:
         """A one-time code (valid devices.LINK_VALID_FOR) that makes another browser this one; only its hash is
         stored. Raises TooManyLinks when devices.MAX_OPEN_LINKS of this browser's codes are still open."""
@@ -482,6 +502,7 @@ class MascotStore:
         require_owner_hash(token_hash)
         return self.devices.other_devices(token_hash)
 
+    @writes
     def disconnect_other_devices(
         self, token_hash: str, *, now: datetime | None = None, likes_per_network: int = DEFAULT_LIKES_PER_NETWORK
     ) -> Disconnection:
@@ -490,12 +511,14 @@ class MascotStore:
         check_limit(likes_per_network)
         return self.devices.disconnect_others(token_hash, as_stored_time(now), likes_per_network)
 
+    @writes
     def stop_showing_here(self, token_hash: str) -> bool:
         """This browser (its own token hash) no longer stands for the browser it was linked to; False if it was not
         linked."""
         require_owner_hash(token_hash)
         return self.devices.stop_here(token_hash)
 
+    @writes
     def redeem_device_link(
         self,
         token_hash: str,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import gradio as gr
 from gradio import route_utils
@@ -17,7 +18,7 @@ from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
 from mascot.prompt.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
 from mascot.prompt.wordfilter import BlockedWords
-from mascot.store.store import MascotStore
+from mascot.store.store import MascotStore, StoreUnavailable
 
 OwnerOf = Callable[[Any], str | None]
 AddressHashOf = Callable[[str], str | None]  # a client address -> its network's keyed hash (clients.AddressKeys)
@@ -25,8 +26,26 @@ DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: on
 Clock = Callable[[], datetime]
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def says_store_failures(handler: Callable[P, R]) -> Callable[P, R]:
+    """A handler whose write cannot be saved (disk full, read-only or locked database) answers with that sentence,
+    not Gradio's bare "Error". Its signature stays the handler's (functools.wraps), as Gradio reads it."""
+
+    @functools.wraps(handler)
+    def answering(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return handler(*args, **kwargs)
+        except StoreUnavailable as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    return answering
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from mascot.generation.worker import Job, SubmitRefused
 from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import MAX_SEED, GenerationRequest, InvalidRequest
 from mascot.store.quota import QuotaStatus, over_address_quota_message, over_quota_message
+from mascot.store.store import StoreUnavailable
 from mascot.ui.common import DEFAULTS, PageServices, owner, plural, range_info
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
@@ -437,7 +438,7 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
             request = request_from(services, arguments)
             client = client_address(http_request, services.trusted_proxies)
             job = submit(services, request, owner(services, http_request), client)
-        except (InvalidRequest, SubmitRefused) as error:
+        except (InvalidRequest, SubmitRefused, StoreUnavailable) as error:
             raise gr.Error(str(error), print_exception=False) from None
         yield from relay_job(job, progress)
 

@@ -16,7 +16,7 @@ from PIL import Image
 from mascot.store.files import DOWNLOAD_KEEP_S, remove_files_older_than
 from mascot.store.imaging import read_parameters, save_png, transparent_sticker
 from mascot.store.moderation import NO_REASON, check_reason, reason_choices
-from mascot.ui.common import PageServices, owner, plain, plural
+from mascot.ui.common import PageServices, owner, plain, plural, says_store_failures
 from mascot.ui.create import CreateForm, dimensions_to_size
 from mascot.web.clients import client_address
 
@@ -324,7 +324,7 @@ def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[
             raise gr.Error(GONE, print_exception=False)
         return like_label(state.liked, state.like_count), describe(entry), summary(entry)
 
-    return like
+    return says_store_failures(like)
 
 
 def _report_handler(services: PageServices) -> Callable[..., str]:
@@ -348,7 +348,7 @@ def _report_handler(services: PageServices) -> Callable[..., str]:
             raise gr.Error(result.message, print_exception=False)
         return result.message
 
-    return report
+    return says_store_failures(report)
 
 
 def _visibility_handler(services: PageServices) -> Callable[..., Any]:
@@ -361,7 +361,7 @@ def _visibility_handler(services: PageServices) -> Callable[..., Any]:
         entry = services.store.mascot(public_id, viewer)
         return gr.skip() if entry is None else describe(entry)  # its line says "public" or "private" as it now is
 
-    return set_public
+    return says_store_failures(set_public)
 
 
 def visibility_refusal(services: PageServices, viewer: str, public_id: str) -> str:
@@ -382,7 +382,7 @@ def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
         gr.Info("Deleted.")
         return gr.update(visible=False), ""
 
-    return delete
+    return says_store_failures(delete)
 
 
 def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool) -> Callable[..., dict]:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mascot.store.device_links import MAX_OPEN_LINKS, is_code
 from mascot.store.store import Redemption, TooManyLinks
-from mascot.ui.common import PageServices, browser_token, owner, page_url, plural
+from mascot.ui.common import PageServices, browser_token, owner, page_url, plural, says_store_failures
 
 DEVICE_PARAMETER = "device"
 INTRO = (
@@ -122,7 +122,7 @@ def _make_link_handler(services: PageServices) -> Callable[..., tuple[Any, ...]]
         url = device_url(page_url(http_request), made.code)
         return url, qr_image(url), NOTE
 
-    return device_link
+    return says_store_failures(device_link)
 
 
 def device_url(page: str, code: str) -> str:
@@ -199,7 +199,7 @@ def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
             gr.Info(f"{plural(done.devices, 'other device')} no longer {verb} your mascots.")
         return NO_OTHER_DEVICES
 
-    return disconnect_other_devices
+    return says_store_failures(disconnect_other_devices)
 
 
 def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
@@ -219,7 +219,7 @@ def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
             gr.Info(NO_OTHER_DEVICES)
         return others_line(others)
 
-    return stop_showing_here
+    return says_store_failures(stop_showing_here)
 
 
 def _has_device_code(http_request: gr.Request | None = None) -> bool:
@@ -244,7 +244,7 @@ def _open_link_handler(services: PageServices) -> Callable[..., None]:
         )
         say_redeemed(redeemed)
 
-    return open_device_link
+    return says_store_failures(open_device_link)
 
 
 def say_redeemed(redeemed: Redemption) -> None:
