@@ -48,8 +48,11 @@ from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, 
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
-# After a drain, the moment the queued browsers' "not made" answers need to leave before the server closes.
-ANSWER_GRACE_S = 1.0
+# A drain waits this long at most for the handlers of the jobs it ended to hand their answers on, then this long for
+# those answers to leave on the open event streams (once the server closes, Gradio replaces what is left with an
+# "unexpected error").
+ANSWER_WAIT_S = 10.0
+ANSWER_FLUSH_S = 0.5
 
 
 def load_examples() -> list[str]:
@@ -85,7 +88,9 @@ class App:
         finished = self.worker.stop(self.settings.drain_timeout_s)
         self.claims.retry_releases()
         freed = self.claims.stop()
-        time.sleep(max(0.0, ANSWER_GRACE_S - (time.monotonic() - started)))
+        if not self.worker.wait_until_answered(ANSWER_WAIT_S):
+            log.warning("some browsers were not answered within %.0f s of the drain", ANSWER_WAIT_S)
+        time.sleep(ANSWER_FLUSH_S)
         seconds = time.monotonic() - started
         log.info(
             "drained in %.1f s (running job %s; %d claims freed at the end)",

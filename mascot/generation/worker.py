@@ -115,6 +115,9 @@ class Job:
         self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
         self.submitted_at = time.monotonic()
         self.cancel_requested = threading.Event()
+        # Set by the handler relaying the job once it handed on the job's end (or its browser left): a shutdown
+        # waits for it, so that nobody is left without an answer.
+        self.answered = threading.Event()
         self._changed = threading.Condition()
         self._snapshot = JobSnapshot(version=0, state=JobState.QUEUED, jobs_ahead=0)
 
@@ -177,6 +180,7 @@ class GenerationWorker:
         self._active: dict[str, Job] = {}  # owner_hash -> queued or running job
         self._lock = threading.Condition()
         self._stopping = False
+        self._ended_while_stopping: list[Job] = []  # whose answers a shutdown waits for (wait_until_answered)
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -195,7 +199,9 @@ class GenerationWorker:
             self._lock.notify_all()
         for job in queued:  # outside the lock: on_ended writes to the database
             self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
-        if not self._thread.is_alive():
+        with self._lock:
+            idle = not self._active  # e.g. the model still loads: nothing to finish, and no load to wait for
+        if idle or not self._thread.is_alive():
             return True
         self._thread.join(timeout)
         if not self._thread.is_alive():
@@ -207,6 +213,14 @@ class GenerationWorker:
             job.cancel()
         self._thread.join(CANCEL_GRACE_S)
         return False
+
+    def wait_until_answered(self, timeout: float) -> bool:
+        """After `stop`: wait (at most `timeout` seconds in all) until the handlers relaying the jobs that ended
+        during the shutdown handed their answers on; True when all did."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            jobs = list(self._ended_while_stopping)
+        return all(job.answered.wait(max(0.0, deadline - time.monotonic())) for job in jobs)
 
     def wait_until_loaded(self, timeout: float) -> ModelStatus:
         """Block until the model is ready or failed (tests and benchmarks)."""
@@ -460,6 +474,8 @@ class GenerationWorker:
         with self._lock:
             if self._active.get(job.owner_hash) is job:
                 del self._active[job.owner_hash]
+            if self._stopping:
+                self._ended_while_stopping.append(job)
         if self._on_ended is None:
             return
         try:
