@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import peewee
@@ -53,3 +56,17 @@ def check_writable(database: peewee.Database, schema_version: type[peewee.Model]
             .where(schema_version.version == latest)
             .execute()
         )  # fmt: skip
+
+
+SPACE_PROBE_BYTES = 64 * 1024  # a few database pages, a small part of one image
+
+
+def check_space(folder: Path) -> None:
+    """Write and remove a small file in `folder`: raises OSError when its disk is full or read-only. SQLite's own
+    probe above can still succeed then (it reuses room its write-ahead log already has), while a real save fails."""
+    descriptor, name = tempfile.mkstemp(prefix=".space-probe-", dir=folder)
+    try:
+        os.write(descriptor, b"\0" * SPACE_PROBE_BYTES)
+    finally:
+        os.close(descriptor)
+        os.unlink(name)

@@ -28,7 +28,7 @@ from mascot.store.entries import (
     page_of,
     shown_to_all,
 )
-from mascot.store.faults import StoreUnavailable, check_writable, writes
+from mascot.store.faults import StoreUnavailable, check_space, check_writable, writes
 from mascot.store.files import ImageFiles, StoredImage
 from mascot.store.likes import DEFAULT_LIKES_PER_NETWORK, LikeBook, LikeState
 from mascot.store.migrations import migrate, schema_version
@@ -128,8 +128,14 @@ class MascotStore:
         return schema_version(self.tables)
 
     def check_writable(self) -> None:
-        """Raise unless the database can write now (the health check): see faults.check_writable."""
+        """Raise unless a save could be written now (the health check): the database takes a write, and the images
+        folder and a SQLite database's folder have room (faults.check_space)."""
         check_writable(self.database, self.tables.schema_version)
+        folders = {self.images_dir}
+        if isinstance(self.database, peewee.SqliteDatabase) and self.database.database != ":memory:":
+            folders.add(Path(self.database.database).parent)
+        for folder in folders:
+            check_space(folder)
 
     # ---- saving -----------------------------------------------------------------------------------------------
     @writes
