@@ -30,6 +30,12 @@ import gradio as gr
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+# `gradio app.py` runs this file again after each edit, having dropped the project's modules (this one included) from
+# sys.modules. The running worker and store must keep their modules (the page compares their classes: JobState,
+# ModelState, ...), so they go back before the imports below: only the page (mascot.ui) is then imported anew.
+if not gr.NO_RELOAD and "app" in globals():
+    sys.modules.update(globals()["app"].runtime_modules)
+
 from mascot.generation.generator import Generator
 from mascot.generation.worker import GenerationWorker, LoadGenerator
 from mascot.prompt.logos import LogoLibrary
@@ -216,22 +222,22 @@ def queued_page(demo: gr.Blocks, settings: Settings) -> gr.Blocks:
 
 
 def runtime_modules() -> dict[str, ModuleType]:
-    """The app's loaded modules other than the page's (mascot.ui): those its worker and store are built from."""
-    return {
+    """The app's loaded modules other than the page's (mascot.ui): those its worker and store are built from, and
+    this file's own (the reloader runs it again in the same namespace)."""
+    kept = {
         name: module
         for name, module in sys.modules.items()
         if (name == "mascot" or name.startswith("mascot.")) and not name.startswith("mascot.ui")
     }
+    return {**kept, "__main__": sys.modules["__main__"]}
 
 
 def reloaded_page(app: App) -> gr.Blocks:
     """The page rebuilt from freshly imported mascot.ui on the running app (`gradio app.py` after an edit).
 
-    Gradio's reloader drops every project module before it runs this file again. The worker, store and model keep
-    running, and their classes must stay the ones the page compares with (JobState, ModelState, ...): so the
-    runtime modules are put back and only the page's are imported anew.
+    The runtime modules were put back at the top of this file (see there), so mascot.ui, imported anew, is built on
+    the classes of the running worker and store.
     """
-    sys.modules.update(app.runtime_modules)
     from mascot.ui import build_demo as build_reloaded_demo
 
     log.info("reload: the page (mascot/ui, app.py) is rebuilt; other changes take a restart")
