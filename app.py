@@ -27,6 +27,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
@@ -36,17 +37,17 @@ from starlette.routing import Route
 if not gr.NO_RELOAD and "app" in globals():
     sys.modules.update(globals()["app"].runtime_modules)
 
+from mascot.clock import Clock, utc_now
 from mascot.generation.generator import Generator
 from mascot.generation.worker import GenerationWorker, LoadGenerator
 from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
 from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
+from mascot.service import DownloadFolder, MascotService
 from mascot.service.claims import ClaimKeeper
 from mascot.settings import Settings, SettingsError, load_settings
-from mascot.store.device_links import resolving_owner
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
-from mascot.ui.common import Clock, utc_now
 from mascot.web.clients import AddressKeys
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
@@ -166,11 +167,14 @@ def kandinsky_loader(settings: Settings) -> LoadGenerator:
 
 
 def create_app(settings: Settings, *, load_generator: LoadGenerator | None = None, clock: Clock = utc_now) -> App:
-    """Wire settings -> store -> identity -> worker -> page. Nothing loads the model yet: `app.start()` does.
-    Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used."""
+    """Wire settings -> store -> identity -> worker -> service -> page. Nothing loads the model yet: `app.start()`
+    does. Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used."""
     blocked_words = load_blocked_words(settings.blocked_words)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = MascotStore(settings.resolved_database_url, settings.images_dir, replica_id=settings.replica_id)
+    rules = settings.rules  # the house rules, set once: the store and the service apply them
+    store = MascotStore(
+        settings.resolved_database_url, settings.images_dir, rules=rules, replica_id=settings.replica_id
+    )
     secret = load_secret(settings)
     identity = BrowserIdentity(secret)
     presets = Presets.load()
@@ -187,28 +191,30 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         prepare=prepare,
         load_logo=logos.open,
         max_queued=settings.queue_max_size,
-        max_per_client=settings.max_queued_per_client,
+        max_per_client=rules.max_queued_per_client,
         max_batch_images=settings.max_batch_images,
+        save_in_background=settings.speed.save_in_background,
     )
     claims.claim_ids = worker.claim_ids
-    services = PageServices(
-        worker=worker,
+    service = MascotService(
         store=store,
-        # Every handler asks for the owner through this: a linked browser (store.device_links) acts as that one.
-        owner_of=resolving_owner(identity.owner_from_request, store.resolve_owner),
-        token_hash_of=identity.owner_from_request,
-        examples=load_examples(),
+        worker=worker,
+        rules=rules,
+        address_keys=AddressKeys(secret),
+        # Gradio serves its upload folder (not the data folder): stickers and ZIPs are written there.
+        downloads=DownloadFolder(lambda: Path(get_upload_folder())),
         presets=presets,
         logos=logos,
-        daily_quota=settings.daily_quota,
-        address_daily_quota=settings.resolved_address_daily_quota,
-        address_hash_of=AddressKeys(secret).address_hash,
-        trusted_proxies=settings.trusted_proxies,
-        reports_to_hide=settings.reports_to_hide,
-        likes_per_network=settings.likes_per_network,
         blocked_words=blocked_words,
         clock=clock,
-        prepare_request=prepare,
+        prepare=prepare,
+    )
+    # The service resolves device links: every handler hands it the browser's own token hash.
+    services = PageServices(
+        service=service,
+        token_hash_of=identity.owner_from_request,
+        trusted_proxies=settings.trusted_proxies,
+        examples=load_examples(),
     )
     demo = queued_page(build_demo(services), settings)
     return App(demo, worker, claims, store, identity, settings, services, runtime_modules())
@@ -247,6 +253,7 @@ def reloaded_page(app: App) -> gr.Blocks:
 def start_app(argv: Sequence[str] | None = None) -> App:
     """Settings, the app, the model loading: or one sentence (SystemExit) naming the setting that stops it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
     try:
         app = create_app(load_settings(argv))
     except (BlockedWordsError, SettingsError) as error:

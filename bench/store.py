@@ -28,20 +28,20 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 import peewee
 from PIL import Image, ImageDraw
 
 from mascot.generation.generator import GeneratedImages, ModelInfo, PromptUse
 from mascot.prompt.request import GenerationRequest
-from mascot.store.schema import utc_now
+from mascot.store.schema import as_stored_time
+from mascot.store.scratch import postgres_schema
 from mascot.store.store import GallerySort, MascotStore
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def fake_generation(rng: random.Random) -> tuple[GenerationRequest, GeneratedIma
 def fill(store: MascotStore, images: int, rng: random.Random) -> Population:
     """Save generations until `images` images exist, oldest first, then add likes in bulk."""
     owners = [owner_hash(number) for number in range(1, BROWSERS + 1)]
-    start, saved, public_ids = utc_now() - timedelta(days=DAYS), 0, []
+    start, saved, public_ids = as_stored_time(None) - timedelta(days=DAYS), 0, []
     step = timedelta(days=DAYS) / images
     while saved < images:
         request, result = fake_generation(rng)
@@ -167,7 +167,7 @@ def add_likes(store: MascotStore, owners: Sequence[str], rng: random.Random) -> 
         popular = min(int(rng.paretovariate(1.2)) - 1, len(image_ids) - 1)
         image_id = image_ids[-1 - popular] if rng.random() < 0.5 else rng.choice(image_ids)
         pairs.add((rng.choice(browser_ids), image_id))
-    rows = [{"browser": browser, "image": image, "created_at": utc_now()} for browser, image in pairs]
+    rows = [{"browser": browser, "image": image, "created_at": as_stored_time(None)} for browser, image in pairs]
     with db.atomic():
         for batch in peewee.chunked(rows, 500):
             tables.like.insert_many(batch).execute()
@@ -251,32 +251,11 @@ def claim_and_release(store: MascotStore, owner: str) -> None:
 
 
 @contextmanager
-def postgres_schema(admin_url: str, prefix: str = "mascot_bench") -> Iterator[str]:
-    """A URL working in a new schema of `admin_url`'s database; the schema is dropped afterwards (the tests use it
-    too: a schema costs well under a millisecond where CREATE DATABASE costs a few hundred)."""
-    import psycopg2
-
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(admin_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE SCHEMA "{schema}"')
-        parts = urlparse(admin_url)
-        query = "&".join(filter(None, [parts.query, urlencode({"options": f"-csearch_path={schema}"})]))
-        yield parts._replace(query=query).geturl()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
-
-
-@contextmanager
 def bench_database(database_url: str | None, folder: Path) -> Iterator[str]:
     if database_url is None:
         yield f"sqlite:///{folder / 'mascots.db'}"
     elif urlparse(database_url).scheme in {"postgresql", "postgres"}:
-        with postgres_schema(database_url) as url:
+        with postgres_schema(database_url, prefix="mascot_bench") as url:
             yield url
     else:
         raise SystemExit("--database-url must be a postgresql:// URL (SQLite is the default).")

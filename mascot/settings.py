@@ -23,6 +23,71 @@ T = TypeVar("T")
 ADDRESS_QUOTA_FACTOR = 5  # browsers' worth of mascots one network address may make per day, by default
 
 
+# ---- the house rules: set once from the settings, given to the store and the service when they are built ----------
+DAILY_QUOTA = 10  # mascots (images) per browser per UTC day, by default
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The house rules: what one browser or one network may do. Each default is written here and only here."""
+
+    daily_quota: int = DAILY_QUOTA  # mascots (images) per browser per UTC day
+    address_daily_quota: int = ADDRESS_QUOTA_FACTOR * DAILY_QUOTA  # per network, all its browsers together; 0: no cap
+    reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery until reviewed (0: never)
+    likes_per_network: int = 3  # likes of one mascot from one network that count (0: all); see store.likes
+    max_queued_per_client: int = 8  # jobs one network may have waiting or running (0: no cap)
+
+
+DEFAULT_RULES = Rules()
+
+
+def rules_from(settings: Settings) -> Rules:
+    """The house rules the settings ask for."""
+    return Rules(
+        daily_quota=settings.daily_quota,
+        address_daily_quota=settings.resolved_address_daily_quota,
+        reports_to_hide=settings.reports_to_hide,
+        likes_per_network=settings.likes_per_network,
+        max_queued_per_client=settings.max_queued_per_client,
+    )
+
+
+# ---- the settings ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpeedOptions:
+    """The fast path's switches (docs/performance.md): each part can be turned off alone to compare with the plain
+    path, which `plain()` gives whole. The defaults are the app's; compiling is on only with CUDA unless set."""
+
+    save_in_background: bool = True  # PNG, thumbnail and store writes on a saver thread, not the GPU's worker thread
+    linear_previews: bool = True  # previews from a latent-to-RGB map fitted to the MoVQ, not a MoVQ decode per preview
+    device_noise: bool = True  # each image's torch.Generator on the model's device: no noise copied per step
+    host_scheduler: bool = True  # the decoder scheduler's timestep arithmetic on the host: no GPU syncs per step
+    offload_image_encoder: bool = True  # the 1.8 B image encoder stays on the CPU until a logo needs it
+    cache_logo_embeddings: bool = True  # each logo's CLIP embedding computed once (keyed by its pixels' hash)
+    decode_at_once: int = 0  # images MoVQ decodes per call; 0: all unless GPU memory is tight, then one at a time
+    compile: bool | None = None  # torch.compile the UNet, prior and MoVQ in the background; None: only with CUDA
+    compile_sizes: tuple[int, ...] = (768,)  # square sizes warmed after start (a bucket per size and batch)
+    compile_batch_images: tuple[int, ...] = (1,)  # images per run warmed for each size
+
+    @classmethod
+    def plain(cls) -> SpeedOptions:
+        """Every part off: the plain diffusers path the fast one is checked against."""
+        return cls(
+            save_in_background=False,
+            linear_previews=False,
+            device_noise=False,
+            host_scheduler=False,
+            offload_image_encoder=False,
+            cache_logo_embeddings=False,
+            decode_at_once=0,
+            compile=False,
+        )
+
+    def compiles_on(self, device: str) -> bool:
+        """Whether to compile on `device`: as set, else only on CUDA (on a CPU compiling costs more than it saves)."""
+        return self.compile if self.compile is not None else device.startswith("cuda")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the app is configured with. Flags win over MASCOT_* variables, which win over defaults."""
@@ -37,21 +102,20 @@ class Settings:
     server_port: int = 7860
     share: bool = False
     queue_max_size: int = 64
-    max_batch_images: int | None = None  # images one shared run of queued jobs may make; None: 4 on a GPU, 1 on a CPU
-    max_queued_per_client: int = 8  # jobs one network address may have waiting or running (0: no cap)
+    max_batch_images: int | None = None  # images one shared run of queued jobs may make; None: 8 on a GPU, 1 on a CPU
+    max_queued_per_client: int = DEFAULT_RULES.max_queued_per_client  # see Rules
     trusted_proxies: int = 0  # proxies in front of the app whose X-Forwarded-For we believe (1 on a Space)
-    daily_quota: int = 10  # mascots (images) per browser per UTC day
+    daily_quota: int = DEFAULT_RULES.daily_quota  # see Rules
     # Mascots per network address per UTC day, all its browsers together (0: no cap). None: ADDRESS_QUOTA_FACTOR
     # times daily_quota, since a household or an office shares one address behind NAT.
     address_daily_quota: int | None = None
-    # Distinct networks whose reports take a mascot out of the gallery until the operator reviews it (0: never).
-    reports_to_hide: int = 3
-    # Likes of one mascot from one network that count toward its likes and "Most liked" (0: no cap); see store.likes.
-    likes_per_network: int = 3
+    reports_to_hide: int = DEFAULT_RULES.reports_to_hide  # see Rules
+    likes_per_network: int = DEFAULT_RULES.likes_per_network  # see Rules
     blocked_words: Path | None = None  # a file of words refused in ideas (prompt.wordfilter); None: nothing blocked
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
     hub_timeout_s: float = 5.0
+    speed: SpeedOptions = SpeedOptions()
     # Seconds a SIGTERM waits for the running job to finish and be saved before it is cancelled (docs/deploying.md).
     drain_timeout_s: float = 20.0
     # Names this replica's claims in the database, so that a restart frees its own dead claims at once and never
@@ -69,6 +133,11 @@ class Settings:
         if self.address_daily_quota is None:
             return ADDRESS_QUOTA_FACTOR * self.daily_quota
         return self.address_daily_quota
+
+    @property
+    def rules(self) -> Rules:
+        """The house rules these settings ask for (rules_from)."""
+        return rules_from(self)
 
     @property
     def resolved_database_url(self) -> str:
@@ -94,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         "comma-separated). People pick it by NAME (default: the folder's name) in the Advanced panel.",
     )
     parser.add_argument(
-        "--daily-quota", help="Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default 10)."
+        "--daily-quota",
+        help=f"Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default {DAILY_QUOTA}).",
     )
     parser.add_argument(
         "--address-daily-quota",
@@ -105,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-batch-images",
         help="Waiting requests with the same size, steps, guidance and LoRA share one run of the model, up to this "
-        "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 4 on a GPU, 1 on a CPU, where sharing "
+        "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 8 on a GPU, 1 on a CPU, where sharing "
         "is slower).",
     )
     add_blocked_words_argument(parser)
@@ -192,6 +262,7 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
             defaults.drain_timeout_s,
         ),
         replica_id=given.text(None, "MASCOT_REPLICA_ID", "the replica id") or default_replica_id(server_port),
+        speed=speed_options(given),
     )
 
 
@@ -292,6 +363,25 @@ class Given:
             raise self.refuse(written, flag, variable, what, "one of 1, true, yes, on, 0, false, no or off")
         return word in TRUE_WORDS
 
+    def switch(self, variable: str, what: str, default: bool) -> bool:
+        """A yes/no variable (1/true/yes/on or 0/false/no/off); unset or empty keeps `default`."""
+        return default if self.raw(None, variable) is None else self.boolean(None, variable, what)
+
+    def whole_numbers(self, variable: str, what: str, *, minimum: int, maximum: int) -> tuple[int, ...] | None:
+        """Comma-separated whole numbers ("768,512"), each in range; None when unset."""
+        found = self.raw(None, variable)
+        if found is None:
+            return None
+        written, value = found
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        rule = f"whole numbers from {minimum} to {maximum}, separated by commas"
+        if not parts or not all(WHOLE_NUMBER.fullmatch(part) for part in parts):
+            raise self.refuse(written, None, variable, what, rule)
+        numbers = tuple(int(part) for part in parts)
+        if not all(minimum <= number <= maximum for number in numbers):
+            raise self.refuse(written, None, variable, what, rule)
+        return numbers
+
     def folder(self, flag: str | None, variable: str, what: str) -> Path | None:
         """A folder that exists or can be made: not an existing file."""
         path = self.file_path(flag, variable, what)
@@ -328,6 +418,36 @@ class Given:
 
 
 WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,12}")  # ASCII digits only; a longer one is out of every range anyway
+
+
+def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
+    """The fast path's switches from MASCOT_* variables, each checked; MASCOT_PLAIN=1 turns every part off first."""
+    given = source if isinstance(source, Given) else Given(argparse.Namespace(), source)
+    base = SpeedOptions.plain() if given.switch("MASCOT_PLAIN", "the plain path", False) else SpeedOptions()
+    compile_word = (given.raw(None, "MASCOT_COMPILE") or ("", ""))[1].strip().lower()
+    compiles = base.compile if compile_word in ("", "auto") else given.boolean(None, "MASCOT_COMPILE", "compiling")
+    return SpeedOptions(
+        save_in_background=given.switch("MASCOT_SAVE_IN_BACKGROUND", "saving on a thread", base.save_in_background),
+        linear_previews=given.switch("MASCOT_LINEAR_PREVIEWS", "linear previews", base.linear_previews),
+        device_noise=given.switch("MASCOT_DEVICE_NOISE", "noise on the device", base.device_noise),
+        host_scheduler=given.switch("MASCOT_HOST_SCHEDULER", "the host-side scheduler", base.host_scheduler),
+        offload_image_encoder=given.switch(
+            "MASCOT_OFFLOAD_IMAGE_ENCODER", "offloading the image encoder", base.offload_image_encoder
+        ),
+        cache_logo_embeddings=given.switch(
+            "MASCOT_CACHE_LOGO_EMBEDDINGS", "caching logo embeddings", base.cache_logo_embeddings
+        ),
+        decode_at_once=_or(
+            given.whole(None, "MASCOT_DECODE_AT_ONCE", "the images decoded at once", minimum=0), base.decode_at_once
+        ),
+        compile=compiles,
+        compile_sizes=given.whole_numbers("MASCOT_COMPILE_SIZES", "the compiled sizes", minimum=256, maximum=1024)
+        or base.compile_sizes,
+        compile_batch_images=given.whole_numbers(
+            "MASCOT_COMPILE_BATCH_IMAGES", "the compiled batch sizes", minimum=1, maximum=64
+        )
+        or base.compile_batch_images,
+    )
 
 
 def _or(value: T | None, default: T) -> T:

@@ -1,10 +1,15 @@
-"""Shared fixtures: the tiny Kandinsky 2.2, built once per session and loaded through the real loading path."""
+"""Shared fixtures: the tiny Kandinsky 2.2 (built once per session), a store per test on each backend, and a site
+in this process with a fake generator."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mascot.store.store import MascotStore
+from tests.support.store import BACKENDS, POSTGRES_URL, OpenStore, fresh_postgres_schema
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +33,45 @@ def tiny_generator(tiny_model_dir: Path):
         reason="Tests run on the tiny model.",
     )
     return KandinskyGenerator.load(source, device="cpu")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store's tests run on SQLite and, when MASCOT_TEST_POSTGRES_URL is set, in a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'mascots.db'}"
+    else:
+        assert POSTGRES_URL
+        yield from fresh_postgres_schema(POSTGRES_URL)
+
+
+@pytest.fixture
+def images_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "images"
+
+
+@pytest.fixture
+def open_store(database_url: str, images_dir: Path) -> Iterator[OpenStore]:
+    """Opens stores on this test's database and images folder; closes them all afterwards."""
+    opened: list[MascotStore] = []
+
+    def open_(url: str = database_url, folder: Path = images_dir) -> MascotStore:
+        opened.append(MascotStore(url, folder))
+        return opened[-1]
+
+    yield open_
+    for mascots in opened:
+        mascots.close()
+
+
+@pytest.fixture
+def mascots(open_store: OpenStore) -> MascotStore:
+    return open_store()
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The app in this process on a free port, with a fake generator and a daily quota of 5."""
+    from tests.support.site import serve  # imports the app and Gradio: only the tests that ask for a site pay for it
+
+    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])

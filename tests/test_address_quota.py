@@ -11,9 +11,7 @@ import pytest
 from mascot.store.quota import JOB_STALE_AFTER, ClaimResult, QuotaStatus
 from mascot.store.store import MascotStore
 from mascot.web.clients import AddressKeys, network_of
-from tests.store_support import OpenStore, owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import OpenStore, owner, save
 
 KEYS = AddressKeys(b"s" * 40)
 ALICE, BOB, CAROL = owner("alice"), owner("bob"), owner("carol")

@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client
 
 from mascot.store.store import MascotStore
-from tests.app_process import AppProcess, wait_until_model_ready
+from tests.support.app_process import AppProcess, wait_until_model_ready
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 SLOW = {"width": 512, "height": 512, "num_inference_steps": 40, "prior_num_inference_steps": 2}  # seconds, not ms

@@ -8,8 +8,8 @@ from PIL import Image
 
 from lora import train
 from mascot.store.imaging import read_parameters
-from tests.app_process import AppProcess, wait_until_model_ready
-from tests.test_lora_train import make_dataset, train_args
+from tests.support.app_process import AppProcess, wait_until_model_ready
+from tests.support.lora_data import make_dataset, train_args
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2, "seed": 5}
 

@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from tests.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
+from tests.support.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 
@@ -39,6 +39,15 @@ def test_the_page_says_the_preview_model_is_loaded_and_why(app):
     print(f"page served {app.seconds_to_page:.1f} s after `python app.py`")
     banner = wait_until_model_ready(app.browser())
     assert "Preview mode" in banner and "GPU" in banner
+
+
+def test_a_start_is_quiet_no_torchvision_notice_no_progress_bars_no_http_chatter(app):
+    wait_until_model_ready(app.browser())
+    log = app.log(tail=None)
+    assert "is ready on cpu" in log
+    assert "torchvision" not in log  # the PIL image processor is named outright
+    assert "Loading pipeline components" not in log and "Loading weights" not in log and "Writing model" not in log
+    assert "HTTP Request:" not in log  # Gradio's own start-up requests, logged by httpx
 
 
 def test_generate_returns_saved_pngs_with_their_parameters(app):
@@ -168,7 +177,9 @@ def test_a_style_preset_changes_the_mascot_on_the_real_pipeline(app):
     (styled_image,), _ = generate(client, "a fox", seed=21, style="Kawaii 3D")
     with Image.open(plain_image["image"]) as plain, Image.open(styled_image["image"]) as styled:
         assert plain.tobytes() != styled.tobytes()
-        assert styled.info["parameters"].startswith("a fox")  # the person's words, with the style named apart
+        # Other tools see the prompt the model was given (the idea first, then the style's words) and the style by name.
+        assert styled.info["parameters"].startswith("a fox, ")
+        assert "Style: Kawaii 3D" in styled.info["parameters"] and "Sampler: DDPMScheduler" in styled.info["parameters"]
         assert "Kawaii 3D" in styled.info["mascot"]
 
 

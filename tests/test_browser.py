@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.app_process import running_app
+from tests.support.app_process import running_app
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

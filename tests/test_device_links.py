@@ -19,12 +19,7 @@ from gradio_client import Client
 from PIL import Image
 
 from mascot.ui.device_links import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY, qr_image
-from tests.test_community import FAST, make, mine, prompts, serve
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
+from tests.support.site import FAST, make, mine, prompts
 
 
 def link_for(client: Client) -> tuple[str, str]:

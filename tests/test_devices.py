@@ -7,11 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from mascot.store.device_links import CODE_PATTERN, LINK_VALID_FOR, MAX_OPEN_LINKS, code_hash, resolving_owner
+from mascot.store.device_links import CODE_PATTERN, LINK_VALID_FOR, MAX_OPEN_LINKS, code_hash
 from mascot.store.store import MascotStore, TooManyLinks
-from tests.store_support import OpenStore, owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import OpenStore, owner, save
 
 NOW = datetime(2026, 11, 25, 12, 0)
 NETWORK = "cd" * 32
@@ -129,12 +127,9 @@ def test_opening_ones_own_link_changes_nothing_and_keeps_the_code(mascots: Masco
 # ---- resolution -------------------------------------------------------------------------------------------------
 def test_the_page_resolves_a_linked_browser_to_the_owner_it_stands_for(mascots: MascotStore) -> None:
     mascots.redeem_device_link(owner("phone"), mascots.make_device_link(owner("alice"), NOW).code, now=NOW)
-    tokens = {"alice's cookie": owner("alice"), "phone's cookie": owner("phone"), "new cookie": owner("new")}
-    owner_of = resolving_owner(tokens.get, mascots.resolve_owner)
 
-    assert owner_of("phone's cookie") == owner_of("alice's cookie") == owner("alice")
-    assert owner_of("new cookie") == owner("new")
-    assert owner_of("no cookie") is None
+    assert mascots.resolve_owner(owner("phone")) == mascots.resolve_owner(owner("alice")) == owner("alice")
+    assert mascots.resolve_owner(owner("new")) == owner("new")
 
 
 # ---- merging -------------------------------------------------------------------------------------------------------

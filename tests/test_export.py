@@ -11,7 +11,7 @@ import pytest
 
 from mascot.store.export import NothingToExport, export_mascots, slug
 from mascot.store.store import MascotStore
-from tests.store_support import owner, save
+from tests.support.store import owner, save
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from PIL import Image
 from mascot.store.likes import LikeBook
 from mascot.store.store import PUBLIC_ID_PATTERN, LikeState, MascotStore
 from mascot.web.clients import AddressKeys
-from tests.store_support import make_request, owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import make_request, owner, save
 
 NOON = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 ALICE, BOB, CAROL = owner("alice"), owner("bob"), owner("carol")

@@ -6,7 +6,7 @@ import threading
 
 from mascot.generation.worker import GenerationWorker, ModelState
 from mascot.web.health import health_report
-from tests.fakes import FakeGenerator
+from tests.support.fakes import FakeGenerator
 
 
 def database_answers() -> int:

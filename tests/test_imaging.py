@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -60,8 +62,8 @@ def test_other_tools_see_a1111_style_parameters_text(tmp_path: Path) -> None:
     assert prompt_line == PARAMETERS["prompt"]
     assert negative_line == "Negative prompt: blurry, text"
     assert settings_line == (
-        "Steps: 2, CFG scale: 4.5, Prior steps: 3, Prior CFG scale: 1.0, Seed: 4294967295, Size: 320x256, "
-        "Model: tiny preview model"
+        "Steps: 2, CFG scale: 4.5, Seed: 4294967295, Size: 320x256, Model: tiny preview model, Prior steps: 3, "
+        "Prior CFG scale: 1.0"
     )
 
 
@@ -190,3 +192,83 @@ def test_a_picture_that_is_all_background_comes_back_whole():
 
     sticker = transparent_sticker(Image.new("RGB", (64, 64), "white"))
     assert sticker.size == (64, 64)
+
+
+# What the store embeds for a styled mascot with a LoRA: the model's prompt differs from the person's idea.
+STYLED = {
+    "prompt": "an otter barista",
+    "negative_prompt": "",
+    "model_prompt": "an otter barista, sticker, die-cut, white border, navy blue and orange colour palette",
+    "model_negative_prompt": "blurry, low quality",
+    "seed": 7,
+    "width": 512,
+    "height": 512,
+    "num_inference_steps": 10,
+    "guidance_scale": 4.0,
+    "prior_num_inference_steps": 5,
+    "prior_guidance_scale": 1.0,
+    "num_images_per_prompt": 1,
+    "style": "Sticker",
+    "brand": "Colours of my logo",
+    "logo": "a" * 64,
+    "logo_weight": 0.3,
+    "adapter_name": "otter",
+    "lora_scale": 0.8,
+    "sampler": "DDPMScheduler",
+    "model_name": "Kandinsky 2.2, prior: kandinsky-community/x, decoder: /models/dec: v2",
+}
+
+
+def a1111_settings(line: str) -> dict[str, str]:
+    """AUTOMATIC1111's own reading of a settings line (its `re_param_code`, quoted values unquoted as it does)."""
+    found = {}
+    for key, value in re.findall(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', line):
+        found[key] = json.loads(value) if value.startswith('"') else value
+    return found
+
+
+def test_a_maintained_a1111_reader_reads_our_png_field_by_field(tmp_path: Path) -> None:
+    from sd_parsers import ParserManager
+
+    path = tmp_path / "styled.png"
+    imaging.save_png(small_image(512, 512), path, STYLED)
+    with Image.open(path) as saved:
+        info = ParserManager().parse(saved)
+
+    assert info is not None, "sd-parsers found no A1111 parameters (it needs a Sampler field)"
+    (sampler,) = info.samplers
+    assert sampler.name == "DDPMScheduler"
+    assert [prompt.value for prompt in sampler.prompts] == [STYLED["model_prompt"]]
+    assert [prompt.value for prompt in sampler.negative_prompts] == [STYLED["model_negative_prompt"]]
+    assert sampler.parameters["seed"] == "7"
+    assert sampler.parameters["steps"] == "10"
+    assert sampler.parameters["cfg_scale"] == "4.0"
+
+
+def test_values_with_commas_and_colons_are_quoted_as_a1111_quotes_them(tmp_path: Path) -> None:
+    path = tmp_path / "styled.png"
+    imaging.save_png(small_image(512, 512), path, STYLED)
+    with Image.open(path) as saved:
+        settings_line = saved.text["parameters"].split("\n")[-1]
+
+    settings = a1111_settings(settings_line)
+    assert settings["Model"] == STYLED["model_name"]  # whole, commas and colons included
+    assert settings["Idea"] == "an otter barista"  # the person's own words, beside the prompt the model saw
+    assert settings["Style"] == "Sticker" and settings["Brand"] == "Colours of my logo"
+    assert settings["Lora"] == "otter" and settings["Lora strength"] == "0.8"
+    assert settings["Logo weight"] == "0.3"
+    assert settings["Sampler"] == "DDPMScheduler" and settings["Size"] == "512x512"
+
+
+def test_a_cropped_sticker_keeps_the_generation_size_not_its_crop(tmp_path: Path) -> None:
+    path = tmp_path / "sticker.png"
+    imaging.save_png(small_image(300, 210), path, STYLED)  # a sticker is cut out of the 512x512 mascot
+    with Image.open(path) as saved:
+        assert "Size: 512x512" in saved.text["parameters"]
+
+
+def test_a_png_with_only_a_prompt_gets_a_text_too(tmp_path: Path) -> None:
+    path = tmp_path / "bare.png"
+    imaging.save_png(small_image(), path, {"prompt": "a bare fox"})
+    with Image.open(path) as saved:
+        assert saved.text["parameters"] == "a bare fox\nSize: 320x256"

@@ -16,7 +16,7 @@ from mascot.service.claims import ClaimKeeper
 from mascot.store.faults import CANNOT_WRITE, StoreUnavailable
 from mascot.store.store import MascotStore
 from mascot.web.health import health_report
-from tests.fakes import FakeGenerator
+from tests.support.fakes import FakeGenerator
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 ALICE, BOB, CAROL = "a" * 64, "b" * 64, "c" * 64

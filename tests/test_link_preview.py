@@ -7,7 +7,6 @@ import urllib.error
 import urllib.request
 from html.parser import HTMLParser
 
-import pytest
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,7 +15,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from mascot.web.link_preview import SITE_NAME, LinkPreviewMiddleware, shorten
-from tests.test_community import make, mine, serve
+from tests.support.site import make, mine
 
 GRADIO_TAGS = ("Click to try out the app!", "gradio.app", "@Gradio", "header-image.jpg")
 
@@ -65,11 +64,6 @@ def head_tags(url: str) -> HeadTags:
     tags = HeadTags()
     tags.feed(page)
     return tags
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
 
 
 def test_a_shared_link_previews_as_its_mascot_with_its_idea_and_picture(site):

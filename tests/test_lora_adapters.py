@@ -24,7 +24,7 @@ from mascot.generation.adapters import (
 )
 from mascot.generation.model import KandinskyGenerator, ModelSource
 from mascot.prompt.request import GenerationRequest
-from tests.test_lora_train import make_dataset, train_args
+from tests.support.lora_data import make_dataset, train_args
 
 
 @pytest.fixture(scope="module")

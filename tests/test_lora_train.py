@@ -20,42 +20,9 @@ from lora.objectives import add_lora, decoder_loss
 from mascot.generation.adapters import CARD_NAME, WEIGHT_NAME, parse_adapter_specs
 from mascot.generation.model import KandinskyGenerator, ModelSource
 from mascot.prompt.request import GenerationRequest
+from tests.support.lora_data import make_dataset, train_args
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_dataset(folder: Path, count: int = 4, size: int = 80) -> Path:
-    """`count` distinct coloured squares with captions, in the metadata.jsonl layout."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(count)
-    lines = []
-    for index in range(count):
-        pixels = np.empty((size, size, 3), np.uint8)
-        pixels[:] = rng.integers(0, 256, 3)
-        pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = rng.integers(0, 256, 3)
-        Image.fromarray(pixels).save(folder / f"mascot-{index}.png")
-        lines.append(
-            json.dumps({"file_name": f"mascot-{index}.png", "text": f"a cheerful otter mascot number {index}"})
-        )
-    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
-
-
-def train_args(model_dir: Path, data: Path, output: Path, target: str, steps: int, *extra: str) -> list[str]:
-    """Flags for a small, fast run on the tiny model (64 px, no validation unless asked)."""
-    return [
-        "--target", target,
-        "--pretrained_prior_model_name_or_path", str(model_dir / "prior"),
-        "--pretrained_decoder_model_name_or_path", str(model_dir / "decoder"),
-        "--train_data_dir", str(data),
-        "--output_dir", str(output),
-        "--resolution", "64",
-        "--train_batch_size", "2",
-        "--max_train_steps", str(steps),
-        "--checkpointing_steps", "1000",
-        "--num_validation_images", "0",
-        *extra,
-    ]  # fmt: skip
 
 
 def lora_tensors(folder: Path) -> dict[str, torch.Tensor]:

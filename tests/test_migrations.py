@@ -13,9 +13,7 @@ from mascot.store import imaging, migrations
 from mascot.store.migrations import MIGRATIONS, Migration
 from mascot.store.schema import Tables, open_database
 from mascot.store.store import PUBLIC_ID_PATTERN, MascotStore
-from tests.store_support import POSTGRES_URL, OpenStore, fresh_postgres_schema, owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import POSTGRES_URL, OpenStore, fresh_postgres_schema, owner, save
 
 VERSION_1_CREATED_AT = "2025-06-01 12:00:00"
 

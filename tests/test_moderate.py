@@ -15,8 +15,8 @@ from mascot.admin import NO_WORDS_FILE
 from mascot.store.moderation import TAKEN_DOWN
 from mascot.store.store import MascotStore, SavedGeneration
 from mascot.web.clients import AddressKeys
-from tests.app_process import ROOT
-from tests.store_support import MODEL, make_request, make_result, owner, save
+from tests.support.app_process import ROOT
+from tests.support.store import MODEL, make_request, make_result, owner, save
 
 KEYS = AddressKeys(b"s" * 40)
 ALICE, BOB = owner("alice"), owner("bob")

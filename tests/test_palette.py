@@ -12,9 +12,11 @@ from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.palette import colour_name, colour_phrase, logo_colours
 from mascot.prompt.presets import LOGO_COLOURS, Presets
 from mascot.prompt.request import GenerationRequest, InvalidRequest
+from mascot.service import MascotService
+from mascot.settings import Rules
 from mascot.ui.common import PageServices
 from mascot.ui.create import IDEA_STAND_IN, model_prompt_text
-from tests.test_community import FAST, make, mine, serve
+from tests.support.site import FAST, make, mine
 
 NAVY, ORANGE = (25, 35, 95), (245, 130, 30)
 
@@ -56,6 +58,20 @@ def test_a_coloured_badge_keeps_its_ground_and_a_blank_logo_is_white():
     assert logo_colours(Image.new("RGB", (64, 64), "white")) == ["white"]
 
 
+def navy_orange_and_white_badge() -> Image.Image:
+    """A round badge as a designer exports it: navy disc, a thin #F57C00 ring, white lettering, anti-aliased edges."""
+    big = Image.new("RGB", (1024, 1024), "white")
+    draw = ImageDraw.Draw(big)
+    draw.ellipse((40, 40, 984, 984), fill=(0xF5, 0x7C, 0x00))
+    draw.ellipse((100, 100, 924, 924), fill=(0x1B, 0x2A, 0x5C))
+    draw.rectangle((250, 380, 774, 644), fill="white")
+    return big.resize((256, 256), Image.LANCZOS)  # the smoothing makes navy-orange edge pixels, brownish ones
+
+
+def test_a_navy_orange_and_white_badge_is_named_so_not_brown():
+    assert logo_colours(navy_orange_and_white_badge()) == ["navy blue", "orange", "white"]
+
+
 def test_at_most_three_colours_and_specks_do_not_count():
     logo = Image.new("RGB", (400, 100), "white")
     draw = ImageDraw.Draw(logo)
@@ -82,11 +98,6 @@ def test_the_model_sees_the_logos_colours_and_a_brand_of_logo_colours_needs_a_lo
     assert refused.value.parameter == "brand" and "upload one" in refused.value.message
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
-
-
 def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_path):
     logo_file = tmp_path / "acme.png"
     navy_and_orange_on_white().save(logo_file)
@@ -104,8 +115,9 @@ def test_a_person_uploads_a_logo_and_their_mascot_takes_its_colours(site, tmp_pa
 
 def page_services(prepare=None) -> PageServices:
     """Only what the Advanced panel's prompt box reads: the presets and the worker's `prepare`."""
-    return PageServices(worker=None, store=None, owner_of=lambda request: None, presets=Presets.load(),
-                        prepare_request=prepare)  # type: ignore[arg-type]  # fmt: skip
+    service = MascotService(store=None, worker=None, rules=Rules(), address_keys=None, downloads=None,
+                            presets=Presets.load(), prepare=prepare)  # type: ignore[arg-type]  # fmt: skip
+    return PageServices(service=service, token_hash_of=lambda request: None)
 
 
 def test_the_advanced_panel_shows_the_prompts_the_model_is_given():

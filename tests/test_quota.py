@@ -9,9 +9,7 @@ import pytest
 
 from mascot.store.quota import JOB_STALE_AFTER, ClaimResult, QuotaStatus
 from mascot.store.store import MascotStore
-from tests.store_support import OpenStore, owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import OpenStore, owner, save
 
 ALICE, BOB = owner("alice"), owner("bob")
 LIMIT = 10

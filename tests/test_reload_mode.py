@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gradio_client import Client
 
-from tests.app_process import ROOT, app_environment, free_port, wait_until_model_ready
+from tests.support.app_process import ROOT, app_environment, free_port, wait_until_model_ready
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 REBUILT = "reload: the page (mascot/ui, app.py) is rebuilt"

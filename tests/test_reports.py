@@ -12,9 +12,7 @@ import pytest
 from mascot.store.moderation import HIDDEN_AFTER_REPORTS, NOTES, TAKEN_DOWN, VISIBLE, ModerationBook
 from mascot.store.store import MascotStore
 from mascot.web.clients import AddressKeys
-from tests.store_support import owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import owner, save
 
 KEYS = AddressKeys(b"s" * 40)
 ALICE, BOB, CAROL, DAVE = owner("alice"), owner("bob"), owner("carol"), owner("dave")

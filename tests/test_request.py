@@ -69,7 +69,7 @@ def test_prompt_must_be_text():
     [
         ("seed", 0, MAX_SEED),
         ("num_inference_steps", 1, 150),
-        ("prior_num_inference_steps", 1, 100),
+        ("prior_num_inference_steps", 2, 100),
         ("num_images_per_prompt", 1, 4),
         ("guidance_scale", 1.0, 20.0),
         ("prior_guidance_scale", 1.0, 20.0),
@@ -167,3 +167,58 @@ def test_a_logo_is_an_id_the_upload_handed_out_never_a_path():
     assert GenerationRequest.from_user(prompt="x").logo == ""
     for bad in ("/etc/passwd", "../images/logos/x.png", "AB" * 32, "ab" * 31, 7):
         assert refusal(prompt="x", logo=bad).parameter == "logo"
+
+
+def test_every_invalid_field_is_reported_at_once():
+    error = refusal(prompt="", width=300, num_inference_steps=500, guidance_scale="lots")
+    assert [problem.parameter for problem in error.problems] == [
+        "prompt",
+        "width",
+        "num_inference_steps",
+        "guidance_scale",
+    ]
+    assert error.parameter == "prompt"  # the first, for callers that mark one field
+    for name in ("prompt", "width", "num_inference_steps", "guidance_scale"):
+        assert name in error.message
+
+
+def test_refusals_for_people_use_the_pages_words_not_api_names():
+    error = refusal(prompt="x", num_images_per_prompt=9, prior_guidance_scale=0)
+    assert "Number of mascots must be between 1 and 4 (got 9)." in error.for_people
+    assert "Idea guidance must be between 1 and 20 (got 0)." in error.for_people
+    assert "num_images_per_prompt" not in error.for_people and "prior_guidance_scale" not in error.for_people
+    assert "num_images_per_prompt must be between 1 and 4" in error.message  # the API keeps its names
+
+
+@pytest.mark.parametrize("name", ["seed", "width", "guidance_scale", "logo_weight", "num_inference_steps"])
+@pytest.mark.parametrize("giant", [10**400, -(10**400), "1e400", "9" * 500])
+def test_giant_numbers_are_refused_by_name_in_a_short_sentence(name, giant):
+    error = refusal(prompt="x", **{name: giant})
+    assert error.parameter == name
+    assert len(error.message) < 160
+
+
+@pytest.mark.parametrize(
+    "value", [["a", "list"], {"a": 1}, b"bytes", "{name}", "12 steps", "0x10", object(), [], True, False]
+)
+def test_wrong_types_are_refused_by_name_never_with_python_text(value):
+    error = refusal(prompt="x", num_inference_steps=value)
+    assert error.parameter == "num_inference_steps"
+    assert "Traceback" not in error.message and "object at 0x" not in error.message
+    assert error.message.startswith("num_inference_steps must be")
+
+
+def test_a_braces_prompt_is_kept_verbatim_and_refusals_with_braces_format_safely():
+    assert GenerationRequest.from_user(prompt="{name} the {0} otter").prompt == "{name} the {0} otter"
+    error = refusal(prompt="x", seed="{x}")
+    assert "'{x}'" in error.message and "'{x}'" in error.for_people
+
+
+def test_one_prior_step_is_refused_because_the_prior_scheduler_cannot_run_it():
+    from diffusers import UnCLIPScheduler
+
+    with pytest.raises(ZeroDivisionError):  # why the range starts at 2: diffusers' UnCLIPScheduler divides by steps - 1
+        UnCLIPScheduler().set_timesteps(1)
+    UnCLIPScheduler().set_timesteps(2)
+    assert refusal(prompt="x", prior_num_inference_steps=1).parameter == "prior_num_inference_steps"
+    assert GenerationRequest.from_user(prompt="x", prior_num_inference_steps=2).prior_num_inference_steps == 2

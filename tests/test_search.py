@@ -8,9 +8,7 @@ import pytest
 
 from mascot.store.search import MAX_SEARCH_CHARACTERS, search_words
 from mascot.store.store import MascotStore
-from tests.store_support import owner, save
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
+from tests.support.store import owner, save
 
 NOON = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 ALICE, BOB, CAROL = owner("alice"), owner("bob"), owner("carol")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mascot.settings import Settings, SettingsError, load_settings
-from tests.app_process import ROOT, app_command, app_environment, free_port
+from tests.support.app_process import ROOT, app_command, app_environment, free_port
 
 
 def test_defaults_without_flags_or_environment():

@@ -16,7 +16,7 @@ from mascot.generation.generator import GeneratedImages
 from mascot.store import entries, files, imaging
 from mascot.store.store import MascotStore
 from mascot.store.upkeep import FileCheck
-from tests.store_support import (
+from tests.support.store import (
     MODEL,
     OLD,
     OpenStore,
@@ -29,8 +29,6 @@ from tests.store_support import (
     png_files,
     save,
 )
-
-pytest_plugins = ["tests.store_fixtures"]  # its fixtures: database_url, images_dir, open_store, mascots
 
 
 def test_saved_generations_come_back_newest_first_with_their_prompts(mascots: MascotStore) -> None:

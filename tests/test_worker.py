@@ -9,7 +9,7 @@ import pytest
 
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, SubmitRefused
 from mascot.prompt.request import GenerationRequest
-from tests.fakes import FakeGenerator
+from tests.support.fakes import FakeGenerator
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 
@@ -229,16 +229,16 @@ def test_on_ended_hears_of_every_job_however_it_ends(fake, recorder):
         worker.stop()
 
 
-def test_one_network_address_may_only_have_a_few_jobs_waiting_whatever_its_cookies(fake, recorder):
+def test_one_network_may_only_have_a_few_jobs_waiting_whatever_its_cookies(fake, recorder):
     worker = GenerationWorker(lambda on_status: fake, recorder, max_per_client=2).start()
     try:
         assert worker.wait_until_loaded(10).state is ModelState.READY
         fake.gate.clear()
-        worker.submit(REQUEST, "cookie-1", client="198.51.100.7")
-        worker.submit(REQUEST, "cookie-2", client="198.51.100.7")
+        worker.submit(REQUEST, "cookie-1", network="198.51.100.7")
+        worker.submit(REQUEST, "cookie-2", network="198.51.100.7")
         with pytest.raises(SubmitRefused, match="from your network"):
-            worker.submit(REQUEST, "cookie-3", client="198.51.100.7")  # a fresh cookie does not help
-        worker.submit(REQUEST, "cookie-4", client="203.0.113.9")  # another address is not held up
+            worker.submit(REQUEST, "cookie-3", network="198.51.100.7")  # a fresh cookie does not help
+        worker.submit(REQUEST, "cookie-4", network="203.0.113.9")  # another network is not held up
     finally:
         fake.gate.set()
         worker.stop()

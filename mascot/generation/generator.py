@@ -57,6 +57,7 @@ class ModelInfo:
     device: str
     reason: str = ""
     adapters: tuple[str, ...] = ()  # the LoRA adapters a request may name in `adapter_name`
+    sampler: str = ""  # the decoder's scheduler (e.g. "DDPMScheduler"), written into each PNG as A1111's Sampler
 
 
 StepCallback = Callable[[StepUpdate], None]

@@ -33,12 +33,14 @@ from mascot.generation.generator import (
     StepUpdate,
     batch_key,
 )
-from mascot.prompt.request import INTEGER_RANGES, GenerationRequest
+from mascot.generation.saver import Saver
+from mascot.prompt.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
-# The most images one request may ask for: a shared run of as many needs no more GPU memory than such a request.
-GPU_BATCH_IMAGES = INTEGER_RANGES["num_images_per_prompt"][1]
+# Images one shared run may make on a GPU by default: eight people queued share one run (a UNet step of 8 images
+# costs about twice one image's; MoVQ decodes one at a time when memory is tight, so the peak stays bounded).
+GPU_BATCH_IMAGES = 8
 
 
 class ModelState(enum.Enum):
@@ -104,13 +106,14 @@ class Job:
         request: GenerationRequest,
         owner_hash: str,
         claim_id: str | None = None,
-        client: str = "",
+        network: str = "",
         address_hash: str | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.request = request
         self.owner_hash = owner_hash
-        self.client = client  # the network address it came from: new cookies are free, addresses are not
+        # The key of the network it came from (web.clients.ClientNetwork.key): new cookies are free, networks are not.
+        self.network = network
         self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
         self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
         self.submitted_at = time.monotonic()
@@ -163,11 +166,12 @@ class GenerationWorker:
         max_per_client: int = 0,
         max_batch_images: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        save_in_background: bool = False,
     ) -> None:
         self._clock = clock  # times runs, for the wait a queued job is told
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
         self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
-        self._max_per_client = max_per_client  # jobs one network address may have waiting or running; 0: no cap
+        self._max_per_client = max_per_client  # jobs one network key may have waiting or running; 0: no cap
         self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
         self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
         self._load_generator = load_generator
@@ -182,6 +186,9 @@ class GenerationWorker:
         self._stopping = False
         self._ended_while_stopping: list[Job] = []  # whose answers a shutdown waits for (wait_until_answered)
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
+        # With a saver, on_finished (PNG, thumbnail, store) runs on its thread while the GPU starts the next run.
+        self._saver = Saver() if save_in_background else None
+        self._saving: set[str] = set()  # ids of jobs handed to the saver: they stay active until stored
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> GenerationWorker:
@@ -199,6 +206,13 @@ class GenerationWorker:
             self._lock.notify_all()
         for job in queued:  # outside the lock: on_ended writes to the database
             self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
+        finished = self._finish_running(timeout)
+        if self._saver is not None:
+            self._saver.close(max(timeout, CANCEL_GRACE_S))  # every finished job is still stored
+        return finished
+
+    def _finish_running(self, timeout: float) -> bool:
+        """Let the running run end within `timeout` seconds, else cancel it; True when it ended in time."""
         with self._lock:
             idle = not self._active  # e.g. the model still loads: nothing to finish, and no load to wait for
         if idle or not self._thread.is_alive():
@@ -245,13 +259,13 @@ class GenerationWorker:
         request: GenerationRequest,
         owner_hash: str,
         claim_id: str | None = None,
-        client: str = "",
+        network: str = "",
         address_hash: str | None = None,
     ) -> Job:
         """Queue a job; refused with a sentence while the model loads, when full, or when this browser has one."""
         with self._lock:
-            self.check_can_submit(owner_hash, client)
-            job = Job(request, owner_hash, claim_id, client, address_hash)
+            self.check_can_submit(owner_hash, network)
+            job = Job(request, owner_hash, claim_id, network, address_hash)
             jobs_ahead = len(self._pending) + self._running_count()
             job.update(jobs_ahead=jobs_ahead, wait_seconds=self._wait_for(jobs_ahead))
             self._pending.append(job)
@@ -259,8 +273,9 @@ class GenerationWorker:
             self._lock.notify_all()
             return job
 
-    def check_can_submit(self, owner_hash: str, client: str = "") -> None:
-        """Raise SubmitRefused if a new job from this browser (at this address) would be refused now."""
+    def check_can_submit(self, owner_hash: str, network: str = "") -> None:
+        """Raise SubmitRefused if a new job from this browser (from the network with this key) would be refused now.
+        The caller works out the key (web.clients.ClientNetwork); jobs with the same key share the cap."""
         with self._lock:
             if self._stopping:
                 raise SubmitRefused("The server is shutting down; try again in a minute.")
@@ -272,13 +287,13 @@ class GenerationWorker:
                 raise SubmitRefused("You already have a mascot in the works: wait for it to finish or cancel it.")
             if len(self._pending) >= self._max_queued:
                 raise SubmitRefused("The queue is full right now. Please try again in a minute.")
-            if client and self._max_per_client and self._jobs_from(client) >= self._max_per_client:
+            if network and self._max_per_client and self._jobs_from(network) >= self._max_per_client:
                 raise SubmitRefused(
                     "Several mascots from your network are already waiting. Try again when one of them is done."
                 )
 
-    def _jobs_from(self, client: str) -> int:
-        return sum(1 for job in self._active.values() if job.client == client)
+    def _jobs_from(self, network: str) -> int:
+        return sum(1 for job in self._active.values() if job.network == network)
 
     def active_job(self, owner_hash: str) -> Job | None:
         with self._lock:
@@ -324,7 +339,7 @@ class GenerationWorker:
             finally:
                 with self._lock:
                     for job in jobs:  # normally each has ended already; never leave a browser locked out
-                        if self._active.get(job.owner_hash) is job:
+                        if self._active.get(job.owner_hash) is job and job.id not in self._saving:
                             del self._active[job.owner_hash]
                     self._announce_positions()
 
@@ -456,6 +471,15 @@ class GenerationWorker:
         return BatchItem(model_request, on_step, logo)
 
     def _store(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
+        """Store a finished job: on the saver's thread when there is one (in order), else here."""
+        if self._saver is None:
+            self._save(job, images, info)
+            return
+        with self._lock:
+            self._saving.add(job.id)
+        self._saver.submit(lambda: self._save(job, images, info))
+
+    def _save(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
         """Hand a finished job's images to `on_finished`, then end the job with what it returned."""
         try:
             outcome = self._on_finished(job, images, info)
@@ -472,6 +496,7 @@ class GenerationWorker:
         wait for the others), then tell `on_ended`; its failure must not stop the worker."""
         job.update(**changes)
         with self._lock:
+            self._saving.discard(job.id)
             if self._active.get(job.owner_hash) is job:
                 del self._active[job.owner_hash]
             if self._stopping:

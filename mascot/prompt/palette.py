@@ -4,8 +4,9 @@ colour names, measured in CIELAB, where distances follow what people see."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 
+import numpy as np
 from PIL import Image
 
 # Common colour names a text encoder has seen often, with a typical sRGB value of each.
@@ -49,23 +50,56 @@ WORKING_SIDE = 128  # enough pixels to count colours; the logo is kept at 512 px
 
 
 def logo_colours(image: Image.Image) -> list[str]:
-    """Up to MAX_COLOURS names of the logo's main colours, the commonest first. A white background (around the
-    border; a transparent one was flattened to white when the logo was kept) is not one of them, unless the logo is
-    nothing else."""
+    """Up to MAX_COLOURS names of the logo's main colours, the commonest first. A white background (whitish pixels
+    joined to the border; a transparent one was flattened to white when the logo was kept) is not one of them, unless
+    the logo is nothing else; white inside the logo is.
+
+    Each pixel is named on its own and the names are counted. Averaging similar pixels first (median cut) blended a
+    thin orange ring with the navy and the anti-aliased edge between them into "brown", a colour the logo lacks."""
     small = image.convert("RGB")
-    small.thumbnail((WORKING_SIDE, WORKING_SIDE))
-    quantized = small.quantize(colors=8, method=Image.Quantize.MEDIANCUT)
-    palette = quantized.getpalette() or []
-    counts = Counter(quantized.getdata())
-    background = _background_index(quantized)
-    own = {index: count for index, count in counts.items() if index != background} or dict(counts)
-    total = sum(own.values())
-    names: list[str] = []
-    for index, count in sorted(own.items(), key=lambda item: -item[1]):
-        name = colour_name(tuple(palette[3 * index : 3 * index + 3]))
-        if count / total >= MIN_SHARE and name not in names:
-            names.append(name)
-    return names[:MAX_COLOURS]
+    # Nearest-neighbour sampling keeps the logo's own colours: a smoothing filter would invent edge mixtures.
+    scale = WORKING_SIDE / max(small.size)
+    if scale < 1:
+        small = small.resize((max(1, round(small.width * scale)), max(1, round(small.height * scale))), Image.NEAREST)
+    pixels = np.asarray(small, dtype=np.float64)
+    lab = _lab_array(pixels)
+    names = _nearest_names(lab)
+    background = _border_background(lab)
+    own = names[~background] if (~background).any() else names.ravel()
+    counts = Counter(own.tolist())
+    total = sum(counts.values())
+    return [NAMED_COLOURS[index][0] for index, count in counts.most_common() if count / total >= MIN_SHARE][
+        :MAX_COLOURS
+    ]
+
+
+def _nearest_names(lab: np.ndarray) -> np.ndarray:
+    """The index in NAMED_COLOURS of each pixel's nearest named colour (CIELAB distance)."""
+    distances = ((lab[:, :, None, :] - _NAMED_LAB[None, None, :, :]) ** 2).sum(axis=-1)
+    return np.asarray(distances.argmin(axis=-1))
+
+
+def _border_background(lab: np.ndarray) -> np.ndarray:
+    """True where a whitish pixel is joined to the border through whitish pixels: the paper the logo sits on."""
+    chroma = np.hypot(lab[:, :, 1], lab[:, :, 2])
+    whitish = (lab[:, :, 0] > WHITISH_LIGHTNESS) & (chroma < WHITISH_CHROMA)
+    height, width = whitish.shape
+    reached = np.zeros_like(whitish)
+    border = [(y, x) for x in range(width) for y in (0, height - 1)] + [
+        (y, x) for y in range(height) for x in (0, width - 1)
+    ]
+    queue = deque(point for point in border if whitish[point])
+    for point in queue:
+        reached[point] = True
+    while queue:
+        y, x = queue.popleft()
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= ny < height and 0 <= nx < width and whitish[ny, nx] and not reached[ny, nx]:
+                reached[ny, nx] = True
+                queue.append((ny, nx))
+    # A border that is mostly not whitish is a coloured badge's ground: it is one of the brand's colours and stays.
+    edge = np.concatenate([reached[0], reached[-1], reached[:, 0], reached[:, -1]])
+    return reached if edge.mean() >= BACKGROUND_SHARE else np.zeros_like(reached)
 
 
 def colour_phrase(names: list[str]) -> str:
@@ -84,19 +118,6 @@ def colour_name(rgb: tuple[int, ...]) -> str:
     return min(NAMED_COLOURS, key=lambda named: _distance(target, to_lab(named[1])))[0]
 
 
-def _background_index(quantized: Image.Image) -> int | None:
-    """The palette index of a plain white or near-white background: the colour filling at least BACKGROUND_SHARE of
-    the border, when it is whitish. (A coloured badge's ground is one of the brand's colours, and stays.)"""
-    width, height = quantized.size
-    border = [quantized.getpixel((x, y)) for x in range(width) for y in (0, height - 1)]
-    border += [quantized.getpixel((x, y)) for y in range(height) for x in (0, width - 1)]
-    index, count = Counter(border).most_common(1)[0]
-    palette = quantized.getpalette() or []
-    lightness, a, b = to_lab(tuple(palette[3 * int(index) : 3 * int(index) + 3]))
-    whitish = lightness > WHITISH_LIGHTNESS and (a * a + b * b) ** 0.5 < WHITISH_CHROMA
-    return int(index) if whitish and count / len(border) >= BACKGROUND_SHARE else None
-
-
 def to_lab(rgb: tuple[int, ...]) -> tuple[float, float, float]:
     """sRGB (0-255) to CIELAB under D65."""
     linear = [_linear(channel / 255) for channel in rgb[:3]]
@@ -105,6 +126,19 @@ def to_lab(rgb: tuple[int, ...]) -> tuple[float, float, float]:
     z = (0.0193 * linear[0] + 0.1192 * linear[1] + 0.9505 * linear[2]) / 1.08883
     fx, fy, fz = (_lab_f(value) for value in (x, y, z))
     return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def _lab_array(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (0-255, ...x3) to CIELAB under D65, for many pixels at once; the same formulas as `to_lab`."""
+    channel = rgb / 255
+    linear = np.where(channel <= 0.04045, channel / 12.92, ((channel + 0.055) / 1.055) ** 2.4)
+    r, g, b = linear[..., 0], linear[..., 1], linear[..., 2]
+    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+    limit = (6 / 29) ** 3
+    fx, fy, fz = (np.where(v > limit, np.cbrt(v), v / (3 * (6 / 29) ** 2) + 4 / 29) for v in (x, y, z))
+    return np.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], axis=-1)
 
 
 def _linear(channel: float) -> float:
@@ -117,3 +151,6 @@ def _lab_f(value: float) -> float:
 
 def _distance(first: tuple[float, float, float], second: tuple[float, float, float]) -> float:
     return sum((a - b) ** 2 for a, b in zip(first, second, strict=True))
+
+
+_NAMED_LAB = np.array([to_lab(rgb) for _, rgb in NAMED_COLOURS])

@@ -24,7 +24,7 @@ INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "width": (MIN_SIZE, MAX_SIZE),
     "height": (MIN_SIZE, MAX_SIZE),
     "num_inference_steps": (1, 150),
-    "prior_num_inference_steps": (1, 100),
+    "prior_num_inference_steps": (2, 100),  # the prior's UnCLIPScheduler divides by steps - 1
     "num_images_per_prompt": (1, 4),
 }
 FLOAT_RANGES: dict[str, tuple[float, float]] = {
@@ -41,13 +41,72 @@ ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 PRESET_NAME = re.compile(r"^[\w ,&'-]{0,64}$")
 
 
-class InvalidRequest(ValueError):
-    """A parameter a person or a client sent is unusable; the message is a sentence meant for them."""
+# What each parameter is called on the page: refusals shown to people use these words, the API keeps its names.
+PARAMETER_LABELS: dict[str, str] = {
+    "prompt": "Your idea",
+    "negative_prompt": "Avoid",
+    "seed": "Seed",
+    "width": "Width",
+    "height": "Height",
+    "num_inference_steps": "Steps",
+    "guidance_scale": "Guidance",
+    "prior_num_inference_steps": "Idea steps",
+    "prior_guidance_scale": "Idea guidance",
+    "num_images_per_prompt": "Number of mascots",
+    "style": "Style",
+    "brand": "Brand colours",
+    "logo": "Logo",
+    "logo_weight": "Logo influence",
+    "adapter_name": "Look",
+    "lora_scale": "Look strength",
+}
 
-    def __init__(self, parameter: str, message: str) -> None:
+
+@dataclass(frozen=True)
+class Problem:
+    """One unusable parameter: `template` names it as `{name}`, filled with the API name or the page's label."""
+
+    parameter: str
+    template: str
+
+    @property
+    def message(self) -> str:
+        """The sentence for API clients, naming the parameter as the API does."""
+        return self.template.format(name=self.parameter)
+
+    @property
+    def for_people(self) -> str:
+        """The sentence for the page, naming the parameter as the page labels it."""
+        label = PARAMETER_LABELS.get(self.parameter, self.parameter)
+        return self.template.format(name=label)
+
+
+class InvalidRequest(ValueError):
+    """Parameters a person or a client sent are unusable; each message is a sentence meant for them.
+
+    `parameter` and `message` are the first problem's; `problems` holds every one, so a form can mark them all."""
+
+    def __init__(self, parameter: str, message: str, *, problems: tuple[Problem, ...] = ()) -> None:
+        self.problems = problems or (Problem(parameter, _escape_braces(message)),)
         super().__init__(message)
         self.parameter = parameter
         self.message = message
+
+    @classmethod
+    def of(cls, problems: list[Problem]) -> InvalidRequest:
+        """One refusal carrying every problem found."""
+        first = problems[0]
+        return cls(first.parameter, " ".join(problem.message for problem in problems), problems=tuple(problems))
+
+    @property
+    def for_people(self) -> str:
+        """Every problem in the page's words, one sentence each."""
+        return " ".join(problem.for_people for problem in self.problems)
+
+
+def _escape_braces(text: str) -> str:
+    """A finished sentence as a template that formats back to itself."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 @dataclass(frozen=True)
@@ -73,35 +132,66 @@ class GenerationRequest:
 
     @classmethod
     def from_user(cls, **raw: Any) -> GenerationRequest:
-        """Validate raw values (strings, floats, None from a form or an API call) into a request."""
+        """Validate raw values (strings, floats, None from a form or an API call) into a request.
+
+        Raises InvalidRequest carrying every problem found, not only the first, so a form can mark them all."""
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
-            raise InvalidRequest(unknown[0], f"Unknown parameter '{unknown[0]}'.")
+            raise InvalidRequest.of([Problem(name, "Unknown parameter '{name}'.") for name in unknown])
         defaults = cls(prompt="x")
-        values: dict[str, Any] = {
-            "prompt": clean_prompt(raw.get("prompt"), "prompt", required=True),
-            "negative_prompt": clean_prompt(raw.get("negative_prompt"), "negative_prompt", required=False),
-            "adapter_name": clean_adapter_name(raw.get("adapter_name")),
-            "style": clean_preset_name(raw.get("style"), "style"),
-            "logo": clean_logo_id(raw.get("logo")),
-            "brand": clean_preset_name(raw.get("brand"), "brand"),
+        problems: list[Problem] = []
+        values: dict[str, Any] = {}
+        cleaners: dict[str, Any] = {
+            "prompt": lambda value: clean_prompt(value, "prompt", required=True),
+            "negative_prompt": lambda value: clean_prompt(value, "negative_prompt", required=False),
+            "adapter_name": clean_adapter_name,
+            "style": lambda value: clean_preset_name(value, "style"),
+            "logo": clean_logo_id,
+            "brand": lambda value: clean_preset_name(value, "brand"),
         }
+        for name, clean in cleaners.items():
+            _collect(problems, values, name, lambda clean=clean, name=name: clean(raw.get(name)))
         for name, (low, high) in INTEGER_RANGES.items():
-            given = raw.get(name)
-            value = getattr(defaults, name) if given is None else to_integer(given, name)
-            values[name] = check_range(value, name, low, high)
+            _collect(
+                problems, values, name, lambda name=name, low=low, high=high: _integer(raw, defaults, name, low, high)
+            )
         for name, (low_f, high_f) in FLOAT_RANGES.items():
-            given = raw.get(name)
-            value_f = getattr(defaults, name) if given is None else to_float(given, name)
-            values[name] = check_range(value_f, name, low_f, high_f)
+            _collect(
+                problems, values, name, lambda name=name, low=low_f, high=high_f: _float(raw, defaults, name, low, high)
+            )
         for name in ("width", "height"):
-            if values[name] % SIZE_MULTIPLE:
-                raise InvalidRequest(name, f"{name} must be a multiple of {SIZE_MULTIPLE} pixels (got {values[name]}).")
+            if name in values and values[name] % SIZE_MULTIPLE:
+                problems.append(
+                    Problem(name, f"{{name}} must be a multiple of {SIZE_MULTIPLE} pixels (got {values[name]}).")
+                )
+        if problems:
+            order = list(cls.__dataclass_fields__)  # the form's order, so the first marked field is the topmost
+            raise InvalidRequest.of(sorted(problems, key=lambda problem: order.index(problem.parameter)))
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
         """The request as plain values: what is stored and embedded in the PNG."""
         return asdict(self)
+
+
+def _collect(problems: list[Problem], values: dict[str, Any], name: str, check: Any) -> None:
+    """Run one parameter's check: keep its value, or note its problems and go on to the next parameter."""
+    try:
+        values[name] = check()
+    except InvalidRequest as error:
+        problems.extend(error.problems)
+
+
+def _integer(raw: dict[str, Any], defaults: GenerationRequest, name: str, low: int, high: int) -> int:
+    given = raw.get(name)
+    value = getattr(defaults, name) if given is None else to_integer(given, name)
+    return check_range(value, name, low, high)
+
+
+def _float(raw: dict[str, Any], defaults: GenerationRequest, name: str, low: float, high: float) -> float:
+    given = raw.get(name)
+    value = getattr(defaults, name) if given is None else to_float(given, name)
+    return check_range(value, name, low, high)
 
 
 def visible_text(text: str) -> str:
@@ -113,19 +203,25 @@ def visible_text(text: str) -> str:
     )
 
 
+def refuse(name: str, template: str) -> InvalidRequest:
+    """A refusal of one parameter; `template` names it as `{name}` (other braces doubled)."""
+    problem = Problem(name, template)
+    return InvalidRequest(name, problem.message, problems=(problem,))
+
+
 def clean_prompt(raw: Any, name: str, *, required: bool) -> str:
     """Strip invisible characters and outer whitespace; refuse what has no visible character or is too long."""
     if raw is None:
         raw = ""
     if not isinstance(raw, str):
-        raise InvalidRequest(name, f"{name} must be text.")
+        raise refuse(name, "{name} must be text.")
     text = " ".join(visible_text(raw).split())
     if required and not text:
-        raise InvalidRequest(name, "Describe your mascot: the prompt is empty.")
+        raise refuse(name, "Describe your mascot: {name} is empty.")
     if len(text) > MAX_PROMPT_CHARACTERS:
-        raise InvalidRequest(
+        raise refuse(
             name,
-            f"{name} is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARACTERS:,}. "
+            f"{{name}} is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARACTERS:,}. "
             "Shorten it and try again.",
         )
     return text
@@ -135,7 +231,7 @@ def clean_adapter_name(raw: Any) -> str:
     """An adapter name, or "" for none; refuse anything that could not name one."""
     text = "" if raw is None else raw
     if not isinstance(text, str) or not ADAPTER_NAME.match(text.strip()):
-        raise InvalidRequest("adapter_name", "adapter_name must be the name of a loaded LoRA adapter, or empty.")
+        raise refuse("adapter_name", "{name} must be the name of a loaded LoRA adapter, or empty.")
     return text.strip()
 
 
@@ -143,7 +239,7 @@ def clean_logo_id(raw: Any) -> str:
     """A logo id from the upload, or "" for none; never a path or anything else a client makes up."""
     text = "" if raw is None else raw
     if not isinstance(text, str) or not LOGO_ID.match(text.strip()):
-        raise InvalidRequest("logo", "logo must be the id the logo upload returned, or empty.")
+        raise refuse("logo", "{name} must be the id the logo upload returned, or empty.")
     return text.strip()
 
 
@@ -151,7 +247,7 @@ def clean_preset_name(raw: Any, name: str) -> str:
     """A preset's name, or "" for none; refuse what could not name one."""
     text = "" if raw is None else raw
     if not isinstance(text, str) or not PRESET_NAME.match(text.strip()):
-        raise InvalidRequest(name, f"{name} must be the name of one of the app's presets, or empty.")
+        raise refuse(name, "{name} must be the name of one of the app's presets, or empty.")
     return text.strip()
 
 
@@ -161,32 +257,42 @@ def to_integer(raw: Any, name: str) -> int:
         return raw
     number = to_float(raw, name)
     if not number.is_integer():
-        raise InvalidRequest(name, f"{name} must be a whole number (got {raw!r}).")
+        raise refuse(name, f"{{name}} must be a whole number (got {_quoted(raw)}).")
     return int(number)
 
 
 def to_float(raw: Any, name: str) -> float:
-    """A finite number from an int, a float or a numeric string; refuse booleans, NaN and infinity by name."""
+    """A finite number from an int, a float or a numeric string; refuse booleans, NaN, infinity and giants by name."""
     if isinstance(raw, bool):
-        raise InvalidRequest(name, f"{name} must be a number, not {raw!r}.")
-    if isinstance(raw, int):
-        return float(raw)
+        raise refuse(name, f"{{name}} must be a number, not {raw!r}.")
     try:
         number = float(raw.strip() if isinstance(raw, str) else raw)
+    except OverflowError:  # an integer such as 10**400 is too large for any float
+        raise refuse(name, "{name} must be a number of a sensible size.") from None
     except (TypeError, ValueError):
-        raise InvalidRequest(name, f"{name} must be a number (got {str(raw)[:40]!r}).") from None
+        raise refuse(name, f"{{name}} must be a number (got {_quoted(raw)}).") from None
     if not math.isfinite(number):
-        raise InvalidRequest(name, f"{name} must be a finite number (got {raw!r}).")
+        raise refuse(name, f"{{name}} must be a finite number (got {_quoted(raw)}).")
     return number
 
 
 def check_range(value: Number, name: str, low: Number, high: Number) -> Number:
     """Refuse a value outside [low, high] with a message that names the parameter and the range."""
     if not low <= value <= high:
-        raise InvalidRequest(name, f"{name} must be between {_show(low)} and {_show(high)} (got {_show(value)}).")
+        raise refuse(name, f"{{name}} must be between {_show(low)} and {_show(high)} (got {_show(value)}).")
     return value
 
 
+def _quoted(raw: Any) -> str:
+    """A short, brace-safe echo of what was sent (a list, a long string or a huge number stays readable)."""
+    text = repr(raw) if isinstance(raw, str) else type(raw).__name__ if not isinstance(raw, int | float) else str(raw)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def _show(number: float) -> str:
-    """A number as a person writes it: 4294967295, not 4.29497e+09; 4.5, not 4.500000."""
+    """A number as a person writes it: 4294967295, not 4.29497e+09; 4.5, not 4.500000; a giant shortened."""
+    if isinstance(number, int) and abs(number) > 10**15:
+        return "a number far too large"
     return str(int(number)) if float(number).is_integer() else f"{number:g}"

@@ -1,10 +1,11 @@
 """Use my mascots on another device: one-time device links, the browser keys (aliases) that opening one creates, and
 merging the opening browser's own mascots into the linked browser.
 
-A browser is the sha256 of its cookie's token (mascot.web.identity). A browser key lets a second token hash stand for an
-existing browser row; every handler asks for "the owner" through `resolving_owner`, which turns a token hash into
-the owner hash of the row it stands for (one indexed query, no cache: replicas share the database). A device link is
-a bearer credential: only the sha256 of its code is stored, it expires after LINK_VALID_FOR and works once.
+A browser is the sha256 of its cookie's token (mascot.web.identity). A browser key lets a second token hash stand for
+an existing browser row; every action asks for "the owner" through `MascotStore.resolve_owner` (the service does),
+which turns a token hash into the owner hash of the row it stands for (one indexed query, no cache: replicas share the
+database). A device link is a bearer credential: only the sha256 of its code is stored, it expires after
+LINK_VALID_FOR and works once.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import peewee
 
@@ -81,16 +81,6 @@ def code_hash(code: str) -> str:
 def is_code(value: object) -> bool:
     """Whether `value` has a code's shape; anything else is answered "invalid" without asking the database."""
     return isinstance(value, str) and bool(CODE_PATTERN.fullmatch(value))
-
-
-def resolving_owner(token_hash_of: Callable[[Any], str | None], resolve: Callable[[str], str]) -> Callable[..., Any]:
-    """An `owner_of` for the page: the request's token hash, turned into the owner hash it stands for."""
-
-    def owner_of(request: Any) -> str | None:
-        token_hash = token_hash_of(request)
-        return None if token_hash is None else resolve(token_hash)
-
-    return owner_of
 
 
 class DeviceBook:

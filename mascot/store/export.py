@@ -8,10 +8,11 @@ import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mascot.clock import utc_now
 from mascot.store.entries import MAX_PER_PAGE, MascotEntry
 from mascot.store.store import MascotStore
 
@@ -164,7 +165,7 @@ def _add_png(archive: zipfile.ZipFile, path: Path, name: str) -> bool:
 
 def _index(records: list[dict[str, Any]], total: int, cap: int, now: datetime | None) -> dict[str, Any]:
     return {
-        "exported_at": (now or datetime.now(UTC)).isoformat(),
+        "exported_at": (now or utc_now()).isoformat(),
         "total": total,
         "cap": cap,
         "truncated": total > cap,

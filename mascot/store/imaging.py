@@ -22,16 +22,27 @@ HUMAN_PARAMETERS_KEY = "parameters"
 THUMBNAIL_MAX_SIDE = 256
 THUMBNAIL_QUALITY = 80
 
-# (label in the human text, key in the parameters): the settings line, in A1111's "Label: value, ..." style.
+# (label in the human text, key in the parameters): the settings line, in AUTOMATIC1111's "Label: value, ..." order.
+# Readers of A1111 text look for Steps, Sampler, CFG scale and Seed first; the rest are ours, read by label.
 _SETTINGS_LABELS: tuple[tuple[str, str], ...] = (
     ("Steps", "num_inference_steps"),
+    ("Sampler", "sampler"),
     ("CFG scale", "guidance_scale"),
-    ("Prior steps", "prior_num_inference_steps"),
-    ("Prior CFG scale", "prior_guidance_scale"),
     ("Seed", "seed"),
     ("Size", "size"),
     ("Model", "model_name"),
+    ("Prior steps", "prior_num_inference_steps"),
+    ("Prior CFG scale", "prior_guidance_scale"),
+    ("Style", "style"),
+    ("Brand", "brand"),
+    ("Logo weight", "logo_weight"),
+    ("Lora", "adapter_name"),
+    ("Lora strength", "lora_scale"),
+    ("Idea", "prompt"),
+    ("Avoid", "negative_prompt"),
 )
+_LOGO_ONLY = {"logo_weight"}  # shown only when a logo was mixed in
+_LORA_ONLY = {"lora_scale"}  # shown only when a LoRA adapter was used
 
 
 def save_png(image: Image.Image, path: Path, parameters: Mapping[str, object]) -> None:
@@ -83,14 +94,40 @@ def read_parameters(path: Path) -> dict[str, object]:
 
 
 def human_parameters(parameters: Mapping[str, object], size: tuple[int, int]) -> str:
-    """A1111-style text: the prompt, then 'Negative prompt: ...', then one 'Label: value, ...' settings line."""
-    lines = [str(parameters.get("prompt", ""))]
-    negative = parameters.get("negative_prompt")
+    """AUTOMATIC1111-style text: the prompt the model was given, 'Negative prompt: ...', then one settings line.
+
+    The first lines hold what the model saw (the idea wrapped in its style, brand and colours), as A1111 writes the
+    prompt it ran; the person's own words follow as `Idea`. Size is the generation's, not the file's (a sticker is
+    cropped). Values are quoted as A1111 quotes them, so a value with a comma or a colon reads back whole."""
+    model_prompt = parameters.get("model_prompt") or parameters.get("prompt", "")
+    lines = [str(model_prompt)]
+    negative = parameters.get("model_negative_prompt") or parameters.get("negative_prompt")
     if negative:
         lines.append(f"Negative prompt: {negative}")
-    values = {**parameters, "size": f"{size[0]}x{size[1]}"}
-    lines.append(", ".join(f"{label}: {values[key]}" for label, key in _SETTINGS_LABELS if values.get(key) is not None))
+    width, height = parameters.get("width"), parameters.get("height")
+    values = {**parameters, "size": f"{width}x{height}" if width and height else f"{size[0]}x{size[1]}"}
+    if values.get("prompt") == model_prompt:
+        values.pop("prompt", None)  # the idea is the prompt itself: no need to say it twice
+    if values.get("negative_prompt") == negative:
+        values.pop("negative_prompt", None)
+    if not values.get("logo"):
+        values = {key: value for key, value in values.items() if key not in _LOGO_ONLY}
+    if not values.get("adapter_name"):
+        values = {key: value for key, value in values.items() if key not in _LORA_ONLY}
+    settings = [
+        f"{label}: {a1111_quote(str(values[key]))}"
+        for label, key in _SETTINGS_LABELS
+        if values.get(key) not in (None, "")
+    ]
+    lines.append(", ".join(settings))
     return "\n".join(lines)
+
+
+def a1111_quote(text: str) -> str:
+    """A settings value as AUTOMATIC1111 writes it: as is, or JSON-quoted when it holds a comma, colon or newline."""
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def make_thumbnail(image: Image.Image, max_side: int = THUMBNAIL_MAX_SIDE) -> Image.Image:

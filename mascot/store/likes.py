@@ -16,9 +16,6 @@ import peewee
 
 from mascot.store.schema import Tables, lock_image
 
-# Likes of one mascot from one network that count: a few people behind one NAT may each like it.
-DEFAULT_LIKES_PER_NETWORK = 3
-
 
 @dataclass(frozen=True)
 class LikeState:

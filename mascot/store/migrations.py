@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import peewee
 from playhouse import migrate as schema_changes
 
-from mascot.store.schema import GALLERY_NEWEST_INDEX, GALLERY_TOP_INDEX, Tables, utc_now
+from mascot.store.schema import GALLERY_NEWEST_INDEX, GALLERY_TOP_INDEX, Tables, as_stored_time
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +313,6 @@ def _lock_for_migration(db: peewee.Database) -> None:
 
 
 def _record_versions(tables: Tables, steps: Sequence[Migration]) -> None:
-    now = utc_now()
+    now = as_stored_time(None)
     for step in steps:
         tables.schema_version.create(version=step.version, description=step.description, applied_at=now)

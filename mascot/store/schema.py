@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 import peewee
 from playhouse.db_url import connect
 
+from mascot.clock import utc_now
+
 SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": "normal"}
 PUBLIC_ID_CHARACTERS = 12  # secrets.token_urlsafe(9): 72 random bits, URL-safe, no padding
 GALLERY_NEWEST_INDEX = "mascotimage_gallery_newest"
@@ -244,15 +246,11 @@ def unicode_lower(text: str | None) -> str | None:
     return None if text is None else str(text).lower()
 
 
-def utc_now() -> datetime:
-    """Now in UTC, without tzinfo: what both SQLite and a PostgreSQL `timestamp` column store unchanged."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def as_stored_time(moment: datetime | None) -> datetime:
-    """`moment` as the database keeps times (naive UTC); None is now. A naive `moment` is taken to be UTC already."""
+    """`moment` as the database keeps times: naive UTC, which both SQLite and a PostgreSQL `timestamp` column store
+    unchanged. None is now (mascot.clock); a naive `moment` is taken to be UTC already."""
     if moment is None:
-        return utc_now()
+        moment = utc_now()
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(UTC).replace(tzinfo=None)

@@ -14,6 +14,7 @@ import peewee
 
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.prompt.request import GenerationRequest
+from mascot.settings import DEFAULT_RULES, Rules
 from mascot.store.device_links import DeviceBook, DeviceLinkCode, Disconnection, Redemption, TooManyLinks
 from mascot.store.entries import (
     MAX_PER_PAGE,
@@ -30,7 +31,7 @@ from mascot.store.entries import (
 )
 from mascot.store.faults import StoreUnavailable, check_space, check_writable, writes
 from mascot.store.files import ImageFiles, StoredImage
-from mascot.store.likes import DEFAULT_LIKES_PER_NETWORK, LikeBook, LikeState
+from mascot.store.likes import LikeBook, LikeState
 from mascot.store.migrations import migrate, schema_version
 from mascot.store.moderation import (
     IDEAS_BATCH_SIZE,
@@ -98,9 +99,20 @@ class MascotStore:
     """Browsers, their generations, images, likes, reports and quotas. Every query acting for a browser takes its
     owner hash; the operator's (moderation) take only a share id."""
 
-    def __init__(self, database_url: str, images_dir: Path, *, upkeep: bool = True, replica_id: str = "") -> None:
+    def __init__(
+        self,
+        database_url: str,
+        images_dir: Path,
+        *,
+        upkeep: bool = True,
+        rules: Rules = DEFAULT_RULES,
+        replica_id: str = "",
+    ) -> None:
         """Open (and migrate) the database; with `upkeep`, also check the images folder as the app does at start.
-        `replica_id` names this process's job claims (settings.replica_id), so that its next start can free them."""
+        `rules` are the house rules (quotas, likes per network, reports to hide) every query applies; a method's own
+        limit argument, where it has one, is for tests and the operator. `replica_id` names this process's job claims
+        (settings.replica_id), so that its next start can free them."""
+        self.rules = rules
         self.files = ImageFiles(images_dir)
         self.images_dir = self.files.root
         self.database = open_database(database_url)
@@ -236,7 +248,7 @@ class MascotStore:
         sort: GallerySort = "newest",
         search: str = "",
         now: datetime | None = None,
-        likes_per_network: int = DEFAULT_LIKES_PER_NETWORK,
+        likes_per_network: int | None = None,
     ) -> MascotPage:
         """Everyone's public mascots, newest first, most liked first or most liked in the week before `now` (ties
         newest first; a week's likes counted at most `likes_per_network` per network, as like_count is), or only
@@ -244,7 +256,7 @@ class MascotStore:
         match every word of it (see mascot.store.search)."""
         viewer_id = self._viewer(viewer_owner_hash)
         check_page(page, per_page)
-        check_limit(likes_per_network)
+        likes_per_network = self._rule(likes_per_network, self.rules.likes_per_network)
         words = search_words(search)
         order = self._gallery_order(sort)
         liker_id = viewer_id if sort == "liked" else None
@@ -343,7 +355,7 @@ class MascotStore:
         public_id: str,
         *,
         address_hash: str | None = None,
-        likes_per_network: int = DEFAULT_LIKES_PER_NETWORK,
+        likes_per_network: int | None = None,
         now: datetime | None = None,
     ) -> LikeState | None:
         """Like the mascot, or take the like back; None when this browser cannot see it (private, gone, unknown).
@@ -354,7 +366,7 @@ class MascotStore:
         """
         require_owner_hash(owner_hash)
         require_address_hash(address_hash)
-        check_limit(likes_per_network)
+        likes_per_network = self._rule(likes_per_network, self.rules.likes_per_network)
         if not is_public_id(public_id):
             return None
         moment = as_stored_time(now)
@@ -374,7 +386,7 @@ class MascotStore:
         reason: str = "",
         *,
         address_hash: str | None = None,
-        reports_to_hide: int = 3,
+        reports_to_hide: int | None = None,
         now: datetime | None = None,
     ) -> ReportResult:
         """Report a mascot this browser can see and did not make, once; `reason` is a key of REPORT_REASONS or "".
@@ -386,7 +398,7 @@ class MascotStore:
         require_owner_hash(owner_hash)
         require_address_hash(address_hash)
         check_reason(reason)
-        check_limit(reports_to_hide)
+        reports_to_hide = self._rule(reports_to_hide, self.rules.reports_to_hide)
         if not is_public_id(public_id):
             return ReportResult("not_found")
         moment = as_stored_time(now)
@@ -428,16 +440,18 @@ class MascotStore:
         return self.moderation.ideas(where, batch_size)
 
     # ---- quota and the one job in flight ----------------------------------------------------------------------
-    def quota(self, owner_hash: str, limit: int, now: datetime | None = None) -> QuotaStatus:
-        """Today's (UTC) quota of this browser: used, in flight, remaining of `limit`, and when it resets."""
+    def quota(self, owner_hash: str, limit: int | None = None, now: datetime | None = None) -> QuotaStatus:
+        """Today's (UTC) quota of this browser: used, in flight, remaining of `limit` (the rules' daily_quota), and
+        when it resets."""
         require_owner_hash(owner_hash)
-        check_limit(limit)
+        limit = self._rule(limit, self.rules.daily_quota)
         return self.quotas.status(owner_hash, limit, as_stored_time(now))
 
-    def address_quota(self, address_hash: str, limit: int, now: datetime | None = None) -> QuotaStatus:
-        """Today's (UTC) quota of this network, shared by all its browsers: used, in flight, remaining of `limit`."""
+    def address_quota(self, address_hash: str, limit: int | None = None, now: datetime | None = None) -> QuotaStatus:
+        """Today's (UTC) quota of this network, shared by all its browsers: used, in flight, remaining of `limit`
+        (the rules' address_daily_quota)."""
         require_address_hash(address_hash)
-        check_limit(limit)
+        limit = self._rule(limit, self.rules.address_daily_quota)
         return self.quotas.address_status(address_hash, limit, as_stored_time(now))
 
     @writes
@@ -445,24 +459,26 @@ class MascotStore:
         self,
         owner_hash: str,
         images: int,
-        limit: int,
+        limit: int | None = None,
         now: datetime | None = None,
         *,
         stale_after: timedelta = JOB_STALE_AFTER,
         address_hash: str | None = None,
-        address_limit: int = 0,
+        address_limit: int | None = None,
     ) -> ClaimResult:
         """Claim this browser's one job slot for `images` images, refused while another job of it is in flight
-        (unless that claim is older than `stale_after`) or when today's saved images + `images` exceed `limit`.
+        (unless that claim is older than `stale_after`) or when today's saved images + `images` exceed `limit` (the
+        rules' daily_quota).
 
         With `address_hash` (clients.AddressKeys), also refused when the network's images today (saved and in
-        flight, from any browser) + `images` exceed `address_limit`; 0 counts them without a cap. Call
-        `release_job` when the job ends, whatever the outcome, after its images are saved with the same hash.
+        flight, from any browser) + `images` exceed `address_limit` (the rules' address_daily_quota); 0 counts them
+        without a cap. Call `release_job` when the job ends, whatever the outcome, after its images are saved with
+        the same hash.
         """
         require_owner_hash(owner_hash)
         require_address_hash(address_hash)
-        check_limit(limit)
-        check_limit(address_limit)
+        limit = self._rule(limit, self.rules.daily_quota)
+        address_limit = self._rule(address_limit, self.rules.address_daily_quota)
         if images < 1:
             raise ValueError(f"images must be at least 1 (got {images}).")
         return self.quotas.claim(
@@ -509,13 +525,10 @@ class MascotStore:
         return self.devices.other_devices(token_hash)
 
     @writes
-    def disconnect_other_devices(
-        self, token_hash: str, *, now: datetime | None = None, likes_per_network: int = DEFAULT_LIKES_PER_NETWORK
-    ) -> Disconnection:
+    def disconnect_other_devices(self, token_hash: str, *, now: datetime | None = None) -> Disconnection:
         """Only this browser (its own token hash) shows its mascots from now on; see devices.Disconnection."""
         require_owner_hash(token_hash)
-        check_limit(likes_per_network)
-        return self.devices.disconnect_others(token_hash, as_stored_time(now), likes_per_network)
+        return self.devices.disconnect_others(token_hash, as_stored_time(now), self.rules.likes_per_network)
 
     @writes
     def stop_showing_here(self, token_hash: str) -> bool:
@@ -531,13 +544,11 @@ class MascotStore:
         code: str,
         *,
         now: datetime | None = None,
-        likes_per_network: int = DEFAULT_LIKES_PER_NETWORK,
     ) -> Redemption:
         """Make the browser `token_hash` (its own hash, not the one it resolves to) stand for the code's browser,
         moving its own mascots, likes, reports and today's quota count there; see devices.Redemption."""
         require_owner_hash(token_hash)
-        check_limit(likes_per_network)
-        return self.devices.redeem(token_hash, code, as_stored_time(now), likes_per_network)
+        return self.devices.redeem(token_hash, code, as_stored_time(now), self.rules.likes_per_network)
 
     # ---- the images folder ------------------------------------------------------------------------------------
     def check_files(self) -> FileCheck:
@@ -549,6 +560,13 @@ class MascotStore:
         return self.upkeep.sweep_orphan_files(min_age_s)
 
     # ---- helpers ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _rule(override: int | None, rule: int) -> int:
+        """A house rule, or the limit a test or the operator passed instead; checked either way."""
+        limit = rule if override is None else override
+        check_limit(limit)
+        return limit
+
     def _searched(self, query: peewee.ModelSelect, words: tuple[str, ...]) -> peewee.ModelSelect:
         """`query` (images joined to their generation) narrowed to the search's `words`; as it was for none."""
         return query.where(matching(self.tables, words)) if words else query
@@ -722,6 +740,12 @@ def embedded_parameters(
 ) -> dict[str, object]:
     """What one image's PNG carries: the request with this image's own seed (it reproduces alone), and the model."""
     parameters: dict[str, object] = {**request.as_dict(), "seed": seed, "model_name": model.name}
+    # What the model was given (the idea wrapped in its style, brand and colours, cut to the tokenizer's limit) and the
+    # decoder's scheduler: other tools show these as the prompt and the sampler.
+    parameters["model_prompt"] = result.prompt.used
+    parameters["model_negative_prompt"] = result.negative_prompt.used
+    if model.sampler:
+        parameters["sampler"] = model.sampler
     if result.prompt.cut:
         parameters["prompt_cut"] = result.prompt.cut
     if result.negative_prompt.cut:

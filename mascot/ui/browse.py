@@ -200,7 +200,10 @@ def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
         owner_hash, words = owner(services, http_request), checked_search(search)
         query = " ".join(words)
         result = listed_page(
-            lambda number: services.store.history_page(owner_hash, page=number, per_page=PER_PAGE, search=query), page
+            lambda number: services.service.store.history_page(
+                owner_hash, page=number, per_page=PER_PAGE, search=query
+            ),
+            page,
         )
         return _page_outputs(result.items, result.page, result.total, PER_PAGE, words)
 
@@ -217,14 +220,13 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
         viewer, words = owner(services, http_request), checked_search(search)
         order, query = SORTS.get(sort, "newest"), " ".join(words)
         result = listed_page(
-            lambda number: services.store.gallery(
+            lambda number: services.service.store.gallery(
                 viewer,
                 page=number,
                 per_page=PER_PAGE,
                 sort=order,
                 search=query,
-                now=services.clock(),
-                likes_per_network=services.likes_per_network,
+                now=services.service.clock(),
             ),
             page,
         )

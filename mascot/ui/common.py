@@ -2,105 +2,71 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
-from gradio import route_utils
 from starlette.requests import Request as StarletteRequest
 
-from mascot.generation.worker import GenerationWorker
-from mascot.prompt.logos import LogoLibrary
-from mascot.prompt.presets import Presets
 from mascot.prompt.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
-from mascot.prompt.wordfilter import BlockedWords
-from mascot.store.store import MascotStore, StoreUnavailable
+from mascot.service import MascotService, Notice, Refusal, Visitor
+from mascot.service.sentences import NO_COOKIE, plural
+from mascot.web.clients import client_address
+from mascot.web.page_url import page_url
 
-OwnerOf = Callable[[Any], str | None]
-AddressHashOf = Callable[[str], str | None]  # a client address -> its network's keyed hash (clients.AddressKeys)
+__all__ = ["DEFAULTS", "PageServices", "owner", "plain", "plural", "range_info", "refused", "say", "visitor"]
+
+TokenHashOf = Callable[[Any], str | None]  # a request -> its browser's own token hash (web.identity)
 DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: one source
-Clock = Callable[[], datetime]
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def says_store_failures(handler: Callable[P, R]) -> Callable[P, R]:
-    """A handler whose write cannot be saved (disk full, read-only or locked database) answers with that sentence,
-    not Gradio's bare "Error". Its signature stays the handler's (functools.wraps), as Gradio reads it."""
-
-    @functools.wraps(handler)
-    def answering(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return handler(*args, **kwargs)
-        except StoreUnavailable as error:
-            raise gr.Error(str(error), print_exception=False) from None
-
-    return answering
 
 
 @dataclass(frozen=True)
 class PageServices:
-    """What the page needs: the GPU worker, the store, who is asking, and the house rules."""
+    """What the page needs: the service (what a person can do) and what only the page reads from a request."""
 
-    worker: GenerationWorker
-    store: MascotStore
-    owner_of: OwnerOf  # the owner hash the asking browser stands for (store.device_links resolves links)
-    # The asking browser's own token hash, before that resolution (opening a device link needs it); None: owner_of.
-    token_hash_of: OwnerOf | None = None
-    examples: Sequence[str] = ()
-    presets: Presets = field(default_factory=lambda: Presets({}, {}))
-    logos: LogoLibrary | None = None  # where uploaded logos are kept; None: no logo mixing
-    daily_quota: int = 10
-    address_daily_quota: int = 0  # per network address, all its browsers together; 0: no cap
-    address_hash_of: AddressHashOf = lambda address: None  # no network known: none is capped
+    service: MascotService
+    token_hash_of: TokenHashOf  # the asking browser's own token hash; the service resolves device links
     trusted_proxies: int = 0  # see mascot.web.clients
-    reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery (0: never); see moderation
-    likes_per_network: int = 3  # likes of a mascot from one network that count (0: all); see mascot.store.likes
-    blocked_words: BlockedWords = field(default_factory=BlockedWords)  # words refused in ideas; none by default
-    clock: Clock = utc_now  # tests move it across a day boundary
-    # The request as the model is given it (presets, logo colours): the worker's own `prepare`; None: the presets.
-    prepare_request: Callable[[GenerationRequest], GenerationRequest] | None = None
+    examples: Sequence[str] = ()
 
-    def prepare(self, request: GenerationRequest) -> GenerationRequest:
-        return self.prepare_request(request) if self.prepare_request else self.presets.apply(request)
+
+def visitor_or_none(services: PageServices, http_request: gr.Request | None) -> Visitor | None:
+    """Who is asking, from the request: None when the browser sent no identity cookie."""
+    token_hash = services.token_hash_of(http_request)
+    if token_hash is None:
+        return None
+    raw = getattr(http_request, "request", None)
+    return Visitor(
+        token_hash=token_hash,
+        address=client_address(http_request, services.trusted_proxies),
+        page_url=page_url(raw if isinstance(raw, StarletteRequest) else None),
+    )
+
+
+def visitor(services: PageServices, http_request: gr.Request | None) -> Visitor:
+    """Who is asking; the cookie middleware gives every browser an identity, so a request without one is refused."""
+    found = visitor_or_none(services, http_request)
+    if found is None:
+        raise gr.Error(NO_COOKIE, print_exception=False)
+    return found
 
 
 def owner(services: PageServices, http_request: gr.Request | None) -> str:
-    """The asking browser's owner hash; the cookie middleware gives every browser one."""
-    owner_hash = services.owner_of(http_request)
-    if owner_hash is None:
-        raise gr.Error("Your browser did not send its identity cookie. Allow cookies for this site and reload.")
-    return owner_hash
+    """The owner hash the asking browser stands for (device links resolved)."""
+    return services.service.owner(visitor(services, http_request))
 
 
-def browser_token(services: PageServices, http_request: gr.Request | None) -> str:
-    """The asking browser's own token hash, whichever browser it stands for."""
-    token_of = services.token_hash_of or services.owner_of
-    token_hash = token_of(http_request)
-    if token_hash is None:
-        raise gr.Error("Your browser did not send its identity cookie. Allow cookies for this site and reload.")
-    return token_hash
+def refused(error: Refusal) -> gr.Error:
+    """The service's refusal as the page shows it: its sentence, no traceback."""
+    return gr.Error(error.message, print_exception=False)
 
 
-def page_url(http_request: gr.Request | None) -> str:
-    """The page's public address, without a trailing slash, worked out as Gradio works out its own root URL: behind
-    a proxy (a Space, a share link) from X-Forwarded-Host and -Proto, else from the request, under the app's root
-    path."""
-    raw = getattr(http_request, "request", None)
-    if isinstance(raw, StarletteRequest):
-        root_path = getattr(raw.scope.get("app"), "root_path", None)
-        return route_utils.get_root_url(request=raw, route_path=raw.url.path, root_path=root_path)
-    return "http://127.0.0.1:7860"  # no HTTP request (a direct call): the default address
+def say(notice: Notice | None) -> None:
+    """Show the service's notice: news or a warning (only queued events reach the page with one)."""
+    if notice is not None:
+        (gr.Warning if notice.warning else gr.Info)(notice.message)
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-!|~])")
@@ -109,10 +75,6 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-!|~])")
 def plain(text: str) -> str:
     """User text shown inside Markdown as typed, never as formatting or HTML."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def range_info(name: str, extra: str = "") -> str:

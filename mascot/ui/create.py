@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import gradio as gr
 
-from mascot.generation.worker import Job, SubmitRefused
 from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import MAX_SEED, GenerationRequest, InvalidRequest
-from mascot.store.quota import QuotaStatus, over_address_quota_message, over_quota_message
-from mascot.store.store import StoreUnavailable
-from mascot.ui.common import DEFAULTS, PageServices, owner, plural, range_info
+from mascot.service import Refusal
+from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
-from mascot.web.clients import client_address
 
 # What a person picks; the page turns it into width and height, the API takes width and height as given.
 SIZE_PRESETS: dict[str, tuple[int, int]] = {
@@ -110,7 +105,7 @@ def _form_fields(
     prompt = gr.Textbox(
         label="Your idea", placeholder="a cheerful otter barista holding a coffee cup", max_lines=4, autofocus=True
     )
-    presets = services.presets
+    presets = services.service.presets
     with gr.Row():
         style = gr.Dropdown(
             label="Style",
@@ -262,7 +257,7 @@ def _wire(services: PageServices, form: CreateForm) -> None:
 
 def logo_colours_choice(services: PageServices) -> list[tuple[str, str]]:
     """ "Colours of my logo" among the brand colours, where logos can be uploaded."""
-    return [(LOGO_COLOURS, LOGO_COLOURS)] if services.logos is not None else []
+    return [(LOGO_COLOURS, LOGO_COLOURS)] if services.service.logos is not None else []
 
 
 def _model_prompt_handler(services: PageServices) -> Callable[..., str]:
@@ -278,12 +273,13 @@ def model_prompt_text(
     """The prompts as the worker will send them (the same `prepare`), the idea standing in while none is typed; a
     sentence instead when the values would be refused (Generate then says why)."""
     typed = prompt if isinstance(prompt, str) and prompt.strip() else IDEA_STAND_IN
+    service = services.service
     try:
         request = GenerationRequest.from_user(
             prompt=typed, negative_prompt=negative_prompt, style=style, brand=brand, logo=logo
         )
-        services.presets.check_request(request)
-        prepared = services.prepare(request)
+        service.presets.check_request(request)
+        prepared = service.prepare(request)
     except InvalidRequest as error:
         return f"(Generate would refuse this: {error.message})"
     avoid = prepared.negative_prompt or "nothing"
@@ -328,87 +324,28 @@ def _generation_validator(services: PageServices, names: list[str]) -> Callable[
         lora_scale: Any,
         http_request: gr.Request | None = None,
     ) -> list[dict[str, Any]]:
-        arguments = locals()  # the parameters, named as in diffusers: see request_from
+        values = locals()  # the parameters, named as GenerationRequest's fields (the API's keyword names)
         try:
-            request = request_from(services, arguments)
-            owner_hash = services.owner_of(http_request)
-            if owner_hash is not None:
-                client = client_address(http_request, services.trusted_proxies)
-                _check_quota(services, owner_hash, services.address_hash_of(client), request.num_images_per_prompt)
-                services.worker.check_can_submit(owner_hash, client)
-        except InvalidRequest as error:
-            return _validation(names, error.parameter, error.message)
-        except SubmitRefused as error:
-            return _validation(names, "prompt", str(error))
+            services.service.admit(values, visitor_or_none(services, http_request))
+        except Refusal as error:
+            return _validation(names, error.parameter or "prompt", error.message)
         return _validation(names, None, "")
 
     return validate_generation
 
 
-PARAMETERS = tuple(field.name for field in dataclasses.fields(GenerationRequest))
-
-
-def request_from(services: PageServices, arguments: dict[str, Any]) -> GenerationRequest:
-    """The request from a handler's arguments. The handlers' parameters carry the request's field names (they are
-    the API's keyword names, so Gradio needs them spelled out); this reads them by those names, in one place."""
-    request = GenerationRequest.from_user(**{name: arguments[name] for name in PARAMETERS})
-    services.blocked_words.check_request(request)  # the idea only, not the negative prompt: see wordfilter
-    services.presets.check_request(request)
-    check_adapter(services, request)
-    if request.logo and (services.logos is None or services.logos.path(request.logo) is None):
-        raise InvalidRequest("logo", "That logo is no longer here: upload it again.")
-    return request
-
-
-def check_adapter(services: PageServices, request: GenerationRequest) -> None:
-    """An adapter name must be one the loaded model has: refuse others here, by name, not in the worker."""
-    info = services.worker.status.info
-    if not request.adapter_name or info is None:
-        return  # while loading, the worker refuses anyway
-    if request.adapter_name not in info.adapters:
-        loaded = ", ".join(info.adapters) or "none"
-        raise InvalidRequest(
-            "adapter_name", f"adapter_name {request.adapter_name!r} is not a loaded LoRA adapter (loaded: {loaded})."
-        )
-
-
 def adapter_controls(services: PageServices) -> tuple[Any, Any]:
     """The adapter picker and strength slider as the loaded model allows: hidden when it has no adapters."""
-    info = services.worker.status.info
-    if info is None:
+    adapters = services.service.adapters()
+    if adapters is None:
         return gr.skip(), gr.skip()
-    choices = [NO_ADAPTER, *((name, name) for name in info.adapters)]
-    visible = bool(info.adapters)
+    choices = [NO_ADAPTER, *((name, name) for name in adapters)]
+    visible = bool(adapters)
     return gr.Dropdown(choices=choices, visible=visible), gr.Slider(visible=visible)
 
 
 def _validation(names: list[str], failing: str | None, message: str) -> list[dict[str, Any]]:
     return [gr.validate(name != failing, message if name == failing else "") for name in names]
-
-
-def _check_quota(services: PageServices, owner_hash: str, address_hash: str | None, images: int) -> None:
-    """Refuse, costing nothing, what the daily quotas would refuse anyway: the browser's first, then its network's."""
-    now = services.clock()
-    status = services.store.quota(owner_hash, services.daily_quota, now)
-    if images > status.remaining:
-        raise SubmitRefused(over_quota_message(status))
-    network = address_quota(services, address_hash, now)
-    if network is not None and images > network.remaining:
-        raise SubmitRefused(over_address_quota_message(network))
-
-
-def address_quota(services: PageServices, address_hash: str | None, now: datetime) -> QuotaStatus | None:
-    """The network's quota today; None when the page caps no network or the request's address named none."""
-    if address_hash is None or not services.address_daily_quota:
-        return None
-    return services.store.address_quota(address_hash, services.address_daily_quota, now)
-
-
-def until(moment: datetime, now: datetime) -> str:
-    """'5 h 12 min' from now to moment."""
-    minutes = max(1, int((moment - now).total_seconds() // 60))
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[Any, str]]]:
@@ -433,44 +370,20 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
     ) -> Iterator[tuple[Any, str]]:
         """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line."""
-        arguments = locals()  # the parameters, named as in diffusers: see request_from
+        values = locals()  # the parameters, named as GenerationRequest's fields (the API's keyword names)
         try:
-            request = request_from(services, arguments)
-            client = client_address(http_request, services.trusted_proxies)
-            job = submit(services, request, owner(services, http_request), client)
-        except (InvalidRequest, SubmitRefused, StoreUnavailable) as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            job = services.service.submit(values, visitor_or_none(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
         yield from relay_job(job, progress)
 
     return generate
 
 
-def submit(services: PageServices, request: GenerationRequest, owner_hash: str, client: str = "") -> Job:
-    """Claim the browser's one job slot and its quotas in the database (so they hold across replicas), then queue."""
-    address_hash = services.address_hash_of(client)
-    claim = services.store.claim_job(
-        owner_hash,
-        request.num_images_per_prompt,
-        services.daily_quota,
-        services.clock(),
-        address_hash=address_hash,
-        address_limit=services.address_daily_quota,
-    )
-    if not claim.claimed:
-        raise SubmitRefused(claim.message)
-    try:
-        return services.worker.submit(request, owner_hash, claim.claim_id, client, address_hash)
-    except SubmitRefused:
-        services.store.release_job(owner_hash, claim.claim_id)
-        raise
-
-
 def _cancel_handler(services: PageServices) -> Callable[..., str]:
     def cancel(http_request: gr.Request | None = None) -> str:
         """Cancel this browser's queued or running generation."""
-        if services.worker.cancel_for(owner(services, http_request)):
-            return "Cancelling…"
-        return "Nothing to cancel."
+        return "Cancelling…" if services.service.cancel(visitor(services, http_request)) else "Nothing to cancel."
 
     return cancel
 
@@ -479,18 +392,6 @@ def quota_handler(services: PageServices) -> Callable[..., str]:
     def quota(http_request: gr.Request | None = None) -> str:
         """How many mascots this browser may still make today (fewer when its network's quota is nearly spent), and
         when that resets."""
-        now = services.clock()
-        status = services.store.quota(owner(services, http_request), services.daily_quota, now)
-        address_hash = services.address_hash_of(client_address(http_request, services.trusted_proxies))
-        return quota_line(status, address_quota(services, address_hash, now), now)
+        return services.service.quota_line(visitor(services, http_request))
 
     return quota
-
-
-def quota_line(status: QuotaStatus, network: QuotaStatus | None, now: datetime) -> str:
-    """What is left today as the page says it: the smaller of the browser's and its network's figures."""
-    if network is not None and network.remaining < status.remaining:
-        left = f"{network.remaining} of your network's {plural(network.limit, 'mascot')} left today"
-    else:
-        left = f"{status.remaining} of {plural(status.limit, 'mascot')} left today"
-    return f"{left} · resets in {until(status.resets_at, now)}"

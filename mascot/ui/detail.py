@@ -3,24 +3,18 @@ deletion."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import gradio as gr
-from gradio.utils import get_upload_folder
-from PIL import Image
 
-from mascot.store.files import DOWNLOAD_KEEP_S, remove_files_older_than
-from mascot.store.imaging import read_parameters, save_png, transparent_sticker
-from mascot.store.moderation import NO_REASON, check_reason, reason_choices
-from mascot.ui.common import PageServices, owner, plain, plural, says_store_failures
+from mascot.service import Refusal
+from mascot.store.entries import MascotEntry
+from mascot.store.moderation import NO_REASON, reason_choices
+from mascot.ui.common import PageServices, plain, plural, refused, say, visitor
 from mascot.ui.create import CreateForm, dimensions_to_size
-from mascot.web.clients import client_address
 
-GONE = "This mascot is private or was deleted."
 Listing = Literal["mine", "gallery"]
 
 
@@ -140,7 +134,7 @@ def report_box() -> ReportBox:
     return ReportBox(panel, reason, button, status)
 
 
-def summary(entry: Any) -> dict[str, Any]:
+def summary(entry: MascotEntry) -> dict[str, Any]:
     """What an API client needs to act on a mascot: its share id, its words, its likes, and (for its owner) why it
     is out of the gallery."""
     return {
@@ -239,13 +233,13 @@ def wire_detail(
         ).then(**show_page, api_visibility="private")
 
 
-def detail_values(detail: DetailPanel, entry: Any, http_request: gr.Request | None) -> dict:
+def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str) -> dict:
     values: dict[Any, Any] = {
         detail.group: gr.update(visible=True),
         detail.public_id: entry.public_id,
         detail.image: str(entry.path),
         detail.info: describe(entry),
-        detail.share_link: share_url(http_request, entry.public_id),
+        detail.share_link: share_link,
         detail.download: gr.update(value=str(entry.path)),
         detail.like: like_label(entry.liked_by_viewer, entry.like_count),
         detail.summary: summary(entry),
@@ -266,10 +260,12 @@ def detail_values(detail: DetailPanel, entry: Any, http_request: gr.Request | No
 def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., dict]:
     def mascot(public_id: str, http_request: gr.Request | None = None) -> dict:
         """One mascot by its share id: the image, its prompt and parameters, likes and its share link."""
-        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
-        if entry is None:
-            raise gr.Error(GONE, print_exception=False)
-        return detail_values(detail, entry, http_request)
+        who = visitor(services, http_request)
+        try:
+            entry = services.service.open(public_id, who)
+        except Refusal as error:
+            raise refused(error) from None
+        return detail_values(detail, entry, services.service.share_link(entry, who))
 
     return mascot
 
@@ -286,17 +282,10 @@ def _select_handler(show: Callable[..., dict]) -> Callable[..., dict]:
 def _sticker_handler(services: PageServices) -> Callable[..., Any]:
     def sticker(public_id: str, http_request: gr.Request | None = None) -> str:
         """The mascot cut out of its background as a transparent PNG (best on plain backgrounds, like stickers)."""
-        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
-        if entry is None:
-            raise gr.Error(GONE, print_exception=False)
-        with Image.open(entry.path) as picture:
-            cut_out = transparent_sticker(picture)
-        folder = Path(get_upload_folder()) / "stickers"
-        remove_files_older_than(folder, DOWNLOAD_KEEP_S)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"mascot-{uuid.uuid4().hex}-sticker.png"
-        save_png(cut_out, path, read_parameters(entry.path))
-        return str(path)
+        try:
+            return str(services.service.sticker(public_id, visitor(services, http_request)))
+        except Refusal as error:
+            raise refused(error) from None
 
     return sticker
 
@@ -310,66 +299,38 @@ def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, dict[
     def like(public_id: str, http_request: gr.Request | None = None) -> tuple[str, str, dict[str, Any]]:
         """Like a mascot, or take the like back: one per browser. Returns its details with the new count, which
         takes only a few likes from each network."""
-        viewer = owner(services, http_request)
-        address_hash = services.address_hash_of(client_address(http_request, services.trusted_proxies))
-        state = services.store.toggle_like(
-            viewer,
-            str(public_id or ""),
-            address_hash=address_hash,
-            likes_per_network=services.likes_per_network,
-            now=services.clock(),  # the clock "Top this week" measures its week with
-        )
-        entry = services.store.mascot(str(public_id or ""), viewer) if state is not None else None
-        if state is None or entry is None:
-            raise gr.Error(GONE, print_exception=False)
+        try:
+            state, entry = services.service.like(public_id, visitor(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
         return like_label(state.liked, state.like_count), describe(entry), summary(entry)
 
-    return says_store_failures(like)
+    return like
 
 
 def _report_handler(services: PageServices) -> Callable[..., str]:
     def report(public_id: Any, reason: Any = NO_REASON, http_request: gr.Request | None = None) -> str:
         """Report someone else's mascot to the site's operator, once per browser, with a reason ("offensive",
         "sexual", "violence", "spam") or "" for none. Returns a sentence; refused for your own mascots."""
-        reason = NO_REASON if reason is None else reason
         try:
-            check_reason(reason)
-        except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
-        address_hash = services.address_hash_of(client_address(http_request, services.trusted_proxies))
-        result = services.store.report_mascot(
-            owner(services, http_request),
-            str(public_id or ""),
-            reason,
-            address_hash=address_hash,
-            reports_to_hide=services.reports_to_hide,
-        )
-        if result.refused:
-            raise gr.Error(result.message, print_exception=False)
-        return result.message
+            return services.service.report(public_id, reason, visitor(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
 
-    return says_store_failures(report)
+    return report
 
 
 def _visibility_handler(services: PageServices) -> Callable[..., Any]:
     def set_public(public_id: str, is_public: bool, http_request: gr.Request | None = None) -> Any:
         """Show one of your mascots in the public gallery, or hide it."""
-        viewer, public_id = owner(services, http_request), str(public_id or "")
-        if not services.store.set_public(viewer, public_id, bool(is_public)):
-            raise gr.Error(visibility_refusal(services, viewer, public_id), print_exception=False)
-        gr.Info("Shown in the public gallery." if is_public else "Hidden from the gallery: only you see it now.")
-        entry = services.store.mascot(public_id, viewer)
+        try:
+            notice, entry = services.service.set_public(public_id, is_public, visitor(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
+        say(notice)
         return gr.skip() if entry is None else describe(entry)  # its line says "public" or "private" as it now is
 
-    return says_store_failures(set_public)
-
-
-def visibility_refusal(services: PageServices, viewer: str, public_id: str) -> str:
-    """Why this browser may not show the mascot: it is not theirs, or it is out of the gallery after moderation."""
-    entry = services.store.mascot(public_id, viewer)
-    if entry is not None and entry.is_owner and entry.moderation:
-        return f"{entry.moderation_note} Until the operator restores it, it cannot be made public."
-    return "Only the browser that made a mascot can change who sees it."
+    return set_public
 
 
 def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
@@ -377,56 +338,35 @@ def _delete_handler(services: PageServices) -> Callable[..., tuple[Any, str]]:
         """Delete one of your mascots: its image, its likes, everywhere."""
         if not public_id:  # the person said no to "Delete for good?"
             return gr.skip(), gr.skip()
-        if not services.store.delete_mascot(owner(services, http_request), str(public_id)):
-            raise gr.Error("Only the browser that made a mascot can delete it.", print_exception=False)
-        gr.Info("Deleted.")
+        try:
+            say(services.service.delete(public_id, visitor(services, http_request)))
+        except Refusal as error:
+            raise refused(error) from None
         return gr.update(visible=False), ""
 
-    return says_store_failures(delete)
+    return delete
 
 
 def _remix_handler(services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool) -> Callable[..., dict]:
     def remix(public_id: str, http_request: gr.Request | None = None) -> dict:
         """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself
         as the picture to mix in, with new seeds)."""
-        entry = services.store.mascot(str(public_id or ""), owner(services, http_request))
-        if entry is None:
-            raise gr.Error(GONE, print_exception=False)
-        values: dict[Any, Any] = {component: getattr(entry, name) for name, component in form.generation_inputs.items()}
-        values[form.generation_inputs["num_images_per_prompt"]] = 1  # the seed belongs to this one image
-        values[form.randomize_seed] = False
-        values[form.size] = dimensions_to_size(entry.width, entry.height)
-        logo_path = services.logos.path(entry.logo) if services.logos is not None and entry.logo else None
-        values[form.logo_image] = str(logo_path) if logo_path else None
-        values[form.logo_panel] = gr.Accordion(open=logo_path is not None)
-        if vary and services.logos is not None:
-            values.update(variation_values(services, form, entry))
+        try:
+            remixed = services.service.remix(public_id, visitor(services, http_request), vary=vary)
+        except Refusal as error:
+            raise refused(error) from None
+        values: dict[Any, Any] = {form.generation_inputs[name]: value for name, value in remixed.values.items()}
+        values[form.randomize_seed] = remixed.randomize_seed
+        values[form.size] = dimensions_to_size(remixed.values["width"], remixed.values["height"])
+        values[form.logo_image] = str(remixed.logo_path) if remixed.logo_path else None
+        values[form.logo_panel] = gr.Accordion(open=remixed.logo_path is not None)
         values[tabs] = gr.Tabs(selected="create")
         return values
 
     return remix
 
 
-VARIATION_WEIGHT = 0.5  # half the mascot's own look: close to it, but visibly new
-VARIATIONS = 2
-
-
-def variation_values(services: PageServices, form: CreateForm, entry: Any) -> dict[Any, Any]:
-    """The form set to vary `entry`: the mascot itself as the picture to mix in, new seeds, a couple of tries."""
-    assert services.logos is not None
-    inputs = form.generation_inputs
-    picture_id = services.logos.save(entry.path)
-    return {
-        inputs["logo"]: picture_id,
-        inputs["logo_weight"]: VARIATION_WEIGHT,
-        inputs["num_images_per_prompt"]: VARIATIONS,
-        form.randomize_seed: True,
-        form.logo_image: str(services.logos.path(picture_id)),
-        form.logo_panel: gr.Accordion(open=True),
-    }
-
-
-def describe(entry: Any) -> str:
+def describe(entry: MascotEntry) -> str:
     """The prompt and every parameter, for people."""
     lines = [f"**{plain(entry.prompt)}**"]
     if entry.moderation_note:
@@ -455,11 +395,3 @@ def describe(entry: Any) -> str:
 
 def like_label(liked: bool, like_count: int) -> str:
     return f"{'♥ Liked' if liked else '♡ Like'} · {like_count}"
-
-
-def share_url(http_request: gr.Request | None, public_id: str) -> str:
-    """The page's own address with ?mascot=<id>: opens that mascot for anyone, also a first-time visitor."""
-    headers = getattr(http_request, "headers", None) or {}
-    host = headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1:7860"
-    scheme = headers.get("x-forwarded-proto") or getattr(getattr(http_request, "url", None), "scheme", "http")
-    return f"{scheme}://{host}/?mascot={public_id}"

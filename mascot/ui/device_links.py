@@ -11,34 +11,18 @@ import gradio as gr
 import qrcode
 from PIL import Image
 
-from mascot.store.device_links import MAX_OPEN_LINKS, is_code
-from mascot.store.store import Redemption, TooManyLinks
-from mascot.ui.common import PageServices, browser_token, owner, page_url, plural, says_store_failures
+from mascot.service import Refusal
+from mascot.service.sentences import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY
+from mascot.ui.common import PageServices, refused, say, visitor
+from mascot.web.page_url import DEVICE_PARAMETER
 
-DEVICE_PARAMETER = "device"
+# The sentences live with the service (mascot.service.sentences); named here too for the page's tests.
+__all__ = ["ALREADY", "EXPIRED", "JOINED", "NOTE", "NO_OTHER_DEVICES", "TOO_MANY", "build_device_row", "qr_image"]
+
 INTRO = (
     "Open My mascots on your phone or another browser: make a link here, open it there, and both show the same "
     "mascots, likes and daily quota."
 )
-NOTE = (
-    "Open this link on your other device within 15 minutes. It works once. Anyone who opens it sees and manages your "
-    "mascots, so share it only with yourself."
-)
-TOO_MANY = (
-    f"You have {MAX_OPEN_LINKS} device links that still work: open one of them, or wait 15 minutes for them to expire."
-)
-JOINED = "This browser now shares My mascots with your other device."
-ALREADY = "This browser already shows these mascots: open the link on your other device."
-EXPIRED = "This device link has expired or was already used. Make a new one on your other device."
-WAIT = "Wait until the mascot being made finishes, then open the link again."
-RETRY = "Something changed while the link was being opened. Open it again."
-NO_OTHER_DEVICES = "No other device shows your mascots."
-STOPPED_HERE = "This browser no longer shows those mascots; your other device keeps them."
-FIRST_BROWSER = (
-    "Your mascots were first made in this browser, so they stay here. To stop another device showing them, press "
-    "“Disconnect the other devices” here."
-)
-WAIT_TO_DISCONNECT = "Wait until the mascot being made finishes, then disconnect the other devices."
 # Each button asks first; the answer reaches the handler as its `confirmed` input (API callers pass True).
 CONFIRM_DISCONNECT = "() => confirm('Disconnect every other device? They will no longer show your mascots.')"
 CONFIRM_STOP_HERE = "() => confirm('Stop showing these mascots in this browser? Your other device keeps them.')"
@@ -114,19 +98,13 @@ def _make_link_handler(services: PageServices) -> Callable[..., tuple[Any, ...]]
     def device_link(http_request: gr.Request | None = None) -> tuple[Any, ...]:
         """A one-time link that makes another browser (your phone) show this browser's mascots, and its QR code;
         it works once, within 15 minutes."""
-        owner_hash = owner(services, http_request)
         try:
-            made = services.store.make_device_link(owner_hash, services.clock())
-        except TooManyLinks:
-            raise gr.Error(TOO_MANY, print_exception=False) from None
-        url = device_url(page_url(http_request), made.code)
+            url = services.service.make_device_link(visitor(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
         return url, qr_image(url), NOTE
 
-    return says_store_failures(device_link)
-
-
-def device_url(page: str, code: str) -> str:
-    return f"{page}/?{DEVICE_PARAMETER}={code}"
+    return device_link
 
 
 def qr_image(url: str) -> Image.Image:
@@ -170,15 +148,9 @@ def wire_device_links(
 
 def _others_handler(services: PageServices) -> Callable[..., str]:
     def other_devices(http_request: gr.Request | None = None) -> str:
-        return others_line(services.store.other_devices(browser_token(services, http_request)))
+        return services.service.other_devices(visitor(services, http_request))
 
     return other_devices
-
-
-def others_line(count: int) -> str:
-    if not count:
-        return NO_OTHER_DEVICES
-    return f"Your mascots are also shown on {plural(count, 'other device')}."
 
 
 def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
@@ -187,19 +159,14 @@ def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
         browser that made them first when this one was linked to it. `confirmed` must be true."""
         if confirmed is not True:
             return gr.skip()  # the person answered "Cancel"
-        done = services.store.disconnect_other_devices(
-            browser_token(services, http_request),
-            now=services.clock(),
-            likes_per_network=services.likes_per_network,
-        )
-        if done.outcome == "job_in_flight":
-            raise gr.Error(WAIT_TO_DISCONNECT, print_exception=False)
-        if done.outcome == "disconnected":
-            verb = "shows" if done.devices == 1 else "show"
-            gr.Info(f"{plural(done.devices, 'other device')} no longer {verb} your mascots.")
-        return NO_OTHER_DEVICES
+        try:
+            answer = services.service.disconnect_other_devices(visitor(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
+        say(answer.notice)
+        return answer.others
 
-    return says_store_failures(disconnect_other_devices)
+    return disconnect_other_devices
 
 
 def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
@@ -208,18 +175,14 @@ def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
         must be true."""
         if confirmed is not True:
             return gr.skip()  # the person answered "Cancel"
-        token_hash = browser_token(services, http_request)
-        stopped = services.store.stop_showing_here(token_hash)
-        others = services.store.other_devices(token_hash)
-        if stopped:
-            gr.Info(STOPPED_HERE)
-        elif others:
-            raise gr.Error(FIRST_BROWSER, print_exception=False)
-        else:
-            gr.Info(NO_OTHER_DEVICES)
-        return others_line(others)
+        try:
+            answer = services.service.stop_showing_here(visitor(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
+        say(answer.notice)
+        return answer.others
 
-    return says_store_failures(stop_showing_here)
+    return stop_showing_here
 
 
 def _has_device_code(http_request: gr.Request | None = None) -> bool:
@@ -231,40 +194,7 @@ def _open_link_handler(services: PageServices) -> Callable[..., None]:
     def open_device_link(http_request: gr.Request | None = None) -> None:
         query = getattr(http_request, "query_params", None) or {}
         code = query.get(DEVICE_PARAMETER)
-        if code is None:
-            return
-        if not is_code(code):  # its shape is checked before the database is asked
-            gr.Warning(EXPIRED)
-            return
-        redeemed = services.store.redeem_device_link(
-            browser_token(services, http_request),
-            code,
-            now=services.clock(),
-            likes_per_network=services.likes_per_network,
-        )
-        say_redeemed(redeemed)
+        if code is not None:
+            say(services.service.open_device_link(visitor(services, http_request), str(code)))
 
-    return says_store_failures(open_device_link)
-
-
-def say_redeemed(redeemed: Redemption) -> None:
-    """What opening the link did, as a notice (it worked, or nothing changed) or a warning (it did not work)."""
-    if redeemed.outcome == "joined":
-        gr.Info(joined_message(redeemed))
-    elif redeemed.outcome == "already":
-        gr.Info(ALREADY)
-    elif redeemed.outcome == "job_in_flight":
-        gr.Warning(WAIT)
-    elif redeemed.outcome == "retry":
-        gr.Warning(RETRY)
-    else:
-        gr.Warning(EXPIRED)
-
-
-def joined_message(redeemed: Redemption) -> str:
-    parts = [JOINED]
-    if redeemed.moved_images:
-        parts.append(f"The {plural(redeemed.moved_images, 'mascot')} made here before moved along.")
-    if redeemed.left_others:
-        parts.append("It no longer shows the mascots of the device it was linked to before; that device keeps them.")
-    return " ".join(parts)
+    return open_device_link

@@ -3,19 +3,15 @@ download button that offers it (the ZIP itself is mascot.store.export's)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio.utils import get_upload_folder
 
-from mascot.store.export import EXPORT_CAP, INDEX_NAME, NothingToExport, export_mascots
-from mascot.store.files import DOWNLOAD_KEEP_S, remove_files_older_than
-from mascot.ui.common import PageServices, owner
+from mascot.service import Refusal
+from mascot.store.export import EXPORT_CAP, INDEX_NAME
+from mascot.ui.common import PageServices, refused, say, visitor
 
 EXPORT_INFO = (
     f"Every mascot you made (here and on your linked devices), up to the newest {EXPORT_CAP:,}: the PNGs with their "
@@ -56,31 +52,17 @@ def _export_handler(services: PageServices) -> Callable[..., str]:
     def export_mascots_zip(http_request: gr.Request | None = None, progress: Any = gr.Progress()) -> str:  # noqa: B008
         """Every mascot this browser made (newest first, at most EXPORT_CAP) as one ZIP: the PNGs as stored, with
         their parameters, named <date>_<idea>_<share id>.png, plus mascots.json indexing them."""
-        owner_hash = owner(services, http_request)
         try:
-            result = export_mascots(
-                services.store,
-                owner_hash,
-                export_path(services.clock()),
-                now=services.clock(),
+            made = services.service.export(
+                visitor(services, http_request),
                 on_progress=lambda done, total: progress((done, total), desc="Writing the ZIP", unit="mascots"),
             )
-        except NothingToExport as error:
-            raise gr.Error(str(error), print_exception=False) from None
-        if result.missing or result.truncated:
-            gr.Warning(result.note())
-        return str(result.path)
+        except Refusal as error:
+            raise refused(error) from None
+        say(made.warning)
+        return str(made.path)
 
     return export_mascots_zip
-
-
-def export_path(now: datetime) -> Path:
-    """A new folder in Gradio's upload folder (served, unlike the data folder) per export, so no two exports and no
-    client's choice ever share a path; the file inside gets a readable name for the person's disk. Exports older
-    than DOWNLOAD_KEEP_S are removed first."""
-    exports = Path(get_upload_folder()) / "exports"
-    remove_files_older_than(exports, DOWNLOAD_KEEP_S)
-    return exports / uuid.uuid4().hex / f"my-mascots-{now:%Y-%m-%d}.zip"
 
 
 def _offer_zip(path: str | None) -> Any:

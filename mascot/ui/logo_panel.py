@@ -12,14 +12,16 @@ from gradio.utils import get_upload_folder
 from mascot.prompt.logos import LogoRefused
 from mascot.prompt.palette import spoken_list
 from mascot.prompt.presets import LOGO_COLOURS
-from mascot.ui.common import DEFAULTS, PageServices, range_info
+from mascot.service import Refusal
+from mascot.ui.common import DEFAULTS, PageServices, range_info, refused
 
 
 def logo_fields(
     services: PageServices, generation_inputs: dict[str, gr.components.Component]
 ) -> tuple[gr.Accordion, gr.Image]:
     """Mix in your logo: upload (checked and kept by the LogoLibrary), then how much of its look to take."""
-    with gr.Accordion("Mix in your logo (optional)", open=False, visible=services.logos is not None) as logo_panel:
+    logos_kept = services.service.logos is not None
+    with gr.Accordion("Mix in your logo (optional)", open=False, visible=logos_kept) as logo_panel:
         # One above the other: the form's column is narrow, and the slider's info line needs the width.
         logo_image = gr.Image(
             label="Your logo",
@@ -56,9 +58,9 @@ def logo_fields(
 
 def _colours_note_handler(services: PageServices) -> Callable[[Any], str]:
     def colours_note(logo_id: Any) -> str:
-        if services.logos is None or not isinstance(logo_id, str) or not logo_id:
+        if services.service.logos is None or not isinstance(logo_id, str) or not logo_id:
             return ""
-        names = services.logos.colour_names(logo_id)
+        names = services.service.logos.colour_names(logo_id)
         if not names:
             return ""
         return (
@@ -71,14 +73,12 @@ def _colours_note_handler(services: PageServices) -> Callable[[Any], str]:
 def _upload_logo_handler(services: PageServices) -> Callable[[Any], str]:
     def upload_logo(image: Any) -> str:
         """Keep an uploaded logo and return its id, for /generate's `logo`."""
-        if services.logos is None:
-            raise gr.Error("This app does not mix in logos.", print_exception=False)
-        if not image:
-            return ""
         try:
-            return services.logos.save(uploaded_file(image))
-        except LogoRefused as error:
+            return services.service.upload_logo(uploaded_file(image) if image else None)
+        except LogoRefused as error:  # the payload names no upload (the file itself is the service's to check)
             raise gr.Error(str(error), print_exception=False) from None
+        except Refusal as error:
+            raise refused(error) from None
 
     return upload_logo
 

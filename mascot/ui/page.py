@@ -8,8 +8,9 @@ from typing import Any
 import gradio as gr
 
 from mascot.generation.worker import GenerationWorker, ModelState
+from mascot.service import Refusal
 from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
-from mascot.ui.common import PageServices, owner, plural
+from mascot.ui.common import PageServices, plural, visitor
 from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
 from mascot.ui.detail import detail_values
 from mascot.ui.device_links import build_device_row, wire_device_links
@@ -33,7 +34,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
             "share and vote on.",
             elem_id="header",
         )
-        banner = gr.Markdown(model_banner(services.worker), elem_id="model-banner")
+        banner = gr.Markdown(model_banner(services.service.worker), elem_id="model-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
                 form = build_create_tab(services)
@@ -43,7 +44,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
                 device_row = build_device_row(services)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
-        demo.load(_model_status(services.worker), outputs=banner, queue=False, api_name="model_status")
+        demo.load(_model_status(services.service.worker), outputs=banner, queue=False, api_name="model_status")
         # While the model loads, the banner follows it; once loaded, the adapter controls appear and the timer stops.
         timer = gr.Timer(2.0)
         gr.on(
@@ -55,7 +56,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
         )
         # Afterwards the banner keeps saying how long the queue is.
         gr.Timer(QUEUE_BANNER_SECONDS).tick(
-            fn=lambda: model_banner(services.worker), outputs=banner, queue=False, api_visibility="private"
+            fn=lambda: model_banner(services.service.worker), outputs=banner, queue=False, api_visibility="private"
         )
         show_quota = {"fn": quota_handler(services), "outputs": form.quota_note, "queue": False}
         demo.load(**show_quota, api_name="quota")
@@ -82,8 +83,8 @@ def _model_status(worker: GenerationWorker) -> Callable[[], str]:
 
 def _model_state_handler(services: PageServices) -> Callable[[], tuple[Any, ...]]:
     def model_state() -> tuple[Any, ...]:
-        loading = services.worker.status.state is ModelState.LOADING
-        return model_banner(services.worker), *adapter_controls(services), gr.Timer(active=loading)
+        loading = services.service.worker.status.state is ModelState.LOADING
+        return model_banner(services.service.worker), *adapter_controls(services), gr.Timer(active=loading)
 
     return model_state
 
@@ -128,10 +129,12 @@ def _shared_mascot_handler(
         public_id = query.get("mascot")
         if not public_id:
             return gr.skip()
-        entry = services.store.mascot(str(public_id)[:64], owner(services, http_request))
-        if entry is None:
+        who = visitor(services, http_request)
+        try:
+            entry = services.service.open(str(public_id)[:64], who)
+        except Refusal:
             return {notice: SHARED_MASCOT_GONE}
-        values = detail_values(gallery.detail, entry, http_request)
+        values = detail_values(gallery.detail, entry, services.service.share_link(entry, who))
         values[tabs] = gr.Tabs(selected="gallery")
         return values
 

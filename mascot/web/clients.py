@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from dataclasses import dataclass
 from typing import Any
 
 # One subscriber usually gets a whole IPv6 /64 (and can pick any address in it); an IPv4 address is one line, or one
@@ -54,6 +55,15 @@ def network_of(address: str) -> str | None:
     return str(ipaddress.IPv6Network((parsed, IPV6_NETWORK_PREFIX), strict=False))
 
 
+@dataclass(frozen=True)
+class ClientNetwork:
+    """The network a request came from, worked out once per request: `key` is what the GPU queue's per-network cap
+    counts by, `address_hash` what the store's quotas, likes and reports count by (None: no readable address)."""
+
+    key: str  # the network's keyed hash; an unreadable address as given; "": none known (not capped)
+    address_hash: str | None
+
+
 class AddressKeys:
     """Turns a client address into the hash the store keeps: HMAC-SHA256 of its network with the app's secret.
 
@@ -71,3 +81,8 @@ class AddressKeys:
         if network is None:
             return None
         return hmac.new(self._secret, ADDRESS_HASH_CONTEXT + network.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def network(self, address: str) -> ClientNetwork:
+        """The client's network: an IPv6 /64 or an IPv4 address, one key for the queue and the store alike."""
+        address_hash = self.address_hash(address)
+        return ClientNetwork(key=address_hash or address.strip(), address_hash=address_hash)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from gradio.route_utils import get_root_url
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 
 from mascot.store.entries import MascotEntry
 from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send
+from mascot.web.page_url import mascot_url, page_url
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def mascot_preview(entry: MascotEntry, root_url: str) -> LinkPreview:
             "and vote on.",
             MAX_DESCRIPTION_CHARACTERS,
         ),
-        url=f"{root_url}/?mascot={quote(entry.public_id)}",
+        url=mascot_url(root_url, entry.public_id),
         image_url=root_url + PREVIEW_IMAGE_ROUTE.format(public_id=quote(entry.public_id)),
         image_alt=shorten(entry.prompt, MAX_DESCRIPTION_CHARACTERS),
         image_width=entry.width,
@@ -141,7 +141,7 @@ class LinkPreviewMiddleware:
 
     def preview_for(self, request: Request) -> LinkPreview:
         """The share link's mascot when it is public; else the site itself. A plain function: it reads the store."""
-        root_url = get_root_url(request, route_path="/", root_path=request.scope.get("root_path"))
+        root_url = page_url(request)
         public_id = request.query_params.get("mascot", "")[:64]  # read as the page's own share-link handler does
         try:
             entry = self.public_mascot(public_id) if public_id else None

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.store import postgres_schema
 from mascot.generation.generator import GeneratedImages, ModelInfo, PromptUse
 from mascot.prompt.request import GenerationRequest
+from mascot.store.scratch import postgres_schema
 from mascot.store.store import MascotStore, SavedGeneration
 from mascot.store.upkeep import ORPHAN_MIN_AGE_S
 
@@ -109,9 +109,6 @@ def orphan_path(images_dir: Path, month: str = "2020/01") -> Path:
 
 
 def fresh_postgres_schema(admin_url: str) -> Iterator[str]:
-    """A URL whose connections work in a new, empty schema of the test database; the schema is dropped afterwards.
-
-    A schema costs well under a millisecond where CREATE DATABASE costs a few hundred; the store only sees a URL.
-    """
+    """A URL whose connections work in a new, empty schema of the test database; the schema is dropped afterwards."""
     with postgres_schema(admin_url, prefix="mascot_test") as url:
         yield url

@@ -14,7 +14,7 @@ from typing import Any
 
 from gradio_client import Client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: tests/support/ is two levels down
 
 
 def free_port() -> int:

@@ -1,0 +1,378 @@
+"""MascotService: what a person can do, for every entry point (the page, its API, tests). It decides and refuses
+(Refusal); it never imports gradio, so it is tested directly with a fake generator and a temporary store."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from PIL import Image
+
+from mascot.clock import Clock, utc_now
+from mascot.generation.worker import GenerationWorker, Job, SubmitRefused
+from mascot.prompt.logos import LogoLibrary, LogoRefused
+from mascot.prompt.presets import Presets
+from mascot.prompt.request import GenerationRequest, InvalidRequest
+from mascot.prompt.wordfilter import BlockedWords
+from mascot.service import sentences
+from mascot.service.answers import Notice, Refusal, Visitor
+from mascot.service.downloads import DownloadFolder
+from mascot.settings import Rules
+from mascot.store.device_links import is_code
+from mascot.store.export import NothingToExport, Progress, export_mascots
+from mascot.store.imaging import read_parameters, save_png, transparent_sticker
+from mascot.store.likes import LikeState
+from mascot.store.moderation import NO_REASON, check_reason
+from mascot.store.quota import QuotaStatus, over_address_quota_message, over_quota_message
+from mascot.store.store import MascotEntry, MascotStore, StoreUnavailable, TooManyLinks
+from mascot.web.clients import AddressKeys, ClientNetwork
+from mascot.web.page_url import device_url, mascot_url
+
+PARAMETERS = tuple(field.name for field in dataclasses.fields(GenerationRequest))
+VARIATION_WEIGHT = 0.5  # "More like this": half the mascot's own look, close to it but visibly new
+VARIATIONS = 2  # "More like this": a couple of tries
+
+
+@dataclass(frozen=True)
+class Remix:
+    """A mascot's parameters to put back into the form (`values`, by GenerationRequest field), the picture to show
+    as its logo, and whether a new seed should be drawn each time."""
+
+    values: dict[str, Any]
+    logo_path: Path | None
+    randomize_seed: bool
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file made for a person to download, and a warning to show with it, if any."""
+
+    path: Path
+    warning: Notice | None = None
+
+
+@dataclass(frozen=True)
+class DevicesAnswer:
+    """After a change of linked devices: what to say (None: nothing) and the line counting the other devices."""
+
+    notice: Notice | None
+    others: str
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def refuses_when_unwritable(action: Callable[P, R]) -> Callable[P, R]:
+    """An action that writes: when the disk is full or the database read-only or locked, the store's sentence
+    (store.faults) is its refusal, and nothing changed."""
+
+    @functools.wraps(action)
+    def acting(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return action(*args, **kwargs)
+        except StoreUnavailable as error:
+            raise Refusal(str(error)) from None
+
+    return acting
+
+
+class MascotService:
+    """Built once (app.py) from the store, the worker and the house rules; every method takes the Visitor asking."""
+
+    def __init__(
+        self,
+        *,
+        store: MascotStore,
+        worker: GenerationWorker,
+        rules: Rules,
+        address_keys: AddressKeys,
+        downloads: DownloadFolder,
+        presets: Presets | None = None,
+        logos: LogoLibrary | None = None,  # None: no logo mixing
+        blocked_words: BlockedWords | None = None,  # None: nothing blocked
+        clock: Clock = utc_now,  # tests move it across a day boundary
+        prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,  # the worker's; None: the presets
+    ) -> None:
+        self.store = store
+        self.worker = worker
+        self.rules = rules
+        self.presets = presets or Presets({}, {})
+        self.logos = logos
+        self.clock = clock
+        self._address_keys = address_keys
+        self._downloads = downloads
+        self._blocked_words = blocked_words or BlockedWords()
+        self._prepare = prepare or self.presets.apply
+
+    # ---- who is asking -----------------------------------------------------------------------------------------
+    def owner(self, visitor: Visitor) -> str:
+        """The owner hash the visitor's browser stands for: the browser it was linked to (store.device_links), else
+        itself. One indexed query, no cache, so replicas agree."""
+        return self.store.resolve_owner(visitor.token_hash)
+
+    def network(self, visitor: Visitor) -> ClientNetwork:
+        """The visitor's network, worked out once: the queue cap, the quotas, likes and reports all count by it."""
+        return self._address_keys.network(visitor.address)
+
+    # ---- creating ----------------------------------------------------------------------------------------------
+    def prepare(self, request: GenerationRequest) -> GenerationRequest:
+        """The request as the model is given it (presets, logo colours): the worker's own `prepare`."""
+        return self._prepare(request)
+
+    def request_from(self, values: Mapping[str, Any]) -> GenerationRequest:
+        """The request from raw values named as GenerationRequest's fields, checked as every entry point checks it:
+        the ranges, the blocked words (the idea only), the presets, the adapter and the logo."""
+        try:
+            request = GenerationRequest.from_user(**{name: values[name] for name in PARAMETERS if name in values})
+            self._blocked_words.check_request(request)
+            self.presets.check_request(request)
+        except InvalidRequest as error:
+            raise Refusal(error.message, error.parameter) from None
+        self._check_adapter(request)
+        if request.logo and (self.logos is None or self.logos.path(request.logo) is None):
+            raise Refusal(sentences.LOGO_GONE, "logo")
+        return request
+
+    def admit(self, values: Mapping[str, Any], visitor: Visitor | None) -> GenerationRequest:
+        """What costs nothing to refuse, before a job takes a queue slot: the request, then (for a browser with its
+        cookie) the daily quotas, the browser's and its network's, and whether the worker would take it now."""
+        request = self.request_from(values)
+        if visitor is not None:
+            owner_hash, network = self.owner(visitor), self.network(visitor)
+            self._check_quota(owner_hash, network, request.num_images_per_prompt)
+            try:
+                self.worker.check_can_submit(owner_hash, network.key)
+            except SubmitRefused as error:
+                raise Refusal(str(error)) from None
+        return request
+
+    @refuses_when_unwritable
+    def submit(self, values: Mapping[str, Any], visitor: Visitor | None) -> Job:
+        """Check the request again (admission is advice, this is the gate), claim the browser's one job slot and its
+        quotas in the database (so they hold across replicas), then queue it; the claim is released if the worker
+        refuses. A browser without its cookie (None) is refused after the request's own checks."""
+        request = self.request_from(values)
+        if visitor is None:
+            raise Refusal(sentences.NO_COOKIE)
+        owner_hash, network = self.owner(visitor), self.network(visitor)
+        claim = self.store.claim_job(
+            owner_hash, request.num_images_per_prompt, now=self.clock(), address_hash=network.address_hash
+        )
+        if not claim.claimed:
+            raise Refusal(claim.message)
+        try:
+            return self.worker.submit(request, owner_hash, claim.claim_id, network.key, network.address_hash)
+        except SubmitRefused as error:
+            self.store.release_job(owner_hash, claim.claim_id)
+            raise Refusal(str(error)) from None
+
+    def cancel(self, visitor: Visitor) -> bool:
+        """Cancel the browser's queued or running generation; False when it has none."""
+        return self.worker.cancel_for(self.owner(visitor))
+
+    def quota_line(self, visitor: Visitor) -> str:
+        """How many mascots the browser may still make today (fewer when its network's quota is nearly spent), and
+        when that resets."""
+        now = self.clock()
+        status = self.store.quota(self.owner(visitor), now=now)
+        return sentences.quota_line(status, self._network_quota(self.network(visitor), now), now)
+
+    def adapters(self) -> tuple[str, ...] | None:
+        """The loaded model's LoRA adapters; None while it loads."""
+        info = self.worker.status.info
+        return None if info is None else tuple(info.adapters)
+
+    def _check_adapter(self, request: GenerationRequest) -> None:
+        """An adapter name must be one the loaded model has: refused here, by name, not in the worker."""
+        adapters = self.adapters()
+        if not request.adapter_name or adapters is None:
+            return  # while loading, the worker refuses anyway
+        if request.adapter_name not in adapters:
+            loaded = ", ".join(adapters) or "none"
+            raise Refusal(
+                f"adapter_name {request.adapter_name!r} is not a loaded LoRA adapter (loaded: {loaded}).",
+                "adapter_name",
+            )
+
+    def _check_quota(self, owner_hash: str, network: ClientNetwork, images: int) -> None:
+        """Refuse what the daily quotas would refuse anyway: the browser's first, then its network's."""
+        now = self.clock()
+        status = self.store.quota(owner_hash, now=now)
+        if images > status.remaining:
+            raise Refusal(over_quota_message(status))
+        network_status = self._network_quota(network, now)
+        if network_status is not None and images > network_status.remaining:
+            raise Refusal(over_address_quota_message(network_status))
+
+    def _network_quota(self, network: ClientNetwork, now: datetime) -> QuotaStatus | None:
+        """The network's quota today; None when no network is capped or the request named none."""
+        if network.address_hash is None or not self.rules.address_daily_quota:
+            return None
+        return self.store.address_quota(network.address_hash, now=now)
+
+    # ---- one mascot --------------------------------------------------------------------------------------------
+    def open(self, public_id: object, visitor: Visitor) -> MascotEntry:
+        """One mascot by its share id: a public one for anyone, a private or moderated one for its owner."""
+        entry = self.store.mascot(str(public_id or ""), self.owner(visitor))
+        if entry is None:
+            raise Refusal(sentences.GONE)
+        return entry
+
+    def share_link(self, entry: MascotEntry, visitor: Visitor) -> str:
+        """The page's address with ?mascot=<id>: opens the mascot for anyone, also a first-time visitor."""
+        return mascot_url(visitor.page_url, entry.public_id)
+
+    @refuses_when_unwritable
+    def like(self, public_id: object, visitor: Visitor) -> tuple[LikeState, MascotEntry]:
+        """Like a mascot, or take the like back: one per browser, a few per network counted (the rules)."""
+        viewer, public_id = self.owner(visitor), str(public_id or "")
+        # The clock "Top this week" measures its week with.
+        state = self.store.toggle_like(
+            viewer, public_id, address_hash=self.network(visitor).address_hash, now=self.clock()
+        )
+        entry = self.store.mascot(public_id, viewer) if state is not None else None
+        if state is None or entry is None:
+            raise Refusal(sentences.GONE)
+        return state, entry
+
+    @refuses_when_unwritable
+    def set_public(self, public_id: object, is_public: bool, visitor: Visitor) -> tuple[Notice, MascotEntry | None]:
+        """Show one of the browser's mascots in the public gallery, or hide it; returns the notice and the mascot
+        as it now is."""
+        viewer, public_id = self.owner(visitor), str(public_id or "")
+        if not self.store.set_public(viewer, public_id, bool(is_public)):
+            entry = self.store.mascot(public_id, viewer)
+            moderated = entry is not None and entry.is_owner and bool(entry.moderation)
+            raise Refusal(sentences.visibility_refused_line(entry.moderation_note if moderated and entry else None))
+        notice = Notice(sentences.SHOWN if is_public else sentences.HIDDEN)
+        return notice, self.store.mascot(public_id, viewer)
+
+    @refuses_when_unwritable
+    def delete(self, public_id: object, visitor: Visitor) -> Notice:
+        """Delete one of the browser's mascots: its image, its likes, everywhere."""
+        if not self.store.delete_mascot(self.owner(visitor), str(public_id or "")):
+            raise Refusal(sentences.NOT_YOURS_TO_DELETE)
+        return Notice(sentences.DELETED)
+
+    @refuses_when_unwritable
+    def report(self, public_id: object, reason: object, visitor: Visitor) -> str:
+        """Report someone else's mascot to the operator, once per browser; it leaves the gallery once enough
+        networks reported it (the rules). Returns the sentence that answers the report."""
+        reason = NO_REASON if reason is None else reason
+        try:
+            check_reason(reason)  # type: ignore[arg-type]  # checked here: a client may send anything
+        except ValueError as error:
+            raise Refusal(str(error), "reason") from None
+        result = self.store.report_mascot(
+            self.owner(visitor),
+            str(public_id or ""),
+            str(reason),
+            address_hash=self.network(visitor).address_hash,
+        )
+        if result.refused:
+            raise Refusal(result.message)
+        return result.message
+
+    def sticker(self, public_id: object, visitor: Visitor) -> Path:
+        """The mascot cut out of its background as a transparent PNG with its parameters (best on plain
+        backgrounds, like stickers), written for download."""
+        entry = self.open(public_id, visitor)
+        with Image.open(entry.path) as picture:
+            cut_out = transparent_sticker(picture)
+        path = self._downloads.new_path("stickers", f"mascot-{entry.public_id}-sticker.png")
+        save_png(cut_out, path, read_parameters(entry.path))
+        return path
+
+    def remix(self, public_id: object, visitor: Visitor, *, vary: bool) -> Remix:
+        """A mascot's parameters, seed included, for the form: one image, its seed kept. To vary it ("More like
+        this"): the mascot itself as the picture to mix in, a couple of new seeds."""
+        entry = self.open(public_id, visitor)
+        values = {name: getattr(entry, name) for name in PARAMETERS}
+        values["num_images_per_prompt"] = 1  # the seed belongs to this one image
+        logo_path = self.logos.path(entry.logo) if self.logos is not None and entry.logo else None
+        if not (vary and self.logos is not None):
+            return Remix(values, logo_path, randomize_seed=False)
+        picture_id = self.logos.save(entry.path)
+        values.update(logo=picture_id, logo_weight=VARIATION_WEIGHT, num_images_per_prompt=VARIATIONS)
+        return Remix(values, self.logos.path(picture_id), randomize_seed=True)
+
+    # ---- logos and export ----------------------------------------------------------------------------------
+    def upload_logo(self, upload: Path | None) -> str:
+        """Keep an uploaded logo and return its id, for a request's `logo`; "" for no upload."""
+        if self.logos is None:
+            raise Refusal(sentences.NO_LOGOS, "logo")
+        if upload is None:
+            return ""
+        try:
+            return self.logos.save(upload)
+        except LogoRefused as error:
+            raise Refusal(str(error), "logo") from None
+
+    def export(self, visitor: Visitor, on_progress: Progress | None = None) -> Download:
+        """Every mascot the browser made (newest first, at most store.export.EXPORT_CAP) as one ZIP for download."""
+        owner_hash, now = self.owner(visitor), self.clock()
+        destination = self._downloads.new_path("exports", f"my-mascots-{now:%Y-%m-%d}.zip")
+        try:
+            result = export_mascots(self.store, owner_hash, destination, now=now, on_progress=on_progress)
+        except NothingToExport as error:
+            raise Refusal(str(error)) from None
+        warning = Notice(result.note(), warning=True) if result.missing or result.truncated else None
+        return Download(result.path, warning)
+
+    # ---- one person, several devices ---------------------------------------------------------------------------
+    @refuses_when_unwritable
+    def make_device_link(self, visitor: Visitor) -> str:
+        """A one-time link (15 minutes) that makes another browser show this browser's mascots."""
+        try:
+            made = self.store.make_device_link(self.owner(visitor), self.clock())
+        except TooManyLinks:
+            raise Refusal(sentences.TOO_MANY) from None
+        return device_url(visitor.page_url, made.code)
+
+    def other_devices(self, visitor: Visitor) -> str:
+        """The line counting the other devices that show the visitor's mascots."""
+        return sentences.others_line(self.store.other_devices(visitor.token_hash))
+
+    @refuses_when_unwritable
+    def disconnect_other_devices(self, visitor: Visitor) -> DevicesAnswer:
+        """Only this browser shows its mascots from now on; refused while a job is in flight, whose images would be
+        saved under the owner the row had."""
+        done = self.store.disconnect_other_devices(visitor.token_hash, now=self.clock())
+        if done.outcome == "job_in_flight":
+            raise Refusal(sentences.WAIT_TO_DISCONNECT)
+        notice = Notice(sentences.disconnected_line(done.devices)) if done.outcome == "disconnected" else None
+        return DevicesAnswer(notice, sentences.NO_OTHER_DEVICES)
+
+    @refuses_when_unwritable
+    def stop_showing_here(self, visitor: Visitor) -> DevicesAnswer:
+        """This browser stops showing the mascots of the device it was linked to; refused for the browser that made
+        them first (it disconnects the others instead)."""
+        stopped = self.store.stop_showing_here(visitor.token_hash)
+        others = self.store.other_devices(visitor.token_hash)
+        if stopped:
+            notice = Notice(sentences.STOPPED_HERE)
+        elif others:
+            raise Refusal(sentences.FIRST_BROWSER)
+        else:
+            notice = Notice(sentences.NO_OTHER_DEVICES)
+        return DevicesAnswer(notice, sentences.others_line(others))
+
+    @refuses_when_unwritable
+    def open_device_link(self, visitor: Visitor, code: str) -> Notice:
+        """Make this browser show the mascots of the browser that made the link: a notice (it worked, or nothing
+        changed) or a warning (it did not)."""
+        if not is_code(code):  # its shape is checked before the database is asked
+            return Notice(sentences.EXPIRED, warning=True)
+        redeemed = self.store.redeem_device_link(visitor.token_hash, code, now=self.clock())
+        if redeemed.outcome == "joined":
+            return Notice(sentences.joined_line(redeemed.moved_images, redeemed.left_others))
+        warnings = {"job_in_flight": sentences.WAIT, "retry": sentences.RETRY}
+        if redeemed.outcome == "already":
+            return Notice(sentences.ALREADY)
+        return Notice(warnings.get(redeemed.outcome, sentences.EXPIRED), warning=True)

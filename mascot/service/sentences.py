@@ -1,0 +1,87 @@
+"""The sentences the service says to people (refusals and notices), and the small helpers that word them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mascot.store.device_links import MAX_OPEN_LINKS
+from mascot.store.quota import QuotaStatus
+
+NO_COOKIE = "Your browser did not send its identity cookie. Allow cookies for this site and reload."
+GONE = "This mascot is private or was deleted."
+NOT_YOURS_TO_SHOW = "Only the browser that made a mascot can change who sees it."
+NOT_YOURS_TO_DELETE = "Only the browser that made a mascot can delete it."
+SHOWN = "Shown in the public gallery."
+HIDDEN = "Hidden from the gallery: only you see it now."
+DELETED = "Deleted."
+NO_LOGOS = "This app does not mix in logos."
+LOGO_GONE = "That logo is no longer here: upload it again."
+
+# Device links (store.device_links keeps the rules)
+NOTE = (
+    "Open this link on your other device within 15 minutes. It works once. Anyone who opens it sees and manages your "
+    "mascots, so share it only with yourself."
+)
+TOO_MANY = (
+    f"You have {MAX_OPEN_LINKS} device links that still work: open one of them, or wait 15 minutes for them to expire."
+)
+JOINED = "This browser now shares My mascots with your other device."
+ALREADY = "This browser already shows these mascots: open the link on your other device."
+EXPIRED = "This device link has expired or was already used. Make a new one on your other device."
+WAIT = "Wait until the mascot being made finishes, then open the link again."
+RETRY = "Something changed while the link was being opened. Open it again."
+NO_OTHER_DEVICES = "No other device shows your mascots."
+STOPPED_HERE = "This browser no longer shows those mascots; your other device keeps them."
+FIRST_BROWSER = (
+    "Your mascots were first made in this browser, so they stay here. To stop another device showing them, press "
+    "“Disconnect the other devices” here."
+)
+WAIT_TO_DISCONNECT = "Wait until the mascot being made finishes, then disconnect the other devices."
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def until(moment: datetime, now: datetime) -> str:
+    """'5 h 12 min' from now to moment."""
+    minutes = max(1, int((moment - now).total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def quota_line(status: QuotaStatus, network: QuotaStatus | None, now: datetime) -> str:
+    """What is left today as the page says it: the smaller of the browser's and its network's figures."""
+    if network is not None and network.remaining < status.remaining:
+        left = f"{network.remaining} of your network's {plural(network.limit, 'mascot')} left today"
+    else:
+        left = f"{status.remaining} of {plural(status.limit, 'mascot')} left today"
+    return f"{left} · resets in {until(status.resets_at, now)}"
+
+
+def others_line(count: int) -> str:
+    """How many other devices show these mascots."""
+    if not count:
+        return NO_OTHER_DEVICES
+    return f"Your mascots are also shown on {plural(count, 'other device')}."
+
+
+def disconnected_line(devices: int) -> str:
+    verb = "shows" if devices == 1 else "show"
+    return f"{plural(devices, 'other device')} no longer {verb} your mascots."
+
+
+def joined_line(moved_images: int, left_others: bool) -> str:
+    parts = [JOINED]
+    if moved_images:
+        parts.append(f"The {plural(moved_images, 'mascot')} made here before moved along.")
+    if left_others:
+        parts.append("It no longer shows the mascots of the device it was linked to before; that device keeps them.")
+    return " ".join(parts)
+
+
+def visibility_refused_line(moderation_note: str | None) -> str:
+    """Why this browser may not show the mascot: it is out of the gallery after moderation, or it is not theirs."""
+    if moderation_note:
+        return f"{moderation_note} Until the operator restores it, it cannot be made public."
+    return NOT_YOURS_TO_SHOW

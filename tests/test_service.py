@@ -1,0 +1,264 @@
+"""The service decides what a person can do, without Gradio: a fake generator, a temporary store, milliseconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mascot.generation.worker import GenerationWorker, JobState, ModelState
+from mascot.service import DownloadFolder, MascotService, Refusal, Visitor, sentences
+from mascot.settings import Rules
+from mascot.store.imaging import read_parameters
+from mascot.store.store import MascotStore
+from mascot.web.clients import AddressKeys
+from tests.support.fakes import FakeGenerator
+from tests.support.store import owner, save
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "seed": 1}
+RULES = Rules(daily_quota=4, address_daily_quota=0, reports_to_hide=1, likes_per_network=3, max_queued_per_client=1)
+
+
+@dataclass
+class Site:
+    service: MascotService
+    store: MascotStore
+    fake: FakeGenerator
+    downloads: Path
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    store = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", rules=RULES)
+    fake = FakeGenerator()
+    worker = GenerationWorker(
+        lambda on_status: fake,
+        lambda job, images, model: store.save_generation(
+            job.owner_hash, job.request, images, model, now=NOW, address_hash=job.address_hash
+        ),
+        on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
+        max_per_client=RULES.max_queued_per_client,
+    ).start()
+    assert worker.wait_until_loaded(10).state is ModelState.READY
+    downloads = tmp_path / "downloads"
+    service = MascotService(
+        store=store,
+        worker=worker,
+        rules=RULES,
+        address_keys=AddressKeys(b"test secret"),
+        downloads=DownloadFolder(lambda: downloads),
+        clock=lambda: NOW,
+    )
+    yield Site(service, store, fake, downloads)
+    fake.gate.set()
+    worker.stop()
+    store.close()
+
+
+def who(name: str, address: str = "203.0.113.9") -> Visitor:
+    return Visitor(token_hash=owner(name), address=address, page_url="https://mascots.example/app")
+
+
+def finished(job) -> JobState:
+    snapshot = job.snapshot
+    deadline = time.monotonic() + 10
+    while snapshot.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
+        snapshot = job.wait_for_change(snapshot.version, timeout=0.2)
+    return snapshot.state
+
+
+def released(site: Site, name: str) -> None:
+    """Wait for the job's quota claim to be released: the worker frees it just after the job's last snapshot."""
+    deadline = time.monotonic() + 10
+    while site.store.quota(owner(name), now=NOW).in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def public_id_of(site: Site, name: str) -> str:
+    return save(site.store, owner(name), "an otter barista", now=NOW).public_ids[0]
+
+
+# ---- creating -----------------------------------------------------------------------------------------------------
+def test_a_submitted_request_is_made_stored_and_counted_against_the_quota(site: Site) -> None:
+    alice = who("alice")
+    job = site.service.submit({"prompt": "an otter", **FAST, "num_images_per_prompt": 2}, alice)
+
+    assert finished(job) is JobState.DONE
+    released(site, "alice")
+    assert [entry.prompt for entry in site.store.history(owner("alice"))] == ["an otter", "an otter"]
+    assert site.service.quota_line(alice).startswith("2 of 4 mascots left today")
+
+
+def test_admission_names_the_parameter_it_refuses(site: Site) -> None:
+    with pytest.raises(Refusal) as refused:
+        site.service.admit({"prompt": "an otter", **FAST, "width": 100}, who("alice"))
+    assert refused.value.parameter == "width"
+
+
+def test_the_daily_quota_is_refused_before_a_queue_slot_is_taken(site: Site) -> None:
+    alice = who("alice")
+    assert finished(site.service.submit({"prompt": "an otter", **FAST, "num_images_per_prompt": 3}, alice))
+    released(site, "alice")
+
+    with pytest.raises(Refusal, match="1 of 4 mascots left today"):
+        site.service.admit({"prompt": "two more", **FAST, "num_images_per_prompt": 2}, alice)
+    with pytest.raises(Refusal, match="1 of 4 mascots left today"):
+        site.service.submit({"prompt": "two more", **FAST, "num_images_per_prompt": 2}, alice)
+    assert site.fake.requests[-1].prompt == "an otter"  # nothing else reached the generator
+
+
+def test_one_job_in_flight_per_browser_and_cancel_frees_it(site: Site) -> None:
+    alice = who("alice")
+    site.fake.gate.clear()  # the first job waits after its first step
+    job = site.service.submit({"prompt": "a slow otter", **FAST}, alice)
+
+    with pytest.raises(Refusal, match="already have a mascot in the works"):
+        site.service.admit({"prompt": "another", **FAST}, alice)
+    with pytest.raises(Refusal, match="still being made"):  # the store's claim refuses it too
+        site.service.submit({"prompt": "another", **FAST}, alice)
+    assert site.service.cancel(alice)
+    site.fake.gate.set()
+    assert finished(job) is JobState.CANCELLED
+    released(site, "alice")
+    assert not site.service.cancel(alice)
+    assert finished(site.service.submit({"prompt": "now it may", **FAST}, alice)) is JobState.DONE
+
+
+def test_two_ipv6_addresses_in_one_slash_64_share_the_queue_cap(site: Site) -> None:
+    site.fake.gate.clear()
+    site.service.submit({"prompt": "first", **FAST}, who("alice", "2001:db8:1:2::1"))
+
+    # Another cookie at another address of the same /64 is the same network: the cap (1 here) holds.
+    with pytest.raises(Refusal, match="Several mascots from your network"):
+        site.service.admit({"prompt": "second", **FAST}, who("bob", "2001:db8:1:2:ffff::9"))
+    with pytest.raises(Refusal, match="Several mascots from your network"):
+        site.service.submit({"prompt": "second", **FAST}, who("bob", "2001:db8:1:2:ffff::9"))
+    site.service.admit({"prompt": "elsewhere", **FAST}, who("carol", "2001:db8:1:3::1"))  # another /64
+    site.fake.gate.set()
+
+
+def test_a_request_without_a_cookie_is_checked_but_not_counted(site: Site) -> None:
+    assert site.service.admit({"prompt": "an otter", **FAST}, None).prompt == "an otter"
+
+
+# ---- one mascot ---------------------------------------------------------------------------------------------------
+def test_a_like_counts_once_per_browser_and_toggles(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+
+    state, entry = site.service.like(public_id, who("bob"))
+    assert (state.liked, state.like_count, entry.like_count) == (True, 1, 1)
+    state, _entry = site.service.like(public_id, who("bob"))
+    assert (state.liked, state.like_count) == (False, 0)
+    with pytest.raises(Refusal, match=sentences.GONE):
+        site.service.like("nosuchmascot", who("bob"))
+
+
+def test_only_the_maker_hides_a_mascot_and_then_only_the_maker_sees_it(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+
+    with pytest.raises(Refusal, match=sentences.NOT_YOURS_TO_SHOW):
+        site.service.set_public(public_id, False, who("bob"))
+    notice, entry = site.service.set_public(public_id, False, who("alice"))
+    assert notice.message == sentences.HIDDEN and entry is not None and not entry.is_public
+    with pytest.raises(Refusal, match=sentences.GONE):
+        site.service.open(public_id, who("bob"))
+    assert site.service.open(public_id, who("alice")).public_id == public_id
+
+
+def test_only_the_maker_deletes_a_mascot(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+
+    with pytest.raises(Refusal, match=sentences.NOT_YOURS_TO_DELETE):
+        site.service.delete(public_id, who("bob"))
+    assert site.service.delete(public_id, who("alice")).message == sentences.DELETED
+    with pytest.raises(Refusal, match=sentences.GONE):
+        site.service.open(public_id, who("alice"))
+
+
+def test_a_report_from_enough_networks_takes_a_mascot_out_of_the_gallery_and_ones_own_is_refused(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+
+    with pytest.raises(Refusal):
+        site.service.report(public_id, "spam", who("alice"))
+    with pytest.raises(Refusal) as bad_reason:
+        site.service.report(public_id, "boring", who("bob"))
+    assert bad_reason.value.parameter == "reason"
+    assert site.service.report(public_id, "spam", who("bob"))  # the rules: one network is enough here
+    assert site.store.public_mascot(public_id) is None
+
+
+def test_a_sticker_keeps_the_parameters_and_old_downloads_are_pruned(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    old = site.downloads / "stickers" / "old" / "mascot-old-sticker.png"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"png")
+    os.utime(old, (time.time() - 7200,) * 2)
+
+    path = site.service.sticker(public_id, who("bob"))
+
+    assert path.is_relative_to(site.downloads / "stickers") and path.is_file()
+    with Image.open(path) as sticker:
+        assert sticker.mode == "RGBA"
+    assert read_parameters(path)["prompt"] == "an otter barista"
+    assert not old.exists()
+
+
+def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Site) -> None:
+    public_id_of(site, "alice")
+
+    download = site.service.export(who("alice"))
+
+    with zipfile.ZipFile(download.path) as archive:
+        index = json.loads(archive.read("mascots.json"))
+        assert len([name for name in archive.namelist() if name.endswith(".png")]) == 1
+    assert index["total"] == 1 and download.warning is None
+    assert download.path.is_relative_to(site.downloads / "exports")
+    with pytest.raises(Refusal):
+        site.service.export(who("carol"))
+
+
+def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+
+    remix = site.service.remix(public_id, who("bob"), vary=False)
+
+    assert remix.values["num_images_per_prompt"] == 1 and remix.values["seed"] == 7
+    assert remix.values["prompt"] == "an otter barista" and not remix.randomize_seed
+
+
+# ---- devices ------------------------------------------------------------------------------------------------------
+def test_a_device_link_makes_the_phone_show_the_same_mascots(site: Site) -> None:
+    public_id_of(site, "alice")
+    url = site.service.make_device_link(who("alice"))
+    assert url.startswith("https://mascots.example/app/?device=")
+
+    notice = site.service.open_device_link(who("phone"), url.rsplit("=", 1)[1])
+
+    assert notice.message.startswith(sentences.JOINED) and not notice.warning
+    assert site.service.owner(who("phone")) == owner("alice")
+    assert site.service.other_devices(who("alice")) == "Your mascots are also shown on 1 other device."
+    assert site.service.open_device_link(who("tablet"), "not a code").warning
+
+
+def test_a_share_link_uses_the_page_address(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    entry = site.service.open(public_id, who("bob"))
+    assert site.service.share_link(entry, who("bob")) == f"https://mascots.example/app/?mascot={public_id}"
+
+
+def test_submit_checks_the_request_before_asking_for_the_cookie(site: Site) -> None:
+    with pytest.raises(Refusal) as empty:
+        site.service.submit({"prompt": " ", **FAST}, None)
+    assert empty.value.parameter == "prompt"
+    with pytest.raises(Refusal, match="identity cookie"):
+        site.service.submit({"prompt": "an otter", **FAST}, None)
+    assert site.fake.requests == []
