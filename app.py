@@ -5,6 +5,11 @@ Usage:
     python app.py --model tiny         # the offline preview model (no GPU, no download)
     python app.py --share              # also serve on a public share link
     python app.py --help               # every flag; MASCOT_* variables set the same things
+    gradio app.py                      # reload mode while working on the page: an edit to mascot/ui/ or app.py
+                                       # rebuilds the page; the model, worker and store stay (others need a restart)
+
+SIGTERM drains: no new job is admitted, the queued ones are told and charged nothing, the running one is finished and
+saved (MASCOT_DRAIN_TIMEOUT_S, see docs/deploying.md), the claims are freed, and the process exits with status 0.
 """
 
 from __future__ import annotations
@@ -12,15 +17,25 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType, ModuleType
 from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.routing import Route
+
+# `gradio app.py` runs this file again after each edit, having dropped the project's modules (this one included) from
+# sys.modules. The running worker and store must keep their modules (the page compares their classes: JobState,
+# ModelState, ...), so they go back before the imports below: only the page (mascot.ui) is then imported anew.
+if not gr.NO_RELOAD and "app" in globals():
+    sys.modules.update(globals()["app"].runtime_modules)
 
 from mascot.clock import Clock, utc_now
 from mascot.generation.generator import Generator
@@ -30,7 +45,7 @@ from mascot.prompt.presets import Presets
 from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
 from mascot.service import DownloadFolder, MascotService
 from mascot.service.claims import ClaimKeeper
-from mascot.settings import Settings, load_settings
+from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
 from mascot.web.clients import AddressKeys
@@ -40,6 +55,11 @@ from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, 
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
+# A drain waits this long at most for the handlers of the jobs it ended to hand their answers on, then this long for
+# those answers to leave on the open event streams (once the server closes, Gradio replaces what is left with an
+# "unexpected error").
+ANSWER_WAIT_S = 10.0
+ANSWER_FLUSH_S = 0.5
 
 
 def load_examples() -> list[str]:
@@ -57,6 +77,50 @@ class App:
     store: MascotStore
     identity: BrowserIdentity
     settings: Settings
+    services: PageServices
+    # The modules the running worker and store were built from: reload mode rebuilds the page on them (reloaded_page).
+    runtime_modules: dict[str, ModuleType]
+
+    def start(self) -> App:
+        """Free this replica's claims left by a killed run, then load the model and keep the claims."""
+        self.claims.start()
+        self.worker.start()
+        return self
+
+    def drain(self) -> float:
+        """Shut down gracefully (SIGTERM): stop admitting, tell the queued, finish or cancel the running job within
+        settings.drain_timeout_s, free the claims. Returns the seconds it took."""
+        started = time.monotonic()
+        log.info("shutting down: finishing the running job (at most %.0f s)", self.settings.drain_timeout_s)
+        finished = self.worker.stop(self.settings.drain_timeout_s)
+        self.claims.retry_releases()
+        freed = self.claims.stop()
+        if not self.worker.wait_until_answered(ANSWER_WAIT_S):
+            log.warning("some browsers were not answered within %.0f s of the drain", ANSWER_WAIT_S)
+        time.sleep(ANSWER_FLUSH_S)
+        seconds = time.monotonic() - started
+        log.info(
+            "drained in %.1f s (running job %s; %d claims freed at the end)",
+            seconds,
+            "finished" if finished else "cancelled",
+            freed,
+        )
+        return seconds
+
+    def serve(self, **overrides: Any) -> None:
+        """Serve until SIGTERM (drain, then close) or Ctrl-C; `overrides` go to launch."""
+        draining = False
+
+        def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+            nonlocal draining
+            if draining:  # a second SIGTERM during the drain changes nothing: the drain is already bounded
+                return
+            draining = True
+            self.drain()
+            self.demo.close()  # ends launch's wait: main returns, status 0
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        self.launch(**overrides)
 
     def launch(self, **overrides: Any) -> None:
         """Serve the page (the worker must be started); `overrides` are for tests (ports, thread lock)."""
@@ -73,7 +137,10 @@ class App:
                     Middleware(LinkPreviewMiddleware, public_mascot=public_mascot),
                 ],
                 "routes": [
-                    Route(HEALTH_PATH, health_endpoint(self.worker, lambda: self.store.schema_version)),
+                    Route(
+                        HEALTH_PATH,
+                        health_endpoint(self.worker, lambda: self.store.schema_version, self.store.check_writable),
+                    ),
                     Route(PREVIEW_IMAGE_ROUTE, preview_image_endpoint(public_mascot, self.settings.images_dir)),
                 ],
             },
@@ -100,25 +167,27 @@ def kandinsky_loader(settings: Settings) -> LoadGenerator:
 
 
 def create_app(settings: Settings, *, load_generator: LoadGenerator | None = None, clock: Clock = utc_now) -> App:
-    """Wire settings -> store -> identity -> worker -> service -> page. Nothing loads the model yet:
-    `app.worker.start()` does. Raises BlockedWordsError, before anything is created, when the blocked-words file
-    cannot be used."""
+    """Wire settings -> store -> identity -> worker -> service -> page. Nothing loads the model yet: `app.start()`
+    does. Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used."""
     blocked_words = load_blocked_words(settings.blocked_words)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     rules = settings.rules  # the house rules, set once: the store and the service apply them
-    store = MascotStore(settings.resolved_database_url, settings.images_dir, rules=rules)
+    store = MascotStore(
+        settings.resolved_database_url, settings.images_dir, rules=rules, replica_id=settings.replica_id
+    )
     secret = load_secret(settings)
     identity = BrowserIdentity(secret)
     presets = Presets.load()
     logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
     # The request as the model is given it; the page shows the same in Advanced ("What the model is given").
     prepare = functools.partial(presets.apply, logo_colours=logos.colour_names)
+    claims = ClaimKeeper(store, clock)
     worker = GenerationWorker(
         load_generator or kandinsky_loader(settings),
         on_finished=lambda job, images, model: store.save_generation(
             job.owner_hash, job.request, images, model, now=clock(), address_hash=job.address_hash
         ),
-        on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
+        on_ended=claims.release,  # retried until the database takes it: a full disk must not lock a browser out
         prepare=prepare,
         load_logo=logos.open,
         max_queued=settings.queue_max_size,
@@ -126,6 +195,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         max_batch_images=settings.max_batch_images,
         save_in_background=settings.speed.save_in_background,
     )
+    claims.claim_ids = worker.claim_ids
     service = MascotService(
         store=store,
         worker=worker,
@@ -146,23 +216,61 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         trusted_proxies=settings.trusted_proxies,
         examples=load_examples(),
     )
-    demo = build_demo(services)
+    demo = queued_page(build_demo(services), settings)
+    return App(demo, worker, claims, store, identity, settings, services, runtime_modules())
+
+
+def queued_page(demo: gr.Blocks, settings: Settings) -> gr.Blocks:
+    """The page with its queue set up."""
     # api_open=False: with it on, POST /gradio_api/run/<name> would run events around the queue.
     demo.queue(max_size=settings.queue_max_size, api_open=False, default_concurrency_limit=None)
-    return App(demo, worker, ClaimKeeper(worker, store, clock), store, identity, settings)
+    return demo
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def runtime_modules() -> dict[str, ModuleType]:
+    """The app's loaded modules other than the page's (mascot.ui): those its worker and store are built from, and
+    this file's own (the reloader runs it again in the same namespace)."""
+    kept = {
+        name: module
+        for name, module in sys.modules.items()
+        if (name == "mascot" or name.startswith("mascot.")) and not name.startswith("mascot.ui")
+    }
+    return {**kept, "__main__": sys.modules["__main__"]}
+
+
+def reloaded_page(app: App) -> gr.Blocks:
+    """The page rebuilt from freshly imported mascot.ui on the running app (`gradio app.py` after an edit).
+
+    The runtime modules were put back at the top of this file (see there), so mascot.ui, imported anew, is built on
+    the classes of the running worker and store.
+    """
+    from mascot.ui import build_demo as build_reloaded_demo
+
+    log.info("reload: the page (mascot/ui, app.py) is rebuilt; other changes take a restart")
+    return queued_page(build_reloaded_demo(app.services), app.settings)
+
+
+def start_app(argv: Sequence[str] | None = None) -> App:
+    """Settings, the app, the model loading: or one sentence (SystemExit) naming the setting that stops it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
     try:
         app = create_app(load_settings(argv))
-    except BlockedWordsError as error:
+    except (BlockedWordsError, SettingsError) as error:
         raise SystemExit(f"Mascot Generator did not start. {error}") from None  # a sentence, not a traceback
-    app.worker.start()
-    app.claims.start()
-    app.launch()
+    return app.start()
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> None:
+    start_app(argv).serve()
+
+
+# `gradio app.py` (reload mode) runs this file as __main__, then runs it again on its watcher thread at start and
+# after every edit, with gr.NO_RELOAD false: the app is made once, and each run after that rebuilds the page.
+if __name__ == "__main__" and gr.NO_RELOAD:
+    app = start_app(sys.argv[1:])
+    demo = app.demo  # the reloader swaps in the `demo` of each later run
+    app.serve()
+elif __name__ == "__main__":
+    # The app made by the first run lives on in this module's globals: later runs only rebuild the page.
+    demo = reloaded_page(globals()["app"])

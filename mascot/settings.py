@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 MODEL_CHOICES_HELP = (
     "'auto' (the real Kandinsky 2.2 when a GPU and its weights are available, else the offline preview model), "
     "'kandinsky' (the hub's kandinsky-community/kandinsky-2-2-prior and -decoder), 'tiny' (the offline preview "
     "model), or a folder holding prior/ and decoder/ pipelines"
 )
+
+T = TypeVar("T")
 
 ADDRESS_QUOTA_FACTOR = 5  # browsers' worth of mascots one network address may make per day, by default
 
@@ -110,6 +116,11 @@ class Settings:
     preview_every: int = 5
     hub_timeout_s: float = 5.0
     speed: SpeedOptions = SpeedOptions()
+    # Seconds a SIGTERM waits for the running job to finish and be saved before it is cancelled (docs/deploying.md).
+    drain_timeout_s: float = 20.0
+    # Names this replica's claims in the database, so that a restart frees its own dead claims at once and never
+    # another replica's; default (""): the host and the port (default_replica_id).
+    replica_id: str = ""
 
     @property
     def images_dir(self) -> Path:
@@ -143,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_arguments(parser)
     parser.add_argument("--share", action="store_true", default=None, help="Also serve on a public share link.")
     parser.add_argument("--host", help="Address to listen on (GRADIO_SERVER_NAME; default 127.0.0.1).")
-    parser.add_argument("--port", type=int, help="Port to listen on (GRADIO_SERVER_PORT; default 7860).")
+    parser.add_argument("--port", help="Port to listen on (GRADIO_SERVER_PORT; default 7860).")
     parser.add_argument(
         "--lora",
         action="append",
@@ -153,19 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--daily-quota",
-        type=int,
         help=f"Mascots each browser may make per UTC day (MASCOT_DAILY_QUOTA; default {DAILY_QUOTA}).",
     )
     parser.add_argument(
         "--address-daily-quota",
-        type=int,
         help="Mascots all browsers from one network address may make per UTC day together; 0: no cap "
         f"(MASCOT_ADDRESS_DAILY_QUOTA; default {ADDRESS_QUOTA_FACTOR} × --daily-quota). Needs "
         "MASCOT_TRUSTED_PROXIES behind a proxy.",
     )
     parser.add_argument(
         "--max-batch-images",
-        type=int,
         help="Waiting requests with the same size, steps, guidance and LoRA share one run of the model, up to this "
         "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 8 on a GPU, 1 on a CPU, where sharing "
         "is slower).",
@@ -191,95 +199,263 @@ def add_blocked_words_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags (argv) and the environment; pass both explicitly in tests."""
+    """Settings from flags (argv) and the environment; pass both explicitly in tests. Raises SettingsError."""
     return settings_from(build_parser().parse_args(argv), environ)
 
 
 def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from parsed flags and the environment. A parser that lacks some of the app's flags (another script's)
-    leaves those to the environment and the defaults."""
-    env = os.environ if environ is None else environ
+    """Settings from parsed flags and the environment, each checked; raises SettingsError with a sentence naming the
+    first value that cannot be used. A parser that lacks some of the app's flags (another script's) leaves those to
+    the environment and the defaults."""
+    given = Given(flags, os.environ if environ is None else environ)
     defaults = Settings()
-
-    def flag(name: str) -> object:
-        return getattr(flags, name, None)
-
-    def pick(value: object, variable: str, default: object) -> object:
-        if value is not None:
-            return value
-        return env.get(variable) or default
-
-    lora_flag = flag("lora")  # a list of names, when given (argparse's action="append")
-    if not isinstance(lora_flag, list):
-        lora_flag = None
+    server_port = given.whole("port", "GRADIO_SERVER_PORT", "the port", minimum=1, maximum=65535)
     return Settings(
-        model=str(pick(flag("model"), "MASCOT_MODEL", defaults.model)),
-        prior=optional_text(pick(flag("prior"), "MASCOT_PRIOR", None)),
-        decoder=optional_text(pick(flag("decoder"), "MASCOT_DECODER", None)),
-        data_dir=Path(str(pick(flag("data_dir"), "MASCOT_DATA_DIR", defaults.data_dir))),
-        database_url=optional_text(pick(flag("database_url"), "MASCOT_DATABASE_URL", None)),
-        secret=env.get("MASCOT_SECRET") or None,
-        server_name=str(pick(flag("host"), "GRADIO_SERVER_NAME", defaults.server_name)),
-        server_port=int(str(pick(flag("port"), "GRADIO_SERVER_PORT", defaults.server_port))),
-        share=bool(flag("share")) or env.get("MASCOT_SHARE", "").lower() in {"1", "true", "yes"},
-        queue_max_size=int(env.get("MASCOT_QUEUE_MAX_SIZE") or defaults.queue_max_size),
-        max_batch_images=optional_int(pick(flag("max_batch_images"), "MASCOT_MAX_BATCH_IMAGES", None)),
-        max_queued_per_client=int(env.get("MASCOT_MAX_QUEUED_PER_CLIENT") or defaults.max_queued_per_client),
-        trusted_proxies=int(env.get("MASCOT_TRUSTED_PROXIES") or defaults.trusted_proxies),
-        daily_quota=int(str(pick(flag("daily_quota"), "MASCOT_DAILY_QUOTA", defaults.daily_quota))),
-        address_daily_quota=optional_int(pick(flag("address_daily_quota"), "MASCOT_ADDRESS_DAILY_QUOTA", None)),
-        reports_to_hide=int(env.get("MASCOT_REPORTS_TO_HIDE") or defaults.reports_to_hide),
-        likes_per_network=int(env.get("MASCOT_LIKES_PER_NETWORK") or defaults.likes_per_network),
-        blocked_words=optional_path(pick(flag("blocked_words"), "MASCOT_BLOCKED_WORDS", None)),
-        lora=tuple(lora_flag or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
-        preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
-        hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
-        speed=speed_options(env),
+        model=given.text("model", "MASCOT_MODEL", "the model") or defaults.model,
+        prior=given.text("prior", "MASCOT_PRIOR", "the prior pipeline"),
+        decoder=given.text("decoder", "MASCOT_DECODER", "the decoder pipeline"),
+        data_dir=given.folder("data_dir", "MASCOT_DATA_DIR", "the data folder") or defaults.data_dir,
+        database_url=given.database_url("database_url", "MASCOT_DATABASE_URL"),
+        secret=given.secret(),
+        server_name=given.text("host", "GRADIO_SERVER_NAME", "the address to listen on") or defaults.server_name,
+        server_port=defaults.server_port if server_port is None else server_port,
+        share=given.boolean("share", "MASCOT_SHARE", "sharing on a public link"),
+        queue_max_size=given.whole(None, "MASCOT_QUEUE_MAX_SIZE", "the queue's size", minimum=1)
+        or defaults.queue_max_size,
+        max_batch_images=given.whole(
+            "max_batch_images", "MASCOT_MAX_BATCH_IMAGES", "the images of one shared run", minimum=1
+        ),
+        max_queued_per_client=_or(
+            given.whole(None, "MASCOT_MAX_QUEUED_PER_CLIENT", "the jobs per network", minimum=0),
+            defaults.max_queued_per_client,
+        ),
+        trusted_proxies=_or(
+            given.whole(None, "MASCOT_TRUSTED_PROXIES", "the number of trusted proxies", minimum=0),
+            defaults.trusted_proxies,
+        ),
+        daily_quota=_or(
+            given.whole("daily_quota", "MASCOT_DAILY_QUOTA", "the daily quota", minimum=1), defaults.daily_quota
+        ),
+        address_daily_quota=given.whole(
+            "address_daily_quota", "MASCOT_ADDRESS_DAILY_QUOTA", "the network's daily quota", minimum=0
+        ),
+        reports_to_hide=_or(
+            given.whole(None, "MASCOT_REPORTS_TO_HIDE", "the reports that hide a mascot", minimum=0),
+            defaults.reports_to_hide,
+        ),
+        likes_per_network=_or(
+            given.whole(None, "MASCOT_LIKES_PER_NETWORK", "the likes counted per network", minimum=0),
+            defaults.likes_per_network,
+        ),
+        blocked_words=given.file_path("blocked_words", "MASCOT_BLOCKED_WORDS", "the blocked-words file"),
+        lora=given.adapters(),
+        preview_every=_or(
+            given.whole(None, "MASCOT_PREVIEW_EVERY", "the steps between previews", minimum=0),
+            defaults.preview_every,
+        ),
+        hub_timeout_s=_or(
+            given.seconds(None, "MASCOT_HUB_TIMEOUT", "the hub's timeout", above=0.0, maximum=600.0),
+            defaults.hub_timeout_s,
+        ),
+        drain_timeout_s=_or(
+            given.seconds(None, "MASCOT_DRAIN_TIMEOUT_S", "the drain time", above=None, maximum=3600.0),
+            defaults.drain_timeout_s,
+        ),
+        replica_id=given.text(None, "MASCOT_REPLICA_ID", "the replica id") or default_replica_id(server_port),
+        speed=speed_options(given),
     )
 
 
-def speed_options(env: Mapping[str, str]) -> SpeedOptions:
-    """The fast path's switches from MASCOT_* variables; MASCOT_PLAIN=1 turns every part off first."""
-    base = SpeedOptions.plain() if env_flag(env, "MASCOT_PLAIN", False) else SpeedOptions()
-    compile_value = env.get("MASCOT_COMPILE", "").strip().lower()
-    return SpeedOptions(
-        save_in_background=env_flag(env, "MASCOT_SAVE_IN_BACKGROUND", base.save_in_background),
-        linear_previews=env_flag(env, "MASCOT_LINEAR_PREVIEWS", base.linear_previews),
-        device_noise=env_flag(env, "MASCOT_DEVICE_NOISE", base.device_noise),
-        host_scheduler=env_flag(env, "MASCOT_HOST_SCHEDULER", base.host_scheduler),
-        offload_image_encoder=env_flag(env, "MASCOT_OFFLOAD_IMAGE_ENCODER", base.offload_image_encoder),
-        cache_logo_embeddings=env_flag(env, "MASCOT_CACHE_LOGO_EMBEDDINGS", base.cache_logo_embeddings),
-        decode_at_once=int(env.get("MASCOT_DECODE_AT_ONCE") or base.decode_at_once),
-        compile=base.compile if compile_value in ("", "auto") else compile_value in TRUE_WORDS,
-        compile_sizes=int_tuple(env.get("MASCOT_COMPILE_SIZES")) or base.compile_sizes,
-        compile_batch_images=int_tuple(env.get("MASCOT_COMPILE_BATCH_IMAGES")) or base.compile_batch_images,
-    )
+class SettingsError(ValueError):
+    """A flag or variable that cannot be used; its message is one sentence that names it, for the operator."""
 
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+LARGEST_COUNT = 2**31 - 1  # the database's integer: a larger quota or count would fail on every request instead
+DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
-def env_flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
-    """A yes/no variable (1/true/yes/on or 0/false/no/off); unset or empty keeps `default`."""
-    value = env.get(variable, "").strip().lower()
-    return default if not value else value in TRUE_WORDS
+class Given:
+    """Reads one setting at a time from the flags, else the environment, and checks it.
+
+    Each reader takes the flag's attribute name (None: no flag), the variable, and what the setting is in words; it
+    returns None when neither set it (an empty variable counts as unset, as shells make unsetting awkward).
+    """
+
+    def __init__(self, flags: argparse.Namespace, environ: Mapping[str, str]) -> None:
+        self._flags = flags
+        self._environ = environ
+
+    def raw(self, flag: str | None, variable: str) -> tuple[str, str] | None:
+        """(`--flag=value` or `VARIABLE=value` as the operator wrote it, value) for the one that set it, or None."""
+        value = getattr(self._flags, flag, None) if flag else None
+        if value is not None:
+            return f"--{flag.replace('_', '-')}={value}", str(value)  # type: ignore[union-attr]
+        text = self._environ.get(variable)
+        if text:
+            return f"{variable}={text}", text
+        return None
+
+    def refuse(self, written: str, flag: str | None, variable: str, what: str, rule: str) -> SettingsError:
+        """The sentence for a value that breaks `rule`, naming the flag and the variable that set it."""
+        names = f"--{flag.replace('_', '-')} or {variable}" if flag else variable
+        return SettingsError(f"{written} cannot be used: {what} ({names}) must be {rule}.")
+
+    def text(self, flag: str | None, variable: str, what: str) -> str | None:
+        found = self.raw(flag, variable)
+        if found is None:
+            return None
+        written, value = found
+        if not value.strip() or "\x00" in value:
+            raise self.refuse(written, flag, variable, what, "some text without NUL characters")
+        return value.strip()
+
+    def secret(self) -> str | None:
+        """MASCOT_SECRET as written: stripping it would change every browser's cookie key."""
+        return self._environ.get("MASCOT_SECRET") or None
+
+    def whole(
+        self, flag: str | None, variable: str, what: str, *, minimum: int, maximum: int = LARGEST_COUNT
+    ) -> int | None:
+        found = self.raw(flag, variable)
+        if found is None:
+            return None
+        written, value = found
+        rule = f"a whole number from {minimum} to {maximum}"
+        if maximum == LARGEST_COUNT:
+            rule = f"a whole number of at least {minimum}"
+        if not WHOLE_NUMBER.fullmatch(value.strip()):
+            raise self.refuse(written, flag, variable, what, rule)
+        number = int(value.strip())  # at most 12 digits: WHOLE_NUMBER
+        if not minimum <= number <= maximum:
+            raise self.refuse(written, flag, variable, what, rule)
+        return number
+
+    def seconds(
+        self, flag: str | None, variable: str, what: str, *, above: float | None, maximum: float
+    ) -> float | None:
+        """A duration in seconds: more than `above` (None: 0 or more), at most `maximum`, finite."""
+        found = self.raw(flag, variable)
+        if found is None:
+            return None
+        written, value = found
+        lowest = "0 or more" if above is None else f"more than {above:g}"
+        rule = f"a number of seconds, {lowest} and at most {maximum:g}"
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise self.refuse(written, flag, variable, what, rule) from None
+        too_low = number < 0 if above is None else number <= above
+        if not math.isfinite(number) or too_low or number > maximum:
+            raise self.refuse(written, flag, variable, what, rule)
+        return number
+
+    def boolean(self, flag: str | None, variable: str, what: str) -> bool:
+        if flag and getattr(self._flags, flag, None):  # a store_true flag: present means on
+            return True
+        found = self.raw(None, variable)
+        if found is None:
+            return False
+        written, value = found
+        word = value.strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise self.refuse(written, flag, variable, what, "one of 1, true, yes, on, 0, false, no or off")
+        return word in TRUE_WORDS
+
+    def switch(self, variable: str, what: str, default: bool) -> bool:
+        """A yes/no variable (1/true/yes/on or 0/false/no/off); unset or empty keeps `default`."""
+        return default if self.raw(None, variable) is None else self.boolean(None, variable, what)
+
+    def whole_numbers(self, variable: str, what: str, *, minimum: int, maximum: int) -> tuple[int, ...] | None:
+        """Comma-separated whole numbers ("768,512"), each in range; None when unset."""
+        found = self.raw(None, variable)
+        if found is None:
+            return None
+        written, value = found
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        rule = f"whole numbers from {minimum} to {maximum}, separated by commas"
+        if not parts or not all(WHOLE_NUMBER.fullmatch(part) for part in parts):
+            raise self.refuse(written, None, variable, what, rule)
+        numbers = tuple(int(part) for part in parts)
+        if not all(minimum <= number <= maximum for number in numbers):
+            raise self.refuse(written, None, variable, what, rule)
+        return numbers
+
+    def folder(self, flag: str | None, variable: str, what: str) -> Path | None:
+        """A folder that exists or can be made: not an existing file."""
+        path = self.file_path(flag, variable, what)
+        if path is not None and path.exists() and not path.is_dir():
+            written, _ = self.raw(flag, variable)  # type: ignore[misc]
+            raise self.refuse(written, flag, variable, what, "a folder, not a file")
+        return path
+
+    def file_path(self, flag: str | None, variable: str, what: str) -> Path | None:
+        text = self.text(flag, variable, what)
+        return None if text is None else Path(text)
+
+    def database_url(self, flag: str, variable: str) -> str | None:
+        text = self.text(flag, variable, "the database")
+        if text is None:
+            return None
+        if not text.startswith(DATABASE_SCHEMES) or text in DATABASE_SCHEMES:
+            written, _ = self.raw(flag, variable)  # type: ignore[misc]
+            raise self.refuse(
+                written,
+                flag,
+                variable,
+                "the database",
+                "a URL such as sqlite:///PATH or postgresql://USER@HOST/DATABASE",
+            )
+        return text
+
+    def adapters(self) -> tuple[str, ...]:
+        """--lora, repeatable, else MASCOT_LORA, comma-separated (parsed where torch is: generation.adapters)."""
+        flagged = getattr(self._flags, "lora", None)
+        if flagged:
+            return tuple(flagged)
+        return tuple(item.strip() for item in self._environ.get("MASCOT_LORA", "").split(",") if item.strip())
 
 
-def int_tuple(value: str | None) -> tuple[int, ...]:
-    """Whole numbers from a comma-separated variable ("768,512"); empty when unset."""
-    return tuple(int(part) for part in (value or "").split(",") if part.strip())
+WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,12}")  # ASCII digits only; a longer one is out of every range anyway
 
 
-def optional_int(value: object) -> int | None:
-    """A whole number from a flag or a variable; None when neither set it."""
-    return None if value is None else int(str(value))
+def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
+    """The fast path's switches from MASCOT_* variables, each checked; MASCOT_PLAIN=1 turns every part off first."""
+    given = source if isinstance(source, Given) else Given(argparse.Namespace(), source)
+    base = SpeedOptions.plain() if given.switch("MASCOT_PLAIN", "the plain path", False) else SpeedOptions()
+    compile_word = (given.raw(None, "MASCOT_COMPILE") or ("", ""))[1].strip().lower()
+    compiles = base.compile if compile_word in ("", "auto") else given.boolean(None, "MASCOT_COMPILE", "compiling")
+    return SpeedOptions(
+        save_in_background=given.switch("MASCOT_SAVE_IN_BACKGROUND", "saving on a thread", base.save_in_background),
+        linear_previews=given.switch("MASCOT_LINEAR_PREVIEWS", "linear previews", base.linear_previews),
+        device_noise=given.switch("MASCOT_DEVICE_NOISE", "noise on the device", base.device_noise),
+        host_scheduler=given.switch("MASCOT_HOST_SCHEDULER", "the host-side scheduler", base.host_scheduler),
+        offload_image_encoder=given.switch(
+            "MASCOT_OFFLOAD_IMAGE_ENCODER", "offloading the image encoder", base.offload_image_encoder
+        ),
+        cache_logo_embeddings=given.switch(
+            "MASCOT_CACHE_LOGO_EMBEDDINGS", "caching logo embeddings", base.cache_logo_embeddings
+        ),
+        decode_at_once=_or(
+            given.whole(None, "MASCOT_DECODE_AT_ONCE", "the images decoded at once", minimum=0), base.decode_at_once
+        ),
+        compile=compiles,
+        compile_sizes=given.whole_numbers("MASCOT_COMPILE_SIZES", "the compiled sizes", minimum=256, maximum=1024)
+        or base.compile_sizes,
+        compile_batch_images=given.whole_numbers(
+            "MASCOT_COMPILE_BATCH_IMAGES", "the compiled batch sizes", minimum=1, maximum=64
+        )
+        or base.compile_batch_images,
+    )
 
 
-def optional_text(value: object) -> str | None:
-    """Text from a flag or a variable; None when neither set it."""
-    return None if value is None else str(value)
+def _or(value: T | None, default: T) -> T:
+    """`value` unless it was not given (0 is a value: it often means "no cap")."""
+    return default if value is None else value
 
 
-def optional_path(value: object) -> Path | None:
-    """A path from a flag or a variable; None when neither set it."""
-    return None if value is None else Path(str(value))
+def default_replica_id(server_port: int | None) -> str:
+    """This replica's name when MASCOT_REPLICA_ID is not set: the host and the port, which a restart keeps and no
+    two running replicas share (two processes cannot listen on one port of one host)."""
+    return f"{socket.gethostname()}:{Settings.server_port if server_port is None else server_port}"

@@ -488,6 +488,7 @@ def test_the_health_check_says_ready_with_the_model_and_the_queue(site):
         "preview_model": True,
         "queue_length": 0,
         "database": "ok",
+        "shutting_down": False,
     }
 
 

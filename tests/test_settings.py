@@ -1,13 +1,20 @@
-"""Settings come from flags, then MASCOT_* variables, then defaults."""
+"""Settings come from flags, then MASCOT_* variables, then defaults; a value that cannot be used stops the app with one
+sentence naming its flag and its variable."""
 
+import dataclasses
+import socket
+import subprocess
 from pathlib import Path
 
-from mascot.settings import Settings, load_settings
+import pytest
+
+from mascot.settings import Settings, SettingsError, load_settings
+from tests.support.app_process import ROOT, app_command, app_environment, free_port
 
 
 def test_defaults_without_flags_or_environment():
     settings = load_settings([], {})
-    assert settings == Settings()
+    assert settings == dataclasses.replace(Settings(), replica_id=f"{socket.gethostname()}:7860")
     assert settings.model == "auto"
     assert settings.data_dir == Path("data")
     assert settings.images_dir == Path("data/images")
@@ -89,3 +96,107 @@ def test_nothing_is_blocked_unless_a_blocked_words_file_is_named_by_flag_or_vari
     assert load_settings(["--blocked-words", "words.txt"], {}).blocked_words == Path("words.txt")
     flag_wins = load_settings(["--blocked-words", "mine.txt"], {"MASCOT_BLOCKED_WORDS": "theirs.txt"})
     assert flag_wins.blocked_words == Path("mine.txt")
+
+
+# (flags, variables, what the sentence must name): every numeric, boolean, path and URL setting, malformed and out of
+# range. The flag and the variable are both named where both exist.
+REFUSED = [
+    ([], {"MASCOT_DAILY_QUOTA": "ten"}, ["MASCOT_DAILY_QUOTA=ten", "--daily-quota or MASCOT_DAILY_QUOTA"]),
+    ([], {"MASCOT_DAILY_QUOTA": "-5"}, ["MASCOT_DAILY_QUOTA=-5", "at least 1"]),
+    ([], {"MASCOT_DAILY_QUOTA": "0"}, ["MASCOT_DAILY_QUOTA=0", "at least 1"]),
+    ([], {"MASCOT_DAILY_QUOTA": "2.5"}, ["MASCOT_DAILY_QUOTA=2.5", "whole number"]),
+    ([], {"MASCOT_DAILY_QUOTA": "9" * 400}, ["--daily-quota or MASCOT_DAILY_QUOTA"]),
+    ([], {"MASCOT_DAILY_QUOTA": "99999999999"}, ["at least 1"]),  # past the database's integer
+    (["--daily-quota", "many"], {}, ["--daily-quota=many", "MASCOT_DAILY_QUOTA"]),
+    (["--address-daily-quota", "-1"], {}, ["--address-daily-quota=-1", "MASCOT_ADDRESS_DAILY_QUOTA"]),
+    ([], {"MASCOT_ADDRESS_DAILY_QUOTA": "lots"}, ["MASCOT_ADDRESS_DAILY_QUOTA=lots", "--address-daily-quota"]),
+    (["--max-batch-images", "0"], {}, ["--max-batch-images=0", "MASCOT_MAX_BATCH_IMAGES", "at least 1"]),
+    ([], {"MASCOT_MAX_BATCH_IMAGES": "four"}, ["MASCOT_MAX_BATCH_IMAGES=four"]),
+    (["--port", "http"], {}, ["--port=http", "GRADIO_SERVER_PORT", "from 1 to 65535"]),
+    ([], {"GRADIO_SERVER_PORT": "70000"}, ["GRADIO_SERVER_PORT=70000", "--port"]),
+    ([], {"GRADIO_SERVER_PORT": "0"}, ["GRADIO_SERVER_PORT=0"]),
+    ([], {"MASCOT_QUEUE_MAX_SIZE": "0"}, ["MASCOT_QUEUE_MAX_SIZE=0", "at least 1"]),
+    ([], {"MASCOT_QUEUE_MAX_SIZE": "x"}, ["MASCOT_QUEUE_MAX_SIZE=x"]),
+    ([], {"MASCOT_MAX_QUEUED_PER_CLIENT": "-1"}, ["MASCOT_MAX_QUEUED_PER_CLIENT=-1", "at least 0"]),
+    ([], {"MASCOT_TRUSTED_PROXIES": "yes"}, ["MASCOT_TRUSTED_PROXIES=yes", "whole number"]),
+    ([], {"MASCOT_TRUSTED_PROXIES": "-1"}, ["MASCOT_TRUSTED_PROXIES=-1"]),
+    ([], {"MASCOT_REPORTS_TO_HIDE": "three"}, ["MASCOT_REPORTS_TO_HIDE=three"]),
+    ([], {"MASCOT_LIKES_PER_NETWORK": "-3"}, ["MASCOT_LIKES_PER_NETWORK=-3"]),
+    ([], {"MASCOT_PREVIEW_EVERY": "-1"}, ["MASCOT_PREVIEW_EVERY=-1"]),
+    ([], {"MASCOT_HUB_TIMEOUT": "soon"}, ["MASCOT_HUB_TIMEOUT=soon", "number of seconds"]),
+    ([], {"MASCOT_HUB_TIMEOUT": "0"}, ["MASCOT_HUB_TIMEOUT=0", "more than 0"]),
+    ([], {"MASCOT_HUB_TIMEOUT": "nan"}, ["MASCOT_HUB_TIMEOUT=nan"]),
+    ([], {"MASCOT_HUB_TIMEOUT": "inf"}, ["MASCOT_HUB_TIMEOUT=inf"]),
+    ([], {"MASCOT_DRAIN_TIMEOUT_S": "-1"}, ["MASCOT_DRAIN_TIMEOUT_S=-1", "0 or more"]),
+    ([], {"MASCOT_DRAIN_TIMEOUT_S": "a minute"}, ["MASCOT_DRAIN_TIMEOUT_S=a minute"]),
+    ([], {"MASCOT_DRAIN_TIMEOUT_S": "1e9"}, ["MASCOT_DRAIN_TIMEOUT_S=1e9", "at most 3600"]),
+    ([], {"MASCOT_SHARE": "maybe"}, ["MASCOT_SHARE=maybe", "--share or MASCOT_SHARE"]),
+    ([], {"MASCOT_DATABASE_URL": "mysql://db/mascots"}, ["MASCOT_DATABASE_URL=mysql://db/mascots", "--database-url"]),
+    (["--database-url", "sqlite:///"], {}, ["--database-url=sqlite:///", "MASCOT_DATABASE_URL"]),
+    ([], {"MASCOT_DATABASE_URL": "mascots.db"}, ["MASCOT_DATABASE_URL=mascots.db"]),
+    ([], {"MASCOT_DATA_DIR": "   "}, ["MASCOT_DATA_DIR", "--data-dir"]),
+    ([], {"MASCOT_DATA_DIR": "bad\x00path"}, ["MASCOT_DATA_DIR", "NUL"]),
+    ([], {"MASCOT_BLOCKED_WORDS": " "}, ["MASCOT_BLOCKED_WORDS", "--blocked-words"]),
+    ([], {"MASCOT_REPLICA_ID": "  "}, ["MASCOT_REPLICA_ID"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "environ", "named"), REFUSED)
+def test_a_value_that_cannot_be_used_is_refused_with_one_sentence_naming_it(argv, environ, named):
+    with pytest.raises(SettingsError) as refused:
+        load_settings(argv, environ)
+    message = str(refused.value)
+    for words in named:
+        assert words in message
+    assert message.endswith(".") and "\n" not in message
+    assert "invalid literal" not in message and "Traceback" not in message
+
+
+def test_a_data_folder_that_is_a_file_is_refused(tmp_path):
+    a_file = tmp_path / "mascots"
+    a_file.write_text("not a folder")
+    with pytest.raises(SettingsError, match=f"--data-dir={a_file} cannot be used.*MASCOT_DATA_DIR.*a folder"):
+        load_settings(["--data-dir", str(a_file)], {})
+
+
+@pytest.mark.parametrize(
+    ("environ", "field", "expected"),
+    [
+        ({"MASCOT_SHARE": "1"}, "share", True),
+        ({"MASCOT_SHARE": "off"}, "share", False),
+        ({"MASCOT_SHARE": "TRUE"}, "share", True),
+        ({"MASCOT_DAILY_QUOTA": " 12 "}, "daily_quota", 12),
+        ({"MASCOT_MAX_QUEUED_PER_CLIENT": "0"}, "max_queued_per_client", 0),  # 0: no cap
+        ({"MASCOT_PREVIEW_EVERY": "0"}, "preview_every", 0),  # 0: no previews
+        ({"MASCOT_HUB_TIMEOUT": "2.5"}, "hub_timeout_s", 2.5),
+        ({"MASCOT_DRAIN_TIMEOUT_S": "0"}, "drain_timeout_s", 0.0),
+        ({"MASCOT_DRAIN_TIMEOUT_S": "45"}, "drain_timeout_s", 45.0),
+        ({"MASCOT_REPLICA_ID": "gpu-3"}, "replica_id", "gpu-3"),
+        ({"MASCOT_DATABASE_URL": "postgres://u@h/m"}, "database_url", "postgres://u@h/m"),
+        ({"MASCOT_DAILY_QUOTA": ""}, "daily_quota", 10),  # empty: unset
+    ],
+)
+def test_usable_values_are_read(environ, field, expected):
+    assert getattr(load_settings([], environ), field) == expected
+
+
+def test_the_replica_id_defaults_to_the_host_and_the_port():
+    assert load_settings(["--port", "8123"], {}).replica_id == f"{socket.gethostname()}:8123"
+
+
+def test_a_bad_variable_stops_python_app_py_with_one_line_naming_it(tmp_path):
+    started = subprocess.run(
+        app_command(free_port()),
+        cwd=ROOT,
+        env={**app_environment(tmp_path / "data", tmp_path), "MASCOT_DAILY_QUOTA": "ten"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 1
+    lines = started.stderr.strip().splitlines()
+    assert lines == [
+        "Mascot Generator did not start. MASCOT_DAILY_QUOTA=ten cannot be used: the daily quota "
+        "(--daily-quota or MASCOT_DAILY_QUOTA) must be a whole number of at least 1."
+    ]
+    assert not (tmp_path / "data").exists()  # refused before anything was created

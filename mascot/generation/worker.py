@@ -70,6 +70,14 @@ class JobState(enum.Enum):
 FINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 
 
+# What a queued job's browser reads when the server shuts down before the job ran.
+SHUTDOWN_MESSAGE = (
+    "The server is restarting, so your mascot was not made and nothing counts against your quota. "
+    "Please try again in a minute."
+)
+CANCEL_GRACE_S = 10.0  # how long a cancelled run may take to reach its next step when a shutdown cancels it
+
+
 class SubmitRefused(Exception):
     """A job could not be queued; the message is a sentence for the person who asked."""
 
@@ -118,6 +126,9 @@ class Job:
         self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
         self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
         self.cancel_requested = threading.Event()
+        # Set by the handler relaying the job once it handed on the job's end (or its browser left): a shutdown
+        # waits for it, so that nobody is left without an answer.
+        self.answered = threading.Event()
         self._changed = threading.Condition()
         self._snapshot = JobSnapshot(version=0, state=JobState.QUEUED, jobs_ahead=0)
 
@@ -181,6 +192,7 @@ class GenerationWorker:
         self._active: dict[str, Job] = {}  # owner_hash -> queued or running job
         self._lock = threading.Condition()
         self._stopping = False
+        self._ended_while_stopping: list[Job] = []  # whose answers a shutdown waits for (wait_until_answered)
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
         # With a saver, on_finished (PNG, thumbnail, store) runs on its thread while the GPU starts the next run.
         self._saver = Saver() if save_in_background else None
@@ -191,24 +203,58 @@ class GenerationWorker:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the running job; queued jobs are cancelled."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Drain, as on SIGTERM: refuse new jobs, end the queued ones unmade (SHUTDOWN_MESSAGE; `on_ended` frees their
+        claims, and nothing was charged), and let the running run finish and be saved within `timeout` seconds; past
+        that it is cancelled at its next step. True when the running run (if any) finished in time."""
         with self._lock:
             self._stopping = True
-            for job in self._pending:
-                self._end(job, state=JobState.CANCELLED, error="The server is shutting down.")
+            queued = list(self._pending)
             self._pending.clear()
             self._lock.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for job in queued:  # outside the lock: on_ended writes to the database
+            self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
+        finished = self._finish_running(timeout)
         if self._saver is not None:
-            self._saver.close(timeout)  # every finished job is still stored
+            self._saver.close(max(timeout, CANCEL_GRACE_S))  # every finished job is still stored
+        return finished
+
+    def _finish_running(self, timeout: float) -> bool:
+        """Let the running run end within `timeout` seconds, else cancel it; True when it ended in time."""
+        with self._lock:
+            idle = not self._active  # e.g. the model still loads: nothing to finish, and no load to wait for
+        if idle or not self._thread.is_alive():
+            return True
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        with self._lock:
+            running = list(self._active.values())
+        log.warning("the running jobs did not finish within %.0f s of the shutdown: cancelling them", timeout)
+        for job in running:
+            job.cancel()
+        self._thread.join(CANCEL_GRACE_S)
+        return False
+
+    def wait_until_answered(self, timeout: float) -> bool:
+        """After `stop`: wait (at most `timeout` seconds in all) until the handlers relaying the jobs that ended
+        during the shutdown handed their answers on; True when all did."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            jobs = list(self._ended_while_stopping)
+        return all(job.answered.wait(max(0.0, deadline - time.monotonic())) for job in jobs)
 
     def wait_until_loaded(self, timeout: float) -> ModelStatus:
         """Block until the model is ready or failed (tests and benchmarks)."""
         with self._lock:
             self._lock.wait_for(lambda: self._status.state is not ModelState.LOADING, timeout=timeout)
             return self._status
+
+    @property
+    def is_stopping(self) -> bool:
+        """True once a shutdown began: no new job is admitted."""
+        with self._lock:
+            return self._stopping
 
     @property
     def status(self) -> ModelStatus:
@@ -461,6 +507,8 @@ class GenerationWorker:
             self._saving.discard(job.id)
             if self._active.get(job.owner_hash) is job:
                 del self._active[job.owner_hash]
+            if self._stopping:
+                self._ended_while_stopping.append(job)
         if self._on_ended is None:
             return
         try:

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from PIL import Image
 
@@ -28,7 +29,7 @@ from mascot.store.imaging import read_parameters, save_png, transparent_sticker
 from mascot.store.likes import LikeState
 from mascot.store.moderation import NO_REASON, check_reason
 from mascot.store.quota import QuotaStatus, over_address_quota_message, over_quota_message
-from mascot.store.store import MascotEntry, MascotStore, TooManyLinks
+from mascot.store.store import MascotEntry, MascotStore, StoreUnavailable, TooManyLinks
 from mascot.web.clients import AddressKeys, ClientNetwork
 from mascot.web.page_url import device_url, mascot_url
 
@@ -61,6 +62,24 @@ class DevicesAnswer:
 
     notice: Notice | None
     others: str
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def refuses_when_unwritable(action: Callable[P, R]) -> Callable[P, R]:
+    """An action that writes: when the disk is full or the database read-only or locked, the store's sentence
+    (store.faults) is its refusal, and nothing changed."""
+
+    @functools.wraps(action)
+    def acting(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return action(*args, **kwargs)
+        except StoreUnavailable as error:
+            raise Refusal(str(error)) from None
+
+    return acting
 
 
 class MascotService:
@@ -133,6 +152,7 @@ class MascotService:
                 raise Refusal(str(error)) from None
         return request
 
+    @refuses_when_unwritable
     def submit(self, values: Mapping[str, Any], visitor: Visitor | None) -> Job:
         """Check the request again (admission is advice, this is the gate), claim the browser's one job slot and its
         quotas in the database (so they hold across replicas), then queue it; the claim is released if the worker
@@ -208,6 +228,7 @@ class MascotService:
         """The page's address with ?mascot=<id>: opens the mascot for anyone, also a first-time visitor."""
         return mascot_url(visitor.page_url, entry.public_id)
 
+    @refuses_when_unwritable
     def like(self, public_id: object, visitor: Visitor) -> tuple[LikeState, MascotEntry]:
         """Like a mascot, or take the like back: one per browser, a few per network counted (the rules)."""
         viewer, public_id = self.owner(visitor), str(public_id or "")
@@ -220,6 +241,7 @@ class MascotService:
             raise Refusal(sentences.GONE)
         return state, entry
 
+    @refuses_when_unwritable
     def set_public(self, public_id: object, is_public: bool, visitor: Visitor) -> tuple[Notice, MascotEntry | None]:
         """Show one of the browser's mascots in the public gallery, or hide it; returns the notice and the mascot
         as it now is."""
@@ -231,12 +253,14 @@ class MascotService:
         notice = Notice(sentences.SHOWN if is_public else sentences.HIDDEN)
         return notice, self.store.mascot(public_id, viewer)
 
+    @refuses_when_unwritable
     def delete(self, public_id: object, visitor: Visitor) -> Notice:
         """Delete one of the browser's mascots: its image, its likes, everywhere."""
         if not self.store.delete_mascot(self.owner(visitor), str(public_id or "")):
             raise Refusal(sentences.NOT_YOURS_TO_DELETE)
         return Notice(sentences.DELETED)
 
+    @refuses_when_unwritable
     def report(self, public_id: object, reason: object, visitor: Visitor) -> str:
         """Report someone else's mascot to the operator, once per browser; it leaves the gallery once enough
         networks reported it (the rules). Returns the sentence that answers the report."""
@@ -302,6 +326,7 @@ class MascotService:
         return Download(result.path, warning)
 
     # ---- one person, several devices ---------------------------------------------------------------------------
+    @refuses_when_unwritable
     def make_device_link(self, visitor: Visitor) -> str:
         """A one-time link (15 minutes) that makes another browser show this browser's mascots."""
         try:
@@ -314,6 +339,7 @@ class MascotService:
         """The line counting the other devices that show the visitor's mascots."""
         return sentences.others_line(self.store.other_devices(visitor.token_hash))
 
+    @refuses_when_unwritable
     def disconnect_other_devices(self, visitor: Visitor) -> DevicesAnswer:
         """Only this browser shows its mascots from now on; refused while a job is in flight, whose images would be
         saved under the owner the row had."""
@@ -323,6 +349,7 @@ class MascotService:
         notice = Notice(sentences.disconnected_line(done.devices)) if done.outcome == "disconnected" else None
         return DevicesAnswer(notice, sentences.NO_OTHER_DEVICES)
 
+    @refuses_when_unwritable
     def stop_showing_here(self, visitor: Visitor) -> DevicesAnswer:
         """This browser stops showing the mascots of the device it was linked to; refused for the browser that made
         them first (it disconnects the others instead)."""
@@ -336,6 +363,7 @@ class MascotService:
             notice = Notice(sentences.NO_OTHER_DEVICES)
         return DevicesAnswer(notice, sentences.others_line(others))
 
+    @refuses_when_unwritable
     def open_device_link(self, visitor: Visitor, code: str) -> Notice:
         """Make this browser show the mascots of the browser that made the link: a notice (it worked, or nothing
         changed) or a warning (it did not)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from mascot.store.schema import AddressQuotaRow, BrowserRow, Tables, ensure_brow
 # running app refreshes its claims every CLAIM_REFRESH_EVERY, so a long queue never makes a live claim stale.
 JOB_STALE_AFTER = timedelta(minutes=3)
 CLAIM_REFRESH_EVERY = timedelta(seconds=45)
+# A claim id is this replica's tag (REPLICA_TAG_CHARS hex characters of a hash of its id) and a random part, in the
+# 32 characters of the job_claim column: a restarted replica frees the claims with its tag at once (its jobs died
+# with it), while another replica's live claims on the same database keep theirs.
+REPLICA_TAG_CHARS = 8
 
 ClaimOutcome = Literal["claimed", "job_in_flight", "over_quota", "over_address_quota"]
 
@@ -94,9 +99,10 @@ class QuotaBook:
     Every `now` is naive UTC, passed in explicitly. A network is named by its keyed hash (clients.AddressKeys).
     """
 
-    def __init__(self, database: peewee.Database, tables: Tables) -> None:
+    def __init__(self, database: peewee.Database, tables: Tables, replica_id: str = "") -> None:
         self.database = database
         self.tables = tables
+        self.replica_tag = replica_tag(replica_id)
 
     def status(
         self, owner_hash: str, limit: int, now: datetime, stale_after: timedelta = JOB_STALE_AFTER
@@ -147,7 +153,7 @@ class QuotaBook:
         With `address_hash` the images also count toward that network's quota, capped at `address_limit` (0: no cap).
         """
         browser = self.tables.browser
-        claim_id = secrets.token_hex(16)
+        claim_id = self.replica_tag + secrets.token_hex(16 - REPLICA_TAG_CHARS // 2)
         capped_network = address_hash if address_limit > 0 else None
         with self.database.atomic():
             ensure_browser(self.tables, owner_hash, now)
@@ -199,6 +205,18 @@ class QuotaBook:
             query = query.where(browser.job_claim == claim_id)
         with self.database.atomic():
             return query.execute() > 0
+
+    def release_replica(self) -> int:
+        """Free every claim this replica holds in the database: at start (claims its previous run left when it was
+        killed) and at the end of a shutdown. Returns how many were freed."""
+        browser = self.tables.browser
+        query = (
+            browser
+            .update(job_started_at=None, job_images=0, job_claim=None, job_address_hash=None)
+            .where(browser.job_claim.startswith(self.replica_tag))
+        )  # fmt: skip
+        with self.database.atomic():
+            return query.execute()
 
     def count_saved(self, browser_id: int, images: int, now: datetime) -> None:
         """Add saved images to today's count; call inside the transaction that saves them."""
@@ -258,6 +276,11 @@ class QuotaBook:
             .where(address.address_hash == address_hash)
         )  # fmt: skip
         return peewee.fn.COALESCE(saved, 0) + self._address_in_flight(address_hash, now, stale_after)
+
+
+def replica_tag(replica_id: str) -> str:
+    """The prefix of every claim id of the replica named `replica_id` (hex: no LIKE wildcard in it)."""
+    return hashlib.sha256(replica_id.encode()).hexdigest()[:REPLICA_TAG_CHARS]
 
 
 def used_on(table: type[BrowserRow | AddressQuotaRow], day: date) -> peewee.Case:

@@ -29,6 +29,7 @@ from mascot.store.entries import (
     page_of,
     shown_to_all,
 )
+from mascot.store.faults import StoreUnavailable, check_space, check_writable, writes
 from mascot.store.files import ImageFiles, StoredImage
 from mascot.store.likes import LikeBook, LikeState
 from mascot.store.migrations import migrate, schema_version
@@ -81,6 +82,7 @@ __all__ = [
     "ReportResult",
     "ReportedMascot",
     "SavedGeneration",
+    "StoreUnavailable",
     "StoredIdea",
     "TooManyLinks",
 ]
@@ -102,11 +104,18 @@ class MascotStore:
     owner hash; the operator's (moderation) take only a share id."""
 
     def __init__(
-        self, database_url: str, images_dir: Path, *, upkeep: bool = True, rules: Rules = DEFAULT_RULES
+        self,
+        database_url: str,
+        images_dir: Path,
+        *,
+        upkeep: bool = True,
+        rules: Rules = DEFAULT_RULES,
+        replica_id: str = "",
     ) -> None:
         """Open (and migrate) the database; with `upkeep`, also check the images folder as the app does at start.
         `rules` are the house rules (quotas, likes per network, reports to hide) every query applies; a method's own
-        limit argument, where it has one, is for tests and the operator."""
+        limit argument, where it has one, is for tests and the operator. `replica_id` names this process's job claims
+        (settings.replica_id), so that its next start can free them."""
         self.rules = rules
         self.files = ImageFiles(images_dir)
         self.images_dir = self.files.root
@@ -116,7 +125,7 @@ class MascotStore:
         applied = migrate(self.database, self.tables)
         if applied:
             logger.info("Database schema now at version %d (applied %s).", applied[-1], applied)
-        self.quotas = QuotaBook(self.database, self.tables)
+        self.quotas = QuotaBook(self.database, self.tables, replica_id)
         self.moderation = ModerationBook(self.database, self.tables, self.files)
         self.likes = LikeBook(self.database, self.tables)
         self.upkeep = FileUpkeep(self.database, self.tables, self.files)
@@ -134,7 +143,18 @@ class MascotStore:
         """The latest migration applied to this database."""
         return schema_version(self.tables)
 
+    def check_writable(self) -> None:
+        """Raise unless a save could be written now (the health check): the database takes a write, and the images
+        folder and a SQLite database's folder have room (faults.check_space)."""
+        check_writable(self.database, self.tables.schema_version)
+        folders = {self.images_dir}
+        if isinstance(self.database, peewee.SqliteDatabase) and self.database.database != ":memory:":
+            folders.add(Path(self.database.database).parent)
+        for folder in folders:
+            check_space(folder)
+
     # ---- saving -----------------------------------------------------------------------------------------------
+    @writes
     def save_generation(
         self,
         owner_hash: str,
@@ -296,6 +316,7 @@ class MascotStore:
         return self.mascot(public_id, None)
 
     # ---- changing one's own mascots ---------------------------------------------------------------------------
+    @writes
     def set_public(self, owner_hash: str, public_id: str, is_public: bool) -> bool:
         """Show the mascot in the gallery or hide it; False when it is not this browser's (or does not exist), or
         when it would be shown while moderation keeps it out of the gallery (`mascot(...).moderation` says)."""
@@ -315,6 +336,7 @@ class MascotStore:
             changed = query.execute()
         return changed > 0
 
+    @writes
     def delete_mascot(self, owner_hash: str, public_id: str) -> bool:
         """Delete the mascot (row, likes, reports, image and thumbnail files; its generation when it was the last
         image).
@@ -328,6 +350,7 @@ class MascotStore:
         return self._delete_image(self._image_row(public_id).where(owned))
 
     # ---- likes ------------------------------------------------------------------------------------------------
+    @writes
     def toggle_like(
         self,
         owner_hash: str,
@@ -357,6 +380,7 @@ class MascotStore:
             return self.likes.toggle(found[0], browser_id, address_hash, likes_per_network, moment)
 
     # ---- reports and moderation -------------------------------------------------------------------------------
+    @writes
     def report_mascot(
         self,
         owner_hash: str,
@@ -432,6 +456,7 @@ class MascotStore:
         limit = self._rule(limit, self.rules.address_daily_quota)
         return self.quotas.address_status(address_hash, limit, as_stored_time(now))
 
+    @writes
     def claim_job(
         self,
         owner_hash: str,
@@ -472,10 +497,16 @@ class MascotStore:
         """Keep the claims of jobs still queued or running alive (see quota.JOB_STALE_AFTER)."""
         return self.quotas.refresh(claim_ids, as_stored_time(now))
 
+    @writes
     def release_job(self, owner_hash: str, claim_id: str | None = None) -> bool:
         """Free this browser's job slot (only the claim `claim_id`, when given); True when a claim was freed."""
         require_owner_hash(owner_hash)
         return self.quotas.release(owner_hash, claim_id)
+
+    def release_replica_claims(self) -> int:
+        """Free every job claim of this replica (its replica_id): at start, its dead run's; at the end of a drain,
+        any left. Returns how many were freed."""
+        return self.quotas.release_replica()
 
     # ---- one person, several devices (device_links.py) ---------------------------------------------------------
     def resolve_owner(self, token_hash: str) -> str:
@@ -483,6 +514,7 @@ class MascotStore:
         require_owner_hash(token_hash)
         return self.devices.resolve(token_hash)
 
+    @writes
     def make_device_link(self, owner_hash: str, now: datetime | None = None) -> DeviceLinkCode:
         """A one-time code (valid devices.LINK_VALID_FOR) that makes another browser this one; only its hash is
         stored. Raises TooManyLinks when devices.MAX_OPEN_LINKS of this browser's codes are still open."""
@@ -494,17 +526,20 @@ class MascotStore:
         require_owner_hash(token_hash)
         return self.devices.other_devices(token_hash)
 
+    @writes
     def disconnect_other_devices(self, token_hash: str, *, now: datetime | None = None) -> Disconnection:
         """Only this browser (its own token hash) shows its mascots from now on; see devices.Disconnection."""
         require_owner_hash(token_hash)
         return self.devices.disconnect_others(token_hash, as_stored_time(now), self.rules.likes_per_network)
 
+    @writes
     def stop_showing_here(self, token_hash: str) -> bool:
         """This browser (its own token hash) no longer stands for the browser it was linked to; False if it was not
         linked."""
         require_owner_hash(token_hash)
         return self.devices.stop_here(token_hash)
 
+    @writes
     def redeem_device_link(
         self,
         token_hash: str,

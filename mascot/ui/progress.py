@@ -21,6 +21,14 @@ def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
     so sending the same preview again at each step rewrites a file a browser may be downloading at that moment
     (which fails with "Too little data for declared Content-Length"), and encodes it again for nothing.
     """
+    try:
+        yield from _relay(job, progress)
+    finally:  # the end was handed on, or the browser left: either way a shutdown need not wait for this one
+        job.answered.set()
+
+
+def _relay(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
+    """relay_job's loop: one update per change of the job."""
     seen_version = -1
     shown_preview: Any = None
     while True:

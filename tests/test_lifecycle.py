@@ -1,0 +1,169 @@
+"""Shutting down, restarting and failing disks, in one process: the worker's drain, the claims of a replica, the
+failed release retried, and the store's sentence when it cannot write."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import peewee
+import pytest
+
+from mascot.generation.worker import SHUTDOWN_MESSAGE, GenerationWorker, JobState, ModelState, SubmitRefused
+from mascot.prompt.request import GenerationRequest
+from mascot.service.claims import ClaimKeeper
+from mascot.store.faults import CANNOT_WRITE, StoreUnavailable
+from mascot.store.store import MascotStore
+from mascot.web.health import health_report
+from tests.support.fakes import FakeGenerator
+
+REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
+ALICE, BOB, CAROL = "a" * 64, "b" * 64, "c" * 64
+NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def final(job, timeout: float = 20.0):
+    wait_until(lambda: job.snapshot.state not in (JobState.QUEUED, JobState.RUNNING), timeout)
+    return job.snapshot
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", replica_id="gpu-1:7860")
+    yield store
+    store.close()
+
+
+def started_worker(fake: FakeGenerator, on_finished, on_ended=None) -> GenerationWorker:
+    worker = GenerationWorker(lambda on_status: fake, on_finished, on_ended=on_ended, max_batch_images=1).start()
+    assert worker.wait_until_loaded(10).state is ModelState.READY
+    return worker
+
+
+def test_a_drain_finishes_the_running_job_tells_the_queued_and_admits_nothing():
+    fake, saved, ended = FakeGenerator(), [], []
+    fake.gate.clear()
+    worker = started_worker(fake, lambda job, images, model: saved.append(job.owner_hash), ended.append)
+    running = worker.submit(REQUEST, ALICE, "claim-a")
+    wait_until(fake.started.is_set)
+    queued = worker.submit(REQUEST, BOB, "claim-b")
+    stopping = threading.Thread(target=lambda: ended.append(worker.stop(timeout=20)))
+    stopping.start()
+    assert final(queued).state is JobState.CANCELLED
+    assert final(queued).error == SHUTDOWN_MESSAGE
+    with pytest.raises(SubmitRefused, match="shutting down"):
+        worker.submit(REQUEST, CAROL)
+    assert running.snapshot.state is JobState.RUNNING  # it goes on
+    fake.gate.set()
+    stopping.join(20)
+    assert final(running).state is JobState.DONE
+    assert saved == [ALICE]
+    assert [job.claim_id for job in ended[:2]] == ["claim-b", "claim-a"]  # both claims handed back
+    assert ended[2] is True  # finished in time
+
+
+def test_a_drain_past_its_time_cancels_the_running_job_and_saves_nothing():
+    fake, saved = FakeGenerator(), []
+    fake.gate.clear()
+    worker = started_worker(fake, lambda job, images, model: saved.append(job))
+    running = worker.submit(REQUEST, ALICE)
+    wait_until(fake.started.is_set)
+    outcome = []
+    stopping = threading.Thread(target=lambda: outcome.append(worker.stop(timeout=0.1)))
+    stopping.start()
+    wait_until(running.cancel_requested.is_set)
+    fake.gate.set()  # the fake reaches its next step, where the cancel is seen
+    stopping.join(20)
+    assert outcome == [False]
+    assert final(running).state is JobState.CANCELLED
+    assert saved == []
+
+
+def test_a_restarted_replica_frees_its_own_dead_claims_and_never_another_replicas(tmp_path, store):
+    other = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", replica_id="gpu-2:7860")
+    assert store.claim_job(ALICE, 1, 10, NOW).claimed
+    assert other.claim_job(BOB, 1, 10, NOW).claimed
+    # gpu-1 is killed and starts again: its claim is freed at once, gpu-2's live one stays.
+    restarted = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", replica_id="gpu-1:7860")
+    ClaimKeeper(restarted, lambda: NOW).start().stop()
+    assert restarted.claim_job(ALICE, 1, 10, NOW).claimed
+    assert not other.claim_job(BOB, 1, 10, NOW).claimed
+    other.close()
+    restarted.close()
+
+
+class FlakyStore:
+    """A store whose writes fail while `broken` is set, as a full disk's would."""
+
+    def __init__(self, store: MascotStore) -> None:
+        self.store = store
+        self.broken = True
+
+    def release_job(self, owner_hash: str, claim_id: str | None = None) -> bool:
+        if self.broken:
+            raise StoreUnavailable()
+        return self.store.release_job(owner_hash, claim_id)
+
+    def release_replica_claims(self) -> int:
+        return self.store.release_replica_claims()
+
+
+def test_a_release_that_failed_is_retried_until_the_database_takes_it(store):
+    claim = store.claim_job(ALICE, 1, 10, NOW)
+    flaky = FlakyStore(store)
+    keeper = ClaimKeeper(flaky, lambda: NOW)  # type: ignore[arg-type]
+    ended = type("EndedJob", (), {"owner_hash": ALICE, "claim_id": claim.claim_id})()
+    keeper.release(ended)  # type: ignore[arg-type]
+    assert keeper.unreleased == 1
+    assert keeper.retry_releases() == 1  # still broken
+    assert not store.claim_job(ALICE, 1, 10, NOW).claimed
+    flaky.broken = False
+    assert keeper.retry_releases() == 0
+    assert store.claim_job(ALICE, 1, 10, NOW).claimed
+
+
+def read_only(store: MascotStore, on: bool) -> None:
+    """SQLite's own read-only switch on this thread's connection: writes fail as on a read-only file."""
+    store.database.execute_sql(f"PRAGMA query_only = {int(on)}")
+
+
+def test_writes_to_a_read_only_database_fail_with_a_sentence_and_work_again_at_once(store):
+    read_only(store, True)
+    with pytest.raises(StoreUnavailable, match="cannot save anything right now"):
+        store.claim_job(ALICE, 1, 10, NOW)
+    with pytest.raises(StoreUnavailable) as refused:
+        store.make_device_link(ALICE, NOW)
+    assert str(refused.value) == CANNOT_WRITE
+    with pytest.raises(peewee.OperationalError):
+        store.check_writable()
+    read_only(store, False)
+    store.check_writable()
+    assert store.claim_job(ALICE, 1, 10, NOW).claimed
+
+
+def test_the_health_check_reports_a_database_that_answers_but_cannot_write(store):
+    worker = started_worker(FakeGenerator(), lambda *args: None)
+    try:
+        assert health_report(worker, lambda: store.schema_version, store.check_writable)[0] == 200
+        read_only(store, True)
+        code, report = health_report(worker, lambda: store.schema_version, store.check_writable)
+        assert (code, report["database"]) == (503, "cannot write")
+        read_only(store, False)
+        assert health_report(worker, lambda: store.schema_version, store.check_writable)[0] == 200
+    finally:
+        worker.stop()
+
+
+def test_the_health_check_fails_once_a_shutdown_began():
+    worker = started_worker(FakeGenerator(), lambda *args: None)
+    worker.stop()
+    code, report = health_report(worker, lambda: 1)
+    assert (code, report["shutting_down"]) == (503, True)

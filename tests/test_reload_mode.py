@@ -1,0 +1,79 @@
+"""`gradio app.py` (Gradio's reload mode): the model loads once, an edit rebuilds the page, and the page still works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from gradio_client import Client
+
+from tests.support.app_process import ROOT, app_environment, free_port, wait_until_model_ready
+
+FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
+REBUILT = "reload: the page (mascot/ui, app.py) is rebuilt"
+
+
+def serves(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def poll(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_gradio_reload_mode_loads_the_model_once_and_rebuilds_the_page_after_an_edit(tmp_path):
+    watched = tmp_path / "watched"  # an extra watched folder: the test edits a file there, never the project's
+    watched.mkdir()
+    edited = watched / "edited.py"
+    edited.write_text("VERSION = 0\n")
+    port = free_port()
+    log_path = tmp_path / "reload.log"
+    gradio_cli = Path(sys.executable).parent / "gradio"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [str(gradio_cli), "app.py", "--watch-dirs", str(watched), "--", "--model", "tiny", "--port", str(port)],
+            cwd=ROOT,
+            env=app_environment(tmp_path / "data", tmp_path),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the CLI and the app it runs are one group, stopped together
+        )
+    url = f"http://127.0.0.1:{port}/"
+
+    def log() -> str:
+        return log_path.read_text(errors="replace")
+
+    try:
+        poll(lambda: serves(url), 120, "the page")
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        wait_until_model_ready(client)
+        rebuilt_at_start = log().count(REBUILT)
+        version = 0
+        while log().count(REBUILT) == rebuilt_at_start:  # edit until the watcher, which first notes the file, sees it
+            version += 1
+            edited.write_text(f"VERSION = {version}\n")
+            os.utime(edited, (time.time() + version, time.time() + version))
+            time.sleep(0.5)
+            assert version < 240, f"no reload after {version} edits\n{log()[-3000:]}"
+        poll(lambda: "Changes detected" in log() and serves(url), 60, "the page after the reload")
+        images, status = Client(url, verbose=False, download_files=str(tmp_path / "downloads")).predict(
+            prompt="after a reload", seed=1, **FAST, api_name="/generate"
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+    assert status.startswith("Done") and len(images) == 1
+    assert log().count("is ready on cpu") == 1  # the model was loaded once, not once per run of app.py
+    assert "Traceback" not in log()
