@@ -77,6 +77,9 @@ def test_each_png_carries_every_parameter_its_own_seed_and_the_model(mascots: Ma
         "seed": 101,
         "model_name": "tiny preview model",
         "prompt_cut": "and more",
+        # what the model was given, as other tools show it (the fake result used the request's words)
+        "model_prompt": request.prompt,
+        "model_negative_prompt": request.negative_prompt,
     }
     with Image.open(saved.image_paths[1]) as image:
         assert image.size == (320, 256)
