@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, app, playwright_api  # noqa: F401 - `app` is a fixture
+from tests.support.app_process import running_app
+from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, playwright_api
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
 SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    yield from running_app(tmp_path_factory, "first-five-minutes-app")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +89,6 @@ def test_the_first_five_minutes(chromium, app, tmp_path, device):
     expect(result).to_be_visible()
     expect(page.locator("#cancel")).to_be_hidden()
     page.screenshot(path=str(shots / f"{device}-3-finished.png"))
-    print(page.locator("#result-gallery").evaluate("e => e.outerHTML.replace(/<svg.*?<\\/svg>/g, '')")[:3000])
     assert page.evaluate("() => window.scrollY") == 0  # nothing scrolled the page for us
     assert inside_viewport(page, result), result.bounding_box()
     if device == "desktop":
