@@ -57,7 +57,7 @@ def generate_in_page(page, prompt: str, done: str = "Done") -> None:
 
 def open_advanced(page):
     """More options, then Advanced inside it, as a person would."""
-    page.get_by_text("More options").click()
+    page.get_by_text("More options", exact=True).click()
     page.get_by_text("Advanced", exact=True).click()
 
 
@@ -129,7 +129,7 @@ def test_refusals_outside_the_create_form_are_shown_as_sentences(chromium, app, 
     context, page = open_page(chromium, app)
     not_an_image = tmp_path / "logo.png"
     not_an_image.write_text("this is not a picture", encoding="utf-8")
-    page.get_by_text("More options").click()
+    page.get_by_text("More options", exact=True).click()
     page.get_by_text("Mix in your logo (optional)").click()
     page.locator("#logo-image input[type=file]").set_input_files(str(not_an_image))
     playwright_api.expect(page.get_by_text("That file is not an image we can read")).to_be_visible()
@@ -141,7 +141,7 @@ def test_refusals_outside_the_create_form_are_shown_as_sentences(chromium, app, 
     playwright_api.expect(page.get_by_text("200 characters")).to_be_visible()
 
     page.get_by_role("tab", name="Create").click()  # a mascot, open here, then deleted from another tab
-    page.get_by_text("More options").click()  # open_advanced opens it again: close it first
+    page.get_by_text("More options", exact=True).click()  # open_advanced opens it again: close it first
     make_it_fast(page)
     generate_in_page(page, "a short-lived lamp mascot")
     page.get_by_role("tab", name="My mascots").click()
@@ -168,7 +168,7 @@ def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
 
 def test_every_invalid_field_is_marked_at_once_in_the_pages_words_and_a_refused_click_changes_nothing(chromium, app):
     context, page = open_page(chromium, app)
-    page.get_by_text("More options").click()
+    page.get_by_text("More options", exact=True).click()
     seed_before = page.get_by_label("Seed", exact=True).input_value()
     page.get_by_label("Number of mascots", exact=True).fill("5")
     page.get_by_text("Advanced", exact=True).click()
@@ -324,7 +324,7 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
     generate = page.get_by_role("button", name="Generate")
     playwright_api.expect(generate).to_be_in_viewport()  # stays at the top of the screen, in reach
     generate.click()
-    page.get_by_text("More options").click()  # folded again: the results are right below the idea
+    page.get_by_text("More options", exact=True).click()  # folded again: the results are right below the idea
     page.evaluate("() => window.scrollTo(0, 0)")
     playwright_api.expect(results).to_be_in_viewport()
     playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
@@ -444,7 +444,7 @@ def test_dropping_a_png_restores_its_settings_and_a_file_that_is_not_one_is_refu
     picture = tmp_path / "from-a1111.png"
     Image.new("RGB", (64, 64)).save(picture, pnginfo=info)
     context, page = open_page(chromium, app)
-    page.get_by_text("More options").click()
+    page.get_by_text("More options", exact=True).click()
     page.locator("#recipe-file input[type=file]").set_input_files(str(picture))
     playwright_api.expect(page.get_by_label("Your idea")).to_have_value("a red panda astronaut")
     playwright_api.expect(page.locator("#recipe-note")).to_contain_text("From this AUTOMATIC1111-style picture")
