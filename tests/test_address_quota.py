@@ -58,7 +58,7 @@ def test_two_browsers_on_one_network_share_its_quota_and_another_network_is_unaf
     assert refused.address_quota == QuotaStatus(used=3, limit=5, in_flight=0, remaining=2, resets_at=MIDNIGHT)
     assert refused.message == (
         "Your network has 2 of its 5 mascots left today (everyone on your internet connection shares them): "
-        "ask for fewer, or come back at 00:00 UTC (2025-03-15)."
+        "ask for fewer, or come back in 15 h 0 min (00:00 UTC on 2025-03-15)."
     )
     make(mascots, BOB, HOME, count=2)
     spent = claim(mascots, ALICE, HOME)

@@ -58,10 +58,17 @@ def generate_in_page(page, prompt: str, done: str = "Done") -> None:
     playwright_api.expect(page.locator("#generation-status")).to_contain_text(done, timeout=120_000)
 
 
+def open_advanced(page):
+    """More options, then Advanced inside it, as a person would."""
+    page.get_by_text("More options", exact=True).click()
+    page.get_by_text("Advanced", exact=True).click()
+
+
 def make_it_fast(page):
-    """The preview model on a CPU: small and few steps, set through the Advanced panel like a person would."""
-    page.get_by_text("Advanced").click()
-    for label, value in (("Width", "256"), ("Height", "256"), ("Steps", "2"), ("Prior steps", "2")):
+    """Faster still than the page's quick settings: small and few steps, set through Advanced like a person would."""
+    playwright_api.expect(page.locator("#speed-note")).to_contain_text("Quick settings")  # applied: not overwritten
+    open_advanced(page)
+    for label, value in (("Width", "256"), ("Height", "256"), ("Steps", "2"), ("Idea steps", "2")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
@@ -125,6 +132,7 @@ def test_refusals_outside_the_create_form_are_shown_as_sentences(chromium, app, 
     context, page = open_page(chromium, app)
     not_an_image = tmp_path / "logo.png"
     not_an_image.write_text("this is not a picture", encoding="utf-8")
+    page.get_by_text("More options", exact=True).click()
     page.get_by_text("Mix in your logo (optional)").click()
     page.locator("#logo-image input[type=file]").set_input_files(str(not_an_image))
     playwright_api.expect(page.get_by_text("That file is not an image we can read")).to_be_visible()
@@ -136,6 +144,7 @@ def test_refusals_outside_the_create_form_are_shown_as_sentences(chromium, app, 
     playwright_api.expect(page.get_by_text("200 characters")).to_be_visible()
 
     page.get_by_role("tab", name="Create").click()  # a mascot, open here, then deleted from another tab
+    page.get_by_text("More options", exact=True).click()  # open_advanced opens it again: close it first
     make_it_fast(page)
     generate_in_page(page, "a short-lived lamp mascot")
     page.get_by_role("tab", name="My mascots").click()
@@ -156,7 +165,31 @@ def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
     context, page = open_page(chromium, app)
     page.get_by_label("Your idea").fill("  ")
     page.get_by_role("button", name="Generate").click()
-    playwright_api.expect(page.get_by_text("prompt is empty")).to_be_visible(timeout=30_000)
+    playwright_api.expect(page.get_by_text("Describe your mascot: Your idea is empty.")).to_be_visible(timeout=30_000)
+    context.close()
+
+
+def test_every_invalid_field_is_marked_at_once_in_the_pages_words_and_a_refused_click_changes_nothing(chromium, app):
+    context, page = open_page(chromium, app)
+    page.get_by_text("More options", exact=True).click()
+    seed_before = page.get_by_label("Seed", exact=True).input_value()
+    page.get_by_label("Number of mascots", exact=True).fill("5")
+    page.get_by_text("Advanced", exact=True).click()
+    page.get_by_label("Width", exact=True).fill("300")
+    page.get_by_label("Idea steps", exact=True).fill("1")
+    page.get_by_label("Your idea").fill("an otter")
+    page.get_by_role("button", name="Generate").click()
+    for sentence in (
+        "Width must be a multiple of 64 pixels (got 300).",
+        "Idea steps must be between 2 and 100 (got 1).",
+        "Number of mascots must be between 1 and 4 (got 5).",
+    ):
+        playwright_api.expect(page.get_by_text(sentence)).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1000)
+    assert page.get_by_label("Seed", exact=True).input_value() == seed_before  # no new seed was drawn
+    assert page.locator("#generation-status").inner_text().strip() == ""  # and nothing was queued
+    for api_name in ("num_images_per_prompt", "prior_num_inference_steps", "(width)"):
+        assert api_name not in page.locator("body").inner_text()
     context.close()
 
 
@@ -256,9 +289,7 @@ def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chr
     Image.new("RGBA", (160, 120), (20, 90, 200, 255)).save(logo_file)
     context, page = open_page(chromium, app)
     make_it_fast(page)
-    page.locator("#style input").click()
-    page.locator("ul li", has_text="Pixel art").first.click()
-    playwright_api.expect(page.locator("#style input")).to_have_value("Pixel art")
+    page.locator("#style").get_by_label("Pixel art").check()  # one click
     page.get_by_text("Mix in your logo (optional)").click()
     page.locator("#logo-image input[type=file]").set_input_files(str(logo_file))
     playwright_api.expect(page.locator("#logo-image img")).to_be_visible()
@@ -286,15 +317,18 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
     phone = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     _, page = open_page(chromium, app, phone)
     # Every field's text fits its box on a narrow screen (the size name was cut off at 390 px).
-    for label in ("Size", "Images", "Seed", "Style", "Brand colours"):
-        assert page.get_by_label(label, exact=True).evaluate("e => e.scrollWidth <= e.clientWidth"), label
     make_it_fast(page)
-    page.get_by_label("Images", exact=True).fill("4")  # more than fit one row of thumbnails on a phone
+    for label in ("Size", "Number of mascots", "Seed", "Brand colours"):
+        assert page.get_by_label(label, exact=True).evaluate("e => e.scrollWidth <= e.clientWidth"), label
+    page.get_by_label("Number of mascots", exact=True).fill("4")  # more than fit one row of thumbnails on a phone
     results = page.locator("#result-gallery")
     page.get_by_label("Your idea").fill("a tiny lighthouse keeper mascot")
-    page.get_by_role("button", name="Generate").scroll_into_view_if_needed()
-    playwright_api.expect(results).not_to_be_in_viewport()  # below the whole form on a phone
-    page.get_by_role("button", name="Generate").click()
+    page.locator("#negative-prompt textarea").scroll_into_view_if_needed()  # deep in More options
+    generate = page.get_by_role("button", name="Generate")
+    playwright_api.expect(generate).to_be_in_viewport()  # pinned to the foot of the screen, in reach
+    generate.click()
+    page.get_by_text("More options", exact=True).click()  # folded again: the results are right below the idea
+    page.evaluate("() => window.scrollTo(0, 0)")
     playwright_api.expect(results).to_be_in_viewport()
     playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
     page.screenshot(path=str(tmp_path / "phone.png"))
@@ -309,20 +343,20 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
 
 def test_while_drawing_one_progress_bar_covers_the_mascots_and_the_status_words_stay_readable(chromium, app):
     context, page = open_page(chromium, app)
-    page.get_by_text("Advanced").click()
-    for label, value in (("Width", "512"), ("Height", "512"), ("Steps", "60"), ("Prior steps", "2")):
+    open_advanced(page)
+    for label, value in (("Width", "512"), ("Height", "512"), ("Steps", "30"), ("Idea steps", "2")):
         page.get_by_label(label, exact=True).fill(value)
         page.get_by_label(label, exact=True).press("Tab")
     page.get_by_label("Your idea").fill("a patient snail courier")
     page.get_by_role("button", name="Generate").click()
     status = page.locator("#generation-status")
-    playwright_api.expect(status).to_contain_text("Drawing (decoder): step", timeout=120_000)
+    playwright_api.expect(status).to_contain_text("Drawing: step", timeout=120_000)
     # Gradio's status tracker is the overlay that greys a pending output out; on the status line it must stay hidden.
     status_overlay = status.get_by_test_id("status-tracker")
     gallery_overlay = page.locator("#result-gallery").get_by_test_id("status-tracker")
     assert "hide" in (status_overlay.get_attribute("class") or "").split()
     assert "hide" not in (gallery_overlay.get_attribute("class") or "").split()
-    playwright_api.expect(status).to_contain_text("Done", timeout=120_000)
+    playwright_api.expect(status).to_contain_text("Done", timeout=300_000)
     context.close()
 
 
@@ -400,4 +434,31 @@ def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chr
     page.locator("#mine-refresh").click()
     playwright_api.expect(page.locator("#mine-gallery").get_by_text("a globetrotting otter")).to_be_visible()
     other_context.close()
+    context.close()
+
+
+def test_dropping_a_png_restores_its_settings_and_a_file_that_is_not_one_is_refused(chromium, app, tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters", "a red panda astronaut\nSteps: 12, Sampler: Euler a, CFG scale: 7, Seed: 42, Clip skip: 2"
+    )
+    picture = tmp_path / "from-a1111.png"
+    Image.new("RGB", (64, 64)).save(picture, pnginfo=info)
+    context, page = open_page(chromium, app)
+    page.get_by_text("More options", exact=True).click()
+    page.locator("#recipe-file input[type=file]").set_input_files(str(picture))
+    playwright_api.expect(page.get_by_label("Your idea")).to_have_value("a red panda astronaut")
+    playwright_api.expect(page.locator("#recipe-note")).to_contain_text("From this AUTOMATIC1111-style picture")
+    playwright_api.expect(page.locator("#recipe-note")).to_contain_text("Left out")
+    playwright_api.expect(page.get_by_label("Seed", exact=True)).to_have_value("42")
+    assert not page.get_by_label("New random seed each time").is_checked()  # its seed remakes it, as Remix does
+
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a picture at all", encoding="utf-8")
+    page.reload()  # a fresh drop zone (the first picture now fills this one)
+    page.get_by_text("More options", exact=True).click()
+    page.locator("#recipe-file input[type=file]").set_input_files(str(fake))
+    playwright_api.expect(page.get_by_text("That file is not a PNG picture we can read")).to_be_visible()
     context.close()

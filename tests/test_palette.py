@@ -131,7 +131,7 @@ def test_the_advanced_panel_shows_the_prompts_the_model_is_given():
     assert shown == "Prompt: a fox, navy blue colour palette\nAvoid: blurry"
     assert model_prompt_text(services, "a fox", "", "", "", "") == "Prompt: a fox\nAvoid: nothing"
     refused = model_prompt_text(services, "a fox", "", "", LOGO_COLOURS, "")
-    assert refused.startswith("(Generate would refuse this: brand 'Colours of my logo' takes the colours")
+    assert refused.startswith("(Generate would refuse this: Brand colours 'Colours of my logo' takes the colours")
 
 
 @pytest.mark.slow

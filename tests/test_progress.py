@@ -35,7 +35,8 @@ def test_each_preview_is_sent_once_and_steps_without_a_new_one_send_none():
     assert next(relay)[0] == [second]
     job.update(step=4)
     previews, message = next(relay)
-    assert isinstance(previews, type(gr.skip())) and message == "Drawing (decoder): step 4 of 4."
+    # After the last decoder step the pictures are decoded and saved: said as such, not "step 4 of 4" for seconds.
+    assert isinstance(previews, type(gr.skip())) and message == "Finishing…"
 
 
 def test_the_message_says_where_the_job_is():
@@ -43,7 +44,13 @@ def test_the_message_says_where_the_job_is():
     job.update(jobs_ahead=2)
     assert progress_message(job.snapshot) == "In the queue: 2 mascots ahead of yours."
     job.update(state=JobState.RUNNING, jobs_ahead=0, stage="prior", step=1, total=25)
-    assert progress_message(job.snapshot) == "Imagining the idea (prior): step 1 of 25."
+    assert progress_message(job.snapshot) == "Imagining the idea: step 1 of 25."
+    job.update(stage="prior", step=25, total=25)  # the prior's last step is followed by the decoder's, not the end
+    assert progress_message(job.snapshot) == "Imagining the idea: step 25 of 25."
+    job.update(stage="decoder", step=3, total=10)
+    assert progress_message(job.snapshot) == "Drawing: step 3 of 10."
+    job.update(step=10)
+    assert progress_message(job.snapshot) == "Finishing…"
 
 
 def test_a_queued_job_hears_a_rough_wait_once_there_is_a_guess():

@@ -91,7 +91,10 @@ def test_a_spent_quota_says_when_it_resets(mascots: MascotStore) -> None:
     refused = mascots.claim_job(ALICE, 1, 2, MORNING)
 
     assert refused.reason == "over_quota"
-    assert refused.message == "You have made your 2 mascots for today. The quota resets at 00:00 UTC (2025-03-15)."
+    assert (
+        refused.message
+        == "You have made your 2 mascots for today. The quota resets in 15 h 0 min (00:00 UTC on 2025-03-15)."
+    )
 
 
 def test_failed_or_cancelled_jobs_do_not_count(mascots: MascotStore) -> None:

@@ -104,6 +104,22 @@ def test_admission_names_the_parameter_it_refuses(site: Site) -> None:
     assert refused.value.parameter == "width"
 
 
+def test_admission_reports_every_bad_field_at_once_in_the_apis_words_and_the_pages(site: Site) -> None:
+    with pytest.raises(Refusal) as refused:
+        site.service.admit({"prompt": " ", **FAST, "width": 100, "num_images_per_prompt": 5}, who("alice"))
+    problems = refused.value.problems
+    assert [problem.parameter for problem in problems] == ["prompt", "width", "num_images_per_prompt"]
+    assert "num_images_per_prompt must be between 1 and 4 (got 5)." in refused.value.message  # the API's names
+    assert "Number of mascots must be between 1 and 4 (got 5)." in refused.value.for_people  # the page's labels
+    assert "num_images_per_prompt" not in refused.value.for_people and "Your idea is empty" in refused.value.for_people
+
+
+def test_a_slow_model_gets_quick_settings_the_prior_can_run(site: Site) -> None:
+    quick = site.service.quick_settings()  # the fake is a preview model on a CPU
+    assert quick == {"width": 512, "height": 512, "num_inference_steps": 10, "prior_num_inference_steps": 5}
+    site.service.request_from({"prompt": "an otter", **quick})  # within every range (the prior needs 2 steps)
+
+
 def test_the_daily_quota_is_refused_before_a_queue_slot_is_taken(site: Site) -> None:
     alice = who("alice")
     assert finished(site.service.submit({"prompt": "an otter", **FAST, "num_images_per_prompt": 3}, alice))
@@ -233,6 +249,69 @@ def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:
 
     assert remix.values["num_images_per_prompt"] == 1 and remix.values["seed"] == 7
     assert remix.values["prompt"] == "an otter barista" and not remix.randomize_seed
+
+
+def test_a_dropped_png_of_ours_restores_its_recipe_and_says_so(site: Site) -> None:
+    entry = site.store.mascot(public_id_of(site, "alice"), owner("alice"))
+    assert entry is not None
+
+    found = site.service.recipe(entry.path)
+
+    assert found.values["prompt"] == "an otter barista" and found.values["seed"] == 7
+    assert found.values["num_images_per_prompt"] == 1 and "logo" not in found.values
+    assert found.note.startswith("From this Mascot Generator picture: Your idea")
+
+
+def test_a_dropped_a1111_png_keeps_what_fits_and_names_what_it_left_out(site: Site, tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    text = (
+        "a red panda astronaut\nNegative prompt: blurry\n"
+        "Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x768, Style: Sketchbook, Clip skip: 2"
+    )
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    picture = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64)).save(picture, pnginfo=info)
+
+    found = site.service.recipe(picture)
+
+    assert found.values == {
+        "prompt": "a red panda astronaut",
+        "negative_prompt": "blurry",
+        "width": 512,
+        "height": 768,
+        "num_inference_steps": 30,
+        "guidance_scale": 7.0,
+        "seed": 42,
+        "num_images_per_prompt": 1,
+    }
+    assert "Left out (this app cannot use them as they are): " in found.note
+    assert "Clip skip" in found.note and "Style" in found.note  # a style this app does not have
+
+
+@pytest.mark.parametrize("kind", ["text", "jpeg", "no recipe", "giant"])
+def test_a_dropped_file_that_is_not_a_png_with_a_recipe_is_refused_with_a_sentence(
+    site: Site, tmp_path: Path, kind: str
+) -> None:
+    upload = tmp_path / "upload.png"
+    if kind == "text":
+        upload.write_text("<?php system($_GET['c']); ?>", encoding="utf-8")
+    elif kind == "jpeg":
+        Image.new("RGB", (8, 8)).save(upload, format="JPEG")
+    elif kind == "no recipe":
+        Image.new("RGB", (8, 8)).save(upload, format="PNG")
+    else:  # a PNG header claiming 100,000 x 100,000 pixels: refused before any pixel is decoded
+        Image.new("1", (1, 1)).save(upload, format="PNG")
+        data = bytearray(upload.read_bytes())
+        data[16:24] = (100_000).to_bytes(4, "big") * 2
+        upload.write_bytes(bytes(data))
+
+    with pytest.raises(Refusal) as refused:
+        site.service.recipe(upload)
+
+    expected = sentences.NO_RECIPE if kind == "no recipe" else sentences.NOT_A_RECIPE_PICTURE
+    assert refused.value.message == expected
 
 
 # ---- devices ------------------------------------------------------------------------------------------------------

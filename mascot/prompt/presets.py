@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mascot.prompt.palette import colour_phrase
-from mascot.prompt.request import GenerationRequest, InvalidRequest
+from mascot.prompt.request import GenerationRequest, refuse
 
 PRESETS_FILE = Path(__file__).resolve().parents[2] / "assets" / "presets.json"
 PLACEHOLDER = "{prompt}"
@@ -69,12 +69,12 @@ class Presets:
     def check_request(self, request: GenerationRequest) -> None:
         """Refuse preset names this app does not have, naming the parameter and the choices."""
         if request.brand == LOGO_COLOURS and not request.logo:
-            raise InvalidRequest("brand", NEEDS_A_LOGO)
+            raise refuse("brand", NEEDS_A_LOGO.replace("brand ", "{name} ", 1))
         brands = [*self.brands, LOGO_COLOURS]
         for parameter, name, known in (("style", request.style, list(self.styles)), ("brand", request.brand, brands)):
             if name and name not in known:
                 choices = ", ".join(known) or "none"
-                raise InvalidRequest(parameter, f"{parameter} {name!r} is not one of this app's presets ({choices}).")
+                raise refuse(parameter, f"{{name}} {name!r} is not one of this app's presets ({choices}).")
 
     def apply(self, request: GenerationRequest, logo_colours: LogoColours | None = None) -> GenerationRequest:
         """The request as the model should see it: the idea inside its style, the brand's colours after it (for

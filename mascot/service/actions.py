@@ -17,7 +17,8 @@ from mascot.clock import Clock, utc_now
 from mascot.generation.worker import GenerationWorker, Job, SubmitRefused
 from mascot.prompt.logos import LogoLibrary, LogoRefused
 from mascot.prompt.presets import Presets
-from mascot.prompt.request import GenerationRequest, InvalidRequest
+from mascot.prompt.recipe import recipe_from_png_text
+from mascot.prompt.request import GenerationRequest, InvalidRequest, Problem
 from mascot.prompt.wordfilter import BlockedWords
 from mascot.service import sentences
 from mascot.service.answers import Notice, Refusal, Visitor
@@ -34,6 +35,12 @@ from mascot.web.clients import AddressKeys, ClientNetwork
 from mascot.web.page_url import device_url, mascot_url
 
 PARAMETERS = tuple(field.name for field in dataclasses.fields(GenerationRequest))
+# Where the model is slow (the preview model, or any model on a CPU) the page starts at settings that finish in
+# seconds; the prior's scheduler needs at least 2 steps.
+QUICK_SETTINGS = {"width": 512, "height": 512, "num_inference_steps": 10, "prior_num_inference_steps": 5}
+# A picture dropped to remix: ours are a few hundred kB; anything far larger or wider is not one worth reading.
+MAX_RECIPE_FILE_BYTES = 20 * 1024 * 1024
+MAX_RECIPE_PIXELS = 4096 * 4096
 VARIATION_WEIGHT = 0.5  # "More like this": half the mascot's own look, close to it but visibly new
 VARIATIONS = 2  # "More like this": a couple of tries
 
@@ -46,6 +53,15 @@ class Remix:
     values: dict[str, Any]
     logo_path: Path | None
     randomize_seed: bool
+
+
+@dataclass(frozen=True)
+class PictureRecipe:
+    """Form values read from a dropped picture (by GenerationRequest field) and what to tell the person: where they
+    came from, and which settings were left out."""
+
+    values: dict[str, Any]
+    note: str
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,21 @@ def refuses_when_unwritable(action: Callable[P, R]) -> Callable[P, R]:
             raise Refusal(str(error)) from None
 
     return acting
+
+
+def _png_text(upload: Path) -> dict[str, Any]:
+    """A PNG's text chunks, refused with a sentence when the file is not a PNG of sensible size (PIL also caps
+    compressed text chunks, so a text bomb is refused too)."""
+    try:
+        if upload.stat().st_size > MAX_RECIPE_FILE_BYTES:
+            raise Refusal(sentences.NOT_A_RECIPE_PICTURE)
+        with Image.open(upload) as picture:
+            if picture.format != "PNG" or picture.width * picture.height > MAX_RECIPE_PIXELS:
+                raise Refusal(sentences.NOT_A_RECIPE_PICTURE)
+            # PngImageFile.text reads the chunks after the pixels too (the format was checked just above).
+            return dict(getattr(picture, "text", {}))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
 
 
 class MascotService:
@@ -133,7 +164,7 @@ class MascotService:
             self._blocked_words.check_request(request)
             self.presets.check_request(request)
         except InvalidRequest as error:
-            raise Refusal(error.message, error.parameter) from None
+            raise Refusal(error.message, error.parameter, error.problems) from None
         self._check_adapter(request)
         if request.logo and (self.logos is None or self.logos.path(request.logo) is None):
             raise Refusal(sentences.LOGO_GONE, "logo")
@@ -188,6 +219,41 @@ class MascotService:
         info = self.worker.status.info
         return None if info is None else tuple(info.adapters)
 
+    def quick_settings(self) -> dict[str, int] | None:
+        """The settings the page starts at where the model is slow (the preview model, or a CPU), {} where the
+        defaults are quick enough, None while the model loads (not known yet)."""
+        info = self.worker.status.info
+        if info is None:
+            return None
+        slow = info.is_preview_model or not info.device.startswith("cuda")
+        return dict(QUICK_SETTINGS) if slow else {}
+
+    def recipe(self, upload: Path) -> PictureRecipe:
+        """The parameters a dropped PNG carries (ours, or AUTOMATIC1111's text), as far as this app can use them:
+        within its ranges, its presets and its loaded adapters; the rest is named in the note. One image, its seed
+        kept, as Remix does. Anything that is not a readable PNG of sensible size is refused with a sentence."""
+        found = recipe_from_png_text(_png_text(upload))
+        if not found.source:
+            raise Refusal(sentences.NO_RECIPE)
+        values, left_out = dict(found.values), list(found.left_out)
+        self._leave_out_unknown_names(values, left_out)
+        if not values.get("prompt"):
+            raise Refusal(sentences.NO_RECIPE)
+        values["num_images_per_prompt"] = 1  # the seed belongs to one image
+        return PictureRecipe(values, sentences.recipe_line(found.source, values, left_out))
+
+    def _leave_out_unknown_names(self, values: dict[str, Any], left_out: list[str]) -> None:
+        """Preset and adapter names from another app (or another operator's) that this one does not have."""
+        known = {
+            "style": set(self.presets.styles),
+            "brand": set(self.presets.brands),  # LOGO_COLOURS needs the maker's logo, which the picture lacks
+            "adapter_name": set(self.adapters() or ()),
+        }
+        for name, names in known.items():
+            if values.get(name) and values[name] not in names:
+                left_out.append(name)
+                del values[name]
+
     def _check_adapter(self, request: GenerationRequest) -> None:
         """An adapter name must be one the loaded model has: refused here, by name, not in the worker."""
         adapters = self.adapters()
@@ -195,10 +261,10 @@ class MascotService:
             return  # while loading, the worker refuses anyway
         if request.adapter_name not in adapters:
             loaded = ", ".join(adapters) or "none"
-            raise Refusal(
-                f"adapter_name {request.adapter_name!r} is not a loaded LoRA adapter (loaded: {loaded}).",
-                "adapter_name",
+            problem = Problem(
+                "adapter_name", f"{{name}} {request.adapter_name!r} is not a loaded LoRA adapter (loaded: {loaded})."
             )
+            raise Refusal(problem.message, "adapter_name", (problem,))
 
     def _check_quota(self, owner_hash: str, network: ClientNetwork, images: int) -> None:
         """Refuse what the daily quotas would refuse anyway: the browser's first, then its network's."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mascot.prompt.request import Problem
 from mascot.web.page_url import DEFAULT_PAGE_URL
 
 
@@ -19,12 +20,19 @@ class Visitor:
 
 class Refusal(Exception):
     """What a person asked for is refused; `message` is a sentence for them, `parameter` the input it is about
-    (a GenerationRequest field), None when it is about no one input."""
+    (a GenerationRequest field), None when it is about no one input. `problems` holds every unusable parameter
+    (each worded for the API and for the page), so a form can mark them all at once."""
 
-    def __init__(self, message: str, parameter: str | None = None) -> None:
+    def __init__(self, message: str, parameter: str | None = None, problems: tuple[Problem, ...] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.parameter = parameter
+        self.problems = problems
+
+    @property
+    def for_people(self) -> str:
+        """The refusal in the page's words: every problem naming its field by the page's label."""
+        return " ".join(problem.for_people for problem in self.problems) or self.message
 
 
 @dataclass(frozen=True)

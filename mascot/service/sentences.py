@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
+from mascot.prompt.request import PARAMETER_LABELS
 from mascot.store.device_links import MAX_OPEN_LINKS
-from mascot.store.quota import QuotaStatus
+from mascot.store.quota import QuotaStatus, time_until
 
 NO_COOKIE = "Your browser did not send its identity cookie. Allow cookies for this site and reload."
 GONE = "This mascot is private or was deleted."
@@ -16,6 +18,8 @@ HIDDEN = "Hidden from the gallery: only you see it now."
 DELETED = "Deleted."
 NO_LOGOS = "This app does not mix in logos."
 LOGO_GONE = "That logo is no longer here: upload it again."
+NOT_A_RECIPE_PICTURE = "That file is not a PNG picture we can read. Drop a PNG made here (or by AUTOMATIC1111)."
+NO_RECIPE = "That picture carries no settings to remix: only PNGs made here (or by AUTOMATIC1111) do."
 
 # Device links (store.device_links keeps the rules)
 NOTE = (
@@ -43,20 +47,23 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def until(moment: datetime, now: datetime) -> str:
-    """'5 h 12 min' from now to moment."""
-    minutes = max(1, int((moment - now).total_seconds() // 60))
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
-
-
 def quota_line(status: QuotaStatus, network: QuotaStatus | None, now: datetime) -> str:
     """What is left today as the page says it: the smaller of the browser's and its network's figures."""
     if network is not None and network.remaining < status.remaining:
         left = f"{network.remaining} of your network's {plural(network.limit, 'mascot')} left today"
     else:
         left = f"{status.remaining} of {plural(status.limit, 'mascot')} left today"
-    return f"{left} · resets in {until(status.resets_at, now)}"
+    return f"{left} · resets in {time_until(status.resets_at, now)}"
+
+
+def recipe_line(source: str, values: Mapping[str, object], left_out: list[str]) -> str:
+    """What a dropped picture gave the form, and what it could not, in the page's words."""
+    taken = [PARAMETER_LABELS.get(name, name) for name in values if name != "num_images_per_prompt"]
+    line = f"From this {source} picture: {', '.join(taken)}."
+    if left_out:
+        named = ", ".join(dict.fromkeys(PARAMETER_LABELS.get(name, name) for name in left_out))
+        line += f" Left out (this app cannot use them as they are): {named}."
+    return line
 
 
 def others_line(count: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
@@ -39,6 +39,7 @@ class QuotaStatus:
     in_flight: int
     remaining: int
     resets_at: datetime
+    measured_at: datetime | None = field(default=None, compare=False)  # when counted: the reset is said from then
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,24 @@ class ClaimResult:
         return ""
 
 
+def reset_words(quota: QuotaStatus) -> str:
+    """When the quota resets, for a person anywhere: how long from now (their own clock agrees), then the UTC time."""
+    utc = f"00:00 UTC on {quota.resets_at:%Y-%m-%d}"
+    if quota.measured_at is None:
+        return f"at {utc}"
+    return f"in {time_until(quota.resets_at, quota.measured_at)} ({utc})"
+
+
+def time_until(moment: datetime, now: datetime) -> str:
+    """'5 h 12 min' from now to moment, at least a minute."""
+    minutes = max(1, int((moment - now).total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 def over_quota_message(quota: QuotaStatus) -> str:
     """What a person reads when a request would take them past today's quota."""
-    when = f"at 00:00 UTC ({quota.resets_at:%Y-%m-%d})"
+    when = reset_words(quota)
     if quota.remaining == 0:
         return f"You have made your {quota.limit} mascots for today. The quota resets {when}."
     return f"You have {quota.remaining} of {quota.limit} mascots left today: ask for fewer, or come back {when}."
@@ -73,7 +89,7 @@ def over_quota_message(quota: QuotaStatus) -> str:
 
 def over_address_quota_message(quota: QuotaStatus) -> str:
     """What a person reads when a request would take their network (everyone behind their address) past its quota."""
-    when = f"at 00:00 UTC ({quota.resets_at:%Y-%m-%d})"
+    when = reset_words(quota)
     shared = "everyone on your internet connection shares them"
     if quota.remaining == 0:
         return f"Your network has made its {quota.limit} mascots for today ({shared}). The quota resets {when}."
@@ -299,4 +315,11 @@ def _refusal(quota: QuotaStatus, address_quota: QuotaStatus | None, images: int)
 
 def _status(used: int, in_flight: int, limit: int, now: datetime) -> QuotaStatus:
     remaining = max(0, limit - used - in_flight)
-    return QuotaStatus(used=used, limit=limit, in_flight=in_flight, remaining=remaining, resets_at=next_reset(now))
+    return QuotaStatus(
+        used=used,
+        limit=limit,
+        in_flight=in_flight,
+        remaining=remaining,
+        resets_at=next_reset(now),
+        measured_at=now.replace(tzinfo=now.tzinfo or UTC),
+    )

@@ -78,7 +78,7 @@ def plain(text: str) -> str:
 
 
 def range_info(name: str, extra: str = "") -> str:
-    """A field's info text: its range for people, its API name in parentheses."""
+    """A field's info text: its range, in people's words (the API's names stay in the API)."""
     low, high = INTEGER_RANGES.get(name) or FLOAT_RANGES[name]
     suffix = f", {extra}" if extra else ""
-    return f"{low:g} to {high:g}{suffix} ({name})"
+    return f"{low:g} to {high:g}{suffix}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
 
 from mascot.prompt.presets import LOGO_COLOURS
-from mascot.prompt.request import MAX_SEED, GenerationRequest, InvalidRequest
+from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest, InvalidRequest
 from mascot.service import Refusal
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
 from mascot.ui.logo_panel import logo_fields
@@ -26,17 +27,12 @@ SIZE_PRESETS: dict[str, tuple[int, int]] = {
     "Landscape 768 × 512": (768, 512),
     "Landscape 1024 × 576": (1024, 576),
 }
-CUSTOM_SIZE = "Custom (set in Advanced)"
-# On a phone the results sit below the whole form: bring them into view when a generation starts, so that the queue
-# position, the progress and the previews are seen. Runs in the browser before pick_seed and passes its inputs on.
-SHOW_RESULTS_ON_NARROW_SCREENS = """(...inputs) => {
-    if (window.matchMedia("(max-width: 768px)").matches) {
-        document.getElementById("result-gallery")?.scrollIntoView({behavior: "smooth", block: "start"});
-    }
-    return inputs;
-}"""
+CUSTOM_SIZE = "Custom (see Advanced)"
 NO_ADAPTER = ("None (base model)", "")
 IDEA_STAND_IN = "<your idea>"
+ENTER_WORKS = "Press Enter or Generate."
+# Page fields that cannot show a message of their own (hidden): their problems are shown on the idea box.
+SHOWN_ON = {"logo": "prompt"}
 
 
 @dataclass(frozen=True)
@@ -51,37 +47,57 @@ class CreateForm:
     gallery: gr.Gallery
     status: gr.Markdown
     quota_note: gr.Markdown
+    speed_note: gr.Markdown  # says when the form starts at quick settings (a slow model)
     logo_image: gr.Image  # the upload; its id goes into generation_inputs["logo"]
     logo_panel: gr.Accordion
+    more_options: gr.Accordion
     model_prompt: gr.Textbox  # in Advanced: the prompts after the presets, as the worker will send them
 
 
+def label(name: str) -> str:
+    """A field's label on the page: the words its refusals use too (request.PARAMETER_LABELS)."""
+    return PARAMETER_LABELS[name]
+
+
 def build_create_tab(services: PageServices) -> CreateForm:
-    """Lay out the tab (inside a `gr.Tab`) and wire its events."""
-    with gr.Row():
-        with gr.Column(scale=2):
-            generation_inputs, randomize_seed, size, model_prompt = _form_fields(services)
-            logo_panel, logo_image = logo_fields(services, generation_inputs)
-            with gr.Row():
-                generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
-                cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
-            quota_note = gr.Markdown(elem_id="quota-note")
-            if services.examples:
-                gr.Examples(
-                    examples=[[example] for example in services.examples],
-                    inputs=[generation_inputs["prompt"]],
-                    label="Need an idea?",
-                )
-        with gr.Column(scale=3):
-            gallery = gr.Gallery(
-                label="Your mascots",
-                format="png",
-                columns=2,
-                height=560,
-                object_fit="contain",
-                elem_id="result-gallery",
-            )
-            status = gr.Markdown(elem_id="generation-status")
+    """Lay out the tab (inside a `gr.Tab`) and wire its events: the idea and Generate first, then the style, then
+    the progress and results, in view while one waits; every other setting folded under More options."""
+    with gr.Row(elem_id="idea-row", equal_height=True):
+        prompt = gr.Textbox(
+            label=label("prompt"),
+            placeholder="a cheerful otter barista holding a coffee cup",
+            info=ENTER_WORKS,
+            max_lines=4,
+            autofocus=True,
+            scale=5,
+            elem_id="idea",
+        )
+        generate_button = gr.Button("Generate", variant="primary", elem_id="generate", scale=1, min_width=110)
+        cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1, min_width=90, visible=False)
+    if services.examples:
+        gr.Examples(
+            examples=[[example] for example in services.examples],
+            inputs=[prompt],
+            label="Need an idea?",
+            elem_id="idea-examples",
+        )
+    style = _style_choices(services)
+    with gr.Row(elem_id="form-notes"):
+        speed_note = gr.Markdown(elem_id="speed-note")
+        quota_note = gr.Markdown(elem_id="quota-note")
+    status = gr.Markdown(elem_id="generation-status")
+    gallery = gr.Gallery(
+        label="Your mascots",
+        format="png",
+        columns=4,
+        height=340,  # one row of four on a desktop, two of two on a phone (style.css), all in view
+        object_fit="contain",
+        elem_id="result-gallery",
+    )
+    with gr.Accordion("More options", open=False, elem_id="more-options") as more_options:
+        recipe_file, recipe_note = _recipe_fields()
+        generation_inputs, randomize_seed, size, model_prompt = _form_fields(services, prompt, style)
+        logo_panel, logo_image = logo_fields(services, generation_inputs)
     form = CreateForm(
         generation_inputs,
         randomize_seed,
@@ -91,87 +107,141 @@ def build_create_tab(services: PageServices) -> CreateForm:
         gallery,
         status,
         quota_note,
+        speed_note,
         logo_image,
         logo_panel,
+        more_options,
         model_prompt,
     )
     _wire(services, form)
+    _wire_recipe(services, form, recipe_file, recipe_note)
     return form
 
 
-def _form_fields(
-    services: PageServices,
-) -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown, gr.Textbox]:
-    prompt = gr.Textbox(
-        label="Your idea", placeholder="a cheerful otter barista holding a coffee cup", max_lines=4, autofocus=True
-    )
+def _style_choices(services: PageServices) -> gr.Radio:
+    """The styles as one row of one-click choices (a radio group drawn as chips, style.css): keyboard and screen
+    readers treat them as the one choice they are."""
     presets = services.service.presets
-    with gr.Row():
-        style = gr.Dropdown(
-            label="Style",
-            choices=[("None (your words only)", ""), *((name, name) for name in presets.styles)],
-            value=presets.default_style,
-            info="Wrapped around your idea (style)",
-            elem_id="style",
-        )
-        brand = gr.Dropdown(
-            label="Brand colours",
-            choices=[("None", ""), *((name, name) for name in presets.brands), *logo_colours_choice(services)],
-            value=DEFAULTS.brand,
-            info="Added to your idea (brand)",
-            elem_id="brand",
-        )
+    return gr.Radio(
+        label=label("style"),
+        choices=[("None", ""), *((name, name) for name in presets.styles)],
+        value=presets.default_style,
+        elem_id="style",
+        elem_classes=["chips"],
+    )
+
+
+def _recipe_fields() -> tuple[gr.File, gr.Markdown]:
+    recipe_file = gr.File(
+        label="Remix a picture: drop a PNG made here (or by AUTOMATIC1111) to restore its settings",
+        file_types=[".png"],
+        type="filepath",
+        height=90,
+        elem_id="recipe-file",
+    )
+    return recipe_file, gr.Markdown(elem_id="recipe-note")
+
+
+def _form_fields(
+    services: PageServices, prompt: gr.Textbox, style: gr.Radio
+) -> tuple[dict[str, gr.components.Component], gr.Checkbox, gr.Dropdown, gr.Textbox]:
+    presets = services.service.presets
     negative_prompt = gr.Textbox(
-        value=DEFAULTS.negative_prompt, label="Avoid (optional)", placeholder="text, watermark, blurry", max_lines=2
+        value=DEFAULTS.negative_prompt,
+        label=label("negative_prompt"),
+        placeholder="text, watermark, blurry",
+        max_lines=2,
+        elem_id="negative-prompt",
     )
     with gr.Row(elem_id="size-row"):  # stacked on phones (style.css): the size names need the width
-        size = gr.Dropdown(label="Size", choices=[*SIZE_PRESETS, CUSTOM_SIZE], value=dimensions_to_size(768, 768))
+        size = gr.Dropdown(
+            label="Size",
+            choices=[*SIZE_PRESETS, CUSTOM_SIZE],
+            value=dimensions_to_size(DEFAULTS.width, DEFAULTS.height),
+            elem_id="size",
+        )
         num_images_per_prompt = gr.Number(
-            label="Images", value=DEFAULTS.num_images_per_prompt, info=range_info("num_images_per_prompt")
+            label=label("num_images_per_prompt"),
+            value=DEFAULTS.num_images_per_prompt,
+            info=range_info("num_images_per_prompt"),
+            elem_id="num-images",
         )
     with gr.Row():
         seed = gr.Number(
-            label="Seed", value=DEFAULTS.seed, info=f"0 to {MAX_SEED}: the same seed remakes the same mascot"
+            label=label("seed"),
+            value=DEFAULTS.seed,
+            info=f"0 to {MAX_SEED}: the same seed remakes the same mascot",
+            elem_id="seed",
         )
-        randomize_seed = gr.Checkbox(label="New random seed each time", value=True)
-    with gr.Accordion("Advanced", open=False):
+        randomize_seed = gr.Checkbox(
+            label="New random seed each time",
+            value=True,
+            # Remix unticks it (its seed remakes that mascot); More like this ticks it (new seeds are the point).
+            info="Remix unticks it, so Generate remakes the mascot; tick it again for new ones",
+            elem_id="randomize-seed",
+        )
+    brand = gr.Dropdown(
+        label=label("brand"),
+        choices=[("None", ""), *((name, name) for name in presets.brands), *logo_colours_choice(services)],
+        value=DEFAULTS.brand,
+        info="Colours added to your idea",
+        elem_id="brand",
+    )
+    with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
-            width = gr.Number(label="Width", value=DEFAULTS.width, info=range_info("width", "multiple of 64"))
-            height = gr.Number(label="Height", value=DEFAULTS.height, info=range_info("height", "multiple of 64"))
+            width = gr.Number(
+                label=label("width"), value=DEFAULTS.width, info=range_info("width", "multiple of 64"), elem_id="width"
+            )
+            height = gr.Number(
+                label=label("height"),
+                value=DEFAULTS.height,
+                info=range_info("height", "multiple of 64"),
+                elem_id="height",
+            )
         with gr.Row():
             num_inference_steps = gr.Number(
-                label="Steps", value=DEFAULTS.num_inference_steps, info=range_info("num_inference_steps")
+                label=label("num_inference_steps"),
+                value=DEFAULTS.num_inference_steps,
+                info=range_info("num_inference_steps", "fewer is faster"),
+                elem_id="steps",
             )
             guidance_scale = gr.Number(
-                label="Guidance", value=DEFAULTS.guidance_scale, info=range_info("guidance_scale")
+                label=label("guidance_scale"),
+                value=DEFAULTS.guidance_scale,
+                info=range_info("guidance_scale", "how closely to follow the words"),
+                elem_id="guidance",
             )
         with gr.Row():
             prior_num_inference_steps = gr.Number(
-                label="Prior steps",
+                label=label("prior_num_inference_steps"),
                 value=DEFAULTS.prior_num_inference_steps,
-                info=range_info("prior_num_inference_steps"),
+                info=range_info("prior_num_inference_steps", "turning the words into a picture idea"),
+                elem_id="idea-steps",
             )
             prior_guidance_scale = gr.Number(
-                label="Prior guidance", value=DEFAULTS.prior_guidance_scale, info=range_info("prior_guidance_scale")
+                label=label("prior_guidance_scale"),
+                value=DEFAULTS.prior_guidance_scale,
+                info=range_info("prior_guidance_scale", "1 turns it off"),
+                elem_id="idea-guidance",
             )
         # Shown once the model has loaded with LoRA adapters (python app.py --lora NAME=PATH).
         with gr.Row():
             adapter_name = gr.Dropdown(
-                label="Style adapter (LoRA)",
+                label=label("adapter_name"),
                 choices=[NO_ADAPTER],
                 value=DEFAULTS.adapter_name,
                 visible=False,
-                info="A fine-tuned look, e.g. your brand's mascot (adapter_name)",
+                info="A fine-tuned look, e.g. your brand's mascot",
                 elem_id="adapter-name",
             )
             lora_scale = gr.Slider(
-                label="Adapter strength",
+                label=label("lora_scale"),
                 minimum=0,
                 maximum=2,
                 step=0.05,
                 value=DEFAULTS.lora_scale,
                 visible=False,
-                info=range_info("lora_scale") + ": 0 is the base model",
+                info=range_info("lora_scale", "0 is the base model"),
                 elem_id="lora-scale",
             )
         model_prompt = gr.Textbox(
@@ -227,19 +297,24 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         queue=False,
         api_visibility="private",
     )
+    # Two steps. The page's own (private) step checks the form first, in people's words on every failing field, and
+    # only then draws the seed and shows Cancel: a refused click changes nothing. Then /generate, which is also the
+    # API: its validator checks again (the gate for API clients, in the API's parameter names) and it runs the job.
+    page_inputs = {**inputs, "randomize_seed": form.randomize_seed}
     gr.on(
         [built_as(inputs, "prompt", gr.Textbox).submit, form.generate_button.click],
-        fn=pick_seed,
-        inputs=[seed, form.randomize_seed],
-        outputs=seed,
-        js=SHOW_RESULTS_ON_NARROW_SCREENS,
-        queue=False,
+        fn=start_generation,
+        inputs_kwargs=page_inputs,
+        outputs=[seed, form.cancel_button],
+        validator=_generation_validator(services, list(page_inputs), for_people=True),
+        concurrency_limit=None,  # checks and a random number: never waits behind the GPU
         api_visibility="private",
-    ).then(
+        show_progress="hidden",
+    ).success(
         fn=_generate_handler(services),
         inputs_kwargs=inputs,
         outputs=[form.gallery, form.status],
-        validator=_generation_validator(services, list(inputs)),
+        validator=_generation_validator(services, list(inputs), for_people=False),
         preprocess=False,  # our request class validates raw values and names the parameter; Gradio would clamp
         api_name="generate",
         concurrency_limit=None,  # handlers only relay; the worker owns the GPU and its queue
@@ -247,8 +322,8 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         # One progress bar, over the mascots: on the status line as well it would hide the words it shows.
         show_progress_on=form.gallery,
     ).then(
-        fn=quota_handler(services),
-        outputs=form.quota_note,
+        fn=_finished_handler(services),
+        outputs=[form.quota_note, form.cancel_button],
         queue=False,
         api_name="quota_after_generate",  # keeps the name "quota" free for the public event
         api_visibility="private",
@@ -271,6 +346,40 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         show_progress="hidden",
         trigger_mode="always_last",  # typing: one answer for the latest text, not one per keystroke in a row
     )
+
+
+def _wire_recipe(services: PageServices, form: CreateForm, recipe_file: gr.File, recipe_note: gr.Markdown) -> None:
+    recipe_outputs = [*form.generation_inputs.values(), form.randomize_seed, form.size, recipe_note]
+    recipe_file.upload(
+        _recipe_handler(services, form, recipe_note),
+        recipe_file,
+        recipe_outputs,
+        api_visibility="private",
+        concurrency_limit=None,  # reads a few text chunks; queued so that a refusal shows its sentence
+        show_progress="hidden",
+    )
+    recipe_file.clear(lambda: "", None, recipe_note, queue=False, api_visibility="private")
+
+
+def _recipe_handler(
+    services: PageServices, form: CreateForm, recipe_note: gr.Markdown
+) -> Callable[[Any], dict[Any, Any]]:
+    def remix_picture(upload: Any) -> dict[Any, Any]:
+        if not upload:
+            return {recipe_note: ""}
+        try:
+            found = services.service.recipe(Path(upload))
+        except Refusal as error:
+            raise refused(error) from None
+        values: dict[Any, Any] = {form.generation_inputs[name]: value for name, value in found.values.items()}
+        values[form.randomize_seed] = "seed" not in found.values  # its seed remakes the picture, as Remix does
+        if "width" in found.values or "height" in found.values:
+            width = found.values.get("width", DEFAULTS.width)
+            values[form.size] = dimensions_to_size(width, found.values.get("height", DEFAULTS.height))
+        values[recipe_note] = found.note
+        return values
+
+    return remix_picture
 
 
 def logo_colours_choice(services: PageServices) -> list[tuple[str, str]]:
@@ -299,7 +408,7 @@ def model_prompt_text(
         service.presets.check_request(request)
         prepared = service.prepare(request)
     except InvalidRequest as error:
-        return f"(Generate would refuse this: {error.message})"
+        return f"(Generate would refuse this: {error.for_people})"
     avoid = prepared.negative_prompt or "nothing"
     return f"Prompt: {prepared.prompt}\nAvoid: {avoid}"
 
@@ -320,36 +429,39 @@ def pick_seed(seed: float | None, randomize_seed: bool) -> float | None:
     return secrets.randbelow(MAX_SEED + 1) if randomize_seed else seed
 
 
-def _generation_validator(services: PageServices, names: list[str]) -> Callable[..., list[dict[str, Any]]]:
-    """Refusals that cost nothing run before the job takes a queue slot; the message lands on the named input."""
+def start_generation(seed: Any, randomize_seed: bool, **_form: Any) -> tuple[Any, Any]:
+    """After the form passed its checks: the seed to use (drawn when asked), and Cancel while the job runs."""
+    return pick_seed(seed, randomize_seed), gr.Button(visible=True)
 
-    def validate_generation(
-        prompt: Any,
-        negative_prompt: Any,
-        seed: Any,
-        width: Any,
-        height: Any,
-        num_images_per_prompt: Any,
-        num_inference_steps: Any,
-        guidance_scale: Any,
-        prior_num_inference_steps: Any,
-        prior_guidance_scale: Any,
-        style: Any,
-        brand: Any,
-        logo: Any,
-        logo_weight: Any,
-        adapter_name: Any,
-        lora_scale: Any,
-        http_request: gr.Request | None = None,
-    ) -> list[dict[str, Any]]:
-        values = locals()  # the parameters, named as GenerationRequest's fields (the API's keyword names)
+
+def _generation_validator(
+    services: PageServices, names: list[str], *, for_people: bool
+) -> Callable[..., list[dict[str, Any]]]:
+    """Refusals that cost nothing run before the job takes a queue slot, every failing field marked at once: in the
+    page's words (its labels) for the page's own step, in the API's parameter names for /generate."""
+
+    def validate_generation(http_request: gr.Request | None = None, **values: Any) -> list[dict[str, Any]]:
         try:
             services.service.admit(values, visitor_or_none(services, http_request))
         except Refusal as error:
-            return _validation(names, error.parameter or "prompt", error.message)
-        return _validation(names, None, "")
+            return field_messages(names, error, for_people=for_people)
+        return [gr.validate(True, "") for _ in names]
 
     return validate_generation
+
+
+def field_messages(names: list[str], error: Refusal, *, for_people: bool) -> list[dict[str, Any]]:
+    """One gr.validate per input: each failing field gets its own sentences; a refusal about no one field (quota,
+    a job in flight) goes on the idea box."""
+    messages: dict[str, list[str]] = {}
+    for problem in error.problems:
+        field = SHOWN_ON.get(problem.parameter, problem.parameter)
+        messages.setdefault(field, []).append(problem.for_people if for_people else problem.message)
+    if not messages:
+        messages[SHOWN_ON.get(error.parameter or "prompt", error.parameter or "prompt")] = [
+            error.for_people if for_people else error.message
+        ]
+    return [gr.validate(name not in messages, " ".join(messages.get(name, []))) for name in names]
 
 
 def adapter_controls(services: PageServices) -> tuple[Any, Any]:
@@ -360,10 +472,6 @@ def adapter_controls(services: PageServices) -> tuple[Any, Any]:
     choices = [NO_ADAPTER, *((name, name) for name in adapters)]
     visible = bool(adapters)
     return gr.Dropdown(choices=choices, visible=visible), gr.Slider(visible=visible)
-
-
-def _validation(names: list[str], failing: str | None, message: str) -> list[dict[str, Any]]:
-    return [gr.validate(name != failing, message if name == failing else "") for name in names]
 
 
 def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[Any, str]]]:
@@ -404,6 +512,14 @@ def _cancel_handler(services: PageServices) -> Callable[..., str]:
         return "Cancelling…" if services.service.cancel(visitor(services, http_request)) else "Nothing to cancel."
 
     return cancel
+
+
+def _finished_handler(services: PageServices) -> Callable[..., tuple[str, Any]]:
+    def finished(http_request: gr.Request | None = None) -> tuple[str, Any]:
+        """After a generation (done, cancelled or failed): the quota left, and Cancel hidden again."""
+        return services.service.quota_line(visitor(services, http_request)), gr.Button(visible=False)
+
+    return finished
 
 
 def quota_handler(services: PageServices) -> Callable[..., str]:

@@ -395,8 +395,8 @@ def describe(entry: MascotEntry) -> str:
     if entry.negative_prompt:
         lines.append(f"Avoid: {plain(entry.negative_prompt)}")
     lines.append(
-        f"Seed {entry.seed} · {entry.width} × {entry.height} · {entry.num_inference_steps} steps, "
-        f"guidance {entry.guidance_scale:g} · prior {entry.prior_num_inference_steps} steps, "
+        f"Seed {entry.seed} · {entry.width} × {entry.height} · {plural(entry.num_inference_steps, 'step')}, "
+        f"guidance {entry.guidance_scale:g} · prior {plural(entry.prior_num_inference_steps, 'step')}, "
         f"guidance {entry.prior_guidance_scale:g}"
     )
     looks = [f"Style {plain(entry.style)}" if entry.style else "", f"brand {plain(entry.brand)}" if entry.brand else ""]

@@ -12,6 +12,7 @@ from gradio.utils import get_upload_folder
 from mascot.prompt.logos import LogoRefused
 from mascot.prompt.palette import spoken_list
 from mascot.prompt.presets import LOGO_COLOURS
+from mascot.prompt.request import PARAMETER_LABELS
 from mascot.service import Refusal
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused
 
@@ -32,12 +33,12 @@ def logo_fields(
         )
         colours_note = gr.Markdown(elem_id="logo-colours")  # the logo's colours, once there is one
         logo_weight = gr.Slider(
-            label="Logo influence",
+            label=PARAMETER_LABELS["logo_weight"],
             minimum=0,
             maximum=1,
             step=0.05,
             value=DEFAULTS.logo_weight,
-            info=range_info("logo_weight") + ": how much of the logo's look to mix in",
+            info=range_info("logo_weight", "how much of the logo's look to mix in"),
             elem_id="logo-weight",
         )
         logo = gr.Textbox(value=DEFAULTS.logo, visible=False, label="logo")

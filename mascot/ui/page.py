@@ -10,8 +10,8 @@ import gradio as gr
 from mascot.generation.worker import GenerationWorker, ModelState
 from mascot.service import Refusal
 from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
-from mascot.ui.common import PageServices, plural, visitor
-from mascot.ui.create import adapter_controls, build_create_tab, quota_handler
+from mascot.ui.common import DEFAULTS, PageServices, plural, visitor
+from mascot.ui.create import adapter_controls, build_create_tab, dimensions_to_size, quota_handler
 from mascot.ui.detail import detail_values
 from mascot.ui.device_links import build_device_row, wire_device_links
 from mascot.ui.export import build_export_row
@@ -19,6 +19,14 @@ from mascot.ui.export import build_export_row
 __all__ = ["PageServices", "build_demo", "model_banner"]
 
 QUEUE_BANNER_SECONDS = 5.0
+QUICK_FIELDS = ("width", "height", "num_inference_steps", "prior_num_inference_steps")
+# The preview banner's folded details, for people; the operator's reason and remedy are logged (generation.model).
+PREVIEW_WHY = (
+    "<details><summary>Why?</summary>This server runs a tiny test model instead of Kandinsky 2.2 (it has no "
+    "graphics card, or could not fetch the real model), so the pictures are abstract placeholders. Everything else "
+    "works as it will with the real model: try it, your mascots are kept. The person who runs the site can switch "
+    "to the real model (see the README).</details>"
+)
 SHARED_MASCOT_GONE = "The mascot this link points to is private now, or was deleted."
 
 # Every hour, delete what Gradio cached more than a day ago (a page open that long shows its images again on reload).
@@ -30,8 +38,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
     # Gradio copies every image it shows into its cache: without a clean-up that copy of the images folder only grows.
     with gr.Blocks(title="Mascot Generator", delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(
-            "# Mascot Generator\nType an idea, pick a style, maybe mix in your logo: get mascots to download, "
-            "share and vote on.",
+            "# Mascot Generator\nType an idea, pick a style, press Enter: mascots to download, share and vote on.",
             elem_id="header",
         )
         banner = gr.Markdown(model_banner(services.service.worker), elem_id="model-banner")
@@ -46,12 +53,31 @@ def build_demo(services: PageServices) -> gr.Blocks:
                 gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
         demo.load(_model_status(services.service.worker), outputs=banner, queue=False, api_name="model_status")
         # While the model loads, the banner follows it; once loaded, the adapter controls appear and the timer stops.
+        # The quick settings too: they depend on the model, so they are applied once it is known.
         timer = gr.Timer(2.0)
+        quick = [form.generation_inputs[name] for name in QUICK_FIELDS]
         gr.on(
             [demo.load, timer.tick],
             fn=_model_state_handler(services),
-            outputs=[banner, form.generation_inputs["adapter_name"], form.generation_inputs["lora_scale"], timer],
+            inputs=quick,
+            outputs=[
+                banner,
+                form.generation_inputs["adapter_name"],
+                form.generation_inputs["lora_scale"],
+                timer,
+                *quick,
+                form.size,
+                form.speed_note,
+            ],
             queue=False,
+            api_visibility="private",
+        )
+        # The queue count follows each job's own news (queued, started, done), not only the 5-second timer.
+        form.status.change(
+            fn=lambda: model_banner(services.service.worker),
+            outputs=banner,
+            queue=False,
+            show_progress="hidden",
             api_visibility="private",
         )
         # Afterwards the banner keeps saying how long the queue is.
@@ -81,16 +107,34 @@ def _model_status(worker: GenerationWorker) -> Callable[[], str]:
     return model_status
 
 
-def _model_state_handler(services: PageServices) -> Callable[[], tuple[Any, ...]]:
-    def model_state() -> tuple[Any, ...]:
+def _model_state_handler(services: PageServices) -> Callable[..., tuple[Any, ...]]:
+    def model_state(*shown: Any) -> tuple[Any, ...]:
         loading = services.service.worker.status.state is ModelState.LOADING
-        return model_banner(services.service.worker), *adapter_controls(services), gr.Timer(active=loading)
+        head = model_banner(services.service.worker), *adapter_controls(services), gr.Timer(active=loading)
+        return *head, *quick_settings_values(services, shown)
 
     return model_state
 
 
+def quick_settings_values(services: PageServices, shown: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Where the model is slow, the quick settings for the fields in QUICK_FIELDS, the size and a note saying so;
+    skipped while the model loads, where it is fast, and for fields a person already changed from the defaults."""
+    quick = services.service.quick_settings()
+    untouched = all(value == getattr(DEFAULTS, name) for name, value in zip(QUICK_FIELDS, shown, strict=True))
+    if not quick or not untouched:
+        return (gr.skip(),) * (len(QUICK_FIELDS) + 2)
+    values = tuple(quick[name] for name in QUICK_FIELDS)
+    size = dimensions_to_size(quick["width"], quick["height"])
+    note = (
+        f"⚡ Quick settings for this machine: {quick['width']} × {quick['height']}, "
+        f"{plural(quick['num_inference_steps'], 'step')} (More options: larger, slower)."
+    )
+    return *values, size, note
+
+
 def model_banner(worker: GenerationWorker) -> str:
-    """One plain paragraph: which model is loaded (or why not yet) and how long the queue is."""
+    """One plain line for people: which model is loaded (or why not yet) and how long the queue is. What an operator
+    does about it is in the log and the README."""
     status = worker.status
     if status.state is ModelState.LOADING:
         return f"⏳ **Loading the model:** {status.message} The page works; Generate opens when it is ready."
@@ -100,8 +144,7 @@ def model_banner(worker: GenerationWorker) -> str:
     waiting = worker.queue_length
     queue_note = f" {plural(waiting, 'mascot')} in the queue." if waiting else ""
     if status.info.is_preview_model:
-        headline = "🧪 **Preview mode: the offline test model is loaded, not Kandinsky 2.2.**"
-        return f"{headline} {status.info.reason}{queue_note}"
+        return f"**Preview mode: pictures are placeholders.**{queue_note}{PREVIEW_WHY}"
     return f"✅ **{status.info.name}** on {status.info.device}.{queue_note}"
 
 

@@ -59,7 +59,10 @@ def progress_message(snapshot: JobSnapshot) -> str:
         return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours{wait}."
     if snapshot.state is JobState.QUEUED or not snapshot.total:
         return "Starting…"
-    stage = "Imagining the idea (prior)" if snapshot.stage == "prior" else "Drawing (decoder)"
+    if snapshot.stage != "prior" and snapshot.step >= snapshot.total:
+        # After the last decoder step the pictures are decoded, saved and thumbnailed: seconds on a CPU.
+        return "Finishing…"
+    stage = "Imagining the idea" if snapshot.stage == "prior" else "Drawing"
     return f"{stage}: step {snapshot.step} of {snapshot.total}."
 
 
