@@ -226,6 +226,19 @@ def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Sit
         site.service.export(who("carol"))
 
 
+def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    expected = f"mascot-an-otter-barista-{public_id}"
+
+    png = site.service.png_download(site.service.open(public_id, who("alice")))
+    sticker = site.service.sticker(public_id, who("alice"))
+    with zipfile.ZipFile(site.service.export(who("alice")).path) as archive:
+        (entry,) = [name for name in archive.namelist() if name.endswith(".png")]
+
+    assert (png.name, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
+    assert read_parameters(png)["prompt"] == "an otter barista"
+
+
 def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:
     public_id = public_id_of(site, "alice")
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ from mascot.service.answers import Notice, Refusal, Visitor
 from mascot.service.downloads import DownloadFolder
 from mascot.settings import Rules
 from mascot.store.device_links import is_code
-from mascot.store.export import NothingToExport, Progress, export_mascots
+from mascot.store.export import NothingToExport, Progress, export_mascots, file_name
 from mascot.store.imaging import read_parameters, save_png, transparent_sticker
 from mascot.store.likes import LikeState
 from mascot.store.moderation import NO_REASON, check_reason
@@ -261,8 +262,16 @@ class MascotService:
         entry = self.open(public_id, visitor)
         with Image.open(entry.path) as picture:
             cut_out = transparent_sticker(picture)
-        path = self._downloads.new_path("stickers", f"mascot-{entry.public_id}-sticker.png")
+        path = self._downloads.new_path("stickers", file_name(entry, "sticker"))
         save_png(cut_out, path, read_parameters(entry.path))
+        return path
+
+    def png_download(self, entry: MascotEntry) -> Path:
+        """The mascot's PNG (its parameters inside) under the one download name (store.export.file_name): the file on
+        disk has a random name, and a browser saves a download under the name it is served with."""
+        path = self._downloads.new_path("pngs", file_name(entry))
+        # A copy, not a hard link: a link shares the original's age, and old downloads are pruned by age.
+        shutil.copyfile(entry.path, path)
         return path
 
     def remix(self, public_id: object, visitor: Visitor, *, vary: bool) -> Remix:
