@@ -248,6 +248,18 @@ def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:
     assert remix.values["prompt"] == "an otter barista" and not remix.randomize_seed
 
 
+def test_more_like_this_says_what_it_costs_and_is_refused_with_the_reason_when_the_quota_cannot_pay(
+    site: Site,
+) -> None:
+    public_id = public_id_of(site, "alice")  # someone else's mascot: bob varies it
+    save(site.store, owner("bob"), "three of bob's own", count=3, now=NOW)  # 1 of bob's 4 left; a variation makes 2
+
+    assert site.service.mascots_left_today(who("bob")) == 1
+    with pytest.raises(Refusal, match=r"^More like this makes 2 mascots\. You have 1 of 4 mascots left today"):
+        site.service.remix(public_id, who("bob"), vary=True)
+    assert site.service.remix(public_id, who("bob"), vary=False).values["prompt"] == "an otter barista"
+
+
 # ---- devices ------------------------------------------------------------------------------------------------------
 def test_a_device_link_makes_the_phone_show_the_same_mascots(site: Site) -> None:
     public_id_of(site, "alice")

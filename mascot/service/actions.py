@@ -278,6 +278,8 @@ class MascotService:
         """A mascot's parameters, seed included, for the form: one image, its seed kept. To vary it ("More like
         this"): the mascot itself as the picture to mix in, a couple of new seeds."""
         entry = self.open(public_id, visitor)
+        if vary:
+            self._check_variation_quota(visitor)
         values = {name: getattr(entry, name) for name in PARAMETERS}
         values["num_images_per_prompt"] = 1  # the seed belongs to this one image
         logo_path = self.logos.path(entry.logo) if self.logos is not None and entry.logo else None
@@ -286,6 +288,21 @@ class MascotService:
         picture_id = self.logos.save(entry.path)
         values.update(logo=picture_id, logo_weight=VARIATION_WEIGHT, num_images_per_prompt=VARIATIONS)
         return Remix(values, self.logos.path(picture_id), randomize_seed=True)
+
+    def mascots_left_today(self, visitor: Visitor) -> int:
+        """How many more mascots the browser may make today: the smaller of its own and its network's figures."""
+        now = self.clock()
+        left = self.store.quota(self.owner(visitor), now=now).remaining
+        network = self._network_quota(self.network(visitor), now)
+        return left if network is None else min(left, network.remaining)
+
+    def _check_variation_quota(self, visitor: Visitor) -> None:
+        """More like this makes VARIATIONS mascots: refused up front, with the reason, when today's quota cannot pay
+        for them (the Generate it leads to would be refused anyway, far from the button that was pressed)."""
+        try:
+            self._check_quota(self.owner(visitor), self.network(visitor), VARIATIONS)
+        except Refusal as error:
+            raise Refusal(f"More like this makes {VARIATIONS} mascots. {error.message}") from None
 
     # ---- logos and export ----------------------------------------------------------------------------------
     def upload_logo(self, upload: Path | None) -> str:
