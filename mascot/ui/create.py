@@ -12,6 +12,7 @@ import gradio as gr
 from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import MAX_SEED, GenerationRequest, InvalidRequest
 from mascot.service import Refusal
+from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
@@ -54,6 +55,7 @@ class CreateForm:
     logo_image: gr.Image  # the upload; its id goes into generation_inputs["logo"]
     logo_panel: gr.Accordion
     model_prompt: gr.Textbox  # in Advanced: the prompts after the presets, as the worker will send them
+    based_on: BasedOn  # More like this: the mascot the next generations start from (ui/based_on.py)
 
 
 def build_create_tab(services: PageServices) -> CreateForm:
@@ -62,6 +64,8 @@ def build_create_tab(services: PageServices) -> CreateForm:
         with gr.Column(scale=2):
             generation_inputs, randomize_seed, size, model_prompt = _form_fields(services)
             logo_panel, logo_image = logo_fields(services, generation_inputs)
+            based_on = based_on_row()
+            wire_based_on(based_on, generation_inputs["logo"])
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -94,6 +98,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
         logo_image,
         logo_panel,
         model_prompt,
+        based_on,
     )
     _wire(services, form)
     return form
