@@ -125,6 +125,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         max_queued=settings.queue_max_size,
         max_per_client=rules.max_queued_per_client,
         max_batch_images=settings.max_batch_images,
+        save_in_background=settings.speed.save_in_background,
     )
     service = MascotService(
         store=store,

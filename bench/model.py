@@ -26,7 +26,7 @@ from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, Kandin
 
 from mascot.generation.generator import BatchItem, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
-from mascot.generation.tiny import build_tiny_model, write_tokenizer_files
+from mascot.generation.tiny import build_tiny_model, build_tokenizer
 from mascot.prompt.request import GenerationRequest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "kandinsky-2-2-configs.json"
@@ -124,14 +124,13 @@ def save_full_size(folder: Path) -> None:
         CLIPImageProcessor,
         CLIPTextConfig,
         CLIPTextModelWithProjection,
-        CLIPTokenizer,
         CLIPVisionConfig,
         CLIPVisionModelWithProjection,
     )
 
     configs = json.loads(CONFIGS.read_text())
     prior_configs, decoder_configs = configs["prior"], configs["decoder"]
-    tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(folder / "tokenizer-files"))
+    tokenizer = build_tokenizer(folder / "tokenizer-files")  # model_max_length 77, as the real one
     with torch.device("cuda"):
         torch.set_default_dtype(torch.float16)
         try:

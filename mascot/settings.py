@@ -48,6 +48,41 @@ def rules_from(settings: Settings) -> Rules:
 
 # ---- the settings ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class SpeedOptions:
+    """The fast path's switches (docs/performance.md): each part can be turned off alone to compare with the plain
+    path, which `plain()` gives whole. The defaults are the app's; compiling is on only with CUDA unless set."""
+
+    save_in_background: bool = True  # PNG, thumbnail and store writes on a saver thread, not the GPU's worker thread
+    linear_previews: bool = True  # previews from a latent-to-RGB map fitted to the MoVQ, not a MoVQ decode per preview
+    device_noise: bool = True  # each image's torch.Generator on the model's device: no noise copied per step
+    host_scheduler: bool = True  # the decoder scheduler's timestep arithmetic on the host: no GPU syncs per step
+    offload_image_encoder: bool = True  # the 1.8 B image encoder stays on the CPU until a logo needs it
+    cache_logo_embeddings: bool = True  # each logo's CLIP embedding computed once (keyed by its pixels' hash)
+    decode_at_once: int = 0  # images MoVQ decodes per call; 0: all unless GPU memory is tight, then one at a time
+    compile: bool | None = None  # torch.compile the UNet, prior and MoVQ in the background; None: only with CUDA
+    compile_sizes: tuple[int, ...] = (768,)  # square sizes warmed after start (a bucket per size and batch)
+    compile_batch_images: tuple[int, ...] = (1,)  # images per run warmed for each size
+
+    @classmethod
+    def plain(cls) -> SpeedOptions:
+        """Every part off: the plain diffusers path the fast one is checked against."""
+        return cls(
+            save_in_background=False,
+            linear_previews=False,
+            device_noise=False,
+            host_scheduler=False,
+            offload_image_encoder=False,
+            cache_logo_embeddings=False,
+            decode_at_once=0,
+            compile=False,
+        )
+
+    def compiles_on(self, device: str) -> bool:
+        """Whether to compile on `device`: as set, else only on CUDA (on a CPU compiling costs more than it saves)."""
+        return self.compile if self.compile is not None else device.startswith("cuda")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the app is configured with. Flags win over MASCOT_* variables, which win over defaults."""
 
@@ -61,7 +96,7 @@ class Settings:
     server_port: int = 7860
     share: bool = False
     queue_max_size: int = 64
-    max_batch_images: int | None = None  # images one shared run of queued jobs may make; None: 4 on a GPU, 1 on a CPU
+    max_batch_images: int | None = None  # images one shared run of queued jobs may make; None: 8 on a GPU, 1 on a CPU
     max_queued_per_client: int = DEFAULT_RULES.max_queued_per_client  # see Rules
     trusted_proxies: int = 0  # proxies in front of the app whose X-Forwarded-For we believe (1 on a Space)
     daily_quota: int = DEFAULT_RULES.daily_quota  # see Rules
@@ -74,6 +109,7 @@ class Settings:
     lora: tuple[str, ...] = ()  # LoRA adapters to load, each `name=PATH` or `PATH` (parsed where torch is)
     preview_every: int = 5
     hub_timeout_s: float = 5.0
+    speed: SpeedOptions = SpeedOptions()
 
     @property
     def images_dir(self) -> Path:
@@ -131,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-images",
         type=int,
         help="Waiting requests with the same size, steps, guidance and LoRA share one run of the model, up to this "
-        "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 4 on a GPU, 1 on a CPU, where sharing "
+        "many images; 1: each runs alone (MASCOT_MAX_BATCH_IMAGES; default 8 on a GPU, 1 on a CPU, where sharing "
         "is slower).",
     )
     add_blocked_words_argument(parser)
@@ -195,7 +231,40 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         lora=tuple(flag("lora") or [item.strip() for item in env.get("MASCOT_LORA", "").split(",") if item.strip()]),
         preview_every=int(env.get("MASCOT_PREVIEW_EVERY") or defaults.preview_every),
         hub_timeout_s=float(env.get("MASCOT_HUB_TIMEOUT") or defaults.hub_timeout_s),
+        speed=speed_options(env),
     )
+
+
+def speed_options(env: Mapping[str, str]) -> SpeedOptions:
+    """The fast path's switches from MASCOT_* variables; MASCOT_PLAIN=1 turns every part off first."""
+    base = SpeedOptions.plain() if env_flag(env, "MASCOT_PLAIN", False) else SpeedOptions()
+    compile_value = env.get("MASCOT_COMPILE", "").strip().lower()
+    return SpeedOptions(
+        save_in_background=env_flag(env, "MASCOT_SAVE_IN_BACKGROUND", base.save_in_background),
+        linear_previews=env_flag(env, "MASCOT_LINEAR_PREVIEWS", base.linear_previews),
+        device_noise=env_flag(env, "MASCOT_DEVICE_NOISE", base.device_noise),
+        host_scheduler=env_flag(env, "MASCOT_HOST_SCHEDULER", base.host_scheduler),
+        offload_image_encoder=env_flag(env, "MASCOT_OFFLOAD_IMAGE_ENCODER", base.offload_image_encoder),
+        cache_logo_embeddings=env_flag(env, "MASCOT_CACHE_LOGO_EMBEDDINGS", base.cache_logo_embeddings),
+        decode_at_once=int(env.get("MASCOT_DECODE_AT_ONCE") or base.decode_at_once),
+        compile=base.compile if compile_value in ("", "auto") else compile_value in TRUE_WORDS,
+        compile_sizes=int_tuple(env.get("MASCOT_COMPILE_SIZES")) or base.compile_sizes,
+        compile_batch_images=int_tuple(env.get("MASCOT_COMPILE_BATCH_IMAGES")) or base.compile_batch_images,
+    )
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def env_flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
+    """A yes/no variable (1/true/yes/on or 0/false/no/off); unset or empty keeps `default`."""
+    value = env.get(variable, "").strip().lower()
+    return default if not value else value in TRUE_WORDS
+
+
+def int_tuple(value: str | None) -> tuple[int, ...]:
+    """Whole numbers from a comma-separated variable ("768,512"); empty when unset."""
+    return tuple(int(part) for part in (value or "").split(",") if part.strip())
 
 
 def optional_int(value: object) -> int | None:

@@ -265,3 +265,10 @@ def test_a_cropped_sticker_keeps_the_generation_size_not_its_crop(tmp_path: Path
     imaging.save_png(small_image(300, 210), path, STYLED)  # a sticker is cut out of the 512x512 mascot
     with Image.open(path) as saved:
         assert "Size: 512x512" in saved.text["parameters"]
+
+
+def test_a_png_with_only_a_prompt_gets_a_text_too(tmp_path: Path) -> None:
+    path = tmp_path / "bare.png"
+    imaging.save_png(small_image(), path, {"prompt": "a bare fox"})
+    with Image.open(path) as saved:
+        assert saved.text["parameters"] == "a bare fox\nSize: 320x256"

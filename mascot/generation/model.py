@@ -37,9 +37,26 @@ from mascot.generation.generator import (
     StepUpdate,
     batch_key,
 )
+from mascot.generation.speed import (
+    CompileConfig,
+    CompiledModels,
+    LinearPreview,
+    LogoEmbeddings,
+    PreviewStream,
+    buckets_for,
+    decode_chunk_size,
+    decode_key,
+    decode_to_pixels,
+    decoder_key,
+    host_step_scheduler,
+    image_generators,
+    movq_decoder,
+    pixels_to_pil,
+    prior_key,
+)
 from mascot.generation.tiny import ensure_tiny_model
 from mascot.prompt.request import MAX_SEED, GenerationRequest
-from mascot.settings import Settings
+from mascot.settings import Settings, SpeedOptions
 
 logger = logging.getLogger(__name__)
 
@@ -316,14 +333,43 @@ class KandinskyGenerator:
         *,
         preview_every: int = 5,
         adapters: Sequence[AdapterSpec] = (),
+        speed: SpeedOptions | None = None,
     ) -> None:
         self.prior = prior
         self.decoder = decoder
         self.info = info
         self.preview_every = preview_every
         self.adapters = tuple(adapters)  # loaded into the pipelines' models already (see `load`)
+        self.speed = speed or SpeedOptions.plain()  # the plain path unless asked: what the fast parts are checked on
         # The pipelines keep per-call state (timesteps, guidance scale): one generation at a time.
         self._lock = threading.Lock()
+        self._adapter_on = False
+        # A pipeline of its own for the fast scheduler, so the plain `decoder` (and anyone sharing it) is unchanged.
+        self._fast_decoder = (
+            KandinskyV22Pipeline(unet=decoder.unet, scheduler=host_step_scheduler(decoder.scheduler), movq=decoder.movq)
+            if self.speed.host_scheduler
+            else decoder
+        )
+        self._fast_decoder.set_progress_bar_config(disable=True)
+        self.linear_preview = (
+            LinearPreview.fitted_to(decoder.movq, decoder.movq_scale_factor) if self.speed.linear_previews else None
+        )
+        self.logos = LogoEmbeddings(prior, decoder.device, cache=self.speed.cache_logo_embeddings)
+        self.compiled: CompiledModels | None = None
+
+    def park_image_encoder(self) -> None:
+        """Keep the image encoder (1.8 B parameters) on the CPU; it visits the GPU only to embed a new logo."""
+        with self._lock:
+            self.prior.image_encoder.to("cpu")
+        if self.decoder.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def start_compiling(self, config: CompileConfig, sizes: Sequence[int], batch_images: Sequence[int]) -> None:
+        """Compile the models for each size and images-per-run bucket in the background; until a bucket is warm its
+        runs stay eager, so nobody waits on a compile."""
+        with self._lock:
+            self.compiled = CompiledModels(self.prior, self._fast_decoder, config)
+        self.compiled.warm_in_background(buckets_for(sizes, batch_images))
 
     @classmethod
     def load(
@@ -334,6 +380,8 @@ class KandinskyGenerator:
         preview_every: int = 5,
         on_status: Callable[[str], None] | None = None,
         adapters: Sequence[AdapterSpec] = (),
+        speed: SpeedOptions | None = None,
+        compile_cache: Path | None = None,
     ) -> KandinskyGenerator:
         """Load both pipelines with `from_pretrained`: fp16 on CUDA, fp32 on CPU; then the LoRA `adapters`, each checked
         to have really loaded, and all left off until `select_adapter` picks one."""
@@ -365,8 +413,19 @@ class KandinskyGenerator:
             adapters=adapter_names(adapters),
             sampler=type(decoder.scheduler).__name__,
         )
+        generator = cls(prior, decoder, info, preview_every=preview_every, adapters=adapters, speed=speed)
+        generator.speed_up(device, compile_cache)
         say(f"{source.name} is ready on {device}.")
-        return cls(prior, decoder, info, preview_every=preview_every, adapters=adapters)
+        return generator
+
+    def speed_up(self, device: str, compile_cache: Path | None = None) -> None:
+        """The fast parts that act on the loaded models: park the image encoder, start compiling (both GPU only
+        unless asked)."""
+        if self.speed.offload_image_encoder and device.startswith("cuda"):
+            self.park_image_encoder()
+        if self.speed.compiles_on(device):
+            config = CompileConfig(cache_dir=compile_cache) if device.startswith("cuda") else CompileConfig("aot_eager")
+            self.start_compiling(config, self.speed.compile_sizes, self.speed.compile_batch_images)
 
     @property
     def adapter_names(self) -> tuple[str, ...]:
@@ -386,6 +445,7 @@ class KandinskyGenerator:
             raise AdapterError(f"There is no LoRA adapter named {name!r} (loaded: {loaded}).")
         for model in (self.decoder.unet, self.prior.prior):
             set_adapter_scale(model, name if name in loaded_adapters(model) else None, scale)
+        self._adapter_on = name is not None and scale != 0
 
     def generate(
         self, request: GenerationRequest, on_step: StepCallback | None = None, logo: Image.Image | None = None
@@ -410,7 +470,8 @@ class KandinskyGenerator:
         """
         if len({batch_key(item.request) for item in items}) > 1:
             raise ValueError("generate_batch needs requests with the same batch_key (size, steps, guidance, LoRA).")
-        plans = [_plan(self.prior.tokenizer, item) for item in items]
+        noise_device = self.decoder.device if self.speed.device_noise else torch.device("cpu")
+        plans = [_plan(self.prior.tokenizer, item, noise_device) for item in items]
         with self._lock, torch.inference_mode():
             first = items[0].request
             self._use_adapter(first.adapter_name or None, first.lora_scale)
@@ -422,10 +483,14 @@ class KandinskyGenerator:
         return [plan.result() for plan in plans]
 
     def image_embedding(self, image: Image.Image) -> torch.Tensor:
-        """The CLIP image embedding of `image` (the prior's image encoder), shape [1, D]."""
-        encoder = self.prior.image_encoder
-        pixels = self.prior.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values
-        return encoder(pixels.to(device=encoder.device, dtype=encoder.dtype))["image_embeds"]
+        """The CLIP image embedding of `image` (the prior's image encoder), shape [1, D], on the prior's device."""
+        return self.logos.embedding(image)
+
+    def _compiled_for(self, key: tuple[Any, ...]) -> CompiledModels | None:
+        """The compiled models when they are warm for `key` and no LoRA adapter is on (that stays eager)."""
+        if self.compiled is None or self._adapter_on or not self.compiled.ready(key):
+            return None
+        return self.compiled
 
     def _run_prior(self, group: list[_Plan]) -> None:
         """The embeddings of every image of `group` (equal prior settings) from one prior call, logos mixed in.
@@ -439,9 +504,11 @@ class KandinskyGenerator:
         negatives = [plan.negative_prompt.used for plan in group for _ in plan.seeds]
         generators = [generator for plan in group for generator in plan.generators]
         with_negative = bool(group[0].negative_prompt.used)
+        compiled = self._compiled_for(prior_key(len(prompts), request.prior_guidance_scale > 1, with_negative))
+        prior = compiled.prior if compiled is not None else self.prior
         started = time.perf_counter()
         try:
-            output = self.prior(
+            output = prior(
                 prompt=prompts,
                 negative_prompt=negatives if with_negative else None,
                 num_images_per_prompt=1,
@@ -460,13 +527,21 @@ class KandinskyGenerator:
             offset = rows.stop
             image_embeds = output.image_embeds[rows]
             if plan.item.logo is not None:
-                logo_embed = self.image_embedding(plan.item.logo)
+                logo_embed = self.image_embedding(plan.item.logo).to(image_embeds.device)
                 image_embeds = mix_embeddings(image_embeds, logo_embed, plan.item.request.logo_weight)
             plan.image_embeds, plan.negative_image_embeds = image_embeds, output.negative_image_embeds[rows]
             plan.prior_seconds = seconds
 
     def _run_decoder(self, plans: list[_Plan]) -> None:
         """All images of `plans` in one decoder call, each image starting from its own generator's noise."""
+        speed = self.speed
+        if not (speed.host_scheduler or speed.linear_previews or speed.decode_at_once or self.compiled is not None):
+            self._run_plain_decoder(plans)
+        else:
+            self._run_fast_decoder(plans)
+
+    def _run_plain_decoder(self, plans: list[_Plan]) -> None:
+        """The decoder as plain diffusers runs it: MoVQ decodes every image in the pipeline, previews by MoVQ."""
         request = plans[0].item.request
         device, dtype = self.decoder.device, self.decoder.unet.dtype
         height, width = downscale_height_and_width(request.height, request.width, self.decoder.movq_scale_factor)
@@ -496,11 +571,54 @@ class KandinskyGenerator:
             )
         except GenerationCancelled:  # every item cancelled
             return
-        seconds = time.perf_counter() - started
-        images = [_exact_size(image, request.width, request.height) for image in output.images]
-        for plan in plans:
-            plan.images, images = images[: len(plan.seeds)], images[len(plan.seeds) :]
-            plan.decoder_seconds = seconds
+        _hand_out(plans, output.images, request, time.perf_counter() - started)
+
+    def _run_fast_decoder(self, plans: list[_Plan]) -> None:
+        """The decoder with the fast parts on: the compiled UNet once warm, host-side scheduler steps, linear
+        previews, and MoVQ decoding outside the pipeline (compiled, and one image at a time when memory is tight)."""
+        request = plans[0].item.request
+        generators = [generator for plan in plans for generator in plan.generators]
+        guided = request.guidance_scale > 1
+        compiled = self._compiled_for(decoder_key(request.height, request.width, len(generators), guided))
+        pipeline = compiled.decoder if compiled is not None else self._fast_decoder
+        device, dtype = self.decoder.device, self.decoder.unet.dtype
+        height, width = downscale_height_and_width(request.height, request.width, self.decoder.movq_scale_factor)
+        shape = (1, self.decoder.unet.config.in_channels, height, width)
+        latents = torch.cat(
+            [randn_tensor(shape, generator=generator, device=device, dtype=dtype) for generator in generators]
+        )
+        started = time.perf_counter()
+        try:
+            latents = pipeline(
+                image_embeds=torch.cat([plan.image_embeds for plan in plans]).to(device, dtype),
+                negative_image_embeds=torch.cat([plan.negative_image_embeds for plan in plans]).to(device, dtype),
+                height=request.height,
+                width=request.width,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                num_images_per_prompt=1,  # as in the plain path (diffusers issue #13596)
+                generator=generators,
+                latents=latents,
+                output_type="latent",
+                callback_on_step_end=_progress_callback(
+                    plans, "decoder", request.num_inference_steps, self._fast_previewer(request)
+                ),
+            ).images
+        except GenerationCancelled:  # every item cancelled
+            return
+        pixels = self._decode(latents, request)
+        if self.linear_preview is not None:
+            self.linear_preview.observe(latents, pixels, self.decoder.movq_scale_factor)  # a free, real fitting pair
+        _hand_out(plans, pixels_to_pil(pixels), request, time.perf_counter() - started)
+
+    def _decode(self, latents: torch.Tensor, request: GenerationRequest) -> torch.Tensor:
+        """MoVQ's pixels of `latents`: compiled once warm for the chunk size, one image at a time when memory is
+        tight."""
+        count = latents.shape[0]
+        chunk = decode_chunk_size(count, request.width * request.height, latents.device, self.speed.decode_at_once)
+        compiled = self._compiled_for(decode_key(request.height, request.width, min(chunk, count)))
+        decode = compiled.decode if compiled is not None else movq_decoder(self.decoder.movq)
+        return decode_to_pixels(decode, latents, chunk)
 
     def _previewer(self, total: int) -> Previewer | None:
         """Every `preview_every` decoder steps (not the last), rough previews of chosen rows of the latents."""
@@ -511,6 +629,26 @@ class KandinskyGenerator:
             if step % self.preview_every or step >= total:
                 return None
             return latents_to_pil_images(self.decoder, latents[rows], PREVIEW_MAX_LATENT_SIDE)
+
+        return previews
+
+    def _fast_previewer(self, request: GenerationRequest) -> Previewer | None:
+        """Previews from the linear latent-to-RGB map, handed over without waiting for the GPU; MoVQ when it is off."""
+        if self.linear_preview is None:
+            return self._previewer(request.num_inference_steps)
+        if self.preview_every <= 0:
+            return None
+        linear, total = self.linear_preview, request.num_inference_steps
+        scale = self.decoder.movq_scale_factor
+        side = max(request.width, request.height) // scale
+        shrink = min(1.0, PREVIEW_MAX_LATENT_SIDE / side)
+        size = (round(request.width * shrink), round(request.height * shrink))
+        stream = PreviewStream(size)
+
+        def previews(step: int, latents: torch.Tensor, rows: list[int]) -> list[Image.Image] | None:
+            if step % self.preview_every == 0 and step < total:
+                stream.push(linear.rgb(latents[rows]))
+            return stream.pop_ready()
 
         return previews
 
@@ -559,16 +697,16 @@ class _Plan:
         )
 
 
-def _plan(tokenizer: Any, item: BatchItem) -> _Plan:
-    """A request's prompts as the text encoder will see them, and one CPU generator per image (the same seed gives
-    the same noise on any device)."""
+def _plan(tokenizer: Any, item: BatchItem, noise_device: torch.device | None = None) -> _Plan:
+    """A request's prompts as the text encoder will see them, and one generator per image: on the CPU by default
+    (the same seed gives the same noise on any device), on `noise_device` for the fast path (no per-step copies)."""
     seeds = seeds_for(item.request)
     return _Plan(
         item=item,
         prompt=truncate_prompt(tokenizer, item.request.prompt),
         negative_prompt=truncate_prompt(tokenizer, item.request.negative_prompt),
         seeds=seeds,
-        generators=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
+        generators=image_generators(seeds, noise_device or torch.device("cpu")),
     )
 
 
@@ -617,6 +755,8 @@ def _progress_callback(
         step = index + 1
         live = [plan for plan in plans if not plan.cancelled]
         previews = previewer(step, tensors["latents"], [first_rows[id(plan)] for plan in live]) if previewer else None
+        if previews is not None and len(previews) != len(live):  # a late preview from before someone cancelled
+            previews = None
         for position, plan in enumerate(live):
             plan.report(StepUpdate(stage, step, total, previews[position] if previews else None))
         if all(plan.cancelled for plan in plans):
@@ -633,6 +773,14 @@ def _first_rows(plans: list[_Plan]) -> dict[int, int]:
         rows[id(plan)] = offset
         offset += len(plan.seeds)
     return rows
+
+
+def _hand_out(plans: list[_Plan], images: list[Image.Image], request: GenerationRequest, seconds: float) -> None:
+    """Give each plan its images, in order, at exactly the requested size."""
+    images = [_exact_size(image, request.width, request.height) for image in images]
+    for plan in plans:
+        plan.images, images = images[: len(plan.seeds)], images[len(plan.seeds) :]
+        plan.decoder_seconds = seconds
 
 
 def _exact_size(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -667,4 +815,11 @@ def load_generator(settings: Settings, on_status: Callable[[str], None] | None =
     if source.reason:
         logger.warning(source.reason)
     adapters = parse_adapter_specs(settings.lora)
-    return KandinskyGenerator.load(source, preview_every=settings.preview_every, on_status=on_status, adapters=adapters)
+    return KandinskyGenerator.load(
+        source,
+        preview_every=settings.preview_every,
+        on_status=on_status,
+        adapters=adapters,
+        speed=settings.speed,
+        compile_cache=settings.data_dir / "compile-cache",
+    )

@@ -33,12 +33,14 @@ from mascot.generation.generator import (
     StepUpdate,
     batch_key,
 )
-from mascot.prompt.request import INTEGER_RANGES, GenerationRequest
+from mascot.generation.saver import Saver
+from mascot.prompt.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
-# The most images one request may ask for: a shared run of as many needs no more GPU memory than such a request.
-GPU_BATCH_IMAGES = INTEGER_RANGES["num_images_per_prompt"][1]
+# Images one shared run may make on a GPU by default: eight people queued share one run (a UNet step of 8 images
+# costs about twice one image's; MoVQ decodes one at a time when memory is tight, so the peak stays bounded).
+GPU_BATCH_IMAGES = 8
 
 
 class ModelState(enum.Enum):
@@ -153,6 +155,7 @@ class GenerationWorker:
         max_per_client: int = 0,
         max_batch_images: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        save_in_background: bool = False,
     ) -> None:
         self._clock = clock  # times runs, for the wait a queued job is told
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
@@ -171,6 +174,9 @@ class GenerationWorker:
         self._lock = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
+        # With a saver, on_finished (PNG, thumbnail, store) runs on its thread while the GPU starts the next run.
+        self._saver = Saver() if save_in_background else None
+        self._saving: set[str] = set()  # ids of jobs handed to the saver: they stay active until stored
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> GenerationWorker:
@@ -187,6 +193,8 @@ class GenerationWorker:
             self._lock.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._saver is not None:
+            self._saver.close(timeout)  # every finished job is still stored
 
     def wait_until_loaded(self, timeout: float) -> ModelStatus:
         """Block until the model is ready or failed (tests and benchmarks)."""
@@ -285,7 +293,7 @@ class GenerationWorker:
             finally:
                 with self._lock:
                     for job in jobs:  # normally each has ended already; never leave a browser locked out
-                        if self._active.get(job.owner_hash) is job:
+                        if self._active.get(job.owner_hash) is job and job.id not in self._saving:
                             del self._active[job.owner_hash]
                     self._announce_positions()
 
@@ -417,6 +425,15 @@ class GenerationWorker:
         return BatchItem(model_request, on_step, logo)
 
     def _store(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
+        """Store a finished job: on the saver's thread when there is one (in order), else here."""
+        if self._saver is None:
+            self._save(job, images, info)
+            return
+        with self._lock:
+            self._saving.add(job.id)
+        self._saver.submit(lambda: self._save(job, images, info))
+
+    def _save(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
         """Hand a finished job's images to `on_finished`, then end the job with what it returned."""
         try:
             outcome = self._on_finished(job, images, info)
@@ -433,6 +450,7 @@ class GenerationWorker:
         wait for the others), then tell `on_ended`; its failure must not stop the worker."""
         job.update(**changes)
         with self._lock:
+            self._saving.discard(job.id)
             if self._active.get(job.owner_hash) is job:
                 del self._active[job.owner_hash]
         if self._on_ended is None:

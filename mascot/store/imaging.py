@@ -107,9 +107,9 @@ def human_parameters(parameters: Mapping[str, object], size: tuple[int, int]) ->
     width, height = parameters.get("width"), parameters.get("height")
     values = {**parameters, "size": f"{width}x{height}" if width and height else f"{size[0]}x{size[1]}"}
     if values.get("prompt") == model_prompt:
-        values.pop("prompt")  # the idea is the prompt itself: no need to say it twice
+        values.pop("prompt", None)  # the idea is the prompt itself: no need to say it twice
     if values.get("negative_prompt") == negative:
-        values.pop("negative_prompt")
+        values.pop("negative_prompt", None)
     if not values.get("logo"):
         values = {key: value for key, value in values.items() if key not in _LOGO_ONLY}
     if not values.get("adapter_name"):

@@ -1,0 +1,505 @@
+"""Benchmark of the fast path against plain diffusers, alternated round by round, at the app's real settings.
+
+    python -m bench.speed --size full --json speed.json    # one H200/H100: full-size Kandinsky 2.2, random fp16 weights
+    python -m bench.speed --size tiny                       # CPU dry run on the tiny model (the test suite runs it)
+
+Needs only torch, transformers, diffusers, numpy, pillow, safetensors (no gradio; peewee only for the CPU app-overhead
+phase, which is skipped without it). Phases, each alternating plain diffusers and ours round by round so a change in
+machine load moves both: one mascot at the app's settings (768², 50 + 25 steps, previews every 5 steps); 8 people
+queued through the GenerationWorker (PNG + thumbnail written per mascot, as the app stores them); then, while the
+budget lasts, torch.compile warmed in the background (eager requests served meanwhile) and compiled vs plain; on a
+CPU, the app's overhead per request through the worker and the store. Reports seconds, peak GPU memory, the largest
+pixel difference (fast vs the plain path, compiled vs eager) and compile time; writes JSON; prints ratios.
+`--budget-s` (default 330) skips optional phases when too little time is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
+from PIL import Image
+
+from bench.model import CONFIGS, model_config
+from mascot.generation.generator import GeneratedImages, ModelInfo
+from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
+from mascot.generation.speed import CompileConfig
+from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, build_tokenizer
+from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job
+from mascot.prompt.request import GenerationRequest
+from mascot.settings import SpeedOptions
+from mascot.store import imaging
+
+COMPILE_ESTIMATE_S = {"full": 200.0, "tiny": 30.0}  # warm-up plus compiled rounds; skipped with less budget left
+PROMPTS = (
+    "a cheerful otter barista mascot, sticker style",
+    "a friendly robot mascot for a bakery, flat vector",
+    "a fox mascot holding a coffee cup, kawaii 3D",
+    "a penguin mascot for a ski school, plush toy",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """The settings of a size: the app's defaults at full size, small and quick on the tiny model."""
+
+    size: int
+    steps: int
+    prior_steps: int
+    preview_every: int
+
+
+SCALES = {"full": Scale(768, 50, 25, 5), "tiny": Scale(256, 4, 2, 2)}
+
+
+class Bench:
+    """The measurements so far (written to JSON after each phase, so a cut run keeps them) and the clock."""
+
+    def __init__(self, args: argparse.Namespace, device: str) -> None:
+        self.args, self.device, self.cuda = args, device, device == "cuda"
+        self.started = time.monotonic()
+        self.results: dict[str, Any] = {"device": device, "size": args.size, "torch": torch.__version__}
+
+    def left(self) -> float:
+        return self.args.budget_s - (time.monotonic() - self.started)
+
+    def record(self, key: str, value: Any) -> None:
+        self.results[key] = value
+        print(f"[{time.monotonic() - self.started:6.1f}s] {key}: {json.dumps(value, default=str)}", flush=True)
+        if self.args.json:
+            self.args.json.write_text(json.dumps(self.results, indent=1, default=str))
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def timed(self, run: Callable[[], Any]) -> tuple[float, float | None, Any]:
+        """Seconds, peak GiB allocated (CUDA) and the result of one call."""
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.sync()
+        start = time.perf_counter()
+        result = run()
+        self.sync()
+        seconds = time.perf_counter() - start
+        peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None
+        return seconds, peak, result
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=sorted(SCALES), default="tiny", help="full: random fp16 weights on CUDA")
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds per phase, after --warmup rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--people", type=int, default=8, help="people queued at once in the throughput phase")
+    parser.add_argument("--people-rounds", type=int, default=2, help="rounds of the throughput phase")
+    parser.add_argument("--budget-s", type=float, default=330.0, help="optional phases are skipped past this")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile phase")
+    parser.add_argument("--overhead-requests", type=int, default=10, help="requests in the CPU app-overhead phase")
+    parser.add_argument("--num_inference_steps", type=int, help="decoder steps (default: the app's 50; tiny 4)")
+    parser.add_argument("--json", type=Path, help="write the results here (after every phase)")
+    return parser.parse_args(argv)
+
+
+# ---- models ----------------------------------------------------------------------------------------------------------
+def build_pipelines(size: str, device: str) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
+    """Both pipelines in memory: the tiny model, or the full-size architecture with random fp16 weights on CUDA."""
+    if size == "tiny":
+        with tempfile.TemporaryDirectory() as folder:
+            prior, decoder = build_prior_pipeline(Path(folder)), build_decoder_pipeline()
+    else:
+        prior, decoder = build_full_size()
+    for pipeline in (prior, decoder):
+        pipeline.set_progress_bar_config(disable=True)
+    return prior.to(device), decoder.to(device)
+
+
+def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
+    """The real architecture (assets/kandinsky-2-2-configs.json) with random weights, built on the GPU in fp16."""
+    from diffusers import DDPMScheduler, PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, VQModel
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    configs = json.loads(CONFIGS.read_text())
+    prior_configs, decoder_configs = configs["prior"], configs["decoder"]
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = build_tokenizer(Path(folder))  # model_max_length 77, as the real one: transformers 5.17 needs it
+    with torch.device("cuda"):
+        torch.set_default_dtype(torch.float16)
+        try:
+            prior_model = PriorTransformer(**model_config(prior_configs["prior"]))
+            prior_model.clip_std.data.fill_(1.0)  # random weights: keep the output from collapsing to clip_mean
+            text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**model_config(prior_configs["text_encoder"])))
+            image_encoder = CLIPVisionModelWithProjection(
+                CLIPVisionConfig(**model_config(prior_configs["image_encoder"]))
+            )
+            unet = UNet2DConditionModel(**model_config(decoder_configs["unet"]))
+            movq = VQModel(**model_config(decoder_configs["movq"]))
+        finally:
+            torch.set_default_dtype(torch.float32)
+    prior = KandinskyV22PriorPipeline(
+        prior=prior_model,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=UnCLIPScheduler.from_config(model_config(prior_configs["scheduler"])),
+        image_processor=CLIPImageProcessor(**model_config(prior_configs["image_processor"])),
+    )
+    scheduler = DDPMScheduler.from_config(model_config(decoder_configs["scheduler"]))
+    return prior, KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
+
+
+def request(scale: Scale, prompt: str = PROMPTS[0], seed: int = 7) -> GenerationRequest:
+    """The app's defaults at this scale, with a negative prompt as the style presets add one."""
+    return GenerationRequest.from_user(
+        prompt=prompt,
+        negative_prompt="text, watermark, blurry",
+        seed=seed,
+        width=scale.size,
+        height=scale.size,
+        num_inference_steps=scale.steps,
+        prior_num_inference_steps=scale.prior_steps,
+        guidance_scale=4.0,
+        prior_guidance_scale=1.0,
+    )
+
+
+def plain_runner(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline) -> Callable[[Any], Image.Image]:
+    """What a diffusers user writes: the combined pipeline with one CPU generator, previews by MoVQ every few steps
+    through the step callback (as the app shows them)."""
+    combined = KandinskyV22CombinedPipeline(
+        unet=decoder.unet,
+        scheduler=decoder.scheduler,
+        movq=decoder.movq,
+        prior_prior=prior.prior,
+        prior_image_encoder=prior.image_encoder,
+        prior_text_encoder=prior.text_encoder,
+        prior_tokenizer=prior.tokenizer,
+        prior_scheduler=prior.scheduler,
+        prior_image_processor=prior.image_processor,
+    )
+    combined.set_progress_bar_config(disable=True)
+
+    def run(item: tuple[GenerationRequest, int]) -> Image.Image:
+        req, preview_every = item
+
+        def preview(pipeline: Any, index: int, timestep: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+            if preview_every and (index + 1) % preview_every == 0 and index + 1 < req.num_inference_steps:
+                decoded = decoder.movq.decode(tensors["latents"][:1], force_not_quantize=True).sample
+                decoder.numpy_to_pil((decoded * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy())
+            return {}
+
+        return combined(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt,
+            width=req.width,
+            height=req.height,
+            num_inference_steps=req.num_inference_steps,
+            guidance_scale=req.guidance_scale,
+            prior_num_inference_steps=req.prior_num_inference_steps,
+            prior_guidance_scale=req.prior_guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(req.seed),
+            callback_on_step_end=preview,
+        ).images[0]
+
+    return run
+
+
+def ours(
+    prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device: str, speed: SpeedOptions, every: int
+) -> KandinskyGenerator:
+    """The app's generator on the same modules (compiling is started by its own phase)."""
+    caching = ZeroEmbedCachingPriorPipeline(**prior.components)
+    caching.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        caching.get_zero_embed()
+    info = ModelInfo(name="benchmark", is_preview_model=False, device=device)
+    return KandinskyGenerator(
+        caching, decoder, info, preview_every=every, speed=dataclasses.replace(speed, compile=False)
+    )
+
+
+def pixel_difference(first: Image.Image, second: Image.Image) -> dict[str, float]:
+    difference = np.abs(np.asarray(first, dtype=np.int16) - np.asarray(second, dtype=np.int16))
+    return {"max": int(difference.max()), "mean": round(float(difference.mean()), 3)}
+
+
+def generate_with_previews(generator: KandinskyGenerator, req: GenerationRequest) -> GeneratedImages:
+    """One request with a step callback that takes each preview, as the worker relays them."""
+    previews: list[Image.Image] = []
+    return generator.generate(req, lambda update: previews.append(update.preview) if update.preview else None)
+
+
+# ---- phases ----------------------------------------------------------------------------------------------------------
+def alternate(bench: Bench, runners: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, Any]:
+    """Each runner once per round, in turn; medians and peaks of the timed rounds, and each runner's last output."""
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    peaks: dict[str, float | None] = {}
+    outputs: dict[str, Any] = {}
+    for index in range(warmup + rounds):
+        for name, run in runners.items():
+            spent, peak, outputs[name] = bench.timed(run)
+            if index >= warmup:
+                seconds[name].append(spent)
+                peaks[name] = max(peaks.get(name) or 0, peak) if peak is not None else None
+    summary: dict[str, Any] = {
+        name: {"median_s": round(statistics.median(values), 3), "runs_s": [round(v, 3) for v in values]}
+        for name, values in seconds.items()
+    }
+    for name, peak in peaks.items():
+        summary[name]["peak_gib"] = peak
+    return {"timings": summary, "outputs": outputs}
+
+
+def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
+               today: KandinskyGenerator) -> None:  # fmt: skip
+    """Plain diffusers vs ours (fast) vs ours with every fast part off, one mascot at the app's settings."""
+    req = request(scale)
+    encoder = fast.prior.image_encoder
+
+    def run_plain() -> Image.Image:
+        encoder.to(bench.device)  # plain diffusers keeps its image encoder on the GPU
+        try:
+            return plain((req, scale.preview_every))
+        finally:
+            encoder.to("cpu" if fast.speed.offload_image_encoder and bench.cuda else bench.device)
+            if bench.cuda:
+                torch.cuda.empty_cache()
+
+    runners = {
+        "plain_diffusers": run_plain,
+        "ours_fast": lambda: generate_with_previews(fast, req).images[0],
+        "ours_all_fast_parts_off": lambda: generate_with_previews(today, req).images[0],
+    }
+    result = alternate(bench, runners, bench.args.runs, bench.args.warmup)
+    timings, outputs = result["timings"], result["outputs"]
+    plain_s = timings["plain_diffusers"]["median_s"]
+    bench.record(
+        f"one_mascot_{scale.size}_{scale.steps}+{scale.prior_steps}_previews_every_{scale.preview_every}",
+        {
+            **timings,
+            "ratio_plain_over_ours_fast": round(plain_s / timings["ours_fast"]["median_s"], 3),
+            "ratio_plain_over_ours_parts_off": round(plain_s / timings["ours_all_fast_parts_off"]["median_s"], 3),
+            "pixel_diff_fast_vs_parts_off": pixel_difference(outputs["ours_fast"], outputs["ours_all_fast_parts_off"]),
+            "pixel_diff_parts_off_vs_plain_diffusers (generators differ)": pixel_difference(
+                outputs["ours_all_fast_parts_off"], outputs["plain_diffusers"]
+            ),
+        },
+    )
+
+
+def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
+                  out: Path) -> None:  # fmt: skip
+    """N people at once: plain diffusers one after another (saving each PNG + thumbnail on the same thread), and our
+    worker (shared runs of up to 8 images, saving on its saver thread), alternated round by round."""
+    people = bench.args.people
+
+    def save(image: Image.Image, name: str) -> None:
+        imaging.save_png(image, out / f"{name}.png", {"prompt": name})
+        imaging.save_thumbnail(image, out / f"{name}.thumb.webp")
+
+    def on_finished(job: Job, result: GeneratedImages, info: ModelInfo) -> None:
+        for index, image in enumerate(result.images):
+            save(image, f"{job.id}-{index}")
+
+    worker = GenerationWorker(lambda on_status: fast, on_finished, max_batch_images=8, save_in_background=True)
+    worker.start().wait_until_loaded(60)
+    runs: list[int] = []
+    run_batch = worker._run_batch  # counted to show that the people really share runs
+
+    def counting(jobs: Sequence[Job]) -> None:
+        runs.append(len(jobs))
+        run_batch(jobs)
+
+    worker._run_batch = counting  # type: ignore[method-assign]
+
+    def run_plain() -> None:
+        for k in range(people):
+            save(plain((request(scale, PROMPTS[k % 4], 100 + k), scale.preview_every)), f"plain-{k}")
+
+    def run_ours() -> None:
+        jobs = [
+            worker.submit(request(scale, PROMPTS[k % 4], 100 + k), owner_hash=f"{k + 1:064x}") for k in range(people)
+        ]
+        for job in jobs:
+            snapshot = job.snapshot
+            while snapshot.state not in FINAL_STATES:
+                snapshot = job.wait_for_change(snapshot.version, 5.0)
+
+    try:
+        result = alternate(bench, {"plain_diffusers": run_plain, "ours_worker": run_ours}, bench.args.people_rounds, 0)
+    finally:
+        worker.stop(60)
+    timings = result["timings"]
+    for name in timings:
+        timings[name]["mascots_per_s"] = round(people / timings[name]["median_s"], 3)
+    bench.record(
+        f"{people}_people_queued",
+        {
+            **timings,
+            "ratio_ours_over_plain_mascots_per_s": round(
+                timings["ours_worker"]["mascots_per_s"] / timings["plain_diffusers"]["mascots_per_s"], 3
+            ),
+            "jobs_per_run": runs,
+        },
+    )
+
+
+def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
+                   cache: Path) -> None:  # fmt: skip
+    """torch.compile warmed in the background while eager requests are served; then compiled vs plain, alternated."""
+    req = request(scale)
+    eager = fast.generate(req).images[0]
+    config = CompileConfig(cache_dir=cache) if bench.cuda else CompileConfig(backend="eager")
+    started = time.monotonic()
+    fast.start_compiling(config, [scale.size], [1])
+    assert fast.compiled is not None and fast.compiled.thread is not None
+    served: list[float] = []
+    while fast.compiled.thread.is_alive() and bench.left() > 60:
+        served.append(round(bench.timed(lambda: fast.generate(req))[0], 3))  # nobody waits on the compile
+    fast.compiled.thread.join(max(1.0, bench.left() - 40))
+    warm_s = round(time.monotonic() - started, 1)
+    row: dict[str, Any] = {
+        "warm_up_s": warm_s,
+        "per_bucket_s": fast.compiled.seconds,
+        "eager_served_while_warming_s": served,
+    }
+    if fast.compiled.thread.is_alive():
+        bench.record("compiled", {**row, "skipped": "the warm-up did not finish within the budget"})
+        return
+    first_s = round(bench.timed(lambda: fast.generate(req))[0], 3)  # records the CUDA graphs on this thread
+    result = alternate(bench, {"plain_diffusers": lambda: plain((req, scale.preview_every)),
+                               "ours_compiled": lambda: generate_with_previews(fast, req).images[0]},
+                       bench.args.runs, 0)  # fmt: skip
+    timings = result["timings"]
+    bench.record(
+        "compiled",
+        {
+            **row,
+            "first_compiled_call_s (records CUDA graphs)": first_s,
+            **timings,
+            "ratio_plain_over_ours_compiled": round(
+                timings["plain_diffusers"]["median_s"] / timings["ours_compiled"]["median_s"], 3
+            ),
+            "pixel_diff_compiled_vs_eager": pixel_difference(result["outputs"]["ours_compiled"], eager),
+        },
+    )
+
+
+def app_overhead(bench: Bench, fast: KandinskyGenerator, store_dir: Path) -> None:
+    """The app's time per request outside the model (CPU, tiny model): submit to stored through the worker and the
+    real store, minus the generator's own time; with the saver thread and without."""
+    try:
+        from mascot.store.store import MascotStore
+    except ImportError:
+        bench.record("app_overhead", {"skipped": "peewee is not installed"})
+        return
+    small = dataclasses.replace(
+        request(SCALES["tiny"]), num_inference_steps=2, prior_num_inference_steps=2, width=256, height=256
+    )
+    rows = {}
+    for background in (False, True):
+        store = MascotStore(f"sqlite:///{store_dir / f'overhead-{background}.db'}", store_dir / f"images-{background}")
+        rows[f"save_in_background={background}"] = overhead_through_worker(bench, fast, store, small, background)
+    bench.record("app_overhead_per_request_ms (worker + store, no HTTP)", rows)
+
+
+def overhead_through_worker(bench: Bench, generator: KandinskyGenerator, store: Any, req: GenerationRequest,
+                            background: bool) -> dict[str, float]:  # fmt: skip
+    generate_seconds: list[float] = []
+    generate_batch = generator.generate_batch
+
+    class Timed:
+        info = generator.info
+
+        def generate_batch(self, items: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return generate_batch(items)
+            finally:
+                generate_seconds.append(time.perf_counter() - start)
+
+    worker = GenerationWorker(
+        lambda on_status: Timed(),  # type: ignore[arg-type, return-value]
+        lambda job, images, model: store.save_generation(job.owner_hash, job.request, images, model),
+        save_in_background=background,
+    )
+    worker.start().wait_until_loaded(30)
+    overheads = []
+    try:
+        for index in range(bench.args.warmup + bench.args.overhead_requests):
+            start = time.perf_counter()
+            job = worker.submit(dataclasses.replace(req, seed=index), owner_hash=f"{index + 1:064x}")
+            snapshot = job.snapshot
+            while snapshot.state not in FINAL_STATES:
+                snapshot = job.wait_for_change(snapshot.version, 5.0)
+            if index >= bench.args.warmup:
+                overheads.append(1000 * (time.perf_counter() - start - generate_seconds[-1]))
+    finally:
+        worker.stop()
+    return {"median_ms": round(statistics.median(overheads), 1), "max_ms": round(max(overheads), 1)}
+
+
+# ---- main ---------------------------------------------------------------------------------------------------------
+def summary(results: dict[str, Any]) -> str:
+    """The ratios, one line each, measured in this run."""
+    lines = ["==== ratios (plain diffusers measured in the same run, round by round) ===="]
+    for key, value in results.items():
+        if isinstance(value, dict):
+            for name, figure in value.items():
+                if name.startswith(("ratio", "pixel_diff", "warm_up", "median")) or "overhead" in key:
+                    lines.append(f"{key}: {name} = {figure}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() and args.size == "full" else "cpu"
+    if args.size == "full" and device != "cuda":
+        raise SystemExit("python -m bench.speed --size full needs a CUDA GPU; without one, run --size tiny.")
+    bench, scale = Bench(args, device), SCALES[args.size]
+    if args.num_inference_steps:
+        scale = dataclasses.replace(scale, steps=args.num_inference_steps)
+    prior, decoder = build_pipelines(args.size, device)
+    fast = ours(prior, decoder, device, SpeedOptions(), scale.preview_every)
+    if device == "cuda":
+        fast.park_image_encoder()
+    today = ours(prior, decoder, device, SpeedOptions.plain(), scale.preview_every)
+    plain = plain_runner(prior, decoder)
+    gpu = torch.cuda.get_device_name() if bench.cuda else "cpu"
+    bench.record("build", {"gpu": gpu, "seconds": round(time.monotonic() - bench.started, 1)})
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        with torch.inference_mode():
+            one_mascot(bench, scale, plain, fast, today)
+            people_queued(bench, scale, plain, fast, work)
+            if args.no_compile:
+                bench.record("compiled", {"skipped": "--no-compile"})
+            elif bench.left() < COMPILE_ESTIMATE_S[args.size]:
+                bench.record("compiled", {"skipped": f"{bench.left():.0f} s of budget left"})
+            else:
+                compiled_phase(bench, scale, plain, fast, work / "compile-cache")
+        if not bench.cuda:
+            app_overhead(bench, fast, work)
+    bench.record("total_s", round(time.monotonic() - bench.started, 1))
+    print(summary(bench.results))
+    return bench.results
+
+
+if __name__ == "__main__":
+    main()

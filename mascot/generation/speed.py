@@ -1,0 +1,369 @@
+"""The fast path's parts, each switched by `SpeedOptions`: host-side scheduler steps, device noise, linear previews,
+sliced MoVQ decoding, the logo-embedding cache and background compilation."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMScheduler, KandinskyV22Pipeline, KandinskyV22PriorPipeline
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+# ---- no GPU syncs in the decoder's step loop ------------------------------------------------------------------------
+class HostStepDDPMScheduler(DDPMScheduler):
+    """DDPM whose per-step bookkeeping reads timesteps from a host copy.
+
+    The stock `step` looks up the previous timestep with `nonzero()` and indexes host tensors with the device timestep:
+    each makes the CPU wait for the GPU, about ten times per step. The pipeline calls `step` once per timestep in
+    order, so the step's index is counted here; the arithmetic is the stock one, so outputs are bit-equal.
+    """
+
+    _host_timesteps: tuple[int, ...] = ()
+    _step_calls: int = 0
+
+    def set_timesteps(self, *args: Any, **kwargs: Any) -> None:
+        super().set_timesteps(*args, **kwargs)
+        self._host_timesteps = tuple(int(t) for t in self.timesteps.cpu())
+        self._step_calls = 0
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(timestep, torch.Tensor) and timestep.device.type != "cpu":
+            timestep = self._host_timesteps[self._step_calls]
+        self._step_calls += 1
+        return super().step(model_output, int(timestep), sample, *args, **kwargs)
+
+    def previous_timestep(self, timestep: Any) -> Any:
+        if not self._host_timesteps:
+            return super().previous_timestep(timestep)
+        index = self._host_timesteps.index(int(timestep))
+        return -1 if index == len(self._host_timesteps) - 1 else self._host_timesteps[index + 1]
+
+
+def host_step_scheduler(scheduler: DDPMScheduler) -> DDPMScheduler:
+    """The same scheduler configuration with host-side step bookkeeping (other schedulers are kept as they are)."""
+    if type(scheduler) is not DDPMScheduler:
+        return scheduler
+    return HostStepDDPMScheduler.from_config(scheduler.config)
+
+
+def image_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
+    """One generator per image on `device`, image i seeded with its own seed: each image's noise is drawn where it is
+    used (no per-step copy), and image i comes out the same whether it runs alone or in a batch."""
+    return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+
+# ---- previews without MoVQ ------------------------------------------------------------------------------------------
+@dataclass
+class LinearPreview:
+    """A 1x1 latent-to-RGB map (4 channels + bias -> 3): previews cost one tiny matrix product instead of a MoVQ
+    decode. Fitted at load on MoVQ decodes of image-like noise, then refined on every finished run's own latents and
+    pixels (free pairs), by least squares on running normal equations."""
+
+    channels: int
+    gram: torch.Tensor = field(init=False)  # sum of x x^T over latent pixels, x = [latent channels, 1]
+    cross: torch.Tensor = field(init=False)  # sum of x y^T, y = RGB in [-1, 1]
+    weight: torch.Tensor = field(init=False)  # [channels + 1, 3]
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.gram = torch.zeros(self.channels + 1, self.channels + 1, dtype=torch.float64)
+        self.cross = torch.zeros(self.channels + 1, 3, dtype=torch.float64)
+        self.weight = torch.zeros(self.channels + 1, 3)
+
+    @classmethod
+    def fitted_to(cls, movq: torch.nn.Module, scale_factor: int, samples: int = 4, side: int = 16) -> LinearPreview:
+        """A map fitted to `movq`'s decodes of `samples` smooth random latents of `side`²."""
+        parameter = next(movq.parameters())
+        channels = int(movq.config.latent_channels)
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.randn(samples, channels, side, side, generator=generator)
+        # Image latents are smooth: mix in blurred noise so the fit does not only see white noise.
+        smooth = torch.nn.functional.interpolate(noise[:, :, ::4, ::4], size=(side, side), mode="bilinear")
+        latents = torch.cat([noise, 2 * smooth]).to(parameter.device, parameter.dtype)
+        preview = cls(channels)
+        with torch.inference_mode():
+            pixels = movq.decode(latents, force_not_quantize=True).sample
+        preview.observe(latents, pixels, scale_factor)
+        return preview
+
+    def observe(self, latents: torch.Tensor, pixels: torch.Tensor, scale_factor: int) -> None:
+        """Fold decoded pairs into the fit: `pixels` (in [-1, 1]) pooled to the latents' grid."""
+        pooled = torch.nn.functional.avg_pool2d(pixels.float(), scale_factor)[
+            ..., : latents.shape[-2], : latents.shape[-1]
+        ]
+        x = _with_bias(latents.float()).reshape(-1, self.channels + 1).double().cpu()
+        y = pooled[:, :, : latents.shape[-2], : latents.shape[-1]].permute(0, 2, 3, 1).reshape(-1, 3).double().cpu()
+        with self._lock:
+            self.gram += x.T @ x
+            self.cross += x.T @ y
+            ridge = 1e-6 * torch.eye(self.channels + 1, dtype=torch.float64) * self.gram.diagonal().mean()
+            self.weight = torch.linalg.solve(self.gram + ridge, self.cross).float()
+
+    def rgb(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, C, h, w] as uint8 RGB images [B, h, w, 3] on the latents' device."""
+        with self._lock:
+            weight = self.weight.to(latents.device)
+        pixels = _with_bias(latents.float()) @ weight
+        return ((pixels * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _with_bias(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, h, w, C + 1] with a ones channel last."""
+    channels_last = latents.permute(0, 2, 3, 1)
+    return torch.cat([channels_last, torch.ones_like(channels_last[..., :1])], dim=-1)
+
+
+class PreviewStream:
+    """Previews handed over without making the CPU wait for the GPU: a preview is copied to pinned memory
+    asynchronously and delivered at the first later step whose callback finds the copy done (on a CPU at once)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size = size  # (width, height) the previews are shown at
+        self._pending: tuple[torch.Tensor, Any] | None = None
+
+    def push(self, rgb: torch.Tensor) -> None:
+        """Start moving `rgb` (uint8 [B, h, w, 3]) to the host; a preview still in flight is replaced."""
+        if rgb.device.type != "cuda":
+            self._pending = (rgb, None)
+            return
+        host = torch.empty(rgb.shape, dtype=rgb.dtype, pin_memory=True)
+        host.copy_(rgb, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending = (host, event)
+
+    def pop_ready(self) -> list[Image.Image] | None:
+        """The pushed preview as images, once its copy has landed; None while none is ready."""
+        if self._pending is None:
+            return None
+        host, event = self._pending
+        if event is not None and not event.query():
+            return None
+        self._pending = None
+        return [Image.fromarray(row).resize(self.size, Image.Resampling.BILINEAR) for row in host.numpy()]
+
+
+# ---- decoding -------------------------------------------------------------------------------------------------------
+MOVQ_DECODE_BYTES_PER_PIXEL = 3 * 1024  # a rough peak of MoVQ's activations per output pixel in fp16 (H100 figures)
+
+
+def decode_chunk_size(count: int, pixels_per_image: int, device: torch.device, setting: int) -> int:
+    """How many images to decode per MoVQ call: `setting` when set; else all of them unless the free GPU memory would
+    not hold their activations, then one at a time (the peak then is one image's)."""
+    if setting > 0:
+        return setting
+    if device.type != "cuda":
+        return count
+    free, _ = torch.cuda.mem_get_info(device)
+    return count if count * pixels_per_image * MOVQ_DECODE_BYTES_PER_PIXEL < free else 1
+
+
+def decode_to_pixels(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, chunk: int) -> torch.Tensor:
+    """MoVQ's pixels in [-1, 1] for `latents`, `chunk` images per call."""
+    return torch.cat([decode(part) for part in latents.split(max(1, chunk))])
+
+
+def pixels_to_pil(pixels: torch.Tensor) -> list[Image.Image]:
+    """The decoder pipeline's own post-processing of MoVQ's output (so the images are bit-equal to its "pil")."""
+    pixels = (pixels * 0.5 + 0.5).clamp(0, 1)
+    array = pixels.cpu().permute(0, 2, 3, 1).float().numpy()
+    return KandinskyV22Pipeline.numpy_to_pil(array)
+
+
+# ---- logos ----------------------------------------------------------------------------------------------------------
+class LogoEmbeddings:
+    """Each logo's CLIP image embedding, computed once per distinct picture (keyed by a hash of its pixels), with the
+    image encoder brought to the GPU only for the moment it runs when it is kept on the CPU."""
+
+    def __init__(self, prior: KandinskyV22PriorPipeline, device: torch.device, *, cache: bool, limit: int = 64) -> None:
+        self.prior = prior
+        self.device = device  # where the prior runs: the embedding is handed over there
+        self.cache = cache
+        self.limit = limit
+        self._embeddings: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
+        self.encoder_runs = 0
+
+    def embedding(self, image: Image.Image) -> torch.Tensor:
+        """The logo's embedding [1, D] on the prior's device."""
+        rgb = image.convert("RGB")
+        key = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
+        if self.cache and key in self._embeddings:
+            self._embeddings.move_to_end(key)
+            return self._embeddings[key]
+        embedding = self._encode(rgb).to(self.device)
+        if self.cache:
+            self._embeddings[key] = embedding
+            while len(self._embeddings) > self.limit:
+                self._embeddings.popitem(last=False)
+        return embedding
+
+    def _encode(self, rgb: Image.Image) -> torch.Tensor:
+        encoder = self.prior.image_encoder
+        pixels = self.prior.image_processor(rgb, return_tensors="pt").pixel_values
+        parked = encoder.device
+        self.encoder_runs += 1
+        if parked != self.device:
+            encoder.to(self.device)  # kept off the GPU: brought in only while it runs
+        try:
+            return encoder(pixels.to(device=self.device, dtype=encoder.dtype))["image_embeds"]
+        finally:
+            if parked != self.device:
+                encoder.to(parked)
+
+
+# ---- compilation ----------------------------------------------------------------------------------------------------
+Bucket = tuple[int, int, int]  # (height, width, images per run)
+StageKey = tuple[
+    Any, ...
+]  # ("prior", images, guided, negative) / ("decoder", h, w, images, guided) / ("decode", h, w, n)
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """How to compile: `backend`/`mode` as torch.compile takes them ("inductor" with CUDA graphs on a GPU; tests use
+    "eager" or "aot_eager" to stay fast) and where the persistent cache lives."""
+
+    backend: str = "inductor"
+    mode: str | None = "reduce-overhead"  # CUDA graphs: eager Kandinsky is launch-bound
+    cache_dir: Path | None = None
+
+
+class CompiledModels:
+    """The UNet, the prior and the MoVQ decode compiled per size bucket, warmed in a background thread while the eager
+    path serves: a stage uses its compiled module only for shapes a warm-up has run, so nobody waits on a compile.
+
+    A run with a LoRA adapter on stays eager: PEFT keeps the scale in a Python float that compiled code would
+    specialise on, so each new strength would recompile.
+    """
+
+    def __init__(self, prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, config: CompileConfig) -> None:
+        if config.cache_dir is not None:
+            use_compile_cache(config.cache_dir)
+        options: dict[str, Any] = {"backend": config.backend, "fullgraph": True, "dynamic": False}
+        if config.backend == "inductor" and config.mode:
+            options["mode"] = config.mode
+        # Shapes are static per bucket: room for sizes x batch sizes x guidance on and off.
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        movq = decoder.movq
+        self.decode = torch.compile(movq_decoder(movq), **options)
+        self.decoder = KandinskyV22Pipeline(
+            unet=torch.compile(decoder.unet, **options), scheduler=copy.deepcopy(decoder.scheduler), movq=movq
+        )
+        components = {**prior.components, "prior": torch.compile(prior.prior, **options)}
+        self.prior = type(prior)(**{**components, "scheduler": copy.deepcopy(prior.scheduler)})
+        self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
+        for pipeline in (self.decoder, self.prior):
+            pipeline.set_progress_bar_config(disable=True)
+        self._ready: set[StageKey] = set()
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = {}  # warm-up seconds per bucket, for the benchmark and the log
+        self.thread: threading.Thread | None = None
+
+    def ready(self, key: StageKey) -> bool:
+        """Whether a warm-up has run this stage at these shapes (so calling it compiles nothing)."""
+        with self._lock:
+            return key in self._ready
+
+    def warm_in_background(self, buckets: Sequence[Bucket]) -> threading.Thread:
+        """Warm each bucket in turn on a daemon thread; a failure leaves that bucket eager and is logged."""
+        self.thread = threading.Thread(target=self.warm, args=(buckets,), name="compile-warm-up", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def warm(self, buckets: Sequence[Bucket]) -> None:
+        """Run each bucket's compiled stages once at its shapes (this is where compiling happens)."""
+        for bucket in buckets:
+            started = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    keys = self._run_bucket(bucket)
+            except Exception:
+                logger.exception("compiling for %s failed; that size stays eager", bucket)
+                continue
+            seconds = time.perf_counter() - started
+            self.seconds["{}x{}x{}".format(*bucket)] = round(seconds, 2)
+            with self._lock:
+                self._ready.update(keys)
+            logger.info("compiled for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
+
+    def _run_bucket(self, bucket: Bucket) -> list[StageKey]:
+        """Two steps of the prior (with and without guidance and a negative prompt) and of the guided decoder, then a
+        decode of one image and of all (one at a time when memory is tight), at the bucket's shapes."""
+        height, width, images = bucket
+        keys: list[StageKey] = []
+        output = None
+        for guided in (False, True):
+            for negative in (False, True):
+                output = self.prior(
+                    prompt=["warm-up"] * images,
+                    negative_prompt=["warm-up"] * images if negative else None,
+                    num_inference_steps=2,
+                    guidance_scale=4.0 if guided else 1.0,
+                )
+                keys.append(prior_key(images, guided, negative))
+        assert output is not None
+        latents = self.decoder(
+            image_embeds=output.image_embeds,
+            negative_image_embeds=output.negative_image_embeds,
+            height=height,
+            width=width,
+            num_inference_steps=2,
+            guidance_scale=4.0,
+            output_type="latent",
+        ).images
+        keys.append(decoder_key(height, width, images, True))
+        for count in sorted({1, images}):
+            try:  # MoVQ under fullgraph is the least proven: its failure keeps only the decode eager
+                self.decode(latents[:count])
+            except Exception:
+                logger.exception("compiling the MoVQ decode for %dx%d failed; it stays eager", height, width)
+                break
+            keys.append(decode_key(height, width, count))
+        return keys
+
+
+def prior_key(images: int, guided: bool, negative: bool) -> StageKey:
+    return ("prior", images, guided, negative)
+
+
+def decoder_key(height: int, width: int, images: int, guided: bool) -> StageKey:
+    return ("decoder", height, width, images, guided)
+
+
+def decode_key(height: int, width: int, count: int) -> StageKey:
+    return ("decode", height, width, count)
+
+
+def movq_decoder(movq: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """MoVQ's decode as a plain function of the latents (what gets compiled)."""
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return movq.decode(latents, force_not_quantize=True).sample
+
+    return decode
+
+
+def use_compile_cache(folder: Path) -> None:
+    """Keep inductor's compiled kernels and FX graphs in `folder` (the data folder), so a restart reuses them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
+def buckets_for(sizes: Sequence[int], batch_images: Sequence[int]) -> list[Bucket]:
+    """Square size buckets x images per run, the fewest images first so the common case is ready soonest."""
+    return [(size, size, images) for images in batch_images for size in sizes]

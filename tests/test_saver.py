@@ -1,0 +1,73 @@
+"""With a saver thread the worker stores finished jobs in order, off its own thread, and never drops one."""
+
+import threading
+
+from mascot.generation.saver import Saver
+from mascot.generation.worker import GenerationWorker, JobState, ModelState
+from mascot.prompt.request import GenerationRequest
+from tests.fakes import FakeGenerator
+from tests.test_worker import wait_final
+
+REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
+
+
+class SlowStore:
+    """Stands in for the store: records which thread saved which job, and can be held shut."""
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+        self.threads: set[str] = set()
+        self.open = threading.Event()
+        self.open.set()
+
+    def __call__(self, job, images, model):
+        self.open.wait(10)
+        self.threads.add(threading.current_thread().name)
+        self.saved.append(job.owner_hash)
+        return {"saved": len(images.images)}
+
+
+def test_jobs_are_stored_in_order_on_the_saver_thread_while_the_gpu_goes_on():
+    fake, store = FakeGenerator(), SlowStore()
+    worker = GenerationWorker(lambda on_status: fake, store, max_batch_images=1, save_in_background=True).start()
+    try:
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        store.open.clear()  # the disk is slow: the worker must not wait for it
+        jobs = [worker.submit(REQUEST, owner) for owner in "abc"]
+        # All three runs happen while nothing has been saved yet.
+        for _ in range(100):
+            if len(fake.batches) == 3:
+                break
+            threading.Event().wait(0.05)
+        assert len(fake.batches) == 3 and store.saved == []
+        assert worker.active_job("a") is jobs[0]  # one job in flight per browser holds until it is stored
+        store.open.set()
+        assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
+        assert store.saved == ["a", "b", "c"] and store.threads == {"image-saver"}
+        assert worker.active_job("a") is None
+    finally:
+        store.open.set()
+        worker.stop()
+
+
+def test_stopping_still_stores_every_finished_job():
+    fake, store = FakeGenerator(), SlowStore()
+    worker = GenerationWorker(lambda on_status: fake, store, save_in_background=True).start()
+    assert worker.wait_until_loaded(10).state is ModelState.READY
+    store.open.clear()
+    job = worker.submit(REQUEST, "a")
+    for _ in range(100):
+        if fake.batches:
+            break
+        threading.Event().wait(0.05)
+    threading.Timer(0.3, store.open.set).start()
+    worker.stop()
+    assert store.saved == ["a"] and job.snapshot.state is JobState.DONE
+
+
+def test_a_failing_save_task_does_not_stop_the_next():
+    saver, done = Saver(), []
+    saver.submit(lambda: 1 / 0)
+    saver.submit(lambda: done.append(1))
+    saver.close(5)
+    assert done == [1]

@@ -1,0 +1,162 @@
+"""The fast path on the tiny model: each part gives the plain path's images (bit-equal where the maths is unchanged)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mascot.generation.generator import StepUpdate
+from mascot.generation.model import KandinskyGenerator
+from mascot.generation.speed import (
+    CompileConfig,
+    HostStepDDPMScheduler,
+    decode_key,
+    decoder_key,
+    host_step_scheduler,
+    prior_key,
+)
+from mascot.prompt.request import GenerationRequest
+from mascot.settings import SpeedOptions, speed_options
+
+FAST = SpeedOptions(compile=False)  # every part the CPU can run: the app's defaults there
+
+
+def small_request(**overrides) -> GenerationRequest:
+    values = dict(
+        prompt="an otter mascot",
+        negative_prompt="blurry",
+        seed=11,
+        width=256,
+        height=256,
+        num_inference_steps=3,
+        prior_num_inference_steps=2,
+    )
+    return GenerationRequest.from_user(**{**values, **overrides})
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def max_difference(first: Image.Image, second: Image.Image) -> int:
+    return int(np.abs(pixels(first) - pixels(second)).max())
+
+
+def with_speed(generator: KandinskyGenerator, speed: SpeedOptions, preview_every: int = 0) -> KandinskyGenerator:
+    return KandinskyGenerator(
+        generator.prior, generator.decoder, generator.info, preview_every=preview_every, speed=speed
+    )
+
+
+@pytest.fixture(scope="module")
+def fast_generator(tiny_generator):
+    return with_speed(tiny_generator, FAST, preview_every=2)
+
+
+def test_the_fast_path_makes_the_plain_paths_images_bit_for_bit(tiny_generator, fast_generator):
+    request = small_request(num_images_per_prompt=2)
+    plain = tiny_generator.generate(request)
+    fast = fast_generator.generate(request)
+    assert fast.seeds == plain.seeds
+    assert [max_difference(a, b) for a, b in zip(fast.images, plain.images, strict=True)] == [0, 0]
+
+
+def test_the_host_step_scheduler_steps_exactly_like_ddpm(tiny_generator):
+    stock = tiny_generator.decoder.scheduler
+    host = host_step_scheduler(stock)
+    assert isinstance(host, HostStepDDPMScheduler)
+    stock.set_timesteps(4)
+    host.set_timesteps(4)
+    sample = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    for t in stock.timesteps:
+        output = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(int(t)))
+        a = stock.step(output, t, sample, generator=torch.Generator().manual_seed(2)).prev_sample
+        b = host.step(output, t, sample, generator=torch.Generator().manual_seed(2)).prev_sample
+        assert torch.equal(a, b)
+        sample = a
+
+
+def test_image_i_of_a_fast_batch_is_seed_plus_i_run_alone(fast_generator):
+    batch = fast_generator.generate(small_request(num_images_per_prompt=2, seed=40))
+    alone = fast_generator.generate(small_request(seed=41)).images[0]
+    assert batch.seeds == [40, 41]
+    assert max_difference(batch.images[1], alone) <= 1  # batched and single runs agree within 1/255
+
+
+def test_decoding_one_image_at_a_time_gives_the_same_images(tiny_generator):
+    one_by_one = with_speed(tiny_generator, dataclasses.replace(FAST, decode_at_once=1))
+    request = small_request(num_images_per_prompt=2, seed=5)
+    plain = tiny_generator.generate(request).images
+    assert max(max_difference(a, b) for a, b in zip(one_by_one.generate(request).images, plain, strict=True)) <= 1
+
+
+def test_linear_previews_arrive_every_few_steps_and_look_like_the_movq_decode(tiny_generator, fast_generator):
+    updates: list[StepUpdate] = []
+    latents: list[torch.Tensor] = []
+    fast_generator.generate(small_request(width=320, num_inference_steps=4), updates.append)
+    previews = {update.step: update.preview for update in updates if update.stage == "decoder"}
+    assert [step for step, preview in previews.items() if preview is not None] == [2]
+    assert previews[2].size == (320, 256) and previews[2].mode == "RGB"
+
+    # A latent from a real run, mid-way: the linear map and the MoVQ decode of it correlate strongly.
+    def keep(pipeline, index, timestep, tensors):
+        latents.append(tensors["latents"].clone())
+        return {}
+
+    with torch.inference_mode():
+        tiny_generator.decoder(
+            image_embeds=torch.randn(1, 32, generator=torch.Generator().manual_seed(3)),
+            negative_image_embeds=torch.zeros(1, 32),
+            height=256,
+            width=256,
+            num_inference_steps=4,
+            generator=torch.Generator().manual_seed(3),
+            output_type="latent",
+            callback_on_step_end=keep,
+        )
+        middle = latents[1]
+        decoded = tiny_generator.decoder.movq.decode(middle, force_not_quantize=True).sample
+    pooled = torch.nn.functional.avg_pool2d(decoded, 8).permute(0, 2, 3, 1).numpy() * 127.5 + 127.5
+    linear = fast_generator.linear_preview.rgb(middle).float().numpy()
+    assert np.corrcoef(linear.ravel(), pooled.ravel())[0, 1] > 0.5
+
+
+def test_a_logos_embedding_is_computed_once_and_lands_on_the_prior_device(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    logo = Image.new("RGB", (64, 48), (200, 30, 30))
+    first = generator.image_embedding(logo)
+    again = generator.image_embedding(logo.copy())
+    other = generator.image_embedding(Image.new("RGB", (64, 48), (30, 30, 200)))
+    assert generator.logos.encoder_runs == 2  # the copy hit the cache; a new picture did not
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.device == tiny_generator.decoder.device
+    expected = tiny_generator.image_embedding(logo)  # the plain path computes the same embedding
+    assert torch.allclose(first, expected)
+
+
+def test_the_compiled_path_gives_the_eager_images_and_is_used_only_once_warm(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    request = small_request(num_images_per_prompt=1, seed=21)
+    eager = generator.generate(request).images[0]
+    generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1])
+    generator.compiled.thread.join(300)
+    assert generator.compiled.ready(decoder_key(256, 256, 1, True))
+    assert generator.compiled.ready(prior_key(1, False, True)) and generator.compiled.ready(decode_key(256, 256, 1))
+    calls: list[int] = []
+    decode = generator.compiled.decode
+    generator.compiled.decode = lambda latents: calls.append(1) or decode(latents)
+    compiled = generator.generate(request).images[0]
+    assert calls == [1]  # the compiled decode ran (its bucket is warm)
+    assert max_difference(compiled, eager) <= 1
+    generator.generate(small_request(width=320, seed=21))  # a size not warmed runs eager: nothing waits
+    assert calls == [1]
+
+
+def test_speed_options_come_from_the_environment_and_plain_turns_everything_off():
+    assert speed_options({}) == SpeedOptions()
+    assert speed_options({"MASCOT_PLAIN": "1"}) == SpeedOptions.plain()
+    chosen = speed_options({"MASCOT_LINEAR_PREVIEWS": "0", "MASCOT_COMPILE": "1", "MASCOT_COMPILE_SIZES": "512,768"})
+    assert (chosen.linear_previews, chosen.compile, chosen.compile_sizes) == (False, True, (512, 768))
+    assert not SpeedOptions().compiles_on("cpu") and SpeedOptions().compiles_on("cuda")
