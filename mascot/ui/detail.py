@@ -91,19 +91,19 @@ def detail_panel(listing: Listing) -> DetailPanel:
                 height=560,
                 show_label=False,
                 buttons=["fullscreen"],  # its one download is the Download PNG button, under its one file name
-                scale=3,
+                scale=1,
                 min_width=300,
                 elem_id=f"{listing}-detail-image",
             )
-            with gr.Column(scale=2, min_width=300):
+            with gr.Column(scale=1, min_width=300):
                 info = gr.Markdown(elem_id=f"{listing}-detail-info")
                 with gr.Row(elem_id=f"{listing}-main-actions", elem_classes="main-actions"):
                     download = gr.DownloadButton(
-                        "⬇ Download PNG", variant="primary", min_width=140, elem_id=f"{listing}-download"
+                        "⬇ Download PNG", variant="primary", min_width=120, elem_id=f"{listing}-download"
                     )
-                    like = gr.Button("♡ Like", min_width=100, elem_id=f"{listing}-like")
-                    remix = gr.Button("Remix", min_width=100, elem_id=f"{listing}-remix")
-                    vary = gr.Button("More like this", min_width=140, elem_id=f"{listing}-vary")
+                    like = gr.Button("♡ Like", min_width=90, elem_id=f"{listing}-like")
+                    remix = gr.Button("Remix", min_width=90, elem_id=f"{listing}-remix")
+                    vary = gr.Button("More like this", min_width=120, elem_id=f"{listing}-vary")
                 gr.Markdown(
                     f"Remix puts its settings back into the form. More like this makes {VARIATIONS} new mascots "
                     f"from it, out of today's quota.",
@@ -146,7 +146,7 @@ def _careful_actions(listing: Listing) -> tuple[gr.Checkbox | None, gr.Button | 
         gr.Markdown("⚠️ **Privacy and deletion**")
         with gr.Row():
             is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
-            delete = gr.Button("🗑 Delete for good", variant="stop", min_width=160, elem_id="mine-delete")
+            delete = gr.Button("Delete for good", variant="stop", min_width=160, elem_id="mine-delete")
     return is_public, delete, None
 
 
@@ -254,7 +254,7 @@ def wire_detail(
         detail.public_id,
         remix_outputs,
         api_visibility="private",
-    )
+    ).success(fn=None, js=bring_into_view("based-on"), queue=False, api_visibility="private")
     if detail.is_public is not None and detail.delete is not None:
         detail.is_public.input(
             _visibility_handler(services),

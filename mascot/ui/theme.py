@@ -14,8 +14,12 @@ def page_theme() -> gr.themes.Base:
         block_info_text_color="*neutral_600",  # 7.6:1 on white
         body_text_color_subdued="*neutral_600",
         color_accent="*primary_700",  # the selected tab's text: 4.9:1 on neutral_50
+        checkbox_label_background_fill_selected="*primary_700",  # a picked radio choice ("Newest"): white on it
+        input_placeholder_color="*neutral_500",  # 4.8:1 on white
         button_primary_background_fill="*primary_700",  # white on it: 5.2:1
         button_primary_background_fill_hover="*primary_800",
+        button_primary_border_color="*primary_700",
+        button_primary_border_color_hover="*primary_800",
         button_primary_background_fill_dark="*primary_700",
         button_primary_background_fill_hover_dark="*primary_800",
     )
