@@ -221,6 +221,7 @@ def test_a_person_searches_opens_a_mascot_remixes_it_and_a_share_link_opens_it_f
     stranger_context.close()
 
     page.goto(share_link)  # the maker, on the same link, is offered no Report: it is their own mascot
+    page.locator("#share-card-gallery").click()
     playwright_api.expect(page.locator("#gallery-detail-info")).to_contain_text("a plush panda chef")
     playwright_api.expect(page.locator("#gallery-report-panel")).to_be_hidden()
     context.close()

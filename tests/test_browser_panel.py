@@ -43,7 +43,8 @@ def serious_violations(page, *, settled: bool = True) -> list[str]:
     if settled:
         page.wait_for_timeout(300)  # the fade starts a moment after the event
         page.wait_for_function(
-            "() => !document.querySelector('.pending') && document.getAnimations().every((a) => a.playState !== 'running')"
+            "() => !document.querySelector('.pending')"
+            " && document.getAnimations().every((a) => a.playState !== 'running')"
         )
     assert AXE.is_file(), f"axe-core is missing: npm install --prefix {AXE.parents[2]} axe-core (as .ci/run does)"
     if not page.evaluate("() => typeof axe !== 'undefined'"):
