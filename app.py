@@ -48,6 +48,7 @@ from mascot.service.claims import ClaimKeeper
 from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
+from mascot.ui.theme import page_theme
 from mascot.web.clients import AddressKeys
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
@@ -146,7 +147,7 @@ class App:
             },
             "css_paths": [ASSETS / "style.css"],
             "favicon_path": str(ASSETS / "favicon.png"),
-            "theme": gr.themes.Soft(primary_hue="orange"),
+            "theme": page_theme(),
             "ssr_mode": False,  # server-side rendering would bypass the cookie middleware on Spaces
             "run_history": False,  # the app keeps its own history
             "max_file_size": "10mb",

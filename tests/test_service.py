@@ -242,6 +242,19 @@ def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Sit
         site.service.export(who("carol"))
 
 
+def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    expected = f"mascot-an-otter-barista-{public_id}"
+
+    png = site.service.png_download(site.service.open(public_id, who("alice")))
+    sticker = site.service.sticker(public_id, who("alice"))
+    with zipfile.ZipFile(site.service.export(who("alice")).path) as archive:
+        (entry,) = [name for name in archive.namelist() if name.endswith(".png")]
+
+    assert (png.name, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
+    assert read_parameters(png)["prompt"] == "an otter barista"
+
+
 def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:
     public_id = public_id_of(site, "alice")
 
@@ -312,6 +325,18 @@ def test_a_dropped_file_that_is_not_a_png_with_a_recipe_is_refused_with_a_senten
 
     expected = sentences.NO_RECIPE if kind == "no recipe" else sentences.NOT_A_RECIPE_PICTURE
     assert refused.value.message == expected
+
+
+def test_more_like_this_says_what_it_costs_and_is_refused_with_the_reason_when_the_quota_cannot_pay(
+    site: Site,
+) -> None:
+    public_id = public_id_of(site, "alice")  # someone else's mascot: bob varies it
+    save(site.store, owner("bob"), "three of bob's own", count=3, now=NOW)  # 1 of bob's 4 left; a variation makes 2
+
+    assert site.service.mascots_left_today(who("bob")) == 1
+    with pytest.raises(Refusal, match=r"^More like this makes 2 mascots\. You have 1 of 4 mascots left today"):
+        site.service.remix(public_id, who("bob"), vary=True)
+    assert site.service.remix(public_id, who("bob"), vary=False).values["prompt"] == "an otter barista"
 
 
 # ---- devices ------------------------------------------------------------------------------------------------------

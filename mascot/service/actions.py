@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +26,7 @@ from mascot.service.answers import Notice, Refusal, Visitor
 from mascot.service.downloads import DownloadFolder
 from mascot.settings import Rules
 from mascot.store.device_links import is_code
-from mascot.store.export import NothingToExport, Progress, export_mascots
+from mascot.store.export import NothingToExport, Progress, export_mascots, file_name
 from mascot.store.imaging import read_parameters, save_png, transparent_sticker
 from mascot.store.likes import LikeState
 from mascot.store.moderation import NO_REASON, check_reason
@@ -351,14 +352,24 @@ class MascotService:
         entry = self.open(public_id, visitor)
         with Image.open(entry.path) as picture:
             cut_out = transparent_sticker(picture)
-        path = self._downloads.new_path("stickers", f"mascot-{entry.public_id}-sticker.png")
+        path = self._downloads.new_path("stickers", file_name(entry, "sticker"))
         save_png(cut_out, path, read_parameters(entry.path))
+        return path
+
+    def png_download(self, entry: MascotEntry) -> Path:
+        """The mascot's PNG (its parameters inside) under the one download name (store.export.file_name): the file on
+        disk has a random name, and a browser saves a download under the name it is served with."""
+        path = self._downloads.new_path("pngs", file_name(entry))
+        # A copy, not a hard link: a link shares the original's age, and old downloads are pruned by age.
+        shutil.copyfile(entry.path, path)
         return path
 
     def remix(self, public_id: object, visitor: Visitor, *, vary: bool) -> Remix:
         """A mascot's parameters, seed included, for the form: one image, its seed kept. To vary it ("More like
         this"): the mascot itself as the picture to mix in, a couple of new seeds."""
         entry = self.open(public_id, visitor)
+        if vary:
+            self._check_variation_quota(visitor)
         values = {name: getattr(entry, name) for name in PARAMETERS}
         values["num_images_per_prompt"] = 1  # the seed belongs to this one image
         logo_path = self.logos.path(entry.logo) if self.logos is not None and entry.logo else None
@@ -367,6 +378,21 @@ class MascotService:
         picture_id = self.logos.save(entry.path)
         values.update(logo=picture_id, logo_weight=VARIATION_WEIGHT, num_images_per_prompt=VARIATIONS)
         return Remix(values, self.logos.path(picture_id), randomize_seed=True)
+
+    def mascots_left_today(self, visitor: Visitor) -> int:
+        """How many more mascots the browser may make today: the smaller of its own and its network's figures."""
+        now = self.clock()
+        left = self.store.quota(self.owner(visitor), now=now).remaining
+        network = self._network_quota(self.network(visitor), now)
+        return left if network is None else min(left, network.remaining)
+
+    def _check_variation_quota(self, visitor: Visitor) -> None:
+        """More like this makes VARIATIONS mascots: refused up front, with the reason, when today's quota cannot pay
+        for them (the Generate it leads to would be refused anyway, far from the button that was pressed)."""
+        try:
+            self._check_quota(self.owner(visitor), self.network(visitor), VARIATIONS)
+        except Refusal as error:
+            raise Refusal(f"More like this makes {VARIATIONS} mascots. {error.message}") from None
 
     # ---- logos and export ----------------------------------------------------------------------------------
     def upload_logo(self, upload: Path | None) -> str:

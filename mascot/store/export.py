@@ -60,9 +60,11 @@ def slug(idea: str) -> str:
     return words[:SLUG_CHARACTERS].strip("-") or "mascot"
 
 
-def file_name(entry: MascotEntry) -> str:
-    """`<date>_<slug>_<share id>.png`: readable, and unique because the share id is (it is [A-Za-z0-9_-] only)."""
-    return f"{entry.created_at:%Y-%m-%d}_{slug(entry.prompt)}_{entry.public_id}.png"
+def file_name(entry: MascotEntry, kind: str = "") -> str:
+    """Every download's name, one pattern (the PNG, the sticker, a ZIP's entries): `mascot-<slug>-<share id>.png`,
+    `kind` ("sticker") before the suffix. Readable, and unique because the share id is ([A-Za-z0-9_-] only)."""
+    marked = f"-{kind}" if kind else ""
+    return f"mascot-{slug(entry.prompt)}-{entry.public_id}{marked}.png"
 
 
 def index_record(entry: MascotEntry, name: str | None) -> dict[str, Any]:

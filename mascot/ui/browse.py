@@ -70,6 +70,9 @@ def build_browse_tab(
         object_fit="cover",
         elem_id=f"{listing}-gallery",
         elem_classes="browse-gallery",  # three columns on phones (style.css), not six to scroll sideways
+        # No toolbar: its "download all" saved a page of thumbnails and its Share needs a Space ("Must be on
+        # Spaces"); a mascot is downloaded from its panel, under its one file name.
+        buttons=[],
     )
     with gr.Row():
         previous = gr.Button("← Previous page", size="sm", elem_id=f"{listing}-previous")
@@ -192,8 +195,10 @@ def page_label(page: int, pages: int, total: int, words: Sequence[str], empty: s
 
 
 def caption(item: MascotEntry) -> str:
-    """A thumbnail's caption: its prompt, marked when moderation keeps it out of the gallery (its owner sees that)."""
-    return f"⚠️ Hidden · {item.caption}" if item.moderation else item.caption
+    """A thumbnail's caption: its likes and its prompt, marked when moderation keeps it out of the gallery (its
+    owner sees that)."""
+    liked = f"♥ {item.like_count} · "
+    return f"⚠️ Hidden · {liked}{item.caption}" if item.moderation else f"{liked}{item.caption}"
 
 
 def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:

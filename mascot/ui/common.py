@@ -70,11 +70,23 @@ def say(notice: Notice | None) -> None:
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-!|~])")
+# What the page's Markdown turns into a link by itself: there a backslash escape is shown, not read as one.
+_WEB_ADDRESS = re.compile(r"(?:(?:https?|ftp)://|www\.)\S+", re.IGNORECASE)
 
 
 def plain(text: str) -> str:
-    """User text shown inside Markdown as typed, never as formatting or HTML."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    """User text shown inside Markdown as typed, never as formatting or HTML; a web address as code, which needs no
+    escapes and is not made a link (an idea is not a place to advertise)."""
+    parts, shown = _WEB_ADDRESS.split(text), _WEB_ADDRESS.findall(text)
+    escaped = [_MARKDOWN_SPECIAL.sub(r"\\\1", part) for part in parts]
+    return escaped[0] + "".join(_code(address) + rest for address, rest in zip(shown, escaped[1:], strict=True))
+
+
+def _code(text: str) -> str:
+    """A Markdown code span around `text`, fenced with more backticks than any run inside it."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
 
 
 def range_info(name: str, extra: str = "") -> str:

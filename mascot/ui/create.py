@@ -13,6 +13,7 @@ import gradio as gr
 from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest, InvalidRequest
 from mascot.service import Refusal
+from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
@@ -52,6 +53,7 @@ class CreateForm:
     logo_panel: gr.Accordion
     more_options: gr.Accordion
     model_prompt: gr.Textbox  # in Advanced: the prompts after the presets, as the worker will send them
+    based_on: BasedOn  # More like this: the mascot the next generations start from (ui/based_on.py)
 
 
 def label(name: str) -> str:
@@ -98,6 +100,9 @@ def build_create_tab(services: PageServices) -> CreateForm:
         recipe_file, recipe_note = _recipe_fields()
         generation_inputs, randomize_seed, size, model_prompt = _form_fields(services, prompt, style)
         logo_panel, logo_image = logo_fields(services, generation_inputs)
+    # "Based on <mascot>" (More like this) stays in view under the idea, not folded away.
+    based_on = based_on_row()
+    wire_based_on(based_on, built_as(generation_inputs, "logo", gr.Textbox))
     form = CreateForm(
         generation_inputs,
         randomize_seed,
@@ -112,6 +117,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
         logo_panel,
         more_options,
         model_prompt,
+        based_on,
     )
     _wire(services, form)
     _wire_recipe(services, form, recipe_file, recipe_note)

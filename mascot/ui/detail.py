@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import gradio as gr
 
 from mascot.service import Refusal
+from mascot.service.actions import VARIATIONS
 from mascot.store.entries import MascotEntry
 from mascot.store.moderation import NO_REASON, reason_choices
+from mascot.ui.based_on import based_on_note, based_on_values, no_based_on_values
 from mascot.ui.common import PageServices, plain, plural, refused, say, visitor
 from mascot.ui.create import CreateForm, dimensions_to_size
 
@@ -76,27 +79,44 @@ def bring_into_view(elem_id: str) -> str:
 
 
 def detail_panel(listing: Listing) -> DetailPanel:
-    with gr.Group(visible=False, elem_id=f"{listing}-detail") as group, gr.Row():
+    """The picture large; beside it (below it on a phone) its words, the main actions first, the share link, then,
+    apart in a box marked with a warning, what hides, deletes or reports it."""
+    with gr.Column(visible=False, elem_id=f"{listing}-detail", elem_classes="mascot-panel") as group:
         public_id = gr.Textbox(visible=False, label="public_id")
-        image = gr.Image(type="filepath", format="png", interactive=False, height=420, show_label=False)
-        with gr.Column():
-            info = gr.Markdown(elem_id=f"{listing}-detail-info")
-            share_link = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], elem_id=f"{listing}-share")
-            with gr.Row():
-                like = gr.Button("♡ Like", elem_id=f"{listing}-like")
-                remix = gr.Button("Remix", elem_id=f"{listing}-remix")
-                vary = gr.Button("More like this", elem_id=f"{listing}-vary")
-                download = gr.DownloadButton("Download PNG")
-            with gr.Row():
-                make_sticker = gr.Button("Make a transparent sticker", elem_id=f"{listing}-make-sticker")
-                sticker = gr.DownloadButton("Download sticker", visible=False, elem_id=f"{listing}-sticker")
-                sticker_file = gr.File(visible=False, label="sticker")
-            is_public = delete = None
-            if listing == "mine":
+        with gr.Row(equal_height=False):
+            image = gr.Image(
+                type="filepath",
+                format="png",
+                interactive=False,
+                height=560,
+                show_label=False,
+                buttons=["fullscreen"],  # its one download is the Download PNG button, under its one file name
+                scale=1,
+                min_width=300,
+                elem_id=f"{listing}-detail-image",
+            )
+            with gr.Column(scale=1, min_width=300):
+                info = gr.Markdown(elem_id=f"{listing}-detail-info")
+                with gr.Row(elem_id=f"{listing}-main-actions", elem_classes="main-actions"):
+                    download = gr.DownloadButton(
+                        "⬇ Download PNG", variant="primary", min_width=120, elem_id=f"{listing}-download"
+                    )
+                    like = gr.Button("♡ Like", min_width=90, elem_id=f"{listing}-like")
+                    remix = gr.Button("Remix", min_width=90, elem_id=f"{listing}-remix")
+                    vary = gr.Button("More like this", min_width=120, elem_id=f"{listing}-vary")
+                gr.Markdown(
+                    f"Remix puts its settings back into the form. More like this makes {VARIATIONS} new mascots "
+                    f"from it, out of today's quota.",
+                    elem_classes="action-note",
+                )
                 with gr.Row():
-                    is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
-                    delete = gr.Button("Delete", variant="stop", elem_id="mine-delete")
-            report = report_box() if listing == "gallery" else None
+                    make_sticker = gr.Button("Make a transparent sticker", elem_id=f"{listing}-make-sticker")
+                    sticker = gr.DownloadButton("⬇ Download sticker", visible=False, elem_id=f"{listing}-sticker")
+                    sticker_file = gr.File(visible=False, label="sticker")
+                share_link = gr.Textbox(
+                    label="Share link", interactive=False, buttons=["copy"], elem_id=f"{listing}-share"
+                )
+                is_public, delete, report = _careful_actions(listing)
         summary = gr.JSON(visible=False, label="mascot")
     return DetailPanel(
         group,
@@ -118,9 +138,23 @@ def detail_panel(listing: Listing) -> DetailPanel:
     )
 
 
+def _careful_actions(listing: Listing) -> tuple[gr.Checkbox | None, gr.Button | None, ReportBox | None]:
+    """Apart from the main actions and marked: hiding or deleting your own mascot, reporting someone else's."""
+    if listing == "gallery":
+        return None, None, report_box()
+    with gr.Column(elem_id="mine-careful", elem_classes="careful-actions"):
+        gr.Markdown("⚠️ **Privacy and deletion**")
+        with gr.Row():
+            is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
+            delete = gr.Button("Delete for good", variant="stop", min_width=160, elem_id="mine-delete")
+    return is_public, delete, None
+
+
 def report_box() -> ReportBox:
     """Closed until wanted: most people never report anything, and the panel should not shout about it."""
-    with gr.Accordion("Report this mascot", open=False, elem_id="gallery-report-panel") as panel:
+    with gr.Accordion(
+        "⚠️ Report this mascot", open=False, elem_id="gallery-report-panel", elem_classes="careful-actions"
+    ) as panel:
         with gr.Row():
             reason = gr.Dropdown(
                 choices=reason_choices(),
@@ -217,6 +251,9 @@ def wire_detail(
         form.size,
         form.logo_image,
         form.logo_panel,
+        form.based_on.row,
+        form.based_on.note,
+        form.based_on.picture,
         tabs,
     ]
     detail.remix.click(
@@ -225,14 +262,15 @@ def wire_detail(
         remix_outputs,
         api_visibility="private",
     )
-    # More like this: the same parameters with the mascot itself mixed in and new seeds, generated at once
-    # (through the Generate button, so the seed draw, the validator and the quota apply as always).
+    # More like this: the same parameters with the mascot itself as the starting point and new seeds, shown in the
+    # form as "Based on <mascot>" with what it costs; the person presses Generate (or removes it first). Refused
+    # here, with the reason, when today's quota cannot pay for it.
     detail.vary.click(
         _remix_handler(services, form, tabs, vary=True),
         detail.public_id,
         remix_outputs,
         api_visibility="private",
-    ).then(fn=None, js="() => document.querySelector('#generate')?.click()")
+    ).success(fn=None, js=bring_into_view("based-on"), queue=False, api_visibility="private")
     if detail.is_public is not None and detail.delete is not None:
         detail.is_public.input(
             _visibility_handler(services),
@@ -249,14 +287,15 @@ def wire_detail(
         ).then(**show_page, api_visibility="private")
 
 
-def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str) -> ComponentValues:
+def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str, download: Path) -> ComponentValues:
+    """The panel showing `entry`; `download` is its PNG under the one download name (MascotService.png_download)."""
     values: ComponentValues = {
         detail.group: gr.update(visible=True),
         detail.public_id: entry.public_id,
         detail.image: str(entry.path),
         detail.info: describe(entry),
         detail.share_link: share_link,
-        detail.download: gr.update(value=str(entry.path)),
+        detail.download: gr.update(value=str(download)),
         detail.like: like_label(entry.liked_by_viewer, entry.like_count),
         detail.summary: summary(entry),
         detail.sticker: gr.DownloadButton(visible=False),  # another mascot's sticker must not linger
@@ -281,7 +320,9 @@ def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., 
             entry = services.service.open(public_id, who)
         except Refusal as error:
             raise refused(error) from None
-        return detail_values(detail, entry, services.service.share_link(entry, who))
+        return detail_values(
+            detail, entry, services.service.share_link(entry, who), services.service.png_download(entry)
+        )
 
     return mascot
 
@@ -372,16 +413,24 @@ def _remix_handler(
     def remix(public_id: str, http_request: gr.Request | None = None) -> ComponentValues:
         """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself
         as the picture to mix in, with new seeds)."""
+        who = visitor(services, http_request)
         try:
-            remixed = services.service.remix(public_id, visitor(services, http_request), vary=vary)
+            remixed = services.service.remix(public_id, who, vary=vary)
         except Refusal as error:
             raise refused(error) from None
         values: ComponentValues = {form.generation_inputs[name]: value for name, value in remixed.values.items()}
         values[form.randomize_seed] = remixed.randomize_seed
         values[form.size] = dimensions_to_size(remixed.values["width"], remixed.values["height"])
+        values[tabs] = gr.Tabs(selected="create")
+        if vary:  # the mascot is the starting point, shown as such: the logo upload stays empty and closed
+            note = based_on_note(remixed.values["prompt"], VARIATIONS, services.service.mascots_left_today(who))
+            values.update(based_on_values(form.based_on, remixed.values["logo"], note))
+            values[form.logo_image] = None
+            values[form.logo_panel] = gr.Accordion(open=False)
+            return values
+        values.update(no_based_on_values(form.based_on))
         values[form.logo_image] = str(remixed.logo_path) if remixed.logo_path else None
         values[form.logo_panel] = gr.Accordion(open=remixed.logo_path is not None)
-        values[tabs] = gr.Tabs(selected="create")
         return values
 
     return remix

@@ -15,6 +15,7 @@ from mascot.ui.create import adapter_controls, build_create_tab, dimensions_to_s
 from mascot.ui.detail import detail_values
 from mascot.ui.device_links import build_device_row, wire_device_links
 from mascot.ui.export import build_export_row
+from mascot.ui.share_card import ShareCard, build_share_card, share_card_values, wire_share_card
 
 __all__ = ["PageServices", "build_demo", "model_banner"]
 
@@ -41,6 +42,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
             "# Mascot Generator\nType an idea, pick a style, press Enter: mascots to download, share and vote on.",
             elem_id="header",
         )
+        share = build_share_card()  # a share link opens on its mascot, in the first screen
         banner = gr.Markdown(model_banner(services.service.worker), elem_id="model-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
@@ -87,9 +89,10 @@ def build_demo(services: PageServices) -> gr.Blocks:
         show_quota = {"fn": quota_handler(services), "outputs": form.quota_note, "queue": False}
         demo.load(**show_quota, api_name="quota")
         notice = page_notice()
+        wire_share_card(share, tabs)
         demo.load(
-            _shared_mascot_handler(services, gallery, tabs, notice),
-            outputs=[tabs, notice, *gallery.detail.outputs()],
+            _shared_mascot_handler(services, gallery, share, notice),
+            outputs=[notice, *share.outputs(), *gallery.detail.outputs()],
             queue=False,
             api_visibility="private",
         )
@@ -163,9 +166,10 @@ def _show_warning(text: str) -> None:
 
 
 def _shared_mascot_handler(
-    services: PageServices, gallery: BrowseTab, tabs: gr.Tabs, notice: gr.Textbox
+    services: PageServices, gallery: BrowseTab, share: ShareCard, notice: gr.Textbox
 ) -> Callable[..., Any]:
-    """A share link (?mascot=<id>) opens the Gallery on that mascot, also for a first-time visitor."""
+    """A share link (?mascot=<id>) shows that mascot's card at the top of the page, also to a first-time visitor,
+    and opens the Gallery's panel on it (for liking, stickers, reporting)."""
 
     def open_shared_mascot(http_request: gr.Request | None = None) -> Any:
         query = getattr(http_request, "query_params", None) or {}
@@ -177,8 +181,7 @@ def _shared_mascot_handler(
             entry = services.service.open(str(public_id)[:64], who)
         except Refusal:
             return {notice: SHARED_MASCOT_GONE}
-        values = detail_values(gallery.detail, entry, services.service.share_link(entry, who))
-        values[tabs] = gr.Tabs(selected="gallery")
-        return values
+        link, download = services.service.share_link(entry, who), services.service.png_download(entry)
+        return {**detail_values(gallery.detail, entry, link, download), **share_card_values(share, entry, entry.path)}
 
     return open_shared_mascot
