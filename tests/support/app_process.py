@@ -46,8 +46,15 @@ def app_environment(data_dir: Path, tmp_dir: Path) -> dict[str, str]:
 class AppProcess:
     """`python app.py` on a free port with its own data folder; restartable on the same folder."""
 
-    def __init__(self, data_dir: Path, tmp_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        tmp_dir: Path,
+        extra_args: tuple[str, ...] = (),
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self.extra_args = extra_args
+        self.environment = dict(environment or {})  # added to app_environment's (replicas: their id, the database)
         self.data_dir = data_dir
         self.tmp_dir = tmp_dir
         self.port = free_port()
@@ -60,7 +67,7 @@ class AppProcess:
         self.process = subprocess.Popen(
             app_command(self.port, *self.extra_args),
             cwd=ROOT,
-            env=app_environment(self.data_dir, self.tmp_dir),
+            env={**app_environment(self.data_dir, self.tmp_dir), **self.environment},
             stdout=(self.tmp_dir / "app.log").open("ab"),
             stderr=subprocess.STDOUT,
         )
