@@ -268,7 +268,7 @@ def test_a_dropped_png_of_ours_restores_its_recipe_and_says_so(site: Site) -> No
     entry = site.store.mascot(public_id_of(site, "alice"), owner("alice"))
     assert entry is not None
 
-    found = site.service.recipe(entry.path)
+    found = site.service.recipe(entry.path, who("alice"))
 
     assert found.values["prompt"] == "an otter barista" and found.values["seed"] == 7
     assert found.values["num_images_per_prompt"] == 1 and "logo" not in found.values
@@ -287,7 +287,7 @@ def test_a_dropped_a1111_png_keeps_what_fits_and_names_what_it_left_out(site: Si
     picture = tmp_path / "a1111.png"
     Image.new("RGB", (64, 64)).save(picture, pnginfo=info)
 
-    found = site.service.recipe(picture)
+    found = site.service.recipe(picture, who("alice"))
 
     assert found.values == {
         "prompt": "a red panda astronaut",
@@ -321,7 +321,7 @@ def test_a_dropped_file_that_is_not_a_png_with_a_recipe_is_refused_with_a_senten
         upload.write_bytes(bytes(data))
 
     with pytest.raises(Refusal) as refused:
-        site.service.recipe(upload)
+        site.service.recipe(upload, who("alice"))
 
     expected = sentences.NO_RECIPE if kind == "no recipe" else sentences.NOT_A_RECIPE_PICTURE
     assert refused.value.message == expected
