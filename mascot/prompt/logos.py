@@ -65,8 +65,9 @@ class LogoLibrary:
 
 
 def open_upload(upload: Image.Image | str | Path) -> Image.Image:
-    """The uploaded picture at most KEPT_SIDE a side, as RGBA; refused with a sentence when it is not a picture or
-    is too large to decode (mascot.prompt.pictures checks its header first and bounds the decodes at once)."""
+    """The uploaded picture at most KEPT_SIDE a side (flatten makes it RGB); refused with a sentence when it is not a
+    picture or is too large to decode (mascot.prompt.pictures checks its header first and bounds the decodes at
+    once)."""
     try:
         if isinstance(upload, Image.Image):
             return _shrunk(upload)
@@ -80,10 +81,18 @@ def _shrunk(image: Image.Image) -> Image.Image:
     """Decoded and shrunk inside one decode slot: the full-size pixels exist only there."""
     with decode_slot():
         decode(image, "logo", fit=KEPT_SIDE)
-        # As RGBA before shrinking: "1" and "P" pictures would be shrunk nearest-neighbour, and lose their edges.
-        shrunk = image.convert("RGBA")
+        # Converted before shrinking ("1" and "P" would shrink nearest-neighbour and lose their edges), to the
+        # smallest mode that keeps the picture: a 1-bit logo as L takes a quarter of RGBA's memory.
+        shrunk = image.convert(_working_mode(image))
         shrunk.thumbnail((KEPT_SIDE, KEPT_SIDE))
         return shrunk
+
+
+def _working_mode(image: Image.Image) -> str:
+    """RGBA where there is transparency, L for black and white or grey, RGB for the rest."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        return "RGBA"
+    return "L" if image.mode in ("1", "L") else "RGB"
 
 
 def flatten(image: Image.Image) -> Image.Image:

@@ -51,7 +51,7 @@ def open_lazily(source: Path | str, what: str) -> Image.Image:
     except Image.DecompressionBombError:
         raise PictureRefused(too_large_line(what)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise NotAPicture(f"That file is not a picture we can read: upload a PNG, JPEG or WebP {what}.") from None
+        raise NotAPicture(f"That file is not an image we can read: upload a PNG, JPEG or WebP {what}.") from None
 
 
 def check_size(image: Image.Image, what: str, max_pixels: int = MAX_DECODED_PIXELS) -> None:
