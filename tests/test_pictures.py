@@ -103,10 +103,9 @@ def test_a_picture_that_waits_too_long_for_a_decode_slot_is_refused_with_a_sente
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(pictures, "DECODE_WAIT_S", 0.05)
-    with pictures.decode_slot(), pictures.decode_slot():
-        with pytest.raises(pictures.PictureRefused, match="Many pictures are being read right now"):
-            with pictures.decode_slot():
-                pass
+    refused = pytest.raises(pictures.PictureRefused, match="Many pictures are being read right now")
+    with pictures.decode_slot(), pictures.decode_slot(), refused, pictures.decode_slot():
+        pass
     with pictures.decode_slot():  # the slots are free again
         pass
 

@@ -289,7 +289,7 @@ def test_stickers_one_at_a_time_and_ten_a_minute_per_browser(site: Site) -> None
     public_id = public_id_of(site, "alice")
     bob = who("bob")
     site.service.admit_sticker(bob)
-    with pytest.raises(Refusal, match="^Your sticker is still being made"):
+    with pytest.raises(Refusal, match=r"^Your sticker is still being made"):
         site.service.admit_sticker(bob)
     site.service.sticker(public_id, bob)
     for _ in range(9):
@@ -300,7 +300,7 @@ def test_stickers_one_at_a_time_and_ten_a_minute_per_browser(site: Site) -> None
         site.service.admit_sticker(bob)
 
     assert refused.value.message.startswith("You reached the limit of 10 stickers per minute. Try again in ")
-    with pytest.raises(Refusal, match="^You reached the limit"):  # the handler is the gate for a racing request
+    with pytest.raises(Refusal, match=r"^You reached the limit"):  # the handler is the gate for a racing request
         site.service.sticker(public_id, bob)
 
 
@@ -317,7 +317,7 @@ def test_logos_and_dropped_pngs_need_the_cookie_and_count_per_browser(site: Site
     assert no_cookie.value.message == sentences.NO_COOKIE
 
     site.service.upload_logo(logo, who("alice"))
-    with pytest.raises(Refusal, match="^That picture carries no settings"):  # read, so counted
+    with pytest.raises(Refusal, match=r"^That picture carries no settings"):  # read, so counted
         site.service.recipe(logo, who("alice"))
     with pytest.raises(Refusal) as refused:
         site.service.upload_logo(logo, who("alice"))

@@ -10,13 +10,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-from gradio_client.exceptions import AppError
-
-from mascot.service import sentences
+from mascot.service import Visitor, sentences
 from mascot.service.downloads import UPLOAD_KEEP_S
 from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE
-from tests.support.site import make
+from tests.support.site import make, mine
 
 BOUNDARY = "mascotboundary"
 
@@ -45,9 +42,13 @@ def post_upload(url: str, body: bytes, cookie: str | None = None, length: int | 
 
 def multipart(name: str, content: bytes) -> bytes:
     return (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + content + f"\r\n--{BOUNDARY}--\r\n".encode()
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def browser_cookie(url: str) -> str:
@@ -100,7 +101,7 @@ def test_one_browser_can_upload_only_so_many_files_in_ten_minutes(site) -> None:
 def test_uploads_older_than_an_hour_are_removed_and_fresh_ones_and_downloads_kept(site) -> None:
     cookie = browser_cookie(site.url)
     folder = Path(os.environ["GRADIO_TEMP_DIR"])
-    old_upload, old_sticker = folder / "0" * 40 / "old.png", folder / "stickers" / "x" / "s.png"
+    old_upload, old_sticker = folder / ("0" * 40) / "old.png", folder / "stickers" / "x" / "s.png"
     for path in (old_upload, old_sticker):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"old")
@@ -115,17 +116,45 @@ def test_uploads_older_than_an_hour_are_removed_and_fresh_ones_and_downloads_kep
     assert UPLOAD_KEEP_S == 3600
 
 
+def join(site, client, api_name: str, data: list) -> tuple[int, str]:
+    """POST /gradio_api/queue/join for an event, with the client's cookies: (status, the answer's detail or id)."""
+    fn_index = next(d["id"] for d in client.config["dependencies"] if d.get("api_name") == api_name)
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": "s" * 11, "trigger_id": None}).encode()
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    parts = urlsplit(site.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request("POST", "/gradio_api/queue/join", body, {"Content-Type": "application/json", "Cookie": cookie})
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    return response.status, str(answer.get("detail", answer.get("event_id")))
+
+
 def test_exports_past_the_browsers_limit_are_refused_with_a_sentence_before_the_queue(site) -> None:
     alice = site.browser()
     make(alice, "an otter")
     first = alice.predict(api_name="/export_mascots")
-    assert alice.predict(api_name="/export_mascots") == first or Path(first).name == Path(
-        alice.predict(api_name="/export_mascots")
-    ).name  # an unchanged export is the same ZIP
+    assert Path(alice.predict(api_name="/export_mascots")).read_bytes() == Path(first).read_bytes()  # reused
     for prompt in ("a fox", "a badger"):
         make(alice, prompt)
         alice.predict(api_name="/export_mascots")
     make(alice, "a heron")
+    queued = len(site.app.demo._queue)
 
-    with pytest.raises((AppError, ValueError), match="You reached the limit of 3 ZIPs per 10 minutes"):
-        alice.predict(api_name="/export_mascots")
+    status, detail = join(site, alice, "export_mascots", [])
+
+    assert status == 400 and detail.startswith("You reached the limit of 3 ZIPs per 10 minutes. Try again in ")
+    assert len(site.app.demo._queue) == queued  # no queue slot was taken
+    assert len(list(Path(os.environ["GRADIO_TEMP_DIR"], "exports").rglob("*.zip"))) == 3  # the reused one: no file
+
+
+def test_a_second_sticker_while_the_first_is_being_made_is_refused_before_the_queue(site) -> None:
+    alice = site.browser()
+    make(alice, "an otter")
+    public_id = mine(alice)[0]["public_id"]
+    token_hash = site.app.identity.owner_from_cookies(dict(alice.cookies))
+    site.app.services.service.admit_sticker(Visitor(token_hash, "127.0.0.1"))  # as if its first were queued
+
+    status, detail = join(site, alice, "sticker", [public_id])
+
+    assert (status, detail) == (400, sentences.STICKER_RUNNING)

@@ -345,10 +345,9 @@ def _select_handler(show: Callable[..., ComponentValues]) -> Callable[..., Compo
 
 def _sticker_validator(services: PageServices) -> Callable[..., list[Any]]:
     def validate_sticker(_public_id: Any, http_request: gr.Request | None = None) -> list[Any]:
-        try:
-            services.service.admit_sticker(visitor_or_none(services, http_request))
-        except Refusal as error:
-            raise refused(error) from None
+        # Raised, not marked on the (hidden) share id: the join's HTTP 400 carries the sentence to the page as a
+        # toast (see ui/export.py).
+        services.service.admit_sticker(visitor_or_none(services, http_request))
         return [gr.validate(True, "")]
 
     return validate_sticker
