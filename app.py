@@ -53,6 +53,7 @@ from mascot.web.clients import AddressKeys
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
 from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
+from mascot.web.uploads import MAX_UPLOAD_BYTES, UploadGateMiddleware
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
@@ -134,6 +135,14 @@ class App:
             "allowed_paths": [str(self.settings.images_dir.resolve())],
             "app_kwargs": {
                 "middleware": [
+                    # Outermost: an upload without our cookie is refused before the identity middleware makes one.
+                    Middleware(
+                        UploadGateMiddleware,
+                        identity=self.identity,
+                        limit=self.services.service.limiters.uploads,
+                        prune=DownloadFolder(lambda: Path(get_upload_folder())).prune_uploads,
+                        trusted_proxies=self.settings.trusted_proxies,
+                    ),
                     Middleware(IdentityCookieMiddleware, identity=self.identity),
                     Middleware(LinkPreviewMiddleware, public_mascot=public_mascot),
                 ],
@@ -150,7 +159,7 @@ class App:
             "theme": page_theme(),
             "ssr_mode": False,  # server-side rendering would bypass the cookie middleware on Spaces
             "run_history": False,  # the app keeps its own history
-            "max_file_size": "10mb",
+            "max_file_size": MAX_UPLOAD_BYTES,  # also for bodies without a Content-Length (UploadGateMiddleware)
             "show_error": False,  # only our sentences reach people, never tracebacks
         }
         self.demo.launch(**{**options, **overrides})

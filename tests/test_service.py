@@ -242,6 +242,90 @@ def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Sit
         site.service.export(who("carol"))
 
 
+def test_an_unchanged_export_is_handed_out_again_and_a_change_makes_a_new_one(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    first = site.service.export(who("alice"))
+
+    assert site.service.export(who("alice")).path == first.path  # nothing changed: the same ZIP, no new file
+    site.service.set_public(public_id, False, who("alice"))  # its visibility is in mascots.json
+    changed = site.service.export(who("alice"))
+
+    assert changed.path != first.path
+    assert len(list((site.downloads / "exports").rglob("*.zip"))) == 2
+
+
+def test_one_export_at_a_time_per_browser_and_a_few_per_ten_minutes_refused_before_the_queue(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    alice = who("alice")
+
+    site.service.admit_export(alice)  # the validator: a queue slot may be taken
+    with pytest.raises(Refusal) as running:
+        site.service.admit_export(alice)
+    assert running.value.message == sentences.EXPORT_RUNNING
+    site.service.export(alice)  # ends the lease, whatever happens in it
+    for visible in (False, True):  # two more ZIPs of changed mascots: three in ten minutes, the limit
+        site.service.set_public(public_id, visible, alice)
+        site.service.admit_export(alice)
+        site.service.export(alice)
+    site.service.set_public(public_id, False, alice)
+    with pytest.raises(Refusal) as too_many:
+        site.service.admit_export(alice)
+
+    assert too_many.value.message.startswith("You reached the limit of 3 ZIPs per 10 minutes. Try again in ")
+    site.service.admit_export(who("bob", address="198.51.100.7"))  # another browser is not held up
+
+
+def test_the_browsers_of_one_network_cannot_all_export_at_once(site: Site) -> None:
+    for name in ("a", "b", "c", "d"):  # network_factor: four browsers' worth
+        site.service.admit_export(who(name))
+
+    with pytest.raises(Refusal) as refused:
+        site.service.admit_export(who("e"))
+
+    assert refused.value.message == sentences.TOO_MANY_AT_ONCE_HERE
+
+
+def test_stickers_one_at_a_time_and_ten_a_minute_per_browser(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    bob = who("bob")
+    site.service.admit_sticker(bob)
+    with pytest.raises(Refusal, match=r"^Your sticker is still being made"):
+        site.service.admit_sticker(bob)
+    site.service.sticker(public_id, bob)
+    for _ in range(9):
+        site.service.admit_sticker(bob)
+        site.service.sticker(public_id, bob)
+
+    with pytest.raises(Refusal) as refused:
+        site.service.admit_sticker(bob)
+
+    assert refused.value.message.startswith("You reached the limit of 10 stickers per minute. Try again in ")
+    with pytest.raises(Refusal, match=r"^You reached the limit"):  # the handler is the gate for a racing request
+        site.service.sticker(public_id, bob)
+
+
+def test_logos_and_dropped_pngs_need_the_cookie_and_count_per_browser(site: Site, tmp_path: Path) -> None:
+    from mascot.prompt.logos import LogoLibrary
+    from mascot.service.limits import HouseLimits, Limit, Limiters
+
+    site.service.logos = LogoLibrary(tmp_path / "logos")
+    site.service.limiters = Limiters(HouseLimits(pictures=Limit(per_window=2, window_s=600)))
+    logo = tmp_path / "logo.png"
+    Image.new("RGB", (40, 40), "red").save(logo)
+    with pytest.raises(Refusal) as no_cookie:
+        site.service.upload_logo(logo, None)
+    assert no_cookie.value.message == sentences.NO_COOKIE
+
+    site.service.upload_logo(logo, who("alice"))
+    with pytest.raises(Refusal, match=r"^That picture carries no settings"):  # read, so counted
+        site.service.recipe(logo, who("alice"))
+    with pytest.raises(Refusal) as refused:
+        site.service.upload_logo(logo, who("alice"))
+
+    assert refused.value.message.startswith("You reached the limit of 2 pictures per 10 minutes. Try again in ")
+    assert site.service.upload_logo(logo, who("bob", address="198.51.100.7"))
+
+
 def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: Site) -> None:
     public_id = public_id_of(site, "alice")
     expected = f"mascot-an-otter-barista-{public_id}"
@@ -268,7 +352,7 @@ def test_a_dropped_png_of_ours_restores_its_recipe_and_says_so(site: Site) -> No
     entry = site.store.mascot(public_id_of(site, "alice"), owner("alice"))
     assert entry is not None
 
-    found = site.service.recipe(entry.path)
+    found = site.service.recipe(entry.path, who("alice"))
 
     assert found.values["prompt"] == "an otter barista" and found.values["seed"] == 7
     assert found.values["num_images_per_prompt"] == 1 and "logo" not in found.values
@@ -287,7 +371,7 @@ def test_a_dropped_a1111_png_keeps_what_fits_and_names_what_it_left_out(site: Si
     picture = tmp_path / "a1111.png"
     Image.new("RGB", (64, 64)).save(picture, pnginfo=info)
 
-    found = site.service.recipe(picture)
+    found = site.service.recipe(picture, who("alice"))
 
     assert found.values == {
         "prompt": "a red panda astronaut",
@@ -321,7 +405,7 @@ def test_a_dropped_file_that_is_not_a_png_with_a_recipe_is_refused_with_a_senten
         upload.write_bytes(bytes(data))
 
     with pytest.raises(Refusal) as refused:
-        site.service.recipe(upload)
+        site.service.recipe(upload, who("alice"))
 
     expected = sentences.NO_RECIPE if kind == "no recipe" else sentences.NOT_A_RECIPE_PICTURE
     assert refused.value.message == expected

@@ -9,16 +9,16 @@ import re
 import tempfile
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mascot.prompt.palette import logo_colours
+from mascot.prompt.pictures import PictureRefused, decode, decode_slot, open_lazily
 
-MAX_UPLOAD_SIDE = 8192  # larger uploads are refused before decoding their pixels
 KEPT_SIDE = 512  # the image encoder sees 224 px: more is only disk
 LOGO_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
-class LogoRefused(ValueError):
+class LogoRefused(PictureRefused):
     """An upload that is not a usable logo; the message is a sentence for the person who sent it."""
 
 
@@ -31,7 +31,6 @@ class LogoLibrary:
     def save(self, upload: Image.Image | str | Path) -> str:
         """Check and keep a logo; return its id. Transparency becomes white: the image encoder sees RGB."""
         image = flatten(open_upload(upload))
-        image.thumbnail((KEPT_SIDE, KEPT_SIDE))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data = buffer.getvalue()
@@ -66,21 +65,34 @@ class LogoLibrary:
 
 
 def open_upload(upload: Image.Image | str | Path) -> Image.Image:
-    """The uploaded picture, refused with a sentence when it is not an image or is absurdly large."""
-    if isinstance(upload, Image.Image):
-        image = upload
-    else:
-        try:
-            image = Image.open(upload)
-        except (UnidentifiedImageError, OSError):
-            raise LogoRefused("That file is not an image we can read: upload a PNG, JPEG or WebP logo.") from None
-    if max(image.size) > MAX_UPLOAD_SIDE:
-        raise LogoRefused(f"That logo is {image.width} × {image.height} pixels; the limit is {MAX_UPLOAD_SIDE}.")
+    """The uploaded picture at most KEPT_SIDE a side (flatten makes it RGB); refused with a sentence when it is not a
+    picture or is too large to decode (mascot.prompt.pictures checks its header first and bounds the decodes at
+    once)."""
     try:
-        image.load()
-    except (OSError, Image.DecompressionBombError):
-        raise LogoRefused("That image could not be read completely: upload another copy of your logo.") from None
-    return image
+        if isinstance(upload, Image.Image):
+            return _shrunk(upload)
+        with open_lazily(upload, "logo") as image:
+            return _shrunk(image)
+    except PictureRefused as error:
+        raise LogoRefused(str(error)) from None
+
+
+def _shrunk(image: Image.Image) -> Image.Image:
+    """Decoded and shrunk inside one decode slot: the full-size pixels exist only there."""
+    with decode_slot():
+        decode(image, "logo", fit=KEPT_SIDE)
+        # Converted before shrinking ("1" and "P" would shrink nearest-neighbour and lose their edges), to the
+        # smallest mode that keeps the picture: a 1-bit logo as L takes a quarter of RGBA's memory.
+        shrunk = image.convert(_working_mode(image))
+        shrunk.thumbnail((KEPT_SIDE, KEPT_SIDE))
+        return shrunk
+
+
+def _working_mode(image: Image.Image) -> str:
+    """RGBA where there is transparency, L for black and white or grey, RGB for the rest."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        return "RGBA"
+    return "L" if image.mode in ("1", "L") else "RGB"
 
 
 def flatten(image: Image.Image) -> Image.Image:

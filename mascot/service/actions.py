@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from PIL import Image
 from mascot.clock import Clock, utc_now
 from mascot.generation.worker import GenerationWorker, Job, SubmitRefused
 from mascot.prompt.logos import LogoLibrary, LogoRefused
+from mascot.prompt.pictures import NotAPicture, PictureRefused, check_size, decode_slot, open_lazily
 from mascot.prompt.presets import Presets
 from mascot.prompt.recipe import recipe_from_png_text
 from mascot.prompt.request import GenerationRequest, InvalidRequest, Problem
@@ -24,9 +26,10 @@ from mascot.prompt.wordfilter import BlockedWords
 from mascot.service import sentences
 from mascot.service.answers import Notice, Refusal, Visitor
 from mascot.service.downloads import DownloadFolder
+from mascot.service.limits import KeyedLimit, Limiters, seconds_phrase
 from mascot.settings import Rules
 from mascot.store.device_links import is_code
-from mascot.store.export import NothingToExport, Progress, export_mascots, file_name
+from mascot.store.export import NothingToExport, Progress, export_fingerprint, export_mascots, file_name
 from mascot.store.imaging import read_parameters, save_png, transparent_sticker
 from mascot.store.likes import LikeState
 from mascot.store.moderation import NO_REASON, check_reason
@@ -101,17 +104,29 @@ def refuses_when_unwritable(action: Callable[P, R]) -> Callable[P, R]:
 
 def _png_text(upload: Path) -> dict[str, Any]:
     """A PNG's text chunks, refused with a sentence when the file is not a PNG of sensible size (PIL also caps
-    compressed text chunks, so a text bomb is refused too)."""
+    compressed text chunks, so a text bomb is refused too). Its pixels are read too (PIL finds chunks after them
+    only so), hence the header's size check and the decode slot that logos share."""
     try:
         if upload.stat().st_size > MAX_RECIPE_FILE_BYTES:
             raise Refusal(sentences.NOT_A_RECIPE_PICTURE)
-        with Image.open(upload) as picture:
-            if picture.format != "PNG" or picture.width * picture.height > MAX_RECIPE_PIXELS:
+        with open_lazily(upload, "picture") as picture:
+            if picture.format != "PNG":
                 raise Refusal(sentences.NOT_A_RECIPE_PICTURE)
-            # PngImageFile.text reads the chunks after the pixels too (the format was checked just above).
-            return dict(getattr(picture, "text", {}))
+            check_size(picture, "picture", MAX_RECIPE_PIXELS)
+            with decode_slot():
+                # PngImageFile.text reads the chunks after the pixels too (the format was checked just above).
+                return dict(getattr(picture, "text", {}))
+    except NotAPicture:
+        raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
+    except PictureRefused as error:  # too large (its size said), or too many pictures being read at once
+        raise Refusal(str(error)) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
+
+
+def _too_often(limit: KeyedLimit, what: str, wait_s: float) -> Refusal:
+    """The refusal of work asked for more often than its limit allows."""
+    return Refusal(sentences.too_often_line(what, limit.limit.per_window, limit.limit.window_s, seconds_phrase(wait_s)))
 
 
 class MascotService:
@@ -130,6 +145,7 @@ class MascotService:
         blocked_words: BlockedWords | None = None,  # None: nothing blocked
         clock: Clock = utc_now,  # tests move it across a day boundary
         prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,  # the worker's; None: the presets
+        limiters: Limiters | None = None,  # None: the house limits (service.limits)
     ) -> None:
         self.store = store
         self.worker = worker
@@ -141,6 +157,9 @@ class MascotService:
         self._downloads = downloads
         self._blocked_words = blocked_words or BlockedWords()
         self._prepare = prepare or self.presets.apply
+        self.limiters = limiters or Limiters()
+        self._exports: dict[str, tuple[str, Download]] = {}  # owner hash -> (what its last ZIP held, it): reused
+        self._exports_lock = threading.Lock()
 
     # ---- who is asking -----------------------------------------------------------------------------------------
     def owner(self, visitor: Visitor) -> str:
@@ -151,6 +170,20 @@ class MascotService:
     def network(self, visitor: Visitor) -> ClientNetwork:
         """The visitor's network, worked out once: the queue cap, the quotas, likes and reports all count by it."""
         return self._address_keys.network(visitor.address)
+
+    def _count(self, limit: KeyedLimit, what: str, visitor: Visitor | None) -> None:
+        """Count one piece of work for the browser and its network, or refuse it (nothing counted) with the wait."""
+        if visitor is None:
+            raise Refusal(sentences.NO_COOKIE)
+        wait = limit.take(visitor.token_hash, self.network(visitor).key)
+        if wait:
+            raise _too_often(limit, what, wait)
+
+    def _check_rate(self, limit: KeyedLimit, what: str, visitor: Visitor) -> None:
+        """Refuse what `_count` would refuse, counting nothing (a validator's check)."""
+        wait = limit.wait_s(visitor.token_hash, self.network(visitor).key)
+        if wait:
+            raise _too_often(limit, what, wait)
 
     # ---- creating ----------------------------------------------------------------------------------------------
     def prepare(self, request: GenerationRequest) -> GenerationRequest:
@@ -229,10 +262,11 @@ class MascotService:
         slow = info.is_preview_model or not info.device.startswith("cuda")
         return dict(QUICK_SETTINGS) if slow else {}
 
-    def recipe(self, upload: Path) -> PictureRecipe:
+    def recipe(self, upload: Path, visitor: Visitor | None) -> PictureRecipe:
         """The parameters a dropped PNG carries (ours, or AUTOMATIC1111's text), as far as this app can use them:
         within its ranges, its presets and its loaded adapters; the rest is named in the note. One image, its seed
         kept, as Remix does. Anything that is not a readable PNG of sensible size is refused with a sentence."""
+        self._count(self.limiters.pictures, "picture", visitor)
         found = recipe_from_png_text(_png_text(upload))
         if not found.source:
             raise Refusal(sentences.NO_RECIPE)
@@ -346,15 +380,33 @@ class MascotService:
             raise Refusal(result.message)
         return result.message
 
+    def admit_sticker(self, visitor: Visitor | None) -> None:
+        """Before a sticker takes a queue slot (the event's validator): refused while the browser's last one is being
+        made or when it asked for too many lately. Takes a running lease that `sticker` ends."""
+        self._admit(self.limiters.stickers, "sticker", sentences.STICKER_RUNNING, visitor)
+
     def sticker(self, public_id: object, visitor: Visitor) -> Path:
         """The mascot cut out of its background as a transparent PNG with its parameters (best on plain
-        backgrounds, like stickers), written for download."""
-        entry = self.open(public_id, visitor)
-        with Image.open(entry.path) as picture:
-            cut_out = transparent_sticker(picture)
-        path = self._downloads.new_path("stickers", file_name(entry, "sticker"))
-        save_png(cut_out, path, read_parameters(entry.path))
-        return path
+        backgrounds, like stickers), written for download. Counted per browser and network (service.limits)."""
+        try:
+            entry = self.open(public_id, visitor)
+            self._count(self.limiters.stickers, "sticker", visitor)
+            with Image.open(entry.path) as picture:
+                cut_out = transparent_sticker(picture)
+            path = self._downloads.new_path("stickers", file_name(entry, "sticker"))
+            save_png(cut_out, path, read_parameters(entry.path))
+            return path
+        finally:
+            self.limiters.stickers.finish(visitor.token_hash, self.network(visitor).key)
+
+    def _admit(self, limit: KeyedLimit, what: str, running: str, visitor: Visitor | None) -> None:
+        """A validator's check of work limited per browser: the rate (nothing counted), then the running lease."""
+        if visitor is None:
+            raise Refusal(sentences.NO_COOKIE)
+        self._check_rate(limit, what, visitor)
+        full = limit.start(visitor.token_hash, self.network(visitor).key)
+        if full is not None:
+            raise Refusal(running if full == "browser" else sentences.TOO_MANY_AT_ONCE_HERE)
 
     def png_download(self, entry: MascotEntry) -> Path:
         """The mascot's PNG (its parameters inside) under the one download name (store.export.file_name): the file on
@@ -395,27 +447,54 @@ class MascotService:
             raise Refusal(f"More like this makes {VARIATIONS} mascots. {error.message}") from None
 
     # ---- logos and export ----------------------------------------------------------------------------------
-    def upload_logo(self, upload: Path | None) -> str:
-        """Keep an uploaded logo and return its id, for a request's `logo`; "" for no upload."""
+    def upload_logo(self, upload: Path | None, visitor: Visitor | None) -> str:
+        """Keep an uploaded logo and return its id, for a request's `logo`; "" for no upload. Pictures read count
+        per browser and network (service.limits): each costs a decode."""
         if self.logos is None:
             raise Refusal(sentences.NO_LOGOS, "logo")
         if upload is None:
             return ""
+        self._count(self.limiters.pictures, "picture", visitor)
         try:
             return self.logos.save(upload)
         except LogoRefused as error:
             raise Refusal(str(error), "logo") from None
 
+    def admit_export(self, visitor: Visitor | None) -> None:
+        """Before an export takes a queue slot (the event's validator): refused while the browser's last ZIP is being
+        made or when it asked for too many lately. Takes a running lease that `export` ends."""
+        self._admit(self.limiters.exports, "ZIP", sentences.EXPORT_RUNNING, visitor)
+
     def export(self, visitor: Visitor, on_progress: Progress | None = None) -> Download:
-        """Every mascot the browser made (newest first, at most store.export.EXPORT_CAP) as one ZIP for download."""
+        """Every mascot the browser made (newest first, at most store.export.EXPORT_CAP) as one ZIP for download.
+        The last ZIP is handed out again while its mascots are unchanged (and it is still on disk); only a new one
+        counts against the browser's limit (service.limits)."""
         owner_hash, now = self.owner(visitor), self.clock()
-        destination = self._downloads.new_path("exports", f"my-mascots-{now:%Y-%m-%d}.zip")
         try:
+            contents = export_fingerprint(self.store, owner_hash)
+            reused = self._reusable_export(owner_hash, contents)
+            if reused is not None:
+                return reused
+            self._count(self.limiters.exports, "ZIP", visitor)
+            destination = self._downloads.new_path("exports", f"my-mascots-{now:%Y-%m-%d}.zip")
             result = export_mascots(self.store, owner_hash, destination, now=now, on_progress=on_progress)
         except NothingToExport as error:
             raise Refusal(str(error)) from None
+        finally:
+            self.limiters.exports.finish(visitor.token_hash, self.network(visitor).key)
         warning = Notice(result.note(), warning=True) if result.missing or result.truncated else None
-        return Download(result.path, warning)
+        made = Download(result.path, warning)
+        with self._exports_lock:
+            self._exports[owner_hash] = (contents, made)
+        return made
+
+    def _reusable_export(self, owner_hash: str, contents: str) -> Download | None:
+        """The browser's last ZIP when it holds exactly `contents` and is still on disk (downloads are pruned)."""
+        with self._exports_lock:
+            last = self._exports.get(owner_hash)
+        if last is None or last[0] != contents or not last[1].path.is_file():
+            return None
+        return last[1]
 
     # ---- one person, several devices ---------------------------------------------------------------------------
     @refuses_when_unwritable

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from mascot.store.files import DOWNLOAD_KEEP_S, remove_files_older_than
+
+DOWNLOAD_KINDS = ("stickers", "exports", "pngs")  # our own folders there; each is pruned as it is written to
+# Everything else in the folder is Gradio's: uploads and its cache of files shown on pages. An upload is read at once
+# (a logo, a dropped PNG); a page showing a cached file for longer gets it copied again on its next refresh.
+UPLOAD_KEEP_S = 3600.0
 
 
 class DownloadFolder:
@@ -24,3 +31,29 @@ class DownloadFolder:
         path = folder / uuid.uuid4().hex / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def prune_uploads(self, max_age_s: float = UPLOAD_KEEP_S) -> int:
+        """Remove Gradio's uploads and cached copies that arrived more than `max_age_s` ago; returns how many."""
+        root = self._root()
+        if not root.is_dir():
+            return 0
+        removed = 0
+        for entry in root.iterdir():
+            if entry.name in DOWNLOAD_KINDS or entry.is_symlink():
+                continue
+            if entry.is_dir():
+                removed += remove_files_older_than(entry, max_age_s, by_arrival=True)
+                with contextlib.suppress(OSError):  # not empty: something in it is still fresh
+                    entry.rmdir()
+            elif _arrived_before(entry, time.time() - max_age_s):
+                entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _arrived_before(path: Path, cutoff: float) -> bool:
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        return False
+    return max(status.st_mtime, status.st_ctime) < cutoff

@@ -92,3 +92,16 @@ def visibility_refused_line(moderation_note: str | None) -> str:
     if moderation_note:
         return f"{moderation_note} Until the operator restores it, it cannot be made public."
     return NOT_YOURS_TO_SHOW
+
+
+# Limits on work that costs the server but no quota (service.limits)
+EXPORT_RUNNING = "Your ZIP is still being made: wait for it to finish."
+STICKER_RUNNING = "Your sticker is still being made: wait for it to finish."
+TOO_MANY_AT_ONCE_HERE = "Many people on your network are doing this right now: try again in a minute."
+
+
+def too_often_line(what: str, limit: int, window_s: float, wait: str) -> str:
+    """Refusing work asked for more often than its limit: the limit, and when it can be asked for again."""
+    minutes = round(window_s / 60)
+    window = "minute" if minutes <= 1 else f"{minutes} minutes"
+    return f"You reached the limit of {plural(limit, what)} per {window}. Try again in {wait}."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -106,6 +107,18 @@ def owned_entries(store: MascotStore, owner_hash: str, *, limit: int, page_size:
         if len(rows) < page_size:
             return
         page += 1
+
+
+def export_fingerprint(store: MascotStore, owner_hash: str, *, cap: int = EXPORT_CAP) -> str:
+    """What a ZIP of the browser's mascots would hold, as one hash: each record of its index (likes, visibility and
+    whether its file is on disk included) and the total. Reading rows is cheap next to writing a ZIP, so an export
+    whose hash is unchanged is handed out again instead of written anew."""
+    digest = hashlib.sha256(str(store.count_history(owner_hash)).encode())
+    for entry in owned_entries(store, owner_hash, limit=cap, page_size=EXPORT_PAGE_SIZE):
+        present = entry.path.is_file() and not entry.path.is_symlink()
+        record = index_record(entry, file_name(entry) if present else None)
+        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
 
 
 def export_mascots(

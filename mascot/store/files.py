@@ -118,9 +118,13 @@ class ImageFiles:
 DOWNLOAD_KEEP_S = 3600.0
 
 
-def remove_files_older_than(folder: Path, max_age_s: float, now: float | None = None) -> int:
+def remove_files_older_than(
+    folder: Path, max_age_s: float, now: float | None = None, *, by_arrival: bool = False
+) -> int:
     """Delete the files under `folder` last changed more than `max_age_s` ago, then the folders left empty; returns
-    how many files went. Symbolic links are never followed, and a file another process removes first is skipped."""
+    how many files went. Symbolic links are never followed, and a file another process removes first is skipped.
+    `by_arrival`: a file's age counts from when it arrived (moved or copied in: its ctime) if that is later, for
+    folders where copies keep their source's older mtime (Gradio's cache copies with shutil.copy2)."""
     if not folder.is_dir():
         return 0
     cutoff = (time.time() if now is None else now) - max_age_s
@@ -129,7 +133,8 @@ def remove_files_older_than(folder: Path, max_age_s: float, now: float | None = 
         for name in files:
             path = Path(parent) / name
             try:
-                if path.lstat().st_mtime < cutoff:
+                status = path.lstat()
+                if max(status.st_mtime, status.st_ctime if by_arrival else 0.0) < cutoff:
                     path.unlink()
                     removed += 1
             except FileNotFoundError:

@@ -369,12 +369,12 @@ def _wire_recipe(services: PageServices, form: CreateForm, recipe_file: gr.File,
 
 def _recipe_handler(
     services: PageServices, form: CreateForm, recipe_note: gr.Markdown
-) -> Callable[[Any], dict[Any, Any]]:
-    def remix_picture(upload: Any) -> dict[Any, Any]:
+) -> Callable[..., dict[Any, Any]]:
+    def remix_picture(upload: Any, http_request: gr.Request | None = None) -> dict[Any, Any]:
         if not upload:
             return {recipe_note: ""}
         try:
-            found = services.service.recipe(Path(upload))
+            found = services.service.recipe(Path(upload), visitor_or_none(services, http_request))
         except Refusal as error:
             raise refused(error) from None
         values: dict[Any, Any] = {form.generation_inputs[name]: value for name, value in found.values.items()}

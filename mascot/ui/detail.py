@@ -15,7 +15,7 @@ from mascot.service.actions import VARIATIONS
 from mascot.store.entries import MascotEntry
 from mascot.store.moderation import NO_REASON, reason_choices
 from mascot.ui.based_on import based_on_note, based_on_values, no_based_on_values
-from mascot.ui.common import PageServices, plain, plural, refused, say, visitor
+from mascot.ui.common import PageServices, plain, plural, refused, say, visitor, visitor_or_none
 from mascot.ui.create import CreateForm, dimensions_to_size
 
 Listing = Literal["mine", "gallery"]
@@ -228,8 +228,12 @@ def wire_detail(
     ).then(fn=None, js=bring_into_view(f"{listing}-detail"), queue=False, api_visibility="private")
     detail.public_id.submit(show, detail.public_id, detail.outputs(), **api("mascot"))
     # The API returns the file itself; the page then offers it on a download button.
-    detail.make_sticker.click(
-        _sticker_handler(services), detail.public_id, detail.sticker_file, **api("sticker")
+    detail.make_sticker.click(  # one at a time per browser, refused before a queue slot is taken (service.limits)
+        _sticker_handler(services),
+        detail.public_id,
+        detail.sticker_file,
+        validator=_sticker_validator(services),
+        **api("sticker"),
     ).success(_offer_sticker, detail.sticker_file, detail.sticker, queue=False, api_visibility="private")
     detail.like.click(
         _like_handler(services),
@@ -337,6 +341,16 @@ def _select_handler(show: Callable[..., ComponentValues]) -> Callable[..., Compo
         return show(listed[event.index]["public_id"], http_request)
 
     return select
+
+
+def _sticker_validator(services: PageServices) -> Callable[..., list[Any]]:
+    def validate_sticker(_public_id: Any, http_request: gr.Request | None = None) -> list[Any]:
+        # Raised, not marked on the (hidden) share id: the join's HTTP 400 carries the sentence to the page as a
+        # toast (see ui/export.py).
+        services.service.admit_sticker(visitor_or_none(services, http_request))
+        return [gr.validate(True, "")]
+
+    return validate_sticker
 
 
 def _sticker_handler(services: PageServices) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ import gradio as gr
 
 from mascot.service import Refusal
 from mascot.store.export import EXPORT_CAP, INDEX_NAME
-from mascot.ui.common import PageServices, refused, say, visitor
+from mascot.ui.common import PageServices, refused, say, visitor, visitor_or_none
 
 EXPORT_INFO = (
     f"Every mascot you made (here and on your linked devices), up to the newest {EXPORT_CAP:,}: the PNGs with their "
@@ -42,10 +42,23 @@ def build_export_row(services: PageServices) -> ExportRow:
         None,
         zip_file,
         api_name="export_mascots",
+        # One ZIP at a time per browser and a few per 10 minutes, refused before a queue slot is taken: one browser
+        # cannot fill the queue (service.limits).
+        validator=_export_validator(services),
         concurrency_limit=EXPORTS_AT_ONCE,
         concurrency_id="export_mascots",
     ).success(_offer_zip, zip_file, download, queue=False, api_visibility="private")
     return ExportRow(build, download, zip_file)
+
+
+def _export_validator(services: PageServices) -> Callable[..., list[Any]]:
+    def validate_export(http_request: gr.Request | None = None) -> list[Any]:
+        # No inputs to mark, so the refusal is raised: Gradio answers the join with HTTP 400 and the exception's text
+        # as its detail, which the page shows. The Refusal itself, as gr.Error's text would come quoted.
+        services.service.admit_export(visitor_or_none(services, http_request))
+        return []
+
+    return validate_export
 
 
 def _export_handler(services: PageServices) -> Callable[..., str]:

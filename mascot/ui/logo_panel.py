@@ -14,7 +14,7 @@ from mascot.prompt.palette import spoken_list
 from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import PARAMETER_LABELS
 from mascot.service import Refusal
-from mascot.ui.common import DEFAULTS, PageServices, range_info, refused
+from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor_or_none
 
 
 def logo_fields(
@@ -71,11 +71,12 @@ def _colours_note_handler(services: PageServices) -> Callable[[Any], str]:
     return colours_note
 
 
-def _upload_logo_handler(services: PageServices) -> Callable[[Any], str]:
-    def upload_logo(image: Any) -> str:
+def _upload_logo_handler(services: PageServices) -> Callable[..., str]:
+    def upload_logo(image: Any, http_request: gr.Request | None = None) -> str:
         """Keep an uploaded logo and return its id, for /generate's `logo`."""
         try:
-            return services.service.upload_logo(uploaded_file(image) if image else None)
+            upload = uploaded_file(image) if image else None
+            return services.service.upload_logo(upload, visitor_or_none(services, http_request))
         except LogoRefused as error:  # the payload names no upload (the file itself is the service's to check)
             raise gr.Error(str(error), print_exception=False) from None
         except Refusal as error:
