@@ -34,8 +34,8 @@ def wait_until(condition, timeout: float = 120.0, what: str = "") -> None:
 
 
 def history_captions(client: Client) -> list[str]:
-    gallery, _page, _label, _mascots = client.predict(api_name="/my_mascots")
-    return [entry["caption"] for entry in gallery]
+    _gallery, _page, _label, mascots = client.predict(api_name="/my_mascots")
+    return [mascot["prompt"] for mascot in mascots]  # the thumbnails' captions also carry the likes
 
 
 def held_claims(data_dir: Path) -> int:

@@ -30,9 +30,9 @@ def app(tmp_path_factory):
 
 def history_captions(client: Client) -> list[str]:
     """The prompts of this browser's mascots on the first page of My mascots, newest first."""
-    gallery, page, _label, _mascots = client.predict(api_name="/my_mascots")
+    _gallery, page, _label, mascots = client.predict(api_name="/my_mascots")
     assert page == 1
-    return [entry["caption"] for entry in gallery]
+    return [mascot["prompt"] for mascot in mascots]  # the thumbnails' captions also carry the likes
 
 
 def generate(client: Client, prompt: str, **overrides):
