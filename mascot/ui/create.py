@@ -94,6 +94,9 @@ def build_create_tab(services: PageServices) -> CreateForm:
         columns=4,
         height=340,  # one row of four on a desktop, two of two on a phone (style.css), all in view
         object_fit="contain",
+        # No "download all" (a page of thumbnails) and no Share ("Must be on Spaces"): each mascot's one download is
+        # the panel's Download PNG, under its one file name.
+        buttons=["fullscreen"],
         elem_id="result-gallery",
     )
     with gr.Accordion("More options", open=False, elem_id="more-options") as more_options:
