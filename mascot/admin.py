@@ -80,9 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ONE_MASCOT_COMMANDS = {"hide", "restore", "delete"}
+
+
+def ids_taken_literally(argv: Sequence[str]) -> list[str]:
+    """The arguments with `--` put before a share id that starts with "-" (ids are URL-safe base64, so one in 64 does):
+    argparse would take it for an unknown option and say only "the following arguments are required"."""
+    arguments = list(argv)
+    for index, argument in enumerate(arguments[:-1]):
+        following = arguments[index + 1]
+        if argument in ONE_MASCOT_COMMANDS and following.startswith("-") and following not in {"-h", "--help", "--"}:
+            return [*arguments[: index + 1], "--", *arguments[index + 1 :]]
+    return arguments
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")  # stderr: not the output
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(ids_taken_literally(sys.argv[1:] if argv is None else argv))
     settings = settings_from(args, environ)
     try:
         # Before the database is opened (and migrated): a wrong words file is the operator's typo, not a reason to

@@ -15,6 +15,8 @@ from gradio_client import Client
 from mascot.store.store import MascotStore
 from tests.support.app_process import AppProcess, wait_until_model_ready
 
+pytestmark = pytest.mark.slow  # real `python app.py` processes: SIGTERM, kill -9, a full disk
+
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 SLOW = {"width": 512, "height": 512, "num_inference_steps": 40, "prior_num_inference_steps": 2}  # seconds, not ms
 

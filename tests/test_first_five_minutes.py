@@ -14,7 +14,10 @@ import pytest
 from tests.support.app_process import running_app
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, playwright_api
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"),
+]
 SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
 
 
@@ -112,7 +115,9 @@ def test_the_first_five_minutes(chromium, app, tmp_path, device):
     stranger_context = chromium.new_context(viewport={"width": width, "height": height}, is_mobile=phone)
     stranger = stranger_context.new_page()
     stranger.goto(share_link)
-    expect(stranger.locator("#gallery-detail-info")).to_contain_text(prompt, timeout=60_000)
+    card = stranger.locator("#share-card")  # the shared mascot first, in the first screen
+    expect(card).to_contain_text(prompt, timeout=60_000)
+    expect(card.locator("#share-card-image img")).to_be_in_viewport(ratio=0.9)
     stranger.screenshot(path=str(shots / f"{device}-5-shared.png"))
     stranger_context.close()
     context.close()

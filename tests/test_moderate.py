@@ -269,3 +269,11 @@ def test_stored_ideas_reads_more_rows_than_one_batch_in_id_order(mascots: Mascot
 
     assert [idea.public_id for idea in ideas] == saved
     assert [idea.prompt for idea in ideas] == [f"otter {number}" for number in range(5)]
+
+
+def test_a_share_id_that_starts_with_a_dash_is_taken_as_an_id() -> None:
+    from mascot.admin import build_parser, ids_taken_literally
+
+    arguments = build_parser().parse_args(ids_taken_literally(["--data-dir", "d", "delete", "-abcDEF12345"]))
+    assert (arguments.command, arguments.public_id) == ("delete", "-abcDEF12345")
+    assert ids_taken_literally(["hide", "--help"]) == ["hide", "--help"]

@@ -10,9 +10,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from gradio_client import Client
 
 from tests.support.app_process import ROOT, app_environment, free_port, wait_until_model_ready
+
+pytestmark = pytest.mark.slow  # `gradio app.py` for real
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 REBUILT = "reload: the page (mascot/ui, app.py) is rebuilt"
