@@ -165,14 +165,13 @@ class DeviceBook:
         if row is None:
             return []
         link = self.tables.device_link
-        rows = (
+        rows = tuple_rows(
             link
             .select(link.created_at, link.expires_at)
             .where(link.browser == row)
             .where(link.used_at.is_null())
             .where(link.expires_at > now)
             .order_by(link.created_at, link.id)
-            .tuples()
         )  # fmt: skip
         return [OpenLink(created_at, expires_at) for created_at, expires_at in rows]
 
