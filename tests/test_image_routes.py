@@ -17,6 +17,8 @@ from gradio_client import Client
 
 from tests.support.site import make, mine, serve
 
+pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client and httpx
+
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):

@@ -62,6 +62,7 @@ def test_the_privacy_settings_are_read_from_the_environment():
     assert load_settings([], {}).proxy_addresses == ()
 
 
+@pytest.mark.slow
 def test_with_a_public_url_the_page_and_its_links_use_it(tmp_path, monkeypatch):
     from tests.support.site import serve
     from tests.test_device_links import link_for

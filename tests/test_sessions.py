@@ -40,6 +40,7 @@ def read_stream(http: httpx.Client, session: str) -> tuple[int, str]:
         return 200, text
 
 
+@pytest.mark.slow
 def test_another_browser_cannot_read_or_take_over_a_session(site):
     with (
         httpx.Client(base_url=site.url, timeout=30) as victim,
