@@ -337,10 +337,10 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         api_visibility="private",
     )
     form.cancel_button.click(_cancel_handler(services), outputs=form.status, queue=False, api_name="cancel")
-    shapers: list[gr.Textbox | gr.Dropdown] = [  # in the order of model_prompt's parameters
+    shapers: list[gr.Textbox | gr.Dropdown | gr.Radio] = [  # in the order of model_prompt's parameters
         built_as(inputs, "prompt", gr.Textbox),
         built_as(inputs, "negative_prompt", gr.Textbox),
-        built_as(inputs, "style", gr.Dropdown),
+        built_as(inputs, "style", gr.Radio),
         built_as(inputs, "brand", gr.Dropdown),
         built_as(inputs, "logo", gr.Textbox),
     ]
