@@ -16,7 +16,7 @@ from mascot.store.moderation import NO_REASON, reason_choices
 from mascot.ui.based_on import based_on_note, based_on_values, no_based_on_values
 from mascot.ui.common import PageServices, plain, plural, refused, say, visitor
 from mascot.ui.create import CreateForm, dimensions_to_size
-from mascot.ui.pictures import download_link, linked_image, picture_url
+from mascot.ui.pictures import LinkedDownload, LinkedImage, download, picture_url
 
 Listing = Literal["mine", "gallery"]
 
@@ -40,7 +40,7 @@ class DetailPanel:
     image: gr.Image  # by its checking route's URL (mascot.web.images): Gradio keeps no copy
     info: gr.Markdown
     share_link: gr.Textbox
-    download: gr.HTML  # a link to the same route, as an attachment under the one download name
+    download: gr.DownloadButton  # the same route, as an attachment under the one download name (pictures)
     like: gr.Button
     remix: gr.Button
     vary: gr.Button
@@ -84,7 +84,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
     with gr.Column(visible=False, elem_id=f"{listing}-detail", elem_classes="mascot-panel") as group:
         public_id = gr.Textbox(visible=False, label="public_id")
         with gr.Row(equal_height=False):
-            image = linked_image(
+            image = LinkedImage(
                 type="filepath",
                 format="png",
                 interactive=False,
@@ -98,8 +98,8 @@ def detail_panel(listing: Listing) -> DetailPanel:
             with gr.Column(scale=1, min_width=300):
                 info = gr.Markdown(elem_id=f"{listing}-detail-info")
                 with gr.Row(elem_id=f"{listing}-main-actions", elem_classes="main-actions"):
-                    download = gr.HTML(
-                        min_width=120, elem_id=f"{listing}-download", elem_classes="download-button", padding=False
+                    download_button = LinkedDownload(
+                        "⬇ Download PNG", variant="primary", min_width=120, elem_id=f"{listing}-download"
                     )
                     like = gr.Button("♡ Like", min_width=90, elem_id=f"{listing}-like")
                     remix = gr.Button("Remix", min_width=90, elem_id=f"{listing}-remix")
@@ -124,7 +124,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
         image,
         info,
         share_link,
-        download,
+        download_button,
         like,
         remix,
         vary,
@@ -296,7 +296,7 @@ def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str, page
         detail.image: picture_url(page_url, entry),
         detail.info: describe(entry),
         detail.share_link: share_link,
-        detail.download: download_link(page_url, entry),
+        detail.download: download(page_url, entry),
         detail.like: like_label(entry.liked_by_viewer, entry.like_count),
         detail.summary: summary(entry),
         detail.sticker: gr.DownloadButton(visible=False),  # another mascot's sticker must not linger

@@ -10,7 +10,7 @@ import gradio as gr
 
 from mascot.store.entries import MascotEntry
 from mascot.ui.common import plain, plural
-from mascot.ui.pictures import linked_image
+from mascot.ui.pictures import LinkedImage
 
 # "Make your own": the Create tab is selected first; its idea box is drawn a frame later, so look a few times.
 FOCUS_IDEA = """() => {
@@ -46,7 +46,7 @@ class ShareCard:
 def build_share_card() -> ShareCard:
     """The picture and, beside it (below it on a phone), the idea, the likes and the two ways on."""
     with gr.Column(visible=False, elem_id="share-card") as card, gr.Row(equal_height=False):
-        image = linked_image(
+        image = LinkedImage(
             type="filepath",
             format="png",
             interactive=False,
