@@ -233,6 +233,11 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     )
     # The service resolves device links: every handler hands it the browser's own token hash.
     proxies = ProxyTrust.parse(settings.trusted_proxies, settings.proxy_addresses)  # both checked by the settings
+    if settings.trusted_proxies and not settings.proxy_addresses:
+        log.warning(
+            "MASCOT_TRUSTED_PROXIES is set but MASCOT_PROXY_ADDRESSES is not: no forwarded header is believed, so "
+            "every visitor counts as the proxy's network. Set MASCOT_PROXY_ADDRESSES to the proxies' addresses."
+        )
     services = PageServices(
         service=service,
         token_hash_of=identity.owner_from_request,
