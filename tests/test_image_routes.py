@@ -64,6 +64,19 @@ def test_a_stranger_loses_every_picture_url_once_the_mascot_is_private_and_the_o
     assert {url: status(url, alice.cookies) for url in urls} == dict.fromkeys(urls, 200)
 
 
+def test_the_download_is_the_picture_as_an_attachment_under_the_one_download_name(site):
+    alice = site.browser()
+    make(alice, "alice's otter")
+    [otter] = mine(alice)
+    [download] = [url for url in shown_urls(site, alice, otter["public_id"]) if url.endswith("?download=1")]
+
+    answer = httpx.get(download, cookies=alice.cookies, timeout=30)
+
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    expected = f"mascot-alice-s-otter-{otter['public_id']}.png"
+    assert answer.headers["content-disposition"] == f'attachment; filename="{expected}"'
+
+
 def test_taken_down_and_deleted_mascots_answer_404(site):
     alice = site.browser()
     make(alice, "alice's otter")

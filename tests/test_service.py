@@ -19,6 +19,7 @@ from mascot.service import DownloadFolder, MascotService, Refusal, Visitor, sent
 from mascot.settings import Rules
 from mascot.store.imaging import read_parameters
 from mascot.store.store import MascotStore
+from mascot.ui.pictures import download
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
 from tests.support.store import owner, save
@@ -246,13 +247,15 @@ def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: S
     public_id = public_id_of(site, "alice")
     expected = f"mascot-an-otter-barista-{public_id}"
 
-    png = site.service.png_download(site.service.open(public_id, who("alice")))
+    url, png = download("https://mascots.example/app", site.service.open(public_id, who("alice")))
     sticker = site.service.sticker(public_id, who("alice"))
     with zipfile.ZipFile(site.service.export(who("alice")).path) as archive:
         (entry,) = [name for name in archive.namelist() if name.endswith(".png")]
 
-    assert (png.name, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
-    assert read_parameters(png)["prompt"] == "an otter barista"
+    # The panel's Download PNG: the checking route as an attachment, under this name (tests/test_image_routes.py).
+    assert url == f"https://mascots.example/app/images/{public_id}.png?download=1"
+    assert (png, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
+    assert read_parameters(sticker)["prompt"] == "an otter barista"
 
 
 def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -364,14 +363,6 @@ class MascotService:
             cut_out = transparent_sticker(picture)
         path = self._downloads.new_path("stickers", file_name(entry, "sticker"))
         save_png(cut_out, path, read_parameters(entry.path))
-        return path
-
-    def png_download(self, entry: MascotEntry) -> Path:
-        """The mascot's PNG (its parameters inside) under the one download name (store.export.file_name): the file on
-        disk has a random name, and a browser saves a download under the name it is served with."""
-        path = self._downloads.new_path("pngs", file_name(entry))
-        # A copy, not a hard link: a link shares the original's age, and old downloads are pruned by age.
-        shutil.copyfile(entry.path, path)
         return path
 
     def remix(self, public_id: object, visitor: Visitor, *, vary: bool) -> Remix:
