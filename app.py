@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -49,10 +50,13 @@ from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
 from mascot.ui.theme import page_theme
-from mascot.web.clients import AddressKeys
+from mascot.web.clients import AddressKeys, ProxyTrust
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
+from mascot.web.images import ImageFileMiddleware, image_routes, visible_mascot
 from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
+from mascot.web.public_url import PublicAddress
+from mascot.web.sessions import SessionBindingMiddleware
 from mascot.web.uploads import MAX_UPLOAD_BYTES, UploadGateMiddleware
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -124,6 +128,11 @@ class App:
         signal.signal(signal.SIGTERM, on_sigterm)
         self.launch(**overrides)
 
+    def owner_of(self, request: Any) -> str | None:
+        """The owner hash a request's browser stands for (linked devices resolved); None without a valid cookie."""
+        token_hash = self.identity.owner_from_request(request)
+        return None if token_hash is None else self.store.resolve_owner(token_hash)
+
     def launch(self, **overrides: Any) -> None:
         """Serve the page (the worker must be started); `overrides` are for tests (ports, thread lock)."""
         public_mascot = self.store.public_mascot
@@ -131,8 +140,9 @@ class App:
             "server_name": self.settings.server_name,
             "server_port": self.settings.server_port,
             "share": self.settings.share,
-            # Only the images folder may be served: not the database, the secret or the model.
-            "allowed_paths": [str(self.settings.images_dir.resolve())],
+            # Gradio serves no file of the data folder: pictures go out only through mascot.web.images' routes,
+            # which check on every request that the mascot is public or the caller's own.
+            "allowed_paths": [],
             "app_kwargs": {
                 "middleware": [
                     # Outermost: an upload without our cookie is refused before the identity middleware makes one.
@@ -141,10 +151,15 @@ class App:
                         identity=self.identity,
                         limit=self.services.service.limiters.uploads,
                         prune=DownloadFolder(lambda: Path(get_upload_folder())).prune_uploads,
-                        trusted_proxies=self.settings.trusted_proxies,
+                        proxies=self.services.trusted_proxies,
                     ),
                     Middleware(IdentityCookieMiddleware, identity=self.identity),
-                    Middleware(LinkPreviewMiddleware, public_mascot=public_mascot),
+                    # After the cookie: each queue session is read only by the browser that joined it.
+                    Middleware(SessionBindingMiddleware, token_of=self.identity.owner_from_cookies),
+                    Middleware(ImageFileMiddleware),
+                    Middleware(
+                        LinkPreviewMiddleware, public_mascot=public_mascot, address=self.services.public_address
+                    ),
                 ],
                 "routes": [
                     Route(
@@ -152,6 +167,7 @@ class App:
                         health_endpoint(self.worker, lambda: self.store.schema_version, self.store.check_writable),
                     ),
                     Route(PREVIEW_IMAGE_ROUTE, preview_image_endpoint(public_mascot, self.settings.images_dir)),
+                    *image_routes(visible_mascot(self.store.mascot, self.owner_of), self.settings.images_dir),
                 ],
             },
             "css_paths": [ASSETS / "style.css"],
@@ -160,8 +176,13 @@ class App:
             "ssr_mode": False,  # server-side rendering would bypass the cookie middleware on Spaces
             "run_history": False,  # the app keeps its own history
             "max_file_size": MAX_UPLOAD_BYTES,  # also for bodies without a Content-Length (UploadGateMiddleware)
+            # A full URL here is the root Gradio writes into the page and its API docs, instead of X-Forwarded-Host.
+            **({"root_path": self.settings.public_url} if self.settings.public_url else {}),
             "show_error": False,  # only our sentences reach people, never tracebacks
         }
+        # uvicorn, which Gradio starts without proxy settings, would believe X-Forwarded-For and -Proto from any
+        # loopback client and rewrite the request's address before our ProxyTrust (MASCOT_PROXY_ADDRESSES) sees it.
+        os.environ["FORWARDED_ALLOW_IPS"] = ""
         self.demo.launch(**{**options, **overrides})
 
 
@@ -220,10 +241,17 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         prepare=prepare,
     )
     # The service resolves device links: every handler hands it the browser's own token hash.
+    proxies = ProxyTrust.parse(settings.trusted_proxies, settings.proxy_addresses)  # both checked by the settings
+    if settings.trusted_proxies and not settings.proxy_addresses:
+        log.warning(
+            "MASCOT_TRUSTED_PROXIES is set but MASCOT_PROXY_ADDRESSES is not: no forwarded header is believed, so "
+            "every visitor counts as the proxy's network. Set MASCOT_PROXY_ADDRESSES to the proxies' addresses."
+        )
     services = PageServices(
         service=service,
         token_hash_of=identity.owner_from_request,
-        trusted_proxies=settings.trusted_proxies,
+        trusted_proxies=proxies,
+        public_address=PublicAddress(settings.public_url, proxies),
         examples=load_examples(),
     )
     demo = queued_page(build_demo(services), settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import re
@@ -121,6 +122,10 @@ class Settings:
     # Names this replica's claims in the database, so that a restart frees its own dead claims at once and never
     # another replica's; default (""): the host and the port (default_replica_id).
     replica_id: str = ""
+    # ---- privacy: who may say where a request came from, and the page's public address (see docs/deploying.md)
+    # Proxy addresses or CIDR networks (MASCOT_PROXY_ADDRESSES); forwarded headers are believed only from these.
+    proxy_addresses: tuple[str, ...] = ()
+    public_url: str | None = None  # MASCOT_PUBLIC_URL: the address links and link previews use, e.g. https://x.org
 
     @property
     def images_dir(self) -> Path:
@@ -263,6 +268,8 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         ),
         replica_id=given.text(None, "MASCOT_REPLICA_ID", "the replica id") or default_replica_id(server_port),
         speed=speed_options(given),
+        proxy_addresses=given.networks("MASCOT_PROXY_ADDRESSES", "the proxies' addresses"),
+        public_url=given.public_url("MASCOT_PUBLIC_URL", "the page's public address"),
     )
 
 
@@ -409,6 +416,34 @@ class Given:
             )
         return text
 
+    def networks(self, variable: str, what: str) -> tuple[str, ...]:
+        """Comma-separated IP addresses or CIDR networks ("10.0.0.0/8, 2001:db8::1"), each checked."""
+        found = self.raw(None, variable)
+        if found is None:
+            return ()
+        written, value = found
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        for part in parts:
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                rule = "IP addresses or networks such as 10.0.0.0/8, separated by commas"
+                raise self.refuse(written, None, variable, what, rule) from None
+        return tuple(parts)
+
+    def public_url(self, variable: str, what: str) -> str | None:
+        """An http or https address with a plain host, without a trailing slash: it is written into every link."""
+        text = self.text(None, variable, what)
+        if text is None:
+            return None
+        match = PUBLIC_URL.fullmatch(text)
+        if match is None or not HOST_NAME.fullmatch(match.group(2)):
+            written, _ = self.raw(None, variable)  # type: ignore[misc]
+            raise self.refuse(
+                written, None, variable, what, "an http or https address such as https://mascots.example.org"
+            )
+        return text.rstrip("/")
+
     def adapters(self) -> tuple[str, ...]:
         """--lora, repeatable, else MASCOT_LORA, comma-separated (parsed where torch is: generation.adapters)."""
         flagged = getattr(self._flags, "lora", None)
@@ -417,6 +452,10 @@ class Given:
         return tuple(item.strip() for item in self._environ.get("MASCOT_LORA", "").split(",") if item.strip())
 
 
+# A host name or IPv4 address, or a bracketed IPv6 address, with an optional port: nothing that could end the URL's
+# authority or smuggle a path, a quote or a tag into a page (mascot.web.public_url checks request hosts with it too).
+HOST_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+PUBLIC_URL = re.compile(r"(https?)://([^/?#]+)(/[A-Za-z0-9._~/-]*)?")
 WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,12}")  # ASCII digits only; a longer one is out of every range anyway
 
 

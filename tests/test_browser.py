@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -408,6 +410,9 @@ def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chr
     make_it_fast(other)
     generate_in_page(other, "a homebound hedgehog")
     other.goto(link)
+    playwright_api.expect(other.locator("#device-prompt-question")).to_contain_text("Open a device link?")
+    other.once("dialog", lambda dialog: dialog.accept())  # "Move the mascots made in this browser ...?"
+    other.locator("#device-prompt-move").click()  # this person made the link: they bring the hedgehog along
     playwright_api.expect(
         other.get_by_text("This browser now shares My mascots with your other device")
     ).to_be_visible()
@@ -422,10 +427,11 @@ def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chr
     playwright_api.expect(page.locator("#mine-gallery").get_by_text("a homebound hedgehog")).to_be_visible()
     stranger_context = chromium.new_context()
     stranger = stranger_context.new_page()
-    stranger.goto(link)  # spent
+    stranger.goto(link)  # spent: the page says so at once, with nothing to press but "Not now"
     playwright_api.expect(stranger.get_by_text("This device link has expired or was already used")).to_be_visible(
         timeout=60_000
     )
+    playwright_api.expect(stranger.locator("#device-prompt-join")).to_be_hidden()
     stranger_context.close()
 
     # The other browser stops showing them; the first keeps every mascot.
@@ -466,3 +472,57 @@ def test_dropping_a_png_restores_its_settings_and_a_file_that_is_not_one_is_refu
     page.locator("#recipe-file input[type=file]").set_input_files(str(fake))
     playwright_api.expect(page.get_by_text("That file is not a PNG picture we can read")).to_be_visible()
     context.close()
+
+
+def test_a_victim_who_opens_an_attackers_device_link_keeps_their_private_mascots_from_the_attacker(
+    chromium, app, tmp_path
+):
+    attacker_context, attacker = open_page(chromium, app)
+    make_it_fast(attacker)
+    generate_in_page(attacker, "the attacker's bait")
+    attacker.get_by_role("tab", name="My mascots").click()
+    attacker.get_by_text("Use my mascots on another device").click()
+    attacker.locator("#mine-device-make").click()
+    link_box = attacker.locator("#mine-device-link textarea, #mine-device-link input").first
+    playwright_api.expect(link_box).to_have_value(re.compile(r"device="))
+    link = link_box.input_value()  # sent to the victim as "look at my mascot"
+
+    victim_context, victim = open_page(chromium, app)
+    make_it_fast(victim)
+    generate_in_page(victim, "the victim's secret prototype")
+    victim.get_by_role("tab", name="My mascots").click()
+    victim.locator("#mine-gallery").get_by_role("button").filter(has_text="secret prototype").first.click()
+    victim.get_by_label("Show in the public gallery").uncheck()
+    playwright_api.expect(victim.get_by_text("Hidden from the gallery: only you see it now.")).to_be_visible()
+    picture = victim.locator("#mine-detail-image img").get_attribute("src")
+    assert re.fullmatch(rf"{re.escape(app.url)}images/[A-Za-z0-9_-]{{12}}\.png", picture)
+
+    victim.goto(link)  # one click on the link, as a victim would
+    prompt = victim.locator("#device-prompt-question")
+    playwright_api.expect(prompt).to_contain_text("whoever made the link sees, downloads and can delete")
+    playwright_api.expect(prompt).to_contain_text("Your 1 mascot made in this browser stay yours")
+    victim.wait_for_timeout(1000)
+    victim.get_by_role("tab", name="My mascots").click()  # nothing changed before a choice
+    playwright_api.expect(victim.locator("#mine-gallery").get_by_text("secret prototype")).to_be_visible()
+    victim.screenshot(path=str(tmp_path / "device-prompt.png"), full_page=True)
+    victim.locator("#device-prompt-join").click()  # the choice that keeps them apart
+    playwright_api.expect(victim.get_by_text("stay yours, apart from that device's")).to_be_visible()
+
+    attacker.locator("#mine-refresh").click()
+    attacker.wait_for_timeout(1000)
+    assert attacker.locator("#mine-gallery").get_by_text("secret prototype").count() == 0
+    assert attacker_context.request.get(picture).status == 404  # the attacker's cookie cannot fetch it
+    attacker.locator("#mine-export").click()  # nor export it
+    with attacker.expect_download() as download:
+        attacker.locator("#mine-export-download").click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        exported = json.loads(archive.read("mascots.json"))
+    assert [record["prompt"] for record in exported["mascots"]] == ["the attacker's bait"]
+
+    victim.get_by_text("Use my mascots on another device").click()
+    victim.once("dialog", lambda dialog: dialog.accept())
+    victim.locator("#mine-device-stop").click()  # and the victim gets their own back
+    playwright_api.expect(victim.locator("#mine-gallery").get_by_text("secret prototype")).to_be_visible()
+    assert victim_context.request.get(picture).status == 200
+    attacker_context.close()
+    victim_context.close()

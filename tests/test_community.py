@@ -27,9 +27,13 @@ pytestmark = pytest.mark.slow  # the app served in this process, driven through 
 
 @pytest.fixture
 def site_behind_a_proxy(tmp_path, monkeypatch):
-    """As on a Space: one proxy in front, whose X-Forwarded-For names the client; small quotas."""
+    """As on a Space: one proxy in front (the test, on loopback), whose X-Forwarded-For names the client; small
+    quotas."""
     yield from serve(
-        tmp_path, monkeypatch, ["--daily-quota", "3", "--address-daily-quota", "4"], {"MASCOT_TRUSTED_PROXIES": "1"}
+        tmp_path,
+        monkeypatch,
+        ["--daily-quota", "3", "--address-daily-quota", "4"],
+        {"MASCOT_TRUSTED_PROXIES": "1", "MASCOT_PROXY_ADDRESSES": "127.0.0.1"},
     )
 
 

@@ -18,10 +18,22 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from mascot.ui.device_links import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY, qr_image
+from mascot.ui.device_links import (
+    ALREADY,
+    EXPIRED,
+    JOINED,
+    KEPT_APART,
+    NO_OPEN_LINKS,
+    NO_OTHER_DEVICES,
+    NOTE,
+    TOO_MANY,
+    qr_image,
+)
 from tests.support.site import FAST, make, mine, prompts
 
 pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client
+
+NOTHING_SHARED = f"{NO_OTHER_DEVICES}\n\n{NO_OPEN_LINKS}"  # the panel's line when no device or link is left
 
 
 def link_for(client: Client) -> tuple[str, str]:
@@ -31,12 +43,15 @@ def link_for(client: Client) -> tuple[str, str]:
     return link, qr_code
 
 
-def open_link(site, client: Client, link: str) -> list[tuple[str, str]]:
-    """Open `link` in this browser as its page does; returns the notices shown, as (level, message)."""
+def open_link(site, client: Client, link: str, *, move_mine: bool = False) -> list[tuple[str, str]]:
+    """Open `link` in this browser as its page's buttons do (keeping its own mascots apart, or with `move_mine`
+    moving them after the person confirmed); returns the notices shown, as (level, message)."""
     query = urllib.parse.urlsplit(link).query
-    [fn_index] = [dep["id"] for dep in client.config["dependencies"] if dep.get("api_name") == "open_device_link"]
+    api_name = "open_device_link_moving_mine" if move_mine else "open_device_link"
+    [fn_index] = [dep["id"] for dep in client.config["dependencies"] if dep.get("api_name") == api_name]
     session = uuid.uuid4().hex
-    body = {"data": [], "event_data": None, "fn_index": fn_index, "trigger_id": None, "session_hash": session}
+    data = [True] if move_mine else []
+    body = {"data": data, "event_data": None, "fn_index": fn_index, "trigger_id": None, "session_hash": session}
     notices = []
     with httpx.Client(base_url=site.url, cookies=client.cookies, timeout=30) as http:
         http.post(f"gradio_api/queue/join?{query}", json=body).raise_for_status()
@@ -63,7 +78,9 @@ def test_a_phone_that_opens_the_link_shares_my_mascots_both_ways_and_the_code_is
         assert shown.format == "PNG"
         assert shown.convert("RGB").tobytes() == qr_image(link).tobytes()
 
-    assert open_link(site, phone, link) == [("info", f"{JOINED} The 1 mascot made here before moved along.")]
+    assert open_link(site, phone, link, move_mine=True) == [
+        ("info", f"{JOINED} The 1 mascot made here before moved along.")
+    ]
 
     assert prompts(mine(phone)) == prompts(mine(alice)) == ["the phone's fox", "alice's otter"]
     otter = next(mascot["public_id"] for mascot in mine(phone) if mascot["prompt"] == "alice's otter")
@@ -125,7 +142,9 @@ def test_a_sixth_open_link_is_refused_with_a_sentence(site):
         link_for(alice)
 
 
-def test_behind_a_proxy_the_link_carries_the_public_address(site):
+def test_a_forwarded_host_from_a_client_that_is_no_proxy_of_ours_is_not_believed(site):
+    """A link is a credential: a client cannot make the app write another host into it (the page's address from
+    our proxies or MASCOT_PUBLIC_URL is tested in test_public_url.py)."""
     proxied = Client(
         site.url,
         verbose=False,
@@ -136,7 +155,7 @@ def test_behind_a_proxy_the_link_carries_the_public_address(site):
 
     link, _qr_code = link_for(proxied)
 
-    assert re.fullmatch(r"https://mascots\.example\.org/\?device=[A-Za-z0-9_-]{32}", link)
+    assert re.fullmatch(re.escape(site.url) + r"\?device=[A-Za-z0-9_-]{32}", link)
 
 
 def test_a_leaked_link_is_undone_from_the_phone_and_nobody_else_keeps_my_mascots(site):
@@ -148,7 +167,7 @@ def test_a_leaked_link_is_undone_from_the_phone_and_nobody_else_keeps_my_mascots
 
     phone.predict(False, api_name="/disconnect_other_devices")  # the person answered "Cancel": nothing happens
     assert prompts(mine(stranger)) == ["the laptop's otter"]
-    assert phone.predict(True, api_name="/disconnect_other_devices") == NO_OTHER_DEVICES
+    assert phone.predict(True, api_name="/disconnect_other_devices") == NOTHING_SHARED
 
     assert prompts(mine(phone)) == ["the laptop's otter"]
     assert mine(stranger) == [] and mine(laptop) == []
@@ -159,14 +178,43 @@ def test_a_leaked_link_is_undone_from_the_phone_and_nobody_else_keeps_my_mascots
 def test_a_phone_stops_showing_my_mascots_and_the_laptop_keeps_them(site):
     laptop, phone = site.browser(), site.browser()
     make(laptop, "the laptop's otter")
-    assert laptop.predict(True, api_name="/stop_showing_here") == NO_OTHER_DEVICES  # nothing to stop yet
+    assert laptop.predict(True, api_name="/stop_showing_here") == NOTHING_SHARED  # nothing to stop yet
     open_link(site, phone, link_for(laptop)[0])
 
     with pytest.raises(Exception, match="first made in this browser"):
         laptop.predict(True, api_name="/stop_showing_here")
-    assert phone.predict(True, api_name="/stop_showing_here") == NO_OTHER_DEVICES
+    assert phone.predict(True, api_name="/stop_showing_here") == NOTHING_SHARED
 
     assert mine(phone) == []
     assert prompts(mine(laptop)) == ["the laptop's otter"]
     make(phone, "the phone's own fox")  # a browser of its own again, with its own quota
     assert prompts(mine(laptop)) == ["the laptop's otter"]
+
+
+def test_a_link_from_someone_else_never_hands_them_the_openers_mascots(site):
+    attacker, victim = site.browser(), site.browser()
+    make(attacker, "the attacker's bait")
+    make(victim, "the victim's diary")
+    [diary] = mine(victim)
+    victim.predict(diary["public_id"], False, api_name="/set_public")
+
+    notices = open_link(site, victim, link_for(attacker)[0])  # the default button: keep mine apart
+
+    assert notices == [("info", f"{JOINED} {KEPT_APART.format(count='1 mascot')}")]
+    assert prompts(mine(attacker)) == ["the attacker's bait"]
+    with pytest.raises(Exception, match="Only the browser that made a mascot can delete it"):
+        attacker.predict(diary["public_id"], api_name="/delete")
+    assert victim.predict(True, api_name="/stop_showing_here").startswith(NO_OTHER_DEVICES)
+    assert prompts(mine(victim)) == ["the victim's diary"]
+
+
+def test_open_links_are_shown_and_revoked_and_then_do_not_work(site):
+    laptop, phone = site.browser(), site.browser()
+    make(laptop, "the laptop's otter")
+    link, _qr_code = link_for(laptop)
+
+    shown = laptop.predict(api_name="/revoke_device_links")
+
+    assert shown == NOTHING_SHARED
+    assert open_link(site, phone, link) == [("warning", EXPIRED)]
+    assert mine(phone) == []

@@ -149,7 +149,7 @@ def test_the_phones_own_mascots_likes_and_reports_move_over(mascots: MascotStore
     mascots.report_mascot(alice, fox, "spam")  # Alice reported the phone's fox, which becomes her own
     assert mascots.mascot(gull, None).like_count == 2
 
-    redeemed = mascots.redeem_device_link(phone, mascots.make_device_link(alice, NOW).code, now=NOW)
+    redeemed = mascots.redeem_device_link(phone, mascots.make_device_link(alice, NOW).code, now=NOW, move_mascots=True)
 
     assert (redeemed.outcome, redeemed.moved_images, redeemed.left_others) == ("joined", 2, False)
     assert prompts(mascots, alice) == ["the phone's fox", "the phone's fox", "alice's otter"]
@@ -169,7 +169,7 @@ def test_todays_quota_of_both_adds_up_and_yesterdays_does_not(mascots: MascotSto
     save(mascots, alice, "today", count=2, now=NOW)
     save(mascots, phone, "the phone's today", count=4, now=NOW)
 
-    mascots.redeem_device_link(phone, mascots.make_device_link(alice, NOW).code, now=NOW)
+    mascots.redeem_device_link(phone, mascots.make_device_link(alice, NOW).code, now=NOW, move_mascots=True)
 
     assert mascots.quota(alice, 10, NOW).used == 6
     assert mascots.quota(mascots.resolve_owner(phone), 10, NOW).remaining == 4
@@ -236,9 +236,10 @@ def test_merging_a_browser_brings_its_other_devices_along(mascots: MascotStore) 
     alice, bob, bobs_phone = owner("alice"), owner("bob"), owner("bob's phone")
     save(mascots, alice, "alice's otter")
     save(mascots, bob, "bob's bear")
-    mascots.redeem_device_link(bobs_phone, mascots.make_device_link(bob, NOW).code, now=NOW)
+    mascots.redeem_device_link(bobs_phone, mascots.make_device_link(bob, NOW).code, now=NOW, move_mascots=True)
 
-    mascots.redeem_device_link(bob, mascots.make_device_link(alice, NOW).code, now=NOW)  # Bob's laptop joins Alice
+    # Bob's laptop joins Alice
+    mascots.redeem_device_link(bob, mascots.make_device_link(alice, NOW).code, now=NOW, move_mascots=True)
 
     for who in (alice, bob, bobs_phone):
         assert sorted(prompts(mascots, mascots.resolve_owner(who))) == ["alice's otter", "bob's bear"]
@@ -323,3 +324,83 @@ def test_a_phone_stops_showing_the_mascots_and_the_first_browser_keeps_them(masc
     assert prompts(mascots, owner("laptop")) == ["the laptop's otter"]
     assert mascots.stop_showing_here(owner("phone")) is False
     assert mascots.stop_showing_here(owner("laptop")) is False  # the first browser is not linked to anyone
+
+
+# ---- a link from someone else ---------------------------------------------------------------------------------
+def test_opening_someone_elses_link_hands_them_nothing_the_opener_made_before(mascots: MascotStore) -> None:
+    """A link sent as "look at my mascot": the opener's own mascots stay out of the maker's reach."""
+    attacker, victim = owner("attacker"), owner("victim")
+    save(mascots, attacker, "the attacker's bait")
+    secret = save(mascots, victim, "the victim's private plan").public_ids[0]
+    assert mascots.set_public(victim, secret, False)
+    assert mascots.own_mascot_count(victim) == 1
+
+    redeemed = mascots.redeem_device_link(victim, mascots.make_device_link(attacker, NOW).code, now=NOW)
+
+    assert (redeemed.outcome, redeemed.moved_images, redeemed.kept_images) == ("joined", 0, 1)
+    assert prompts(mascots, attacker) == ["the attacker's bait"]
+    assert mascots.mascot(secret, attacker) is None
+    assert not mascots.delete_mascot(attacker, secret)
+    assert mascots.is_linked_device(victim) and not mascots.is_linked_device(attacker)
+    # Stopping shows the victim's own mascots again, untouched.
+    assert mascots.stop_showing_here(victim)
+    assert prompts(mascots, mascots.resolve_owner(victim)) == ["the victim's private plan"]
+    assert mascots.mascot(secret, victim).is_owner
+
+
+def test_keeping_ones_mascots_apart_still_counts_todays_quota(mascots: MascotStore) -> None:
+    alice, phone = owner("alice"), owner("phone")
+    save(mascots, alice, "today", count=2, now=NOW)
+    save(mascots, phone, "the phone's today", count=4, now=NOW)
+
+    mascots.redeem_device_link(phone, mascots.make_device_link(alice, NOW).code, now=NOW)
+
+    assert mascots.quota(alice, 10, NOW).used == 6  # opening a link hands out no extra quota
+
+
+def test_move_mascots_must_be_a_boolean(mascots: MascotStore) -> None:
+    code = mascots.make_device_link(owner("alice"), NOW).code
+    with pytest.raises(ValueError, match="move_mascots"):
+        mascots.redeem_device_link(owner("phone"), code, now=NOW, move_mascots="false")  # type: ignore[arg-type]
+
+
+# ---- open links ----------------------------------------------------------------------------------------------------
+def test_open_links_are_listed_and_revoked(mascots: MascotStore) -> None:
+    laptop = owner("laptop")
+    first = mascots.make_device_link(laptop, NOW)
+    mascots.make_device_link(laptop, NOW + timedelta(minutes=1))
+    assert [link.expires_at for link in mascots.open_device_links(laptop, NOW + timedelta(minutes=2))] == [
+        first.expires_at,
+        NOW + timedelta(minutes=1) + LINK_VALID_FOR,
+    ]
+    assert mascots.open_device_links(owner("stranger"), NOW) == []
+
+    assert mascots.revoke_device_links(laptop) == 2
+
+    assert mascots.open_device_links(laptop, NOW) == []
+    assert mascots.redeem_device_link(owner("phone"), first.code, now=NOW).outcome == "invalid"
+
+
+def test_disconnecting_revokes_every_open_link(mascots: MascotStore) -> None:
+    """A disconnected device must not rejoin with a link it made earlier."""
+    save(mascots, owner("laptop"), "the laptop's otter")
+    linked(mascots, "laptop", "phone")
+    made_on_laptop = mascots.make_device_link(owner("laptop"), NOW).code
+    made_on_phone = mascots.make_device_link(mascots.resolve_owner(owner("phone")), NOW).code
+
+    done = mascots.disconnect_other_devices(owner("phone"), now=NOW)
+
+    assert (done.outcome, done.devices, done.revoked_links) == ("disconnected", 1, 2)
+    for code in (made_on_laptop, made_on_phone):
+        assert mascots.redeem_device_link(owner("laptop"), code, now=NOW).outcome == "invalid"
+    assert mascots.resolve_owner(owner("laptop")) == owner("laptop")
+
+
+def test_disconnecting_with_only_an_open_link_revokes_it(mascots: MascotStore) -> None:
+    save(mascots, owner("laptop"), "the laptop's otter")
+    code = mascots.make_device_link(owner("laptop"), NOW).code
+
+    done = mascots.disconnect_other_devices(owner("laptop"), now=NOW)
+
+    assert (done.outcome, done.devices, done.revoked_links) == ("disconnected", 0, 1)
+    assert mascots.redeem_device_link(owner("phone"), code, now=NOW).outcome == "invalid"

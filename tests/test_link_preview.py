@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from html.parser import HTMLParser
 
+import httpx
 import pytest
 from PIL import Image
 from starlette.applications import Starlette
@@ -92,6 +93,25 @@ def test_a_shared_link_previews_as_its_mascot_with_its_idea_and_picture(site):
     assert stored is not None
     assert body == stored.path.read_bytes()
     assert Image.open(io.BytesIO(body)).size == (320, 256)
+
+
+@pytest.mark.slow
+def test_a_forwarded_host_is_never_reflected_into_the_preview(site):
+    """Anyone can send X-Forwarded-Host; a cache in front would keep the poisoned preview for everyone."""
+    alice = site.browser()
+    make(alice, "a cheerful otter barista")
+    [mascot] = mine(alice)
+    poisoned = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+
+    page = httpx.get(f"{site.url}?mascot={mascot['public_id']}", headers=poisoned, timeout=30).text
+
+    tags = HeadTags()
+    tags.feed(page)
+    assert tags.values("og:url") == [f"{site.url}?mascot={mascot['public_id']}"]
+    assert tags.values("og:image")[0].startswith(site.url)
+    assert not [
+        value for key in ("og:url", "og:image", "twitter:image") for value in tags.values(key) if "evil" in value
+    ]
 
 
 @pytest.mark.slow

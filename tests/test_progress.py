@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 from PIL import Image
 
@@ -10,6 +12,10 @@ from mascot.prompt.request import GenerationRequest
 from mascot.ui.progress import progress_message, relay_job
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
+
+
+def url_of(public_id: str) -> str:
+    return f"http://127.0.0.1:7860/images/{public_id}.png"
 
 
 class SilentProgress:
@@ -25,7 +31,7 @@ class SilentProgress:
 def test_each_preview_is_sent_once_and_steps_without_a_new_one_send_none():
     job = Job(REQUEST, "owner")
     first, second = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
-    relay = relay_job(job, SilentProgress())
+    relay = relay_job(job, SilentProgress(), url_of)
 
     job.update(state=JobState.RUNNING, stage="decoder", step=1, total=4, preview=first)
     assert next(relay)[0] == [first]
@@ -37,6 +43,20 @@ def test_each_preview_is_sent_once_and_steps_without_a_new_one_send_none():
     previews, message = next(relay)
     # After the last decoder step the pictures are decoded and saved: said as such, not "step 4 of 4" for seconds.
     assert isinstance(previews, type(gr.skip())) and message == "Finishing…"
+
+
+def test_the_saved_mascots_are_shown_by_their_checking_route_never_by_their_files(tmp_path):
+    job = Job(REQUEST, "owner")
+    relay = relay_job(job, SilentProgress(), url_of)
+    saved = SimpleNamespace(
+        image_paths=(tmp_path / "a.png", tmp_path / "b.png"), public_ids=("aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    )
+
+    job.update(state=JobState.DONE, outcome=saved)
+
+    shown, message = next(relay)
+    assert shown == [url_of("aaaaaaaaaaaa"), url_of("bbbbbbbbbbbb")]
+    assert message.startswith("Done: 2 mascots saved")
 
 
 def test_the_message_says_where_the_job_is():

@@ -19,6 +19,7 @@ from mascot.service import DownloadFolder, MascotService, Refusal, Visitor, sent
 from mascot.settings import Rules
 from mascot.store.imaging import read_parameters
 from mascot.store.store import MascotStore
+from mascot.ui.pictures import download
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
 from tests.support.store import owner, save
@@ -330,13 +331,15 @@ def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: S
     public_id = public_id_of(site, "alice")
     expected = f"mascot-an-otter-barista-{public_id}"
 
-    png = site.service.png_download(site.service.open(public_id, who("alice")))
+    url, png = download("https://mascots.example/app", site.service.open(public_id, who("alice")))
     sticker = site.service.sticker(public_id, who("alice"))
     with zipfile.ZipFile(site.service.export(who("alice")).path) as archive:
         (entry,) = [name for name in archive.namelist() if name.endswith(".png")]
 
-    assert (png.name, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
-    assert read_parameters(png)["prompt"] == "an otter barista"
+    # The panel's Download PNG: the checking route as an attachment, under this name (tests/test_image_routes.py).
+    assert url == f"https://mascots.example/app/images/{public_id}.png?download=1"
+    assert (png, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
+    assert read_parameters(sticker)["prompt"] == "an otter barista"
 
 
 def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:
@@ -433,8 +436,45 @@ def test_a_device_link_makes_the_phone_show_the_same_mascots(site: Site) -> None
 
     assert notice.message.startswith(sentences.JOINED) and not notice.warning
     assert site.service.owner(who("phone")) == owner("alice")
-    assert site.service.other_devices(who("alice")) == "Your mascots are also shown on 1 other device."
+    assert site.service.other_devices(who("alice")) == (
+        f"Your mascots are also shown on 1 other device.\n\n{sentences.NO_OPEN_LINKS}"
+    )
     assert site.service.open_device_link(who("tablet"), "not a code").warning
+
+
+def test_opening_someone_elses_link_asks_first_and_keeps_the_openers_mascots_apart(site: Site) -> None:
+    save(site.store, owner("victim"), "a private prototype", count=2, now=NOW)
+    code = site.service.make_device_link(who("mallory")).rsplit("=", 1)[1]
+
+    asked = site.service.device_question(who("victim"), code)
+
+    assert asked.text.startswith(sentences.QUESTION) and "Your 2 mascots made in this browser stay yours" in asked.text
+    assert (asked.join, asked.join_moving) == (
+        sentences.JOIN_KEEPING.format(count="2 mascots"),
+        sentences.JOIN_MOVING.format(count="2 mascots"),
+    )
+    assert site.service.owner(who("victim")) == owner("victim")  # asking changed nothing
+
+    notice = site.service.open_device_link(who("victim"), code)  # the plain choice: keep mine apart
+
+    assert sentences.KEPT_APART.format(count="2 mascots") in notice.message
+    assert site.service.owner(who("victim")) == owner("mallory")
+    assert site.store.history_page(owner("mallory")).total == 0  # the link's maker got nothing of the victim's
+    site.service.stop_showing_here(who("victim"))
+    assert site.store.history_page(owner("victim")).total == 2
+
+
+def test_open_links_are_listed_and_revoked_and_a_revoked_link_opens_nothing(site: Site) -> None:
+    code = site.service.make_device_link(who("alice")).rsplit("=", 1)[1]
+    assert "1 link for another device still works" in site.service.other_devices(who("alice"))
+
+    answer = site.service.revoke_device_links(who("alice"))
+
+    assert answer.notice is not None and answer.notice.message == "1 link revoked."
+    assert answer.others.endswith(sentences.NO_OPEN_LINKS)
+    assert site.service.device_question(who("phone"), code).text == sentences.EXPIRED
+    assert site.service.open_device_link(who("phone"), code).warning
+    assert site.service.owner(who("phone")) == owner("phone")
 
 
 def test_a_share_link_uses_the_page_address(site: Site) -> None:

@@ -30,11 +30,6 @@ class Saver:
         self._tasks.put(None)
         self._thread.join(timeout)
 
-    @property
-    def pending(self) -> int:
-        """Tasks queued and not yet started (roughly: for the health page and tests)."""
-        return self._tasks.qsize()
-
     def _run(self) -> None:
         while (task := self._tasks.get()) is not None:
             try:

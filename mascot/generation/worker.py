@@ -89,6 +89,9 @@ class SavedImages(Protocol):
     @property
     def image_paths(self) -> Sequence[Path]: ...
 
+    @property
+    def public_ids(self) -> Sequence[str]: ...  # each image's share id, in the same order
+
 
 @dataclass(frozen=True)
 class JobSnapshot:

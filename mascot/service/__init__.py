@@ -1,7 +1,17 @@
 """What a person can do, for every entry point: the page's handlers only adapt it to components."""
 
-from mascot.service.actions import DevicesAnswer, Download, MascotService, Remix
+from mascot.service.actions import DeviceQuestion, DevicesAnswer, Download, MascotService, Remix
 from mascot.service.answers import Notice, Refusal, Visitor
 from mascot.service.downloads import DownloadFolder
 
-__all__ = ["DevicesAnswer", "Download", "DownloadFolder", "MascotService", "Notice", "Refusal", "Remix", "Visitor"]
+__all__ = [
+    "DeviceQuestion",
+    "DevicesAnswer",
+    "Download",
+    "DownloadFolder",
+    "MascotService",
+    "Notice",
+    "Refusal",
+    "Remix",
+    "Visitor",
+]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -74,6 +73,16 @@ class Download:
 
     path: Path
     warning: Notice | None = None
+
+
+@dataclass(frozen=True)
+class DeviceQuestion:
+    """What a page opened with a device link asks before anything changes: the text, and the two ways to open it
+    (None: not offered). Moving is offered only when this browser has mascots of its own to move."""
+
+    text: str
+    join: str | None = None  # keeps this browser's own mascots apart
+    join_moving: str | None = None  # moves them to the link's device, after the person confirms
 
 
 @dataclass(frozen=True)
@@ -408,14 +417,6 @@ class MascotService:
         if full is not None:
             raise Refusal(running if full == "browser" else sentences.TOO_MANY_AT_ONCE_HERE)
 
-    def png_download(self, entry: MascotEntry) -> Path:
-        """The mascot's PNG (its parameters inside) under the one download name (store.export.file_name): the file on
-        disk has a random name, and a browser saves a download under the name it is served with."""
-        path = self._downloads.new_path("pngs", file_name(entry))
-        # A copy, not a hard link: a link shares the original's age, and old downloads are pruned by age.
-        shutil.copyfile(entry.path, path)
-        return path
-
     def remix(self, public_id: object, visitor: Visitor, *, vary: bool) -> Remix:
         """A mascot's parameters, seed included, for the form: one image, its seed kept. To vary it ("More like
         this"): the mascot itself as the picture to mix in, a couple of new seeds."""
@@ -507,8 +508,35 @@ class MascotService:
         return device_url(visitor.page_url, made.code)
 
     def other_devices(self, visitor: Visitor) -> str:
-        """The line counting the other devices that show the visitor's mascots."""
-        return sentences.others_line(self.store.other_devices(visitor.token_hash))
+        """The lines counting the other devices that show the visitor's mascots, and the links that still work."""
+        others = sentences.others_line(self.store.other_devices(visitor.token_hash))
+        links = self.store.open_device_links(visitor.token_hash, now=self.clock())
+        return f"{others}\n\n{sentences.open_links_line(links)}"
+
+    @refuses_when_unwritable
+    def revoke_device_links(self, visitor: Visitor) -> DevicesAnswer:
+        """Every device link of the visitor's mascots that was not opened yet stops working."""
+        revoked = self.store.revoke_device_links(visitor.token_hash)
+        notice = Notice(f"{sentences.plural(revoked, 'link')} revoked." if revoked else sentences.NO_OPEN_LINKS)
+        return DevicesAnswer(notice, self.other_devices(visitor))
+
+    def device_question(self, visitor: Visitor, code: str) -> DeviceQuestion:
+        """What opening the link would do, in words, and the choices that make sense; changes nothing. A link can
+        come from anyone: by default this browser's own mascots stay apart from the link's device."""
+        state = self.store.peek_device_link(visitor.token_hash, code, now=self.clock()) if is_code(code) else "invalid"
+        if state != "open":
+            return DeviceQuestion(sentences.ALREADY if state == "already" else sentences.EXPIRED)
+        if self.store.is_linked_device(visitor.token_hash):
+            return DeviceQuestion(f"{sentences.QUESTION}\n\n{sentences.ALREADY_LINKED}", sentences.JOIN_PLAIN)
+        own = self.store.own_mascot_count(visitor.token_hash)
+        if not own:
+            return DeviceQuestion(sentences.QUESTION, sentences.JOIN_PLAIN)
+        count = sentences.plural(own, "mascot")
+        return DeviceQuestion(
+            f"{sentences.QUESTION}\n\n{sentences.KEEP_APART.format(count=count)}",
+            sentences.JOIN_KEEPING.format(count=count),
+            sentences.JOIN_MOVING.format(count=count),
+        )
 
     @refuses_when_unwritable
     def disconnect_other_devices(self, visitor: Visitor) -> DevicesAnswer:
@@ -517,8 +545,9 @@ class MascotService:
         done = self.store.disconnect_other_devices(visitor.token_hash, now=self.clock())
         if done.outcome == "job_in_flight":
             raise Refusal(sentences.WAIT_TO_DISCONNECT)
-        notice = Notice(sentences.disconnected_line(done.devices)) if done.outcome == "disconnected" else None
-        return DevicesAnswer(notice, sentences.NO_OTHER_DEVICES)
+        disconnected = done.outcome == "disconnected"
+        notice = Notice(sentences.disconnected_line(done.devices, done.revoked_links)) if disconnected else None
+        return DevicesAnswer(notice, self.other_devices(visitor))
 
     @refuses_when_unwritable
     def stop_showing_here(self, visitor: Visitor) -> DevicesAnswer:
@@ -532,17 +561,19 @@ class MascotService:
             raise Refusal(sentences.FIRST_BROWSER)
         else:
             notice = Notice(sentences.NO_OTHER_DEVICES)
-        return DevicesAnswer(notice, sentences.others_line(others))
+        return DevicesAnswer(notice, self.other_devices(visitor))
 
     @refuses_when_unwritable
-    def open_device_link(self, visitor: Visitor, code: str) -> Notice:
+    def open_device_link(self, visitor: Visitor, code: str, *, move_mascots: bool = False) -> Notice:
         """Make this browser show the mascots of the browser that made the link: a notice (it worked, or nothing
-        changed) or a warning (it did not)."""
+        changed) or a warning (it did not). This browser's own mascots move there only with `move_mascots` (the
+        person's explicit, confirmed choice); else they stay apart and come back with "Stop showing my mascots
+        here"."""
         if not is_code(code):  # its shape is checked before the database is asked
             return Notice(sentences.EXPIRED, warning=True)
-        redeemed = self.store.redeem_device_link(visitor.token_hash, code, now=self.clock())
+        redeemed = self.store.redeem_device_link(visitor.token_hash, code, now=self.clock(), move_mascots=move_mascots)
         if redeemed.outcome == "joined":
-            return Notice(sentences.joined_line(redeemed.moved_images, redeemed.left_others))
+            return Notice(sentences.joined_line(redeemed.moved_images, redeemed.left_others, redeemed.kept_images))
         warnings = {"job_in_flight": sentences.WAIT, "retry": sentences.RETRY}
         if redeemed.outcome == "already":
             return Notice(sentences.ALREADY)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from mascot.prompt.request import PARAMETER_LABELS
-from mascot.store.device_links import MAX_OPEN_LINKS
+from mascot.store.device_links import MAX_OPEN_LINKS, OpenLink
 from mascot.store.quota import QuotaStatus, time_until
 
 NO_COOKIE = "Your browser did not send its identity cookie. Allow cookies for this site and reload."
@@ -41,6 +41,30 @@ FIRST_BROWSER = (
     "“Disconnect the other devices” here."
 )
 WAIT_TO_DISCONNECT = "Wait until the mascot being made finishes, then disconnect the other devices."
+NO_OPEN_LINKS = "No link for another device is open."
+# Opening a link asks first: a link can come from anyone, and joining shows everything made here from then on to
+# whoever made it. Nothing happens until a button is pressed, and the first button changes nothing.
+QUESTION = (
+    "### Open a device link?\n"
+    "This link makes this browser show **the mascots of the device that made the link**. From then on, whoever made "
+    "the link sees, downloads and can delete every mascot you make in this browser. Open it only if you made it "
+    "yourself, on your other device."
+)
+KEEP_APART = (
+    "Your {count} made in this browser stay yours: the other device never sees them, and “Stop showing my mascots "
+    "here” brings them back."
+)
+ALREADY_LINKED = (
+    "This browser shows another device's mascots now; it would show this link's instead. That device keeps its own."
+)
+NOT_NOW = "Not now: keep this browser as it is"
+JOIN_KEEPING = "Show that device's mascots here (my {count} stay mine, kept apart)"
+JOIN_PLAIN = "Show that device's mascots here"
+JOIN_MOVING = "Show that device's mascots here and move my {count} to it"
+KEPT_APART = (
+    "Your {count} made here before stay yours, apart from that device's; “Stop showing my mascots here” brings "
+    "them back."
+)
 
 
 def plural(count: int, word: str) -> str:
@@ -73,15 +97,29 @@ def others_line(count: int) -> str:
     return f"Your mascots are also shown on {plural(count, 'other device')}."
 
 
-def disconnected_line(devices: int) -> str:
+def open_links_line(links: Sequence[OpenLink]) -> str:
+    """The unused links that still work, each with when it was made and until when it works (UTC)."""
+    if not links:
+        return NO_OPEN_LINKS
+    times = "; ".join(f"made {link.created_at:%H:%M}, works until {link.expires_at:%H:%M} UTC" for link in links)
+    verb = "works" if len(links) == 1 else "work"
+    return f"{plural(len(links), 'link')} for another device still {verb}: {times}."
+
+
+def disconnected_line(devices: int, revoked_links: int = 0) -> str:
     verb = "shows" if devices == 1 else "show"
-    return f"{plural(devices, 'other device')} no longer {verb} your mascots."
+    parts = [f"{plural(devices, 'other device')} no longer {verb} your mascots."] if devices else []
+    if revoked_links:
+        parts.append(f"{plural(revoked_links, 'open link')} revoked.")
+    return " ".join(parts)
 
 
-def joined_line(moved_images: int, left_others: bool) -> str:
+def joined_line(moved_images: int, left_others: bool, kept_images: int = 0) -> str:
     parts = [JOINED]
     if moved_images:
         parts.append(f"The {plural(moved_images, 'mascot')} made here before moved along.")
+    if kept_images:
+        parts.append(KEPT_APART.format(count=plural(kept_images, "mascot")))
     if left_others:
         parts.append("It no longer shows the mascots of the device it was linked to before; that device keeps them.")
     return " ".join(parts)

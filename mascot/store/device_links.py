@@ -1,11 +1,15 @@
-"""Use my mascots on another device: one-time device links, the browser keys (aliases) that opening one creates, and
-merging the opening browser's own mascots into the linked browser.
+"""Use my mascots on another device: one-time device links, the browser keys (aliases) that opening one creates, and,
+only when the opener asks for it, merging the opening browser's own mascots into the linked browser.
 
 A browser is the sha256 of its cookie's token (mascot.web.identity). A browser key lets a second token hash stand for
 an existing browser row; every action asks for "the owner" through `MascotStore.resolve_owner` (the service does),
 which turns a token hash into the owner hash of the row it stands for (one indexed query, no cache: replicas share the
 database). A device link is a bearer credential: only the sha256 of its code is stored, it expires after
 LINK_VALID_FOR and works once.
+
+A link can be sent by anyone, so opening one never hands the link's maker what the opener made before unless the
+opener chooses to move it: by default the opener's own browser row stays as it was, out of sight while the browser
+is linked, and comes back when it stops showing the other device's mascots (`stop_here`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MAX_OPEN_LINKS = 5  # unexpired, unused links per browser
 
 RedeemOutcome = Literal["joined", "already", "invalid", "job_in_flight", "retry"]
 DisconnectOutcome = Literal["disconnected", "none", "job_in_flight"]
+LinkState = Literal["open", "already", "invalid"]
 
 
 class TooManyLinks(Exception):
@@ -48,8 +53,10 @@ class DeviceLinkCode:
 class Redemption:
     """What opening a device link did.
 
-    "joined": this browser now stands for the link's browser; `moved_images` of its own mascots moved along, and
-    `left_others` says it used to stand for another browser (which keeps its mascots and its other devices).
+    "joined": this browser now stands for the link's browser; `moved_images` of its own mascots moved along (only
+    when the opener chose to move them), `kept_images` stayed in its own row, out of sight until it stops showing the
+    link's mascots, and `left_others` says it used to stand for another browser (which keeps its mascots and its other
+    devices).
     "already": it already was that browser; nothing changed. "invalid": unknown, expired or used code.
     "job_in_flight": this browser's own mascot is being made; nothing changed. "retry": a concurrent change won;
     nothing changed and the code still works.
@@ -58,15 +65,26 @@ class Redemption:
     outcome: RedeemOutcome
     moved_images: int = 0
     left_others: bool = False
+    kept_images: int = 0
 
 
 @dataclass(frozen=True)
 class Disconnection:
-    """What "Disconnect the other devices" did: "disconnected" (`devices` browsers no longer show these mascots),
-    "none" (no other browser did), "job_in_flight" (a mascot is being made for them; nothing changed)."""
+    """What "Disconnect the other devices" did: "disconnected" (`devices` browsers no longer show these mascots and
+    `revoked_links` unused links stopped working), "none" (no other browser did and no link was open), "job_in_flight"
+    (a mascot is being made for them; nothing changed)."""
 
     outcome: DisconnectOutcome
     devices: int = 0
+    revoked_links: int = 0
+
+
+@dataclass(frozen=True)
+class OpenLink:
+    """A device link that still works: when it was made and until when it works (its code is not kept)."""
+
+    created_at: datetime
+    expires_at: datetime
 
 
 def new_code() -> str:
@@ -123,18 +141,49 @@ class DeviceBook:
             if linked_row is None:
                 if own_row is None:
                     return Disconnection("none")
+                # A link made earlier would let a disconnected device (or whoever saw the link) straight back in.
+                revoked = self._revoke_open_links(own_row)
                 removed = key.delete().where(key.browser == own_row).execute()
-                return Disconnection("disconnected", removed) if removed else Disconnection("none")
+                return Disconnection("disconnected", removed, revoked) if removed or revoked else Disconnection("none")
             # The row changes hands: a job being made for it would be saved under the owner hash it had, to a new,
             # unseen row. Wait for it, as opening a link does.
             if self._job_in_flight(linked_row, now):
                 return Disconnection("job_in_flight")
-            if own_row is not None:  # a row this token wrote while it was a key (a race with opening the link)
+            revoked = self._revoke_open_links(linked_row)
+            # Its own row, kept apart when it opened the link (or written in a race with opening it): this browser
+            # keeps both, and the other devices lose both.
+            if own_row is not None:
                 self._merge(own_row, linked_row, now, likes_per_network)
             others = key.delete().where(key.browser == linked_row).where(key.token_hash != token_hash).execute()
             key.delete().where(key.token_hash == token_hash).execute()
             browser.update(owner_hash=token_hash).where(browser.id == linked_row).execute()
-            return Disconnection("disconnected", others + 1)
+            return Disconnection("disconnected", others + 1, revoked)
+
+    def open_links(self, token_hash: str, now: datetime) -> list[OpenLink]:
+        """The links this browser's mascots have that still work (made here or on a linked device), oldest first."""
+        row = self._row_of(token_hash)
+        if row is None:
+            return []
+        link = self.tables.device_link
+        rows = tuple_rows(
+            link
+            .select(link.created_at, link.expires_at)
+            .where(link.browser == row)
+            .where(link.used_at.is_null())
+            .where(link.expires_at > now)
+            .order_by(link.created_at, link.id)
+        )  # fmt: skip
+        return [OpenLink(created_at, expires_at) for created_at, expires_at in rows]
+
+    def revoke_links(self, token_hash: str) -> int:
+        """Every unused link of this browser's mascots stops working; returns how many there were."""
+        row = self._row_of(token_hash)
+        return 0 if row is None else self._revoke_open_links(row)
+
+    def _revoke_open_links(self, browser_id: int) -> int:
+        """Delete the browser row's unused links (an expired one too: it is only clutter)."""
+        link = self.tables.device_link
+        return link.delete().where(link.browser == browser_id).where(link.used_at.is_null()).execute()
 
     def stop_here(self, token_hash: str) -> bool:
         """This browser stops showing the mascots of the browser it was linked to and is a new browser again; False
@@ -169,18 +218,23 @@ class DeviceBook:
             link.insert(code_hash=code_hash(code), browser=browser_id, created_at=now, expires_at=expires_at).execute()
         return DeviceLinkCode(code, expires_at)
 
-    def redeem(self, token_hash: str, code: str, now: datetime, likes_per_network: int) -> Redemption:
-        """Make the browser `token_hash` stand for the code's browser, moving its own mascots, likes, reports and
-        today's quota count over, in one transaction."""
+    def redeem(
+        self, token_hash: str, code: str, now: datetime, likes_per_network: int, move_mascots: bool = False
+    ) -> Redemption:
+        """Make the browser `token_hash` stand for the code's browser, in one transaction. Its own mascots, likes and
+        reports move over only with `move_mascots`; else they stay in its own row. Today's quota count always adds
+        up, so that opening a link hands out no extra quota."""
         if not is_code(code):
             return Redemption("invalid")
         try:
             with self.database.atomic():
-                return self._redeem(token_hash, code_hash(code), now, likes_per_network)
+                return self._redeem(token_hash, code_hash(code), now, likes_per_network, move_mascots)
         except peewee.IntegrityError:  # another redemption by this browser inserted its key first
             return Redemption("retry")
 
-    def _redeem(self, token_hash: str, hashed: str, now: datetime, likes_per_network: int) -> Redemption:
+    def _redeem(
+        self, token_hash: str, hashed: str, now: datetime, likes_per_network: int, move_mascots: bool
+    ) -> Redemption:
         link_table, key = self.tables.device_link, self.tables.browser_key
         link = (
             link_table
@@ -201,12 +255,56 @@ class DeviceBook:
             return Redemption("job_in_flight")  # its images would be saved to a row that no longer exists
         if not self._spend(link.id, now):
             return Redemption("invalid")  # a concurrent redemption spent it first
-        moved = self._merge(own, target, now, likes_per_network) if own is not None else 0
+        moved = kept = 0
+        if own is not None and move_mascots:
+            moved = self._merge(own, target, now, likes_per_network)
+        elif own is not None:
+            kept = self.own_images(token_hash)
+            self._add_quota(own, target, now)
+            # A link it made before would now join another device to a row this browser no longer shows.
+            self._revoke_open_links(own)
         if aliased is not None:
             key.update(browser=target).where(key.token_hash == token_hash).execute()
         else:
             key.insert(token_hash=token_hash, browser=target, created_at=now).execute()
-        return Redemption("joined", moved_images=moved, left_others=aliased is not None)
+        return Redemption("joined", moved_images=moved, left_others=aliased is not None, kept_images=kept)
+
+    def peek(self, token_hash: str, code: str, now: datetime) -> LinkState:
+        """What opening the code would do, without doing it: "open" (it would join its browser), "already" (this
+        browser already shows that browser's mascots) or "invalid" (unknown, expired or used)."""
+        if not is_code(code):
+            return "invalid"
+        link = self.tables.device_link
+        row = (
+            link
+            .select(link.browser, link.used_at, link.expires_at)
+            .where(link.code_hash == code_hash(code))
+            .first()
+        )  # fmt: skip
+        if row is None:
+            return "invalid"
+        if row.browser_id == self._row_of(token_hash):
+            return "already"
+        return "open" if row.used_at is None and row.expires_at > now else "invalid"
+
+    def own_images(self, token_hash: str) -> int:
+        """How many mascots the browser made in its own row (not those of a browser it is linked to)."""
+        row = find_browser(self.tables, token_hash)
+        if row is None:
+            return 0
+        generation, image = self.tables.generation, self.tables.image
+        return (
+            image
+            .select()
+            .join(generation)
+            .where(generation.browser == row)
+            .count()
+        )  # fmt: skip
+
+    def is_linked(self, token_hash: str) -> bool:
+        """Whether this browser stands for another browser's row."""
+        key = self.tables.browser_key
+        return key.select().where(key.token_hash == token_hash).exists()
 
     def _job_in_flight(self, browser_id: int, now: datetime) -> bool:
         """Whether the browser holds a live job claim; on PostgreSQL also locks its row until the transaction ends,

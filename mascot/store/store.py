@@ -15,7 +15,15 @@ import peewee
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import DEFAULT_RULES, Rules
-from mascot.store.device_links import DeviceBook, DeviceLinkCode, Disconnection, Redemption, TooManyLinks
+from mascot.store.device_links import (
+    DeviceBook,
+    DeviceLinkCode,
+    Disconnection,
+    LinkState,
+    OpenLink,
+    Redemption,
+    TooManyLinks,
+)
 from mascot.store.entries import (
     MAX_PER_PAGE,
     TOP_WINDOW,
@@ -77,6 +85,7 @@ __all__ = [
     "MascotEntry",
     "MascotPage",
     "MascotStore",
+    "OpenLink",
     "QuotaStatus",
     "Redemption",
     "ReportResult",
@@ -546,11 +555,41 @@ class MascotStore:
         code: str,
         *,
         now: datetime | None = None,
+        move_mascots: bool = False,
     ) -> Redemption:
-        """Make the browser `token_hash` (its own hash, not the one it resolves to) stand for the code's browser,
-        moving its own mascots, likes, reports and today's quota count there; see devices.Redemption."""
+        """Make the browser `token_hash` (its own hash, not the one it resolves to) stand for the code's browser.
+        Its own mascots, likes and reports move there only with `move_mascots` (the opener's explicit choice: a link
+        can come from anyone); else they stay apart and come back when it stops showing the link's mascots. See
+        devices.Redemption."""
         require_owner_hash(token_hash)
-        return self.devices.redeem(token_hash, code, as_stored_time(now), self.rules.likes_per_network)
+        if not isinstance(move_mascots, bool):
+            raise ValueError(f"move_mascots must be true or false (got {move_mascots!r}).")
+        return self.devices.redeem(token_hash, code, as_stored_time(now), self.rules.likes_per_network, move_mascots)
+
+    def peek_device_link(self, token_hash: str, code: str, now: datetime | None = None) -> LinkState:
+        """What opening `code` in this browser would do ("open", "already", "invalid"); changes nothing."""
+        require_owner_hash(token_hash)
+        return self.devices.peek(token_hash, code, as_stored_time(now))
+
+    def own_mascot_count(self, token_hash: str) -> int:
+        """How many mascots this browser made in its own row: what opening a link would move if asked to."""
+        require_owner_hash(token_hash)
+        return self.devices.own_images(token_hash)
+
+    def is_linked_device(self, token_hash: str) -> bool:
+        """Whether this browser shows another browser's mascots (it opened a device link)."""
+        require_owner_hash(token_hash)
+        return self.devices.is_linked(token_hash)
+
+    def open_device_links(self, token_hash: str, now: datetime | None = None) -> list[OpenLink]:
+        """The device links of this browser's mascots that still work, oldest first."""
+        require_owner_hash(token_hash)
+        return self.devices.open_links(token_hash, as_stored_time(now))
+
+    def revoke_device_links(self, token_hash: str) -> int:
+        """Every unused device link of this browser's mascots stops working; returns how many."""
+        require_owner_hash(token_hash)
+        return self.devices.revoke_links(token_hash)
 
     # ---- the images folder ------------------------------------------------------------------------------------
     def check_files(self) -> FileCheck:

@@ -11,9 +11,10 @@ import gradio as gr
 
 from mascot.store.entries import MAX_PAGE, GallerySort, MascotEntry, MascotPage
 from mascot.store.search import search_words
-from mascot.ui.common import PageServices, owner, plain, plural
+from mascot.ui.common import PageServices, plain, plural, visitor
 from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
+from mascot.web.images import thumbnail_url
 
 PER_PAGE = 24
 SORTS: dict[str, GallerySort] = {
@@ -173,12 +174,19 @@ def checked_search(search: str | None) -> tuple[str, ...]:
 
 
 def _page_outputs(
-    items: Sequence[MascotEntry], page: int, total: int, per_page: int, words: Sequence[str], empty: str = NOTHING_YET
+    page_url: str,
+    items: Sequence[MascotEntry],
+    page: int,
+    total: int,
+    per_page: int,
+    words: Sequence[str],
+    empty: str = NOTHING_YET,
 ) -> tuple[Any, ...]:
     """The thumbnails, the page shown, its label, what each thumbnail is, and which page buttons make sense."""
     pages = max(1, -(-total // per_page))
     label = page_label(page, pages, total, words, empty)
-    thumbnails = [(str(item.thumbnail_path or item.path), caption(item)) for item in items]
+    # The checking route's URLs, never file paths: Gradio would copy each file into its cache, served to anyone.
+    thumbnails = [(thumbnail_url(page_url, item.public_id), caption(item)) for item in items]
     previous, next_ = gr.Button(interactive=page > 1), gr.Button(interactive=page < pages)
     return thumbnails, page, label, [summary(item) for item in items], previous, next_
 
@@ -207,7 +215,8 @@ def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     ) -> tuple[Any, ...]:
         """This browser's mascots, newest first, a page of thumbnails with their prompts as captions; with a
         `search`, only those whose idea, style or brand holds every one of its words (any case)."""
-        owner_hash, words = owner(services, http_request), checked_search(search)
+        who, words = visitor(services, http_request), checked_search(search)
+        owner_hash = services.service.owner(who)
         query = " ".join(words)
         result = listed_page(
             lambda number: services.service.store.history_page(
@@ -215,7 +224,7 @@ def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
             ),
             page,
         )
-        return _page_outputs(result.items, result.page, result.total, PER_PAGE, words)
+        return _page_outputs(who.page_url, result.items, result.page, result.total, PER_PAGE, words)
 
     return my_mascots
 
@@ -227,7 +236,8 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
         """Everyone's public mascots, newest first, most liked in the last 7 days ("Top this week") or ever ("Most
         liked"), or those this browser liked ("Liked by me", latest like first), a page of thumbnails; with a
         `search`, only those whose idea, style or brand holds every one of its words (any case)."""
-        viewer, words = owner(services, http_request), checked_search(search)
+        who, words = visitor(services, http_request), checked_search(search)
+        viewer = services.service.owner(who)
         order, query = SORTS.get(sort, "newest"), " ".join(words)
         result = listed_page(
             lambda number: services.service.store.gallery(
@@ -241,7 +251,7 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
             page,
         )
         empty = NOTHING_LIKED if order == "liked" else NOTHING_YET
-        return _page_outputs(result.items, result.page, result.total, PER_PAGE, words, empty)
+        return _page_outputs(who.page_url, result.items, result.page, result.total, PER_PAGE, words, empty)
 
     return gallery
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
-from starlette.requests import Request as StarletteRequest
 
 from mascot.prompt.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
 from mascot.service import MascotService, Notice, Refusal, Visitor
 from mascot.service.sentences import NO_COOKIE, plural
-from mascot.web.clients import client_address
-from mascot.web.page_url import page_url
+from mascot.web.clients import ProxyTrust, client_address
+from mascot.web.public_url import PublicAddress
 
 __all__ = ["DEFAULTS", "PageServices", "owner", "plain", "plural", "range_info", "refused", "say", "visitor"]
 
@@ -28,7 +27,8 @@ class PageServices:
 
     service: MascotService
     token_hash_of: TokenHashOf  # the asking browser's own token hash; the service resolves device links
-    trusted_proxies: int = 0  # see mascot.web.clients
+    trusted_proxies: ProxyTrust = field(default_factory=ProxyTrust)  # see mascot.web.clients
+    public_address: PublicAddress = field(default_factory=PublicAddress)  # the page's address for links and images
     examples: Sequence[str] = ()
 
 
@@ -37,11 +37,10 @@ def visitor_or_none(services: PageServices, http_request: gr.Request | None) -> 
     token_hash = services.token_hash_of(http_request)
     if token_hash is None:
         return None
-    raw = getattr(http_request, "request", None)
     return Visitor(
         token_hash=token_hash,
         address=client_address(http_request, services.trusted_proxies),
-        page_url=page_url(raw if isinstance(raw, StarletteRequest) else None),
+        page_url=services.public_address.root_url(http_request),
     )
 
 

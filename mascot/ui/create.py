@@ -17,6 +17,8 @@ from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
+from mascot.web.images import image_url
+from mascot.web.page_url import DEFAULT_PAGE_URL
 
 # What a person picks; the page turns it into width and height, the API takes width and height as given.
 SIZE_PRESETS: dict[str, tuple[int, int]] = {
@@ -507,10 +509,12 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line."""
         values = locals()  # the parameters, named as GenerationRequest's fields (the API's keyword names)
         try:
-            job = services.service.submit(values, visitor_or_none(services, http_request))
+            who = visitor_or_none(services, http_request)
+            job = services.service.submit(values, who)
         except Refusal as error:
             raise refused(error) from None
-        yield from relay_job(job, progress)
+        page = who.page_url if who is not None else DEFAULT_PAGE_URL  # submit refuses a browser without a cookie
+        yield from relay_job(job, progress, lambda public_id: image_url(page, public_id))
 
     return generate
 

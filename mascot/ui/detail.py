@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import gradio as gr
@@ -17,6 +16,7 @@ from mascot.store.moderation import NO_REASON, reason_choices
 from mascot.ui.based_on import based_on_note, based_on_values, no_based_on_values
 from mascot.ui.common import PageServices, plain, plural, refused, say, visitor, visitor_or_none
 from mascot.ui.create import CreateForm, dimensions_to_size
+from mascot.ui.pictures import LinkedDownload, LinkedImage, download, picture_url
 
 Listing = Literal["mine", "gallery"]
 
@@ -37,10 +37,10 @@ class DetailPanel:
 
     group: gr.Group
     public_id: gr.Textbox  # hidden: what the buttons act on; API clients pass it themselves
-    image: gr.Image
+    image: gr.Image  # by its checking route's URL (mascot.web.images): Gradio keeps no copy
     info: gr.Markdown
     share_link: gr.Textbox
-    download: gr.DownloadButton
+    download: gr.DownloadButton  # the same route, as an attachment under the one download name (pictures)
     like: gr.Button
     remix: gr.Button
     vary: gr.Button
@@ -84,7 +84,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
     with gr.Column(visible=False, elem_id=f"{listing}-detail", elem_classes="mascot-panel") as group:
         public_id = gr.Textbox(visible=False, label="public_id")
         with gr.Row(equal_height=False):
-            image = gr.Image(
+            image = LinkedImage(
                 type="filepath",
                 format="png",
                 interactive=False,
@@ -98,7 +98,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
             with gr.Column(scale=1, min_width=300):
                 info = gr.Markdown(elem_id=f"{listing}-detail-info")
                 with gr.Row(elem_id=f"{listing}-main-actions", elem_classes="main-actions"):
-                    download = gr.DownloadButton(
+                    download_button = LinkedDownload(
                         "⬇ Download PNG", variant="primary", min_width=120, elem_id=f"{listing}-download"
                     )
                     like = gr.Button("♡ Like", min_width=90, elem_id=f"{listing}-like")
@@ -124,7 +124,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
         image,
         info,
         share_link,
-        download,
+        download_button,
         like,
         remix,
         vary,
@@ -291,15 +291,16 @@ def wire_detail(
         ).then(**show_page, api_visibility="private")
 
 
-def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str, download: Path) -> ComponentValues:
-    """The panel showing `entry`; `download` is its PNG under the one download name (MascotService.png_download)."""
+def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str, page_url: str) -> ComponentValues:
+    """The panel showing `entry`: its picture and its download by the checking route under `page_url` (the page's
+    address, Visitor.page_url)."""
     values: ComponentValues = {
         detail.group: gr.update(visible=True),
         detail.public_id: entry.public_id,
-        detail.image: str(entry.path),
+        detail.image: picture_url(page_url, entry),
         detail.info: describe(entry),
         detail.share_link: share_link,
-        detail.download: gr.update(value=str(download)),
+        detail.download: download(page_url, entry),
         detail.like: like_label(entry.liked_by_viewer, entry.like_count),
         detail.summary: summary(entry),
         detail.sticker: gr.DownloadButton(visible=False),  # another mascot's sticker must not linger
@@ -324,9 +325,7 @@ def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., 
             entry = services.service.open(public_id, who)
         except Refusal as error:
             raise refused(error) from None
-        return detail_values(
-            detail, entry, services.service.share_link(entry, who), services.service.png_download(entry)
-        )
+        return detail_values(detail, entry, services.service.share_link(entry, who), who.page_url)
 
     return mascot
 

@@ -12,16 +12,44 @@ import qrcode
 from PIL import Image
 
 from mascot.service import Refusal
-from mascot.service.sentences import ALREADY, EXPIRED, JOINED, NO_OTHER_DEVICES, NOTE, TOO_MANY
+from mascot.service.sentences import (
+    ALREADY,
+    EXPIRED,
+    JOIN_MOVING,
+    JOIN_PLAIN,
+    JOINED,
+    KEPT_APART,
+    NO_OPEN_LINKS,
+    NO_OTHER_DEVICES,
+    NOT_NOW,
+    NOTE,
+    TOO_MANY,
+)
 from mascot.ui.common import PageServices, refused, say, visitor
 from mascot.web.page_url import DEVICE_PARAMETER
 
 # The sentences live with the service (mascot.service.sentences); named here too for the page's tests.
-__all__ = ["ALREADY", "EXPIRED", "JOINED", "NOTE", "NO_OTHER_DEVICES", "TOO_MANY", "build_device_row", "qr_image"]
+__all__ = [
+    "ALREADY",
+    "EXPIRED",
+    "JOINED",
+    "KEPT_APART",
+    "NOTE",
+    "NO_OPEN_LINKS",
+    "NO_OTHER_DEVICES",
+    "TOO_MANY",
+    "build_device_prompt",
+    "build_device_row",
+    "qr_image",
+]
 
 INTRO = (
     "Open My mascots on your phone or another browser: make a link here, open it there, and both show the same "
     "mascots, likes and daily quota."
+)
+CONFIRM_MOVE = (
+    "() => confirm('Move the mascots made in this browser to the device that made the link? Whoever made the link "
+    "can then see, download and delete them.')"
 )
 # Each button asks first; the answer reaches the handler as its `confirmed` input (API callers pass True).
 CONFIRM_DISCONNECT = "() => confirm('Disconnect every other device? They will no longer show your mascots.')"
@@ -49,6 +77,7 @@ class DeviceRow:
     others: gr.Markdown
     disconnect: gr.Button
     stop_here: gr.Button
+    revoke: gr.Button
     confirmed: gr.Checkbox  # hidden: what the person answered to the button's question
 
 
@@ -80,6 +109,7 @@ def build_device_row(services: PageServices) -> DeviceRow:
         with gr.Row():
             disconnect = gr.Button("Disconnect the other devices", size="sm", elem_id="mine-device-disconnect")
             stop_here = gr.Button("Stop showing my mascots here", size="sm", elem_id="mine-device-stop")
+            revoke = gr.Button("Revoke the open links", size="sm", elem_id="mine-device-revoke")
         confirmed = gr.Checkbox(False, visible=False, label="confirmed")
     shown = [link, qr_code, note]
     # Queued, so that the page shows TOO_MANY as a sentence (see ui/detail.py); the queue has no concurrency limit,
@@ -87,7 +117,7 @@ def build_device_row(services: PageServices) -> DeviceRow:
     make.click(_make_link_handler(services), None, shown, api_name="device_link").success(
         _reveal, None, shown, queue=False, api_visibility="private"
     )
-    return DeviceRow(panel, make, link, qr_code, note, others, disconnect, stop_here, confirmed)
+    return DeviceRow(panel, make, link, qr_code, note, others, disconnect, stop_here, revoke, confirmed)
 
 
 def _reveal() -> tuple[Any, ...]:
@@ -112,12 +142,41 @@ def qr_image(url: str) -> Image.Image:
     return qrcode.make(url, box_size=8, border=4).get_image().convert("RGB")
 
 
+@dataclass(frozen=True)
+class DevicePrompt:
+    """Shown at the top of a page opened with ?device=<code>: what opening the link does, and the choices."""
+
+    group: gr.Group
+    question: gr.Markdown
+    not_now: gr.Button
+    join: gr.Button
+    join_moving: gr.Button
+    confirmed: gr.Checkbox  # hidden: what the person answered to the question "move" asks
+
+
+def build_device_prompt() -> DevicePrompt:
+    """Lay out the question a device link asks; hidden until a page opens with a code."""
+    with gr.Group(visible=False, elem_id="device-prompt") as group:
+        question = gr.Markdown(elem_id="device-prompt-question")
+        with gr.Row():
+            # The safe choice first and most prominent: nothing changes.
+            not_now = gr.Button(NOT_NOW, variant="primary", elem_id="device-prompt-not-now")
+            join = gr.Button(JOIN_PLAIN, elem_id="device-prompt-join")
+            join_moving = gr.Button(JOIN_MOVING, variant="stop", visible=False, elem_id="device-prompt-move")
+        confirmed = gr.Checkbox(False, visible=False, label="move confirmed")
+    return DevicePrompt(group, question, not_now, join, join_moving, confirmed)
+
+
 def wire_device_links(
-    services: PageServices, demo: gr.Blocks, row: DeviceRow, refresh: Sequence[dict[str, Any]]
+    services: PageServices,
+    demo: gr.Blocks,
+    row: DeviceRow,
+    prompt: DevicePrompt,
+    refresh: Sequence[dict[str, Any]],
 ) -> None:
-    """Opening a link is the page load with ?device=<code>: never a public API event. Afterwards the events in
-    `refresh` show what this browser now is (its mascots, its quota), and the address bar forgets the code. The
-    panel's two disconnect buttons refresh the same way."""
+    """Opening a link is the page load with ?device=<code>: it asks first (`prompt`), and only the person's choice
+    opens it, never a public API event. Afterwards the events in `refresh` show what this browser now is (its
+    mascots, its quota), and the address bar forgets the code. The panel's buttons refresh the same way."""
     row.panel.expand(_others_handler(services), outputs=row.others, api_visibility="private", queue=False)
     # Queued, so that their notices and refusals are shown (see ui/detail.py).
     disconnected = row.disconnect.click(
@@ -130,19 +189,80 @@ def wire_device_links(
     stopped = row.stop_here.click(
         _stop_here_handler(services), row.confirmed, row.others, api_name="stop_showing_here", js=CONFIRM_STOP_HERE
     )
-    for changed in (disconnected, stopped):
+    revoked = row.revoke.click(_revoke_handler(services), None, row.others, api_name="revoke_device_links")
+    for changed in (disconnected, stopped, revoked):
         for event in refresh:
             changed.success(**{**event, "api_visibility": "private"})
-    # gr.Info and gr.Warning reach the page only from a queued event, but a queued load event on every page would
-    # meet "the queue is full" whenever the GPU's queue is. So a quick check outside the queue ticks `pending` only
-    # for a page opened with a code, and its change runs the queued event that opens the link. (A gr.State would not
-    # do: the page dispatches a State's change only after queued events.)
-    pending = gr.Checkbox(False, visible=False, label="device link pending")
-    demo.load(_has_device_code, None, pending, queue=False, api_visibility="private")
-    opened = pending.change(_open_link_handler(services), None, None, api_visibility="private")
-    for event in refresh:
-        opened.then(**{**event, "api_visibility": "private"})
-    opened.then(None, js=FORGET_CODE)
+    _wire_prompt(services, demo, prompt, refresh)
+
+
+def _wire_prompt(
+    services: PageServices, demo: gr.Blocks, prompt: DevicePrompt, refresh: Sequence[dict[str, Any]]
+) -> None:
+    """The question at page load (outside the queue: a quick look at the store), then the person's choice. The
+    choices are queued events, so that their notices are shown (gr.Info reaches the page only from the queue)."""
+    asked = [prompt.group, prompt.question, prompt.join, prompt.join_moving]
+    demo.load(_question_handler(services), None, asked, queue=False, api_visibility="private")
+    private: dict[str, Any] = {"api_visibility": "private"}
+    hide = {"fn": _hide_prompt, "outputs": prompt.group, "queue": False, **private}
+    prompt.not_now.click(**hide).then(None, js=FORGET_CODE)
+    opened_keeping = prompt.join.click(
+        _open_link_handler(services, move_mascots=False), None, None, api_name="open_device_link", **private
+    )
+    opened_moving = prompt.join_moving.click(
+        _open_link_handler(services, move_mascots=True),
+        prompt.confirmed,
+        None,
+        api_name="open_device_link_moving_mine",
+        js=CONFIRM_MOVE,
+        **private,
+    )
+    for opened in (opened_keeping, opened_moving):
+        opened.then(**hide)
+        for event in refresh:
+            opened.then(**{**event, "api_visibility": "private"})
+        opened.then(None, js=FORGET_CODE)
+
+
+def _hide_prompt() -> Any:
+    return gr.Group(visible=False)
+
+
+def _question_handler(services: PageServices) -> Callable[..., tuple[Any, ...]]:
+    def device_question(http_request: gr.Request | None = None) -> tuple[Any, ...]:
+        """What opening the page's device link would do, in words, and the buttons that make sense."""
+        code = device_code(http_request)
+        if code is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        asked = services.service.device_question(visitor(services, http_request), code)
+        return (
+            gr.Group(visible=True),
+            asked.text,
+            gr.Button(asked.join or JOIN_PLAIN, visible=asked.join is not None),
+            gr.Button(asked.join_moving or JOIN_MOVING, visible=asked.join_moving is not None),
+        )
+
+    return device_question
+
+
+def device_code(http_request: gr.Request | None) -> str | None:
+    """The page's ?device=<code>, if it has one."""
+    query = getattr(http_request, "query_params", None) or {}
+    code = query.get(DEVICE_PARAMETER)
+    return None if code is None else str(code)
+
+
+def _revoke_handler(services: PageServices) -> Callable[..., str]:
+    def revoke_device_links(http_request: gr.Request | None = None) -> str:
+        """Every device link of your mascots that was not opened yet stops working."""
+        try:
+            answer = services.service.revoke_device_links(visitor(services, http_request))
+        except Refusal as error:
+            raise refused(error) from None
+        say(answer.notice)
+        return answer.others
+
+    return revoke_device_links
 
 
 def _others_handler(services: PageServices) -> Callable[..., str]:
@@ -184,16 +304,15 @@ def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
     return stop_showing_here
 
 
-def _has_device_code(http_request: gr.Request | None = None) -> bool:
-    query = getattr(http_request, "query_params", None) or {}
-    return DEVICE_PARAMETER in query
-
-
-def _open_link_handler(services: PageServices) -> Callable[..., None]:
-    def open_device_link(http_request: gr.Request | None = None) -> None:
-        query = getattr(http_request, "query_params", None) or {}
-        code = query.get(DEVICE_PARAMETER)
+def _open_link_handler(services: PageServices, *, move_mascots: bool) -> Callable[..., None]:
+    def open_device_link(confirmed: bool = True, http_request: gr.Request | None = None) -> None:
+        """Open the page's device link: this browser shows the mascots of the device that made it. Its own mascots
+        move there only from the button that says so, after the person confirmed."""
+        if move_mascots and confirmed is not True:
+            return  # the person answered "Cancel"
+        code = device_code(http_request)
         if code is not None:
-            say(services.service.open_device_link(visitor(services, http_request), str(code)))
+            who = visitor(services, http_request)
+            say(services.service.open_device_link(who, code, move_mascots=move_mascots))
 
     return open_device_link

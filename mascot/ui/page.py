@@ -13,8 +13,9 @@ from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
 from mascot.ui.common import DEFAULTS, PageServices, plural, visitor
 from mascot.ui.create import adapter_controls, build_create_tab, dimensions_to_size, quota_handler
 from mascot.ui.detail import detail_values
-from mascot.ui.device_links import build_device_row, wire_device_links
+from mascot.ui.device_links import build_device_prompt, build_device_row, wire_device_links
 from mascot.ui.export import build_export_row
+from mascot.ui.pictures import picture_url
 from mascot.ui.share_card import ShareCard, build_share_card, share_card_values, wire_share_card
 
 __all__ = ["PageServices", "build_demo", "model_banner"]
@@ -42,6 +43,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
             "# Mascot Generator\nType an idea, pick a style, press Enter: mascots to download, share and vote on.",
             elem_id="header",
         )
+        device_prompt = build_device_prompt()  # a page opened with ?device=<code> asks before anything changes
         share = build_share_card()  # a share link opens on its mascot, in the first screen
         banner = gr.Markdown(model_banner(services.service.worker), elem_id="model-banner")
         with gr.Tabs() as tabs:
@@ -98,7 +100,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
         )
         # A page opened with ?device=<code> (a link made in My mascots on another device) becomes that browser.
         refresh = [page_event(services, "mine", mine), page_event(services, "gallery", gallery), show_quota]
-        wire_device_links(services, demo, device_row, refresh)
+        wire_device_links(services, demo, device_row, device_prompt, refresh)
     return demo
 
 
@@ -181,7 +183,7 @@ def _shared_mascot_handler(
             entry = services.service.open(str(public_id)[:64], who)
         except Refusal:
             return {notice: SHARED_MASCOT_GONE}
-        link, download = services.service.share_link(entry, who), services.service.png_download(entry)
-        return {**detail_values(gallery.detail, entry, link, download), **share_card_values(share, entry, entry.path)}
+        link, picture = services.service.share_link(entry, who), picture_url(who.page_url, entry)
+        return {**detail_values(gallery.detail, entry, link, who.page_url), **share_card_values(share, entry, picture)}
 
     return open_shared_mascot

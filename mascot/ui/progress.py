@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
@@ -14,20 +14,21 @@ from mascot.ui.common import plain, plural
 POLL_SECONDS = 1.0
 
 
-def relay_job(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
+def relay_job(job: Job, progress: gr.Progress, url_of: Callable[[str], str]) -> Iterator[tuple[Any, str]]:
     """Show a job's queue position, steps and previews until it ends. If the browser leaves, the job goes on.
 
     A preview is sent once, when it is new: Gradio writes every image it sends to a cache file named by its content,
     so sending the same preview again at each step rewrites a file a browser may be downloading at that moment
-    (which fails with "Too little data for declared Content-Length"), and encodes it again for nothing.
+    (which fails with "Too little data for declared Content-Length"), and encodes it again for nothing. The saved
+    mascots are shown by `url_of` (share id -> the checking route's URL, mascot.web.images), never by their files.
     """
     try:
-        yield from _relay(job, progress)
+        yield from _relay(job, progress, url_of)
     finally:  # the end was handed on, or the browser left: either way a shutdown need not wait for this one
         job.answered.set()
 
 
-def _relay(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
+def _relay(job: Job, progress: gr.Progress, url_of: Callable[[str], str]) -> Iterator[tuple[Any, str]]:
     """relay_job's loop: one update per change of the job."""
     seen_version = -1
     shown_preview: Any = None
@@ -39,7 +40,7 @@ def _relay(job: Job, progress: gr.Progress) -> Iterator[tuple[Any, str]]:
         if snapshot.state is JobState.FAILED:
             raise gr.Error(snapshot.error, print_exception=False)
         if snapshot.state in FINAL_STATES:
-            yield finished_outputs(snapshot)
+            yield finished_outputs(snapshot, url_of)
             return
         message = progress_message(snapshot)
         if snapshot.state is JobState.RUNNING and snapshot.total:
@@ -76,13 +77,15 @@ def wait_in_words(seconds: float) -> str:
     return f"about {minutes} min"
 
 
-def finished_outputs(snapshot: JobSnapshot) -> tuple[Any, str]:
+def finished_outputs(snapshot: JobSnapshot, url_of: Callable[[str], str]) -> tuple[Any, str]:
+    """The saved mascots by their URLs, which Gradio hands to the browser without copying the files into its cache
+    (a copy there is served to anyone with its URL, whatever becomes of the mascot), and the status line."""
     if snapshot.state is JobState.CANCELLED:
         return gr.skip(), snapshot.error or "Cancelled. Nothing was saved and nothing counts against your quota."
     if snapshot.outcome is None:  # a DONE job always carries what on_finished saved
         raise RuntimeError("A finished job carries no saved images.")
-    paths = [str(path) for path in snapshot.outcome.image_paths]
-    return paths, done_message(len(paths), snapshot.generated)
+    urls = [url_of(public_id) for public_id in snapshot.outcome.public_ids]
+    return urls, done_message(len(urls), snapshot.generated)
 
 
 def done_message(count: int, generated: GeneratedImages | None) -> str:

@@ -4,13 +4,13 @@ likes and "Make your own"."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from mascot.store.entries import MascotEntry
 from mascot.ui.common import plain, plural
+from mascot.ui.pictures import LinkedImage
 
 # "Make your own": the Create tab is selected first; its idea box is drawn a frame later, so look a few times.
 FOCUS_IDEA = """() => {
@@ -34,7 +34,7 @@ class ShareCard:
     """Hidden unless the page was opened by a share link."""
 
     card: gr.Column
-    image: gr.Image
+    image: gr.Image  # by its checking route's URL (mascot.web.images): Gradio keeps no copy
     words: gr.Markdown  # the idea and its likes
     make_your_own: gr.Button
     open_in_gallery: gr.Button  # the Gallery's panel, open on it: like, sticker, report
@@ -46,7 +46,7 @@ class ShareCard:
 def build_share_card() -> ShareCard:
     """The picture and, beside it (below it on a phone), the idea, the likes and the two ways on."""
     with gr.Column(visible=False, elem_id="share-card") as card, gr.Row(equal_height=False):
-        image = gr.Image(
+        image = LinkedImage(
             type="filepath",
             format="png",
             interactive=False,
@@ -80,11 +80,11 @@ def wire_share_card(share: ShareCard, tabs: gr.Tabs) -> None:
     )
 
 
-def share_card_values(share: ShareCard, entry: MascotEntry, image: Path) -> dict[Any, Any]:
-    """The card showing `entry`; `image` is the picture as the page may serve it."""
+def share_card_values(share: ShareCard, entry: MascotEntry, image: str) -> dict[Any, Any]:
+    """The card showing `entry`; `image` is its picture's URL (mascot.ui.pictures.picture_url)."""
     return {
         share.card: gr.Column(visible=True),
-        share.image: str(image),
+        share.image: image,
         share.words: f"### {plain(entry.prompt)}\n\n♥ {plural(entry.like_count, 'like')} · "
         "Made with Mascot Generator: type an idea, get a mascot.",
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,17 +19,82 @@ from typing import Any
 IPV6_NETWORK_PREFIX = 64
 # Mixed into every hash so that a MAC made with the same secret for another purpose (the cookie's) never equals one.
 ADDRESS_HASH_CONTEXT = b"mascot-network-v1:"
+UNREADABLE_NETWORK = "unreadable"  # every address that is no IP address shares this one network
 
 
-def client_address(http_request: Any, trusted_proxies: int = 0) -> str:
-    """The client's address. With `trusted_proxies` = N (e.g. 1 on a Hugging Face Space), the address the outermost
-    of our N proxies saw, from X-Forwarded-For; entries further left were written by the client and prove nothing."""
-    headers = getattr(http_request, "headers", None) or {}
-    forwarded = [hop.strip() for hop in str(headers.get("x-forwarded-for", "")).split(",") if hop.strip()]
-    if trusted_proxies > 0 and forwarded:
-        return without_port(forwarded[-min(trusted_proxies, len(forwarded))])
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ProxyTrust:
+    """Which proxies' forwarded headers we believe: `hops` proxies in front of the app (1 on a Space), and only when
+    the address talking to us is one of `networks` (MASCOT_PROXY_ADDRESSES). Anyone else who sends X-Forwarded-For
+    or -Host wrote it themselves."""
+
+    hops: int = 0
+    networks: tuple[Network, ...] = ()
+
+    @classmethod
+    def parse(cls, hops: int, addresses: Iterable[str]) -> ProxyTrust:
+        """From the settings: a hop count and proxy addresses or CIDR networks ("10.0.0.0/8", "2001:db8::1")."""
+        if hops < 0:
+            raise ValueError(f"MASCOT_TRUSTED_PROXIES must be 0 or more (got {hops}).")
+        networks = []
+        for text in addresses:
+            try:
+                networks.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"MASCOT_PROXY_ADDRESSES: {text.strip()!r} is not an IP address or a network such as 10.0.0.0/8."
+                ) from None
+        return cls(hops, tuple(networks))
+
+    def trusts(self, address: str) -> bool:
+        """Whether `address` is one of our proxies."""
+        parsed = parsed_address(address)
+        return self.hops > 0 and parsed is not None and any(parsed in network for network in self.networks)
+
+
+def parsed_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as ipaddress reads it (an IPv4-mapped IPv6 address as IPv4); None for anything else."""
+    try:
+        parsed = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+def peer_address(http_request: Any) -> str:
+    """The address of whoever holds the connection: the client, or our proxy."""
     client = getattr(http_request, "client", None)
     return str(getattr(client, "host", "") or "")
+
+
+def is_from_proxy(http_request: Any, proxies: ProxyTrust) -> bool:
+    """Whether the request came through one of our proxies, so that its forwarded headers are theirs."""
+    return proxies.trusts(peer_address(http_request))
+
+
+def client_address(http_request: Any, proxies: ProxyTrust | None = None) -> str:
+    """The client's address. Walking X-Forwarded-For from the right, starting at the connection's address: each
+    address that is one of our proxies (at most `hops` of them) hands over to the entry it wrote. The first address
+    that is no proxy of ours is the client; entries further left were written by the client and prove nothing. An
+    entry that is no address ("unknown", garbage) ends the walk at the proxy that wrote it, so it cannot take a
+    request out of the per-network caps."""
+    proxies = proxies or ProxyTrust()
+    headers = getattr(http_request, "headers", None) or {}
+    forwarded = [hop.strip() for hop in str(headers.get("x-forwarded-for", "")).split(",") if hop.strip()]
+    address = peer_address(http_request)
+    for _ in range(proxies.hops):
+        if not forwarded or not proxies.trusts(address):
+            break
+        written = without_port(forwarded.pop())
+        if parsed_address(written) is None:
+            break
+        address = written
+    return address
 
 
 def without_port(hop: str) -> str:
@@ -76,10 +142,12 @@ class AddressKeys:
         self._secret = secret
 
     def address_hash(self, address: str) -> str | None:
-        """64 hex digits for the address's network; None for an empty or unreadable address (no address quota)."""
-        network = network_of(address)
-        if network is None:
+        """64 hex digits for the address's network; None for no address at all (a call without a request). An
+        address that is no address ("unknown", garbage a proxy passed on) counts as one network of its own: it must
+        not take a request out of the per-network caps."""
+        if not address.strip():
             return None
+        network = network_of(address) or UNREADABLE_NETWORK
         return hmac.new(self._secret, ADDRESS_HASH_CONTEXT + network.encode("ascii"), hashlib.sha256).hexdigest()
 
     def network(self, address: str) -> ClientNetwork:

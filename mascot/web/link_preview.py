@@ -20,7 +20,8 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 
 from mascot.store.entries import MascotEntry
 from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send
-from mascot.web.page_url import mascot_url, page_url
+from mascot.web.page_url import mascot_url
+from mascot.web.public_url import PublicAddress
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +129,10 @@ def with_preview(page: str, preview: LinkPreview) -> str:
 class LinkPreviewMiddleware:
     """Pure ASGI: rewrites the page's <head> (GET of the app's root) with the preview of the link that asked."""
 
-    def __init__(self, app: ASGIApp, public_mascot: PublicMascot) -> None:
+    def __init__(self, app: ASGIApp, public_mascot: PublicMascot, address: PublicAddress | None = None) -> None:
         self.app = app
         self.public_mascot = public_mascot
+        self.address = address or PublicAddress()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not is_page_request(scope):
@@ -141,7 +143,8 @@ class LinkPreviewMiddleware:
 
     def preview_for(self, request: Request) -> LinkPreview:
         """The share link's mascot when it is public; else the site itself. A plain function: it reads the store."""
-        root_url = page_url(request)
+        # Chat apps and social sites cache a preview for everyone: never from X-Forwarded-Host, which anyone can send.
+        root_url = self.address.root_url(request, forwarded_host=False)
         public_id = request.query_params.get("mascot", "")[:64]  # read as the page's own share-link handler does
         try:
             entry = self.public_mascot(public_id) if public_id else None

@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from mascot.service.limits import KeyedLimit, seconds_phrase
 from mascot.service.sentences import NO_COOKIE
-from mascot.web.clients import client_address, network_of
+from mascot.web.clients import ProxyTrust, client_address, network_of
 from mascot.web.identity import ASGIApp, BrowserIdentity, Receive, Scope, Send, first_header, request_cookies
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,14 @@ class UploadGateMiddleware:
         identity: BrowserIdentity,
         limit: KeyedLimit,
         prune: Callable[[], int],
-        trusted_proxies: int = 0,
+        proxies: ProxyTrust | None = None,
         max_bytes: int = MAX_UPLOAD_BYTES,
     ) -> None:
         self.app = app
         self.identity = identity
         self.limit = limit
         self.prune = prune  # removes old uploads; returns how many went
-        self.trusted_proxies = trusted_proxies
+        self.proxies = proxies or ProxyTrust()  # forwarded headers believed only from these (web/clients.py)
         self.max_bytes = max_bytes
         self._pruned_at = float("-inf")
         self._prune_lock = threading.Lock()
@@ -77,7 +77,7 @@ class UploadGateMiddleware:
         length = first_header(scope, b"content-length")
         if length is not None and (not length.strip().isdigit() or int(length) > self.max_bytes):
             return 413, TOO_LARGE
-        address = client_address(Request(scope), self.trusted_proxies)
+        address = client_address(Request(scope), self.proxies)
         wait = self.limit.take(owner, network_of(address) or "")
         if wait:
             allowed = self.limit.limit

@@ -1,0 +1,156 @@
+"""Binds each Gradio queue session to the browser that opened it: the event stream of a `session_hash` (its progress,
+previews, results, a fresh device link) is read, and its events cancelled, only with the cookie that joined it.
+
+Gradio trusts whoever names a `session_hash`; the page makes a random one, but it travels in URLs and logs. Pure
+ASGI, in front of Gradio's routes: the first POST /gradio_api/queue/join of a session records the browser's token
+hash, and /queue/data, /queue/join and /cancel for that session from any other browser get 403 with a sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qs
+
+from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, request_cookies
+
+logger = logging.getLogger(__name__)
+
+JOIN_PATH = "/gradio_api/queue/join"
+DATA_PATH = "/gradio_api/queue/data"
+CANCEL_PATH = "/gradio_api/cancel"
+MAX_BODY_BYTES = 1024 * 1024  # a join names its inputs (uploads go by path): far less than this
+MAX_SESSIONS = 100_000  # oldest forgotten first; a forgotten session is simply bound again by its next join
+SESSION_TTL_S = 24 * 3600.0
+FOREIGN = b"This queue session belongs to another browser. Reload the page."
+TOO_LARGE = b"This request is too large."
+
+TokenOf = Callable[[Mapping[str, str]], str | None]  # cookies -> the browser's token hash (identity.owner_from_cookies)
+
+
+class SessionOwners:
+    """session_hash -> the token hash of the browser that joined it first; bounded and thread-safe."""
+
+    def __init__(self, max_sessions: int = MAX_SESSIONS, ttl_s: float = SESSION_TTL_S) -> None:
+        self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max_sessions = max_sessions
+        self._ttl_s = ttl_s
+
+    def claim(self, session_hash: str, token: str, now: float | None = None) -> bool:
+        """Bind the session to `token` if nobody holds it; True when `token` holds it now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            held = self._owners.get(session_hash)
+            if held is not None and held[1] > now - self._ttl_s and held[0] != token:
+                return False
+            self._owners[session_hash] = (token, now)
+            self._owners.move_to_end(session_hash)
+            while len(self._owners) > self._max_sessions:
+                self._owners.popitem(last=False)
+            return True
+
+    def allows(self, session_hash: str, token: str | None, now: float | None = None) -> bool:
+        """Whether `token` may read or cancel the session: it joined it, or nobody did (nothing to read)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            held = self._owners.get(session_hash)
+        return held is None or held[1] <= now - self._ttl_s or held[0] == token
+
+
+class SessionBindingMiddleware:
+    """Pure ASGI: see the module's docstring. Place it after the identity cookie middleware, which gives every
+    browser a token before this runs."""
+
+    def __init__(self, app: ASGIApp, token_of: TokenOf, owners: SessionOwners | None = None) -> None:
+        self.app = app
+        self.token_of = token_of
+        self.owners = owners or SessionOwners()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", "")) if scope["type"] == "http" else ""
+        if path == DATA_PATH:
+            session_hash = first_query_value(scope, "session_hash")
+            if session_hash and not self.owners.allows(session_hash, self._token(scope)):
+                await refuse(send, 403, FOREIGN)
+                return
+        elif path in (JOIN_PATH, CANCEL_PATH) and scope.get("method") == "POST":
+            body = await read_body(receive)
+            if body is None:
+                await refuse(send, 413, TOO_LARGE)
+                return
+            if not self._body_allowed(path, body, scope):
+                await refuse(send, 403, FOREIGN)
+                return
+            receive = replaying(body, receive)
+        await self.app(scope, receive, send)
+
+    def _body_allowed(self, path: str, body: bytes, scope: Scope) -> bool:
+        session_hash = session_of(body)
+        if session_hash is None:
+            return True  # Gradio answers a join without one itself
+        token = self._token(scope)
+        if path == CANCEL_PATH:
+            return self.owners.allows(session_hash, token)
+        return token is not None and self.owners.claim(session_hash, token)
+
+    def _token(self, scope: Scope) -> str | None:
+        return self.token_of(request_cookies(scope))
+
+
+def first_query_value(scope: Scope, name: str) -> str | None:
+    values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+def session_of(body: bytes) -> str | None:
+    """The body's session_hash when it is a JSON object with a string one."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    session_hash = parsed.get("session_hash") if isinstance(parsed, dict) else None
+    return session_hash if isinstance(session_hash, str) else None
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None when it passes MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read, then whatever comes next (a disconnect)."""
+    sent = False
+
+    async def receive_again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_again
+
+
+async def refuse(send: Send, status: int, sentence: bytes) -> None:
+    logger.info("Refused a queue request (HTTP %d): %s", status, sentence.decode())
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(sentence)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": sentence})

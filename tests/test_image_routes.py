@@ -1,0 +1,118 @@
+"""Pictures leave the server only through /images/<id>.png and .thumb.webp, checked on every request: every URL the
+page ever showed a stranger for a mascot answers 404 once it is private, taken down or deleted, while its owner still
+gets a private one; Gradio's file route and cache hold no copy.
+
+The app runs in this process with a fake generator and a real store, identity cookie and Gradio queue (test_community).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from tests.support.site import make, mine, serve
+
+pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client and httpx
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "20"])
+
+
+SHOWN_URL = r"https?://[^\"'\s<>\\]+?/images/[^\"'\s<>?\\]+(?:\?download=1)?"  # as JSON escapes it
+
+
+def shown_urls(site, viewer: Client, public_id: str) -> set[str]:
+    """Every picture URL the page shows `viewer` for the mascot: its gallery thumbnail, the opened picture and its
+    download link (read from what the page's events return, as the page's JavaScript does)."""
+    urls: set[str] = set()
+    with httpx.Client(base_url=site.url, cookies=viewer.cookies, timeout=30) as http:
+        for api_name, data in (("gallery", [1, "Newest", ""]), ("mascot", [public_id])):
+            urls |= set(re.findall(SHOWN_URL, call(http, api_name, data)))
+    assert any(public_id in url for url in urls), urls
+    return {url for url in urls if public_id in url}
+
+
+def call(http: httpx.Client, api_name: str, data: list) -> str:
+    """The raw event stream of POST /gradio_api/call/<api_name>: what the page receives, unchanged by a client."""
+    event_id = http.post(f"gradio_api/call/{api_name}", json={"data": data}).json()["event_id"]
+    return http.get(f"gradio_api/call/{api_name}/{event_id}").text
+
+
+def status(url: str, cookies=None) -> int:
+    return httpx.get(url, cookies=cookies, timeout=30).status_code
+
+
+def test_a_stranger_loses_every_picture_url_once_the_mascot_is_private_and_the_owner_keeps_them(site):
+    alice, stranger = site.browser(), site.browser()
+    make(alice, "alice's otter")
+    [otter] = mine(alice)
+    urls = shown_urls(site, stranger, otter["public_id"])
+    assert len(urls) >= 3  # thumbnail, picture, download
+    assert all(status(url) == 200 for url in urls)  # public: anyone, even without a cookie
+
+    alice.predict(otter["public_id"], False, api_name="/set_public")
+
+    assert {url: status(url) for url in urls} == dict.fromkeys(urls, 404)
+    assert {url: status(url, stranger.cookies) for url in urls} == dict.fromkeys(urls, 404)
+    assert {url: status(url, alice.cookies) for url in urls} == dict.fromkeys(urls, 200)
+
+
+def test_the_download_is_the_picture_as_an_attachment_under_the_one_download_name(site):
+    alice = site.browser()
+    make(alice, "alice's otter")
+    [otter] = mine(alice)
+    [download] = [url for url in shown_urls(site, alice, otter["public_id"]) if url.endswith("?download=1")]
+
+    answer = httpx.get(download, cookies=alice.cookies, timeout=30)
+
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    expected = f"mascot-alice-s-otter-{otter['public_id']}.png"
+    assert answer.headers["content-disposition"] == f'attachment; filename="{expected}"'
+
+
+def test_taken_down_and_deleted_mascots_answer_404(site):
+    alice = site.browser()
+    make(alice, "alice's otter")
+    make(alice, "alice's fox")
+    otter, fox = sorted(mine(alice), key=lambda mascot: mascot["prompt"])[::-1]
+    stranger = site.browser()
+    otter_urls = shown_urls(site, stranger, otter["public_id"])
+    fox_urls = shown_urls(site, stranger, fox["public_id"])
+
+    assert site.app.store.hide_mascot(otter["public_id"])  # the operator takes it down
+    alice.predict(fox["public_id"], api_name="/delete")
+
+    assert {url: status(url) for url in otter_urls | fox_urls} == dict.fromkeys(otter_urls | fox_urls, 404)
+    assert all(status(url, alice.cookies) == 404 for url in fox_urls)  # deleted: gone for its owner too
+    assert all(status(url, alice.cookies) == 200 for url in otter_urls)  # taken down: its owner still sees it
+
+
+def test_gradio_serves_no_file_of_the_images_folder_and_caches_no_copy(site):
+    alice = site.browser()
+    make(alice, "alice's otter")
+    [otter] = mine(alice)
+    shown_urls(site, site.browser(), otter["public_id"])
+    images = [path for path in site.app.settings.images_dir.rglob("*") if path.is_file()]
+    assert images
+
+    for path in images:
+        assert status(f"{site.url}gradio_api/file={path}") != 200
+    pictures = {digest(path) for path in images}
+    cached = [path for path in (site.tmp_path / "gradio").rglob("*") if path.is_file()]
+    assert not [path for path in cached if digest(path) in pictures]
+
+
+def test_made_up_ids_and_other_paths_answer_404(site):
+    for path in ("images/AAAAAAAAAAAA.png", "images/AAAAAAAAAAAA.thumb.webp", "images/..%2F..%2Fsecret.key.png"):
+        assert status(site.url + path) == 404
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,74 @@
+"""A queue session's event stream is read (and its events cancelled) only by the browser that joined it: raw HTTP,
+two cookie jars, as an attacker who learnt another browser's session_hash would try."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from mascot.web.sessions import FOREIGN, SessionOwners
+from tests.support.site import serve
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
+
+
+def fn_index(http: httpx.Client, api_name: str) -> int:
+    config = http.get("config").json()
+    [index] = [dep["id"] for dep in config["dependencies"] if dep.get("api_name") == api_name]
+    return index
+
+
+def join(http: httpx.Client, index: int, session: str) -> httpx.Response:
+    body = {"data": [], "event_data": None, "fn_index": index, "trigger_id": None, "session_hash": session}
+    return http.post("gradio_api/queue/join", json=body)
+
+
+def read_stream(http: httpx.Client, session: str) -> tuple[int, str]:
+    with http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+        if stream.status_code != 200:
+            return stream.status_code, stream.read().decode()
+        text = ""
+        for line in stream.iter_lines():
+            text += line + "\n"
+            if "process_completed" in line:
+                break
+        return 200, text
+
+
+@pytest.mark.slow
+def test_another_browser_cannot_read_or_take_over_a_session(site):
+    with (
+        httpx.Client(base_url=site.url, timeout=30) as victim,
+        httpx.Client(base_url=site.url, timeout=30) as attacker,
+    ):
+        victim.get("config")  # each gets its own identity cookie
+        attacker.get("config")
+        index = fn_index(victim, "device_link")  # its result is a fresh device link: a credential
+        session = uuid.uuid4().hex
+
+        assert join(victim, index, session).status_code == 200
+        assert read_stream(attacker, session) == (403, FOREIGN.decode())
+        assert join(attacker, index, session).status_code == 403
+        cancel = {"session_hash": session, "fn_index": index, "event_id": "x"}
+        assert attacker.post("gradio_api/cancel", json=cancel).status_code == 403
+        status, text = read_stream(victim, session)
+        assert status == 200 and "?device=" in text
+
+        no_cookie = httpx.get(f"{site.url}gradio_api/queue/data", params={"session_hash": session}, timeout=30)
+        assert no_cookie.status_code == 403
+
+
+def test_a_session_is_held_by_its_first_browser_until_it_expires():
+    owners = SessionOwners(max_sessions=2, ttl_s=10)
+    assert owners.claim("s1", "alice", now=0) and owners.claim("s1", "alice", now=1)
+    assert not owners.claim("s1", "mallory", now=2) and not owners.allows("s1", "mallory", now=2)
+    assert owners.allows("unknown session", "mallory", now=2)  # nothing to read there
+    assert owners.claim("s1", "mallory", now=20)  # expired: bound afresh
+    owners.claim("s2", "bob", now=21)
+    owners.claim("s3", "carol", now=22)  # the oldest is forgotten beyond max_sessions
+    assert owners.allows("s1", "anyone", now=22)
