@@ -507,6 +507,11 @@ def export(client: Client) -> tuple[dict[str, bytes], dict]:
     return {name: data for name, data in files.items() if name != "mascots.json"}, json.loads(files["mascots.json"])
 
 
+def idea_slug(name: str) -> str:
+    """The idea's part of a download name `mascot-<idea>-<12-character share id>.png`."""
+    return name.removeprefix("mascot-")[: -len("-XXXXXXXXXXXX.png")]
+
+
 def test_each_browser_exports_all_its_mascots_across_pages_and_only_its_own(site, monkeypatch):
     import io
 
@@ -524,12 +529,12 @@ def test_each_browser_exports_all_its_mascots_across_pages_and_only_its_own(site
     assert {record["file"] for record in index["mascots"]} == set(pngs)
     for name, data in pngs.items():
         assert "/" not in name and "\\" not in name and ".." not in name
-        assert re.fullmatch(r"2026-11-25_[a-z0-9-]{1,40}_[A-Za-z0-9_-]{12}\.png", name), name
+        assert re.fullmatch(r"mascot-[a-z0-9-]{1,40}-[A-Za-z0-9_-]{12}\.png", name), name  # the one download name
         with Image.open(io.BytesIO(data)) as picture:
             assert picture.format == "PNG"
             record = next(record for record in index["mascots"] if record["file"] == name)
             assert picture.info["parameters"].startswith(record["prompt"])
-    assert {name.split("_")[1] for name in pngs} == {"etc-passwd-otter", "a-cheerful-otter-barista", "unicode-fox"}
+    assert {idea_slug(name) for name in pngs} == {"etc-passwd-otter", "a-cheerful-otter-barista", "unicode-fox"}
     assert {record["prompt"] for record in index["mascots"]} == {
         "../../etc/passwd otter", "a cheerful otter barista", "Ünïcode Fox!!"
     }  # fmt: skip
@@ -554,7 +559,7 @@ def test_a_mascot_whose_file_is_gone_is_listed_as_missing_and_the_rest_exported(
     assert entry is not None
     entry.path.unlink()
     pngs, index = export(alice)
-    assert [name.split("_")[1] for name in pngs] == ["kept-otter"]
+    assert [idea_slug(name) for name in pngs] == ["kept-otter"]
     (missing,) = [record for record in index["mascots"] if record["missing"]]
     assert (missing["public_id"], missing["file"], index["missing"]) == (lost["public_id"], None, 1)
 
