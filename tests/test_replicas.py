@@ -176,10 +176,15 @@ def answered_by(cluster: Cluster, cookie: str, path: str = "healthz") -> tuple[i
 
 def browser_sent_to(cluster: Cluster, replica: AppProcess) -> str:
     """A browser whose cookie nginx's sticky hash sends to `replica`."""
-    for _ in range(40):  # each new cookie lands on either replica: 2^-40 that none lands on this one
+    # Each new cookie lands on either replica (2^-40 that 40 in a row miss one), but only once nginx sends to it again:
+    # after a replica was down, nginx skips it for fail_timeout (10 s) and a restarted one answers 503 until its model
+    # is loaded. So keep trying, bounded by attempts, not by a guess at how long that takes.
+    for attempt in range(600):
         cookie = new_browser(cluster.a)
         if answered_by(cluster, cookie) == (200, [cluster.address(replica)]):
             return cookie
+        if attempt >= 40:
+            time.sleep(0.5)
     raise AssertionError(f"no browser was sent to {replica.url}")
 
 
