@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -319,6 +320,16 @@ def test_a_person_uploads_a_logo_picks_a_style_and_the_mascot_remembers_both(chr
     context.close()
 
 
+def overlapping(first: dict[str, float], second: dict[str, float]) -> bool:
+    """Whether two bounding boxes share any area."""
+    return not (
+        first["x"] + first["width"] <= second["x"]
+        or second["x"] + second["width"] <= first["x"]
+        or first["y"] + first["height"] <= second["y"]
+        or second["y"] + second["height"] <= first["y"]
+    )
+
+
 def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_path):
     phone = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     _, page = open_page(chromium, app, phone)
@@ -338,6 +349,10 @@ def test_on_a_phone_generate_brings_the_results_into_view(chromium, app, tmp_pat
     playwright_api.expect(results).to_be_in_viewport()
     playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
     page.screenshot(path=str(tmp_path / "phone.png"))
+    # Back at the top, Generate sits beside the idea again, not pinned over the four mascots.
+    generate_box = generate.bounding_box()
+    for thumbnail in results.locator("img").all():
+        assert not overlapping(thumbnail.bounding_box(), generate_box), (thumbnail.bounding_box(), generate_box)
     # My mascots wraps its thumbnails on a phone; it used to lay six columns out past the right edge of the screen.
     page.get_by_role("tab", name="My mascots").click()
     grid = page.locator("#mine-gallery .grid-container")
@@ -447,7 +462,26 @@ def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chr
     context.close()
 
 
-def test_dropping_a_png_restores_its_settings_and_a_file_that_is_not_one_is_refused(chromium, app, tmp_path):
+DROP_FILE = """([name, data, selector]) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type: "image/png" }));
+    const target = document.querySelector(selector);
+    for (const type of ["dragenter", "dragover", "drop"]) {
+        target.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    }
+}"""
+
+
+def drop_file(page, path: Path, selector: str) -> None:
+    """Drop a file on an element as a person dragging it from their desktop would (DragEvents with the file)."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    page.evaluate(DROP_FILE, [path.name, data, selector])
+
+
+def test_a_png_dropped_anywhere_on_the_form_restores_its_settings_and_a_file_that_is_not_one_is_refused(
+    chromium, app, tmp_path
+):
     from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
@@ -457,20 +491,23 @@ def test_dropping_a_png_restores_its_settings_and_a_file_that_is_not_one_is_refu
     picture = tmp_path / "from-a1111.png"
     Image.new("RGB", (64, 64)).save(picture, pnginfo=info)
     context, page = open_page(chromium, app)
-    page.get_by_text("More options", exact=True).click()
-    page.locator("#recipe-file input[type=file]").set_input_files(str(picture))
+    playwright_api.expect(page.locator("#more-options #recipe-file")).to_be_hidden()  # folded away, yet:
+    drop_file(page, picture, "#style")  # dropped on the style chips, far from the box in More options
     playwright_api.expect(page.get_by_label("Your idea")).to_have_value("a red panda astronaut")
     playwright_api.expect(page.locator("#recipe-note")).to_contain_text("From this AUTOMATIC1111-style picture")
     playwright_api.expect(page.locator("#recipe-note")).to_contain_text("Left out")
+    playwright_api.expect(page.locator("#recipe-note")).to_be_in_viewport()  # what was restored is said in view
+    playwright_api.expect(page.locator("#recipe-file")).to_be_visible()  # More options opened, showing the settings
     playwright_api.expect(page.get_by_label("Seed", exact=True)).to_have_value("42")
     assert not page.get_by_label("New random seed each time").is_checked()  # its seed remakes it, as Remix does
 
     fake = tmp_path / "fake.png"
     fake.write_text("not a picture at all", encoding="utf-8")
-    page.reload()  # a fresh drop zone (the first picture now fills this one)
-    page.get_by_text("More options", exact=True).click()
-    page.locator("#recipe-file input[type=file]").set_input_files(str(fake))
-    playwright_api.expect(page.get_by_text("That file is not a PNG picture we can read")).to_be_visible()
+    drop_file(page, fake, "#idea")  # the box was emptied after the first picture: ready for the next drop
+    playwright_api.expect(page.locator("#recipe-note")).to_contain_text("That file is not a PNG picture we can read")
+    page.get_by_label("Your idea").fill("something else")
+    drop_file(page, picture, "#result-gallery")  # the refused file was cleared away too: ready for the next drop
+    playwright_api.expect(page.get_by_label("Your idea")).to_have_value("a red panda astronaut")
     context.close()
 
 

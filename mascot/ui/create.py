@@ -90,6 +90,8 @@ def build_create_tab(services: PageServices) -> CreateForm:
         speed_note = gr.Markdown(elem_id="speed-note")
         quota_note = gr.Markdown(elem_id="quota-note")
     status = gr.Markdown(elem_id="generation-status")
+    # What a dropped PNG restored: in view, since the picture can be dropped anywhere on the form (assets/page.js).
+    recipe_note = gr.Markdown(elem_id="recipe-note")
     gallery = gr.Gallery(
         label="Your mascots",
         format="png",
@@ -102,7 +104,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
         elem_id="result-gallery",
     )
     with gr.Accordion("More options", open=False, elem_id="more-options") as more_options:
-        recipe_file, recipe_note = _recipe_fields()
+        recipe_file = _recipe_file()
         generation_inputs, randomize_seed, size, model_prompt = _form_fields(services, prompt, style)
         logo_panel, logo_image = logo_fields(services, generation_inputs)
     # "Based on <mascot>" (More like this) stays in view under the idea, not folded away.
@@ -142,15 +144,16 @@ def _style_choices(services: PageServices) -> gr.Radio:
     )
 
 
-def _recipe_fields() -> tuple[gr.File, gr.Markdown]:
-    recipe_file = gr.File(
-        label="Remix a picture: drop a PNG made here (or by AUTOMATIC1111) to restore its settings",
+def _recipe_file() -> gr.File:
+    """The box a PNG's settings are read from; a PNG dropped anywhere on the form lands here too (page.js)."""
+    return gr.File(
+        label="Remix a picture: drop a PNG made here (or by AUTOMATIC1111) anywhere on this page to restore its "
+        "settings",
         file_types=[".png"],
         type="filepath",
         height=90,
         elem_id="recipe-file",
     )
-    return recipe_file, gr.Markdown(elem_id="recipe-note")
 
 
 def _form_fields(
@@ -360,20 +363,20 @@ def _wire(services: PageServices, form: CreateForm) -> None:
 
 
 def _wire_recipe(services: PageServices, form: CreateForm, recipe_file: gr.File, recipe_note: gr.Markdown) -> None:
-    recipe_outputs = [*form.generation_inputs.values(), form.randomize_seed, form.size, recipe_note]
+    # The box is emptied once read, so the next PNG dropped anywhere on the form finds it ready.
+    recipe_outputs = [*form.generation_inputs.values(), form.randomize_seed, form.size, recipe_note, recipe_file]
     recipe_file.upload(
-        _recipe_handler(services, form, recipe_note),
+        _recipe_handler(services, form, recipe_note, recipe_file),
         recipe_file,
         recipe_outputs,
         api_visibility="private",
         concurrency_limit=None,  # reads a few text chunks; queued so that a refusal shows its sentence
         show_progress="hidden",
     )
-    recipe_file.clear(lambda: "", None, recipe_note, queue=False, api_visibility="private")
 
 
 def _recipe_handler(
-    services: PageServices, form: CreateForm, recipe_note: gr.Markdown
+    services: PageServices, form: CreateForm, recipe_note: gr.Markdown, recipe_file: gr.File
 ) -> Callable[..., dict[Any, Any]]:
     def remix_picture(upload: Any, http_request: gr.Request | None = None) -> dict[Any, Any]:
         if not upload:
@@ -381,8 +384,10 @@ def _recipe_handler(
         try:
             found = services.service.recipe(Path(upload), visitor_or_none(services, http_request))
         except Refusal as error:
-            raise refused(error) from None
+            # Said where the drop's answer is read, and the box emptied for the next try; the form is unchanged.
+            return {recipe_note: f"⚠️ {error.message}", recipe_file: None}
         values: dict[Any, Any] = {form.generation_inputs[name]: value for name, value in found.values.items()}
+        values[recipe_file] = None
         values[form.randomize_seed] = "seed" not in found.values  # its seed remakes the picture, as Remix does
         if "width" in found.values or "height" in found.values:
             width = found.values.get("width", DEFAULTS.width)

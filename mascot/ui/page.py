@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -29,6 +30,9 @@ PREVIEW_WHY = (
     "works as it will with the real model: try it, your mascots are kept. The person who runs the site can switch "
     "to the real model (see the README).</details>"
 )
+# What the page does in the browser beyond CSS: Generate pinned on a phone only when the idea is out of view, and a
+# PNG dropped anywhere on the Create tab restoring its settings.
+PAGE_JS = (Path(__file__).resolve().parents[2] / "assets" / "page.js").read_text(encoding="utf-8")
 SHARED_MASCOT_GONE = "The mascot this link points to is private now, or was deleted."
 
 # Every hour, delete what Gradio cached more than a day ago (a page open that long shows its images again on reload).
@@ -55,6 +59,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
                 device_row = build_device_row(services)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 gallery = build_browse_tab(services, "gallery", tab=gallery_tab, demo=demo, form=form, tabs=tabs)
+        demo.load(None, js=PAGE_JS, queue=False, api_visibility="private")
         demo.load(_model_status(services.service.worker), outputs=banner, queue=False, api_name="model_status")
         # While the model loads, the banner follows it; once loaded, the adapter controls appear and the timer stops.
         # The quick settings too: they depend on the model, so they are applied once it is known.
