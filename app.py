@@ -152,6 +152,7 @@ class App:
                         limit=self.services.service.limiters.uploads,
                         prune=DownloadFolder(lambda: Path(get_upload_folder())).prune_uploads,
                         proxies=self.services.trusted_proxies,
+                        per_network=not self.settings.one_office,
                     ),
                     Middleware(IdentityCookieMiddleware, identity=self.identity),
                     # After the cookie: each queue session is read only by the browser that joined it.
