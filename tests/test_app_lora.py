@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -93,6 +95,10 @@ def test_the_house_look_is_on_by_default_and_a_person_can_switch_it_off(house_ap
     assert np.abs(pixels_of(by_default) - pixels_of(base)).max() > 10
     embedded = read_parameters(by_default[0]["image"])
     assert (embedded["adapter_name"], embedded["lora_scale"]) == ("look", 0.8)
+    # The page says so beside the styles, outside the folded panels, with the switch that turns it off.
+    page = json.dumps(httpx.get(f"{house_app.url}config").json(), ensure_ascii=False)
+    assert "Use the house look “look”" in page
+    assert "**Look:** the house look “look” at strength 0.8" in page
 
 
 def test_a_default_look_that_is_not_loaded_stops_the_app_with_one_sentence(look, tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 from app import start_app
 from mascot.prompt.brands import BrandError, load_house_brands
 from mascot.prompt.logos import LogoLibrary
-from mascot.ui.house import brand_sentence
+from mascot.ui.house import brand_sentence, look_sentence
 from tests.support.bombs import png_bomb
 from tests.support.site import make, serve
 
@@ -155,3 +155,15 @@ def test_a_brand_logo_is_served_and_nothing_else_of_the_logos_folder(branded) ->
     assert logo.content == service.logos.path(bear.logo).read_bytes()
     assert httpx.get(f"{branded.url}brand-logos/{private_logo}.png").status_code == 404
     assert httpx.get(f"{branded.url}brand-logos/..%2F..%2Fmascots.db.png").status_code == 404
+
+
+def test_the_look_is_said_in_plain_words() -> None:
+    assert look_sentence("acme", 0.8, "acme") == (
+        "🎨 **Look:** the house look “acme” at strength 0.8 (More options › Advanced changes it)."
+    )
+    assert look_sentence("", 0.8, "acme") == "🎨 **Look:** the plain model (the house look “acme” is off)."
+    assert (
+        look_sentence("acme", 0, "acme")
+        == "🎨 **Look:** the house look “acme” at strength 0, which is the plain model."
+    )
+    assert look_sentence("other", 1, "acme").startswith("🎨 **Look:** the look “other” at strength 1")
