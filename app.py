@@ -41,6 +41,7 @@ if not gr.NO_RELOAD and "app" in globals():
 from mascot.clock import Clock, utc_now
 from mascot.generation.generator import Generator
 from mascot.generation.worker import GenerationWorker, LoadGenerator
+from mascot.prompt.brands import BrandError, load_house_brands
 from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
 from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
@@ -50,6 +51,7 @@ from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
 from mascot.ui.theme import page_theme
+from mascot.web.brand_logos import brand_logo_route
 from mascot.web.clients import AddressKeys, ProxyTrust
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
@@ -152,6 +154,7 @@ class App:
                         limit=self.services.service.limiters.uploads,
                         prune=DownloadFolder(lambda: Path(get_upload_folder())).prune_uploads,
                         proxies=self.services.trusted_proxies,
+                        per_network=not self.settings.one_office,
                     ),
                     Middleware(IdentityCookieMiddleware, identity=self.identity),
                     # After the cookie: each queue session is read only by the browser that joined it.
@@ -168,6 +171,10 @@ class App:
                     ),
                     Route(PREVIEW_IMAGE_ROUTE, preview_image_endpoint(public_mascot, self.settings.images_dir)),
                     *image_routes(visible_mascot(self.store.mascot, self.owner_of), self.settings.images_dir),
+                    brand_logo_route(
+                        [brand.logo for brand in self.services.service.presets.brands.values() if brand.logo],
+                        self.services.service.logos.path if self.services.service.logos else lambda _id: None,
+                    ),
                 ],
             },
             "css_paths": [ASSETS / "style.css"],
@@ -199,17 +206,20 @@ def kandinsky_loader(settings: Settings) -> LoadGenerator:
 
 def create_app(settings: Settings, *, load_generator: LoadGenerator | None = None, clock: Clock = utc_now) -> App:
     """Wire settings -> store -> identity -> worker -> service -> page. Nothing loads the model yet: `app.start()`
-    does. Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used."""
+    does. Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used, and
+    BrandError when a brand of --brands-dir cannot be."""
     blocked_words = load_blocked_words(settings.blocked_words)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    presets = Presets.load()
+    logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
+    if settings.brands_dir is not None:  # the operator's brands replace the built-in palettes
+        presets = presets.with_brands(load_house_brands(settings.brands_dir, logos))
     rules = settings.rules  # the house rules, set once: the store and the service apply them
     store = MascotStore(
         settings.resolved_database_url, settings.images_dir, rules=rules, replica_id=settings.replica_id
     )
     secret = load_secret(settings)
     identity = BrowserIdentity(secret)
-    presets = Presets.load()
-    logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
     # The request as the model is given it; the page shows the same in Advanced ("What the model is given").
     prepare = functools.partial(presets.apply, logo_colours=logos.colour_names)
     claims = ClaimKeeper(store, clock)
@@ -253,6 +263,8 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         trusted_proxies=proxies,
         public_address=PublicAddress(settings.public_url, proxies),
         examples=load_examples(),
+        default_lora=settings.default_lora,
+        default_lora_strength=settings.default_lora_strength,
     )
     demo = queued_page(build_demo(services), settings)
     return App(demo, worker, claims, store, identity, settings, services, runtime_modules())
@@ -294,7 +306,7 @@ def start_app(argv: Sequence[str] | None = None) -> App:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
     try:
         app = create_app(load_settings(argv))
-    except (BlockedWordsError, SettingsError) as error:
+    except (BlockedWordsError, BrandError, SettingsError) as error:
         raise SystemExit(f"Mascot Generator did not start. {error}") from None  # a sentence, not a traceback
     return app.start()
 

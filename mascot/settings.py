@@ -11,7 +11,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 MODEL_CHOICES_HELP = (
     "'auto' (the real Kandinsky 2.2 when a GPU and its weights are available, else the offline preview model), "
@@ -37,6 +37,9 @@ class Rules:
     reports_to_hide: int = 3  # networks whose reports take a mascot out of the gallery until reviewed (0: never)
     likes_per_network: int = 3  # likes of one mascot from one network that count (0: all); see store.likes
     max_queued_per_client: int = 8  # jobs one network may have waiting or running (0: no cap)
+    # One office, one address (--one-office): every "per network" rule above counts per browser instead, as a whole
+    # office behind one NAT address would otherwise share one network's quota, likes, reports and queue.
+    one_office: bool = False
 
 
 DEFAULT_RULES = Rules()
@@ -50,6 +53,7 @@ def rules_from(settings: Settings) -> Rules:
         reports_to_hide=settings.reports_to_hide,
         likes_per_network=settings.likes_per_network,
         max_queued_per_client=settings.max_queued_per_client,
+        one_office=settings.one_office,
     )
 
 
@@ -126,6 +130,11 @@ class Settings:
     # Proxy addresses or CIDR networks (MASCOT_PROXY_ADDRESSES); forwarded headers are believed only from these.
     proxy_addresses: tuple[str, ...] = ()
     public_url: str | None = None  # MASCOT_PUBLIC_URL: the address links and link previews use, e.g. https://x.org
+    # ---- a company event (docs/operating.md): a house look on by default, the house brands, one office
+    default_lora: str | None = None  # a loaded adapter's name (one of `lora`), chosen for every new mascot
+    default_lora_strength: float = 1.0  # its lora_scale, 0-2
+    brands_dir: Path | None = None  # a folder of brands, each <slug>/brand.json + its logo (prompt.brands)
+    one_office: bool = False  # see Rules.one_office
 
     @property
     def images_dir(self) -> Path:
@@ -176,6 +185,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="Mascots all browsers from one network address may make per UTC day together; 0: no cap "
         f"(MASCOT_ADDRESS_DAILY_QUOTA; default {ADDRESS_QUOTA_FACTOR} × --daily-quota). Needs "
         "MASCOT_TRUSTED_PROXIES behind a proxy.",
+    )
+    parser.add_argument(
+        "--default-lora",
+        metavar="NAME",
+        help="The --lora adapter every new mascot uses unless a person switches it off; the page says so "
+        "(MASCOT_DEFAULT_LORA; default: none).",
+    )
+    parser.add_argument(
+        "--default-lora-strength",
+        help="The default adapter's strength, 0 to 2 (MASCOT_DEFAULT_LORA_STRENGTH; default 1).",
+    )
+    parser.add_argument(
+        "--brands-dir",
+        metavar="PATH",
+        help="A folder of your brands, each a folder holding brand.json and its logo, shown as pictures on the "
+        "page (MASCOT_BRANDS_DIR; default: the built-in colour palettes). See docs/operating.md.",
+    )
+    parser.add_argument(
+        "--one-office",
+        action="store_true",
+        default=None,
+        help="Everyone shares one network address (an office behind NAT): quotas, likes, reports and the queue "
+        "count per browser, not per network (MASCOT_ONE_OFFICE=1). See docs/operating.md.",
     )
     parser.add_argument(
         "--max-batch-images",
@@ -270,6 +302,7 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         speed=speed_options(given),
         proxy_addresses=given.networks("MASCOT_PROXY_ADDRESSES", "the proxies' addresses"),
         public_url=given.public_url("MASCOT_PUBLIC_URL", "the page's public address"),
+        **event_settings(given),
     )
 
 
@@ -356,6 +389,20 @@ class Given:
         too_low = number < 0 if above is None else number <= above
         if not math.isfinite(number) or too_low or number > maximum:
             raise self.refuse(written, flag, variable, what, rule)
+        return number
+
+    def number(self, flag: str | None, variable: str, what: str, minimum: float, maximum: float) -> float | None:
+        """A finite number from `minimum` to `maximum`."""
+        found = self.raw(flag, variable)
+        if found is None:
+            return None
+        written, value = found
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or not minimum <= number <= maximum:
+            raise self.refuse(written, flag, variable, what, f"a number from {minimum:g} to {maximum:g}")
         return number
 
     def boolean(self, flag: str | None, variable: str, what: str) -> bool:
@@ -487,6 +534,45 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
         )
         or base.compile_batch_images,
     )
+
+
+class EventSettings(TypedDict):
+    """The Settings fields event_settings reads."""
+
+    default_lora: str | None
+    default_lora_strength: float
+    brands_dir: Path | None
+    one_office: bool
+
+
+def event_settings(given: Given) -> EventSettings:
+    """The company-event settings (docs/operating.md), each checked: the default adapter must be one of --lora's."""
+    default_lora = given.text("default_lora", "MASCOT_DEFAULT_LORA", "the default LoRA adapter")
+    loaded = [adapter_name_of(value) for value in given.adapters()]
+    if default_lora is not None and default_lora not in loaded:
+        written, _ = given.raw("default_lora", "MASCOT_DEFAULT_LORA")  # type: ignore[misc]
+        rule = f"the name of an adapter loaded with --lora or MASCOT_LORA (loaded: {', '.join(loaded) or 'none'})"
+        raise given.refuse(written, "default_lora", "MASCOT_DEFAULT_LORA", "the default LoRA adapter", rule)
+    strength = given.number(
+        "default_lora_strength", "MASCOT_DEFAULT_LORA_STRENGTH", "the default adapter's strength", 0.0, 2.0
+    )
+    return EventSettings(
+        default_lora=default_lora,
+        default_lora_strength=Settings.default_lora_strength if strength is None else strength,
+        brands_dir=given.folder("brands_dir", "MASCOT_BRANDS_DIR", "the brands folder"),
+        one_office=given.boolean("one_office", "MASCOT_ONE_OFFICE", "one office, one address"),
+    )
+
+
+def adapter_name_of(value: str) -> str:
+    """The name a --lora value (`name=PATH` or `PATH`) is chosen by: the name given, else its folder's name with
+    anything but letters, digits, '_' and '-' replaced (generation.adapters loads it under this name)."""
+    name, separator, _location = value.partition("=")
+    if separator:
+        return name
+    path = Path(value).expanduser()
+    folder = path if path.is_dir() or not path.suffix else path.parent
+    return re.sub(r"[^A-Za-z0-9_-]", "_", folder.resolve().name)[:59] or "lora"
 
 
 def _or(value: T | None, default: T) -> T:

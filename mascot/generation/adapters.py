@@ -17,6 +17,8 @@ from typing import Any, Literal, cast
 
 import torch
 
+from mascot.settings import adapter_name_of
+
 logger = logging.getLogger(__name__)
 
 Target = Literal["decoder", "prior"]
@@ -103,7 +105,7 @@ class AdapterSpec:
         if name:
             check_adapter_name(name)
         else:
-            name = re.sub(r"[^A-Za-z0-9_-]", "_", path.parent.resolve().name)[:59] or "lora"
+            name = adapter_name_of(value)  # the settings check --default-lora against the same name
             name = f"{name}_lora" if _is_reserved(name) else name
         return cls(name=name, path=path, target=read_target(path))
 

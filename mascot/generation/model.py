@@ -826,6 +826,10 @@ def load_generator(settings: Settings, on_status: Callable[[str], None] | None =
     if source.reason:
         logger.warning(source.reason)
     adapters = parse_adapter_specs(settings.lora)
+    if settings.default_lora and settings.default_lora not in adapter_names(adapters):
+        # The settings checked the name a folder gives; torch alone knows the few names PEFT renames (eval_lora).
+        loaded = ", ".join(adapter_names(adapters))
+        raise AdapterError(f"--default-lora {settings.default_lora!r} is not a loaded adapter (loaded: {loaded}).")
     return KandinskyGenerator.load(
         source,
         preview_every=settings.preview_every,

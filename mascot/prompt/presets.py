@@ -37,10 +37,12 @@ class StylePreset:
 
 @dataclass(frozen=True)
 class BrandPreset:
-    """Colours and patterns, appended to the prompt."""
+    """Colours and patterns, appended to the prompt; a house brand (prompt.brands) also brings its logo."""
 
     name: str
     prompt: str
+    logo: str = ""  # the logo's id in the LogoLibrary: the page mixes it in when the brand is chosen
+    logo_weight: float | None = None  # how much of the logo the page sets; None: the form's default
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class Presets:
         presets = cls(styles, brands, data.get("default_style", ""))
         presets.check(path)
         return presets
+
+    def with_brands(self, brands: list[BrandPreset]) -> Presets:
+        """These presets with the operator's house brands in place of the built-in colour palettes."""
+        return dataclasses.replace(self, brands={brand.name: brand for brand in brands})
 
     def check(self, path: Path) -> None:
         for style in self.styles.values():

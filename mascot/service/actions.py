@@ -177,7 +177,10 @@ class MascotService:
         return self.store.resolve_owner(visitor.token_hash)
 
     def network(self, visitor: Visitor) -> ClientNetwork:
-        """The visitor's network, worked out once: the queue cap, the quotas, likes and reports all count by it."""
+        """The visitor's network, worked out once: the queue cap, the quotas, likes and reports all count by it. In one
+        office (rules.one_office) everyone shares one address, so each browser counts as a network of its own."""
+        if self.rules.one_office:
+            return self._address_keys.browser(visitor.token_hash)
         return self._address_keys.network(visitor.address)
 
     def _count(self, limit: KeyedLimit, what: str, visitor: Visitor | None) -> None:

@@ -30,6 +30,8 @@ class PageServices:
     trusted_proxies: ProxyTrust = field(default_factory=ProxyTrust)  # see mascot.web.clients
     public_address: PublicAddress = field(default_factory=PublicAddress)  # the page's address for links and images
     examples: Sequence[str] = ()
+    default_lora: str | None = None  # the house look (--default-lora): chosen on the form until a person unticks it
+    default_lora_strength: float = 1.0
 
 
 def visitor_or_none(services: PageServices, http_request: gr.Request | None) -> Visitor | None:

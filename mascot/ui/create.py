@@ -15,6 +15,7 @@ from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest,
 from mascot.service import Refusal
 from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
+from mascot.ui.house import HouseChoices, build_house_choices, wire_house_choices
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
 from mascot.web.images import image_url
@@ -56,6 +57,7 @@ class CreateForm:
     more_options: gr.Accordion
     model_prompt: gr.Textbox  # in Advanced: the prompts after the presets, as the worker will send them
     based_on: BasedOn  # More like this: the mascot the next generations start from (ui/based_on.py)
+    house: HouseChoices  # the house look and brand pictures (ui/house.py)
 
 
 def label(name: str) -> str:
@@ -86,6 +88,7 @@ def build_create_tab(services: PageServices) -> CreateForm:
             elem_id="idea-examples",
         )
     style = _style_choices(services)
+    house = build_house_choices(services)  # the event's look and brands, in view beside the styles
     with gr.Row(elem_id="form-notes"):
         speed_note = gr.Markdown(elem_id="speed-note")
         quota_note = gr.Markdown(elem_id="quota-note")
@@ -125,8 +128,10 @@ def build_create_tab(services: PageServices) -> CreateForm:
         more_options,
         model_prompt,
         based_on,
+        house,
     )
     _wire(services, form)
+    wire_house_choices(services, house, generation_inputs, logo_image)
     _wire_recipe(services, form, recipe_file, recipe_note)
     return form
 
@@ -238,13 +243,15 @@ def _form_fields(
                 info=range_info("prior_guidance_scale", "1 turns it off"),
                 elem_id="idea-guidance",
             )
-        # Shown once the model has loaded with LoRA adapters (python app.py --lora NAME=PATH).
+        # Shown once the model has loaded with LoRA adapters (python app.py --lora NAME=PATH); at once with a house
+        # look (--default-lora), which is also the API's default.
+        default_lora = services.default_lora
         with gr.Row():
             adapter_name = gr.Dropdown(
                 label=label("adapter_name"),
-                choices=[NO_ADAPTER],
-                value=DEFAULTS.adapter_name,
-                visible=False,
+                choices=[NO_ADAPTER, *([(default_lora, default_lora)] if default_lora else [])],
+                value=default_lora or DEFAULTS.adapter_name,
+                visible=bool(default_lora),
                 info="A fine-tuned look, e.g. your brand's mascot",
                 elem_id="adapter-name",
             )
@@ -253,8 +260,8 @@ def _form_fields(
                 minimum=0,
                 maximum=2,
                 step=0.05,
-                value=DEFAULTS.lora_scale,
-                visible=False,
+                value=services.default_lora_strength if default_lora else DEFAULTS.lora_scale,
+                visible=bool(default_lora),
                 info=range_info("lora_scale", "0 is the base model"),
                 elem_id="lora-scale",
             )

@@ -16,6 +16,7 @@ from mascot.ui.create import adapter_controls, build_create_tab, dimensions_to_s
 from mascot.ui.detail import detail_values
 from mascot.ui.device_links import build_device_prompt, build_device_row, wire_device_links
 from mascot.ui.export import build_export_row
+from mascot.ui.house import brand_pictures_handler
 from mascot.ui.pictures import picture_url
 from mascot.ui.share_card import ShareCard, build_share_card, share_card_values, wire_share_card
 
@@ -93,6 +94,13 @@ def build_demo(services: PageServices) -> gr.Blocks:
         gr.Timer(QUEUE_BANNER_SECONDS).tick(
             fn=lambda: model_banner(services.service.worker), outputs=banner, queue=False, api_visibility="private"
         )
+        if form.house.brand_pictures is not None:
+            demo.load(
+                brand_pictures_handler(services),
+                outputs=form.house.brand_pictures,
+                queue=False,
+                api_visibility="private",
+            )
         show_quota = {"fn": quota_handler(services), "outputs": form.quota_note, "queue": False}
         demo.load(**show_quota, api_name="quota")
         notice = page_notice()

@@ -19,6 +19,7 @@ from typing import Any
 IPV6_NETWORK_PREFIX = 64
 # Mixed into every hash so that a MAC made with the same secret for another purpose (the cookie's) never equals one.
 ADDRESS_HASH_CONTEXT = b"mascot-network-v1:"
+BROWSER_HASH_CONTEXT = b"mascot-browser-v1:"  # one office: a browser counts where a network would (AddressKeys.browser)
 UNREADABLE_NETWORK = "unreadable"  # every address that is no IP address shares this one network
 
 
@@ -149,6 +150,12 @@ class AddressKeys:
             return None
         network = network_of(address) or UNREADABLE_NETWORK
         return hmac.new(self._secret, ADDRESS_HASH_CONTEXT + network.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def browser(self, token_hash: str) -> ClientNetwork:
+        """A browser standing as a network of its own (settings.one_office: an office shares one address), keyed
+        apart from every address so that the store's per-network counts count browsers."""
+        key = hmac.new(self._secret, BROWSER_HASH_CONTEXT + token_hash.encode("utf-8"), hashlib.sha256).hexdigest()
+        return ClientNetwork(key=key, address_hash=key)
 
     def network(self, address: str) -> ClientNetwork:
         """The client's network: an IPv6 /64 or an IPv4 address, one key for the queue and the store alike."""

@@ -47,6 +47,7 @@ class UploadGateMiddleware:
         prune: Callable[[], int],
         proxies: ProxyTrust | None = None,
         max_bytes: int = MAX_UPLOAD_BYTES,
+        per_network: bool = True,
     ) -> None:
         self.app = app
         self.identity = identity
@@ -54,6 +55,7 @@ class UploadGateMiddleware:
         self.prune = prune  # removes old uploads; returns how many went
         self.proxies = proxies or ProxyTrust()  # forwarded headers believed only from these (web/clients.py)
         self.max_bytes = max_bytes
+        self.per_network = per_network  # False (settings.one_office): one office's shared address is not capped
         self._pruned_at = float("-inf")
         self._prune_lock = threading.Lock()
 
@@ -77,8 +79,8 @@ class UploadGateMiddleware:
         length = first_header(scope, b"content-length")
         if length is not None and (not length.strip().isdigit() or int(length) > self.max_bytes):
             return 413, TOO_LARGE
-        address = client_address(Request(scope), self.proxies)
-        wait = self.limit.take(owner, network_of(address) or "")
+        address = client_address(Request(scope), self.proxies) if self.per_network else ""
+        wait = self.limit.take(owner, network_of(address) or "")  # "": the browser's own limit only
         if wait:
             allowed = self.limit.limit
             minutes = round(allowed.window_s / 60)
