@@ -10,7 +10,8 @@
 # are served and timed (the "nobody waits" figures), the buckets then loaded here from the cache the children filled
 # (that load's time is the warm-cache warm-up); 8 people and one mascot compiled vs plain; peak memory; pixel
 # differences. Writes $OUT/speed.json (after every phase, so a cut run keeps what it measured) and $OUT/speed.log.
-# Knobs: GPU_ROUND_BUDGET_S (300: phases are skipped past it), GPU_ROUND_TIMEOUT_S (330: the hard limit).
+# Knobs: GPU_ROUND_BUDGET_S (300: phases are skipped past it), GPU_ROUND_TIMEOUT_S (330: the hard limit),
+# GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread).
 set -uo pipefail
 [ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }
 export OUT="${OUT:-/tmp/gpu-round-out}"
@@ -26,12 +27,12 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 if [ "${GPU_ROUND_TINY:-0}" = 1 ]; then
-  ARGS=(--size tiny --runs 1 --warmup 0 --people 2 --num_inference_steps 2 --overhead-requests 2)
+  ARGS=(--size tiny --runs 1 --warmup 0 --people 8 --num_inference_steps 2 --overhead-requests 2 --compile-niceness 0)
 else
   ARGS=(--size full --runs 3 --warmup 1 --people 8)
 fi
 timeout "${GPU_ROUND_TIMEOUT_S:-330}" "$PY" -m bench.speed "${ARGS[@]}" --budget-s "${GPU_ROUND_BUDGET_S:-300}" \
-  --compile-batch-images 1,8 --compile-processes 2 --json "$OUT/speed.json" 2>&1 \
+  --compile-batch-images 1,8 --compile-processes 2 ${GPU_ROUND_ARGS:-} --json "$OUT/speed.json" 2>&1 \
   | grep --line-buffered -v -E "requires torchvision|should be kept in float32|deprecate\(" | tee "$OUT/speed.log"
 status=${PIPESTATUS[0]}
 echo "exit status $status (124: the hard limit cut it short); results: $OUT/speed.json"

@@ -36,7 +36,7 @@ from PIL import Image
 from bench.model import CONFIGS, model_config
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
-from mascot.generation.speed import CompileConfig
+from mascot.generation.speed import CompileConfig, bucket_name
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, build_tokenizer
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job
 from mascot.prompt.request import GenerationRequest
@@ -113,6 +113,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-processes", type=int, default=2, help="child processes compiling at once")
     parser.add_argument("--compile-in-process", action="store_true", help="compile on a thread here (as before)")
     parser.add_argument("--compile-threads", type=int, default=0, help="inductor compile workers (0: half the cores)")
+    parser.add_argument("--compile-niceness", type=int, default=10, help="the children's niceness (tests: 0)")
     parser.add_argument("--overhead-requests", type=int, default=10, help="requests in the CPU app-overhead phase")
     parser.add_argument("--num_inference_steps", type=int, help="decoder steps (default: the app's 50; tiny 4)")
     parser.add_argument("--json", type=Path, help="write the results here (after every phase)")
@@ -318,7 +319,6 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
     result = alternate(bench, runners, bench.args.runs, bench.args.warmup, encoder_setups(bench, fast))
     timings, outputs = result["timings"], result["outputs"]
     plain_s = timings["plain_diffusers"]["median_s"]
-    bench.results["eager_baseline_s"] = timings["ours_fast"]["median_s"]  # what serving looks like with no compile
     bench.record(
         f"one_mascot_{scale.size}_{scale.steps}+{scale.prior_steps}_previews_every_{scale.preview_every}",
         {
@@ -389,41 +389,61 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
 
 
 def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
-                   work: Path) -> None:  # fmt: skip
+                   today: KandinskyGenerator, work: Path) -> None:  # fmt: skip
     """torch.compile warmed in the background (in child processes that fill the persistent cache, then loaded here
-    between runs; or on a thread here with --compile-in-process) while eager requests are served and timed; then
-    compiled vs plain, 8 people first (the goal not yet measured), then one mascot."""
+    between runs; or on a thread here with --compile-in-process). A quiet eager baseline first; then, while it
+    compiles, one mascot plain vs ours alternated, 8 people eager, and single eager requests timed one after another;
+    then compiled vs plain, 8 people first (the goal not yet measured), then one mascot."""
     args, req = bench.args, request(scale)
-    eager = fast.generate(req).images[0]
-    batch_images = [int(part) for part in args.compile_batch_images.split(",") if part.strip()]
-    threads = args.compile_threads or max(1, (os.cpu_count() or 2) // 2)
+    generate_with_previews(fast, req)  # warm-up
+    quiet_s, _, result = bench.timed(lambda: generate_with_previews(fast, req))
+    eager = result.images[0]
+    bench.results["eager_baseline_s"] = round(quiet_s, 3)
+    batch_images, threads = compiled_batch_images(args), compile_threads(args)
     cache = work / "compile-cache"
     config = CompileConfig(cache_dir=cache, threads=threads) if bench.cuda else CompileConfig("eager", threads=threads)
     # By its importable name: run as `python -m bench.speed`, this module is __main__, which a child cannot import.
     targets = importlib.import_module("bench.speed").compile_targets
     build = None if args.compile_in_process else functools.partial(targets, args.size, scale.preview_every)
     started = time.monotonic()
-    fast.start_compiling(config, [scale.size], batch_images, build_in_child=build, processes=args.compile_processes)
+    fast.start_compiling(config, [scale.size], batch_images, build_in_child=build,
+                         processes=args.compile_processes, niceness=args.compile_niceness)  # fmt: skip
+    try:
+        compiled_rounds(bench, scale, plain, fast, today, work, req, eager, started)
+    finally:
+        fast.stop_compiling()  # a cut phase must not leave children compiling
+
+
+def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
+                    today: KandinskyGenerator, work: Path, req: GenerationRequest, eager: Image.Image,
+                    started: float) -> None:  # fmt: skip
+    """compiled_phase's measurements, while the compile runs and after it."""
+    args = bench.args
     assert fast.compiled is not None and fast.compiled.thread is not None
     warming = fast.compiled.thread
+    one_mascot(bench, scale, plain, fast, today)
     if warming.is_alive() and bench.left() > COMPILED_ROUNDS_S[args.size] + 60:
         people_queued(bench, scale, None, fast, work, label="_eager_while_compiling", rounds=1)
     served = serve_while_warming(bench, fast, req, warming, started)
     warming.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[args.size]))
     row: dict[str, Any] = {
-        "how": "in this process (a thread)" if build is None else f"{args.compile_processes} child process(es)",
-        "compile_threads": threads,
+        "how": f"{len(fast.compile_children)} child process(es)" if fast.compile_children else "a thread here",
+        "compile_threads": compile_threads(args),
         "warm_up_s": round(time.monotonic() - started, 1),
         "per_bucket_s (a child's: cold; here: from the cache the children filled)": fast.compiled.seconds,
         "longest_stage_a_run_waited_for_s": fast.compiled.longest_turn_s,
         "eager_baseline_s (ours_fast, quiet, before compiling)": bench.results.get("eager_baseline_s"),
         **served,
+        "children": [
+            {"buckets": [bucket_name(b) for b in child.work.buckets], "exit": child.process.poll(), **child.report()}
+            for child in fast.compile_children
+        ],
     }
     if warming.is_alive():
         bench.record("compiled", {**row, "skipped": "the warm-up did not finish within the budget"})
         return
     bench.record("compiled", row)
-    if 8 in batch_images and bench.left() > COMPILED_ROUNDS_S[args.size] * 0.6:
+    if args.people in compiled_batch_images(args) and bench.left() > COMPILED_ROUNDS_S[args.size] * 0.6:
         people_queued(bench, scale, plain, fast, work, label="_compiled", rounds=1)
     if bench.left() < 10:
         return
@@ -445,6 +465,14 @@ def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Imag
             "pixel_diff_compiled_vs_eager": pixel_difference(result["outputs"]["ours_compiled"], eager),
         },
     )
+
+
+def compiled_batch_images(args: argparse.Namespace) -> list[int]:
+    return [int(part) for part in args.compile_batch_images.split(",") if part.strip()]
+
+
+def compile_threads(args: argparse.Namespace) -> int:
+    return int(args.compile_threads or max(1, (os.cpu_count() or 2) // 2))
 
 
 def serve_while_warming(bench: Bench, fast: KandinskyGenerator, req: GenerationRequest, warming: Any,
@@ -553,15 +581,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         with torch.inference_mode():
-            one_mascot(bench, scale, plain, fast, today)
-            compiling = not args.no_compile and bench.left() >= COMPILE_ESTIMATE_S[args.size]
-            if not compiling:
-                # With compiling, 8 people run eager while it compiles and compiled against plain after it.
+            if args.no_compile or bench.left() < COMPILE_ESTIMATE_S[args.size]:
+                one_mascot(bench, scale, plain, fast, today)
                 people_queued(bench, scale, plain, fast, work)
                 reason = "--no-compile" if args.no_compile else f"{bench.left():.0f} s of budget left"
                 bench.record("compiled", {"skipped": reason})
-            else:
-                compiled_phase(bench, scale, plain, fast, work)
+            else:  # the compile runs from the start; every eager figure is measured while it runs
+                compiled_phase(bench, scale, plain, fast, today, work)
         if not bench.cuda:
             app_overhead(bench, fast, work)
     bench.record("total_s", round(time.monotonic() - bench.started, 1))

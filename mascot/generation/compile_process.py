@@ -3,6 +3,7 @@ low priority and exits; the serving process then loads each bucket from that cac
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -79,7 +80,18 @@ def start_child(work: ChildCompile, folder: Path) -> Child:
         [sys.executable, "-m", "mascot.generation.compile_process", name], env=environment, stdin=subprocess.DEVNULL
     )
     logger.info("compiling %s in process %d", ", ".join(bucket_name(b) for b in work.buckets), process.pid)
+    atexit.register(stop_child, process)  # a child outliving us would hold a copy of the model on the GPU for nothing
     return Child(work, process, time.monotonic())
+
+
+def stop_child(process: subprocess.Popen[bytes]) -> None:
+    """End a child that is still compiling (its cache entries so far are kept)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def warm_after_children(
@@ -100,7 +112,7 @@ def warm_after_children(
             waiting.remove(child)
             _load_from_cache(compiled, child, turn)
     for child in waiting:  # stopped: the children's work is wasted, not harmful; do not leave them running
-        child.process.terminate()
+        stop_child(child.process)
 
 
 def _load_from_cache(compiled: CompiledModels, child: Child, turn: Turn) -> None:

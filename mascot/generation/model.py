@@ -30,11 +30,13 @@ from mascot.generation.adapters import (
     set_adapter_scale,
 )
 from mascot.generation.compile_process import (
+    CHILD_NICENESS,
     BuildTargets,
     Child,
     ChildCompile,
     split_buckets,
     start_child,
+    stop_child,
     warm_after_children,
 )
 from mascot.generation.download import local_copy
@@ -374,6 +376,7 @@ class KandinskyGenerator:
         self.logos = LogoEmbeddings(prior, decoder.device, cache=self.speed.cache_logo_embeddings)
         self.compiled: CompiledModels | None = None
         self.compile_children: list[Child] = []  # the processes compiling for us, when compiling is done apart
+        self._stop_compiling = threading.Event()
         # Generations running or waiting for the lock: background work takes a turn only when there are none.
         self._runs_wanted = 0
         self._idle = threading.Condition()
@@ -398,6 +401,7 @@ class KandinskyGenerator:
         *,
         build_in_child: BuildTargets | None = None,
         processes: int = 1,
+        niceness: int = CHILD_NICENESS,
     ) -> None:
         """Compile the models for each size and images-per-run bucket in the background; until a bucket is warm its
         runs stay eager.
@@ -414,16 +418,24 @@ class KandinskyGenerator:
             return
         folder = Path(tempfile.mkdtemp(prefix="compile-", dir=_work_folder(config)))
         self.compile_children = [
-            start_child(ChildCompile(build_in_child, config, part, folder / f"report-{index}.json"), folder)
+            start_child(ChildCompile(build_in_child, config, part, folder / f"report-{index}.json", niceness), folder)
             for index, part in enumerate(split_buckets(buckets, processes))
         ]
         self.compiled.thread = threading.Thread(
             target=warm_after_children,
-            args=(self.compiled, self.compile_children, self.between_runs),
+            args=(self.compiled, self.compile_children, self.between_runs, self._stop_compiling),
             name="compile-warm-up",
             daemon=True,
         )
         self.compiled.thread.start()
+
+    def stop_compiling(self, timeout: float = 10.0) -> None:
+        """End the compile children and the warm-up thread waiting for them (a bucket being loaded finishes first)."""
+        self._stop_compiling.set()
+        for child in self.compile_children:
+            stop_child(child.process)
+        if self.compiled is not None and self.compiled.thread is not None:
+            self.compiled.thread.join(timeout)
 
     @contextlib.contextmanager
     def between_runs(self) -> Iterator[None]:
