@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import importlib
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -33,7 +36,7 @@ from PIL import Image
 from bench.model import CONFIGS, model_config
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
-from mascot.generation.speed import CompileConfig
+from mascot.generation.speed import CompileConfig, bucket_name
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, build_tokenizer
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job
 from mascot.prompt.request import GenerationRequest
@@ -41,6 +44,7 @@ from mascot.settings import SpeedOptions
 from mascot.store import imaging
 
 COMPILE_ESTIMATE_S = {"full": 200.0, "tiny": 30.0}  # warm-up plus compiled rounds; skipped with less budget left
+COMPILED_ROUNDS_S = {"full": 45.0, "tiny": 10.0}  # what the compiled rounds need after the warm-up
 PROMPTS = (
     "a cheerful otter barista mascot, sticker style",
     "a friendly robot mascot for a bakery, flat vector",
@@ -105,6 +109,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--people-rounds", type=int, default=2, help="rounds of the throughput phase")
     parser.add_argument("--budget-s", type=float, default=330.0, help="optional phases are skipped past this")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile phase")
+    parser.add_argument("--compile-batch-images", default="1,8", help="images per run compiled (buckets), e.g. 1,8")
+    parser.add_argument("--compile-processes", type=int, default=2, help="child processes compiling at once")
+    parser.add_argument("--compile-in-process", action="store_true", help="compile on a thread here (as before)")
+    parser.add_argument("--compile-threads", type=int, default=0, help="inductor compile workers (0: half the cores)")
+    parser.add_argument("--compile-niceness", type=int, default=10, help="the children's niceness (tests: 0)")
     parser.add_argument("--overhead-requests", type=int, default=10, help="requests in the CPU app-overhead phase")
     parser.add_argument("--num_inference_steps", type=int, help="decoder steps (default: the app's 50; tiny 4)")
     parser.add_argument("--json", type=Path, help="write the results here (after every phase)")
@@ -162,6 +171,17 @@ def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
     )
     scheduler = DDPMScheduler.from_config(model_config(decoder_configs["scheduler"]))
     return prior, KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
+
+
+def compile_targets(size: str, every: int) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
+    """In a compile process: the same models as the benchmark's fast generator (what `ours` builds, the image encoder
+    parked on a GPU), so the graphs and the cache's keys are those the benchmark then loads."""
+    device = "cuda" if size == "full" else "cpu"
+    prior, decoder = build_pipelines(size, device)
+    generator = ours(prior, decoder, device, SpeedOptions(), every)
+    if device == "cuda":
+        generator.park_image_encoder()
+    return generator.prior, generator.fast_decoder
 
 
 def request(scale: Scale, prompt: str = PROMPTS[0], seed: int = 7) -> GenerationRequest:
@@ -313,10 +333,11 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
     )
 
 
-def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
-                  out: Path) -> None:  # fmt: skip
+def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image] | None, fast: KandinskyGenerator,
+                  out: Path, label: str = "", rounds: int | None = None) -> None:  # fmt: skip
     """N people at once: plain diffusers one after another (saving each PNG + thumbnail on the same thread), and our
-    worker (shared runs of up to 8 images, saving on its saver thread), alternated round by round."""
+    worker (shared runs of up to 8 images, saving on its saver thread), alternated round by round (ours alone when
+    `plain` is None)."""
     people = bench.args.people
 
     def save(image: Image.Image, name: str) -> None:
@@ -352,57 +373,90 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
                 snapshot = job.wait_for_change(snapshot.version, 5.0)
 
     try:
-        runners = {"plain_diffusers": run_plain, "ours_worker": run_ours}
-        result = alternate(bench, runners, bench.args.people_rounds, 0, encoder_setups(bench, fast))
+        runners = {"plain_diffusers": run_plain, "ours_worker": run_ours} if plain else {"ours_worker": run_ours}
+        result = alternate(bench, runners, rounds or bench.args.people_rounds, 0, encoder_setups(bench, fast))
     finally:
         worker.stop(60)
     timings = result["timings"]
     for name in timings:
         timings[name]["mascots_per_s"] = round(people / timings[name]["median_s"], 3)
-    bench.record(
-        f"{people}_people_queued",
-        {
-            **timings,
-            "ratio_ours_over_plain_mascots_per_s": round(
-                timings["ours_worker"]["mascots_per_s"] / timings["plain_diffusers"]["mascots_per_s"], 3
-            ),
-            "jobs_per_run": runs,
-        },
-    )
+    row: dict[str, Any] = {**timings, "jobs_per_run": runs}
+    if plain:
+        row["ratio_ours_over_plain_mascots_per_s"] = round(
+            timings["ours_worker"]["mascots_per_s"] / timings["plain_diffusers"]["mascots_per_s"], 3
+        )
+    bench.record(f"{people}_people_queued{label}", row)
 
 
 def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
-                   cache: Path) -> None:  # fmt: skip
-    """torch.compile warmed in the background while eager requests are served; then compiled vs plain, alternated."""
-    req = request(scale)
-    eager = fast.generate(req).images[0]
-    config = CompileConfig(cache_dir=cache) if bench.cuda else CompileConfig(backend="eager")
+                   today: KandinskyGenerator, work: Path) -> None:  # fmt: skip
+    """torch.compile warmed in the background (in child processes that fill the persistent cache, then loaded here
+    between runs; or on a thread here with --compile-in-process). A quiet eager baseline first; then, while it
+    compiles, one mascot plain vs ours alternated, 8 people eager, and single eager requests timed one after another;
+    then compiled vs plain, 8 people first (the goal not yet measured), then one mascot."""
+    args, req = bench.args, request(scale)
+    generate_with_previews(fast, req)  # warm-up
+    quiet_s, _, result = bench.timed(lambda: generate_with_previews(fast, req))
+    eager = result.images[0]
+    bench.results["eager_baseline_s"] = round(quiet_s, 3)
+    batch_images, threads = compiled_batch_images(args), compile_threads(args)
+    cache = work / "compile-cache"
+    config = CompileConfig(cache_dir=cache, threads=threads) if bench.cuda else CompileConfig("eager", threads=threads)
+    # By its importable name: run as `python -m bench.speed`, this module is __main__, which a child cannot import.
+    targets = importlib.import_module("bench.speed").compile_targets
+    build = None if args.compile_in_process else functools.partial(targets, args.size, scale.preview_every)
     started = time.monotonic()
-    fast.start_compiling(config, [scale.size], [1])
+    fast.start_compiling(config, [scale.size], batch_images, build_in_child=build,
+                         processes=args.compile_processes, niceness=args.compile_niceness)  # fmt: skip
+    try:
+        compiled_rounds(bench, scale, plain, fast, today, work, req, eager, started)
+    finally:
+        fast.stop_compiling()  # a cut phase must not leave children compiling
+
+
+def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
+                    today: KandinskyGenerator, work: Path, req: GenerationRequest, eager: Image.Image,
+                    started: float) -> None:  # fmt: skip
+    """compiled_phase's measurements, while the compile runs and after it."""
+    args = bench.args
     assert fast.compiled is not None and fast.compiled.thread is not None
-    served: list[float] = []
-    while fast.compiled.thread.is_alive() and bench.left() > 60:
-        served.append(round(bench.timed(lambda: fast.generate(req))[0], 3))  # nobody waits on the compile
-    fast.compiled.thread.join(max(1.0, bench.left() - 40))
-    warm_s = round(time.monotonic() - started, 1)
+    warming = fast.compiled.thread
+    one_mascot(bench, scale, plain, fast, today)
+    if warming.is_alive() and bench.left() > COMPILED_ROUNDS_S[args.size] + 60:
+        people_queued(bench, scale, None, fast, work, label="_eager_while_compiling", rounds=1)
+    served = serve_while_warming(bench, fast, req, warming, started)
+    warming.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[args.size]))
     row: dict[str, Any] = {
-        "warm_up_s": warm_s,
-        "per_bucket_s": fast.compiled.seconds,
-        "eager_served_while_warming_s": served,
+        "how": f"{len(fast.compile_children)} child process(es)" if fast.compile_children else "a thread here",
+        "compile_threads": compile_threads(args),
+        "warm_up_s": round(time.monotonic() - started, 1),
+        "per_bucket_s (a child's: cold; here: from the cache the children filled)": fast.compiled.seconds,
+        "longest_stage_a_run_waited_for_s": fast.compiled.longest_turn_s,
+        "eager_baseline_s (ours_fast, quiet, before compiling)": bench.results.get("eager_baseline_s"),
+        **served,
+        "children": [
+            {"buckets": [bucket_name(b) for b in child.work.buckets], "exit": child.process.poll(), **child.report()}
+            for child in fast.compile_children
+        ],
     }
-    if fast.compiled.thread.is_alive():
+    if warming.is_alive():
         bench.record("compiled", {**row, "skipped": "the warm-up did not finish within the budget"})
+        return
+    bench.record("compiled", row)
+    if args.people in compiled_batch_images(args) and bench.left() > COMPILED_ROUNDS_S[args.size] * 0.6:
+        people_queued(bench, scale, plain, fast, work, label="_compiled", rounds=1)
+    if bench.left() < 10:
         return
     first_s = round(bench.timed(lambda: fast.generate(req))[0], 3)  # records the CUDA graphs on this thread
     result = alternate(bench, {"plain_diffusers": lambda: plain((req, scale.preview_every)),
                                "ours_compiled": lambda: generate_with_previews(fast, req).images[0]},
-                       bench.args.runs, 0, {**encoder_setups(bench, fast),
-                                            "ours_compiled": encoder_setups(bench, fast)["ours_fast"]})  # fmt: skip
+                       args.runs if bench.left() > 30 else 1, 0,
+                       {**encoder_setups(bench, fast),
+                        "ours_compiled": encoder_setups(bench, fast)["ours_fast"]})  # fmt: skip
     timings = result["timings"]
     bench.record(
-        "compiled",
+        "compiled_one_mascot",
         {
-            **row,
             "first_compiled_call_s (records CUDA graphs)": first_s,
             **timings,
             "ratio_plain_over_ours_compiled": round(
@@ -411,6 +465,35 @@ def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Imag
             "pixel_diff_compiled_vs_eager": pixel_difference(result["outputs"]["ours_compiled"], eager),
         },
     )
+
+
+def compiled_batch_images(args: argparse.Namespace) -> list[int]:
+    return [int(part) for part in args.compile_batch_images.split(",") if part.strip()]
+
+
+def compile_threads(args: argparse.Namespace) -> int:
+    return int(args.compile_threads or max(1, (os.cpu_count() or 2) // 2))
+
+
+def serve_while_warming(bench: Bench, fast: KandinskyGenerator, req: GenerationRequest, warming: Any,
+                        started: float) -> dict[str, Any]:  # fmt: skip
+    """One eager request after another while the warm-up runs: each one's seconds, by what was going on when it
+    ended (children compiling, or buckets loading here), and the GPU memory the whole device used (children too)."""
+    served: dict[str, list[float]] = {"while_children_compiled": [], "while_loading_here": []}
+    device_used = 0.0
+    while warming.is_alive() and bench.left() > COMPILED_ROUNDS_S[bench.args.size] + 10:
+        seconds = round(bench.timed(lambda: generate_with_previews(fast, req))[0], 3)
+        compiling = any(child.process.poll() is None for child in fast.compile_children)
+        served["while_children_compiled" if compiling else "while_loading_here"].append(seconds)
+        if bench.cuda:
+            free, total = torch.cuda.mem_get_info()
+            device_used = max(device_used, round((total - free) / 2**30, 2))
+    return {
+        "eager_served_while_warming_s": served,
+        "served_median_s": {name: round(statistics.median(v), 3) if v else None for name, v in served.items()},
+        "device_memory_used_max_gib (all processes)": device_used if bench.cuda else None,
+        "warm_up_ended_at_s": round(time.monotonic() - started, 1) if not warming.is_alive() else None,
+    }
 
 
 def app_overhead(bench: Bench, fast: KandinskyGenerator, store_dir: Path) -> None:
@@ -498,14 +581,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         with torch.inference_mode():
-            one_mascot(bench, scale, plain, fast, today)
-            people_queued(bench, scale, plain, fast, work)
-            if args.no_compile:
-                bench.record("compiled", {"skipped": "--no-compile"})
-            elif bench.left() < COMPILE_ESTIMATE_S[args.size]:
-                bench.record("compiled", {"skipped": f"{bench.left():.0f} s of budget left"})
-            else:
-                compiled_phase(bench, scale, plain, fast, work / "compile-cache")
+            if args.no_compile or bench.left() < COMPILE_ESTIMATE_S[args.size]:
+                one_mascot(bench, scale, plain, fast, today)
+                people_queued(bench, scale, plain, fast, work)
+                reason = "--no-compile" if args.no_compile else f"{bench.left():.0f} s of budget left"
+                bench.record("compiled", {"skipped": reason})
+            else:  # the compile runs from the start; every eager figure is measured while it runs
+                compiled_phase(bench, scale, plain, fast, today, work)
         if not bench.cuda:
             app_overhead(bench, fast, work)
     bench.record("total_s", round(time.monotonic() - bench.started, 1))

@@ -73,6 +73,10 @@ class SpeedOptions:
     compile: bool | None = None  # torch.compile the UNet, prior and MoVQ in the background; None: only with CUDA
     compile_sizes: tuple[int, ...] = (768,)  # square sizes warmed after start (a bucket per size and batch)
     compile_batch_images: tuple[int, ...] = (1,)  # images per run warmed for each size
+    # Compile in a child process that fills the persistent cache, then load from it between runs; None: when the
+    # GPU's free memory holds a second copy of the model (a compile in this process slows every run beside it).
+    compile_process: bool | None = None
+    compile_threads: int = 0  # inductor's compile workers; 0: half the cores (the rest serve meanwhile)
 
     @classmethod
     def plain(cls) -> SpeedOptions:
@@ -91,6 +95,12 @@ class SpeedOptions:
     def compiles_on(self, device: str) -> bool:
         """Whether to compile on `device`: as set, else only on CUDA (on a CPU compiling costs more than it saves)."""
         return self.compile if self.compile is not None else device.startswith("cuda")
+
+    def compiles_apart(self, device: str, child_fits: bool) -> bool:
+        """Whether to compile in a child process: as set, else on CUDA when a second copy of the model fits."""
+        if self.compile_process is not None:
+            return self.compile_process
+        return device.startswith("cuda") and child_fits
 
 
 @dataclass(frozen=True)
@@ -533,6 +543,11 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
             "MASCOT_COMPILE_BATCH_IMAGES", "the compiled batch sizes", minimum=1, maximum=64
         )
         or base.compile_batch_images,
+        compile_process=_automatic(given, "MASCOT_COMPILE_PROCESS", "compiling in a child process"),
+        compile_threads=_or(
+            given.whole(None, "MASCOT_COMPILE_THREADS", "the compile threads", minimum=0, maximum=256),
+            base.compile_threads,
+        ),
     )
 
 
@@ -573,6 +588,12 @@ def adapter_name_of(value: str) -> str:
     path = Path(value).expanduser()
     folder = path if path.is_dir() or not path.suffix else path.parent
     return re.sub(r"[^A-Za-z0-9_-]", "_", folder.resolve().name)[:59] or "lora"
+
+
+def _automatic(given: Given, variable: str, what: str) -> bool | None:
+    """A switch that may also be "auto" (or unset): None, for the code to decide."""
+    word = (given.raw(None, variable) or ("", ""))[1].strip().lower()
+    return None if word in ("", "auto") else given.boolean(None, variable, what)
 
 
 def _or(value: T | None, default: T) -> T:

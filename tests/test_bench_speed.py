@@ -24,3 +24,19 @@ def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(t
     assert overhead["save_in_background=True"]["median_ms"] > 0
     assert json.loads(out.read_text())["total_s"] == results["total_s"]
     assert "ratio_plain_over_ours_fast" in capsys.readouterr().out
+
+
+def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_compiled(tmp_path):
+    results = speed.main(
+        ["--size", "tiny", "--runs", "1", "--warmup", "0", "--people", "2", "--num_inference_steps", "2",
+         "--compile-batch-images", "1,2", "--compile-processes", "1", "--overhead-requests", "1",
+         "--compile-niceness", "0", "--budget-s", "3600", "--json", str(tmp_path / "speed.json")]
+    )  # fmt: skip
+    compiled = results["compiled"]
+    assert compiled["how"] == "1 child process(es)"
+    assert set(compiled["per_bucket_s (a child's: cold; here: from the cache the children filled)"]) == {
+        "256x256x1 in a child process", "256x256x2 in a child process", "256x256x1", "256x256x2"
+    }  # fmt: skip
+    assert results["2_people_queued_eager_while_compiling"]["jobs_per_run"] == [2]
+    assert results["2_people_queued_compiled"]["ours_worker"]["mascots_per_s"] > 0
+    assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] == 0  # backend "eager" on a CPU

@@ -1,16 +1,21 @@
 """The fast path on the tiny model: each part gives the plain path's images (bit-equal where the maths is unchanged)."""
 
+import contextlib
 import dataclasses
+import functools
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from mascot.generation.compile_process import split_buckets
 from mascot.generation.generator import StepUpdate
 from mascot.generation.model import KandinskyGenerator
 from mascot.generation.speed import (
     CompileConfig,
+    CompiledModels,
     HostStepDDPMScheduler,
     decode_key,
     decoder_key,
@@ -18,7 +23,7 @@ from mascot.generation.speed import (
     prior_key,
 )
 from mascot.prompt.request import GenerationRequest
-from mascot.settings import SpeedOptions, speed_options
+from mascot.settings import SettingsError, SpeedOptions, speed_options
 
 pytestmark = pytest.mark.slow  # the fast path against the plain one on the tiny pipeline
 
@@ -162,3 +167,78 @@ def test_speed_options_come_from_the_environment_and_plain_turns_everything_off(
     chosen = speed_options({"MASCOT_LINEAR_PREVIEWS": "0", "MASCOT_COMPILE": "1", "MASCOT_COMPILE_SIZES": "512,768"})
     assert (chosen.linear_previews, chosen.compile, chosen.compile_sizes) == (False, True, (512, 768))
     assert not SpeedOptions().compiles_on("cpu") and SpeedOptions().compiles_on("cuda")
+
+
+def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stage_between_runs(tiny_generator):
+    from bench.speed import compile_targets
+
+    generator = with_speed(tiny_generator, FAST)
+    request = small_request(num_images_per_prompt=1, seed=23)
+    eager = generator.generate(request).images[0]
+    generator.start_compiling(
+        CompileConfig(backend="eager"),
+        sizes=[256],
+        batch_images=[1],
+        build_in_child=functools.partial(compile_targets, "tiny", 0),
+        niceness=0,  # a busy test machine would starve a lowered child
+    )
+    generator.compiled.thread.join(600)
+    (child,) = generator.compile_children
+    assert child.process.returncode == 0
+    assert "256x256x1 in a child process" in generator.compiled.seconds  # compiled there, then loaded here
+    assert generator.compiled.ready(decoder_key(256, 256, 1, True)) and generator.compiled.ready(
+        decode_key(256, 256, 1)
+    )
+    assert generator.compiled.longest_turn_s > 0  # the stages here ran in turns between generations
+    assert max_difference(generator.generate(request).images[0], eager) <= 1
+
+
+def test_a_warm_up_turn_waits_for_the_generations_that_run_or_wait(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    entered = threading.Event()
+
+    def take_a_turn() -> None:
+        with generator.between_runs():
+            entered.set()
+
+    with generator._wanting_a_run():
+        thread = threading.Thread(target=take_a_turn, daemon=True)
+        thread.start()
+        assert not entered.wait(0.3)
+    assert entered.wait(30)
+    thread.join(30)
+
+
+def test_each_warm_up_stage_runs_inside_one_turn(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    compiled = CompiledModels(generator.prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    turns: list[str] = []
+
+    @contextlib.contextmanager
+    def turn():
+        turns.append("start")
+        yield
+        turns.append("end")
+
+    assert compiled.warm([(256, 256, 2)], turn) == [(256, 256, 2)]
+    # four prior calls (guidance and negative prompt on and off), the decoder, and the decodes of 1 and of 2 images
+    assert turns == ["start", "end"] * 7
+
+
+def test_buckets_are_dealt_to_the_compile_processes_in_turn():
+    buckets = [(768, 768, 1), (512, 512, 1), (768, 768, 8)]
+    assert split_buckets(buckets, 2) == [((768, 768, 1), (768, 768, 8)), ((512, 512, 1),)]
+    assert split_buckets(buckets, 1) == [tuple(buckets)]
+    assert split_buckets(buckets[:1], 4) == [((768, 768, 1),)]
+
+
+def test_compiling_apart_is_chosen_by_setting_or_by_the_gpu():
+    assert speed_options({"MASCOT_COMPILE_PROCESS": "0", "MASCOT_COMPILE_THREADS": "4"}).compile_threads == 4
+    assert speed_options({"MASCOT_COMPILE_PROCESS": "0"}).compile_process is False
+    assert speed_options({"MASCOT_COMPILE_PROCESS": "auto"}).compile_process is None
+    auto = SpeedOptions()
+    assert auto.compiles_apart("cuda", child_fits=True) and not auto.compiles_apart("cuda", child_fits=False)
+    assert not auto.compiles_apart("cpu", child_fits=True)
+    assert SpeedOptions(compile_process=True).compiles_apart("cpu", child_fits=False)
+    with pytest.raises(SettingsError, match="MASCOT_COMPILE_THREADS=many"):
+        speed_options({"MASCOT_COMPILE_THREADS": "many"})

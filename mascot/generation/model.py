@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,16 @@ from mascot.generation.adapters import (
     loaded_adapters,
     parse_adapter_specs,
     set_adapter_scale,
+)
+from mascot.generation.compile_process import (
+    CHILD_NICENESS,
+    BuildTargets,
+    Child,
+    ChildCompile,
+    split_buckets,
+    start_child,
+    stop_child,
+    warm_after_children,
 )
 from mascot.generation.download import local_copy
 from mascot.generation.generator import (
@@ -361,6 +375,16 @@ class KandinskyGenerator:
         )
         self.logos = LogoEmbeddings(prior, decoder.device, cache=self.speed.cache_logo_embeddings)
         self.compiled: CompiledModels | None = None
+        self.compile_children: list[Child] = []  # the processes compiling for us, when compiling is done apart
+        self._stop_compiling = threading.Event()
+        # Generations running or waiting for the lock: background work takes a turn only when there are none.
+        self._runs_wanted = 0
+        self._idle = threading.Condition()
+
+    @property
+    def fast_decoder(self) -> KandinskyV22Pipeline:
+        """The decoder pipeline the fast path runs (its own scheduler): what gets compiled."""
+        return self._fast_decoder
 
     def park_image_encoder(self) -> None:
         """Keep the image encoder (1.8 B parameters) on the CPU; it visits the GPU only to embed a new logo."""
@@ -369,12 +393,76 @@ class KandinskyGenerator:
         if self.decoder.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def start_compiling(self, config: CompileConfig, sizes: Sequence[int], batch_images: Sequence[int]) -> None:
+    def start_compiling(
+        self,
+        config: CompileConfig,
+        sizes: Sequence[int],
+        batch_images: Sequence[int],
+        *,
+        build_in_child: BuildTargets | None = None,
+        processes: int = 1,
+        niceness: int = CHILD_NICENESS,
+    ) -> None:
         """Compile the models for each size and images-per-run bucket in the background; until a bucket is warm its
-        runs stay eager, so nobody waits on a compile."""
+        runs stay eager.
+
+        With `build_in_child`, the compiling happens in `processes` child processes (each builds the models with it)
+        that fill the persistent cache; each bucket is then loaded from the cache here, one stage at a time between
+        generations (`between_runs`), so a generation never shares this process with a compile. Without it, a thread
+        here compiles while generations run (dynamo holds the GIL, so they slow down meanwhile)."""
+        buckets = buckets_for(sizes, batch_images)
         with self._lock:
             self.compiled = CompiledModels(self.prior, self._fast_decoder, config)
-        self.compiled.warm_in_background(buckets_for(sizes, batch_images))
+        if build_in_child is None:
+            self.compiled.warm_in_background(buckets)
+            return
+        folder = Path(tempfile.mkdtemp(prefix="compile-", dir=_work_folder(config)))
+        self.compile_children = [
+            start_child(ChildCompile(build_in_child, config, part, folder / f"report-{index}.json", niceness), folder)
+            for index, part in enumerate(split_buckets(buckets, processes))
+        ]
+        self.compiled.thread = threading.Thread(
+            target=warm_after_children,
+            args=(self.compiled, self.compile_children, self.between_runs, self._stop_compiling),
+            name="compile-warm-up",
+            daemon=True,
+        )
+        self.compiled.thread.start()
+
+    def stop_compiling(self, timeout: float = 10.0) -> None:
+        """End the compile children and the warm-up thread waiting for them (a bucket being loaded finishes first)."""
+        self._stop_compiling.set()
+        for child in self.compile_children:
+            stop_child(child.process)
+        if self.compiled is not None and self.compiled.thread is not None:
+            self.compiled.thread.join(timeout)
+
+    @contextlib.contextmanager
+    def between_runs(self) -> Iterator[None]:
+        """A turn for background work on the models (loading compiled code): it starts only when no generation runs
+        or waits, and a generation that comes meanwhile waits for the turn to end (one stage)."""
+        while True:
+            with self._idle:
+                self._idle.wait_for(lambda: self._runs_wanted == 0)
+                if self._lock.acquire(blocking=False):
+                    break
+            time.sleep(0.01)  # held by something other than a generation (parking the image encoder): soon free
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def _wanting_a_run(self) -> Iterator[None]:
+        """Count a generation as wanting the models from before it waits for the lock until it is done."""
+        with self._idle:
+            self._runs_wanted += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._runs_wanted -= 1
+                self._idle.notify_all()
 
     @classmethod
     def load(
@@ -387,6 +475,7 @@ class KandinskyGenerator:
         adapters: Sequence[AdapterSpec] = (),
         speed: SpeedOptions | None = None,
         compile_cache: Path | None = None,
+        build_in_child: BuildTargets | None = None,
     ) -> KandinskyGenerator:
         """Load both pipelines with `from_pretrained`: fp16 on CUDA, fp32 on CPU; then the LoRA `adapters`, each checked
         to have really loaded, and all left off until `select_adapter` picks one."""
@@ -419,18 +508,26 @@ class KandinskyGenerator:
             sampler=type(decoder.scheduler).__name__,
         )
         generator = cls(prior, decoder, info, preview_every=preview_every, adapters=adapters, speed=speed)
-        generator.speed_up(device, compile_cache)
+        generator.speed_up(device, compile_cache, build_in_child)
         say(f"{source.name} is ready on {device}.")
         return generator
 
-    def speed_up(self, device: str, compile_cache: Path | None = None) -> None:
+    def speed_up(
+        self, device: str, compile_cache: Path | None = None, build_in_child: BuildTargets | None = None
+    ) -> None:
         """The fast parts that act on the loaded models: park the image encoder, start compiling (both GPU only
-        unless asked)."""
+        unless asked), in a child process when `build_in_child` is given and the settings and the GPU allow it."""
         if self.speed.offload_image_encoder and device.startswith("cuda"):
             self.park_image_encoder()
-        if self.speed.compiles_on(device):
-            config = CompileConfig(cache_dir=compile_cache) if device.startswith("cuda") else CompileConfig("aot_eager")
-            self.start_compiling(config, self.speed.compile_sizes, self.speed.compile_batch_images)
+        if not self.speed.compiles_on(device):
+            return
+        threads = self.speed.compile_threads or max(1, (os.cpu_count() or 2) // 2)
+        if device.startswith("cuda"):
+            config = CompileConfig(cache_dir=compile_cache, threads=threads)
+        else:
+            config = CompileConfig("aot_eager", threads=threads)
+        in_child = build_in_child if self.speed.compiles_apart(device, child_fits(device)) else None
+        self.start_compiling(config, self.speed.compile_sizes, self.speed.compile_batch_images, build_in_child=in_child)
 
     @property
     def adapter_names(self) -> tuple[str, ...]:
@@ -477,7 +574,7 @@ class KandinskyGenerator:
             raise ValueError("generate_batch needs requests with the same batch_key (size, steps, guidance, LoRA).")
         noise_device = self.decoder.device if self.speed.device_noise else torch.device("cpu")
         plans = [_plan(self.prior.tokenizer, item, noise_device) for item in items]
-        with self._lock, torch.inference_mode():
+        with self._wanting_a_run(), self._lock, torch.inference_mode():
             first = items[0].request
             self._use_adapter(first.adapter_name or None, first.lora_scale)
             for group in _prior_groups(plans):
@@ -818,6 +915,30 @@ def _status_reporter(on_status: Callable[[str], None] | None) -> Callable[[str],
     return say
 
 
+def child_fits(device: str) -> bool:
+    """Whether a second copy of the loaded model, compiling, fits beside this one: the GPU's free memory is at least
+    three times what this process holds (its weights, and room for the child's activations and our own runs')."""
+    if not device.startswith("cuda"):
+        return True
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return free >= 3 * torch.cuda.memory_allocated(torch.device(device))
+
+
+def _work_folder(config: CompileConfig) -> Path:
+    """Where the children's work orders and reports go: beside the compile cache (the data folder), else /tmp."""
+    folder = config.cache_dir / "work" if config.cache_dir is not None else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def compile_targets(settings: Settings) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
+    """In a compile process: the models as `load_generator(settings)` gives the serving process, without compiling
+    there too (the same modules, adapters and devices, so the cache's keys are the same)."""
+    speed = replace(settings.speed, compile=False)
+    generator = load_generator(replace(settings, speed=speed))
+    return generator.prior, generator.fast_decoder
+
+
 def load_generator(settings: Settings, on_status: Callable[[str], None] | None = None) -> KandinskyGenerator:
     """Decide which model to load and load it: what app.py runs in a background thread."""
     _status_reporter(on_status)("Choosing the model…")
@@ -837,4 +958,5 @@ def load_generator(settings: Settings, on_status: Callable[[str], None] | None =
         adapters=adapters,
         speed=settings.speed,
         compile_cache=settings.data_dir / "compile-cache",
+        build_in_child=functools.partial(compile_targets, settings),
     )

@@ -4,13 +4,14 @@ sliced MoVQ decoding, the logo-embedding cache and background compilation."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -243,6 +244,16 @@ class CompileConfig:
     backend: str = "inductor"
     mode: str | None = "reduce-overhead"  # CUDA graphs: eager Kandinsky is launch-bound
     cache_dir: Path | None = None
+    threads: int = 0  # inductor's compile workers; 0: its own default (every core)
+
+
+Turn = Callable[[], contextlib.AbstractContextManager[object]]  # a stage of a warm-up runs inside one turn
+
+
+@contextlib.contextmanager
+def any_time() -> Iterator[None]:
+    """A turn that waits for nothing: the warm-up runs beside whatever else runs."""
+    yield
 
 
 class CompiledModels:
@@ -256,6 +267,8 @@ class CompiledModels:
     def __init__(self, prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, config: CompileConfig) -> None:
         if config.cache_dir is not None:
             use_compile_cache(config.cache_dir)
+        if config.threads > 0 and config.backend == "inductor":
+            limit_compile_threads(config.threads)
         options: dict[str, Any] = {"backend": config.backend, "fullgraph": True, "dynamic": False}
         if config.backend == "inductor" and config.mode:
             options["mode"] = config.mode
@@ -274,6 +287,7 @@ class CompiledModels:
         self._ready: set[StageKey] = set()
         self._lock = threading.Lock()
         self.seconds: dict[str, float] = {}  # warm-up seconds per bucket, for the benchmark and the log
+        self.longest_turn_s = 0.0  # the longest stage run inside a turn: the most a generation waited for one
         self.thread: threading.Thread | None = None
 
     def ready(self, key: StageKey) -> bool:
@@ -287,23 +301,27 @@ class CompiledModels:
         self.thread.start()
         return self.thread
 
-    def warm(self, buckets: Sequence[Bucket]) -> None:
-        """Run each bucket's compiled stages once at its shapes (this is where compiling happens)."""
+    def warm(self, buckets: Sequence[Bucket], turn: Turn = any_time) -> list[Bucket]:
+        """Run each bucket's compiled stages once at its shapes (this is where compiling happens), each stage inside
+        one `turn`; the buckets that are ready afterwards."""
+        done: list[Bucket] = []
         for bucket in buckets:
             started = time.perf_counter()
             try:
                 with torch.inference_mode():
-                    keys = self._run_bucket(bucket)
+                    keys = self._run_bucket(bucket, turn)
             except Exception:
                 logger.exception("compiling for %s failed; that size stays eager", bucket)
                 continue
             seconds = time.perf_counter() - started
-            self.seconds["{}x{}x{}".format(*bucket)] = round(seconds, 2)
+            self.seconds[bucket_name(bucket)] = round(seconds, 2)
             with self._lock:
                 self._ready.update(keys)
+            done.append(bucket)
             logger.info("compiled for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
+        return done
 
-    def _run_bucket(self, bucket: Bucket) -> list[StageKey]:
+    def _run_bucket(self, bucket: Bucket, turn: Turn) -> list[StageKey]:
         """Two steps of the prior (with and without guidance and a negative prompt) and of the guided decoder, then a
         decode of one image and of all (one at a time when memory is tight), at the bucket's shapes."""
         height, width, images = bucket
@@ -311,32 +329,45 @@ class CompiledModels:
         output = None
         for guided in (False, True):
             for negative in (False, True):
-                output = self.prior(
-                    prompt=["warm-up"] * images,
-                    negative_prompt=["warm-up"] * images if negative else None,
-                    num_inference_steps=2,
-                    guidance_scale=4.0 if guided else 1.0,
-                )
+                with self._turn(turn):
+                    output = self.prior(
+                        prompt=["warm-up"] * images,
+                        negative_prompt=["warm-up"] * images if negative else None,
+                        num_inference_steps=2,
+                        guidance_scale=4.0 if guided else 1.0,
+                    )
                 keys.append(prior_key(images, guided, negative))
         assert output is not None
-        latents = self.decoder(
-            image_embeds=output.image_embeds,
-            negative_image_embeds=output.negative_image_embeds,
-            height=height,
-            width=width,
-            num_inference_steps=2,
-            guidance_scale=4.0,
-            output_type="latent",
-        ).images
+        with self._turn(turn):
+            latents = self.decoder(
+                image_embeds=output.image_embeds,
+                negative_image_embeds=output.negative_image_embeds,
+                height=height,
+                width=width,
+                num_inference_steps=2,
+                guidance_scale=4.0,
+                output_type="latent",
+            ).images
         keys.append(decoder_key(height, width, images, True))
         for count in sorted({1, images}):
             try:  # MoVQ under fullgraph is the least proven: its failure keeps only the decode eager
-                self.decode(latents[:count])
+                with self._turn(turn):
+                    self.decode(latents[:count])
             except Exception:
                 logger.exception("compiling the MoVQ decode for %dx%d failed; it stays eager", height, width)
                 break
             keys.append(decode_key(height, width, count))
         return keys
+
+    @contextlib.contextmanager
+    def _turn(self, turn: Turn) -> Iterator[None]:
+        """One stage inside `turn`, timed: the longest is what a generation may have waited for."""
+        with turn():
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.longest_turn_s = max(self.longest_turn_s, round(time.perf_counter() - started, 2))
 
 
 def prior_key(images: int, guided: bool, negative: bool) -> StageKey:
@@ -366,6 +397,20 @@ def use_compile_cache(folder: Path) -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
+def limit_compile_threads(threads: int) -> None:
+    """Give inductor's compile workers (Triton and C++ builds) at most `threads` cores, so a compile leaves cores to
+    the eager path that serves meanwhile (takes effect before the first compile starts its pool)."""
+    os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = str(threads)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = threads
+
+
+def bucket_name(bucket: Bucket) -> str:
+    """ "768x768x1": height x width x images per run."""
+    return "{}x{}x{}".format(*bucket)
 
 
 def buckets_for(sizes: Sequence[int], batch_images: Sequence[int]) -> list[Bucket]:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# gpu_round.sh: the speed benchmark on one bare CUDA machine, in one call (issue 11; docs/performance.md).
+#
+#   bash bench/gpu_round.sh                    # repository root, gpu-wheels/ beside it (carried), results in $OUT
+#   GPU_ROUND_TINY=1 bash bench/gpu_round.sh   # CPU dry run of the same script on the tiny model
+#
+# Installs the carried wheels (diffusers and what it lacks) into /tmp/site without touching the system, then runs
+# `python -m bench.speed` under a hard time limit: plain diffusers vs ours alternated; one mascot eager; torch.compile
+# of the 768x1 and 768x8 buckets in two child processes (nice 10, half the cores) while eager requests and 8 people
+# are served and timed (the "nobody waits" figures), the buckets then loaded here from the cache the children filled
+# (that load's time is the warm-cache warm-up); 8 people and one mascot compiled vs plain; peak memory; pixel
+# differences. Writes $OUT/speed.json (after every phase, so a cut run keeps what it measured) and $OUT/speed.log.
+# Knobs: GPU_ROUND_BUDGET_S (300: phases are skipped past it), GPU_ROUND_TIMEOUT_S (330: the hard limit),
+# GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread).
+set -uo pipefail
+[ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }
+export OUT="${OUT:-/tmp/gpu-round-out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+SITE=/tmp/site
+if compgen -G "gpu-wheels/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --target "$SITE" gpu-wheels/*.whl 2>&1 | tail -3
+fi
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -c 'import diffusers, torch; print("diffusers", diffusers.__version__, "| torch", torch.__version__, "| cuda", torch.cuda.is_available())' || exit 3
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nproc
+if [ "${GPU_ROUND_TINY:-0}" = 1 ]; then
+  ARGS=(--size tiny --runs 1 --warmup 0 --people 8 --num_inference_steps 2 --overhead-requests 2 --compile-niceness 0)
+else
+  ARGS=(--size full --runs 3 --warmup 1 --people 8)
+fi
+timeout "${GPU_ROUND_TIMEOUT_S:-330}" "$PY" -m bench.speed "${ARGS[@]}" --budget-s "${GPU_ROUND_BUDGET_S:-300}" \
+  --compile-batch-images 1,8 --compile-processes 2 ${GPU_ROUND_ARGS:-} --json "$OUT/speed.json" 2>&1 \
+  | grep --line-buffered -v -E "requires torchvision|should be kept in float32|deprecate\(" | tee "$OUT/speed.log"
+status=${PIPESTATUS[0]}
+echo "exit status $status (124: the hard limit cut it short); results: $OUT/speed.json"
+exit "$status"

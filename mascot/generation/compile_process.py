@@ -1,0 +1,162 @@
+"""Compiling in child processes: each builds the same models, compiles its buckets into the persistent compile cache at
+low priority and exits; the serving process then loads each bucket from that cache, one stage between two runs."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mascot.generation.speed import Bucket, CompileConfig, CompiledModels, Turn, bucket_name
+
+logger = logging.getLogger(__name__)
+
+# What a child builds: the prior and decoder pipelines exactly as the serving process compiles them (same modules,
+# dtypes, adapters and devices, so the compiled graphs and the cache's keys are the same). Pickled by reference: a
+# module-level function, or a functools.partial of one.
+BuildTargets = Callable[[], tuple[Any, Any]]
+CHILD_NICENESS = 10  # below the serving process: its eager loop gets the cores first
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class ChildCompile:
+    """A child's work: build the models with `build`, compile `buckets` with `config`, write a report to `report`."""
+
+    build: BuildTargets
+    config: CompileConfig
+    buckets: tuple[Bucket, ...]
+    report: Path
+    niceness: int = CHILD_NICENESS
+
+
+@dataclass
+class Child:
+    """A running child and what it compiles."""
+
+    work: ChildCompile
+    process: subprocess.Popen[bytes]
+    started: float
+
+    def report(self) -> dict[str, Any]:
+        """What the child wrote: {"compiled": {bucket name: seconds}, "failed": [...]}; empty when it wrote nothing."""
+        try:
+            return dict(json.loads(self.work.report.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+
+def split_buckets(buckets: Sequence[Bucket], processes: int) -> list[tuple[Bucket, ...]]:
+    """Buckets dealt round-robin to at most `processes` children (the first bucket to the first child)."""
+    count = max(1, min(processes, len(buckets)))
+    return [tuple(buckets[index::count]) for index in range(count)]
+
+
+def start_child(work: ChildCompile, folder: Path) -> Child:
+    """Start `python -m mascot.generation.compile_process` on `work` (pickled into `folder`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=folder, prefix="compile-", suffix=".pickle")
+    with os.fdopen(handle, "wb") as file:
+        pickle.dump(work, file)
+    environment = dict(os.environ)
+    # The child imports what the parent could (the repository root, carried site folders) and writes the same cache.
+    environment["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    if work.config.cache_dir is not None:
+        environment["TORCHINDUCTOR_CACHE_DIR"] = str(work.config.cache_dir)
+    if work.config.threads > 0:
+        environment["TORCHINDUCTOR_COMPILE_THREADS"] = str(work.config.threads)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mascot.generation.compile_process", name], env=environment, stdin=subprocess.DEVNULL
+    )
+    logger.info("compiling %s in process %d", ", ".join(bucket_name(b) for b in work.buckets), process.pid)
+    atexit.register(stop_child, process)  # a child outliving us would hold a copy of the model on the GPU for nothing
+    return Child(work, process, time.monotonic())
+
+
+def stop_child(process: subprocess.Popen[bytes]) -> None:
+    """End a child that is still compiling (its cache entries so far are kept)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def warm_after_children(
+    compiled: CompiledModels,
+    children: Sequence[Child],
+    turn: Turn,
+    stopped: threading.Event | None = None,
+) -> None:
+    """As each child ends, load the buckets it compiled from the cache (each stage inside `turn`), in the order the
+    children end; a bucket a child could not compile stays eager (compiling it here would starve the eager path)."""
+    waiting = list(children)
+    while waiting and not (stopped is not None and stopped.is_set()):
+        ended = [child for child in waiting if child.process.poll() is not None]
+        if not ended:
+            time.sleep(POLL_S)
+            continue
+        for child in ended:
+            waiting.remove(child)
+            _load_from_cache(compiled, child, turn)
+    for child in waiting:  # stopped: the children's work is wasted, not harmful; do not leave them running
+        stop_child(child.process)
+
+
+def _load_from_cache(compiled: CompiledModels, child: Child, turn: Turn) -> None:
+    report = child.report()
+    done = report.get("compiled", {})
+    for name, seconds in done.items():
+        compiled.seconds[f"{name} in a child process"] = seconds
+    ready = [bucket for bucket in child.work.buckets if bucket_name(bucket) in done]
+    for bucket in child.work.buckets:
+        if bucket not in ready:
+            logger.warning(
+                "the compile process (exit %s) did not compile %s; it stays eager",
+                child.process.returncode,
+                bucket_name(bucket),
+            )
+    compiled.warm(ready, turn)
+
+
+def run(work: ChildCompile) -> dict[str, Any]:
+    """The child's side: build, compile each bucket, report (written after each bucket, so a crash keeps the rest)."""
+    if work.niceness and hasattr(os, "nice"):
+        os.nice(work.niceness)
+    prior, decoder = work.build()
+    compiled = CompiledModels(prior, decoder, work.config)  # the same cache folder and thread cap as the parent's
+    report: dict[str, Any] = {"compiled": {}, "failed": []}
+    for bucket in work.buckets:
+        if compiled.warm([bucket]):
+            report["compiled"][bucket_name(bucket)] = compiled.seconds[bucket_name(bucket)]
+        else:
+            report["failed"].append(bucket_name(bucket))
+        work.report.write_text(json.dumps(report))
+    return report
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m mascot.generation.compile_process WORK.pickle` (started by `start_child`, which wrote the file)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s compile-process %(levelname)s %(message)s")
+    path = Path(argv[0])
+    with path.open("rb") as file:
+        work = pickle.load(file)  # written by our own parent process, in a folder only it writes
+    path.unlink(missing_ok=True)
+    report = run(work)
+    return 0 if not report["failed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
