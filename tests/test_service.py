@@ -95,7 +95,7 @@ def test_a_submitted_request_is_made_stored_and_counted_against_the_quota(site: 
 
     assert finished(job) is JobState.DONE
     released(site, "alice")
-    assert [entry.prompt for entry in site.store.history(owner("alice"))] == ["an otter", "an otter"]
+    assert [entry.request.prompt for entry in site.store.history(owner("alice"))] == ["an otter", "an otter"]
     assert site.service.quota_line(alice).startswith("2 of 4 mascots left today")
 
 

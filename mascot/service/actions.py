@@ -423,9 +423,8 @@ class MascotService:
         entry = self.open(public_id, visitor)
         if vary:
             self._check_variation_quota(visitor)
-        values = {name: getattr(entry, name) for name in PARAMETERS}
-        values["num_images_per_prompt"] = 1  # the seed belongs to this one image
-        logo_path = self.logos.path(entry.logo) if self.logos is not None and entry.logo else None
+        values = entry.remix_request().as_dict()  # its own seed, one image: the seed belongs to this one image
+        logo_path = self.logos.path(entry.request.logo) if self.logos is not None and entry.request.logo else None
         if not (vary and self.logos is not None):
             return Remix(values, logo_path, randomize_seed=False)
         picture_id = self.logos.save(entry.path)
