@@ -216,7 +216,12 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     worker = GenerationWorker(
         load_generator or kandinsky_loader(settings),
         on_finished=lambda job, images, model: store.save_generation(
-            job.owner_hash, job.request, images, model, now=clock(), address_hash=job.address_hash
+            job.submission.owner_hash,
+            job.submission.request,
+            images,
+            model,
+            now=clock(),
+            address_hash=job.submission.address_hash,
         ),
         on_ended=claims.release,  # retried until the database takes it: a full disk must not lock a browser out
         prepare=prepare,

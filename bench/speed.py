@@ -35,7 +35,7 @@ from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.speed import CompileConfig
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, build_tokenizer
-from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job
+from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SpeedOptions
 from mascot.store import imaging
@@ -344,7 +344,8 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
 
     def run_ours() -> None:
         jobs = [
-            worker.submit(request(scale, PROMPTS[k % 4], 100 + k), owner_hash=f"{k + 1:064x}") for k in range(people)
+            worker.submit(Submission(request(scale, PROMPTS[k % 4], 100 + k), owner_hash=f"{k + 1:064x}"))
+            for k in range(people)
         ]
         for job in jobs:
             snapshot = job.snapshot
@@ -448,7 +449,9 @@ def overhead_through_worker(bench: Bench, generator: KandinskyGenerator, store: 
 
     worker = GenerationWorker(
         lambda on_status: Timed(),  # type: ignore[arg-type, return-value]
-        lambda job, images, model: store.save_generation(job.owner_hash, job.request, images, model),
+        lambda job, images, model: store.save_generation(
+            job.submission.owner_hash, job.submission.request, images, model
+        ),
         save_in_background=background,
     )
     worker.start().wait_until_loaded(30)
@@ -456,7 +459,7 @@ def overhead_through_worker(bench: Bench, generator: KandinskyGenerator, store: 
     try:
         for index in range(bench.args.warmup + bench.args.overhead_requests):
             start = time.perf_counter()
-            job = worker.submit(dataclasses.replace(req, seed=index), owner_hash=f"{index + 1:064x}")
+            job = worker.submit(Submission(dataclasses.replace(req, seed=index), owner_hash=f"{index + 1:064x}"))
             snapshot = job.snapshot
             while snapshot.state not in FINAL_STATES:
                 snapshot = job.wait_for_change(snapshot.version, 5.0)

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from PIL import Image
 
 from mascot.clock import Clock, utc_now
-from mascot.generation.worker import GenerationWorker, Job, SubmitRefused
+from mascot.generation.worker import GenerationWorker, Job, Submission, SubmitRefused
 from mascot.prompt.logos import LogoLibrary, LogoRefused
 from mascot.prompt.pictures import NotAPicture, PictureRefused, check_size, decode_slot, open_lazily
 from mascot.prompt.presets import Presets
@@ -241,7 +241,9 @@ class MascotService:
         if not claim.claimed:
             raise Refusal(claim.message)
         try:
-            return self.worker.submit(request, owner_hash, claim.claim_id, network.key, network.address_hash)
+            return self.worker.submit(
+                Submission(request, owner_hash, claim.claim_id, network.key, network.address_hash)
+            )
         except SubmitRefused as error:
             self.store.release_job(owner_hash, claim.claim_id)
             raise Refusal(str(error)) from None
