@@ -22,19 +22,24 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+# From the defining modules, not `from diffusers`: see [tool.mypy] in pyproject.toml.
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_combined import KandinskyV22CombinedPipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 from PIL import Image
 
-from bench.model import CONFIGS, model_config
+from bench.full_size import build_full_size
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.speed import CompileConfig
-from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, build_tokenizer
+from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SpeedOptions
@@ -122,46 +127,6 @@ def build_pipelines(size: str, device: str) -> tuple[KandinskyV22PriorPipeline, 
     for pipeline in (prior, decoder):
         pipeline.set_progress_bar_config(disable=True)
     return prior.to(device), decoder.to(device)
-
-
-def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
-    """The real architecture (assets/kandinsky-2-2-configs.json) with random weights, built on the GPU in fp16."""
-    from diffusers import DDPMScheduler, PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, VQModel
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
-
-    configs = json.loads(CONFIGS.read_text())
-    prior_configs, decoder_configs = configs["prior"], configs["decoder"]
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = build_tokenizer(Path(folder))  # model_max_length 77, as the real one: transformers 5.17 needs it
-    with torch.device("cuda"):
-        torch.set_default_dtype(torch.float16)
-        try:
-            prior_model = PriorTransformer(**model_config(prior_configs["prior"]))
-            prior_model.clip_std.data.fill_(1.0)  # random weights: keep the output from collapsing to clip_mean
-            text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**model_config(prior_configs["text_encoder"])))
-            image_encoder = CLIPVisionModelWithProjection(
-                CLIPVisionConfig(**model_config(prior_configs["image_encoder"]))
-            )
-            unet = UNet2DConditionModel(**model_config(decoder_configs["unet"]))
-            movq = VQModel(**model_config(decoder_configs["movq"]))
-        finally:
-            torch.set_default_dtype(torch.float32)
-    prior = KandinskyV22PriorPipeline(
-        prior=prior_model,
-        image_encoder=image_encoder,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=UnCLIPScheduler.from_config(model_config(prior_configs["scheduler"])),
-        image_processor=CLIPImageProcessor(**model_config(prior_configs["image_processor"])),
-    )
-    scheduler = DDPMScheduler.from_config(model_config(decoder_configs["scheduler"]))
-    return prior, KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
 
 
 def request(scale: Scale, prompt: str = PROMPTS[0], seed: int = 7) -> GenerationRequest:
@@ -313,19 +278,28 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
     )
 
 
+@dataclass(frozen=True)
+class Saved:
+    """Where the worker's saver wrote a job's pictures (the benchmark shares none: no share ids)."""
+
+    image_paths: tuple[Path, ...]
+    public_ids: tuple[str, ...]
+
+
 def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
                   out: Path) -> None:  # fmt: skip
     """N people at once: plain diffusers one after another (saving each PNG + thumbnail on the same thread), and our
     worker (shared runs of up to 8 images, saving on its saver thread), alternated round by round."""
     people = bench.args.people
 
-    def save(image: Image.Image, name: str) -> None:
+    def save(image: Image.Image, name: str) -> Path:
         imaging.save_png(image, out / f"{name}.png", {"prompt": name})
         imaging.save_thumbnail(image, out / f"{name}.thumb.webp")
+        return out / f"{name}.png"
 
-    def on_finished(job: Job, result: GeneratedImages, info: ModelInfo) -> None:
-        for index, image in enumerate(result.images):
-            save(image, f"{job.id}-{index}")
+    def on_finished(job: Job, result: GeneratedImages, info: ModelInfo) -> Saved:
+        paths = tuple(save(image, f"{job.id}-{index}") for index, image in enumerate(result.images))
+        return Saved(image_paths=paths, public_ids=())
 
     worker = GenerationWorker(lambda on_status: fast, on_finished, max_batch_images=8, save_in_background=True)
     worker.start().wait_until_loaded(60)
