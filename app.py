@@ -18,13 +18,11 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import gradio as gr
@@ -58,16 +56,12 @@ from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_
 from mascot.web.images import ImageFileMiddleware, image_routes, visible_mascot
 from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
 from mascot.web.public_url import PublicAddress
+from mascot.web.serving import drain, serve_until_sigterm
 from mascot.web.sessions import SessionBindingMiddleware
 from mascot.web.uploads import MAX_UPLOAD_BYTES, UploadGateMiddleware
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
-# A drain waits this long at most for the handlers of the jobs it ended to hand their answers on, then this long for
-# those answers to leave on the open event streams (once the server closes, Gradio replaces what is left with an
-# "unexpected error").
-ANSWER_WAIT_S = 10.0
-ANSWER_FLUSH_S = 0.5
 
 
 def load_examples() -> list[str]:
@@ -96,39 +90,12 @@ class App:
         return self
 
     def drain(self) -> float:
-        """Shut down gracefully (SIGTERM): stop admitting, tell the queued, finish or cancel the running job within
-        settings.drain_timeout_s, free the claims. Returns the seconds it took."""
-        started = time.monotonic()
-        log.info("shutting down: finishing the running job (at most %.0f s)", self.settings.drain_timeout_s)
-        finished = self.worker.stop(self.settings.drain_timeout_s)
-        self.claims.retry_releases()
-        freed = self.claims.stop()
-        if not self.worker.wait_until_answered(ANSWER_WAIT_S):
-            log.warning("some browsers were not answered within %.0f s of the drain", ANSWER_WAIT_S)
-        time.sleep(ANSWER_FLUSH_S)
-        seconds = time.monotonic() - started
-        log.info(
-            "drained in %.1f s (running job %s; %d claims freed at the end)",
-            seconds,
-            "finished" if finished else "cancelled",
-            freed,
-        )
-        return seconds
+        """Shut down gracefully (SIGTERM; mascot.web.serving.drain). Returns the seconds it took."""
+        return drain(self.worker, self.claims, self.settings.drain_timeout_s)
 
     def serve(self, **overrides: Any) -> None:
         """Serve until SIGTERM (drain, then close) or Ctrl-C; `overrides` go to launch."""
-        draining = False
-
-        def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-            nonlocal draining
-            if draining:  # a second SIGTERM during the drain changes nothing: the drain is already bounded
-                return
-            draining = True
-            self.drain()
-            self.demo.close()  # ends launch's wait: main returns, status 0
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-        self.launch(**overrides)
+        serve_until_sigterm(lambda: self.launch(**overrides), self.drain, self.demo.close)
 
     def owner_of(self, request: Any) -> str | None:
         """The owner hash a request's browser stands for (linked devices resolved); None without a valid cookie."""
@@ -226,7 +193,12 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     worker = GenerationWorker(
         load_generator or kandinsky_loader(settings),
         on_finished=lambda job, images, model: store.save_generation(
-            job.owner_hash, job.request, images, model, now=clock(), address_hash=job.address_hash
+            job.submission.owner_hash,
+            job.submission.request,
+            images,
+            model,
+            now=clock(),
+            address_hash=job.submission.address_hash,
         ),
         on_ended=claims.release,  # retried until the database takes it: a full disk must not lock a browser out
         prepare=prepare,

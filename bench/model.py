@@ -22,14 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
 
+# From the defining modules, not `from diffusers`: see [tool.mypy] in pyproject.toml.
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_combined import KandinskyV22CombinedPipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+
+from bench.full_size import build_full_size
 from mascot.generation.generator import BatchItem, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
-from mascot.generation.tiny import build_tiny_model, build_tokenizer
+from mascot.generation.tiny import build_tiny_model
 from mascot.prompt.request import GenerationRequest
-
-CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "kandinsky-2-2-configs.json"
 
 
 @dataclass(frozen=True)
@@ -118,48 +121,10 @@ def build_pipelines(size: str, folder: Path, device: str) -> tuple[KandinskyV22P
 
 
 def save_full_size(folder: Path) -> None:
-    """The real architecture (assets/kandinsky-2-2-configs.json) with random weights, built on the GPU in fp16."""
-    from diffusers import DDPMScheduler, PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, VQModel
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
-
-    configs = json.loads(CONFIGS.read_text())
-    prior_configs, decoder_configs = configs["prior"], configs["decoder"]
-    tokenizer = build_tokenizer(folder / "tokenizer-files")  # model_max_length 77, as the real one
-    with torch.device("cuda"):
-        torch.set_default_dtype(torch.float16)
-        try:
-            prior_model = PriorTransformer(**model_config(prior_configs["prior"]))
-            prior_model.clip_std.data.fill_(1.0)  # random weights: keep the output from collapsing to clip_mean
-            text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**model_config(prior_configs["text_encoder"])))
-            image_encoder = CLIPVisionModelWithProjection(
-                CLIPVisionConfig(**model_config(prior_configs["image_encoder"]))
-            )
-            unet = UNet2DConditionModel(**model_config(decoder_configs["unet"]))
-            movq = VQModel(**model_config(decoder_configs["movq"]))
-        finally:
-            torch.set_default_dtype(torch.float32)
-    KandinskyV22PriorPipeline(
-        prior=prior_model,
-        image_encoder=image_encoder,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=UnCLIPScheduler.from_config(model_config(prior_configs["scheduler"])),
-        image_processor=CLIPImageProcessor(**model_config(prior_configs["image_processor"])),
-    ).save_pretrained(folder / "prior")
-    KandinskyV22Pipeline(
-        unet=unet, scheduler=DDPMScheduler.from_config(model_config(decoder_configs["scheduler"])), movq=movq
-    ).save_pretrained(folder / "decoder")
-
-
-def model_config(config: dict[str, object]) -> dict[str, object]:
-    """A component's config without the bookkeeping keys (_class_name, _params)."""
-    return {key: value for key, value in config.items() if not key.startswith("_")}
+    """The full-size architecture with random weights (bench.full_size), saved where the app would load it from."""
+    prior, decoder = build_full_size()
+    prior.save_pretrained(folder / "prior")
+    decoder.save_pretrained(folder / "decoder")
 
 
 def plain_diffusers(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline) -> Callable[[Case], None]:

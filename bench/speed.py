@@ -25,20 +25,25 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+# From the defining modules, not `from diffusers`: see [tool.mypy] in pyproject.toml.
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_combined import KandinskyV22CombinedPipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 from PIL import Image
 
-from bench.model import CONFIGS, model_config
+from bench.full_size import build_full_size
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.speed import CompileConfig, bucket_name
-from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline, build_tokenizer
-from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job
+from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
+from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SpeedOptions
 from mascot.store import imaging
@@ -131,46 +136,6 @@ def build_pipelines(size: str, device: str) -> tuple[KandinskyV22PriorPipeline, 
     for pipeline in (prior, decoder):
         pipeline.set_progress_bar_config(disable=True)
     return prior.to(device), decoder.to(device)
-
-
-def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
-    """The real architecture (assets/kandinsky-2-2-configs.json) with random weights, built on the GPU in fp16."""
-    from diffusers import DDPMScheduler, PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, VQModel
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
-
-    configs = json.loads(CONFIGS.read_text())
-    prior_configs, decoder_configs = configs["prior"], configs["decoder"]
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = build_tokenizer(Path(folder))  # model_max_length 77, as the real one: transformers 5.17 needs it
-    with torch.device("cuda"):
-        torch.set_default_dtype(torch.float16)
-        try:
-            prior_model = PriorTransformer(**model_config(prior_configs["prior"]))
-            prior_model.clip_std.data.fill_(1.0)  # random weights: keep the output from collapsing to clip_mean
-            text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**model_config(prior_configs["text_encoder"])))
-            image_encoder = CLIPVisionModelWithProjection(
-                CLIPVisionConfig(**model_config(prior_configs["image_encoder"]))
-            )
-            unet = UNet2DConditionModel(**model_config(decoder_configs["unet"]))
-            movq = VQModel(**model_config(decoder_configs["movq"]))
-        finally:
-            torch.set_default_dtype(torch.float32)
-    prior = KandinskyV22PriorPipeline(
-        prior=prior_model,
-        image_encoder=image_encoder,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=UnCLIPScheduler.from_config(model_config(prior_configs["scheduler"])),
-        image_processor=CLIPImageProcessor(**model_config(prior_configs["image_processor"])),
-    )
-    scheduler = DDPMScheduler.from_config(model_config(decoder_configs["scheduler"]))
-    return prior, KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
 
 
 def compile_targets(size: str, every: int) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
@@ -333,6 +298,14 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
     )
 
 
+@dataclass(frozen=True)
+class Saved:
+    """Where the worker's saver wrote a job's pictures (the benchmark shares none: no share ids)."""
+
+    image_paths: tuple[Path, ...]
+    public_ids: tuple[str, ...]
+
+
 def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image] | None, fast: KandinskyGenerator,
                   out: Path, label: str = "", rounds: int | None = None) -> None:  # fmt: skip
     """N people at once: plain diffusers one after another (saving each PNG + thumbnail on the same thread), and our
@@ -340,13 +313,14 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
     `plain` is None)."""
     people = bench.args.people
 
-    def save(image: Image.Image, name: str) -> None:
+    def save(image: Image.Image, name: str) -> Path:
         imaging.save_png(image, out / f"{name}.png", {"prompt": name})
         imaging.save_thumbnail(image, out / f"{name}.thumb.webp")
+        return out / f"{name}.png"
 
-    def on_finished(job: Job, result: GeneratedImages, info: ModelInfo) -> None:
-        for index, image in enumerate(result.images):
-            save(image, f"{job.id}-{index}")
+    def on_finished(job: Job, result: GeneratedImages, info: ModelInfo) -> Saved:
+        paths = tuple(save(image, f"{job.id}-{index}") for index, image in enumerate(result.images))
+        return Saved(image_paths=paths, public_ids=())
 
     worker = GenerationWorker(lambda on_status: fast, on_finished, max_batch_images=8, save_in_background=True)
     worker.start().wait_until_loaded(60)
@@ -360,12 +334,14 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
     worker._run_batch = counting  # type: ignore[method-assign]
 
     def run_plain() -> None:
+        assert plain is not None  # only called when there is a plain runner
         for k in range(people):
             save(plain((request(scale, PROMPTS[k % 4], 100 + k), scale.preview_every)), f"plain-{k}")
 
     def run_ours() -> None:
         jobs = [
-            worker.submit(request(scale, PROMPTS[k % 4], 100 + k), owner_hash=f"{k + 1:064x}") for k in range(people)
+            worker.submit(Submission(request(scale, PROMPTS[k % 4], 100 + k), owner_hash=f"{k + 1:064x}"))
+            for k in range(people)
         ]
         for job in jobs:
             snapshot = job.snapshot
@@ -531,7 +507,9 @@ def overhead_through_worker(bench: Bench, generator: KandinskyGenerator, store: 
 
     worker = GenerationWorker(
         lambda on_status: Timed(),  # type: ignore[arg-type, return-value]
-        lambda job, images, model: store.save_generation(job.owner_hash, job.request, images, model),
+        lambda job, images, model: store.save_generation(
+            job.submission.owner_hash, job.submission.request, images, model
+        ),
         save_in_background=background,
     )
     worker.start().wait_until_loaded(30)
@@ -539,7 +517,7 @@ def overhead_through_worker(bench: Bench, generator: KandinskyGenerator, store: 
     try:
         for index in range(bench.args.warmup + bench.args.overhead_requests):
             start = time.perf_counter()
-            job = worker.submit(dataclasses.replace(req, seed=index), owner_hash=f"{index + 1:064x}")
+            job = worker.submit(Submission(dataclasses.replace(req, seed=index), owner_hash=f"{index + 1:064x}"))
             snapshot = job.snapshot
             while snapshot.state not in FINAL_STATES:
                 snapshot = job.wait_for_change(snapshot.version, 5.0)

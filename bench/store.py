@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 
 from mascot.generation.generator import GeneratedImages, ModelInfo, PromptUse
 from mascot.prompt.request import GenerationRequest
-from mascot.store.schema import as_stored_time
+from mascot.store.schema import as_stored_time, tuple_rows
 from mascot.store.scratch import postgres_schema
 from mascot.store.store import GallerySort, MascotStore
 
@@ -135,7 +135,8 @@ def fake_generation(rng: random.Random) -> tuple[GenerationRequest, GeneratedIma
 def fill(store: MascotStore, images: int, rng: random.Random) -> Population:
     """Save generations until `images` images exist, oldest first, then add likes in bulk."""
     owners = [owner_hash(number) for number in range(1, BROWSERS + 1)]
-    start, saved, public_ids = as_stored_time(None) - timedelta(days=DAYS), 0, []
+    start, saved = as_stored_time(None) - timedelta(days=DAYS), 0
+    public_ids: list[str] = []
     step = timedelta(days=DAYS) / images
     while saved < images:
         request, result = fake_generation(rng)
@@ -154,14 +155,13 @@ def fill(store: MascotStore, images: int, rng: random.Random) -> Population:
 def add_likes(store: MascotStore, owners: Sequence[str], rng: random.Random) -> None:
     """About LIKES_PER_IMAGE likes per public image, skewed (Pareto) so that the "top" order means something."""
     tables, db = store.tables, store.database
-    browser_ids = [row_id for (row_id,) in tables.browser.select(tables.browser.id).tuples()]
+    browser_ids = [row_id for (row_id,) in tuple_rows(tables.browser.select(tables.browser.id))]
     public = (
         tables.image
         .select(tables.image.id)
         .where(tables.image.is_public == True)  # noqa: E712 - SQL, not Python truthiness
-        .tuples()
     )  # fmt: skip
-    image_ids = [row_id for (row_id,) in public]
+    image_ids = [row_id for (row_id,) in tuple_rows(public)]
     pairs: set[tuple[int, int]] = set()
     for _ in range(LIKES_PER_IMAGE * len(image_ids)):
         popular = min(int(rng.paretovariate(1.2)) - 1, len(image_ids) - 1)

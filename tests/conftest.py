@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny Kandinsky 2.2 (built once per session), a store per test on each backend, a site in
-this process with a fake generator, and no job left behind in an app process shared by a module's tests."""
+this process with a fake generator, one Chromium per browser test module, and no job left behind in an app process
+shared by a module's tests."""
 
 from __future__ import annotations
 
@@ -90,3 +91,11 @@ def no_job_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
 
     if isinstance(app, AppProcess):
         app.wait_until_idle()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """Debian's Chromium through Playwright, one per module (tests/support/browser.py)."""
+    from tests.support.browser import launched_chromium  # imports playwright: only where a browser test runs
+
+    yield from launched_chromium()

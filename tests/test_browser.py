@@ -5,76 +5,28 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.support.app_process import running_app
+from tests.support.browser import (
+    BROWSER_MARKS,
+    DESKTOP,
+    generate_in_page,
+    make_it_fast,
+    open_advanced,
+    open_page,
+    playwright_api,
+)
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     yield from running_app(tmp_path_factory, "browser-app")
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-
-
-def open_page(chromium, app, context=None):
-    context = context or chromium.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    page.goto(app.url)
-    playwright_api.expect(page.locator("#model-banner")).to_contain_text("Preview mode", timeout=120_000)
-    return context, page
-
-
-def generate_in_page(page, prompt: str, done: str = "Done") -> None:
-    """Type an idea and press Generate, as a person would, then wait for the status to say it is done."""
-    page.get_by_label("Your idea").fill(prompt)
-    page.get_by_role("button", name="Generate").click()
-    playwright_api.expect(page.locator("#generation-status")).to_contain_text(done, timeout=120_000)
-
-
-def open_advanced(page):
-    """More options, then Advanced inside it, as a person would."""
-    page.get_by_text("More options", exact=True).click()
-    page.get_by_text("Advanced", exact=True).click()
-
-
-def make_it_fast(page):
-    """Faster still than the page's quick settings: small and few steps, set through Advanced like a person would."""
-    playwright_api.expect(page.locator("#speed-note")).to_contain_text("Quick settings")  # applied: not overwritten
-    open_advanced(page)
-    for label, value in (("Width", "256"), ("Height", "256"), ("Steps", "2"), ("Idea steps", "2")):
-        field = page.get_by_label(label, exact=True)
-        field.fill(value)
-        field.press("Tab")
 
 
 def test_a_person_generates_a_mascot_and_finds_it_again_after_a_reload(chromium, app, tmp_path):
@@ -106,7 +58,7 @@ def test_a_person_generates_a_mascot_and_finds_it_again_after_a_reload(chromium,
 
 
 def test_a_share_link_to_a_mascot_that_is_gone_says_so(chromium, app):
-    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    context = chromium.new_context(viewport=DESKTOP)
     page = context.new_page()
     page.goto(f"{app.url}?mascot=nobodyhasthis")
     playwright_api.expect(page.get_by_text("private now, or was deleted")).to_be_visible(timeout=60_000)
@@ -238,7 +190,7 @@ def test_a_person_searches_opens_a_mascot_remixes_it_and_a_share_link_opens_it_f
     assert page.get_by_label("Seed", exact=True).input_value() == seed_used
     assert not page.get_by_label("New random seed each time").is_checked()
 
-    stranger_context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    stranger_context = chromium.new_context(viewport=DESKTOP)
     stranger = stranger_context.new_page()
     stranger.goto(share_link)  # its card first; the Gallery's panel has the rest
     stranger.locator("#share-card-gallery").click()

@@ -4,18 +4,14 @@ accessibility checks on every tab and in every main state."""
 from __future__ import annotations
 
 import collections
-from pathlib import Path
 
 import pytest
 
 from mascot.store.export import slug
 from tests.support.app_process import ROOT, running_app
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, make_it_fast, open_page, playwright_api
+from tests.support.browser import BROWSER_MARKS, generate_in_page, make_it_fast, open_page, playwright_api
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"),
-]
+pytestmark = BROWSER_MARKS
 
 AXE = ROOT / ".ci" / "node" / "node_modules" / "axe-core" / "axe.min.js"  # .ci/run installs it from npm
 # Violations that come from inside Gradio's own components, not from our theme or markup: (rule, element, reason).
@@ -30,14 +26,6 @@ IDEA_WITH_ADDRESS = "an otter that runs https://otter-cafe.example/menu_today"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     yield from running_app(tmp_path_factory, "panel-app")
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def serious_violations(page, *, settled: bool = True) -> list[str]:
@@ -67,12 +55,6 @@ def serious_violations(page, *, settled: bool = True) -> list[str]:
 def duplicate_ids(page) -> dict[str, int]:
     ids = page.evaluate("() => [...document.querySelectorAll('[id]')].map((element) => element.id).filter(Boolean)")
     return {name: count for name, count in collections.Counter(ids).items() if count > 1}
-
-
-def make_mascot(page, idea: str) -> None:
-    page.get_by_label("Your idea").fill(idea)
-    page.get_by_role("button", name="Generate").click()
-    playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done", timeout=120_000)
 
 
 def open_in_my_mascots(page, idea: str) -> None:
@@ -116,7 +98,7 @@ def test_every_tab_and_state_passes_axe_and_the_page_has_no_duplicate_ids(chromi
 def test_a_share_link_opens_on_the_mascot_in_the_first_screen_on_a_desktop_and_a_phone(chromium, app, tmp_path):
     context, page = open_page(chromium, app)
     make_it_fast(page)
-    make_mascot(page, "a share-card heron")
+    generate_in_page(page, "a share-card heron")
     open_in_my_mascots(page, "a share-card heron")
     link = page.locator("#mine-share textarea, #mine-share input").first.input_value()
     context.close()
@@ -142,7 +124,7 @@ def test_a_share_link_opens_on_the_mascot_in_the_first_screen_on_a_desktop_and_a
 def test_the_panel_shows_the_main_actions_first_and_keeps_the_careful_ones_apart(chromium, app, tmp_path):
     context, page = open_page(chromium, app)
     make_it_fast(page)
-    make_mascot(page, IDEA_WITH_ADDRESS)
+    generate_in_page(page, IDEA_WITH_ADDRESS)
     open_in_my_mascots(page, IDEA_WITH_ADDRESS)
     panel = page.locator("#mine-detail")
     # The idea as typed: its web address without the backslashes Markdown escaping used to leave in it.
@@ -185,7 +167,7 @@ def link_id(page) -> str:
 def test_more_like_this_is_shown_as_based_on_and_can_be_removed(chromium, app, tmp_path):
     context, page = open_page(chromium, app)
     make_it_fast(page)
-    make_mascot(page, "a bashful badger")
+    generate_in_page(page, "a bashful badger")
     open_in_my_mascots(page, "a bashful badger")
     page.locator("#mine-vary").click()
     based_on = page.locator("#based-on")
@@ -215,7 +197,7 @@ def app_with_one_a_day(tmp_path_factory):
 def test_more_like_this_at_zero_quota_says_so_and_changes_nothing(chromium, app_with_one_a_day):
     context, page = open_page(chromium, app_with_one_a_day)
     make_it_fast(page)
-    make_mascot(page, "the day's only mascot")
+    generate_in_page(page, "the day's only mascot")
     open_in_my_mascots(page, "the day's only mascot")
     page.locator("#mine-vary").click()
     playwright_api.expect(page.get_by_text("More like this makes 2 mascots. You have made your 1")).to_be_visible()

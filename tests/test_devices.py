@@ -16,7 +16,7 @@ NETWORK = "cd" * 32
 
 
 def prompts(mascots: MascotStore, who: str) -> list[str]:
-    return [entry.prompt for entry in mascots.history(who)]
+    return [entry.request.prompt for entry in mascots.history(who)]
 
 
 def link_rows(mascots: MascotStore) -> list[tuple[str, object]]:
@@ -297,7 +297,7 @@ def test_a_linked_phone_disconnects_the_others_and_the_first_browser_too(mascots
     assert (done.outcome, done.devices) == ("disconnected", 2)
     assert mascots.resolve_owner(owner("phone")) == owner("phone")  # the row is the phone's own now
     [otter] = mascots.history(owner("phone"))
-    assert otter.prompt == "the laptop's otter" and otter.is_owner and otter.liked_by_viewer
+    assert otter.request.prompt == "the laptop's otter" and otter.is_owner and otter.liked_by_viewer
     assert prompts(mascots, mascots.resolve_owner(owner("laptop"))) == []
     assert prompts(mascots, mascots.resolve_owner(owner("stranger"))) == []
     assert mascots.tables.browser_key.select().count() == 0

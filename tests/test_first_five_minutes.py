@@ -12,26 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.app_process import running_app
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, playwright_api
+from tests.support.browser import BROWSER_MARKS, playwright_api
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"),
-]
+pytestmark = BROWSER_MARKS
 SIZES = {"desktop": (1366, 900), "phone": (390, 844)}
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     yield from running_app(tmp_path_factory, "first-five-minutes-app")
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def screenshots_folder(tmp_path: Path) -> Path:

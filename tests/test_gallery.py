@@ -41,9 +41,9 @@ def test_history_entries_carry_share_ids_thumbnails_and_every_parameter(mascots:
     assert first.public_id != second.public_id
     assert (first.thumbnail_path, second.thumbnail_path) == saved.thumbnail_paths
     assert (first.is_public, first.like_count, first.liked_by_viewer, first.is_owner) == (True, 0, False, True)
-    assert (second.position, second.seed, second.num_images_per_prompt) == (1, 31, 2)
-    assert (first.num_inference_steps, first.guidance_scale) == (2, 5.5)
-    assert (first.prior_num_inference_steps, first.prior_guidance_scale) == (3, 1.5)
+    assert (second.position, second.seed, second.request.num_images_per_prompt) == (1, 31, 2)
+    assert (first.request.num_inference_steps, first.request.guidance_scale) == (2, 5.5)
+    assert (first.request.prior_num_inference_steps, first.request.prior_guidance_scale) == (3, 1.5)
     assert (first.model_name, first.prompt_cut) == ("tiny preview model", "")
     assert second.remix_request().as_dict() == {**request.as_dict(), "seed": 31, "num_images_per_prompt": 1}
 
@@ -92,7 +92,7 @@ def test_gallery_pages_cover_every_public_mascot_once(mascots: MascotStore) -> N
 
     pages = [mascots.gallery(None, page=number, per_page=2) for number in (1, 2, 3, 4)]
 
-    assert [[entry.prompt for entry in page.items] for page in pages] == [
+    assert [[entry.request.prompt for entry in page.items] for page in pages] == [
         ["mascot 4", "mascot 3"],
         ["mascot 2", "mascot 1"],
         ["mascot 0"],
@@ -137,7 +137,7 @@ def test_private_mascots_are_seen_by_their_owner_only(mascots: MascotStore) -> N
     assert mascots.mascot(hidden, owner("stranger")) is None
     assert mascots.mascot(hidden, None) is None
     own = mascots.mascot(hidden, ALICE)
-    assert own is not None and (own.is_public, own.is_owner, own.prompt) == (False, True, "alice's secret")
+    assert own is not None and (own.is_public, own.is_owner, own.request.prompt) == (False, True, "alice's secret")
     assert [entry.is_public for entry in mascots.history(ALICE)] == [True, False]
     assert [entry.public_id for entry in mascots.history(BOB)] == [bobs]
 
@@ -167,7 +167,12 @@ def test_a_share_link_opens_a_public_mascot_for_a_first_time_visitor(mascots: Ma
     for viewer in (None, owner("first visit")):
         entry = mascots.mascot(public_id, viewer)
         assert entry is not None
-        assert (entry.prompt, entry.seed, entry.is_owner, entry.liked_by_viewer) == ("shared otter", 99, False, False)
+        assert (entry.request.prompt, entry.seed, entry.is_owner, entry.liked_by_viewer) == (
+            "shared otter",
+            99,
+            False,
+            False,
+        )
         assert entry.path.is_file() and entry.thumbnail_path is not None and entry.thumbnail_path.is_file()
     assert mascots.tables.browser.select().count() == 1  # looking creates no browser row
 
@@ -295,7 +300,7 @@ def test_a_thumbnail_is_a_small_webp_of_the_image(mascots: MascotStore) -> None:
 
 def liked_by(mascots: MascotStore, viewer: str | None, **paging: object) -> list[str]:
     """The prompts under "Liked by me" for `viewer`, in its order."""
-    return [entry.prompt for entry in mascots.gallery(viewer, sort="liked", **paging).items]  # type: ignore[arg-type]
+    return [entry.request.prompt for entry in mascots.gallery(viewer, sort="liked", **paging).items]  # type: ignore[arg-type]
 
 
 def test_liked_by_me_lists_only_this_browsers_likes_most_recently_liked_first(mascots: MascotStore) -> None:
@@ -308,7 +313,7 @@ def test_liked_by_me_lists_only_this_browsers_likes_most_recently_liked_first(ma
 
     page = mascots.gallery(CAROL, sort="liked")
 
-    assert [entry.prompt for entry in page.items] == ["old mascot", "new mascot"]
+    assert [entry.request.prompt for entry in page.items] == ["old mascot", "new mascot"]
     assert all(entry.liked_by_viewer and not entry.is_owner for entry in page.items)
     assert (page.total, page.has_next) == (2, False) and mascots.count_gallery(liked_by=CAROL) == 2
     assert liked_by(mascots, BOB) == ["bob likes this"]
@@ -343,7 +348,7 @@ def test_liked_by_me_pages_and_searches_like_the_other_sorts(mascots: MascotStor
 
     pages = [mascots.gallery(BOB, sort="liked", page=number, per_page=2) for number in (1, 2, 3)]
 
-    assert [[entry.prompt for entry in page.items] for page in pages] == [
+    assert [[entry.request.prompt for entry in page.items] for page in pages] == [
         ["fox 0", "otter 1"],
         ["fox 2", "otter 3"],
         ["fox 4"],

@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 import peewee
 import pytest
 
-from mascot.generation.worker import SHUTDOWN_MESSAGE, GenerationWorker, JobState, ModelState, SubmitRefused
+from mascot.generation.worker import (
+    SHUTDOWN_MESSAGE,
+    GenerationWorker,
+    Job,
+    JobState,
+    ModelState,
+    Submission,
+    SubmitRefused,
+)
 from mascot.prompt.request import GenerationRequest
 from mascot.service.claims import ClaimKeeper
 from mascot.store.faults import CANNOT_WRITE, StoreUnavailable
@@ -51,22 +59,22 @@ def started_worker(fake: FakeGenerator, on_finished, on_ended=None) -> Generatio
 def test_a_drain_finishes_the_running_job_tells_the_queued_and_admits_nothing():
     fake, saved, ended = FakeGenerator(), [], []
     fake.gate.clear()
-    worker = started_worker(fake, lambda job, images, model: saved.append(job.owner_hash), ended.append)
-    running = worker.submit(REQUEST, ALICE, "claim-a")
+    worker = started_worker(fake, lambda job, images, model: saved.append(job.submission.owner_hash), ended.append)
+    running = worker.submit(Submission(REQUEST, ALICE, "claim-a"))
     wait_until(fake.started.is_set)
-    queued = worker.submit(REQUEST, BOB, "claim-b")
+    queued = worker.submit(Submission(REQUEST, BOB, "claim-b"))
     stopping = threading.Thread(target=lambda: ended.append(worker.stop(timeout=20)))
     stopping.start()
     assert final(queued).state is JobState.CANCELLED
     assert final(queued).error == SHUTDOWN_MESSAGE
     with pytest.raises(SubmitRefused, match="shutting down"):
-        worker.submit(REQUEST, CAROL)
+        worker.submit(Submission(REQUEST, CAROL))
     assert running.snapshot.state is JobState.RUNNING  # it goes on
     fake.gate.set()
     stopping.join(20)
     assert final(running).state is JobState.DONE
     assert saved == [ALICE]
-    assert [job.claim_id for job in ended[:2]] == ["claim-b", "claim-a"]  # both claims handed back
+    assert [job.submission.claim_id for job in ended[:2]] == ["claim-b", "claim-a"]  # both claims handed back
     assert ended[2] is True  # finished in time
 
 
@@ -74,7 +82,7 @@ def test_a_drain_past_its_time_cancels_the_running_job_and_saves_nothing():
     fake, saved = FakeGenerator(), []
     fake.gate.clear()
     worker = started_worker(fake, lambda job, images, model: saved.append(job))
-    running = worker.submit(REQUEST, ALICE)
+    running = worker.submit(Submission(REQUEST, ALICE))
     wait_until(fake.started.is_set)
     outcome = []
     stopping = threading.Thread(target=lambda: outcome.append(worker.stop(timeout=0.1)))
@@ -120,8 +128,7 @@ def test_a_release_that_failed_is_retried_until_the_database_takes_it(store):
     claim = store.claim_job(ALICE, 1, 10, NOW)
     flaky = FlakyStore(store)
     keeper = ClaimKeeper(flaky, lambda: NOW)  # type: ignore[arg-type]
-    ended = type("EndedJob", (), {"owner_hash": ALICE, "claim_id": claim.claim_id})()
-    keeper.release(ended)  # type: ignore[arg-type]
+    keeper.release(Job(Submission(REQUEST, ALICE, claim.claim_id)))
     assert keeper.unreleased == 1
     assert keeper.retry_releases() == 1  # still broken
     assert not store.claim_job(ALICE, 1, 10, NOW).claimed

@@ -151,10 +151,17 @@ def test_a_version_1_database_is_brought_to_the_latest_version_and_keeps_its_mas
 
     assert mascots.schema_version == MIGRATIONS[-1].version == 10
     [entry] = mascots.history(owner("alice"))  # the row whose file was lost is marked and left out
-    assert (entry.adapter_name, entry.lora_scale) == ("", 1.0)  # made before adapters: none, at the default
-    assert (entry.style, entry.brand) == ("", "")  # made before presets: the words as written
-    assert (entry.logo, entry.logo_weight) == ("", 0.3)  # made before logo mixing: none
-    assert (entry.prompt, entry.seed, entry.path) == ("an otter from version 1", 40, images_dir.resolve() / kept)
+    assert (entry.request.adapter_name, entry.request.lora_scale) == (
+        "",
+        1.0,
+    )  # made before adapters: none, at the default
+    assert (entry.request.style, entry.request.brand) == ("", "")  # made before presets: the words as written
+    assert (entry.request.logo, entry.request.logo_weight) == ("", 0.3)  # made before logo mixing: none
+    assert (entry.request.prompt, entry.seed, entry.path) == (
+        "an otter from version 1",
+        40,
+        images_dir.resolve() / kept,
+    )
     assert PUBLIC_ID_PATTERN.fullmatch(entry.public_id)
     assert (entry.is_public, entry.like_count, entry.liked_by_viewer, entry.is_owner) == (True, 0, False, True)
     assert entry.thumbnail_path == images_dir.resolve() / kept.replace(".png", ".thumb.webp")
@@ -240,7 +247,7 @@ def test_a_version_9_database_gains_device_links_and_keeps_working(
         fresh.close()
     made = mascots.make_device_link(owner("alice"))
     assert mascots.redeem_device_link(owner("phone"), made.code).outcome == "joined"
-    assert [entry.prompt for entry in mascots.history(mascots.resolve_owner(owner("phone")))] == [
+    assert [entry.request.prompt for entry in mascots.history(mascots.resolve_owner(owner("phone")))] == [
         "an otter from version 9"
     ]
 

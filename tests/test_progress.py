@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 from PIL import Image
 
-from mascot.generation.worker import Job, JobState
+from mascot.generation.worker import Job, JobState, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.ui.progress import progress_message, relay_job
 
@@ -29,7 +29,7 @@ class SilentProgress:
 
 
 def test_each_preview_is_sent_once_and_steps_without_a_new_one_send_none():
-    job = Job(REQUEST, "owner")
+    job = Job(Submission(REQUEST, "owner"))
     first, second = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
     relay = relay_job(job, SilentProgress(), url_of)
 
@@ -46,7 +46,7 @@ def test_each_preview_is_sent_once_and_steps_without_a_new_one_send_none():
 
 
 def test_the_saved_mascots_are_shown_by_their_checking_route_never_by_their_files(tmp_path):
-    job = Job(REQUEST, "owner")
+    job = Job(Submission(REQUEST, "owner"))
     relay = relay_job(job, SilentProgress(), url_of)
     saved = SimpleNamespace(
         image_paths=(tmp_path / "a.png", tmp_path / "b.png"), public_ids=("aaaaaaaaaaaa", "bbbbbbbbbbbb")
@@ -60,7 +60,7 @@ def test_the_saved_mascots_are_shown_by_their_checking_route_never_by_their_file
 
 
 def test_the_message_says_where_the_job_is():
-    job = Job(REQUEST, "owner")
+    job = Job(Submission(REQUEST, "owner"))
     job.update(jobs_ahead=2)
     assert progress_message(job.snapshot) == "In the queue: 2 mascots ahead of yours."
     job.update(state=JobState.RUNNING, jobs_ahead=0, stage="prior", step=1, total=25)
@@ -74,7 +74,7 @@ def test_the_message_says_where_the_job_is():
 
 
 def test_a_queued_job_hears_a_rough_wait_once_there_is_a_guess():
-    job = Job(REQUEST, "owner")
+    job = Job(Submission(REQUEST, "owner"))
     job.update(jobs_ahead=3, wait_seconds=None)
     assert progress_message(job.snapshot) == "In the queue: 3 mascots ahead of yours."
     guesses = [(4.0, "a few seconds"), (23.0, "about 25 s"), (95.0, "about 2 min"), (600.0, "about 10 min")]

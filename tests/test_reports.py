@@ -192,7 +192,7 @@ def test_deleting_a_mascot_deletes_its_reports_whoever_deletes_it(mascots: Masco
     assert [item.public_id for item in mascots.reported_mascots()] == [kept]
     for saved in (owners_delete, operators_delete):
         assert not saved.image_paths[0].exists() and not saved.thumbnail_paths[0].exists()
-    assert [entry.prompt for entry in mascots.history(ALICE)] == []
+    assert [entry.request.prompt for entry in mascots.history(ALICE)] == []
     assert mascots.tables.generation.select().count() == 1
     assert mascots.delete_mascot_as_operator(operators_delete.public_ids[0]) is False
 

@@ -3,7 +3,7 @@
 import threading
 
 from mascot.generation.saver import Saver
-from mascot.generation.worker import GenerationWorker, JobState, ModelState
+from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission
 from mascot.prompt.request import GenerationRequest
 from tests.support.fakes import FakeGenerator
 from tests.support.jobs import wait_final
@@ -23,7 +23,7 @@ class SlowStore:
     def __call__(self, job, images, model):
         self.open.wait(10)
         self.threads.add(threading.current_thread().name)
-        self.saved.append(job.owner_hash)
+        self.saved.append(job.submission.owner_hash)
         return {"saved": len(images.images)}
 
 
@@ -33,7 +33,7 @@ def test_jobs_are_stored_in_order_on_the_saver_thread_while_the_gpu_goes_on():
     try:
         assert worker.wait_until_loaded(10).state is ModelState.READY
         store.open.clear()  # the disk is slow: the worker must not wait for it
-        jobs = [worker.submit(REQUEST, owner) for owner in "abc"]
+        jobs = [worker.submit(Submission(REQUEST, owner)) for owner in "abc"]
         # All three runs happen while nothing has been saved yet.
         for _ in range(100):
             if len(fake.batches) == 3:
@@ -55,7 +55,7 @@ def test_stopping_still_stores_every_finished_job():
     worker = GenerationWorker(lambda on_status: fake, store, save_in_background=True).start()
     assert worker.wait_until_loaded(10).state is ModelState.READY
     store.open.clear()
-    job = worker.submit(REQUEST, "a")
+    job = worker.submit(Submission(REQUEST, "a"))
     for _ in range(100):
         if fake.batches:
             break

@@ -20,11 +20,11 @@ def at(minutes: int) -> datetime:
 
 def found(mascots: MascotStore, search: str, viewer: str | None = None, **paging: object) -> list[str]:
     """The prompts the gallery lists for `search`, in its order."""
-    return [entry.prompt for entry in mascots.gallery(viewer, search=search, **paging).items]  # type: ignore[arg-type]
+    return [entry.request.prompt for entry in mascots.gallery(viewer, search=search, **paging).items]  # type: ignore[arg-type]
 
 
 def mine(mascots: MascotStore, who: str, search: str, **paging: object) -> list[str]:
-    return [entry.prompt for entry in mascots.history(who, search=search, **paging)]  # type: ignore[arg-type]
+    return [entry.request.prompt for entry in mascots.history(who, search=search, **paging)]  # type: ignore[arg-type]
 
 
 def test_every_word_of_the_search_must_appear_in_any_order_and_case(mascots: MascotStore) -> None:
@@ -112,7 +112,7 @@ def test_my_mascots_search_covers_only_the_browsers_own(mascots: MascotStore) ->
     assert mascots.count_history(ALICE, search="otter") == 1
     assert mascots.count_history(owner("never made any"), search="otter") == 0
     page = mascots.history_page(BOB, search="otter")
-    assert ([entry.prompt for entry in page.items], page.total, page.has_next) == (["bob's otter"], 1, False)
+    assert ([entry.request.prompt for entry in page.items], page.total, page.has_next) == (["bob's otter"], 1, False)
 
 
 def test_pages_of_search_results_cover_every_match_once_in_the_chosen_order(mascots: MascotStore) -> None:
@@ -124,7 +124,7 @@ def test_pages_of_search_results_cover_every_match_once_in_the_chosen_order(masc
 
     pages = [mascots.gallery(None, page=number, per_page=2, search="OTTER") for number in (1, 2, 3, 4)]
 
-    assert [[entry.prompt for entry in page.items] for page in pages] == [
+    assert [[entry.request.prompt for entry in page.items] for page in pages] == [
         ["otter 4", "otter 3"],
         ["otter 2", "otter 1"],
         ["otter 0", "otter liked"],
@@ -134,7 +134,9 @@ def test_pages_of_search_results_cover_every_match_once_in_the_chosen_order(masc
     assert found(mascots, "otter", sort="top", per_page=2) == ["otter liked", "otter 4"]
     history = [mascots.history_page(ALICE, page=number, per_page=4, search="fox") for number in (1, 2, 3)]
     assert [len(page.items) for page in history] == [4, 4, 2]
-    assert {entry.prompt for page in history for entry in page.items} == {f"fox {minute}" for minute in range(5)}
+    assert {entry.request.prompt for page in history for entry in page.items} == {
+        f"fox {minute}" for minute in range(5)
+    }
     assert {page.total for page in history} == {10}
 
 

@@ -44,9 +44,14 @@ def site(tmp_path: Path) -> Iterator[Site]:
     worker = GenerationWorker(
         lambda on_status: fake,
         lambda job, images, model: store.save_generation(
-            job.owner_hash, job.request, images, model, now=NOW, address_hash=job.address_hash
+            job.submission.owner_hash,
+            job.submission.request,
+            images,
+            model,
+            now=NOW,
+            address_hash=job.submission.address_hash,
         ),
-        on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
+        on_ended=lambda job: store.release_job(job.submission.owner_hash, job.submission.claim_id),
         max_per_client=RULES.max_queued_per_client,
     ).start()
     assert worker.wait_until_loaded(10).state is ModelState.READY
@@ -95,7 +100,7 @@ def test_a_submitted_request_is_made_stored_and_counted_against_the_quota(site: 
 
     assert finished(job) is JobState.DONE
     released(site, "alice")
-    assert [entry.prompt for entry in site.store.history(owner("alice"))] == ["an otter", "an otter"]
+    assert [entry.request.prompt for entry in site.store.history(owner("alice"))] == ["an otter", "an otter"]
     assert site.service.quota_line(alice).startswith("2 of 4 mascots left today")
 
 

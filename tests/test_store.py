@@ -39,7 +39,7 @@ def test_saved_generations_come_back_newest_first_with_their_prompts(mascots: Ma
 
     history = mascots.history(alice)
 
-    assert [(entry.prompt, entry.seed) for entry in history] == [
+    assert [(entry.request.prompt, entry.seed) for entry in history] == [
         ("a fox astronaut", 20),
         ("an otter barista", 10),
         ("an otter barista", 11),
@@ -48,8 +48,8 @@ def test_saved_generations_come_back_newest_first_with_their_prompts(mascots: Ma
     assert [entry.image_id for entry in history] == [*second.image_ids, *first.image_ids]
     assert [entry.path for entry in history] == [*second.image_paths, *first.image_paths]
     assert all(entry.path.is_absolute() and entry.path.is_file() for entry in history)
-    assert history[0].negative_prompt == "blurry"
-    assert (history[0].width, history[0].height) == (320, 256)
+    assert history[0].request.negative_prompt == "blurry"
+    assert (history[0].request.width, history[0].request.height) == (320, 256)
     assert history[0].caption == "a fox astronaut"
     assert history[0].created_at.tzinfo == UTC
     assert abs((datetime.now(UTC) - history[0].created_at).total_seconds()) < 60
@@ -131,8 +131,8 @@ def test_two_browsers_never_see_each_others_history(mascots: MascotStore) -> Non
     save(mascots, alice, "alice's otter", count=2)
     save(mascots, bob, "bob's fox")
 
-    assert {entry.prompt for entry in mascots.history(alice)} == {"alice's otter"}
-    assert {entry.prompt for entry in mascots.history(bob)} == {"bob's fox"}
+    assert {entry.request.prompt for entry in mascots.history(alice)} == {"alice's otter"}
+    assert {entry.request.prompt for entry in mascots.history(bob)} == {"bob's fox"}
     assert (mascots.count_history(alice), mascots.count_history(bob)) == (2, 1)
 
 
@@ -467,8 +467,8 @@ def test_two_stores_in_one_process_keep_to_their_own_database(tmp_path: Path) ->
         save(one, alice, "only in one")
         save(two, alice, "only in two", count=2)
 
-        assert [entry.prompt for entry in one.history(alice)] == ["only in one"]
-        assert [entry.prompt for entry in two.history(alice)] == ["only in two"] * 2
+        assert [entry.request.prompt for entry in one.history(alice)] == ["only in one"]
+        assert [entry.request.prompt for entry in two.history(alice)] == ["only in two"] * 2
         assert all(entry.path.is_relative_to((tmp_path / "two").resolve()) for entry in two.history(alice))
     finally:
         one.close()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mascot.generation.worker import GenerationWorker, JobState, ModelState, SubmitRefused
+from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission, SubmitRefused
 from mascot.prompt.request import GenerationRequest
 from tests.support.fakes import FakeGenerator
 from tests.support.jobs import wait_final
@@ -25,7 +25,7 @@ class Recorder:
     def __call__(self, job, images, model):
         if self.fail:
             raise OSError("disk full")
-        self.finished.append((job.owner_hash, len(images.images)))
+        self.finished.append((job.submission.owner_hash, len(images.images)))
         return {"saved": len(images.images)}
 
 
@@ -62,10 +62,10 @@ def test_generate_is_refused_while_the_model_loads(recorder):
         assert worker.status.state is ModelState.LOADING
         assert "Downloading the decoder" in worker.status.message
         with pytest.raises(SubmitRefused, match="still loading"):
-            worker.submit(REQUEST, "owner")
+            worker.submit(Submission(REQUEST, "owner"))
         release.set()
         assert worker.wait_until_loaded(10).state is ModelState.READY
-        assert wait_final(worker.submit(REQUEST, "owner")).state is JobState.DONE
+        assert wait_final(worker.submit(Submission(REQUEST, "owner"))).state is JobState.DONE
     finally:
         release.set()
         worker.stop()
@@ -79,13 +79,15 @@ def test_a_failed_load_is_reported_and_refuses_jobs(recorder):
     status = worker.wait_until_loaded(10)
     assert status.state is ModelState.FAILED and "no weights" in status.message
     with pytest.raises(SubmitRefused, match="could not be loaded"):
-        worker.submit(REQUEST, "owner")
+        worker.submit(Submission(REQUEST, "owner"))
     worker.stop()
 
 
 def test_a_job_runs_to_the_store_and_reports_steps_and_a_preview(worker, recorder, fake):
     fake.gate.clear()
-    job = worker.submit(GenerationRequest.from_user(prompt="x", num_images_per_prompt=2, width=256, height=256), "a")
+    job = worker.submit(
+        Submission(GenerationRequest.from_user(prompt="x", num_images_per_prompt=2, width=256, height=256), "a")
+    )
     snapshot = job.snapshot
     while snapshot.step < 1:
         snapshot = job.wait_for_change(snapshot.version, timeout=5)
@@ -100,7 +102,7 @@ def test_a_job_runs_to_the_store_and_reports_steps_and_a_preview(worker, recorde
 
 def test_previews_reach_the_job_and_are_dropped_when_done(worker, fake):
     fake.gate.clear()
-    job = worker.submit(REQUEST, "a")
+    job = worker.submit(Submission(REQUEST, "a"))
     snapshot = job.snapshot
     while snapshot.preview is None:
         snapshot = job.wait_for_change(snapshot.version, timeout=5)
@@ -111,10 +113,10 @@ def test_previews_reach_the_job_and_are_dropped_when_done(worker, fake):
 
 def test_jobs_wait_in_order_and_know_how_many_are_ahead(worker, fake):
     fake.gate.clear()
-    first = worker.submit(REQUEST, "a")
+    first = worker.submit(Submission(REQUEST, "a"))
     assert fake.started.wait(5)
-    second = worker.submit(REQUEST, "b")
-    third = worker.submit(REQUEST, "c")
+    second = worker.submit(Submission(REQUEST, "b"))
+    third = worker.submit(Submission(REQUEST, "c"))
     assert second.snapshot.jobs_ahead == 1
     assert third.snapshot.jobs_ahead == 2
     assert worker.queue_length == 3
@@ -125,40 +127,40 @@ def test_jobs_wait_in_order_and_know_how_many_are_ahead(worker, fake):
 
 def test_one_job_in_flight_per_browser(worker, fake):
     fake.gate.clear()
-    worker.submit(REQUEST, "a")
+    worker.submit(Submission(REQUEST, "a"))
     with pytest.raises(SubmitRefused, match="already have a mascot"):
-        worker.submit(REQUEST, "a")
-    worker.submit(REQUEST, "b")  # another browser is not held up
+        worker.submit(Submission(REQUEST, "a"))
+    worker.submit(Submission(REQUEST, "b"))  # another browser is not held up
     fake.gate.set()
 
 
 def test_the_queue_has_a_limit(worker, fake):
     fake.gate.clear()
-    worker.submit(REQUEST, "running")
+    worker.submit(Submission(REQUEST, "running"))
     assert fake.started.wait(5)
     for owner in ("a", "b", "c"):
-        worker.submit(REQUEST, owner)
+        worker.submit(Submission(REQUEST, owner))
     with pytest.raises(SubmitRefused, match="queue is full"):
-        worker.submit(REQUEST, "d")
+        worker.submit(Submission(REQUEST, "d"))
     fake.gate.set()
 
 
 def test_cancel_stops_a_running_job_and_the_worker_goes_on(worker, fake, recorder):
     fake.gate.clear()
-    job = worker.submit(REQUEST, "a")
+    job = worker.submit(Submission(REQUEST, "a"))
     assert fake.started.wait(5)
     assert worker.cancel_for("a") is True
     fake.gate.set()
     assert wait_final(job).state is JobState.CANCELLED
     assert recorder.finished == []
-    assert wait_final(worker.submit(REQUEST, "a")).state is JobState.DONE
+    assert wait_final(worker.submit(Submission(REQUEST, "a"))).state is JobState.DONE
 
 
 def test_cancel_drops_a_queued_job_at_once(worker, fake, recorder):
     fake.gate.clear()
-    running = worker.submit(REQUEST, "a")
+    running = worker.submit(Submission(REQUEST, "a"))
     assert fake.started.wait(5)
-    queued = worker.submit(REQUEST, "b")
+    queued = worker.submit(Submission(REQUEST, "b"))
     assert worker.cancel_for("b") is True
     assert queued.snapshot.state is JobState.CANCELLED
     assert worker.cancel_for("b") is False
@@ -169,22 +171,22 @@ def test_cancel_drops_a_queued_job_at_once(worker, fake, recorder):
 
 def test_a_failing_generation_is_reported_and_the_next_job_runs(worker, fake):
     fake.fail_next = RuntimeError("CUDA error: an illegal memory access")
-    failed = wait_final(worker.submit(REQUEST, "a"))
+    failed = wait_final(worker.submit(Submission(REQUEST, "a")))
     assert failed.state is JobState.FAILED
     assert "went wrong" in failed.error and "CUDA" not in failed.error
-    assert wait_final(worker.submit(REQUEST, "a")).state is JobState.DONE
+    assert wait_final(worker.submit(Submission(REQUEST, "a"))).state is JobState.DONE
 
 
 def test_a_failing_store_is_reported_and_the_worker_goes_on(worker, recorder):
     recorder.fail = True
-    failed = wait_final(worker.submit(REQUEST, "a"))
+    failed = wait_final(worker.submit(Submission(REQUEST, "a")))
     assert failed.state is JobState.FAILED and "could not be saved" in failed.error
     recorder.fail = False
-    assert wait_final(worker.submit(REQUEST, "a")).state is JobState.DONE
+    assert wait_final(worker.submit(Submission(REQUEST, "a"))).state is JobState.DONE
 
 
 def test_a_job_finishes_and_is_stored_when_nobody_watches(worker, recorder):
-    worker.submit(REQUEST, "gone")  # the handle is dropped at once, as when a tab closes
+    worker.submit(Submission(REQUEST, "gone"))  # the handle is dropped at once, as when a tab closes
     deadline = time.monotonic() + 10
     while not recorder.finished and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -194,16 +196,18 @@ def test_a_job_finishes_and_is_stored_when_nobody_watches(worker, recorder):
 def test_on_ended_hears_of_every_job_however_it_ends(fake, recorder):
     ended: list[tuple[str, JobState]] = []
     worker = GenerationWorker(
-        lambda on_status: fake, recorder, on_ended=lambda job: ended.append((job.owner_hash, job.snapshot.state))
+        lambda on_status: fake,
+        recorder,
+        on_ended=lambda job: ended.append((job.submission.owner_hash, job.snapshot.state)),
     ).start()
     try:
-        assert wait_final(worker.submit(REQUEST, "done")).state is JobState.DONE
+        assert wait_final(worker.submit(Submission(REQUEST, "done"))).state is JobState.DONE
         fake.fail_next = RuntimeError("boom")
-        assert wait_final(worker.submit(REQUEST, "failed")).state is JobState.FAILED
+        assert wait_final(worker.submit(Submission(REQUEST, "failed"))).state is JobState.FAILED
         fake.gate.clear()
-        running = worker.submit(REQUEST, "cancelled-running")
+        running = worker.submit(Submission(REQUEST, "cancelled-running"))
         assert fake.started.wait(5)
-        worker.submit(REQUEST, "cancelled-queued")
+        worker.submit(Submission(REQUEST, "cancelled-queued"))
         worker.cancel_for("cancelled-queued")
         worker.cancel_for("cancelled-running")
         fake.gate.set()
@@ -227,11 +231,11 @@ def test_one_network_may_only_have_a_few_jobs_waiting_whatever_its_cookies(fake,
     try:
         assert worker.wait_until_loaded(10).state is ModelState.READY
         fake.gate.clear()
-        worker.submit(REQUEST, "cookie-1", network="198.51.100.7")
-        worker.submit(REQUEST, "cookie-2", network="198.51.100.7")
+        worker.submit(Submission(REQUEST, "cookie-1", network="198.51.100.7"))
+        worker.submit(Submission(REQUEST, "cookie-2", network="198.51.100.7"))
         with pytest.raises(SubmitRefused, match="from your network"):
-            worker.submit(REQUEST, "cookie-3", network="198.51.100.7")  # a fresh cookie does not help
-        worker.submit(REQUEST, "cookie-4", network="203.0.113.9")  # another network is not held up
+            worker.submit(Submission(REQUEST, "cookie-3", network="198.51.100.7"))  # a fresh cookie does not help
+        worker.submit(Submission(REQUEST, "cookie-4", network="203.0.113.9"))  # another network is not held up
     finally:
         fake.gate.set()
         worker.stop()
@@ -244,10 +248,10 @@ def prompts_of_each_run(fake: FakeGenerator) -> list[list[str]]:
 def test_queued_jobs_that_fit_one_run_share_it_and_the_oldest_job_leads(worker, fake):
     wide = dataclasses.replace(REQUEST, width=512)
     fake.gate.clear()
-    jobs = [worker.submit(REQUEST, "a")]
+    jobs = [worker.submit(Submission(REQUEST, "a"))]
     assert fake.started.wait(5)
     for owner, base in [("b", wide), ("c", REQUEST), ("d", wide)]:
-        jobs.append(worker.submit(dataclasses.replace(base, prompt=owner), owner))
+        jobs.append(worker.submit(Submission(dataclasses.replace(base, prompt=owner), owner)))
     fake.gate.set()
 
     assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 4
@@ -259,10 +263,10 @@ def test_a_shared_run_never_makes_more_images_than_allowed(fake, recorder):
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
         fake.gate.clear()
-        worker.submit(REQUEST, "first")
+        worker.submit(Submission(REQUEST, "first"))
         assert fake.started.wait(5)
         for owner, count in [("three", 3), ("two", 2), ("one", 1)]:
-            worker.submit(dataclasses.replace(REQUEST, prompt=owner, num_images_per_prompt=count), owner)
+            worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner, num_images_per_prompt=count), owner))
         fake.gate.set()
         deadline = time.monotonic() + 10
         while len(recorder.finished) < 4 and time.monotonic() < deadline:
@@ -277,7 +281,7 @@ def test_with_one_image_per_run_every_job_runs_alone(fake, recorder):
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=1).start()
     try:
         fake.gate.clear()
-        jobs = [worker.submit(dataclasses.replace(REQUEST, prompt=owner), owner) for owner in "abc"]
+        jobs = [worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner), owner)) for owner in "abc"]
         fake.gate.set()
         assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
         assert prompts_of_each_run(fake) == [["a"], ["b"], ["c"]]
@@ -288,10 +292,10 @@ def test_with_one_image_per_run_every_job_runs_alone(fake, recorder):
 
 def test_a_job_cancelled_inside_a_shared_run_ends_alone_and_the_others_are_stored(worker, fake, recorder):
     fake.gate.clear()
-    blocker = worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+    blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
     assert fake.started.wait(5)
-    leaving = worker.submit(dataclasses.replace(REQUEST, prompt="leaving"), "leaving")
-    staying = worker.submit(dataclasses.replace(REQUEST, prompt="staying"), "staying")
+    leaving = worker.submit(Submission(dataclasses.replace(REQUEST, prompt="leaving"), "leaving"))
+    staying = worker.submit(Submission(dataclasses.replace(REQUEST, prompt="staying"), "staying"))
     leaving.cancel()  # asked after its run was planned: it stops at its first step, inside the shared run
     fake.gate.set()
 
@@ -309,10 +313,10 @@ def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder
     worker = GenerationWorker(lambda on_status: fake, recorder, load_logo=open_logo, max_batch_images=4).start()
     try:
         fake.gate.clear()
-        blocker = worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+        blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
         assert fake.started.wait(5)
-        with_logo = worker.submit(dataclasses.replace(REQUEST, logo="ab" * 32), "with-logo")
-        plain = worker.submit(REQUEST, "plain")
+        with_logo = worker.submit(Submission(dataclasses.replace(REQUEST, logo="ab" * 32), "with-logo"))
+        plain = worker.submit(Submission(REQUEST, "plain"))
         fake.gate.set()
         assert wait_final(with_logo).state is JobState.FAILED
         assert wait_final(plain).state is JobState.DONE
@@ -325,15 +329,15 @@ def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder
 
 def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worker, fake):
     fake.gate.clear()
-    blocker = worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+    blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
     snapshot = blocker.snapshot
     while snapshot.step < 1:  # past the point where the fake fails
         snapshot = blocker.wait_for_change(snapshot.version, timeout=5)
-    doomed = [worker.submit(dataclasses.replace(REQUEST, prompt=owner), owner) for owner in ("x", "y")]
+    doomed = [worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner), owner)) for owner in ("x", "y")]
     fake.fail_next = RuntimeError("CUDA out of memory")
     fake.gate.set()
     assert [wait_final(job).state for job in doomed] == [JobState.FAILED] * 2
-    assert wait_final(worker.submit(REQUEST, "x")).state is JobState.DONE
+    assert wait_final(worker.submit(Submission(REQUEST, "x"))).state is JobState.DONE
 
 
 def test_every_job_of_a_running_shared_run_counts_as_ahead_of_the_queue(fake, recorder):
@@ -348,13 +352,13 @@ def test_every_job_of_a_running_shared_run_counts_as_ahead_of_the_queue(fake, re
     worker = GenerationWorker(lambda on_status: fake, recorder, prepare=prepare, max_batch_images=4).start()
     try:
         fake.gate.clear()
-        worker.submit(dataclasses.replace(REQUEST, width=512), "blocker")
+        worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
         assert fake.started.wait(5)
-        worker.submit(dataclasses.replace(REQUEST, prompt="a"), "a")
-        worker.submit(dataclasses.replace(REQUEST, prompt="b"), "b")
+        worker.submit(Submission(dataclasses.replace(REQUEST, prompt="a"), "a"))
+        worker.submit(Submission(dataclasses.replace(REQUEST, prompt="b"), "b"))
         fake.gate.set()
         assert holding.wait(5)
-        late = worker.submit(dataclasses.replace(REQUEST, width=512), "late")
+        late = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "late"))
         assert late.snapshot.jobs_ahead == 2  # a and b run together, and both are ahead of it
         assert worker.queue_length == 3
         release.set()
@@ -373,9 +377,9 @@ def test_by_default_jobs_share_runs_on_a_gpu_and_run_alone_on_a_cpu(recorder, de
     worker = GenerationWorker(lambda on_status: fake, recorder).start()
     try:
         fake.gate.clear()
-        jobs = [worker.submit(dataclasses.replace(REQUEST, prompt="a"), "a")]
+        jobs = [worker.submit(Submission(dataclasses.replace(REQUEST, prompt="a"), "a"))]
         assert fake.started.wait(5)
-        jobs += [worker.submit(dataclasses.replace(REQUEST, prompt=owner), owner) for owner in "bc"]
+        jobs += [worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner), owner)) for owner in "bc"]
         fake.gate.set()
         assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
         assert prompts_of_each_run(fake) == expected_runs
@@ -390,14 +394,14 @@ def test_a_queued_job_is_told_roughly_how_long_it_will_wait_once_a_job_has_run(f
     worker = GenerationWorker(lambda on_status: fake, recorder, clock=lambda: next(ticks)).start()
     try:
         assert worker.wait_until_loaded(10).state is ModelState.READY
-        first = worker.submit(REQUEST, "first")
+        first = worker.submit(Submission(REQUEST, "first"))
         assert first.snapshot.wait_seconds is None  # nothing has run yet: no guess
         assert wait_final(first).state is JobState.DONE
         fake.gate.clear()
         fake.started.clear()
-        worker.submit(REQUEST, "running")
+        worker.submit(Submission(REQUEST, "running"))
         assert fake.started.wait(5)
-        second, third = worker.submit(REQUEST, "second"), worker.submit(REQUEST, "third")
+        second, third = worker.submit(Submission(REQUEST, "second")), worker.submit(Submission(REQUEST, "third"))
         assert (second.snapshot.jobs_ahead, second.snapshot.wait_seconds) == (1, 12.0)
         assert (third.snapshot.jobs_ahead, third.snapshot.wait_seconds) == (2, 24.0)
         fake.gate.set()

@@ -110,24 +110,24 @@ class JobSnapshot:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class Submission:
+    """What a browser asks the worker for: the request, who asks, and what the store and the caps know them by."""
+
+    request: GenerationRequest
+    owner_hash: str
+    claim_id: str | None = None  # the store's quota claim the job holds, freed when it ends
+    # The key of the network it came from (web.clients.ClientNetwork.key): new cookies are free, networks are not.
+    network: str = ""
+    address_hash: str | None = None  # its network's quota in the store (clients.AddressKeys); None: none
+
+
 class Job:
     """One request of one browser, from the queue to the store. Thread-safe; handlers only read it."""
 
-    def __init__(
-        self,
-        request: GenerationRequest,
-        owner_hash: str,
-        claim_id: str | None = None,
-        network: str = "",
-        address_hash: str | None = None,
-    ) -> None:
+    def __init__(self, submission: Submission) -> None:
         self.id = uuid.uuid4().hex
-        self.request = request
-        self.owner_hash = owner_hash
-        # The key of the network it came from (web.clients.ClientNetwork.key): new cookies are free, networks are not.
-        self.network = network
-        self.claim_id = claim_id  # the store's quota claim this job holds, freed when it ends
-        self.address_hash = address_hash  # its network's quota in the store (clients.AddressKeys); None: none
+        self.submission = submission
         self.cancel_requested = threading.Event()
         # Set by the handler relaying the job once it handed on the job's end (or its browser left): a shutdown
         # waits for it, so that nobody is left without an answer.
@@ -184,7 +184,7 @@ class GenerationWorker:
         self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
         self._max_per_client = max_per_client  # jobs one network key may have waiting or running; 0: no cap
         self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
-        self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps job.request
+        self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps the submitted one
         self._load_generator = load_generator
         self._on_finished = on_finished
         self._on_ended = on_ended  # every job, however it ends (done, failed, cancelled): e.g. free its quota claim
@@ -265,22 +265,15 @@ class GenerationWorker:
             return self._status
 
     # ---- the queue ---------------------------------------------------------------------------------------------
-    def submit(
-        self,
-        request: GenerationRequest,
-        owner_hash: str,
-        claim_id: str | None = None,
-        network: str = "",
-        address_hash: str | None = None,
-    ) -> Job:
+    def submit(self, submission: Submission) -> Job:
         """Queue a job; refused with a sentence while the model loads, when full, or when this browser has one."""
         with self._lock:
-            self.check_can_submit(owner_hash, network)
-            job = Job(request, owner_hash, claim_id, network, address_hash)
+            self.check_can_submit(submission.owner_hash, submission.network)
+            job = Job(submission)
             jobs_ahead = len(self._pending) + self._running_count()
             job.update(jobs_ahead=jobs_ahead, wait_seconds=self._wait_for(jobs_ahead))
             self._pending.append(job)
-            self._active[owner_hash] = job
+            self._active[submission.owner_hash] = job
             self._lock.notify_all()
             return job
 
@@ -304,7 +297,7 @@ class GenerationWorker:
                 )
 
     def _jobs_from(self, network: str) -> int:
-        return sum(1 for job in self._active.values() if job.network == network)
+        return sum(1 for job in self._active.values() if job.submission.network == network)
 
     def active_job(self, owner_hash: str) -> Job | None:
         with self._lock:
@@ -327,7 +320,7 @@ class GenerationWorker:
     def claim_ids(self) -> list[str]:
         """The store's claims held by queued and running jobs, to keep alive."""
         with self._lock:
-            return [job.claim_id for job in self._active.values() if job.claim_id is not None]
+            return [job.submission.claim_id for job in self._active.values() if job.submission.claim_id is not None]
 
     @property
     def queue_length(self) -> int:
@@ -350,8 +343,8 @@ class GenerationWorker:
             finally:
                 with self._lock:
                     for job in jobs:  # normally each has ended already; never leave a browser locked out
-                        if self._active.get(job.owner_hash) is job and job.id not in self._saving:
-                            del self._active[job.owner_hash]
+                        if self._active.get(job.submission.owner_hash) is job and job.id not in self._saving:
+                            del self._active[job.submission.owner_hash]
                     self._announce_positions()
 
     def _load(self) -> bool:
@@ -394,11 +387,12 @@ class GenerationWorker:
         Presets change only prompts, so the key of the request as submitted is the key of the request the model sees.
         """
         head = self._pending.popleft()
-        jobs, images, key = [head], head.request.num_images_per_prompt, batch_key(head.request)
+        first = head.submission.request
+        jobs, images, key = [head], first.num_images_per_prompt, batch_key(first)
         limit = self._batch_limit()
         for job in list(self._pending):
-            count = job.request.num_images_per_prompt
-            if images + count <= limit and batch_key(job.request) == key:
+            count = job.submission.request.num_images_per_prompt
+            if images + count <= limit and batch_key(job.submission.request) == key:
                 self._pending.remove(job)
                 jobs.append(job)
                 images += count
@@ -477,8 +471,9 @@ class GenerationWorker:
                 changes["preview"] = update.preview
             job.update(**changes)
 
-        model_request = self._prepare(job.request) if self._prepare else job.request
-        logo = self._load_logo(job.request.logo) if job.request.logo and self._load_logo else None
+        request = job.submission.request
+        model_request = self._prepare(request) if self._prepare else request
+        logo = self._load_logo(request.logo) if request.logo and self._load_logo else None
         return BatchItem(model_request, on_step, logo)
 
     def _store(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
@@ -508,8 +503,8 @@ class GenerationWorker:
         job.update(**changes)
         with self._lock:
             self._saving.discard(job.id)
-            if self._active.get(job.owner_hash) is job:
-                del self._active[job.owner_hash]
+            if self._active.get(job.submission.owner_hash) is job:
+                del self._active[job.submission.owner_hash]
             if self._stopping:
                 self._ended_while_stopping.append(job)
         if self._on_ended is None:

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from PIL import Image
 
 from mascot.clock import Clock, utc_now
-from mascot.generation.worker import GenerationWorker, Job, SubmitRefused
+from mascot.generation.worker import GenerationWorker, Job, Submission, SubmitRefused
 from mascot.prompt.logos import LogoLibrary, LogoRefused
 from mascot.prompt.pictures import NotAPicture, PictureRefused, check_size, decode_slot, open_lazily
 from mascot.prompt.presets import Presets
@@ -244,7 +244,9 @@ class MascotService:
         if not claim.claimed:
             raise Refusal(claim.message)
         try:
-            return self.worker.submit(request, owner_hash, claim.claim_id, network.key, network.address_hash)
+            return self.worker.submit(
+                Submission(request, owner_hash, claim.claim_id, network.key, network.address_hash)
+            )
         except SubmitRefused as error:
             self.store.release_job(owner_hash, claim.claim_id)
             raise Refusal(str(error)) from None
@@ -426,9 +428,8 @@ class MascotService:
         entry = self.open(public_id, visitor)
         if vary:
             self._check_variation_quota(visitor)
-        values = {name: getattr(entry, name) for name in PARAMETERS}
-        values["num_images_per_prompt"] = 1  # the seed belongs to this one image
-        logo_path = self.logos.path(entry.logo) if self.logos is not None and entry.logo else None
+        values = entry.remix_request().as_dict()  # its own seed, one image: the seed belongs to this one image
+        logo_path = self.logos.path(entry.request.logo) if self.logos is not None and entry.request.logo else None
         if not (vary and self.logos is not None):
             return Remix(values, logo_path, randomize_seed=False)
         picture_id = self.logos.save(entry.path)

@@ -59,11 +59,11 @@ class ClaimKeeper:
 
     def release(self, job: Job) -> None:
         """Free a job's claim when it ends; if the database cannot write now, keep trying until it can."""
-        if job.claim_id is None:
+        if job.submission.claim_id is None:
             return
-        if not self._try_release(job.owner_hash, job.claim_id):
+        if not self._try_release(job.submission.owner_hash, job.submission.claim_id):
             with self._lock:
-                self._unreleased[job.claim_id] = job.owner_hash
+                self._unreleased[job.submission.claim_id] = job.submission.owner_hash
 
     @property
     def unreleased(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -21,13 +21,15 @@ TOP_WINDOW = timedelta(days=7)
 MAX_PER_PAGE = 200
 MAX_PAGE = 1_000_000  # keeps OFFSET a sane number whatever a client sends
 CAPTION_CHARACTERS = 60
+REQUEST_FIELDS = tuple(field.name for field in fields(GenerationRequest))
 
 
 @dataclass(frozen=True)
 class MascotEntry:
-    """One image as a page shows it: files, caption, every generation parameter, and the viewer's view of it.
+    """One image as a page shows it: its files, the request it was made from, and the viewer's view of it.
 
-    `seed` is this image's own seed; `remix_request()` reproduces exactly this image.
+    `request` is the generation's request as it was submitted (its seed, its number of images); `seed` is this
+    image's own seed, and `remix_request()` reproduces exactly this image.
     """
 
     image_id: int
@@ -35,32 +37,22 @@ class MascotEntry:
     public_id: str
     path: Path
     thumbnail_path: Path | None  # None when no thumbnail could be made (a damaged file): show `path`
-    prompt: str
-    negative_prompt: str
-    seed: int
-    width: int
-    height: int
-    num_inference_steps: int
-    guidance_scale: float
-    prior_num_inference_steps: int
-    prior_guidance_scale: float
-    num_images_per_prompt: int
-    style: str
-    brand: str
-    logo: str
-    logo_weight: float
-    adapter_name: str
-    lora_scale: float
-    position: int  # 0-based place in its generation: seed = the generation's seed + position
+    request: GenerationRequest
+    seed: int  # this image's own seed: the generation's seed + position
+    position: int  # 0-based place in its generation
     model_name: str
     prompt_cut: str  # what the text encoder dropped past its token limit
     created_at: datetime  # timezone-aware UTC
-    caption: str
     is_public: bool
     like_count: int
     liked_by_viewer: bool
     is_owner: bool  # the viewer made it: may make it private, delete it
     moderation: str = VISIBLE  # out of the gallery when set (see mascot.store.moderation); only its owner sees it then
+
+    @property
+    def caption(self) -> str:
+        """The idea, shortened for a gallery tile."""
+        return caption(self.request.prompt)
 
     @property
     def moderation_note(self) -> str:
@@ -69,24 +61,7 @@ class MascotEntry:
 
     def remix_request(self) -> GenerationRequest:
         """This image's parameters with its own seed and one image: generating it again reproduces it."""
-        return GenerationRequest(
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            seed=self.seed,
-            width=self.width,
-            height=self.height,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            prior_num_inference_steps=self.prior_num_inference_steps,
-            prior_guidance_scale=self.prior_guidance_scale,
-            num_images_per_prompt=1,
-            style=self.style,
-            brand=self.brand,
-            logo=self.logo,
-            logo_weight=self.logo_weight,
-            adapter_name=self.adapter_name,
-            lora_scale=self.lora_scale,
-        )
+        return replace(self.request, seed=self.seed, num_images_per_prompt=1)
 
 
 @dataclass(frozen=True)
@@ -144,34 +119,23 @@ def entry_select(tables: Tables, viewer_id: int | None) -> peewee.ModelSelect[Im
 
 def _entry_columns(tables: Tables) -> list[peewee.Node]:
     image, generation = tables.image, tables.generation
+    # The request's columns under their own names (a new parameter needs no line here); the image's own seed under
+    # another, as the generation has a seed too.
+    request_columns = [getattr(generation, name).alias(name) for name in REQUEST_FIELDS]
     return [
         image.id.alias("image_id"),
         image.generation.alias("generation_id"),
         image.public_id,
         image.path,
         image.thumbnail,
-        image.seed,
+        image.seed.alias("image_seed"),
         image.position,
-        image.width,
-        image.height,
         image.is_public,
         image.moderation,
         image.like_count,
         image.created_at,
         generation.browser.alias("owner_id"),
-        generation.prompt,
-        generation.negative_prompt,
-        generation.num_inference_steps,
-        generation.guidance_scale,
-        generation.prior_num_inference_steps,
-        generation.prior_guidance_scale,
-        generation.num_images_per_prompt,
-        generation.style,
-        generation.brand,
-        generation.logo,
-        generation.logo_weight,
-        generation.adapter_name,
-        generation.lora_scale,
+        *request_columns,
         generation.model_name,
         generation.prompt_cut,
     ]
@@ -185,27 +149,12 @@ def entry_from_row(row: Mapping[str, Any], viewer_id: int | None, files: ImageFi
         public_id=row["public_id"],
         path=files.absolute(row["path"]),
         thumbnail_path=files.absolute(row["thumbnail"]) if row["thumbnail"] else None,
-        prompt=row["prompt"],
-        negative_prompt=row["negative_prompt"],
-        seed=row["seed"],
-        width=row["width"],
-        height=row["height"],
-        num_inference_steps=row["num_inference_steps"],
-        guidance_scale=row["guidance_scale"],
-        prior_num_inference_steps=row["prior_num_inference_steps"],
-        prior_guidance_scale=row["prior_guidance_scale"],
-        num_images_per_prompt=row["num_images_per_prompt"],
-        style=row["style"],
-        brand=row["brand"],
-        logo=row["logo"],
-        logo_weight=row["logo_weight"],
-        adapter_name=row["adapter_name"],
-        lora_scale=row["lora_scale"],
+        request=GenerationRequest(**{name: row[name] for name in REQUEST_FIELDS}),
+        seed=row["image_seed"],
         position=row["position"],
         model_name=row["model_name"],
         prompt_cut=row["prompt_cut"],
         created_at=row["created_at"].replace(tzinfo=UTC),
-        caption=caption(row["prompt"]),
         is_public=bool(row["is_public"]),
         like_count=row["like_count"],
         liked_by_viewer=row.get("viewer_like_id") is not None,

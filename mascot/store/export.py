@@ -65,26 +65,27 @@ def file_name(entry: MascotEntry, kind: str = "") -> str:
     """Every download's name, one pattern (the PNG, the sticker, a ZIP's entries): `mascot-<slug>-<share id>.png`,
     `kind` ("sticker") before the suffix. Readable, and unique because the share id is ([A-Za-z0-9_-] only)."""
     marked = f"-{kind}" if kind else ""
-    return f"mascot-{slug(entry.prompt)}-{entry.public_id}{marked}.png"
+    return f"mascot-{slug(entry.request.prompt)}-{entry.public_id}{marked}.png"
 
 
 def index_record(entry: MascotEntry, name: str | None) -> dict[str, Any]:
     """One mascot in mascots.json, in the API's vocabulary; `file` is None when its image was missing."""
+    request = entry.request
     return {
         "file": name,
         "missing": name is None,
         "public_id": entry.public_id,
-        "prompt": entry.prompt,
-        "negative_prompt": entry.negative_prompt,
-        "style": entry.style,
-        "brand": entry.brand,
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "style": request.style,
+        "brand": request.brand,
         "seed": entry.seed,
-        "width": entry.width,
-        "height": entry.height,
-        "num_inference_steps": entry.num_inference_steps,
-        "guidance_scale": entry.guidance_scale,
-        "prior_num_inference_steps": entry.prior_num_inference_steps,
-        "prior_guidance_scale": entry.prior_guidance_scale,
+        "width": request.width,
+        "height": request.height,
+        "num_inference_steps": request.num_inference_steps,
+        "guidance_scale": request.guidance_scale,
+        "prior_num_inference_steps": request.prior_num_inference_steps,
+        "prior_guidance_scale": request.prior_guidance_scale,
         "created_at": entry.created_at.isoformat(),
         "like_count": entry.like_count,
         "is_public": entry.is_public,

@@ -189,7 +189,7 @@ def summary(entry: MascotEntry) -> MascotSummary:
     is out of the gallery."""
     return {
         "public_id": entry.public_id,
-        "prompt": entry.prompt,
+        "prompt": entry.request.prompt,
         "seed": entry.seed,
         "like_count": entry.like_count,
         "liked": entry.liked_by_viewer,
@@ -451,21 +451,25 @@ def _remix_handler(
 
 def describe(entry: MascotEntry) -> str:
     """The prompt and every parameter, for people."""
-    lines = [f"**{plain(entry.prompt)}**"]
+    request = entry.request
+    lines = [f"**{plain(request.prompt)}**"]
     if entry.moderation_note:
         lines.append(f"⚠️ {entry.moderation_note}")
-    if entry.negative_prompt:
-        lines.append(f"Avoid: {plain(entry.negative_prompt)}")
+    if request.negative_prompt:
+        lines.append(f"Avoid: {plain(request.negative_prompt)}")
     lines.append(
-        f"Seed {entry.seed} · {entry.width} × {entry.height} · {plural(entry.num_inference_steps, 'step')}, "
-        f"guidance {entry.guidance_scale:g} · prior {plural(entry.prior_num_inference_steps, 'step')}, "
-        f"guidance {entry.prior_guidance_scale:g}"
+        f"Seed {entry.seed} · {request.width} × {request.height} · {plural(request.num_inference_steps, 'step')}, "
+        f"guidance {request.guidance_scale:g} · prior {plural(request.prior_num_inference_steps, 'step')}, "
+        f"guidance {request.prior_guidance_scale:g}"
     )
-    looks = [f"Style {plain(entry.style)}" if entry.style else "", f"brand {plain(entry.brand)}" if entry.brand else ""]
-    if entry.logo:
-        looks.append(f"a picture (your logo, or a mascot to vary) mixed in at {entry.logo_weight:g}")
-    if entry.adapter_name:
-        looks.append(f"style adapter {plain(entry.adapter_name)} at strength {entry.lora_scale:g}")
+    looks = [
+        f"Style {plain(request.style)}" if request.style else "",
+        f"brand {plain(request.brand)}" if request.brand else "",
+    ]
+    if request.logo:
+        looks.append(f"a picture (your logo, or a mascot to vary) mixed in at {request.logo_weight:g}")
+    if request.adapter_name:
+        looks.append(f"style adapter {plain(request.adapter_name)} at strength {request.lora_scale:g}")
     if any(looks):
         lines.append(" · ".join(look for look in looks if look))
     if entry.moderation:

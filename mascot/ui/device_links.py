@@ -11,7 +11,7 @@ import gradio as gr
 import qrcode
 from PIL import Image
 
-from mascot.service import Refusal
+from mascot.service import DevicesAnswer, Refusal, Visitor
 from mascot.service.sentences import (
     ALREADY,
     EXPIRED,
@@ -255,12 +255,7 @@ def device_code(http_request: gr.Request | None) -> str | None:
 def _revoke_handler(services: PageServices) -> Callable[..., str]:
     def revoke_device_links(http_request: gr.Request | None = None) -> str:
         """Every device link of your mascots that was not opened yet stops working."""
-        try:
-            answer = services.service.revoke_device_links(visitor(services, http_request))
-        except Refusal as error:
-            raise refused(error) from None
-        say(answer.notice)
-        return answer.others
+        return _act(services, http_request, services.service.revoke_device_links)
 
     return revoke_device_links
 
@@ -278,12 +273,7 @@ def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
         browser that made them first when this one was linked to it. `confirmed` must be true."""
         if confirmed is not True:
             return gr.skip()  # the person answered "Cancel"
-        try:
-            answer = services.service.disconnect_other_devices(visitor(services, http_request))
-        except Refusal as error:
-            raise refused(error) from None
-        say(answer.notice)
-        return answer.others
+        return _act(services, http_request, services.service.disconnect_other_devices)
 
     return disconnect_other_devices
 
@@ -294,14 +284,20 @@ def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
         must be true."""
         if confirmed is not True:
             return gr.skip()  # the person answered "Cancel"
-        try:
-            answer = services.service.stop_showing_here(visitor(services, http_request))
-        except Refusal as error:
-            raise refused(error) from None
-        say(answer.notice)
-        return answer.others
+        return _act(services, http_request, services.service.stop_showing_here)
 
     return stop_showing_here
+
+
+def _act(services: PageServices, http_request: gr.Request | None, action: Callable[[Visitor], DevicesAnswer]) -> str:
+    """One of the panel's actions for this browser: its notice shown, the line about the other devices returned, a
+    refusal raised as the sentence it is."""
+    try:
+        answer = action(visitor(services, http_request))
+    except Refusal as error:
+        raise refused(error) from None
+    say(answer.notice)
+    return answer.others
 
 
 def _open_link_handler(services: PageServices, *, move_mascots: bool) -> Callable[..., None]:

@@ -85,6 +85,6 @@ def share_card_values(share: ShareCard, entry: MascotEntry, image: str) -> dict[
     return {
         share.card: gr.Column(visible=True),
         share.image: image,
-        share.words: f"### {plain(entry.prompt)}\n\n♥ {plural(entry.like_count, 'like')} · "
+        share.words: f"### {plain(entry.request.prompt)}\n\n♥ {plural(entry.like_count, 'like')} · "
         "Made with Mascot Generator: type an idea, get a mascot.",
     }

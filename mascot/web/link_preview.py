@@ -62,18 +62,19 @@ def site_preview(root_url: str) -> LinkPreview:
 
 def mascot_preview(entry: MascotEntry, root_url: str) -> LinkPreview:
     """The preview of a share link: the mascot's picture, its idea as title."""
+    request = entry.request
     return LinkPreview(
-        title=shorten(f"{entry.prompt} · {SITE_NAME}", MAX_TITLE_CHARACTERS),
+        title=shorten(f"{request.prompt} · {SITE_NAME}", MAX_TITLE_CHARACTERS),
         description=shorten(
-            f"“{entry.prompt}”, a mascot made with {SITE_NAME}. Type your own idea: get mascots to download, share "
+            f"“{request.prompt}”, a mascot made with {SITE_NAME}. Type your own idea: get mascots to download, share "
             "and vote on.",
             MAX_DESCRIPTION_CHARACTERS,
         ),
         url=mascot_url(root_url, entry.public_id),
         image_url=root_url + PREVIEW_IMAGE_ROUTE.format(public_id=quote(entry.public_id)),
-        image_alt=shorten(entry.prompt, MAX_DESCRIPTION_CHARACTERS),
-        image_width=entry.width,
-        image_height=entry.height,
+        image_alt=shorten(request.prompt, MAX_DESCRIPTION_CHARACTERS),
+        image_width=request.width,
+        image_height=request.height,
     )
 
 
