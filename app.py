@@ -46,6 +46,7 @@ from mascot.prompt.presets import Presets
 from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
 from mascot.service import DownloadFolder, MascotService
 from mascot.service.claims import ClaimKeeper
+from mascot.service.downloads import prune_uploads
 from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
@@ -53,7 +54,7 @@ from mascot.ui.theme import page_theme
 from mascot.web.clients import AddressKeys, ProxyTrust
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
-from mascot.web.images import ImageFileMiddleware, image_routes, visible_mascot
+from mascot.web.images import ImageFileMiddleware, image_routes, visible_picture
 from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
 from mascot.web.public_url import PublicAddress
 from mascot.web.sessions import SessionBindingMiddleware
@@ -133,6 +134,11 @@ class App:
         token_hash = self.identity.owner_from_request(request)
         return None if token_hash is None else self.store.resolve_owner(token_hash)
 
+    def own_export(self, request: Any, key: str, name: str) -> Path | None:
+        """The ZIP at `<key>/<name>` when the request's browser (linked devices resolved) made it; else None."""
+        owner_hash = self.owner_of(request)
+        return None if owner_hash is None else self.services.service.downloads.export(owner_hash, key, name)
+
     def launch(self, **overrides: Any) -> None:
         """Serve the page (the worker must be started); `overrides` are for tests (ports, thread lock)."""
         public_mascot = self.store.public_mascot
@@ -150,7 +156,7 @@ class App:
                         UploadGateMiddleware,
                         identity=self.identity,
                         limit=self.services.service.limiters.uploads,
-                        prune=DownloadFolder(lambda: Path(get_upload_folder())).prune_uploads,
+                        prune=lambda: prune_uploads(Path(get_upload_folder())),
                         proxies=self.services.trusted_proxies,
                     ),
                     Middleware(IdentityCookieMiddleware, identity=self.identity),
@@ -167,7 +173,12 @@ class App:
                         health_endpoint(self.worker, lambda: self.store.schema_version, self.store.check_writable),
                     ),
                     Route(PREVIEW_IMAGE_ROUTE, preview_image_endpoint(public_mascot, self.settings.images_dir)),
-                    *image_routes(visible_mascot(self.store.mascot, self.owner_of), self.settings.images_dir),
+                    *image_routes(
+                        visible_picture(self.store.visible_picture, self.identity.owner_from_request),
+                        self.settings.images_dir,
+                        self.services.service.downloads.sticker,
+                        self.own_export,
+                    ),
                 ],
             },
             "css_paths": [ASSETS / "style.css"],
@@ -232,8 +243,8 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         worker=worker,
         rules=rules,
         address_keys=AddressKeys(secret),
-        # Gradio serves its upload folder (not the data folder): stickers and ZIPs are written there.
-        downloads=DownloadFolder(lambda: Path(get_upload_folder())),
+        # In the data folder, which Gradio does not serve: our routes check every request (mascot.web.images).
+        downloads=DownloadFolder(settings.data_dir / "downloads"),
         presets=presets,
         logos=logos,
         blocked_words=blocked_words,

@@ -19,7 +19,7 @@ from mascot.service import DownloadFolder, MascotService, Refusal, Visitor, sent
 from mascot.settings import Rules
 from mascot.store.imaging import read_parameters
 from mascot.store.store import MascotStore
-from mascot.ui.pictures import download
+from mascot.ui.pictures import download, sticker_download
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
 from tests.support.store import owner, save
@@ -56,7 +56,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         worker=worker,
         rules=RULES,
         address_keys=AddressKeys(b"test secret"),
-        downloads=DownloadFolder(lambda: downloads),
+        downloads=DownloadFolder(downloads),
         clock=lambda: NOW,
     )
     yield Site(service, store, fake, downloads)
@@ -215,18 +215,33 @@ def test_a_report_from_enough_networks_takes_a_mascot_out_of_the_gallery_and_one
 
 def test_a_sticker_keeps_the_parameters_and_old_downloads_are_pruned(site: Site) -> None:
     public_id = public_id_of(site, "alice")
-    old = site.downloads / "stickers" / "old" / "mascot-old-sticker.png"
+    old = site.downloads / "stickers" / "AAAAAAAAAAAA.png"
     old.parent.mkdir(parents=True)
     old.write_bytes(b"png")
     os.utime(old, (time.time() - 7200,) * 2)
 
-    path = site.service.sticker(public_id, who("bob"))
+    entry = site.service.sticker(public_id, who("bob"))
 
-    assert path.is_relative_to(site.downloads / "stickers") and path.is_file()
+    path = site.service.downloads.sticker(public_id)
+    assert entry.public_id == public_id and path is not None
+    assert path.is_relative_to(site.downloads / "stickers")
     with Image.open(path) as sticker:
         assert sticker.mode == "RGBA"
     assert read_parameters(path)["prompt"] == "an otter barista"
     assert not old.exists()
+    assert [file.name for file in path.parent.iterdir()] == [path.name]  # no scratch file left beside it
+
+
+def test_deleting_a_mascot_removes_its_sticker_and_its_owners_zips_at_once(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    site.service.sticker(public_id, who("bob"))
+    made = site.service.export(who("alice"))
+    assert site.service.downloads.sticker(public_id) and made.path.is_file()
+
+    site.service.delete(public_id, who("alice"))
+
+    assert site.service.downloads.sticker(public_id) is None and not made.path.exists()
+    assert site.service.last_export(who("alice")) is None
 
 
 def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Site) -> None:
@@ -239,6 +254,8 @@ def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Sit
         assert len([name for name in archive.namelist() if name.endswith(".png")]) == 1
     assert index["total"] == 1 and download.warning is None
     assert download.path.is_relative_to(site.downloads / "exports")
+    assert site.service.downloads.export(owner("alice"), download.path.parent.name, download.path.name)
+    assert site.service.downloads.export(owner("bob"), download.path.parent.name, download.path.name) is None
     with pytest.raises(Refusal):
         site.service.export(who("carol"))
 
@@ -332,14 +349,16 @@ def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: S
     expected = f"mascot-an-otter-barista-{public_id}"
 
     url, png = download("https://mascots.example/app", site.service.open(public_id, who("alice")))
-    sticker = site.service.sticker(public_id, who("alice"))
+    sticker_url, sticker = sticker_download(
+        "https://mascots.example/app", site.service.sticker(public_id, who("alice"))
+    )
     with zipfile.ZipFile(site.service.export(who("alice")).path) as archive:
         (entry,) = [name for name in archive.namelist() if name.endswith(".png")]
 
     # The panel's Download PNG: the checking route as an attachment, under this name (tests/test_image_routes.py).
     assert url == f"https://mascots.example/app/images/{public_id}.png?download=1"
-    assert (png, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
-    assert read_parameters(sticker)["prompt"] == "an otter barista"
+    assert sticker_url == f"https://mascots.example/app/images/{public_id}.sticker.png?download=1"
+    assert (png, sticker, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
 
 
 def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:

@@ -28,7 +28,7 @@ from mascot.service.downloads import DownloadFolder
 from mascot.service.limits import KeyedLimit, Limiters, seconds_phrase
 from mascot.settings import Rules
 from mascot.store.device_links import is_code
-from mascot.store.export import NothingToExport, Progress, export_fingerprint, export_mascots, file_name
+from mascot.store.export import NothingToExport, Progress, export_fingerprint, export_mascots
 from mascot.store.imaging import read_parameters, save_png, transparent_sticker
 from mascot.store.likes import LikeState
 from mascot.store.moderation import NO_REASON, check_reason
@@ -133,6 +133,13 @@ def _png_text(upload: Path) -> dict[str, Any]:
         raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
 
 
+def _write_sticker(image_path: Path, destination: Path) -> None:
+    """The picture at `image_path` cut out of its background, with its parameters, as a PNG at `destination`."""
+    with Image.open(image_path) as picture:
+        cut_out = transparent_sticker(picture)
+    save_png(cut_out, destination, read_parameters(image_path))
+
+
 def _too_often(limit: KeyedLimit, what: str, wait_s: float) -> Refusal:
     """The refusal of work asked for more often than its limit allows."""
     return Refusal(sentences.too_often_line(what, limit.limit.per_window, limit.limit.window_s, seconds_phrase(wait_s)))
@@ -163,7 +170,7 @@ class MascotService:
         self.logos = logos
         self.clock = clock
         self._address_keys = address_keys
-        self._downloads = downloads
+        self.downloads = downloads
         self._blocked_words = blocked_words or BlockedWords()
         self._prepare = prepare or self.presets.apply
         self.limiters = limiters or Limiters()
@@ -366,8 +373,12 @@ class MascotService:
     @refuses_when_unwritable
     def delete(self, public_id: object, visitor: Visitor) -> Notice:
         """Delete one of the browser's mascots: its image, its likes, everywhere."""
-        if not self.store.delete_mascot(self.owner(visitor), str(public_id or "")):
+        owner_hash, public_id = self.owner(visitor), str(public_id or "")
+        if not self.store.delete_mascot(owner_hash, public_id):
             raise Refusal(sentences.NOT_YOURS_TO_DELETE)
+        self.downloads.forget(owner_hash, public_id)  # its sticker, and the ZIPs that hold it
+        with self._exports_lock:
+            self._exports.pop(owner_hash, None)
         return Notice(sentences.DELETED)
 
     @refuses_when_unwritable
@@ -394,17 +405,17 @@ class MascotService:
         made or when it asked for too many lately. Takes a running lease that `sticker` ends."""
         self._admit(self.limiters.stickers, "sticker", sentences.STICKER_RUNNING, visitor)
 
-    def sticker(self, public_id: object, visitor: Visitor) -> Path:
+    def sticker(self, public_id: object, visitor: Visitor) -> MascotEntry:
         """The mascot cut out of its background as a transparent PNG with its parameters (best on plain
-        backgrounds, like stickers), written for download. Counted per browser and network (service.limits)."""
+        backgrounds, like stickers), kept for download by the sticker route (mascot.web.images), which checks on
+        every request that the asking browser may still see the mascot. Counted per browser and network
+        (service.limits); returns the mascot."""
         try:
             entry = self.open(public_id, visitor)
             self._count(self.limiters.stickers, "sticker", visitor)
-            with Image.open(entry.path) as picture:
-                cut_out = transparent_sticker(picture)
-            path = self._downloads.new_path("stickers", file_name(entry, "sticker"))
-            save_png(cut_out, path, read_parameters(entry.path))
-            return path
+            if not self.downloads.keep_sticker(entry.public_id):  # made already: the same pixels
+                self.downloads.write_sticker(entry.public_id, functools.partial(_write_sticker, entry.path))
+            return entry
         finally:
             self.limiters.stickers.finish(visitor.token_hash, self.network(visitor).key)
 
@@ -477,7 +488,7 @@ class MascotService:
             if reused is not None:
                 return reused
             self._count(self.limiters.exports, "ZIP", visitor)
-            destination = self._downloads.new_path("exports", f"my-mascots-{now:%Y-%m-%d}.zip")
+            destination = self.downloads.new_export_path(owner_hash, f"my-mascots-{now:%Y-%m-%d}.zip")
             result = export_mascots(self.store, owner_hash, destination, now=now, on_progress=on_progress)
         except NothingToExport as error:
             raise Refusal(str(error)) from None
@@ -488,6 +499,13 @@ class MascotService:
         with self._exports_lock:
             self._exports[owner_hash] = (contents, made)
         return made
+
+    def last_export(self, visitor: Visitor) -> Download | None:
+        """The browser's last ZIP while it is still kept, for the page to offer (None: none, or pruned)."""
+        owner_hash = self.owner(visitor)
+        with self._exports_lock:
+            last = self._exports.get(owner_hash)
+        return last[1] if last is not None and last[1].path.is_file() else None
 
     def _reusable_export(self, owner_hash: str, contents: str) -> Download | None:
         """The browser's last ZIP when it holds exactly `contents` and is still on disk (downloads are pruned)."""

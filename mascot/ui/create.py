@@ -16,6 +16,7 @@ from mascot.service import Refusal
 from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
 from mascot.ui.logo_panel import logo_fields
+from mascot.ui.pictures import PreviewGallery
 from mascot.ui.progress import relay_job
 from mascot.web.images import image_url
 from mascot.web.page_url import DEFAULT_PAGE_URL
@@ -90,7 +91,8 @@ def build_create_tab(services: PageServices) -> CreateForm:
         speed_note = gr.Markdown(elem_id="speed-note")
         quota_note = gr.Markdown(elem_id="quota-note")
     status = gr.Markdown(elem_id="generation-status")
-    gallery = gr.Gallery(
+    # Previews go to the browser as data: URLs, the saved mascots by their checking routes: Gradio caches neither.
+    gallery = PreviewGallery(
         label="Your mascots",
         format="png",
         columns=4,
