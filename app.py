@@ -47,6 +47,7 @@ from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
 from mascot.service import DownloadFolder, MascotService
 from mascot.service.claims import ClaimKeeper
 from mascot.service.downloads import prune_uploads
+from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
@@ -220,7 +221,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     secret = load_secret(settings)
     identity = BrowserIdentity(secret)
     presets = Presets.load()
-    logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
+    logos = LogoLibrary(settings.images_dir / "logos")  # uploaded logos only: More like this names its mascot by id
     # The request as the model is given it; the page shows the same in Advanced ("What the model is given").
     prepare = functools.partial(presets.apply, logo_colours=logos.colour_names)
     claims = ClaimKeeper(store, clock)
@@ -231,7 +232,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         ),
         on_ended=claims.release,  # retried until the database takes it: a full disk must not lock a browser out
         prepare=prepare,
-        load_logo=logos.open,
+        load_logo=StartingPictures(store, logos).open,  # a mascot to start from: checked when its job runs
         max_queued=settings.queue_max_size,
         max_per_client=rules.max_queued_per_client,
         max_batch_images=settings.max_batch_images,

@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from mascot.generation.worker import GenerationWorker, JobState, ModelState
+from mascot.prompt.logos import LogoLibrary
 from mascot.service import DownloadFolder, MascotService, Refusal, Visitor, sentences
+from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Rules
 from mascot.store.imaging import read_parameters
 from mascot.store.store import MascotStore
@@ -39,8 +41,19 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
+    yield from serve_service(tmp_path, with_logos=False)
+
+
+@pytest.fixture
+def logo_site(tmp_path: Path) -> Iterator[Site]:
+    """With logo mixing, as the app has it: More like this and uploaded logos."""
+    yield from serve_service(tmp_path, with_logos=True)
+
+
+def serve_service(tmp_path: Path, *, with_logos: bool) -> Iterator[Site]:
     store = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", rules=RULES)
     fake = FakeGenerator()
+    logos = LogoLibrary(tmp_path / "images" / "logos") if with_logos else None
     worker = GenerationWorker(
         lambda on_status: fake,
         lambda job, images, model: store.save_generation(
@@ -48,6 +61,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         ),
         on_ended=lambda job: store.release_job(job.owner_hash, job.claim_id),
         max_per_client=RULES.max_queued_per_client,
+        load_logo=StartingPictures(store, logos).open if logos is not None else None,
     ).start()
     assert worker.wait_until_loaded(10).state is ModelState.READY
     downloads = tmp_path / "downloads"
@@ -57,6 +71,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         rules=RULES,
         address_keys=AddressKeys(b"test secret"),
         downloads=DownloadFolder(downloads),
+        logos=logos,
         clock=lambda: NOW,
     )
     yield Site(service, store, fake, downloads)
@@ -443,6 +458,59 @@ def test_more_like_this_says_what_it_costs_and_is_refused_with_the_reason_when_t
     with pytest.raises(Refusal, match=r"^More like this makes 2 mascots\. You have 1 of 4 mascots left today"):
         site.service.remix(public_id, who("bob"), vary=True)
     assert site.service.remix(public_id, who("bob"), vary=False).values["prompt"] == "an otter barista"
+
+
+def test_more_like_this_names_the_mascot_by_id_and_its_job_reads_the_picture_copying_it_nowhere(
+    logo_site: Site, tmp_path: Path
+) -> None:
+    public_id = public_id_of(logo_site, "alice")
+    bob = who("bob", address="198.51.100.7")
+
+    remix = logo_site.service.remix(public_id, bob, vary=True)
+
+    assert remix.values["logo"] == f"mascot:{public_id}" and remix.logo_path is None
+    assert remix.based_on_idea == "an otter barista" and remix.values["num_images_per_prompt"] == 2
+    job = logo_site.service.submit({**remix.values, **FAST}, bob)
+    assert finished(job) is JobState.DONE
+    [picture] = [logo for logo in logo_site.fake.logos if logo is not None]
+    assert picture.mode == "RGB" and max(picture.size) <= 512  # the mascot's own pixels, read for the job
+    assert not list((tmp_path / "images" / "logos").rglob("*"))  # no copy anywhere Gradio could serve it
+
+
+def test_more_like_this_of_a_mascot_made_private_before_its_job_runs_fails_with_a_sentence(logo_site: Site) -> None:
+    public_id = public_id_of(logo_site, "alice")
+    bob = who("bob", address="198.51.100.7")
+    values = {**logo_site.service.remix(public_id, bob, vary=True).values, **FAST}
+    logo_site.fake.gate.clear()
+    blocker = logo_site.service.submit({"prompt": "carol's", **FAST}, who("carol", address="192.0.2.1"))
+    assert logo_site.fake.started.wait(10)
+    job = logo_site.service.submit(values, bob)  # queued behind carol's: its picture is not read yet
+
+    logo_site.service.set_public(public_id, False, who("alice"))
+    logo_site.fake.gate.set()
+
+    assert finished(blocker) is JobState.DONE and finished(job) is JobState.FAILED
+    assert job.snapshot.error == sentences.BASED_ON_GONE
+    released(logo_site, "bob")
+    assert logo_site.service.mascots_left_today(bob) == RULES.daily_quota  # nothing was made, nothing counts
+    with pytest.raises(Refusal) as refused:
+        logo_site.service.admit(values, bob)  # asked again: refused up front, on the picture
+    assert (refused.value.message, refused.value.parameter) == (sentences.BASED_ON_GONE, "logo")
+    assert logo_site.service.admit(values, who("alice"))  # its owner still may
+
+
+def test_a_remix_of_a_variation_starts_from_the_same_mascot_while_it_may_be_seen(logo_site: Site) -> None:
+    public_id = public_id_of(logo_site, "alice")
+    bob = who("bob", address="198.51.100.7")
+    job = logo_site.service.submit({**logo_site.service.remix(public_id, bob, vary=True).values, **FAST}, bob)
+    assert finished(job) is JobState.DONE
+    variation = logo_site.store.history(owner("bob"))[0].public_id
+
+    again = logo_site.service.remix(variation, bob, vary=False)
+    assert (again.values["logo"], again.based_on_idea) == (f"mascot:{public_id}", "an otter barista")
+    logo_site.service.delete(public_id, who("alice"))
+    gone = logo_site.service.remix(variation, bob, vary=False)
+    assert (gone.values["logo"], gone.based_on_idea) == ("", None)
 
 
 # ---- devices ------------------------------------------------------------------------------------------------------

@@ -20,12 +20,13 @@ from mascot.prompt.logos import LogoLibrary, LogoRefused
 from mascot.prompt.pictures import NotAPicture, PictureRefused, check_size, decode_slot, open_lazily
 from mascot.prompt.presets import Presets
 from mascot.prompt.recipe import recipe_from_png_text
-from mascot.prompt.request import GenerationRequest, InvalidRequest, Problem
+from mascot.prompt.request import BASED_ON_PREFIX, GenerationRequest, InvalidRequest, Problem, based_on_mascot
 from mascot.prompt.wordfilter import BlockedWords
 from mascot.service import sentences
 from mascot.service.answers import Notice, Refusal, Visitor
 from mascot.service.downloads import DownloadFolder
 from mascot.service.limits import KeyedLimit, Limiters, seconds_phrase
+from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Rules
 from mascot.store.device_links import is_code
 from mascot.store.export import NothingToExport, Progress, export_fingerprint, export_mascots
@@ -56,6 +57,7 @@ class Remix:
     values: dict[str, Any]
     logo_path: Path | None
     randomize_seed: bool
+    based_on_idea: str | None = None  # the idea of the mascot `values["logo"]` starts from ("mascot:<share id>")
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class MascotService:
         self.rules = rules
         self.presets = presets or Presets({}, {})
         self.logos = logos
+        self.pictures = StartingPictures(store, logos) if logos is not None else None
         self.clock = clock
         self._address_keys = address_keys
         self.downloads = downloads
@@ -216,9 +219,19 @@ class MascotService:
         except InvalidRequest as error:
             raise Refusal(error.message, error.parameter, error.problems) from None
         self._check_adapter(request)
-        if request.logo and (self.logos is None or self.logos.path(request.logo) is None):
+        if request.logo and self.logos is None:
+            raise Refusal(sentences.NO_LOGOS, "logo")
+        if request.logo and based_on_mascot(request.logo) is None and self.logos and not self.logos.path(request.logo):
             raise Refusal(sentences.LOGO_GONE, "logo")
         return request
+
+    def _check_picture(self, request: GenerationRequest, owner_hash: str) -> None:
+        """A mascot to start from must be one this browser may see (checked again when the job runs)."""
+        if request.logo and self.pictures is not None:
+            try:
+                self.pictures.check(request.logo, owner_hash)
+            except LogoRefused as error:
+                raise Refusal(str(error), "logo") from None
 
     def admit(self, values: Mapping[str, Any], visitor: Visitor | None) -> GenerationRequest:
         """What costs nothing to refuse, before a job takes a queue slot: the request, then (for a browser with its
@@ -226,6 +239,7 @@ class MascotService:
         request = self.request_from(values)
         if visitor is not None:
             owner_hash, network = self.owner(visitor), self.network(visitor)
+            self._check_picture(request, owner_hash)
             self._check_quota(owner_hash, network, request.num_images_per_prompt)
             try:
                 self.worker.check_can_submit(owner_hash, network.key)
@@ -242,6 +256,7 @@ class MascotService:
         if visitor is None:
             raise Refusal(sentences.NO_COOKIE)
         owner_hash, network = self.owner(visitor), self.network(visitor)
+        self._check_picture(request, owner_hash)
         claim = self.store.claim_job(
             owner_hash, request.num_images_per_prompt, now=self.clock(), address_hash=network.address_hash
         )
@@ -430,18 +445,25 @@ class MascotService:
 
     def remix(self, public_id: object, visitor: Visitor, *, vary: bool) -> Remix:
         """A mascot's parameters, seed included, for the form: one image, its seed kept. To vary it ("More like
-        this"): the mascot itself as the picture to mix in, a couple of new seeds."""
+        this"): the mascot itself, by its share id ("mascot:<id>"), as the picture to mix in, a couple of new seeds.
+        Its picture is read when the job runs, if the browser may still see it; nothing is copied."""
         entry = self.open(public_id, visitor)
         if vary:
             self._check_variation_quota(visitor)
         values = {name: getattr(entry, name) for name in PARAMETERS}
         values["num_images_per_prompt"] = 1  # the seed belongs to this one image
-        logo_path = self.logos.path(entry.logo) if self.logos is not None and entry.logo else None
-        if not (vary and self.logos is not None):
+        if vary and self.logos is not None:
+            values.update(logo=BASED_ON_PREFIX + entry.public_id, logo_weight=VARIATION_WEIGHT)
+            values["num_images_per_prompt"] = VARIATIONS
+            return Remix(values, None, randomize_seed=True, based_on_idea=entry.prompt)
+        based_on = based_on_mascot(entry.logo)
+        if based_on is None:
+            logo_path = self.logos.path(entry.logo) if self.logos is not None and entry.logo else None
             return Remix(values, logo_path, randomize_seed=False)
-        picture_id = self.logos.save(entry.path)
-        values.update(logo=picture_id, logo_weight=VARIATION_WEIGHT, num_images_per_prompt=VARIATIONS)
-        return Remix(values, self.logos.path(picture_id), randomize_seed=True)
+        source = self.store.mascot(based_on, self.owner(visitor))  # a variation: of a mascot still there?
+        if source is None:
+            values["logo"] = ""  # private now or deleted: the words and settings alone
+        return Remix(values, None, randomize_seed=False, based_on_idea=source.prompt if source else None)
 
     def mascots_left_today(self, visitor: Visitor) -> int:
         """How many more mascots the browser may make today: the smaller of its own and its network's figures."""

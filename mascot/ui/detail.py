@@ -434,8 +434,8 @@ def _remix_handler(
     services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool
 ) -> Callable[..., ComponentValues]:
     def remix(public_id: str, http_request: gr.Request | None = None) -> ComponentValues:
-        """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself
-        as the picture to mix in, with new seeds)."""
+        """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself,
+        by its share id, as the picture to mix in, with new seeds)."""
         who = visitor(services, http_request)
         try:
             remixed = services.service.remix(public_id, who, vary=vary)
@@ -445,8 +445,9 @@ def _remix_handler(
         values[form.randomize_seed] = remixed.randomize_seed
         values[form.size] = dimensions_to_size(remixed.values["width"], remixed.values["height"])
         values[tabs] = gr.Tabs(selected="create")
-        if vary:  # the mascot is the starting point, shown as such: the logo upload stays empty and closed
-            note = based_on_note(remixed.values["prompt"], VARIATIONS, services.service.mascots_left_today(who))
+        if remixed.based_on_idea is not None:  # a mascot is the starting point, shown as such, not as a logo
+            images = remixed.values["num_images_per_prompt"]
+            note = based_on_note(remixed.based_on_idea, images, services.service.mascots_left_today(who))
             values.update(based_on_values(form.based_on, remixed.values["logo"], note))
             values[form.logo_image] = None
             values[form.logo_panel] = gr.Accordion(open=False)
