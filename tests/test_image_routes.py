@@ -8,12 +8,18 @@ The app runs in this process with a fake generator and a real store, identity co
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+from gradio import processing_utils
+from gradio.blocks import Block
 from gradio_client import Client
 
 from tests.support.site import FAST, make, mine, serve
@@ -24,6 +30,40 @@ pytestmark = pytest.mark.slow  # the app served in this process, driven through 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     yield from serve(tmp_path, monkeypatch, ["--daily-quota", "20"])
+
+
+@pytest.fixture
+def full_gradio_folder(tmp_path, monkeypatch):
+    """The site with Gradio's temp folder (GRADIO_TEMP_DIR, tests.support.site) full: a 1 MB tmpfs filled to the
+    last byte where this machine lets the test mount one (CI runs as root), else every write Gradio makes into its
+    cache fails as on a full disk (an injected ENOSPC)."""
+    folder = tmp_path / "gradio"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        for name in ("save_pil_to_cache", "save_img_array_to_cache", "save_bytes_to_cache", "save_file_to_cache"):
+            monkeypatch.setattr(processing_utils, name, disk_full)
+        monkeypatch.setattr(Block, "move_resource_to_block_cache", disk_full)
+    try:
+        yield from fill_then_serve(folder, tmp_path, monkeypatch, mounted=mounted.returncode == 0)
+    finally:
+        if mounted.returncode == 0:
+            subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def fill_then_serve(folder: Path, tmp_path, monkeypatch, *, mounted: bool):
+    for served in serve(tmp_path, monkeypatch, ["--daily-quota", "20"]):
+        if mounted:
+            with (folder / "filler").open("wb") as filler, contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            assert shutil.disk_usage(folder).free < 65536
+        yield served
+
+
+def disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 SHOWN_URL = r"https?://[^\"'\s<>\\]+?/(?:images|downloads)/[^\"'\s<>?\\]+(?:\?download=1)?"  # as JSON escapes it
@@ -164,3 +204,23 @@ def test_made_up_ids_and_other_paths_answer_404(site):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_with_gradios_temp_folder_full_generate_and_browsing_still_work_and_speak_in_sentences(full_gradio_folder):
+    site = full_gradio_folder
+    alice, stranger = site.browser(), site.browser()
+
+    job = alice.submit(prompt="an otter on a full disk", seed=1, **FAST, api_name="/generate")
+    images, line = job.result(timeout=120)
+
+    assert len(images) == 1 and line.startswith("Done: 1 mascot saved to **My mascots**.")
+    [otter] = mine(alice)
+    assert otter["prompt"] == "an otter on a full disk"
+    _gallery, _page, label, listed = stranger.predict(1, "Newest", "", api_name="/gallery")
+    assert [mascot["public_id"] for mascot in listed] == [otter["public_id"]] and label
+    urls = shown_urls(site, stranger, otter["public_id"])  # the panel and a sticker too
+    assert {url: status(url, stranger.cookies) for url in urls} == dict.fromkeys(urls, 200)
+    [zip_url] = zip_urls(site, alice)
+    assert status(zip_url, alice.cookies) == 200
+    with pytest.raises(Exception, match="private or was deleted"):  # a refusal is still a sentence
+        stranger.predict("AAAAAAAAAAAA", api_name="/mascot")
