@@ -45,6 +45,8 @@ from mascot.prompt.presets import Presets
 from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
 from mascot.service import DownloadFolder, MascotService
 from mascot.service.claims import ClaimKeeper
+from mascot.service.downloads import prune_uploads
+from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
@@ -53,7 +55,7 @@ from mascot.web.brand_logos import brand_logo_route
 from mascot.web.clients import AddressKeys, ProxyTrust
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
-from mascot.web.images import ImageFileMiddleware, image_routes, visible_mascot
+from mascot.web.images import ImageFileMiddleware, image_routes, visible_picture
 from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
 from mascot.web.public_url import PublicAddress
 from mascot.web.serving import drain, serve_until_sigterm
@@ -102,6 +104,11 @@ class App:
         token_hash = self.identity.owner_from_request(request)
         return None if token_hash is None else self.store.resolve_owner(token_hash)
 
+    def own_export(self, request: Any, key: str, name: str) -> Path | None:
+        """The ZIP at `<key>/<name>` when the request's browser (linked devices resolved) made it; else None."""
+        owner_hash = self.owner_of(request)
+        return None if owner_hash is None else self.services.service.downloads.export(owner_hash, key, name)
+
     def launch(self, **overrides: Any) -> None:
         """Serve the page (the worker must be started); `overrides` are for tests (ports, thread lock)."""
         public_mascot = self.store.public_mascot
@@ -119,7 +126,7 @@ class App:
                         UploadGateMiddleware,
                         identity=self.identity,
                         limit=self.services.service.limiters.uploads,
-                        prune=DownloadFolder(lambda: Path(get_upload_folder())).prune_uploads,
+                        prune=lambda: prune_uploads(Path(get_upload_folder())),
                         proxies=self.services.trusted_proxies,
                         per_network=not self.settings.one_office,
                     ),
@@ -137,7 +144,12 @@ class App:
                         health_endpoint(self.worker, lambda: self.store.schema_version, self.store.check_writable),
                     ),
                     Route(PREVIEW_IMAGE_ROUTE, preview_image_endpoint(public_mascot, self.settings.images_dir)),
-                    *image_routes(visible_mascot(self.store.mascot, self.owner_of), self.settings.images_dir),
+                    *image_routes(
+                        visible_picture(self.store.visible_picture, self.identity.owner_from_request),
+                        self.settings.images_dir,
+                        self.services.service.downloads.sticker,
+                        self.own_export,
+                    ),
                     brand_logo_route(
                         [brand.logo for brand in self.services.service.presets.brands.values() if brand.logo],
                         self.services.service.logos.path if self.services.service.logos else lambda _id: None,
@@ -178,7 +190,9 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     blocked_words = load_blocked_words(settings.blocked_words)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     presets = Presets.load()
-    logos = LogoLibrary(settings.images_dir / "logos")  # inside the served folder: Remix shows the logo again
+    logos = LogoLibrary(
+        settings.images_dir / "logos"
+    )  # uploaded logos and the house brands'; More like this names its mascot by id
     if settings.brands_dir is not None:  # the operator's brands replace the built-in palettes
         presets = presets.with_brands(load_house_brands(settings.brands_dir, logos))
     rules = settings.rules  # the house rules, set once: the store and the service apply them
@@ -202,7 +216,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         ),
         on_ended=claims.release,  # retried until the database takes it: a full disk must not lock a browser out
         prepare=prepare,
-        load_logo=logos.open,
+        load_logo=StartingPictures(store, logos).open,  # a mascot to start from: checked when its job runs
         max_queued=settings.queue_max_size,
         max_per_client=rules.max_queued_per_client,
         max_batch_images=settings.max_batch_images,
@@ -214,8 +228,8 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         worker=worker,
         rules=rules,
         address_keys=AddressKeys(secret),
-        # Gradio serves its upload folder (not the data folder): stickers and ZIPs are written there.
-        downloads=DownloadFolder(lambda: Path(get_upload_folder())),
+        # In the data folder, which Gradio does not serve: our routes check every request (mascot.web.images).
+        downloads=DownloadFolder(settings.data_dir / "downloads"),
         presets=presets,
         logos=logos,
         blocked_words=blocked_words,

@@ -240,6 +240,19 @@ def benchmark(store: MascotStore, population: Population, runs: int, rng: random
             runs,
         ),
         time_calls("share link: mascot(public_id)", page, lambda i: store.mascot(liked[i], viewer), runs),
+        # What each picture request asked before store.visible_picture: the owner resolved, then the whole mascot.
+        time_calls(
+            "picture, as before: resolve + mascot",
+            LIKE_TARGET_MS,
+            lambda i: store.mascot(liked[i], store.resolve_owner(viewer)),
+            runs,
+        ),
+        time_calls(
+            "picture: visible_picture (one query)",
+            LIKE_TARGET_MS,
+            lambda i: store.visible_picture(liked[i], viewer),
+            runs,
+        ),
         time_calls("like toggle (committed)", LIKE_TARGET_MS, lambda i: store.toggle_like(likers[i], liked[i]), runs),
         time_calls("claim_job + release_job", LIKE_TARGET_MS, lambda i: claim_and_release(store, likers[i]), runs),
     ]

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -329,6 +330,9 @@ def test_while_drawing_one_progress_bar_covers_the_mascots_and_the_status_words_
     gallery_overlay = page.locator("#result-gallery").get_by_test_id("status-tracker")
     assert "hide" in (status_overlay.get_attribute("class") or "").split()
     assert "hide" not in (gallery_overlay.get_attribute("class") or "").split()
+    # The previews arrive inside the event stream (ui.pictures.PreviewGallery): no file of them in Gradio's cache.
+    preview = page.locator("#result-gallery img").first
+    playwright_api.expect(preview).to_have_attribute("src", re.compile(r"^data:image/webp;base64,"), timeout=120_000)
     playwright_api.expect(status).to_contain_text("Done", timeout=300_000)
     context.close()
 

@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
-from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -406,11 +405,9 @@ def test_a_transparent_sticker_of_any_visible_mascot_keeps_its_parameters(site):
 
 
 def test_making_a_sticker_clears_stickers_older_than_an_hour(site):
-    from gradio.utils import get_upload_folder
-
-    stickers = Path(get_upload_folder()) / "stickers"
+    stickers = site.app.settings.data_dir / "downloads" / "stickers"  # the data folder: Gradio serves none of it
     stickers.mkdir(parents=True, exist_ok=True)
-    stale, recent = stickers / "mascot-stale-sticker.png", stickers / "mascot-recent-sticker.png"
+    stale, recent = stickers / "AAAAAAAAAAAA.png", stickers / "BBBBBBBBBBBB.png"
     for path in (stale, recent):
         path.write_bytes(b"png")
     two_hours_ago = time.time() - 7200

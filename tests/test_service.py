@@ -15,11 +15,13 @@ import pytest
 from PIL import Image
 
 from mascot.generation.worker import GenerationWorker, JobState, ModelState
+from mascot.prompt.logos import LogoLibrary
 from mascot.service import DownloadFolder, MascotService, Refusal, Visitor, sentences
+from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Rules
 from mascot.store.imaging import read_parameters
 from mascot.store.store import MascotStore
-from mascot.ui.pictures import download
+from mascot.ui.pictures import download, sticker_download
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
 from tests.support.store import owner, save
@@ -39,8 +41,19 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
+    yield from serve_service(tmp_path, with_logos=False)
+
+
+@pytest.fixture
+def logo_site(tmp_path: Path) -> Iterator[Site]:
+    """With logo mixing, as the app has it: More like this and uploaded logos."""
+    yield from serve_service(tmp_path, with_logos=True)
+
+
+def serve_service(tmp_path: Path, *, with_logos: bool) -> Iterator[Site]:
     store = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", rules=RULES)
     fake = FakeGenerator()
+    logos = LogoLibrary(tmp_path / "images" / "logos") if with_logos else None
     worker = GenerationWorker(
         lambda on_status: fake,
         lambda job, images, model: store.save_generation(
@@ -53,6 +66,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         ),
         on_ended=lambda job: store.release_job(job.submission.owner_hash, job.submission.claim_id),
         max_per_client=RULES.max_queued_per_client,
+        load_logo=StartingPictures(store, logos).open if logos is not None else None,
     ).start()
     assert worker.wait_until_loaded(10).state is ModelState.READY
     downloads = tmp_path / "downloads"
@@ -61,7 +75,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
         worker=worker,
         rules=RULES,
         address_keys=AddressKeys(b"test secret"),
-        downloads=DownloadFolder(lambda: downloads),
+        downloads=DownloadFolder(downloads),
+        logos=logos,
         clock=lambda: NOW,
     )
     yield Site(service, store, fake, downloads)
@@ -220,18 +235,33 @@ def test_a_report_from_enough_networks_takes_a_mascot_out_of_the_gallery_and_one
 
 def test_a_sticker_keeps_the_parameters_and_old_downloads_are_pruned(site: Site) -> None:
     public_id = public_id_of(site, "alice")
-    old = site.downloads / "stickers" / "old" / "mascot-old-sticker.png"
+    old = site.downloads / "stickers" / "AAAAAAAAAAAA.png"
     old.parent.mkdir(parents=True)
     old.write_bytes(b"png")
     os.utime(old, (time.time() - 7200,) * 2)
 
-    path = site.service.sticker(public_id, who("bob"))
+    entry = site.service.sticker(public_id, who("bob"))
 
-    assert path.is_relative_to(site.downloads / "stickers") and path.is_file()
+    path = site.service.downloads.sticker(public_id)
+    assert entry.public_id == public_id and path is not None
+    assert path.is_relative_to(site.downloads / "stickers")
     with Image.open(path) as sticker:
         assert sticker.mode == "RGBA"
     assert read_parameters(path)["prompt"] == "an otter barista"
     assert not old.exists()
+    assert [file.name for file in path.parent.iterdir()] == [path.name]  # no scratch file left beside it
+
+
+def test_deleting_a_mascot_removes_its_sticker_and_its_owners_zips_at_once(site: Site) -> None:
+    public_id = public_id_of(site, "alice")
+    site.service.sticker(public_id, who("bob"))
+    made = site.service.export(who("alice"))
+    assert site.service.downloads.sticker(public_id) and made.path.is_file()
+
+    site.service.delete(public_id, who("alice"))
+
+    assert site.service.downloads.sticker(public_id) is None and not made.path.exists()
+    assert site.service.last_export(who("alice")) is None
 
 
 def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Site) -> None:
@@ -244,6 +274,8 @@ def test_the_export_zips_the_browsers_mascots_and_refuses_an_empty_one(site: Sit
         assert len([name for name in archive.namelist() if name.endswith(".png")]) == 1
     assert index["total"] == 1 and download.warning is None
     assert download.path.is_relative_to(site.downloads / "exports")
+    assert site.service.downloads.export(owner("alice"), download.path.parent.name, download.path.name)
+    assert site.service.downloads.export(owner("bob"), download.path.parent.name, download.path.name) is None
     with pytest.raises(Refusal):
         site.service.export(who("carol"))
 
@@ -337,14 +369,16 @@ def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: S
     expected = f"mascot-an-otter-barista-{public_id}"
 
     url, png = download("https://mascots.example/app", site.service.open(public_id, who("alice")))
-    sticker = site.service.sticker(public_id, who("alice"))
+    sticker_url, sticker = sticker_download(
+        "https://mascots.example/app", site.service.sticker(public_id, who("alice"))
+    )
     with zipfile.ZipFile(site.service.export(who("alice")).path) as archive:
         (entry,) = [name for name in archive.namelist() if name.endswith(".png")]
 
     # The panel's Download PNG: the checking route as an attachment, under this name (tests/test_image_routes.py).
     assert url == f"https://mascots.example/app/images/{public_id}.png?download=1"
-    assert (png, sticker.name, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
-    assert read_parameters(sticker)["prompt"] == "an otter barista"
+    assert sticker_url == f"https://mascots.example/app/images/{public_id}.sticker.png?download=1"
+    assert (png, sticker, entry) == (f"{expected}.png", f"{expected}-sticker.png", f"{expected}.png")
 
 
 def test_a_remix_puts_one_image_back_and_keeps_its_seed(site: Site) -> None:
@@ -429,6 +463,59 @@ def test_more_like_this_says_what_it_costs_and_is_refused_with_the_reason_when_t
     with pytest.raises(Refusal, match=r"^More like this makes 2 mascots\. You have 1 of 4 mascots left today"):
         site.service.remix(public_id, who("bob"), vary=True)
     assert site.service.remix(public_id, who("bob"), vary=False).values["prompt"] == "an otter barista"
+
+
+def test_more_like_this_names_the_mascot_by_id_and_its_job_reads_the_picture_copying_it_nowhere(
+    logo_site: Site, tmp_path: Path
+) -> None:
+    public_id = public_id_of(logo_site, "alice")
+    bob = who("bob", address="198.51.100.7")
+
+    remix = logo_site.service.remix(public_id, bob, vary=True)
+
+    assert remix.values["logo"] == f"mascot:{public_id}" and remix.logo_path is None
+    assert remix.based_on_idea == "an otter barista" and remix.values["num_images_per_prompt"] == 2
+    job = logo_site.service.submit({**remix.values, **FAST}, bob)
+    assert finished(job) is JobState.DONE
+    [picture] = [logo for logo in logo_site.fake.logos if logo is not None]
+    assert picture.mode == "RGB" and max(picture.size) <= 512  # the mascot's own pixels, read for the job
+    assert not list((tmp_path / "images" / "logos").rglob("*"))  # no copy anywhere Gradio could serve it
+
+
+def test_more_like_this_of_a_mascot_made_private_before_its_job_runs_fails_with_a_sentence(logo_site: Site) -> None:
+    public_id = public_id_of(logo_site, "alice")
+    bob = who("bob", address="198.51.100.7")
+    values = {**logo_site.service.remix(public_id, bob, vary=True).values, **FAST}
+    logo_site.fake.gate.clear()
+    blocker = logo_site.service.submit({"prompt": "carol's", **FAST}, who("carol", address="192.0.2.1"))
+    assert logo_site.fake.started.wait(10)
+    job = logo_site.service.submit(values, bob)  # queued behind carol's: its picture is not read yet
+
+    logo_site.service.set_public(public_id, False, who("alice"))
+    logo_site.fake.gate.set()
+
+    assert finished(blocker) is JobState.DONE and finished(job) is JobState.FAILED
+    assert job.snapshot.error == sentences.BASED_ON_GONE
+    released(logo_site, "bob")
+    assert logo_site.service.mascots_left_today(bob) == RULES.daily_quota  # nothing was made, nothing counts
+    with pytest.raises(Refusal) as refused:
+        logo_site.service.admit(values, bob)  # asked again: refused up front, on the picture
+    assert (refused.value.message, refused.value.parameter) == (sentences.BASED_ON_GONE, "logo")
+    assert logo_site.service.admit(values, who("alice"))  # its owner still may
+
+
+def test_a_remix_of_a_variation_starts_from_the_same_mascot_while_it_may_be_seen(logo_site: Site) -> None:
+    public_id = public_id_of(logo_site, "alice")
+    bob = who("bob", address="198.51.100.7")
+    job = logo_site.service.submit({**logo_site.service.remix(public_id, bob, vary=True).values, **FAST}, bob)
+    assert finished(job) is JobState.DONE
+    variation = logo_site.store.history(owner("bob"))[0].public_id
+
+    again = logo_site.service.remix(variation, bob, vary=False)
+    assert (again.values["logo"], again.based_on_idea) == (f"mascot:{public_id}", "an otter barista")
+    logo_site.service.delete(public_id, who("alice"))
+    gone = logo_site.service.remix(variation, bob, vary=False)
+    assert (gone.values["logo"], gone.based_on_idea) == ("", None)
 
 
 # ---- devices ------------------------------------------------------------------------------------------------------

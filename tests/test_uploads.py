@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mascot.service import Visitor, sentences
-from mascot.service.downloads import UPLOAD_KEEP_S
+from mascot.service.downloads import UPLOAD_KEEP_S, prune_uploads
 from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE
 from tests.support.site import make, mine
 
@@ -98,21 +98,19 @@ def test_one_browser_can_upload_only_so_many_files_in_ten_minutes(site) -> None:
     assert status == 429 and answer.startswith(f"You uploaded {allowed} files in the last 10 minutes")
 
 
-def test_uploads_older_than_an_hour_are_removed_and_fresh_ones_and_downloads_kept(site) -> None:
+def test_uploads_older_than_an_hour_are_removed_and_fresh_ones_kept(site) -> None:
     cookie = browser_cookie(site.url)
     folder = Path(os.environ["GRADIO_TEMP_DIR"])
-    old_upload, old_sticker = folder / ("0" * 40) / "old.png", folder / "stickers" / "x" / "s.png"
-    for path in (old_upload, old_sticker):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"old")
+    old_upload = folder / ("0" * 40) / "old.png"
+    old_upload.parent.mkdir(parents=True, exist_ok=True)
+    old_upload.write_bytes(b"old")
     assert post_upload(site.url, multipart("fresh.txt", b"fresh"), cookie)[0] == 200  # the first prunes
     kept = {path.name for path in uploaded_files(site)}
     assert "old.png" in kept  # it arrived just now (ctime): an hour has not passed
 
-    removed = site.app.services.service._downloads.prune_uploads(max_age_s=0)
+    removed = prune_uploads(folder, max_age_s=0)
 
     assert removed >= 2 and not old_upload.exists() and not old_upload.parent.exists()
-    assert old_sticker.exists()  # downloads are pruned by their own folder, by age (service.downloads)
     assert UPLOAD_KEEP_S == 3600
 
 
@@ -145,7 +143,8 @@ def test_exports_past_the_browsers_limit_are_refused_with_a_sentence_before_the_
 
     assert status == 400 and detail.startswith("You reached the limit of 3 ZIPs per 10 minutes. Try again in ")
     assert len(site.app.demo._queue) == queued  # no queue slot was taken
-    assert len(list(Path(os.environ["GRADIO_TEMP_DIR"], "exports").rglob("*.zip"))) == 3  # the reused one: no file
+    zips = site.app.settings.data_dir / "downloads" / "exports"
+    assert len(list(zips.rglob("*.zip"))) == 3  # the reused one: no file
 
 
 def test_a_second_sticker_while_the_first_is_being_made_is_refused_before_the_queue(site) -> None:

@@ -307,7 +307,7 @@ def test_a_job_cancelled_inside_a_shared_run_ends_alone_and_the_others_are_store
 
 
 def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder):
-    def open_logo(logo_id: str):
+    def open_logo(logo_id: str, owner_hash: str):
         raise FileNotFoundError(logo_id)
 
     worker = GenerationWorker(lambda on_status: fake, recorder, load_logo=open_logo, max_batch_images=4).start()

@@ -35,6 +35,7 @@ from mascot.generation.generator import (
     batch_key,
 )
 from mascot.generation.saver import Saver
+from mascot.prompt.pictures import PictureRefused
 from mascot.prompt.request import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class GenerationWorker:
         *,
         on_ended: OnEnded | None = None,
         prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,
-        load_logo: Callable[[str], Image.Image] | None = None,
+        load_logo: Callable[[str, str], Image.Image] | None = None,
         max_queued: int = 64,
         max_per_client: int = 0,
         max_batch_images: int | None = None,
@@ -183,7 +184,8 @@ class GenerationWorker:
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
         self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
         self._max_per_client = max_per_client  # jobs one network key may have waiting or running; 0: no cap
-        self._load_logo = load_logo  # the image behind request.logo (an id the upload handed out)
+        # The image behind request.logo for the job's owner: an uploaded logo, or a mascot it may see (checked now).
+        self._load_logo = load_logo
         self._prepare = prepare  # the request as the model sees it (presets applied); the store keeps the submitted one
         self._load_generator = load_generator
         self._on_finished = on_finished
@@ -473,7 +475,8 @@ class GenerationWorker:
 
         request = job.submission.request
         model_request = self._prepare(request) if self._prepare else request
-        logo = self._load_logo(request.logo) if request.logo and self._load_logo else None
+        owner_hash = job.submission.owner_hash
+        logo = self._load_logo(request.logo, owner_hash) if request.logo and self._load_logo else None
         return BatchItem(model_request, on_step, logo)
 
     def _store(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
@@ -517,6 +520,8 @@ class GenerationWorker:
 
 def describe_failure(error: Exception) -> str:
     """A sentence for people about a failed generation; the traceback goes to the log."""
+    if isinstance(error, PictureRefused):  # its picture cannot be used (gone, or no longer the browser's to use)
+        return str(error)
     if type(error).__name__ == "OutOfMemoryError":
         return "The GPU ran out of memory. Try fewer images or a smaller size."
     return "Something went wrong while making your mascot. Please try again; the error was logged."

@@ -33,8 +33,11 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "lora_scale": (0.0, 2.0),
     "logo_weight": (0.0, 1.0),
 }
-# An uploaded logo's id: the sha256 of the stored image, as the app's upload handed it out; "" is none.
-LOGO_ID = re.compile(r"^(|[0-9a-f]{64})$")
+# An uploaded logo's id (the sha256 of the stored image, as the app's upload handed it out), or a mascot to start
+# from ("More like this"): BASED_ON_PREFIX and its share id, whose picture the app loads when the job runs, if the
+# asking browser may still see it. "" is none.
+BASED_ON_PREFIX = "mascot:"
+LOGO_ID = re.compile(r"^(|[0-9a-f]{64}|mascot:[A-Za-z0-9_-]{12})$")
 # A LoRA adapter's name, as `--lora name=PATH` gives it (PEFT keys modules by it); "" is the base model.
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 # A style or brand preset's name (assets/presets.json); "" is none. Which names exist is the presets' business.
@@ -125,7 +128,7 @@ class GenerationRequest:
     num_images_per_prompt: int = 1
     style: str = ""  # a style preset wrapped around the prompt ("" = the prompt as written)
     brand: str = ""  # a brand preset (colours, patterns) added to the prompt
-    logo: str = ""  # an uploaded logo's id, mixed into the look with logo_weight ("" = none)
+    logo: str = ""  # an uploaded logo's id or "mascot:<share id>", mixed into the look with logo_weight ("" = none)
     logo_weight: float = 0.3  # 0 = the words alone, 1 = the logo alone
     adapter_name: str = ""  # the LoRA adapter to use ("" = none); which ones exist is the loaded model's business
     lora_scale: float = 1.0
@@ -236,11 +239,17 @@ def clean_adapter_name(raw: Any) -> str:
 
 
 def clean_logo_id(raw: Any) -> str:
-    """A logo id from the upload, or "" for none; never a path or anything else a client makes up."""
+    """A logo id from the upload, a mascot to start from ("mascot:<share id>"), or "" for none; never a path or
+    anything else a client makes up."""
     text = "" if raw is None else raw
     if not isinstance(text, str) or not LOGO_ID.match(text.strip()):
-        raise refuse("logo", "{name} must be the id the logo upload returned, or empty.")
+        raise refuse("logo", "{name} must be the id the logo upload returned, mascot:<share id>, or empty.")
     return text.strip()
+
+
+def based_on_mascot(logo: str) -> str | None:
+    """The share id of the mascot a request starts from (its `logo` is "mascot:<share id>"); None otherwise."""
+    return logo.removeprefix(BASED_ON_PREFIX) if logo.startswith(BASED_ON_PREFIX) else None
 
 
 def clean_preset_name(raw: Any, name: str) -> str:

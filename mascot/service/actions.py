@@ -20,15 +20,16 @@ from mascot.prompt.logos import LogoLibrary, LogoRefused
 from mascot.prompt.pictures import NotAPicture, PictureRefused, check_size, decode_slot, open_lazily
 from mascot.prompt.presets import Presets
 from mascot.prompt.recipe import recipe_from_png_text
-from mascot.prompt.request import GenerationRequest, InvalidRequest, Problem
+from mascot.prompt.request import BASED_ON_PREFIX, GenerationRequest, InvalidRequest, Problem, based_on_mascot
 from mascot.prompt.wordfilter import BlockedWords
 from mascot.service import sentences
 from mascot.service.answers import Notice, Refusal, Visitor
 from mascot.service.downloads import DownloadFolder
 from mascot.service.limits import KeyedLimit, Limiters, seconds_phrase
+from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Rules
 from mascot.store.device_links import is_code
-from mascot.store.export import NothingToExport, Progress, export_fingerprint, export_mascots, file_name
+from mascot.store.export import NothingToExport, Progress, export_fingerprint, export_mascots
 from mascot.store.imaging import read_parameters, save_png, transparent_sticker
 from mascot.store.likes import LikeState
 from mascot.store.moderation import NO_REASON, check_reason
@@ -56,6 +57,7 @@ class Remix:
     values: dict[str, Any]
     logo_path: Path | None
     randomize_seed: bool
+    based_on_idea: str | None = None  # the idea of the mascot `values["logo"]` starts from ("mascot:<share id>")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,13 @@ def _png_text(upload: Path) -> dict[str, Any]:
         raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
 
 
+def _write_sticker(image_path: Path, destination: Path) -> None:
+    """The picture at `image_path` cut out of its background, with its parameters, as a PNG at `destination`."""
+    with Image.open(image_path) as picture:
+        cut_out = transparent_sticker(picture)
+    save_png(cut_out, destination, read_parameters(image_path))
+
+
 def _too_often(limit: KeyedLimit, what: str, wait_s: float) -> Refusal:
     """The refusal of work asked for more often than its limit allows."""
     return Refusal(sentences.too_often_line(what, limit.limit.per_window, limit.limit.window_s, seconds_phrase(wait_s)))
@@ -161,9 +170,10 @@ class MascotService:
         self.rules = rules
         self.presets = presets or Presets({}, {})
         self.logos = logos
+        self.pictures = StartingPictures(store, logos) if logos is not None else None
         self.clock = clock
         self._address_keys = address_keys
-        self._downloads = downloads
+        self.downloads = downloads
         self._blocked_words = blocked_words or BlockedWords()
         self._prepare = prepare or self.presets.apply
         self.limiters = limiters or Limiters()
@@ -212,9 +222,19 @@ class MascotService:
         except InvalidRequest as error:
             raise Refusal(error.message, error.parameter, error.problems) from None
         self._check_adapter(request)
-        if request.logo and (self.logos is None or self.logos.path(request.logo) is None):
+        if request.logo and self.logos is None:
+            raise Refusal(sentences.NO_LOGOS, "logo")
+        if request.logo and based_on_mascot(request.logo) is None and self.logos and not self.logos.path(request.logo):
             raise Refusal(sentences.LOGO_GONE, "logo")
         return request
+
+    def _check_picture(self, request: GenerationRequest, owner_hash: str) -> None:
+        """A mascot to start from must be one this browser may see (checked again when the job runs)."""
+        if request.logo and self.pictures is not None:
+            try:
+                self.pictures.check(request.logo, owner_hash)
+            except LogoRefused as error:
+                raise Refusal(str(error), "logo") from None
 
     def admit(self, values: Mapping[str, Any], visitor: Visitor | None) -> GenerationRequest:
         """What costs nothing to refuse, before a job takes a queue slot: the request, then (for a browser with its
@@ -222,6 +242,7 @@ class MascotService:
         request = self.request_from(values)
         if visitor is not None:
             owner_hash, network = self.owner(visitor), self.network(visitor)
+            self._check_picture(request, owner_hash)
             self._check_quota(owner_hash, network, request.num_images_per_prompt)
             try:
                 self.worker.check_can_submit(owner_hash, network.key)
@@ -238,6 +259,7 @@ class MascotService:
         if visitor is None:
             raise Refusal(sentences.NO_COOKIE)
         owner_hash, network = self.owner(visitor), self.network(visitor)
+        self._check_picture(request, owner_hash)
         claim = self.store.claim_job(
             owner_hash, request.num_images_per_prompt, now=self.clock(), address_hash=network.address_hash
         )
@@ -371,8 +393,12 @@ class MascotService:
     @refuses_when_unwritable
     def delete(self, public_id: object, visitor: Visitor) -> Notice:
         """Delete one of the browser's mascots: its image, its likes, everywhere."""
-        if not self.store.delete_mascot(self.owner(visitor), str(public_id or "")):
+        owner_hash, public_id = self.owner(visitor), str(public_id or "")
+        if not self.store.delete_mascot(owner_hash, public_id):
             raise Refusal(sentences.NOT_YOURS_TO_DELETE)
+        self.downloads.forget(owner_hash, public_id)  # its sticker, and the ZIPs that hold it
+        with self._exports_lock:
+            self._exports.pop(owner_hash, None)
         return Notice(sentences.DELETED)
 
     @refuses_when_unwritable
@@ -399,17 +425,17 @@ class MascotService:
         made or when it asked for too many lately. Takes a running lease that `sticker` ends."""
         self._admit(self.limiters.stickers, "sticker", sentences.STICKER_RUNNING, visitor)
 
-    def sticker(self, public_id: object, visitor: Visitor) -> Path:
+    def sticker(self, public_id: object, visitor: Visitor) -> MascotEntry:
         """The mascot cut out of its background as a transparent PNG with its parameters (best on plain
-        backgrounds, like stickers), written for download. Counted per browser and network (service.limits)."""
+        backgrounds, like stickers), kept for download by the sticker route (mascot.web.images), which checks on
+        every request that the asking browser may still see the mascot. Counted per browser and network
+        (service.limits); returns the mascot."""
         try:
             entry = self.open(public_id, visitor)
             self._count(self.limiters.stickers, "sticker", visitor)
-            with Image.open(entry.path) as picture:
-                cut_out = transparent_sticker(picture)
-            path = self._downloads.new_path("stickers", file_name(entry, "sticker"))
-            save_png(cut_out, path, read_parameters(entry.path))
-            return path
+            if not self.downloads.keep_sticker(entry.public_id):  # made already: the same pixels
+                self.downloads.write_sticker(entry.public_id, functools.partial(_write_sticker, entry.path))
+            return entry
         finally:
             self.limiters.stickers.finish(visitor.token_hash, self.network(visitor).key)
 
@@ -424,17 +450,25 @@ class MascotService:
 
     def remix(self, public_id: object, visitor: Visitor, *, vary: bool) -> Remix:
         """A mascot's parameters, seed included, for the form: one image, its seed kept. To vary it ("More like
-        this"): the mascot itself as the picture to mix in, a couple of new seeds."""
+        this"): the mascot itself, by its share id ("mascot:<id>"), as the picture to mix in, a couple of new seeds.
+        Its picture is read when the job runs, if the browser may still see it; nothing is copied."""
         entry = self.open(public_id, visitor)
         if vary:
             self._check_variation_quota(visitor)
         values = entry.remix_request().as_dict()  # its own seed, one image: the seed belongs to this one image
-        logo_path = self.logos.path(entry.request.logo) if self.logos is not None and entry.request.logo else None
-        if not (vary and self.logos is not None):
+        if vary and self.logos is not None:
+            values.update(logo=BASED_ON_PREFIX + entry.public_id, logo_weight=VARIATION_WEIGHT)
+            values["num_images_per_prompt"] = VARIATIONS
+            return Remix(values, None, randomize_seed=True, based_on_idea=entry.request.prompt)
+        based_on = based_on_mascot(entry.request.logo)
+        if based_on is None:
+            logo = entry.request.logo
+            logo_path = self.logos.path(logo) if self.logos is not None and logo else None
             return Remix(values, logo_path, randomize_seed=False)
-        picture_id = self.logos.save(entry.path)
-        values.update(logo=picture_id, logo_weight=VARIATION_WEIGHT, num_images_per_prompt=VARIATIONS)
-        return Remix(values, self.logos.path(picture_id), randomize_seed=True)
+        source = self.store.mascot(based_on, self.owner(visitor))  # a variation: of a mascot still there?
+        if source is None:
+            values["logo"] = ""  # private now or deleted: the words and settings alone
+        return Remix(values, None, randomize_seed=False, based_on_idea=source.request.prompt if source else None)
 
     def mascots_left_today(self, visitor: Visitor) -> int:
         """How many more mascots the browser may make today: the smaller of its own and its network's figures."""
@@ -481,7 +515,7 @@ class MascotService:
             if reused is not None:
                 return reused
             self._count(self.limiters.exports, "ZIP", visitor)
-            destination = self._downloads.new_path("exports", f"my-mascots-{now:%Y-%m-%d}.zip")
+            destination = self.downloads.new_export_path(owner_hash, f"my-mascots-{now:%Y-%m-%d}.zip")
             result = export_mascots(self.store, owner_hash, destination, now=now, on_progress=on_progress)
         except NothingToExport as error:
             raise Refusal(str(error)) from None
@@ -492,6 +526,13 @@ class MascotService:
         with self._exports_lock:
             self._exports[owner_hash] = (contents, made)
         return made
+
+    def last_export(self, visitor: Visitor) -> Download | None:
+        """The browser's last ZIP while it is still kept, for the page to offer (None: none, or pruned)."""
+        owner_hash = self.owner(visitor)
+        with self._exports_lock:
+            last = self._exports.get(owner_hash)
+        return last[1] if last is not None and last[1].path.is_file() else None
 
     def _reusable_export(self, owner_hash: str, contents: str) -> Download | None:
         """The browser's last ZIP when it holds exactly `contents` and is still on disk (downloads are pruned)."""

@@ -18,6 +18,9 @@ HIDDEN = "Hidden from the gallery: only you see it now."
 DELETED = "Deleted."
 NO_LOGOS = "This app does not mix in logos."
 LOGO_GONE = "That logo is no longer here: upload it again."
+BASED_ON_GONE = (
+    "The mascot this was based on is private now or was deleted: remove it from “Based on” (✕) and try again."
+)
 NOT_A_RECIPE_PICTURE = "That file is not a PNG picture we can read. Drop a PNG made here (or by AUTOMATIC1111)."
 NO_RECIPE = "That picture carries no settings to remix: only PNGs made here (or by AUTOMATIC1111) do."
 

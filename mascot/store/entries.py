@@ -50,6 +50,11 @@ class MascotEntry:
     moderation: str = VISIBLE  # out of the gallery when set (see mascot.store.moderation); only its owner sees it then
 
     @property
+    def prompt(self) -> str:
+        """The idea: what a download is named after (export.Named, shared with store.PictureFiles)."""
+        return self.request.prompt
+
+    @property
     def caption(self) -> str:
         """The idea, shortened for a gallery tile."""
         return caption(self.request.prompt)

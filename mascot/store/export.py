@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mascot.clock import utc_now
 from mascot.store.entries import MAX_PER_PAGE, MascotEntry
@@ -61,11 +61,21 @@ def slug(idea: str) -> str:
     return words[:SLUG_CHARACTERS].strip("-") or "mascot"
 
 
-def file_name(entry: MascotEntry, kind: str = "") -> str:
+class Named(Protocol):
+    """What a download's name is made of: a mascot's idea and share id (a MascotEntry, a store.PictureFiles)."""
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def public_id(self) -> str: ...
+
+
+def file_name(entry: Named, kind: str = "") -> str:
     """Every download's name, one pattern (the PNG, the sticker, a ZIP's entries): `mascot-<slug>-<share id>.png`,
     `kind` ("sticker") before the suffix. Readable, and unique because the share id is ([A-Za-z0-9_-] only)."""
     marked = f"-{kind}" if kind else ""
-    return f"mascot-{slug(entry.request.prompt)}-{entry.public_id}{marked}.png"
+    return f"mascot-{slug(entry.prompt)}-{entry.public_id}{marked}.png"
 
 
 def index_record(entry: MascotEntry, name: str | None) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from mascot.store.moderation import (
     StoredIdea,
     check_reason,
 )
+from mascot.store.pictures import PictureFiles, visible_picture
 from mascot.store.quota import JOB_STALE_AFTER, ClaimResult, QuotaBook, QuotaStatus
 from mascot.store.schema import (
     GenerationRow,
@@ -86,6 +87,7 @@ __all__ = [
     "MascotPage",
     "MascotStore",
     "OpenLink",
+    "PictureFiles",
     "QuotaStatus",
     "Redemption",
     "ReportResult",
@@ -319,6 +321,15 @@ class MascotStore:
             .first()
         )  # fmt: skip
         return None if row is None else entry_from_row(row, viewer_id, self.files)
+
+    def visible_picture(self, public_id: str, token_hash: str | None) -> PictureFiles | None:
+        """What the picture routes need, on every request: the mascot's files when the browser with `token_hash` (its
+        own, not resolved: the query resolves linked devices) may see it now; else None. One light query."""
+        if not is_public_id(public_id):
+            return None
+        if token_hash is not None:
+            require_owner_hash(token_hash)
+        return visible_picture(self.tables, self.files, public_id, token_hash)
 
     def public_mascot(self, public_id: str) -> MascotEntry | None:
         """One mascot by its share id when everyone may see it (public, not taken down by moderation); else None."""

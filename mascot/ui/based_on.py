@@ -12,13 +12,15 @@ from mascot.ui.common import plain, plural
 
 @dataclass(frozen=True)
 class BasedOn:
-    """The mascot the next generations start from. Its picture travels as the request's `logo` (the one picture a
-    request mixes in), but the page shows it here, not in the logo upload, whose colours note would name it a logo."""
+    """The mascot the next generations start from. It travels as the request's `logo` (the one picture a request
+    mixes in), by its share id ("mascot:<id>": the app reads its picture when the job runs, if this browser may still
+    see it, and copies it nowhere), and the page shows it here, not in the logo upload, whose colours note would name
+    it a logo."""
 
     row: gr.Row  # shown while a mascot is the starting point
     note: gr.Markdown  # "Based on “…”", and what Generate will cost
     remove: gr.Button
-    picture: gr.Textbox  # hidden: the picture id of the mascot (equal to the form's `logo` while it applies)
+    picture: gr.Textbox  # hidden: "mascot:<share id>" (equal to the form's `logo` while it applies)
 
 
 def based_on_row() -> BasedOn:

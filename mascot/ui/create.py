@@ -17,6 +17,7 @@ from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
 from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
 from mascot.ui.house import HouseChoices, build_house_choices, wire_house_choices
 from mascot.ui.logo_panel import logo_fields
+from mascot.ui.pictures import PreviewGallery
 from mascot.ui.progress import relay_job
 from mascot.web.images import image_url
 from mascot.web.page_url import DEFAULT_PAGE_URL
@@ -95,7 +96,8 @@ def build_create_tab(services: PageServices) -> CreateForm:
     status = gr.Markdown(elem_id="generation-status")
     # What a dropped PNG restored: in view, since the picture can be dropped anywhere on the form (assets/page.js).
     recipe_note = gr.Markdown(elem_id="recipe-note")
-    gallery = gr.Gallery(
+    # Previews go to the browser as data: URLs, the saved mascots by their checking routes: Gradio caches neither.
+    gallery = PreviewGallery(
         label="Your mascots",
         format="png",
         columns=4,

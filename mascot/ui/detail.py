@@ -16,7 +16,7 @@ from mascot.store.moderation import NO_REASON, reason_choices
 from mascot.ui.based_on import based_on_note, based_on_values, no_based_on_values
 from mascot.ui.common import PageServices, plain, plural, refused, say, visitor, visitor_or_none
 from mascot.ui.create import CreateForm, dimensions_to_size
-from mascot.ui.pictures import LinkedDownload, LinkedImage, download, picture_url
+from mascot.ui.pictures import LinkedDownload, LinkedFile, LinkedImage, download, picture_url, sticker_download
 
 Listing = Literal["mine", "gallery"]
 
@@ -45,8 +45,8 @@ class DetailPanel:
     remix: gr.Button
     vary: gr.Button
     make_sticker: gr.Button
-    sticker: gr.DownloadButton  # shown once the sticker is made
-    sticker_file: gr.File  # hidden: the sticker itself, what API clients get from /sticker
+    sticker: gr.DownloadButton  # shown once the sticker is made: its checking route (mascot.web.images)
+    sticker_file: gr.File  # hidden: the sticker's URL, what API clients get from /sticker
     summary: gr.JSON  # hidden: the mascot's share id, words and likes, for API clients (buttons are not outputs)
     is_public: gr.Checkbox | None = None
     delete: gr.Button | None = None
@@ -111,8 +111,8 @@ def detail_panel(listing: Listing) -> DetailPanel:
                 )
                 with gr.Row():
                     make_sticker = gr.Button("Make a transparent sticker", elem_id=f"{listing}-make-sticker")
-                    sticker = gr.DownloadButton("⬇ Download sticker", visible=False, elem_id=f"{listing}-sticker")
-                    sticker_file = gr.File(visible=False, label="sticker")
+                    sticker = LinkedDownload("⬇ Download sticker", visible=False, elem_id=f"{listing}-sticker")
+                    sticker_file = LinkedFile(visible=False, label="sticker")
                 share_link = gr.Textbox(
                     label="Share link", interactive=False, buttons=["copy"], elem_id=f"{listing}-share"
                 )
@@ -234,7 +234,7 @@ def wire_detail(
         detail.sticker_file,
         validator=_sticker_validator(services),
         **api("sticker"),
-    ).success(_offer_sticker, detail.sticker_file, detail.sticker, queue=False, api_visibility="private")
+    ).success(_offer_sticker(services), detail.public_id, detail.sticker, queue=False, api_visibility="private")
     detail.like.click(
         _like_handler(services),
         detail.public_id,
@@ -353,19 +353,29 @@ def _sticker_validator(services: PageServices) -> Callable[..., list[Any]]:
 
 
 def _sticker_handler(services: PageServices) -> Callable[..., Any]:
-    def sticker(public_id: str, http_request: gr.Request | None = None) -> str:
+    def sticker(public_id: str, http_request: gr.Request | None = None) -> tuple[str, str]:
         """The mascot cut out of its background as a transparent PNG (best on plain backgrounds, like stickers)."""
+        who = visitor(services, http_request)
         try:
-            return str(services.service.sticker(public_id, visitor(services, http_request)))
+            return sticker_download(who.page_url, services.service.sticker(public_id, who))
         except Refusal as error:
             raise refused(error) from None
 
     return sticker
 
 
-def _offer_sticker(path: str | None) -> Any:
-    """Show the download button for the sticker just made."""
-    return gr.DownloadButton(value=path, visible=path is not None)
+def _offer_sticker(services: PageServices) -> Callable[..., Any]:
+    def offer_sticker(public_id: str, http_request: gr.Request | None = None) -> Any:
+        """Show the download button for the sticker just made (by the mascot's id: the file component's value, an
+        input here, would make Gradio fetch the URL)."""
+        who = visitor(services, http_request)
+        try:
+            entry = services.service.open(public_id, who)
+        except Refusal as error:
+            raise refused(error) from None
+        return gr.update(value=sticker_download(who.page_url, entry), visible=True)
+
+    return offer_sticker
 
 
 def _like_handler(services: PageServices) -> Callable[..., tuple[str, str, MascotSummary]]:
@@ -424,8 +434,8 @@ def _remix_handler(
     services: PageServices, form: CreateForm, tabs: gr.Tabs, *, vary: bool
 ) -> Callable[..., ComponentValues]:
     def remix(public_id: str, http_request: gr.Request | None = None) -> ComponentValues:
-        """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself
-        as the picture to mix in, with new seeds)."""
+        """Put a mascot's parameters, seed included, back into the Create form (or, to vary it, the mascot itself,
+        by its share id, as the picture to mix in, with new seeds)."""
         who = visitor(services, http_request)
         try:
             remixed = services.service.remix(public_id, who, vary=vary)
@@ -435,8 +445,9 @@ def _remix_handler(
         values[form.randomize_seed] = remixed.randomize_seed
         values[form.size] = dimensions_to_size(remixed.values["width"], remixed.values["height"])
         values[tabs] = gr.Tabs(selected="create")
-        if vary:  # the mascot is the starting point, shown as such: the logo upload stays empty and closed
-            note = based_on_note(remixed.values["prompt"], VARIATIONS, services.service.mascots_left_today(who))
+        if remixed.based_on_idea is not None:  # a mascot is the starting point, shown as such, not as a logo
+            images = remixed.values["num_images_per_prompt"]
+            note = based_on_note(remixed.based_on_idea, images, services.service.mascots_left_today(who))
             values.update(based_on_values(form.based_on, remixed.values["logo"], note))
             values[form.logo_image] = None
             values[form.logo_panel] = gr.Accordion(open=False)

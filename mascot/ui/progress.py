@@ -17,10 +17,10 @@ POLL_SECONDS = 1.0
 def relay_job(job: Job, progress: gr.Progress, url_of: Callable[[str], str]) -> Iterator[tuple[Any, str]]:
     """Show a job's queue position, steps and previews until it ends. If the browser leaves, the job goes on.
 
-    A preview is sent once, when it is new: Gradio writes every image it sends to a cache file named by its content,
-    so sending the same preview again at each step rewrites a file a browser may be downloading at that moment
-    (which fails with "Too little data for declared Content-Length"), and encodes it again for nothing. The saved
-    mascots are shown by `url_of` (share id -> the checking route's URL, mascot.web.images), never by their files.
+    A preview is sent once, when it is new, inside the event's message as a data: URL (ui.pictures.PreviewGallery:
+    Gradio writes no file of it into its cache, where anyone with the URL could fetch it); sending it again at each
+    step would encode it again for nothing. The saved mascots are shown by `url_of` (share id -> the checking
+    route's URL, mascot.web.images), never by their files.
     """
     try:
         yield from _relay(job, progress, url_of)

@@ -1,9 +1,11 @@
-"""The only way a mascot's picture leaves the server: `/images/<share id>.png` and `.thumb.webp`, checked on every
-request, and the middleware that answers Gradio's file route for those URLs the same way.
+"""The only way a mascot's picture leaves the server: `/images/<share id>.png`, `.thumb.webp` and `.sticker.png`,
+checked on every request; a browser's ZIPs at `/downloads/<key>/<name>`, for that browser alone; and the middleware
+that answers Gradio's file route for those URLs the same way.
 
 A picture is served while its mascot is public and not taken down, or to its owner (the identity cookie, resolved
 through linked devices); every other request gets 404, the same answer as for an id that never existed, so that a
-private mascot's id cannot be told from a made-up one. Gradio never holds a copy: the page's galleries show these
+private mascot's id cannot be told from a made-up one (a ZIP is its owner's only: a stranger gets 404 even for one
+of public mascots). Gradio never holds a copy: the page's galleries show these
 URLs (an http URL in a gr.Gallery is handed to the browser as it is, not copied into Gradio's cache), and
 `gradio_client`, which fetches every file through `/gradio_api/file=<url>`, is answered here with its own cookie.
 """
@@ -20,23 +22,33 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from mascot.store.entries import MascotEntry
 from mascot.store.export import file_name
+from mascot.store.pictures import PictureFiles
 from mascot.web.identity import ASGIApp, Receive, Scope, Send
 
 IMAGE_PREFIX = "/images/"
 IMAGE_ROUTE = IMAGE_PREFIX + "{public_id}.png"
 THUMBNAIL_ROUTE = IMAGE_PREFIX + "{public_id}.thumb.webp"
-# A share id (store.PUBLIC_ID_PATTERN) and which file of it.
-IMAGE_PATH = re.compile(r"/images/([A-Za-z0-9_-]{12})\.(png|thumb\.webp)")
+STICKER_ROUTE = IMAGE_PREFIX + "{public_id}.sticker.png"
+EXPORT_ROUTE = "/downloads/{key}/{name}"
+# A share id (store.PUBLIC_ID_PATTERN) and which file of it; or one of a browser's ZIPs.
+IMAGE_PATH = re.compile(r"/images/([A-Za-z0-9_-]{12})\.(png|thumb\.webp|sticker\.png)|/downloads/[0-9a-f]{32}/[\w.-]+")
 GRADIO_FILE_PREFIX = "/gradio_api/file="
 NOT_FOUND = "No mascot you may see has this id."
+STICKER_NOT_KEPT = "This sticker is no longer kept: press “Make a transparent sticker” again."
+EXPORT_NOT_FOUND = "No ZIP of yours has this address: press “Download all (ZIP)” again."
 # Revalidate every time: a picture made private must not be shown from a cache (the browser's or a proxy's).
 CACHE_CONTROL = "private, no-cache"
+HEADERS = {"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"}
 
-Kind = Literal["image", "thumbnail"]
-# The mascot by share id as the request's browser may see it (public, or its own); None otherwise.
-VisibleMascot = Callable[[str, Request], MascotEntry | None]
+Kind = Literal["image", "thumbnail", "sticker"]
+MEDIA_TYPES: dict[Kind, str] = {"image": "image/png", "thumbnail": "image/webp", "sticker": "image/png"}
+# The mascot's files by share id when the request's browser may see it now (public, or its own); None otherwise.
+VisiblePicture = Callable[[str, Request], PictureFiles | None]
+# A mascot's sticker, when one is kept (service.downloads); the route checks the mascot first.
+KeptSticker = Callable[[str], Path | None]
+# The request's browser's own ZIP by its key and file name; None for anyone else's or none.
+OwnExport = Callable[[Request, str, str], Path | None]
 
 
 def image_path(public_id: str) -> str:
@@ -57,52 +69,98 @@ def thumbnail_url(root_url: str, public_id: str) -> str:
     return root_url.rstrip("/") + thumbnail_path(public_id)
 
 
-def visible_mascot(
-    mascot: Callable[[str, str | None], MascotEntry | None], owner_of: Callable[[Any], str | None]
-) -> VisibleMascot:
-    """A VisibleMascot from the store's `mascot(public_id, viewer)` and the page's `owner_of(request)`."""
+def sticker_url(root_url: str, public_id: str) -> str:
+    """The sticker's URL, as an attachment (it is only ever downloaded)."""
+    return root_url.rstrip("/") + STICKER_ROUTE.format(public_id=public_id) + "?download=1"
 
-    def lookup(public_id: str, request: Request) -> MascotEntry | None:
-        return mascot(public_id, owner_of(request))
+
+def export_url(root_url: str, zip_path: Path) -> str:
+    """A ZIP's URL from where service.downloads keeps it (`.../<key>/<name>`): only its owner's cookie opens it."""
+    return root_url.rstrip("/") + EXPORT_ROUTE.format(key=zip_path.parent.name, name=zip_path.name)
+
+
+def visible_picture(
+    picture: Callable[[str, str | None], PictureFiles | None], token_of: Callable[[Any], str | None]
+) -> VisiblePicture:
+    """A VisiblePicture from the store's `visible_picture(public_id, token hash)` and the cookie's `token_of`."""
+
+    def lookup(public_id: str, request: Request) -> PictureFiles | None:
+        return picture(public_id, token_of(request))
 
     return lookup
 
 
-def image_routes(lookup: VisibleMascot, images_dir: Path) -> list[Route]:
-    """The Starlette routes of the full image and the thumbnail."""
+def image_routes(lookup: VisiblePicture, images_dir: Path, sticker: KeptSticker, export: OwnExport) -> list[Route]:
+    """The Starlette routes of the full image, the thumbnail, the sticker and a browser's ZIP."""
+    methods = ["GET", "HEAD"]
     return [
-        Route(IMAGE_ROUTE, image_endpoint(lookup, images_dir, "image"), methods=["GET", "HEAD"]),
-        Route(THUMBNAIL_ROUTE, image_endpoint(lookup, images_dir, "thumbnail"), methods=["GET", "HEAD"]),
+        # Before the image's route, whose {public_id} would also match "<id>.sticker".
+        Route(STICKER_ROUTE, sticker_endpoint(lookup, sticker), methods=methods),
+        Route(IMAGE_ROUTE, image_endpoint(lookup, images_dir, "image"), methods=methods),
+        Route(THUMBNAIL_ROUTE, image_endpoint(lookup, images_dir, "thumbnail"), methods=methods),
+        Route(EXPORT_ROUTE, export_endpoint(export), methods=methods),
     ]
 
 
-def image_endpoint(lookup: VisibleMascot, images_dir: Path, kind: Kind) -> Callable[[Request], Response]:
+def image_endpoint(lookup: VisiblePicture, images_dir: Path, kind: Kind) -> Callable[[Request], Response]:
     """One route's endpoint: the file when the asking browser may see the mascot now, else 404."""
     images_root = images_dir.resolve()
 
     # A plain function: Starlette runs it in its thread pool, so the database query never blocks the event loop.
     def serve_image(request: Request) -> Response:
-        public_id = str(request.path_params.get("public_id", ""))
-        entry = lookup(public_id, request)
-        path = file_of(entry, kind)
-        if path is None or not path.is_relative_to(images_root) or not path.is_file():
-            return PlainTextResponse(NOT_FOUND, status_code=404, headers={"Cache-Control": "no-store"})
-        return FileResponse(
-            path,
-            media_type="image/png" if kind == "image" else "image/webp",
-            headers={"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"},
-            # The one download name (store.export.file_name), as the sticker and the ZIP name it.
-            filename=file_name(entry) if entry is not None and request.query_params.get("download") else None,
-        )
+        picture = lookup(str(request.path_params.get("public_id", "")), request)
+        path = file_of(picture, kind)
+        if picture is None or path is None or not path.is_relative_to(images_root) or not path.is_file():
+            return not_found(NOT_FOUND)
+        return _file(path, kind, request, picture)
 
     return serve_image
 
 
-def file_of(entry: MascotEntry | None, kind: Kind) -> Path | None:
+def sticker_endpoint(lookup: VisiblePicture, sticker: KeptSticker) -> Callable[[Request], Response]:
+    """The sticker while the asking browser may see its mascot now (checked first, on every request), else 404."""
+
+    def serve_sticker(request: Request) -> Response:
+        picture = lookup(str(request.path_params.get("public_id", "")), request)
+        if picture is None:
+            return not_found(NOT_FOUND)
+        path = sticker(picture.public_id)
+        if path is None:
+            return not_found(STICKER_NOT_KEPT)
+        return _file(path, "sticker", request, picture)
+
+    return serve_sticker
+
+
+def export_endpoint(export: OwnExport) -> Callable[[Request], Response]:
+    """A ZIP to the browser that made it (its cookie, linked devices resolved); 404 to anyone else."""
+
+    def serve_export(request: Request) -> Response:
+        name = str(request.path_params.get("name", ""))
+        path = export(request, str(request.path_params.get("key", "")), name)
+        if path is None:
+            return not_found(EXPORT_NOT_FOUND)
+        return FileResponse(path, media_type="application/zip", headers=HEADERS, filename=name)
+
+    return serve_export
+
+
+def _file(path: Path, kind: Kind, request: Request, picture: PictureFiles) -> Response:
+    # The one download name (store.export.file_name), as the ZIP names its entries.
+    wanted = request.query_params.get("download")
+    name = file_name(picture, "sticker" if kind == "sticker" else "") if wanted else None
+    return FileResponse(path, media_type=MEDIA_TYPES[kind], headers=HEADERS, filename=name)
+
+
+def not_found(sentence: str) -> Response:
+    return PlainTextResponse(sentence, status_code=404, headers={"Cache-Control": "no-store"})
+
+
+def file_of(picture: PictureFiles | None, kind: Kind) -> Path | None:
     """The file to send: the image, or its thumbnail (the image itself when it has none)."""
-    if entry is None:
+    if picture is None:
         return None
-    chosen = entry.path if kind == "image" or entry.thumbnail_path is None else entry.thumbnail_path
+    chosen = picture.path if kind == "image" or picture.thumbnail_path is None else picture.thumbnail_path
     return chosen.resolve()
 
 
