@@ -13,6 +13,7 @@ the JSON Gradio's own refusals use ({"detail": ...}; /run/'s readers look at "er
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send
 from mascot.web.sessions import read_body, replaying
 
+logger = logging.getLogger(__name__)
 # /gradio_api/queue/join, or /gradio_api/{call,call/v2,run,api}/<api_name>
 EVENT_ROUTE = re.compile(r"^/gradio_api/(?:queue/join|(call/v2|call|run|api)/([^/]+))/?$")
 SHOWN_NAME_CHARACTERS = 60
@@ -78,6 +80,7 @@ class EventGuardMiddleware:
                 raise Refused(413, TOO_LARGE)
             check_event(kind, api_name, body, self.shapes(scope), self.upload_folder())
         except Refused as refusal:
+            logger.info("Refused an event request to %s (HTTP %d): %s", scope.get("path"), refusal.status, refusal)
             await refuse(send, refusal.status, refusal.sentence)
             return
         if kind in ("run", "api"):
@@ -98,7 +101,9 @@ def event_route(scope: Scope) -> tuple[str, str] | None:
 def check_event(kind: str, api_name: str, body: bytes, shapes: Mapping[int, EventShape], uploads: Path) -> None:
     """Raise Refused when the request cannot be a call of one of `shapes` with files from `uploads`."""
     payload = parse(body)
-    shape = shape_by_index(payload.get("fn_index"), shapes) if kind == "join" else shape_by_name(api_name, shapes)
+    # The page calls events outside the queue as /run/predict with their fn_index, as Gradio's get_fn reads it.
+    by_index = kind == "join" or (kind in ("run", "api") and payload.get("fn_index") is not None)
+    shape = shape_by_index(payload.get("fn_index"), shapes) if by_index else shape_by_name(api_name, shapes)
     if shape.selects and not is_selection(payload.get("event_data")):
         raise Refused(400, f"{shape.shown_name} needs event_data naming what was selected, as the page sends it.")
     values = named_values(payload, shape) if kind == "call/v2" else positional_values(payload.get("data"), shape)
@@ -117,8 +122,9 @@ def parse(body: bytes) -> dict[str, Any]:
 
 
 def shape_by_index(fn_index: Any, shapes: Mapping[int, EventShape]) -> EventShape:
-    if not isinstance(fn_index, int) or isinstance(fn_index, bool) or fn_index not in shapes:
-        raise Refused(404 if isinstance(fn_index, int) else 400, NO_FN_INDEX)
+    a_number = isinstance(fn_index, int) and not isinstance(fn_index, bool)
+    if not a_number or fn_index not in shapes:
+        raise Refused(404 if a_number else 400, NO_FN_INDEX)
     return shapes[fn_index]
 
 
