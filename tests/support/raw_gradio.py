@@ -37,13 +37,17 @@ class Answer:
         return self.status >= 400 or self.success is False
 
     def kind(self) -> str:
-        """How it was answered, for a summary: failed, refused with a sentence, refused by HTTP (a short answer of
-        Gradio's own to a malformed request), or a harmless success."""
-        if self.problem() is not None:
+        """How it was answered, for a summary: failed (HTTP 5xx, a bare error, Python text), refused with a
+        sentence, refused with Gradio's own short answer to a malformed request, or a harmless success."""
+        if self.status >= 500:
             return "failed"
         if not self.refused:
             return "harmless success"
-        return "refused with a sentence" if sentence_problem(self.message) is None else "refused by HTTP status"
+        if sentence_problem(self.message) is None:
+            return "refused with a sentence"
+        if PYTHON_TEXT.search(self.message) or len(self.message) > 1000 or self.message.strip() in GRADIO_GENERIC:
+            return "failed"
+        return "refused with Gradio's own short answer"
 
     def problem(self, *, sentence_required: bool = False) -> str | None:
         """Why this answer is not acceptable, or None: a 5xx, an empty or generic error, Python text. An HTTP 4xx of
