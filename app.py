@@ -53,6 +53,7 @@ from mascot.ui import PageServices, build_demo
 from mascot.ui.theme import page_theme
 from mascot.web.brand_logos import brand_logo_route
 from mascot.web.clients import AddressKeys, ProxyTrust
+from mascot.web.events import EventGuardMiddleware, live_shapes
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
 from mascot.web.images import ImageFileMiddleware, image_routes, visible_picture
@@ -133,6 +134,13 @@ class App:
                     Middleware(IdentityCookieMiddleware, identity=self.identity),
                     # After the cookie: each queue session is read only by the browser that joined it.
                     Middleware(SessionBindingMiddleware, token_of=self.identity.owner_from_cookies),
+                    # Then the request's shape: an unknown event, the wrong number of values or a file not uploaded
+                    # here is answered with a sentence, not Gradio's bare error or HTTP 500.
+                    Middleware(
+                        EventGuardMiddleware,
+                        shapes=live_shapes(self.demo),
+                        upload_folder=lambda: Path(get_upload_folder()),
+                    ),
                     Middleware(ImageFileMiddleware),
                     Middleware(
                         LinkPreviewMiddleware, public_mascot=public_mascot, address=self.services.public_address

@@ -80,17 +80,17 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture(autouse=True)
 def no_job_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test on a module's shared `python app.py` (its `app` fixture), wait until that app has no job.
+    """After each test on a module's shared app (its `app` fixture: a `python app.py` or a site in this process), wait
+    until that app has no job.
 
     Under load a job a test left running (one it cancelled, one whose browser left) would otherwise still hold the
     worker when the next test's job queues behind it, and that test would time out for nothing it did.
     """
     app = request.getfixturevalue("app") if "app" in request.fixturenames else None
     yield
-    from tests.support.app_process import AppProcess  # imports gradio_client: only where an app runs
-
-    if isinstance(app, AppProcess):
-        app.wait_until_idle()
+    wait_until_idle = getattr(app, "wait_until_idle", None)  # AppProcess and Site have it (no import: they are heavy)
+    if callable(wait_until_idle):
+        wait_until_idle()
 
 
 @pytest.fixture(scope="module")

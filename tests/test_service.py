@@ -211,6 +211,18 @@ def test_only_the_maker_hides_a_mascot_and_then_only_the_maker_sees_it(site: Sit
     assert site.service.open(public_id, who("alice")).public_id == public_id
 
 
+@pytest.mark.parametrize("answer", ["false", "true", "0", 0, 1, None, [False]])
+def test_showing_a_mascot_takes_a_boolean_and_nothing_that_python_would_call_true(site: Site, answer: object) -> None:
+    public_id = public_id_of(site, "alice")
+    site.service.set_public(public_id, False, who("alice"))
+
+    with pytest.raises(Refusal, match="is_public must be true or false") as refused:
+        site.service.set_public(public_id, answer, who("alice"))
+
+    assert refused.value.parameter == "is_public"
+    assert site.store.public_mascot(public_id) is None  # "false" used to publish it
+
+
 def test_only_the_maker_deletes_a_mascot(site: Site) -> None:
     public_id = public_id_of(site, "alice")
 

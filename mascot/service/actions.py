@@ -379,11 +379,13 @@ class MascotService:
         return state, entry
 
     @refuses_when_unwritable
-    def set_public(self, public_id: object, is_public: bool, visitor: Visitor) -> tuple[Notice, MascotEntry | None]:
+    def set_public(self, public_id: object, is_public: object, visitor: Visitor) -> tuple[Notice, MascotEntry | None]:
         """Show one of the browser's mascots in the public gallery, or hide it; returns the notice and the mascot
-        as it now is."""
+        as it now is. `is_public` must be a boolean: the string "false" would be true to Python."""
+        if not isinstance(is_public, bool):
+            raise Refusal(sentences.must_be_boolean("is_public"), "is_public")
         viewer, public_id = self.owner(visitor), str(public_id or "")
-        if not self.store.set_public(viewer, public_id, bool(is_public)):
+        if not self.store.set_public(viewer, public_id, is_public):
             entry = self.store.mascot(public_id, viewer)
             moderated = entry is not None and entry.is_owner and bool(entry.moderation)
             raise Refusal(sentences.visibility_refused_line(entry.moderation_note if moderated and entry else None))
@@ -407,7 +409,7 @@ class MascotService:
         networks reported it (the rules). Returns the sentence that answers the report."""
         reason = NO_REASON if reason is None else reason
         try:
-            check_reason(reason)  # type: ignore[arg-type]  # checked here: a client may send anything
+            check_reason(reason)  # checked here: a client may send anything
         except ValueError as error:
             raise Refusal(str(error), "reason") from None
         result = self.store.report_mascot(

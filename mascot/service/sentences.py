@@ -22,6 +22,7 @@ BASED_ON_GONE = (
     "The mascot this was based on is private now or was deleted: remove it from “Based on” (✕) and try again."
 )
 NOT_A_RECIPE_PICTURE = "That file is not a PNG picture we can read. Drop a PNG made here (or by AUTOMATIC1111)."
+NOT_A_BOOLEAN = "{name} must be true or false (a JSON boolean, not text or a number)."
 NO_RECIPE = "That picture carries no settings to remix: only PNGs made here (or by AUTOMATIC1111) do."
 
 # Device links (store.device_links keeps the rules)
@@ -146,3 +147,8 @@ def too_often_line(what: str, limit: int, window_s: float, wait: str) -> str:
     minutes = round(window_s / 60)
     window = "minute" if minutes <= 1 else f"{minutes} minutes"
     return f"You reached the limit of {plural(limit, what)} per {window}. Try again in {wait}."
+
+
+def must_be_boolean(name: str) -> str:
+    """The refusal of a yes-or-no parameter sent as anything but a boolean ("false" is text, and text is true)."""
+    return NOT_A_BOOLEAN.format(name=name)

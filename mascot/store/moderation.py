@@ -47,11 +47,14 @@ def moderation_note(state: str) -> str:
     return NOTES.get(state, "")
 
 
-def check_reason(reason: str) -> None:
-    """Refuse a reason that is not one of REPORT_REASONS (or "" for none), naming the ones there are."""
-    if reason != NO_REASON and reason not in REPORT_REASONS:
-        known = ", ".join(repr(key) for key in REPORT_REASONS)
-        raise ValueError(f"reason must be one of {known}, or '' for none (got {reason!r}).")
+def check_reason(reason: object) -> None:
+    """Refuse a reason that is not one of REPORT_REASONS (or "" for none), naming the ones there are; what was sent
+    is echoed only when it is short text (a client may send a list, or a megabyte)."""
+    if isinstance(reason, str) and (reason == NO_REASON or reason in REPORT_REASONS):
+        return
+    known = ", ".join(repr(key) for key in REPORT_REASONS)
+    got = f" (got {reason!r})" if isinstance(reason, str) and len(reason) <= 40 else ""
+    raise ValueError(f"reason must be one of {known}, or '' for none{got}.")
 
 
 @dataclass(frozen=True)

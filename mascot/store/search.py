@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 
 import peewee
 
 from mascot.store.schema import UNICODE_LOWER, Tables
 
 MAX_SEARCH_CHARACTERS = 200
+NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
 def search_words(search: str) -> tuple[str, ...]:
@@ -19,6 +21,8 @@ def search_words(search: str) -> tuple[str, ...]:
     """
     if not isinstance(search, str):
         raise ValueError(f"search must be text (got {type(search).__name__}).")
+    if NOT_TEXT.search(search):  # no database takes a NUL, nor UTF-8 a lone surrogate (SQLite raised on it)
+        raise ValueError("search holds characters that are not text (a NUL byte or half of an emoji): remove them.")
     query = search.strip()
     if len(query) > MAX_SEARCH_CHARACTERS:
         raise ValueError(f"search must be at most {MAX_SEARCH_CHARACTERS} characters (got {len(query)}).")

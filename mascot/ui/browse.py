@@ -139,12 +139,14 @@ def _wire_listing(
 
 def page_event(services: PageServices, listing: Listing, browse: BrowseTab) -> dict[str, Any]:
     """The event arguments that show the tab's current page (with its sort and search)."""
-    # Listing runs outside the queue: browsing never waits behind the GPU.
+    # Listing runs outside the queue: browsing never waits behind the GPU. The handlers check the raw values
+    # themselves (requested_page, checked_sort, checked_search): Gradio's own checks answer in Python's words.
     return {
         "fn": _mine_page(services) if listing == "mine" else _gallery_page(services),
         "inputs": [browse.page, browse.search] if browse.sort is None else [browse.page, browse.sort, browse.search],
         "outputs": [browse.gallery, browse.page, browse.page_label, browse.mascots, browse.previous, browse.next],
         "queue": False,
+        "preprocess": False,
     }
 
 
@@ -165,12 +167,20 @@ def start_search(typed: str | None) -> tuple[str, int]:
     return " ".join(checked_search(typed)), 1
 
 
-def checked_search(search: str | None) -> tuple[str, ...]:
+def checked_search(search: Any) -> tuple[str, ...]:
     """The words of `search` (None is no search), or a gr.Error that says why they cannot be searched for."""
     try:
         return search_words(search or "")
     except ValueError as error:
         raise gr.Error(str(error), print_exception=False) from None
+
+
+def checked_sort(sort: Any) -> GallerySort:
+    """The gallery's order for a sort's name, or a gr.Error naming the ones there are."""
+    if not isinstance(sort, str) or sort not in SORTS:
+        names = ", ".join(f"“{name}”" for name in SORTS)
+        raise gr.Error(f"sort must be one of {names}.", print_exception=False)
+    return SORTS[sort]
 
 
 def _page_outputs(
@@ -210,9 +220,7 @@ def caption(item: MascotEntry) -> str:
 
 
 def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
-    def my_mascots(
-        page: float | None = 1, search: str | None = "", http_request: gr.Request | None = None
-    ) -> tuple[Any, ...]:
+    def my_mascots(page: Any = 1, search: Any = "", http_request: gr.Request | None = None) -> tuple[Any, ...]:
         """This browser's mascots, newest first, a page of thumbnails with their prompts as captions; with a
         `search`, only those whose idea, style or brand holds every one of its words (any case)."""
         who, words = visitor(services, http_request), checked_search(search)
@@ -231,14 +239,14 @@ def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
 
 def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def gallery(
-        page: float | None = 1, sort: str = "Newest", search: str | None = "", http_request: gr.Request | None = None
+        page: Any = 1, sort: Any = "Newest", search: Any = "", http_request: gr.Request | None = None
     ) -> tuple[Any, ...]:
         """Everyone's public mascots, newest first, most liked in the last 7 days ("Top this week") or ever ("Most
         liked"), or those this browser liked ("Liked by me", latest like first), a page of thumbnails; with a
         `search`, only those whose idea, style or brand holds every one of its words (any case)."""
         who, words = visitor(services, http_request), checked_search(search)
         viewer = services.service.owner(who)
-        order, query = SORTS.get(sort, "newest"), " ".join(words)
+        order, query = checked_sort(sort), " ".join(words)
         result = listed_page(
             lambda number: services.service.store.gallery(
                 viewer,
@@ -264,7 +272,7 @@ def listed_page(fetch: Callable[[int], MascotPage], page: float | None) -> Masco
     return result if result.page <= last else fetch(last)
 
 
-def requested_page(page: float | None) -> int:
+def requested_page(page: Any) -> int:
     """A page number the store accepts: 1 for nonsense, at most MAX_PAGE."""
     try:
         number = int(page or 1)

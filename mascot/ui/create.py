@@ -330,6 +330,7 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         inputs_kwargs=page_inputs,
         outputs=[seed, form.cancel_button],
         validator=_generation_validator(services, list(page_inputs), for_people=True),
+        preprocess=False,  # as /generate: the request class checks raw values, in the page's words
         concurrency_limit=None,  # checks and a random number: never waits behind the GPU
         api_visibility="private",
         show_progress="hidden",
@@ -451,7 +452,7 @@ def dimensions_to_size(width: float | None, height: float | None) -> str:
 
 def pick_seed(seed: float | None, randomize_seed: bool) -> float | None:
     """Draw a seed and show it before generating, so every mascot can be remade."""
-    return secrets.randbelow(MAX_SEED + 1) if randomize_seed else seed
+    return secrets.randbelow(MAX_SEED + 1) if randomize_seed is True else seed  # raw: "false" is not a yes
 
 
 def start_generation(seed: Any, randomize_seed: bool, **_form: Any) -> tuple[Any, Any]:

@@ -24,6 +24,7 @@ from mascot.service.sentences import (
     NOT_NOW,
     NOTE,
     TOO_MANY,
+    must_be_boolean,
 )
 from mascot.ui.common import PageServices, refused, say, visitor
 from mascot.web.page_url import DEVICE_PARAMETER
@@ -271,7 +272,7 @@ def _disconnect_handler(services: PageServices) -> Callable[..., Any]:
     def disconnect_other_devices(confirmed: bool, http_request: gr.Request | None = None) -> Any:
         """Only this browser shows your mascots from now on: every other device linked to them stops, also the
         browser that made them first when this one was linked to it. `confirmed` must be true."""
-        if confirmed is not True:
+        if not confirmed_by_person(confirmed):
             return gr.skip()  # the person answered "Cancel"
         return _act(services, http_request, services.service.disconnect_other_devices)
 
@@ -282,7 +283,7 @@ def _stop_here_handler(services: PageServices) -> Callable[..., Any]:
     def stop_showing_here(confirmed: bool, http_request: gr.Request | None = None) -> Any:
         """This browser stops showing the mascots of the device it was linked to, and starts afresh. `confirmed`
         must be true."""
-        if confirmed is not True:
+        if not confirmed_by_person(confirmed):
             return gr.skip()  # the person answered "Cancel"
         return _act(services, http_request, services.service.stop_showing_here)
 
@@ -300,11 +301,19 @@ def _act(services: PageServices, http_request: gr.Request | None, action: Callab
     return answer.others
 
 
+def confirmed_by_person(confirmed: Any) -> bool:
+    """The page's confirm() answer: true or false. Anything else ("false", 1, null) is refused with a sentence, never
+    read as a yes or a no."""
+    if not isinstance(confirmed, bool):
+        raise gr.Error(must_be_boolean("confirmed"), print_exception=False)
+    return confirmed
+
+
 def _open_link_handler(services: PageServices, *, move_mascots: bool) -> Callable[..., None]:
     def open_device_link(confirmed: bool = True, http_request: gr.Request | None = None) -> None:
         """Open the page's device link: this browser shows the mascots of the device that made it. Its own mascots
         move there only from the button that says so, after the person confirmed."""
-        if move_mascots and confirmed is not True:
+        if move_mascots and not confirmed_by_person(confirmed):
             return  # the person answered "Cancel"
         code = device_code(http_request)
         if code is not None:

@@ -89,7 +89,7 @@ def uploaded_file(payload: Any) -> Path:
     """The file behind a raw upload payload ({"path": ...}). Without Gradio's preprocessing nothing else checks it,
     so only a file inside Gradio's upload folder is accepted: a client cannot name /etc/passwd or our database."""
     path = payload.get("path") if isinstance(payload, dict) else None
-    if isinstance(path, str):
+    if isinstance(path, str) and "\x00" not in path:  # a NUL byte: no file's name, and os calls raise on it
         resolved = Path(path).resolve()
         if resolved.is_relative_to(Path(get_upload_folder()).resolve()) and resolved.is_file():
             return resolved

@@ -111,7 +111,7 @@ def session_of(body: bytes) -> str | None:
     """The body's session_hash when it is a JSON object with a string one."""
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands of levels deep (an HTTP 500 before)
         return None
     session_hash = parsed.get("session_hash") if isinstance(parsed, dict) else None
     return session_hash if isinstance(session_hash, str) else None

@@ -6,6 +6,7 @@ The page layer is what such tests test; the real tiny pipeline is driven end to 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from gradio_client import Client
@@ -53,6 +54,13 @@ class Site:
     def __init__(self, url, tmp_path, fake, clock, app) -> None:
         self.url, self.tmp_path, self.fake, self.clock, self.app = url, tmp_path, fake, clock, app
         self.clients: list[Client] = []
+
+    def wait_until_idle(self, timeout: float = 60) -> None:
+        """Wait until the worker has no queued or running job (conftest's no_job_left_behind, for a module's site)."""
+        deadline = time.monotonic() + timeout
+        while self.app.worker.queue_length and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert self.app.worker.queue_length == 0, f"{self.app.worker.queue_length} job(s) left after the test"
 
     def browser(self, address: str | None = None) -> Client:
         """A new browser (its own cookie jar); with `address`, seen through the proxy as coming from there."""
