@@ -27,6 +27,12 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
+from mascot.settings import space_environment
+
+# On a Space with persistent storage the Hugging Face cache moves there, before anything imports huggingface_hub
+# (Gradio does), which reads HF_HOME once (mascot.settings.space_storage says when).
+os.environ.update(space_environment())
+
 import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
@@ -296,6 +302,8 @@ def start_app(argv: Sequence[str] | None = None) -> App:
         app = create_app(load_settings(argv))
     except (BlockedWordsError, SettingsError) as error:
         raise SystemExit(f"Mascot Generator did not start. {error}") from None  # a sentence, not a traceback
+    if app.settings.storage_warning:
+        log.warning(app.settings.storage_warning)
     return app.start()
 
 
