@@ -185,6 +185,8 @@ class App:
             # A full URL here is the root Gradio writes into the page and its API docs, instead of X-Forwarded-Host.
             **({"root_path": self.settings.public_url} if self.settings.public_url else {}),
             "show_error": False,  # only our sentences reach people, never tracebacks
+            # --mcp: agents' tools at /gradio_api/mcp/ (generate, gallery, my_mascots, mascot; see mascot/ui/agents.py)
+            "mcp_server": self.settings.mcp_server,
         }
         # uvicorn, which Gradio starts without proxy settings, would believe X-Forwarded-For and -Proto from any
         # loopback client and rewrite the request's address before our ProxyTrust (MASCOT_PROXY_ADDRESSES) sees it.

@@ -11,7 +11,7 @@ import gradio as gr
 
 from mascot.store.entries import MAX_PAGE, GallerySort, MascotEntry, MascotPage
 from mascot.store.search import search_words
-from mascot.ui.common import PageServices, plain, plural, visitor
+from mascot.ui.common import PageServices, WholeNumber, plain, plural, visitor
 from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
 from mascot.web.images import thumbnail_url
@@ -77,10 +77,10 @@ def build_browse_tab(
     )
     with gr.Row():
         previous = gr.Button("← Previous page", size="sm", elem_id=f"{listing}-previous")
-        page_label = gr.Markdown(elem_id=f"{listing}-page")
+        page_label = gr.Markdown(label="Page summary", elem_id=f"{listing}-page")  # label: the API's name
         next_ = gr.Button("Next page →", size="sm", elem_id=f"{listing}-next")
         refresh = gr.Button("Refresh", size="sm", elem_id=f"{listing}-refresh")
-    page = gr.Number(value=1, label="Page", visible=False)
+    page = WholeNumber(value=1, label="Page", visible=False)
     search = gr.Textbox(value="", label="search", visible=False)
     mascots = gr.JSON(visible=False, label="mascots")
     browse = BrowseTab(

@@ -88,6 +88,17 @@ def _code(text: str) -> str:
     return f"{fence}{padding}{text}{padding}{fence}"
 
 
+class WholeNumber(gr.Number):
+    """A number box the API describes as an integer (gradio_client's view_api, the MCP tools' schemas), passed on as
+    it was typed: precision=0 would round 2.5 steps to 2 without a word, while the request class refuses a fraction
+    naming the parameter."""
+
+    is_template = True  # the page draws it with Gradio's own Number
+
+    def api_info(self) -> dict[str, str]:  # type: ignore[override]
+        return {"type": "integer"}
+
+
 def range_info(name: str, extra: str = "") -> str:
     """A field's info text: its range, in people's words (the API's names stay in the API)."""
     low, high = INTEGER_RANGES.get(name) or FLOAT_RANGES[name]

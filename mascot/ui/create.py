@@ -14,7 +14,7 @@ from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest, InvalidRequest
 from mascot.service import Refusal
 from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
-from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
+from mascot.ui.common import DEFAULTS, PageServices, WholeNumber, range_info, refused, visitor, visitor_or_none
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.progress import relay_job
 from mascot.web.images import image_url
@@ -88,8 +88,8 @@ def build_create_tab(services: PageServices) -> CreateForm:
     style = _style_choices(services)
     with gr.Row(elem_id="form-notes"):
         speed_note = gr.Markdown(elem_id="speed-note")
-        quota_note = gr.Markdown(elem_id="quota-note")
-    status = gr.Markdown(elem_id="generation-status")
+        quota_note = gr.Markdown(label="Quota", elem_id="quota-note")  # label: the API's name
+    status = gr.Markdown(label="Status", elem_id="generation-status")  # label: the API's name for it
     gallery = gr.Gallery(
         label="Your mascots",
         format="png",
@@ -171,14 +171,14 @@ def _form_fields(
             value=dimensions_to_size(DEFAULTS.width, DEFAULTS.height),
             elem_id="size",
         )
-        num_images_per_prompt = gr.Number(
+        num_images_per_prompt = WholeNumber(
             label=label("num_images_per_prompt"),
             value=DEFAULTS.num_images_per_prompt,
             info=range_info("num_images_per_prompt"),
             elem_id="num-images",
         )
     with gr.Row():
-        seed = gr.Number(
+        seed = WholeNumber(
             label=label("seed"),
             value=DEFAULTS.seed,
             info=f"0 to {MAX_SEED}: the same seed remakes the same mascot",
@@ -200,17 +200,17 @@ def _form_fields(
     )
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
-            width = gr.Number(
+            width = WholeNumber(
                 label=label("width"), value=DEFAULTS.width, info=range_info("width", "multiple of 64"), elem_id="width"
             )
-            height = gr.Number(
+            height = WholeNumber(
                 label=label("height"),
                 value=DEFAULTS.height,
                 info=range_info("height", "multiple of 64"),
                 elem_id="height",
             )
         with gr.Row():
-            num_inference_steps = gr.Number(
+            num_inference_steps = WholeNumber(
                 label=label("num_inference_steps"),
                 value=DEFAULTS.num_inference_steps,
                 info=range_info("num_inference_steps", "fewer is faster"),
@@ -223,7 +223,7 @@ def _form_fields(
                 elem_id="guidance",
             )
         with gr.Row():
-            prior_num_inference_steps = gr.Number(
+            prior_num_inference_steps = WholeNumber(
                 label=label("prior_num_inference_steps"),
                 value=DEFAULTS.prior_num_inference_steps,
                 info=range_info("prior_num_inference_steps", "turning the words into a picture idea"),

@@ -89,6 +89,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
                 format="png",
                 interactive=False,
                 height=560,
+                label="Picture",  # not shown (show_label=False): the API's name for it
                 show_label=False,
                 buttons=["fullscreen"],  # its one download is the Download PNG button, under its one file name
                 scale=1,
@@ -96,7 +97,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
                 elem_id=f"{listing}-detail-image",
             )
             with gr.Column(scale=1, min_width=300):
-                info = gr.Markdown(elem_id=f"{listing}-detail-info")
+                info = gr.Markdown(label="Details", elem_id=f"{listing}-detail-info")  # label: the API's name
                 with gr.Row(elem_id=f"{listing}-main-actions", elem_classes="main-actions"):
                     download_button = LinkedDownload(
                         "⬇ Download PNG", variant="primary", min_width=120, elem_id=f"{listing}-download"
@@ -164,7 +165,7 @@ def report_box() -> ReportBox:
                 elem_id="gallery-report-reason",
             )
             button = gr.Button("Report", elem_id="gallery-report")
-        status = gr.Markdown(elem_id="gallery-report-status")
+        status = gr.Markdown(label="Report status", elem_id="gallery-report-status")
     return ReportBox(panel, reason, button, status)
 
 
