@@ -55,6 +55,7 @@ from mascot.service.claims import ClaimKeeper
 from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
+from mascot.ui.agents import offer_only_agent_tools, wire_agent_tools
 from mascot.ui.theme import page_theme
 from mascot.web.clients import AddressKeys, ProxyTrust
 from mascot.web.health import HEALTH_PATH, health_endpoint
@@ -191,7 +192,12 @@ class App:
         # uvicorn, which Gradio starts without proxy settings, would believe X-Forwarded-For and -Proto from any
         # loopback client and rewrite the request's address before our ProxyTrust (MASCOT_PROXY_ADDRESSES) sees it.
         os.environ["FORWARDED_ALLOW_IPS"] = ""
-        self.demo.launch(**{**options, **overrides})
+        blocking = not overrides.get("prevent_thread_lock", False)
+        self.demo.launch(**{**options, **overrides, "prevent_thread_lock": True})
+        if self.settings.mcp_server:  # its MCP server exists only now
+            offer_only_agent_tools(self.demo)
+        if blocking:
+            self.demo.block_thread()  # until SIGTERM's drain closes the page, or Ctrl-C
 
 
 def kandinsky_loader(settings: Settings) -> LoadGenerator:
@@ -262,15 +268,15 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         public_address=PublicAddress(settings.public_url, proxies),
         examples=load_examples(),
     )
-    demo = queued_page(build_demo(services), settings)
+    demo = queued_page(build_demo(services), settings, services)
     return App(demo, worker, claims, store, identity, settings, services, runtime_modules())
 
 
-def queued_page(demo: gr.Blocks, settings: Settings) -> gr.Blocks:
-    """The page with its queue set up."""
+def queued_page(demo: gr.Blocks, settings: Settings, services: PageServices) -> gr.Blocks:
+    """The page with its queue set up (and with --mcp, the agents' tools)."""
     # api_open=False: with it on, POST /gradio_api/run/<name> would run events around the queue.
     demo.queue(max_size=settings.queue_max_size, api_open=False, default_concurrency_limit=None)
-    return demo
+    return wire_agent_tools(demo, services) if settings.mcp_server else demo
 
 
 def runtime_modules() -> dict[str, ModuleType]:
@@ -293,7 +299,7 @@ def reloaded_page(app: App) -> gr.Blocks:
     from mascot.ui import build_demo as build_reloaded_demo
 
     log.info("reload: the page (mascot/ui, app.py) is rebuilt; other changes take a restart")
-    return queued_page(build_reloaded_demo(app.services), app.settings)
+    return queued_page(build_reloaded_demo(app.services), app.settings, app.services)
 
 
 def start_app(argv: Sequence[str] | None = None) -> App:

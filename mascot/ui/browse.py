@@ -214,7 +214,12 @@ def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
         page: float | None = 1, search: str | None = "", http_request: gr.Request | None = None
     ) -> tuple[Any, ...]:
         """This browser's mascots, newest first, a page of thumbnails with their prompts as captions; with a
-        `search`, only those whose idea, style or brand holds every one of its words (any case)."""
+        `search`, only those whose idea, style or brand holds every one of its words (any case).
+
+        Args:
+            page: which page of thumbnails, from 1 (a page past the end gives the last one).
+            search: words every listed mascot's idea, style or brand holds ("" lists them all).
+        """
         who, words = visitor(services, http_request), checked_search(search)
         owner_hash = services.service.owner(who)
         query = " ".join(words)
@@ -235,7 +240,13 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     ) -> tuple[Any, ...]:
         """Everyone's public mascots, newest first, most liked in the last 7 days ("Top this week") or ever ("Most
         liked"), or those this browser liked ("Liked by me", latest like first), a page of thumbnails; with a
-        `search`, only those whose idea, style or brand holds every one of its words (any case)."""
+        `search`, only those whose idea, style or brand holds every one of its words (any case).
+
+        Args:
+            page: which page of thumbnails, from 1 (a page past the end gives the last one).
+            sort: the order: "Newest", "Top this week", "Most liked" or "Liked by me".
+            search: words every listed mascot's idea, style or brand holds ("" lists them all).
+        """
         who, words = visitor(services, http_request), checked_search(search)
         viewer = services.service.owner(who)
         order, query = SORTS.get(sort, "newest"), " ".join(words)

@@ -485,6 +485,31 @@ def adapter_controls(services: PageServices) -> tuple[Any, Any]:
     return gr.Dropdown(choices=choices, visible=visible), gr.Slider(visible=visible)
 
 
+GENERATE_DOC = """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line.
+
+    Args:
+        prompt: the idea, in words: what the mascot is ("a cheerful otter holding a wrench").
+        negative_prompt: what the mascots should not show ("" for nothing).
+        seed: a whole number from 0 to 2**32 - 1; image i is made from seed + i, and the same seed and settings
+            make the same mascot again.
+        width: the width in pixels, a multiple of 64 from 256 to 1024.
+        height: the height in pixels, a multiple of 64 from 256 to 1024.
+        num_images_per_prompt: how many mascots to make at once, 1 to 4; each counts against today's quota.
+        num_inference_steps: the decoder's denoising steps, 1 to 150 (fewer is faster, 50 is the default).
+        guidance_scale: how closely the decoder follows the words, 1 to 20.
+        prior_num_inference_steps: the prior's steps turning the words into a picture idea, 2 to 100.
+        prior_guidance_scale: the prior's guidance, 1 to 20 (1 turns it off).
+        style: a style preset's name, wrapped around the idea: "Sticker", "Kawaii 3D", "Pixel art", ... ("" for the
+            idea as written; the page's Style choices are the names).
+        brand: a colour preset's name added to the idea: "Ocean blue", "Monochrome", ... ("" for none; "Colours of
+            my logo" needs `logo`).
+        logo: the id upload_logo returned for an uploaded logo, mixed into the look ("" for none).
+        logo_weight: how much of the logo goes into the look, 0 (the words alone) to 1 (the logo alone).
+        adapter_name: the LoRA adapter to use ("" for the base model; the model banner names the loaded ones).
+        lora_scale: the adapter's strength, 0 to 2.
+"""  # Gradio reads it for the API docs and the MCP tool (its Args: describe each parameter)
+
+
 def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[Any, str]]]:
     def generate(
         prompt: Any,
@@ -506,7 +531,6 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         http_request: gr.Request | None = None,  # filled in by Gradio
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
     ) -> Iterator[tuple[Any, str]]:
-        """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line."""
         values = locals()  # the parameters, named as GenerationRequest's fields (the API's keyword names)
         try:
             who = visitor_or_none(services, http_request)
@@ -516,6 +540,7 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         page = who.page_url if who is not None else DEFAULT_PAGE_URL  # submit refuses a browser without a cookie
         yield from relay_job(job, progress, lambda public_id: image_url(page, public_id))
 
+    generate.__doc__ = GENERATE_DOC
     return generate
 
 

@@ -320,7 +320,12 @@ def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str, page
 
 def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., ComponentValues]:
     def mascot(public_id: str, http_request: gr.Request | None = None) -> ComponentValues:
-        """One mascot by its share id: the image, its prompt and parameters, likes and its share link."""
+        """One mascot by its share id: the image, its prompt and parameters, likes and its share link.
+
+        Args:
+            public_id: the mascot's share id, as gallery and my_mascots list it (the `public_id` of each entry of
+                their `mascots` output); a private mascot opens only for the browser that made it.
+        """
         who = visitor(services, http_request)
         try:
             entry = services.service.open(public_id, who)
