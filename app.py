@@ -46,7 +46,7 @@ if not gr.NO_RELOAD and "app" in globals():
 
 from mascot.clock import Clock, utc_now
 from mascot.generation.generator import Generator
-from mascot.generation.worker import GenerationWorker, LoadGenerator
+from mascot.generation.worker import GenerationWorker, LoadGenerator, RunBatch
 from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
 from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
@@ -239,6 +239,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         max_per_client=rules.max_queued_per_client,
         max_batch_images=settings.max_batch_images,
         save_in_background=settings.speed.save_in_background,
+        run_in_handlers=zero_gpu_runner(settings),
     )
     claims.claim_ids = worker.claim_ids
     service = MascotService(
@@ -270,6 +271,16 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     )
     demo = queued_page(build_demo(services), settings, services)
     return App(demo, worker, claims, store, identity, settings, services, runtime_modules())
+
+
+def zero_gpu_runner(settings: Settings) -> RunBatch | None:
+    """ZeroGPU (settings.zero_gpu): each Generate's handler runs its job inside @spaces.GPU; None elsewhere."""
+    if not settings.zero_gpu:
+        return None
+    from mascot.generation.zero_gpu import ZeroGpuRunner  # imports spaces: only in this mode
+
+    log.info("ZeroGPU mode: each Generate runs in its own request (@spaces.GPU, %d s)", settings.zero_gpu_duration_s)
+    return ZeroGpuRunner(settings.zero_gpu_duration_s)
 
 
 def queued_page(demo: gr.Blocks, settings: Settings, services: PageServices) -> gr.Blocks:

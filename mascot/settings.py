@@ -9,7 +9,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypedDict, TypeVar
 
@@ -132,6 +132,10 @@ class Settings:
     zero_gpu: bool = False  # MASCOT_ZERO_GPU, else SPACES_ZERO_GPU: each Generate runs its own run in @spaces.GPU
     zero_gpu_duration_s: int = 120  # MASCOT_ZERO_GPU_DURATION_S: the GPU time each Generate asks ZeroGPU for
     mcp_server: bool = False  # --mcp or MASCOT_MCP: Gradio's MCP server at /gradio_api/mcp/ for agents
+
+    def for_zero_gpu(self) -> Settings:
+        """On ZeroGPU no compile in the background: there is no GPU outside a request's @spaces.GPU call."""
+        return replace(self, speed=replace(self.speed, compile=False)) if self.zero_gpu else self
 
     @property
     def images_dir(self) -> Path:
@@ -285,7 +289,7 @@ def settings_from(
         proxy_addresses=given.networks("MASCOT_PROXY_ADDRESSES", "the proxies' addresses"),
         public_url=given.public_url("MASCOT_PUBLIC_URL", "the page's public address"),
         **agent_settings(given, space),
-    )
+    ).for_zero_gpu()
 
 
 class SettingsError(ValueError):

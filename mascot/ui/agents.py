@@ -80,6 +80,7 @@ def _agent_generate(services: PageServices) -> Callable[..., dict[str, Any]]:
         except Refusal as error:
             raise refused(error) from None
         assert who is not None  # submit refuses a browser without its cookie
+        services.service.run_here(job)  # ZeroGPU: this handler runs it, in @spaces.GPU
         return _made(_final(job), who)
 
     generate.__doc__ = GENERATE_DOC.replace(

@@ -538,6 +538,7 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         except Refusal as error:
             raise refused(error) from None
         page = who.page_url if who is not None else DEFAULT_PAGE_URL  # submit refuses a browser without a cookie
+        services.service.run_here(job)  # ZeroGPU: this handler runs it, in @spaces.GPU (elsewhere: returns at once)
         yield from relay_job(job, progress, lambda public_id: image_url(page, public_id))
 
     generate.__doc__ = GENERATE_DOC
