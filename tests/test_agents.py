@@ -170,3 +170,22 @@ def test_an_mcp_client_without_cookies_is_a_new_browser_at_each_call(agents_site
     assert not made.isError and "Done: 1 mascot saved" in made.content[0].text
     assert own == [], own
     assert [entry["prompt"] for entry in gallery] == ["a cookieless crow", "a public heron"]
+
+
+def test_a_real_app_process_with_mcp_offers_the_four_tools_and_still_drains_on_sigterm(tmp_path):
+    from tests.support.app_process import AppProcess
+
+    process = AppProcess(tmp_path / "data", tmp_path, ("--mcp",)).start()
+    try:
+
+        async def tools_and_gallery(client: ClientSession) -> Any:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            return names, await client.call_tool("gallery", {"page": 1, "sort": "Newest", "search": ""})
+
+        names, gallery = over_mcp(process.url, tools_and_gallery)
+        assert names == set(AGENT_TOOLS)
+        assert listed(gallery) == []
+    finally:
+        process.stop()
+    assert process.process is not None and process.process.returncode == 0, process.log()
+    assert "drained in" in process.log()
