@@ -25,6 +25,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mascot.settings import space_environment
+
+# On a Space with persistent storage the Hugging Face cache moves there, before anything imports huggingface_hub
+# (Gradio does), which reads HF_HOME once (mascot.settings.space_storage says when).
+os.environ.update(space_environment())
+
 import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
@@ -38,7 +44,7 @@ if not gr.NO_RELOAD and "app" in globals():
 
 from mascot.clock import Clock, utc_now
 from mascot.generation.generator import Generator
-from mascot.generation.worker import GenerationWorker, LoadGenerator
+from mascot.generation.worker import GenerationWorker, LoadGenerator, RunBatch
 from mascot.prompt.brands import BrandError, load_house_brands
 from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
@@ -50,6 +56,7 @@ from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
+from mascot.ui.agents import offer_only_agent_tools, wire_agent_tools
 from mascot.ui.theme import page_theme
 from mascot.web.brand_logos import brand_logo_route
 from mascot.web.clients import AddressKeys, ProxyTrust
@@ -173,11 +180,18 @@ class App:
             # A full URL here is the root Gradio writes into the page and its API docs, instead of X-Forwarded-Host.
             **({"root_path": self.settings.public_url} if self.settings.public_url else {}),
             "show_error": False,  # only our sentences reach people, never tracebacks
+            # --mcp: agents' tools at /gradio_api/mcp/ (generate, gallery, my_mascots, mascot; see mascot/ui/agents.py)
+            "mcp_server": self.settings.mcp_server,
         }
         # uvicorn, which Gradio starts without proxy settings, would believe X-Forwarded-For and -Proto from any
         # loopback client and rewrite the request's address before our ProxyTrust (MASCOT_PROXY_ADDRESSES) sees it.
         os.environ["FORWARDED_ALLOW_IPS"] = ""
-        self.demo.launch(**{**options, **overrides})
+        blocking = not overrides.get("prevent_thread_lock", False)
+        self.demo.launch(**{**options, **overrides, "prevent_thread_lock": True})
+        if self.settings.mcp_server:  # its MCP server exists only now
+            offer_only_agent_tools(self.demo)
+        if blocking:
+            self.demo.block_thread()  # until SIGTERM's drain closes the page, or Ctrl-C
 
 
 def kandinsky_loader(settings: Settings) -> LoadGenerator:
@@ -229,6 +243,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         max_per_client=rules.max_queued_per_client,
         max_batch_images=settings.max_batch_images,
         save_in_background=settings.speed.save_in_background,
+        run_in_handlers=zero_gpu_runner(settings),
     )
     claims.claim_ids = worker.claim_ids
     service = MascotService(
@@ -260,15 +275,25 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         default_lora=settings.default_lora,
         default_lora_strength=settings.default_lora_strength,
     )
-    demo = queued_page(build_demo(services), settings)
+    demo = queued_page(build_demo(services), settings, services)
     return App(demo, worker, claims, store, identity, settings, services, runtime_modules())
 
 
-def queued_page(demo: gr.Blocks, settings: Settings) -> gr.Blocks:
-    """The page with its queue set up."""
+def zero_gpu_runner(settings: Settings) -> RunBatch | None:
+    """ZeroGPU (settings.zero_gpu): each Generate's handler runs its job inside @spaces.GPU; None elsewhere."""
+    if not settings.zero_gpu:
+        return None
+    from mascot.generation.zero_gpu import ZeroGpuRunner  # imports spaces: only in this mode
+
+    log.info("ZeroGPU mode: each Generate runs in its own request (@spaces.GPU, %d s)", settings.zero_gpu_duration_s)
+    return ZeroGpuRunner(settings.zero_gpu_duration_s)
+
+
+def queued_page(demo: gr.Blocks, settings: Settings, services: PageServices) -> gr.Blocks:
+    """The page with its queue set up (and with --mcp, the agents' tools)."""
     # api_open=False: with it on, POST /gradio_api/run/<name> would run events around the queue.
     demo.queue(max_size=settings.queue_max_size, api_open=False, default_concurrency_limit=None)
-    return demo
+    return wire_agent_tools(demo, services) if settings.mcp_server else demo
 
 
 def runtime_modules() -> dict[str, ModuleType]:
@@ -291,7 +316,7 @@ def reloaded_page(app: App) -> gr.Blocks:
     from mascot.ui import build_demo as build_reloaded_demo
 
     log.info("reload: the page (mascot/ui, app.py) is rebuilt; other changes take a restart")
-    return queued_page(build_reloaded_demo(app.services), app.settings)
+    return queued_page(build_reloaded_demo(app.services), app.settings, app.services)
 
 
 def start_app(argv: Sequence[str] | None = None) -> App:
@@ -302,6 +327,8 @@ def start_app(argv: Sequence[str] | None = None) -> App:
         app = create_app(load_settings(argv))
     except (BlockedWordsError, BrandError, SettingsError) as error:
         raise SystemExit(f"Mascot Generator did not start. {error}") from None  # a sentence, not a traceback
+    if app.settings.storage_warning:
+        log.warning(app.settings.storage_warning)
     return app.start()
 
 

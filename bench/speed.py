@@ -43,7 +43,7 @@ from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.speed import CompileConfig, bucket_name
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
-from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, Submission
+from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, RunBatch, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SpeedOptions
 from mascot.store import imaging
@@ -327,9 +327,9 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
     runs: list[int] = []
     run_batch = worker._run_batch  # counted to show that the people really share runs
 
-    def counting(jobs: Sequence[Job]) -> None:
+    def counting(jobs: Sequence[Job], run: RunBatch | None = None) -> None:
         runs.append(len(jobs))
-        run_batch(jobs)
+        run_batch(jobs, run)
 
     worker._run_batch = counting  # type: ignore[method-assign]
 

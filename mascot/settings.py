@@ -9,7 +9,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypedDict, TypeVar
 
@@ -145,6 +145,16 @@ class Settings:
     default_lora_strength: float = 1.0  # its lora_scale, 0-2
     brands_dir: Path | None = None  # a folder of brands, each <slug>/brand.json + its logo (prompt.brands)
     one_office: bool = False  # see Rules.one_office
+    # ---- where it runs: a Hugging Face Space, ZeroGPU, agents over MCP (docs/deploying.md)
+    on_space: bool = False  # SPACE_ID is set: the app runs on a Hugging Face Space
+    storage_warning: str | None = None  # said once at start: a Space without persistent storage loses its mascots
+    zero_gpu: bool = False  # MASCOT_ZERO_GPU, else SPACES_ZERO_GPU: each Generate runs its own run in @spaces.GPU
+    zero_gpu_duration_s: int = 120  # MASCOT_ZERO_GPU_DURATION_S: the GPU time each Generate asks ZeroGPU for
+    mcp_server: bool = False  # --mcp or MASCOT_MCP: Gradio's MCP server at /gradio_api/mcp/ for agents
+
+    def for_zero_gpu(self) -> Settings:
+        """On ZeroGPU no compile in the background: there is no GPU outside a request's @spaces.GPU call."""
+        return replace(self, speed=replace(self.speed, compile=False)) if self.zero_gpu else self
 
     @property
     def images_dir(self) -> Path:
@@ -226,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is slower).",
     )
     add_blocked_words_argument(parser)
+    add_agent_arguments(parser)
     return parser
 
 
@@ -245,23 +256,30 @@ def add_blocked_words_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags (argv) and the environment; pass both explicitly in tests. Raises SettingsError."""
-    return settings_from(build_parser().parse_args(argv), environ)
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None, *, storage: Path | None = None
+) -> Settings:
+    """Settings from flags (argv) and the environment; pass both explicitly in tests (and `storage`, standing in for
+    a Space's /data). Raises SettingsError."""
+    return settings_from(build_parser().parse_args(argv), environ, storage=storage)
 
 
-def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+def settings_from(
+    flags: argparse.Namespace, environ: Mapping[str, str] | None = None, *, storage: Path | None = None
+) -> Settings:
     """Settings from parsed flags and the environment, each checked; raises SettingsError with a sentence naming the
     first value that cannot be used. A parser that lacks some of the app's flags (another script's) leaves those to
     the environment and the defaults."""
-    given = Given(flags, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    given = Given(flags, environ)
     defaults = Settings()
+    space = space_storage(environ, SPACE_STORAGE if storage is None else storage)
     server_port = given.whole("port", "GRADIO_SERVER_PORT", "the port", minimum=1, maximum=65535)
     return Settings(
         model=given.text("model", "MASCOT_MODEL", "the model") or defaults.model,
         prior=given.text("prior", "MASCOT_PRIOR", "the prior pipeline"),
         decoder=given.text("decoder", "MASCOT_DECODER", "the decoder pipeline"),
-        data_dir=given.folder("data_dir", "MASCOT_DATA_DIR", "the data folder") or defaults.data_dir,
+        data_dir=given.folder("data_dir", "MASCOT_DATA_DIR", "the data folder") or space.data_dir or defaults.data_dir,
         database_url=given.database_url("database_url", "MASCOT_DATABASE_URL"),
         secret=given.secret(),
         server_name=given.text("host", "GRADIO_SERVER_NAME", "the address to listen on") or defaults.server_name,
@@ -313,7 +331,8 @@ def settings_from(flags: argparse.Namespace, environ: Mapping[str, str] | None =
         proxy_addresses=given.networks("MASCOT_PROXY_ADDRESSES", "the proxies' addresses"),
         public_url=given.public_url("MASCOT_PUBLIC_URL", "the page's public address"),
         **event_settings(given),
-    )
+        **agent_settings(given, space),
+    ).for_zero_gpu()
 
 
 class SettingsError(ValueError):
@@ -605,3 +624,93 @@ def default_replica_id(server_port: int | None) -> str:
     """This replica's name when MASCOT_REPLICA_ID is not set: the host and the port, which a restart keeps and no
     two running replicas share (two processes cannot listen on one port of one host)."""
     return f"{socket.gethostname()}:{Settings.server_port if server_port is None else server_port}"
+
+
+# ---- where it runs: a Hugging Face Space and its storage, ZeroGPU, agents over MCP (docs/deploying.md) -------------
+SPACE_STORAGE = Path("/data")  # where a Space mounts its persistent storage
+SPACE_DATA_FOLDER = "mascot"  # the data folder inside it: the database, the images, the preview model
+SPACE_HF_HOME = ".huggingface"  # the Hugging Face cache inside it (weights, ~20 GB for Kandinsky 2.2)
+NO_STORAGE_WARNING = (
+    "This Space has no persistent storage: every mascot, like and the database are lost at each restart. Add "
+    "persistent storage (mounted at {storage}) in the Space's settings, or set MASCOT_DATA_DIR to storage that lasts."
+)
+
+
+@dataclass(frozen=True)
+class SpaceStorage:
+    """What a Space's persistent storage changes: the default data folder and HF_HOME, or a warning without it."""
+
+    on_space: bool = False
+    data_dir: Path | None = None  # the data folder's default on the storage; None: the usual default
+    hf_home: Path | None = None  # HF_HOME to set before huggingface_hub is imported; None: leave it
+    warning: str | None = None
+
+
+def space_storage(environ: Mapping[str, str], storage: Path = SPACE_STORAGE) -> SpaceStorage:
+    """On a Space (SPACE_ID set) with writable persistent storage at `storage`: the data folder and the Hugging Face
+    cache go there, unless the operator set MASCOT_DATA_DIR or HF_HOME (HF_HUB_CACHE) or the image already holds
+    weights (preload_from_hub fills the default cache at build time: moving the cache would fetch them again).
+    Without the storage: a warning, unless MASCOT_DATA_DIR names a folder the operator chose."""
+    if not environ.get("SPACE_ID"):
+        return SpaceStorage()
+    if not (storage.is_dir() and os.access(storage, os.W_OK | os.X_OK)):
+        warning = None if environ.get("MASCOT_DATA_DIR") else NO_STORAGE_WARNING.format(storage=storage)
+        return SpaceStorage(on_space=True, warning=warning)
+    keeps_cache = any(environ.get(name) for name in ("HF_HOME", "HF_HUB_CACHE")) or _image_holds_weights(environ)
+    return SpaceStorage(
+        on_space=True,
+        data_dir=storage / SPACE_DATA_FOLDER,
+        hf_home=None if keeps_cache else storage / SPACE_HF_HOME,
+    )
+
+
+def _image_holds_weights(environ: Mapping[str, str]) -> bool:
+    """Whether huggingface_hub's default cache already holds a model (put there by the Space's build)."""
+    cache_home = Path(environ.get("XDG_CACHE_HOME") or Path(environ.get("HOME") or Path.home()) / ".cache")
+    hub = cache_home / "huggingface" / "hub"
+    return hub.is_dir() and any(hub.glob("models--*"))
+
+
+def space_environment(environ: Mapping[str, str] | None = None, storage: Path = SPACE_STORAGE) -> dict[str, str]:
+    """The variables to set before huggingface_hub is first imported (it reads HF_HOME once): HF_HOME on a Space's
+    persistent storage, or nothing."""
+    hf_home = space_storage(os.environ if environ is None else environ, storage).hf_home
+    return {} if hf_home is None else {"HF_HOME": str(hf_home)}
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flag that serves the app to agents."""
+    parser.add_argument(
+        "--mcp",
+        action="store_true",
+        default=None,
+        help="Also serve Gradio's MCP server at /gradio_api/mcp/ (generate, the gallery, your mascots, one mascot) "
+        "for AI agents (MASCOT_MCP). See docs/deploying.md.",
+    )
+
+
+class AgentSettings(TypedDict):
+    """The Settings fields agent_settings fills."""
+
+    on_space: bool
+    storage_warning: str | None
+    zero_gpu: bool
+    zero_gpu_duration_s: int
+    mcp_server: bool
+
+
+def agent_settings(given: Given, space: SpaceStorage) -> AgentSettings:
+    """The Space, ZeroGPU and MCP settings, each checked."""
+    # ZeroGPU Spaces set SPACES_ZERO_GPU; read as the spaces package reads it (1, t or true), never refused.
+    zero_gpu_word = (given.raw(None, "SPACES_ZERO_GPU") or ("", ""))[1].strip().lower()
+    zero_gpu_default = zero_gpu_word in ("1", "t", "true")
+    return {
+        "on_space": space.on_space,
+        "storage_warning": space.warning,
+        "zero_gpu": given.switch("MASCOT_ZERO_GPU", "the ZeroGPU mode", zero_gpu_default),
+        "zero_gpu_duration_s": _or(
+            given.whole(None, "MASCOT_ZERO_GPU_DURATION_S", "the GPU time per Generate", minimum=5, maximum=300),
+            Settings.zero_gpu_duration_s,
+        ),
+        "mcp_server": given.boolean("mcp", "MASCOT_MCP", "the MCP server"),
+    }

@@ -2,13 +2,16 @@
 sentence naming its flag and its variable."""
 
 import dataclasses
+import os
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from mascot.settings import Settings, SettingsError, load_settings
+from mascot.settings import Settings, SettingsError, load_settings, space_environment
 from tests.support.app_process import ROOT, app_command, app_environment, free_port
 
 
@@ -204,3 +207,84 @@ def test_a_bad_variable_stops_python_app_py_with_one_line_naming_it(tmp_path):
         "(--daily-quota or MASCOT_DAILY_QUOTA) must be a whole number of at least 1."
     ]
     assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+# ---- a Hugging Face Space: its persistent storage (a temp folder stands in for /data) ------------------------------
+def test_on_a_space_with_storage_the_data_folder_and_the_hub_cache_default_to_it(tmp_path):
+    storage, home = tmp_path / "data", tmp_path / "home"
+    storage.mkdir()
+    space = {"SPACE_ID": "someone/mascots", "HOME": str(home)}
+    settings = load_settings([], space, storage=storage)
+    assert settings.on_space and settings.storage_warning is None
+    assert settings.data_dir == storage / "mascot"
+    assert settings.resolved_database_url == f"sqlite:///{(storage / 'mascot' / 'mascots.db').resolve()}"
+    assert space_environment(space, storage) == {"HF_HOME": str(storage / ".huggingface")}
+
+
+def test_on_a_space_what_the_operator_set_wins_over_the_storage(tmp_path):
+    storage = tmp_path / "data"
+    storage.mkdir()
+    space = {"SPACE_ID": "someone/mascots", "HOME": str(tmp_path / "home")}
+    assert load_settings(["--data-dir", "mine"], space, storage=storage).data_dir == Path("mine")
+    assert load_settings([], {**space, "MASCOT_DATA_DIR": "/srv/m"}, storage=storage).data_dir == Path("/srv/m")
+    assert space_environment({**space, "HF_HOME": "/srv/hf"}, storage) == {}
+    assert space_environment({**space, "HF_HUB_CACHE": "/srv/hub"}, storage) == {}
+
+
+def test_weights_the_image_preloaded_keep_the_hub_cache_where_they_are(tmp_path):
+    storage, home = tmp_path / "data", tmp_path / "home"
+    storage.mkdir()
+    (home / ".cache" / "huggingface" / "hub" / "models--kandinsky-community--kandinsky-2-2-prior").mkdir(parents=True)
+    space = {"SPACE_ID": "someone/mascots", "HOME": str(home)}
+    assert space_environment(space, storage) == {}  # preload_from_hub put them in the image: no second copy
+    assert load_settings([], space, storage=storage).data_dir == storage / "mascot"  # the data still goes there
+
+
+def test_on_a_space_without_storage_one_warning_says_mascots_are_lost_on_restart(tmp_path):
+    missing = tmp_path / "no-data"
+    settings = load_settings([], {"SPACE_ID": "someone/mascots"}, storage=missing)
+    assert settings.on_space and settings.data_dir == Path("data")
+    assert "lost at each restart" in (settings.storage_warning or "")
+    assert space_environment({"SPACE_ID": "someone/mascots"}, missing) == {}
+    # A data folder the operator chose (a mounted volume elsewhere, say) is theirs to judge: no warning.
+    chosen = load_settings([], {"SPACE_ID": "x/y", "MASCOT_DATA_DIR": str(tmp_path)}, storage=missing)
+    assert chosen.storage_warning is None
+
+
+def test_a_read_only_storage_counts_as_none(tmp_path):
+    storage = tmp_path / "data"
+    storage.mkdir()
+    storage.chmod(0o500)
+    try:
+        writable = os.access(storage, os.W_OK)  # root can write anyway: then it is storage indeed
+        settings = load_settings([], {"SPACE_ID": "someone/mascots"}, storage=storage)
+        assert (settings.data_dir == storage / "mascot") is writable
+        assert (settings.storage_warning is None) is writable
+    finally:
+        storage.chmod(0o700)
+
+
+def test_off_a_space_the_storage_folder_changes_nothing(tmp_path):
+    settings = load_settings([], {}, storage=tmp_path)
+    assert (settings.on_space, settings.data_dir, settings.storage_warning) == (False, Path("data"), None)
+    assert space_environment({}, tmp_path) == {}
+
+
+def test_a_space_process_without_storage_logs_the_warning_once(tmp_path):
+    environment = {**app_environment(tmp_path / "unused", tmp_path), "SPACE_ID": "someone/mascots"}
+    del environment["MASCOT_DATA_DIR"]  # the default data folder: ./data in the process's folder (tmp_path)
+    log = tmp_path / "app.log"
+    command = [sys.executable, str(ROOT / "app.py"), "--model", "tiny", "--port", str(free_port())]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Running on" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    assert text.count("This Space has no persistent storage") == 1, text
+    assert (tmp_path / "data" / "mascots.db").exists()  # the usual default, in the process's folder

@@ -39,6 +39,9 @@ from mascot.prompt.pictures import PictureRefused
 from mascot.prompt.request import GenerationRequest
 
 log = logging.getLogger(__name__)
+# ZeroGPU: how a request handler runs a job's run itself (mascot.generation.zero_gpu.ZeroGpuRunner).
+RunBatch = Callable[[Generator, Sequence[BatchItem]], list[GeneratedImages | None]]
+TURN_POLL_S = 1.0  # how often a handler waiting for its turn looks again (it is woken at once on most changes)
 
 # Images one shared run may make on a GPU by default: eight people queued share one run (a UNet step of 8 images
 # costs about twice one image's; MoVQ decodes one at a time when memory is tight, so the peak stays bounded).
@@ -179,6 +182,7 @@ class GenerationWorker:
         max_batch_images: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         save_in_background: bool = False,
+        run_in_handlers: RunBatch | None = None,
     ) -> None:
         self._clock = clock  # times runs, for the wait a queued job is told
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
@@ -202,6 +206,10 @@ class GenerationWorker:
         # With a saver, on_finished (PNG, thumbnail, store) runs on its thread while the GPU starts the next run.
         self._saver = Saver() if save_in_background else None
         self._saving: set[str] = set()  # ids of jobs handed to the saver: they stay active until stored
+        # ZeroGPU: the GPU exists only inside a request handler's @spaces.GPU call, so each handler runs its own job
+        # (run_in_handler), one at a time in queue order, alone; the worker's thread only loads the model.
+        self._run_in_handlers = run_in_handlers
+        self._handler_running = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> GenerationWorker:
@@ -226,6 +234,8 @@ class GenerationWorker:
 
     def _finish_running(self, timeout: float) -> bool:
         """Let the running run end within `timeout` seconds, else cancel it; True when it ended in time."""
+        if self._run_in_handlers is not None:
+            return self._finish_handler_run(timeout)
         with self._lock:
             idle = not self._active  # e.g. the model still loads: nothing to finish, and no load to wait for
         if idle or not self._thread.is_alive():
@@ -239,6 +249,20 @@ class GenerationWorker:
         for job in running:
             job.cancel()
         self._thread.join(CANCEL_GRACE_S)
+        return False
+
+    def _finish_handler_run(self, timeout: float) -> bool:
+        """ZeroGPU: let the run a handler holds end within `timeout` seconds, else cancel it at its next step (on
+        ZeroGPU hardware a run cannot be reached once it holds the GPU: its @spaces.GPU duration bounds it)."""
+        with self._lock:
+            if self._lock.wait_for(lambda: not self._handler_running, timeout):
+                return True
+            running = list(self._active.values())
+        log.warning("the running job did not finish within %.0f s of the shutdown: cancelling it", timeout)
+        for job in running:
+            job.cancel()
+        with self._lock:
+            self._lock.wait_for(lambda: not self._handler_running, CANCEL_GRACE_S)
         return False
 
     def wait_until_answered(self, timeout: float) -> bool:
@@ -334,7 +358,7 @@ class GenerationWorker:
 
     # ---- the worker thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
-        if not self._load():
+        if not self._load() or self._run_in_handlers is not None:
             return
         while True:
             jobs = self._next_batch()
@@ -348,6 +372,37 @@ class GenerationWorker:
                         if self._active.get(job.submission.owner_hash) is job and job.id not in self._saving:
                             del self._active[job.submission.owner_hash]
                     self._announce_positions()
+
+    @property
+    def runs_in_handlers(self) -> bool:
+        """ZeroGPU: the handler that submitted a job must run it (run_in_handler)."""
+        return self._run_in_handlers is not None
+
+    def run_in_handler(self, job: Job) -> None:
+        """ZeroGPU: run `job` in the calling request handler when its turn comes (queue order, one at a time, no
+        shared runs), through the @spaces.GPU runner; returns once it ended (stored, cancelled or failed). A job
+        cancelled or ended by a shutdown while it waited returns at once."""
+        assert self._run_in_handlers is not None, "run_in_handler is for the ZeroGPU mode"
+        with self._lock:
+            while job in self._pending and not self._stopping:
+                if self._pending[0] is job and not self._handler_running:
+                    break
+                self._lock.wait(TURN_POLL_S)
+            if job not in self._pending or self._stopping:
+                return
+            self._pending.popleft()
+            self._handler_running = True
+            job.update(state=JobState.RUNNING, jobs_ahead=0)
+            self._announce_positions()
+        try:
+            self._run_batch([job], self._run_in_handlers)
+        finally:
+            with self._lock:
+                self._handler_running = False
+                if self._active.get(job.submission.owner_hash) is job and job.id not in self._saving:
+                    del self._active[job.submission.owner_hash]
+                self._announce_positions()
+                self._lock.notify_all()
 
     def _load(self) -> bool:
         def on_status(message: str) -> None:
@@ -428,8 +483,8 @@ class GenerationWorker:
             previous = self._seconds_per_job
             self._seconds_per_job = per_job if previous is None else 0.7 * previous + 0.3 * per_job
 
-    def _run_batch(self, jobs: Sequence[Job]) -> None:
-        """Run `jobs` in one shared run and end each one: stored, cancelled or failed."""
+    def _run_batch(self, jobs: Sequence[Job], run: RunBatch | None = None) -> None:
+        """Run `jobs` in one shared run (through `run`, for ZeroGPU) and end each one: stored, cancelled or failed."""
         assert self._generator is not None
         generator = self._generator
         items: list[BatchItem] = []
@@ -448,7 +503,7 @@ class GenerationWorker:
             log.info("jobs %s share one run", ", ".join(job.id for job in started))
         started_at = self._clock()
         try:
-            results = generator.generate_batch(items)
+            results = run(generator, items) if run is not None else generator.generate_batch(items)
         except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
             log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
             for job in started:

@@ -273,6 +273,12 @@ class MascotService:
             self.store.release_job(owner_hash, claim.claim_id)
             raise Refusal(str(error)) from None
 
+    def run_here(self, job: Job) -> None:
+        """On ZeroGPU the handler that submitted `job` runs it, since a GPU exists only inside its @spaces.GPU call
+        (GenerationWorker.run_in_handler); elsewhere the worker's thread does, and this returns at once."""
+        if self.worker.runs_in_handlers:
+            self.worker.run_in_handler(job)
+
     def cancel(self, visitor: Visitor) -> bool:
         """Cancel the browser's queued or running generation; False when it has none."""
         return self.worker.cancel_for(self.owner(visitor))

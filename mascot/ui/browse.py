@@ -11,7 +11,7 @@ import gradio as gr
 
 from mascot.store.entries import MAX_PAGE, GallerySort, MascotEntry, MascotPage
 from mascot.store.search import search_words
-from mascot.ui.common import PageServices, plain, plural, visitor
+from mascot.ui.common import PageServices, WholeNumber, plain, plural, visitor
 from mascot.ui.create import CreateForm
 from mascot.ui.detail import DetailPanel, Listing, detail_panel, summary, wire_detail
 from mascot.web.images import thumbnail_url
@@ -77,10 +77,10 @@ def build_browse_tab(
     )
     with gr.Row():
         previous = gr.Button("← Previous page", size="sm", elem_id=f"{listing}-previous")
-        page_label = gr.Markdown(elem_id=f"{listing}-page")
+        page_label = gr.Markdown(label="Page summary", elem_id=f"{listing}-page")  # label: the API's name
         next_ = gr.Button("Next page →", size="sm", elem_id=f"{listing}-next")
         refresh = gr.Button("Refresh", size="sm", elem_id=f"{listing}-refresh")
-    page = gr.Number(value=1, label="Page", visible=False)
+    page = WholeNumber(value=1, label="Page", visible=False)
     search = gr.Textbox(value="", label="search", visible=False)
     mascots = gr.JSON(visible=False, label="mascots")
     browse = BrowseTab(
@@ -222,7 +222,12 @@ def caption(item: MascotEntry) -> str:
 def _mine_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     def my_mascots(page: Any = 1, search: Any = "", http_request: gr.Request | None = None) -> tuple[Any, ...]:
         """This browser's mascots, newest first, a page of thumbnails with their prompts as captions; with a
-        `search`, only those whose idea, style or brand holds every one of its words (any case)."""
+        `search`, only those whose idea, style or brand holds every one of its words (any case).
+
+        Args:
+            page: which page of thumbnails, from 1 (a page past the end gives the last one).
+            search: words every listed mascot's idea, style or brand holds ("" lists them all).
+        """
         who, words = visitor(services, http_request), checked_search(search)
         owner_hash = services.service.owner(who)
         query = " ".join(words)
@@ -243,7 +248,13 @@ def _gallery_page(services: PageServices) -> Callable[..., tuple[Any, ...]]:
     ) -> tuple[Any, ...]:
         """Everyone's public mascots, newest first, most liked in the last 7 days ("Top this week") or ever ("Most
         liked"), or those this browser liked ("Liked by me", latest like first), a page of thumbnails; with a
-        `search`, only those whose idea, style or brand holds every one of its words (any case)."""
+        `search`, only those whose idea, style or brand holds every one of its words (any case).
+
+        Args:
+            page: which page of thumbnails, from 1 (a page past the end gives the last one).
+            sort: the order: "Newest", "Top this week", "Most liked" or "Liked by me".
+            search: words every listed mascot's idea, style or brand holds ("" lists them all).
+        """
         who, words = visitor(services, http_request), checked_search(search)
         viewer = services.service.owner(who)
         order, query = checked_sort(sort), " ".join(words)

@@ -12,6 +12,7 @@ import gradio as gr
 from mascot.prompt.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
 from mascot.service import MascotService, Notice, Refusal, Visitor
 from mascot.service.sentences import NO_COOKIE, plural
+from mascot.ui.pictures import no_interface_files
 from mascot.web.clients import ProxyTrust, client_address
 from mascot.web.public_url import PublicAddress
 
@@ -88,6 +89,19 @@ def _code(text: str) -> str:
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     padding = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{padding}{text}{padding}{fence}"
+
+
+with no_interface_files():  # Gradio would write a .pyi next to this module (see there)
+
+    class WholeNumber(gr.Number):
+        """A number box the API describes as an integer (gradio_client's view_api, the MCP tools' schemas), passed on
+        as it was typed: precision=0 would round 2.5 steps to 2 without a word, while the request class refuses a
+        fraction naming the parameter."""
+
+        is_template = True  # the page draws it with Gradio's own Number
+
+        def api_info(self) -> dict[str, str]:  # type: ignore[override]
+            return {"type": "integer"}
 
 
 def range_info(name: str, extra: str = "") -> str:

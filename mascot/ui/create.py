@@ -14,7 +14,7 @@ from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest, InvalidRequest
 from mascot.service import Refusal
 from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
-from mascot.ui.common import DEFAULTS, PageServices, range_info, refused, visitor, visitor_or_none
+from mascot.ui.common import DEFAULTS, PageServices, WholeNumber, range_info, refused, visitor, visitor_or_none
 from mascot.ui.house import HouseChoices, build_house_choices, wire_house_choices
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.pictures import PreviewGallery
@@ -92,8 +92,8 @@ def build_create_tab(services: PageServices) -> CreateForm:
     house = build_house_choices(services)  # the event's look and brands, in view beside the styles
     with gr.Row(elem_id="form-notes"):
         speed_note = gr.Markdown(elem_id="speed-note")
-        quota_note = gr.Markdown(elem_id="quota-note")
-    status = gr.Markdown(elem_id="generation-status")
+        quota_note = gr.Markdown(label="Quota", elem_id="quota-note")  # label: the API's name
+    status = gr.Markdown(label="Status", elem_id="generation-status")  # label: the API's name for it
     # What a dropped PNG restored: in view, since the picture can be dropped anywhere on the form (assets/page.js).
     recipe_note = gr.Markdown(elem_id="recipe-note")
     # Previews go to the browser as data: URLs, the saved mascots by their checking routes: Gradio caches neither.
@@ -181,14 +181,14 @@ def _form_fields(
             value=dimensions_to_size(DEFAULTS.width, DEFAULTS.height),
             elem_id="size",
         )
-        num_images_per_prompt = gr.Number(
+        num_images_per_prompt = WholeNumber(
             label=label("num_images_per_prompt"),
             value=DEFAULTS.num_images_per_prompt,
             info=range_info("num_images_per_prompt"),
             elem_id="num-images",
         )
     with gr.Row():
-        seed = gr.Number(
+        seed = WholeNumber(
             label=label("seed"),
             value=DEFAULTS.seed,
             info=f"0 to {MAX_SEED}: the same seed remakes the same mascot",
@@ -210,17 +210,17 @@ def _form_fields(
     )
     with gr.Accordion("Advanced", open=False, elem_id="advanced"):
         with gr.Row():
-            width = gr.Number(
+            width = WholeNumber(
                 label=label("width"), value=DEFAULTS.width, info=range_info("width", "multiple of 64"), elem_id="width"
             )
-            height = gr.Number(
+            height = WholeNumber(
                 label=label("height"),
                 value=DEFAULTS.height,
                 info=range_info("height", "multiple of 64"),
                 elem_id="height",
             )
         with gr.Row():
-            num_inference_steps = gr.Number(
+            num_inference_steps = WholeNumber(
                 label=label("num_inference_steps"),
                 value=DEFAULTS.num_inference_steps,
                 info=range_info("num_inference_steps", "fewer is faster"),
@@ -233,7 +233,7 @@ def _form_fields(
                 elem_id="guidance",
             )
         with gr.Row():
-            prior_num_inference_steps = gr.Number(
+            prior_num_inference_steps = WholeNumber(
                 label=label("prior_num_inference_steps"),
                 value=DEFAULTS.prior_num_inference_steps,
                 info=range_info("prior_num_inference_steps", "turning the words into a picture idea"),
@@ -500,6 +500,31 @@ def adapter_controls(services: PageServices) -> tuple[Any, Any]:
     return gr.Dropdown(choices=choices, visible=visible), gr.Slider(visible=visible)
 
 
+GENERATE_DOC = """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line.
+
+    Args:
+        prompt: the idea, in words: what the mascot is ("a cheerful otter holding a wrench").
+        negative_prompt: what the mascots should not show ("" for nothing).
+        seed: a whole number from 0 to 2**32 - 1; image i is made from seed + i, and the same seed and settings
+            make the same mascot again.
+        width: the width in pixels, a multiple of 64 from 256 to 1024.
+        height: the height in pixels, a multiple of 64 from 256 to 1024.
+        num_images_per_prompt: how many mascots to make at once, 1 to 4; each counts against today's quota.
+        num_inference_steps: the decoder's denoising steps, 1 to 150 (fewer is faster, 50 is the default).
+        guidance_scale: how closely the decoder follows the words, 1 to 20.
+        prior_num_inference_steps: the prior's steps turning the words into a picture idea, 2 to 100.
+        prior_guidance_scale: the prior's guidance, 1 to 20 (1 turns it off).
+        style: a style preset's name, wrapped around the idea: "Sticker", "Kawaii 3D", "Pixel art", ... ("" for the
+            idea as written; the page's Style choices are the names).
+        brand: a colour preset's name added to the idea: "Ocean blue", "Monochrome", ... ("" for none; "Colours of
+            my logo" needs `logo`).
+        logo: the id upload_logo returned for an uploaded logo, mixed into the look ("" for none).
+        logo_weight: how much of the logo goes into the look, 0 (the words alone) to 1 (the logo alone).
+        adapter_name: the LoRA adapter to use ("" for the base model; the model banner names the loaded ones).
+        lora_scale: the adapter's strength, 0 to 2.
+"""  # Gradio reads it for the API docs and the MCP tool (its Args: describe each parameter)
+
+
 def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[Any, str]]]:
     def generate(
         prompt: Any,
@@ -521,7 +546,6 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         http_request: gr.Request | None = None,  # filled in by Gradio
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
     ) -> Iterator[tuple[Any, str]]:
-        """Make 1-4 mascots from a prompt; returns the saved PNG files and a status line."""
         values = locals()  # the parameters, named as GenerationRequest's fields (the API's keyword names)
         try:
             who = visitor_or_none(services, http_request)
@@ -529,8 +553,10 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         except Refusal as error:
             raise refused(error) from None
         page = who.page_url if who is not None else DEFAULT_PAGE_URL  # submit refuses a browser without a cookie
+        services.service.run_here(job)  # ZeroGPU: this handler runs it, in @spaces.GPU (elsewhere: returns at once)
         yield from relay_job(job, progress, lambda public_id: image_url(page, public_id))
 
+    generate.__doc__ = GENERATE_DOC
     return generate
 
 

@@ -89,6 +89,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
                 format="png",
                 interactive=False,
                 height=560,
+                label="Picture",  # not shown (show_label=False): the API's name for it
                 show_label=False,
                 buttons=["fullscreen"],  # its one download is the Download PNG button, under its one file name
                 scale=1,
@@ -96,7 +97,7 @@ def detail_panel(listing: Listing) -> DetailPanel:
                 elem_id=f"{listing}-detail-image",
             )
             with gr.Column(scale=1, min_width=300):
-                info = gr.Markdown(elem_id=f"{listing}-detail-info")
+                info = gr.Markdown(label="Details", elem_id=f"{listing}-detail-info")  # label: the API's name
                 with gr.Row(elem_id=f"{listing}-main-actions", elem_classes="main-actions"):
                     download_button = LinkedDownload(
                         "⬇ Download PNG", variant="primary", min_width=120, elem_id=f"{listing}-download"
@@ -164,7 +165,7 @@ def report_box() -> ReportBox:
                 elem_id="gallery-report-reason",
             )
             button = gr.Button("Report", elem_id="gallery-report")
-        status = gr.Markdown(elem_id="gallery-report-status")
+        status = gr.Markdown(label="Report status", elem_id="gallery-report-status")
     return ReportBox(panel, reason, button, status)
 
 
@@ -319,7 +320,12 @@ def detail_values(detail: DetailPanel, entry: MascotEntry, share_link: str, page
 
 def _show_handler(services: PageServices, detail: DetailPanel) -> Callable[..., ComponentValues]:
     def mascot(public_id: str, http_request: gr.Request | None = None) -> ComponentValues:
-        """One mascot by its share id: the image, its prompt and parameters, likes and its share link."""
+        """One mascot by its share id: the image, its prompt and parameters, likes and its share link.
+
+        Args:
+            public_id: the mascot's share id, as gallery and my_mascots list it (the `public_id` of each entry of
+                their `mascots` output); a private mascot opens only for the browser that made it.
+        """
         who = visitor(services, http_request)
         try:
             entry = services.service.open(public_id, who)

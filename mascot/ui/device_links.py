@@ -105,8 +105,8 @@ def build_device_row(services: PageServices) -> DeviceRow:
                 buttons=["download", "fullscreen"],  # no "share": the link is a credential, not something to post
                 elem_id="mine-device-qr",
             )
-        note = gr.Markdown(visible=False, elem_id="mine-device-note")
-        others = gr.Markdown(elem_id="mine-device-others")
+        note = gr.Markdown(visible=False, label="How to use the link", elem_id="mine-device-note")
+        others = gr.Markdown(label="Linked devices", elem_id="mine-device-others")
         with gr.Row():
             disconnect = gr.Button("Disconnect the other devices", size="sm", elem_id="mine-device-disconnect")
             stop_here = gr.Button("Stop showing my mascots here", size="sm", elem_id="mine-device-stop")

@@ -50,7 +50,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
         )
         device_prompt = build_device_prompt()  # a page opened with ?device=<code> asks before anything changes
         share = build_share_card()  # a share link opens on its mascot, in the first screen
-        banner = gr.Markdown(model_banner(services.service.worker), elem_id="model-banner")
+        banner = gr.Markdown(model_banner(services.service.worker), label="Model status", elem_id="model-banner")
         with gr.Tabs() as tabs:
             with gr.Tab("Create", id="create"):
                 form = build_create_tab(services)

@@ -15,6 +15,7 @@ from mascot.web.clients import ProxyTrust, is_from_proxy
 
 HOST_PATTERN = HOST_NAME  # what a request's Host must look like to be written into a link
 FALLBACK_HOST = "127.0.0.1:7860"
+MCP_MOUNT = "/gradio_api/mcp"  # where Gradio mounts its MCP server's app
 
 
 def check_public_url(url: str) -> str:
@@ -67,5 +68,6 @@ def root_path_of(http_request: Any) -> str:
     raw = http_request if isinstance(http_request, Request) else getattr(http_request, "request", None)
     if not isinstance(raw, Request):
         return ""
-    root_path = str(raw.scope.get("root_path") or "").rstrip("/")
+    # Gradio mounts its MCP server (--mcp) as an app of its own: a tool call's root path ends in the mount.
+    root_path = str(raw.scope.get("root_path") or "").rstrip("/").removesuffix(MCP_MOUNT)
     return root_path if re.fullmatch(r"(/[A-Za-z0-9._~-]+)*", root_path) else ""

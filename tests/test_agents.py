@@ -1,0 +1,191 @@
+"""The API for agents: gradio_client's view_api types whole numbers as integers and names every output; `--mcp`
+serves Gradio's MCP server with four described tools (generate, gallery, my_mascots, mascot), the page-only and
+destructive events hidden, and each MCP client its own browser (never another's private mascots)."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from collections.abc import Awaitable, Callable
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+
+import httpx
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from mascot.prompt.request import INTEGER_RANGES
+from mascot.ui.agents import AGENT_TOOLS
+from tests.support.site import FAST, make, mine, public
+
+pytestmark = pytest.mark.slow
+
+WHOLE_NUMBERS = {*INTEGER_RANGES, "page"}
+
+
+def test_view_api_types_whole_numbers_as_integers_and_names_every_output(site):
+    endpoints = site.browser().view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/generate", "/gallery", "/my_mascots", "/mascot", "/delete", "/quota"} <= set(endpoints)
+    for name, endpoint in endpoints.items():
+        for parameter in endpoint["parameters"]:
+            expected = "int" if parameter["parameter_name"] in WHOLE_NUMBERS else None
+            if expected:
+                assert parameter["python_type"]["type"] == expected, (name, parameter["parameter_name"])
+        for returned in endpoint["returns"]:
+            assert returned["label"] and not returned["label"].startswith("value_"), (name, returned)
+    generate = {p["parameter_name"]: p["python_type"]["type"] for p in endpoints["/generate"]["parameters"]}
+    assert generate["guidance_scale"] == "float" and generate["num_inference_steps"] == "int"
+    assert [r["label"] for r in endpoints["/generate"]["returns"]] == ["Your mascots", "Status"]
+
+
+def test_a_fraction_for_a_whole_number_is_still_refused_by_name_not_rounded(site):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises((AppError, ValueError), match="num_inference_steps"):
+        site.browser().predict(prompt="otter", **{**FAST, "num_inference_steps": 2.5}, api_name="/generate")
+
+
+# ---- the MCP server ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def agents_site(tmp_path, monkeypatch):
+    from tests.support.site import serve
+
+    yield from serve(tmp_path, monkeypatch, ["--mcp", "--daily-quota", "5"])
+
+
+def over_mcp(url: str, work: Callable[[ClientSession], Awaitable[Any]], *, cookies: bool = True) -> Any:
+    """Run `work` in one MCP client session (one HTTP client: its cookie jar is its identity; with `cookies` False
+    it keeps none)."""
+
+    async def session() -> Any:
+        async with (
+            httpx.AsyncClient(timeout=60) as http,
+            streamable_http_client(url + "gradio_api/mcp/", http_client=http) as (read, write, _),
+            ClientSession(read, write) as client,
+        ):
+            if not cookies:  # httpx copies a jar handed to it: its own jar is told to keep nothing
+                http.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            await client.initialize()
+            return await work(client)
+
+    return asyncio.run(session())
+
+
+def listed(result: Any) -> list[dict]:
+    """The `mascots` output (the share ids and prompts) of a gallery or my_mascots tool call."""
+    assert not result.isError, result.content
+    # Gradio's MCP server hands each output on as Python's repr: the JSON output is a pydantic RootModel's.
+    texts = [item.text for item in result.content if item.type == "text"]
+    for text in texts:
+        try:
+            value = ast.literal_eval(text.removeprefix("root="))
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, list) and all(isinstance(entry, dict) and "public_id" in entry for entry in value):
+            return value
+    raise AssertionError(f"no mascots list in {texts}")
+
+
+def test_mcp_offers_the_four_tools_with_every_parameter_described(agents_site):
+    async def tools(client: ClientSession) -> Any:
+        return (await client.list_tools()).tools
+
+    offered = {tool.name: tool for tool in over_mcp(agents_site.url, tools)}
+    assert set(offered) == set(AGENT_TOOLS) == {"generate", "gallery", "my_mascots", "mascot"}
+    for tool in offered.values():
+        assert tool.description
+        for name, schema in tool.inputSchema["properties"].items():
+            assert len(schema.get("description", "")) > 10, (tool.name, name)
+    generate = offered["generate"].inputSchema["properties"]
+    assert generate["num_inference_steps"]["type"] == "integer" and generate["guidance_scale"]["type"] == "number"
+
+
+def test_hidden_events_cannot_be_called_as_tools_but_stay_in_the_gradio_client_api(agents_site):
+    browser = agents_site.browser()
+    make(browser, "an otter mechanic")
+    public_id = mine(browser)[0]["public_id"]
+
+    async def delete(client: ClientSession) -> Any:
+        return await client.call_tool("delete", {"public_id": public_id})
+
+    result = over_mcp(agents_site.url, delete)
+    assert result.isError and "Unknown tool" in result.content[0].text
+    assert mine(browser)[0]["public_id"] == public_id  # still there
+    assert browser.predict(api_name="/quota")  # the page's events keep their gradio_client API
+
+
+def test_the_gallery_tool_lists_public_mascots(agents_site):
+    make(agents_site.browser(), "a public lighthouse keeper")
+    visible = public(agents_site.browser())
+    assert visible, "the test needs a public mascot"
+
+    async def gallery(client: ClientSession) -> Any:
+        return await client.call_tool("gallery", {"page": 1, "sort": "Newest", "search": ""})
+
+    result = over_mcp(agents_site.url, gallery)
+    entries = listed(result)
+    assert [entry["public_id"] for entry in entries] == [entry["public_id"] for entry in visible]
+    # The thumbnails' URLs are the page's checking image route, not under the MCP server's mount.
+    thumbnail = f"{agents_site.url}images/{visible[0]['public_id']}.thumb.webp"
+    assert thumbnail in result.content[0].text and "/gradio_api/mcp/images" not in result.content[0].text
+
+
+def test_an_mcp_client_generates_as_its_own_browser_and_sees_only_its_own_mascots(agents_site):
+    browser = agents_site.browser()
+    make(browser, "a private badger", seed=3)
+    theirs = mine(browser)[0]
+    browser.predict(theirs["public_id"], False, api_name="/set_public")  # private now: only its maker may see it
+
+    async def generate_then_list(client: ClientSession) -> Any:
+        made = await client.call_tool("generate", {"prompt": "an agent's owl", "seed": 5, **FAST})
+        assert not made.isError, made.content
+        assert "Done: 1 mascot saved" in made.content[0].text
+        mine_now = listed(await client.call_tool("my_mascots", {"page": 1, "search": ""}))
+        other = await client.call_tool("mascot", {"public_id": theirs["public_id"]})
+        return mine_now, other
+
+    own, other = over_mcp(agents_site.url, generate_then_list)
+    assert [entry["prompt"] for entry in own] == ["an agent's owl"]
+    # Another browser's private mascot: refused, as to any stranger.
+    assert other.isError and "private or was deleted" in other.content[0].text
+
+    async def fresh_list(client: ClientSession) -> Any:
+        return listed(await client.call_tool("my_mascots", {"page": 1, "search": ""}))
+
+    assert over_mcp(agents_site.url, fresh_list) == []  # a new MCP client is a new browser: nothing of the first's
+
+
+def test_an_mcp_client_without_cookies_is_a_new_browser_at_each_call(agents_site):
+    async def try_everything(client: ClientSession) -> Any:
+        made = await client.call_tool("generate", {"prompt": "a cookieless crow", **FAST})
+        own = listed(await client.call_tool("my_mascots", {"page": 1, "search": ""}))
+        gallery = listed(await client.call_tool("gallery", {"page": 1, "sort": "Newest", "search": ""}))
+        return made, own, gallery
+
+    make(agents_site.browser(), "a public heron")
+    made, own, gallery = over_mcp(agents_site.url, try_everything, cookies=False)
+    # Each call without the cookie gets a browser of its own, as a browser that refuses cookies does: the mascot is
+    # made (and counted for its network), and the next call, another browser, owns nothing.
+    assert not made.isError and "Done: 1 mascot saved" in made.content[0].text
+    assert own == [], own
+    assert [entry["prompt"] for entry in gallery] == ["a cookieless crow", "a public heron"]
+
+
+def test_a_real_app_process_with_mcp_offers_the_four_tools_and_still_drains_on_sigterm(tmp_path):
+    from tests.support.app_process import AppProcess
+
+    process = AppProcess(tmp_path / "data", tmp_path, ("--mcp",)).start()
+    try:
+
+        async def tools_and_gallery(client: ClientSession) -> Any:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            return names, await client.call_tool("gallery", {"page": 1, "sort": "Newest", "search": ""})
+
+        names, gallery = over_mcp(process.url, tools_and_gallery)
+        assert names == set(AGENT_TOOLS)
+        assert listed(gallery) == []
+    finally:
+        process.stop()
+    assert process.process is not None and process.process.returncode == 0, process.log()
+    assert "drained in" in process.log()
