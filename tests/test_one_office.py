@@ -46,7 +46,12 @@ def office(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Office]:
     worker = GenerationWorker(
         lambda on_status: fake,
         lambda job, images, model: store.save_generation(
-            job.submission.owner_hash, job.submission.request, images, model, now=NOW, address_hash=job.submission.address_hash
+            job.submission.owner_hash,
+            job.submission.request,
+            images,
+            model,
+            now=NOW,
+            address_hash=job.submission.address_hash,
         ),
         on_ended=lambda job: store.release_job(job.submission.owner_hash, job.submission.claim_id),
         max_per_client=rules.max_queued_per_client,
