@@ -14,12 +14,13 @@ saved (MASCOT_DRAIN_TIMEOUT_S, see docs/deploying.md), the claims are freed, and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -117,6 +118,14 @@ class App:
         owner_hash = self.owner_of(request)
         return None if owner_hash is None else self.services.service.downloads.export(owner_hash, key, name)
 
+    @contextlib.asynccontextmanager
+    async def _narrow_agent_tools(self, _server: Any) -> AsyncIterator[None]:
+        """The server's start (its lifespan, which Gradio enters after making its MCP server and before the first
+        request): with --mcp, the MCP server's tools narrowed to the agents' four."""
+        if self.settings.mcp_server:
+            offer_only_agent_tools(self.demo)
+        yield
+
     def launch(self, **overrides: Any) -> None:
         """Serve the page (the worker must be started); `overrides` are for tests (ports, thread lock)."""
         public_mascot = self.store.public_mascot
@@ -128,6 +137,8 @@ class App:
             # which check on every request that the mascot is public or the caller's own.
             "allowed_paths": [],
             "app_kwargs": {
+                # Before the server takes its first request: an agent never sees the tools that are not theirs.
+                "lifespan": self._narrow_agent_tools,
                 "middleware": [
                     # Outermost: an upload without our cookie is refused before the identity middleware makes one.
                     Middleware(
@@ -188,8 +199,6 @@ class App:
         os.environ["FORWARDED_ALLOW_IPS"] = ""
         blocking = not overrides.get("prevent_thread_lock", False)
         self.demo.launch(**{**options, **overrides, "prevent_thread_lock": True})
-        if self.settings.mcp_server:  # its MCP server exists only now
-            offer_only_agent_tools(self.demo)
         if blocking:
             self.demo.block_thread()  # until SIGTERM's drain closes the page, or Ctrl-C
 

@@ -7,7 +7,6 @@ shows both what the office suffered before and what the setting changes.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,8 @@ from mascot.settings import Rules, load_settings
 from mascot.store.store import MascotStore
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
+from tests.support.jobs import finished
+from tests.support.jobs import released as released_claim
 from tests.support.store import owner, save
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -75,18 +76,8 @@ def colleague(name: str) -> Visitor:
     return Visitor(token_hash=owner(name), address=OFFICE_ADDRESS, page_url="https://mascots.example/app")
 
 
-def finished(job) -> JobState:
-    snapshot = job.snapshot
-    deadline = time.monotonic() + 10
-    while snapshot.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
-        snapshot = job.wait_for_change(snapshot.version, timeout=0.2)
-    return snapshot.state
-
-
-def released(office: Office, name: str) -> None:
-    deadline = time.monotonic() + 10
-    while office.store.quota(owner(name), now=NOW).in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
+def released(office, name: str) -> None:
+    released_claim(office.store, owner(name), NOW)
 
 
 def test_the_daily_quota_is_each_browsers_own_in_one_office(office: Office) -> None:

@@ -24,6 +24,8 @@ from mascot.store.store import MascotStore
 from mascot.ui.pictures import download, sticker_download
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
+from tests.support.jobs import finished
+from tests.support.jobs import released as released_claim
 from tests.support.store import owner, save
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -89,19 +91,8 @@ def who(name: str, address: str = "203.0.113.9") -> Visitor:
     return Visitor(token_hash=owner(name), address=address, page_url="https://mascots.example/app")
 
 
-def finished(job) -> JobState:
-    snapshot = job.snapshot
-    deadline = time.monotonic() + 10
-    while snapshot.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
-        snapshot = job.wait_for_change(snapshot.version, timeout=0.2)
-    return snapshot.state
-
-
-def released(site: Site, name: str) -> None:
-    """Wait for the job's quota claim to be released: the worker frees it just after the job's last snapshot."""
-    deadline = time.monotonic() + 10
-    while site.store.quota(owner(name), now=NOW).in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
+def released(site, name: str) -> None:
+    released_claim(site.store, owner(name), NOW)
 
 
 def public_id_of(site: Site, name: str) -> str:
