@@ -12,6 +12,7 @@ import torch
 
 # From the defining modules, not `from diffusers`: see [tool.mypy] in pyproject.toml.
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_combined import KandinskyV22CombinedPipeline
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 
 from mascot.generation.tiny import build_tokenizer
@@ -66,3 +67,20 @@ def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
 def model_config(config: dict[str, Any]) -> dict[str, Any]:
     """A component's config without the bookkeeping keys (_class_name, _params)."""
     return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
+def combined_pipeline(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline) -> KandinskyV22CombinedPipeline:
+    """What a diffusers user writes: the combined pipeline over the same modules (the benchmarks' plain baseline)."""
+    combined = KandinskyV22CombinedPipeline(
+        unet=decoder.unet,
+        scheduler=decoder.scheduler,
+        movq=decoder.movq,
+        prior_prior=prior.prior,
+        prior_image_encoder=prior.image_encoder,
+        prior_text_encoder=prior.text_encoder,
+        prior_tokenizer=prior.tokenizer,
+        prior_scheduler=prior.scheduler,
+        prior_image_processor=prior.image_processor,
+    )
+    combined.set_progress_bar_config(disable=True)
+    return combined

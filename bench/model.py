@@ -25,10 +25,9 @@ import torch
 
 # From the defining modules, not `from diffusers`: see [tool.mypy] in pyproject.toml.
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
-from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_combined import KandinskyV22CombinedPipeline
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 
-from bench.full_size import build_full_size
+from bench.full_size import build_full_size, combined_pipeline
 from mascot.generation.generator import BatchItem, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.tiny import build_tiny_model
@@ -129,18 +128,7 @@ def save_full_size(folder: Path) -> None:
 
 def plain_diffusers(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline) -> Callable[[Case], None]:
     """What a diffusers user writes: the combined pipeline, one generator."""
-    combined = KandinskyV22CombinedPipeline(
-        unet=decoder.unet,
-        scheduler=decoder.scheduler,
-        movq=decoder.movq,
-        prior_prior=prior.prior,
-        prior_image_encoder=prior.image_encoder,
-        prior_text_encoder=prior.text_encoder,
-        prior_tokenizer=prior.tokenizer,
-        prior_scheduler=prior.scheduler,
-        prior_image_processor=prior.image_processor,
-    )
-    combined.set_progress_bar_config(disable=True)
+    combined = combined_pipeline(prior, decoder)
 
     def run(case: Case) -> None:
         for request in case.requests:  # one call per visitor, one after the other

@@ -34,11 +34,10 @@ import torch
 
 # From the defining modules, not `from diffusers`: see [tool.mypy] in pyproject.toml.
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
-from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_combined import KandinskyV22CombinedPipeline
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 from PIL import Image
 
-from bench.full_size import build_full_size
+from bench.full_size import build_full_size, combined_pipeline
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.speed import CompileConfig, bucket_name
@@ -167,18 +166,7 @@ def request(scale: Scale, prompt: str = PROMPTS[0], seed: int = 7) -> Generation
 def plain_runner(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline) -> Callable[[Any], Image.Image]:
     """What a diffusers user writes: the combined pipeline with one CPU generator, previews by MoVQ every few steps
     through the step callback (as the app shows them)."""
-    combined = KandinskyV22CombinedPipeline(
-        unet=decoder.unet,
-        scheduler=decoder.scheduler,
-        movq=decoder.movq,
-        prior_prior=prior.prior,
-        prior_image_encoder=prior.image_encoder,
-        prior_text_encoder=prior.text_encoder,
-        prior_tokenizer=prior.tokenizer,
-        prior_scheduler=prior.scheduler,
-        prior_image_processor=prior.image_processor,
-    )
-    combined.set_progress_bar_config(disable=True)
+    combined = combined_pipeline(prior, decoder)
 
     def run(item: tuple[GenerationRequest, int]) -> Image.Image:
         req, preview_every = item

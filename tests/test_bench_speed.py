@@ -37,6 +37,8 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert set(compiled["per_bucket_s (a child's: cold; here: from the cache the children filled)"]) == {
         "256x256x1 in a child process", "256x256x2 in a child process", "256x256x1", "256x256x2"
     }  # fmt: skip
-    assert results["2_people_queued_eager_while_compiling"]["jobs_per_run"] == [2]
+    # Every job ran, in shared runs of at most 2 (how they split depends on how busy the machine is: [2] or [1, 1]).
+    jobs_per_run = results["2_people_queued_eager_while_compiling"]["jobs_per_run"]
+    assert sum(jobs_per_run) == 2 and max(jobs_per_run) <= 2, jobs_per_run
     assert results["2_people_queued_compiled"]["ours_worker"]["mascots_per_s"] > 0
     assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] == 0  # backend "eager" on a CPU

@@ -25,22 +25,14 @@ from mascot.ui.device_links import (
     KEPT_APART,
     NO_OPEN_LINKS,
     NO_OTHER_DEVICES,
-    NOTE,
     TOO_MANY,
     qr_image,
 )
-from tests.support.site import FAST, make, mine, prompts
+from tests.support.site import FAST, link_for, make, mine, prompts
 
 pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client
 
 NOTHING_SHARED = f"{NO_OTHER_DEVICES}\n\n{NO_OPEN_LINKS}"  # the panel's line when no device or link is left
-
-
-def link_for(client: Client) -> tuple[str, str]:
-    """Make a device link in this browser: the link, and the path of its QR code."""
-    link, qr_code, note = client.predict(api_name="/device_link")
-    assert note == NOTE
-    return link, qr_code
 
 
 def open_link(site, client: Client, link: str, *, move_mine: bool = False) -> list[tuple[str, str]]:

@@ -64,8 +64,7 @@ def test_the_privacy_settings_are_read_from_the_environment():
 
 @pytest.mark.slow
 def test_with_a_public_url_the_page_and_its_links_use_it(tmp_path, monkeypatch):
-    from tests.support.site import serve
-    from tests.test_device_links import link_for
+    from tests.support.site import link_for, serve
 
     served = serve(tmp_path, monkeypatch, [], {"MASCOT_PUBLIC_URL": "https://mascots.example.org"})
     site = next(served)

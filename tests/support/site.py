@@ -14,6 +14,7 @@ from gradio_client import Client
 from app import create_app
 from mascot.generation.worker import ModelState
 from mascot.settings import load_settings
+from mascot.ui.device_links import NOTE
 from tests.support.app_process import free_port
 from tests.support.fakes import FakeGenerator
 
@@ -93,3 +94,10 @@ def prompts(mascots: list[dict]) -> list[str]:
 def like(client: Client, public_id: str) -> tuple[bool, int]:
     _info, mascot = client.predict(public_id, api_name="/like")
     return mascot["liked"], mascot["like_count"]
+
+
+def link_for(client: Client) -> tuple[str, str]:
+    """Make a device link in this browser: the link, and the path of its QR code."""
+    link, qr_code, note = client.predict(api_name="/device_link")
+    assert note == NOTE
+    return link, qr_code
