@@ -72,19 +72,33 @@ def over_mcp(url: str, work: Callable[[ClientSession], Awaitable[Any]], *, cooki
     return asyncio.run(session())
 
 
+def outputs(result: Any) -> list[Any]:
+    """A tool call's outputs as values: Gradio's MCP server hands each on as Python's repr (a pydantic RootModel's)."""
+    assert not result.isError, result.content
+    values = []
+    for item in result.content:
+        if item.type == "text":
+            try:
+                values.append(ast.literal_eval(item.text.removeprefix("root=")))
+            except (ValueError, SyntaxError):
+                continue
+    return values
+
+
 def listed(result: Any) -> list[dict]:
     """The `mascots` output (the share ids and prompts) of a gallery or my_mascots tool call."""
-    assert not result.isError, result.content
-    # Gradio's MCP server hands each output on as Python's repr: the JSON output is a pydantic RootModel's.
-    texts = [item.text for item in result.content if item.type == "text"]
-    for text in texts:
-        try:
-            value = ast.literal_eval(text.removeprefix("root="))
-        except (ValueError, SyntaxError):
-            continue
+    for value in outputs(result):
         if isinstance(value, list) and all(isinstance(entry, dict) and "public_id" in entry for entry in value):
             return value
-    raise AssertionError(f"no mascots list in {texts}")
+    raise AssertionError(f"no mascots list in {result.content}")
+
+
+def described(result: Any) -> dict:
+    """The one-mascot output of a `mascot` tool call."""
+    for value in outputs(result):
+        if isinstance(value, dict) and "public_id" in value:
+            return value
+    raise AssertionError(f"no mascot in {result.content}")
 
 
 def test_mcp_offers_the_four_tools_with_every_parameter_described(agents_site):
@@ -142,11 +156,16 @@ def test_an_mcp_client_generates_as_its_own_browser_and_sees_only_its_own_mascot
         assert not made.isError, made.content
         assert "Done: 1 mascot saved" in made.content[0].text
         mine_now = listed(await client.call_tool("my_mascots", {"page": 1, "search": ""}))
+        opened = await client.call_tool("mascot", {"public_id": mine_now[0]["public_id"]})
+        assert not opened.isError, opened.content
         other = await client.call_tool("mascot", {"public_id": theirs["public_id"]})
-        return mine_now, other
+        return mine_now, described(opened), other
 
-    own, other = over_mcp(agents_site.url, generate_then_list)
+    own, opened, other = over_mcp(agents_site.url, generate_then_list)
     assert [entry["prompt"] for entry in own] == ["an agent's owl"]
+    # Its own mascot opens with the parameters it was made with, in the API's names.
+    assert opened["num_inference_steps"] == FAST["num_inference_steps"] and opened["width"] == FAST["width"]
+    assert opened["share_link"].endswith(f"?mascot={own[0]['public_id']}") and opened["model_name"]
     # Another browser's private mascot: refused, as to any stranger.
     assert other.isError and "private or was deleted" in other.content[0].text
 

@@ -133,25 +133,26 @@ def _agent_mascot(services: PageServices) -> Callable[..., dict[str, Any]]:
     return mascot
 
 
+# What an agent is told of a mascot's making, besides the summary: the request's own names (diffusers' vocabulary).
+DESCRIBED_PARAMETERS = (
+    "negative_prompt",
+    "width",
+    "height",
+    "num_inference_steps",
+    "guidance_scale",
+    "prior_num_inference_steps",
+    "prior_guidance_scale",
+    "style",
+    "brand",
+    "adapter_name",
+    "lora_scale",
+)
+
+
 def _described(entry: MascotEntry, who: Visitor, share_link: str) -> dict[str, Any]:
     """A mascot for an agent: the panel's summary, its generation parameters, where to see it."""
-    parameters = {
-        name: getattr(entry, name)
-        for name in (
-            "negative_prompt",
-            "width",
-            "height",
-            "num_inference_steps",
-            "guidance_scale",
-            "prior_num_inference_steps",
-            "prior_guidance_scale",
-            "style",
-            "brand",
-            "adapter_name",
-            "lora_scale",
-            "model_name",
-        )
-    }
+    request = entry.request.as_dict()  # the parameters it was made with (its seed and idea are in the summary)
+    parameters = {name: request[name] for name in DESCRIBED_PARAMETERS} | {"model_name": entry.model_name}
     return {
         **summary(entry),
         **parameters,
