@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from mascot.generation.worker import GenerationWorker, JobState, ModelState
+from mascot.generation.worker import JobState
 from mascot.service import DownloadFolder, MascotService, Refusal, Visitor
 from mascot.settings import Rules, load_settings
 from mascot.store.store import MascotStore
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
-from tests.support.jobs import finished
+from tests.support.jobs import finished, storing_worker
 from tests.support.jobs import released as released_claim
 from tests.support.store import owner, save
 
@@ -44,20 +44,12 @@ def office(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Office]:
     rules = dataclasses.replace(RULES, one_office=request.param)
     store = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", rules=rules)
     fake = FakeGenerator()
-    worker = GenerationWorker(
-        lambda on_status: fake,
-        lambda job, images, model: store.save_generation(
-            job.submission.owner_hash,
-            job.submission.request,
-            images,
-            model,
-            now=NOW,
-            address_hash=job.submission.address_hash,
-        ),
-        on_ended=lambda job: store.release_job(job.submission.owner_hash, job.submission.claim_id),
+    worker = storing_worker(
+        store,
+        fake,
+        now=NOW,
         max_per_client=rules.max_queued_per_client,
-    ).start()
-    assert worker.wait_until_loaded(10).state is ModelState.READY
+    )
     service = MascotService(
         store=store,
         worker=worker,

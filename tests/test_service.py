@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mascot.generation.worker import GenerationWorker, JobState, ModelState
+from mascot.generation.worker import JobState
 from mascot.prompt.logos import LogoLibrary
 from mascot.service import DownloadFolder, MascotService, Refusal, Visitor, sentences
 from mascot.service.starting_pictures import StartingPictures
@@ -24,7 +24,7 @@ from mascot.store.store import MascotStore
 from mascot.ui.pictures import download, sticker_download
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
-from tests.support.jobs import finished
+from tests.support.jobs import finished, storing_worker
 from tests.support.jobs import released as released_claim
 from tests.support.store import owner, save
 
@@ -56,21 +56,13 @@ def serve_service(tmp_path: Path, *, with_logos: bool) -> Iterator[Site]:
     store = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", rules=RULES)
     fake = FakeGenerator()
     logos = LogoLibrary(tmp_path / "images" / "logos") if with_logos else None
-    worker = GenerationWorker(
-        lambda on_status: fake,
-        lambda job, images, model: store.save_generation(
-            job.submission.owner_hash,
-            job.submission.request,
-            images,
-            model,
-            now=NOW,
-            address_hash=job.submission.address_hash,
-        ),
-        on_ended=lambda job: store.release_job(job.submission.owner_hash, job.submission.claim_id),
+    worker = storing_worker(
+        store,
+        fake,
+        now=NOW,
         max_per_client=RULES.max_queued_per_client,
         load_logo=StartingPictures(store, logos).open if logos is not None else None,
-    ).start()
-    assert worker.wait_until_loaded(10).state is ModelState.READY
+    )
     downloads = tmp_path / "downloads"
     service = MascotService(
         store=store,

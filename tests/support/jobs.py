@@ -1,11 +1,12 @@
-"""Waiting for a worker's job to end, as a browser's page does: through its snapshots."""
+"""A worker that stores in a test store, and waiting for its jobs to end as a browser's page does: by snapshots."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from mascot.generation.worker import Job, JobSnapshot, JobState
+from mascot.generation.generator import Generator
+from mascot.generation.worker import GenerationWorker, Job, JobSnapshot, JobState, ModelState
 
 
 def wait_final(job: Job, timeout: float = 10.0) -> JobSnapshot:
@@ -27,3 +28,24 @@ def released(store: Any, owner_hash: str, now: Any) -> None:
     deadline = time.monotonic() + 60
     while store.quota(owner_hash, now=now).in_flight and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def storing_worker(store: Any, generator: Generator, *, now: Any, max_per_client: int, load_logo: Any = None) -> Any:
+    """A started, ready worker around `generator` that saves each job into `store` at `now` and frees its claim, as
+    the app wires it (app.create_app)."""
+    worker = GenerationWorker(
+        lambda on_status: generator,
+        lambda job, images, model: store.save_generation(
+            job.submission.owner_hash,
+            job.submission.request,
+            images,
+            model,
+            now=now,
+            address_hash=job.submission.address_hash,
+        ),
+        on_ended=lambda job: store.release_job(job.submission.owner_hash, job.submission.claim_id),
+        max_per_client=max_per_client,
+        load_logo=load_logo,
+    ).start()
+    assert worker.wait_until_loaded(10).state is ModelState.READY
+    return worker
