@@ -103,6 +103,26 @@ def shown_to_all(image: type[ImageRow]) -> peewee.Expression:
     return (image.is_public == True) & (image.moderation == VISIBLE)  # noqa: E712
 
 
+def one_visible(
+    query: peewee.ModelSelect[ImageRow], tables: Tables, public_id: str, browser: Any
+) -> dict[str, Any] | None:
+    """The row of `query` for the image `public_id`, its file there, when anyone may see it or it is the `browser`'s
+    own (a browser id, or SQL that finds one; None: no browser): the one visibility rule of every single-mascot read."""
+    image, generation = tables.image, tables.generation
+    visible = shown_to_all(image)
+    if browser is not None:
+        visible = visible | (generation.browser == browser)
+    row: dict[str, Any] | None = (
+        query
+        .where(image.public_id == public_id)
+        .where(image.file_missing == False)  # noqa: E712
+        .where(visible)
+        .dicts()
+        .first()
+    )  # fmt: skip
+    return row
+
+
 def entry_select(tables: Tables, viewer_id: int | None) -> peewee.ModelSelect[ImageRow]:
     """Images joined to their generation, with whether `viewer_id` liked each one; add where, order and paging."""
     image, generation, like = tables.image, tables.generation, tables.like

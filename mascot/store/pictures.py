@@ -8,7 +8,7 @@ from pathlib import Path
 
 import peewee
 
-from mascot.store.entries import shown_to_all
+from mascot.store.entries import one_visible
 from mascot.store.files import ImageFiles
 from mascot.store.schema import Tables
 
@@ -27,19 +27,9 @@ def visible_picture(tables: Tables, files: ImageFiles, public_id: str, token_has
     """The mascot's files when it is public and not taken down, or the browser's own (its device link resolved in the
     same query); None otherwise, and for a mascot whose file is missing."""
     image, generation = tables.image, tables.generation
-    visible = shown_to_all(image)
-    if token_hash is not None:
-        visible = visible | (generation.browser == _browser_of(tables, token_hash))
-    row = (
-        image
-        .select(image.public_id, image.path, image.thumbnail, generation.prompt)
-        .join(generation)
-        .where(image.public_id == public_id)
-        .where(image.file_missing == False)  # noqa: E712
-        .where(visible)
-        .dicts()
-        .first()
-    )  # fmt: skip
+    browser = _browser_of(tables, token_hash) if token_hash is not None else None
+    query = image.select(image.public_id, image.path, image.thumbnail, generation.prompt).join(generation)
+    row = one_visible(query, tables, public_id, browser)
     if row is None:
         return None
     thumbnail = files.absolute(row["thumbnail"]) if row["thumbnail"] else None

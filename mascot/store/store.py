@@ -34,6 +34,7 @@ from mascot.store.entries import (
     entry_from_row,
     entry_select,
     listed,
+    one_visible,
     page_of,
     shown_to_all,
 )
@@ -308,18 +309,7 @@ class MascotStore:
         viewer_id = self._viewer(viewer_owner_hash)
         if not is_public_id(public_id):
             return None
-        image, generation = self.tables.image, self.tables.generation
-        visible = shown_to_all(image)
-        if viewer_id is not None:
-            visible = visible | (generation.browser == viewer_id)
-        row = (
-            entry_select(self.tables, viewer_id)
-            .where(image.public_id == public_id)
-            .where(image.file_missing == False)  # noqa: E712
-            .where(visible)
-            .dicts()
-            .first()
-        )  # fmt: skip
+        row = one_visible(entry_select(self.tables, viewer_id), self.tables, public_id, viewer_id)
         return None if row is None else entry_from_row(row, viewer_id, self.files)
 
     def visible_picture(self, public_id: str, token_hash: str | None) -> PictureFiles | None:
