@@ -362,17 +362,23 @@ def test_a_person_downloads_all_their_mascots_as_one_zip(chromium, app):
     context.close()
 
 
+def make_device_link(page) -> str:
+    """Make a device link in My mascots as a person does, and read it from its box."""
+    page.get_by_role("tab", name="My mascots").click()
+    page.get_by_text("Use my mascots on another device").click()
+    page.locator("#mine-device-make").click()
+    link_box = page.locator("#mine-device-link textarea, #mine-device-link input").first
+    playwright_api.expect(link_box).to_have_value(re.compile(r"\?device="))
+    return link_box.input_value()
+
+
 def test_a_person_opens_their_mascots_on_another_device_with_a_one_time_link(chromium, app, tmp_path):
 
     context, page = open_page(chromium, app)
     make_it_fast(page)
     generate_in_page(page, "a globetrotting otter")
-    page.get_by_role("tab", name="My mascots").click()
-    page.get_by_text("Use my mascots on another device").click()
-    page.locator("#mine-device-make").click()
-    link_box = page.locator("#mine-device-link textarea, #mine-device-link input").first
-    playwright_api.expect(link_box).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+/\?device=[A-Za-z0-9_-]{32}$"))
-    link = link_box.input_value()
+    link = make_device_link(page)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?device=[A-Za-z0-9_-]{32}", link), link
     playwright_api.expect(page.locator("#mine-device-qr img")).to_be_visible()
     playwright_api.expect(page.locator("#mine-device-note")).to_contain_text("within 15 minutes. It works once.")
     page.screenshot(path=str(tmp_path / "device-link.png"), full_page=True)
@@ -473,12 +479,7 @@ def test_a_victim_who_opens_an_attackers_device_link_keeps_their_private_mascots
     attacker_context, attacker = open_page(chromium, app)
     make_it_fast(attacker)
     generate_in_page(attacker, "the attacker's bait")
-    attacker.get_by_role("tab", name="My mascots").click()
-    attacker.get_by_text("Use my mascots on another device").click()
-    attacker.locator("#mine-device-make").click()
-    link_box = attacker.locator("#mine-device-link textarea, #mine-device-link input").first
-    playwright_api.expect(link_box).to_have_value(re.compile(r"device="))
-    link = link_box.input_value()  # sent to the victim as "look at my mascot"
+    link = make_device_link(attacker)  # sent to the victim as "look at my mascot"
 
     victim_context, victim = open_page(chromium, app)
     make_it_fast(victim)
