@@ -13,7 +13,15 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from tests.support.app_process import ROOT, app_command, app_environment, free_port, running_app, wait_until_model_ready
+from tests.support.app_process import (
+    ROOT,
+    app_command,
+    app_environment,
+    free_port,
+    running_app,
+    wait_drawing,
+    wait_until_model_ready,
+)
 
 pytestmark = pytest.mark.slow  # real `python app.py` processes
 
@@ -203,22 +211,13 @@ def test_a_logo_mixed_in_changes_the_mascot_on_the_real_pipeline(app, tmp_path):
         assert logo_id in mixed.info["mascot"]
 
 
-def is_drawing(job) -> bool:
-    """Whether a submitted /generate job reports denoising steps (it left our queue and runs)."""
-    progress = job.status().progress_data or []
-    return any("step" in (unit.desc or "") for unit in progress)
-
-
 def test_browsers_asking_at_once_share_a_run_and_each_gets_what_it_would_get_alone(app):
     first, *visitors = [app.browser() for _ in range(3)]
     wait_until_model_ready(first)
     # A long job runs first, so that the two visitors' requests arrive while it runs and wait together.
     long = {**FAST, "width": 1024, "height": 1024, "num_inference_steps": 30}  # a few seconds on the tiny model
     long_job = first.submit(prompt="a long job", seed=1, **long, api_name="/generate")
-    deadline = time.monotonic() + BUSY_MACHINE_S
-    while not is_drawing(long_job) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert is_drawing(long_job), "the long job never started"
+    wait_drawing(long_job, BUSY_MACHINE_S)
     jobs = [
         visitor.submit(prompt=f"visitor {index}'s mascot", seed=100 + index, **FAST, api_name="/generate")
         for index, visitor in enumerate(visitors)

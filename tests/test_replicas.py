@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client
 
 from mascot.store.scratch import postgres_schema
-from tests.support.app_process import ROOT, AppProcess, free_port
+from tests.support.app_process import ROOT, AppProcess, free_port, wait_drawing
 from tests.support.store import POSTGRES_URL
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -207,16 +207,6 @@ def history(browser: Client) -> list[str]:
     return [mascot["prompt"] for mascot in listed(browser, "/my_mascots")]
 
 
-def wait_drawing(job) -> None:
-    """Until a submitted /generate reports denoising steps: it left the queue and runs on the replica."""
-    deadline = time.monotonic() + BUSY_MACHINE_S
-    while time.monotonic() < deadline:
-        if any("step" in (unit.desc or "") for unit in job.status().progress_data or []):
-            return
-        time.sleep(0.1)
-    raise AssertionError("the long job never started")
-
-
 def test_the_docs_show_the_nginx_configuration_this_test_runs():
     deploying = (ROOT / "docs" / "deploying.md").read_text()
     assert TEMPLATE.read_text() in deploying
@@ -232,7 +222,7 @@ def test_a_browsers_history_quota_and_one_job_rule_hold_across_both_replicas(clu
     assert on_b.predict(api_name="/quota").startswith(f"{DAILY_QUOTA - 1} of {DAILY_QUOTA} mascots left today")
 
     long_job = through_nginx.submit(prompt="alice's long one", seed=1, **LONG, api_name="/generate")
-    wait_drawing(long_job)
+    wait_drawing(long_job, BUSY_MACHINE_S)
     with pytest.raises(Exception, match="Your previous mascot is still being made"):
         generate(on_b, "alice's second, on the other replica")
     assert through_nginx.predict(api_name="/cancel") == "Cancelling…"  # nginx takes it to the replica drawing it
@@ -262,7 +252,7 @@ def test_a_replica_killed_mid_job_loses_nothing_saved_and_its_claims_are_freed_o
     on_a, on_b = (client(replica.url, cookie, tmp_path) for replica in (cluster.a, cluster.b))
     generate(on_a, "carol's saved kite")
     long_job = on_a.submit(prompt="carol's unfinished one", seed=2, **LONG, api_name="/generate")
-    wait_drawing(long_job)
+    wait_drawing(long_job, BUSY_MACHINE_S)
     assert cluster.a.process is not None
     cluster.a.process.kill()  # SIGKILL: no drain, its claim stays in the database
     cluster.a.process.wait(timeout=30)
@@ -284,10 +274,9 @@ def test_a_replica_killed_mid_job_loses_nothing_saved_and_its_claims_are_freed_o
 def test_a_replica_answering_503_is_skipped_by_the_balancer(cluster, tmp_path):
     cookie = browser_sent_to(cluster, cluster.a)
     on_a = client(cluster.a.url, cookie, tmp_path)
-    long_job = on_a.submit(
-        prompt="dave's drained one", seed=3, **{**LONG, "num_inference_steps": 30}, api_name="/generate"
-    )
-    wait_drawing(long_job)
+    # LONG's 150 steps: the drain checks below must happen while the job still runs (30 steps once ended first).
+    long_job = on_a.submit(prompt="dave's drained one", seed=3, **LONG, api_name="/generate")
+    wait_drawing(long_job, BUSY_MACHINE_S)
     assert cluster.a.process is not None
     cluster.a.process.send_signal(signal.SIGTERM)  # a rolling restart: a drains, its /healthz answers 503
     deadline = time.monotonic() + BUSY_MACHINE_S

@@ -143,6 +143,28 @@ def wait_until_model_ready(client: Client, timeout: float = 120) -> str:
     raise AssertionError(f"the model did not load: {banner}")
 
 
+def is_drawing(job: Any) -> bool:
+    """Whether a submitted /generate job has reported a denoising step: it left the queue and runs.
+
+    Every status line the job yielded counts ("Drawing: step 3 of 30."), not only the latest message: the client keeps
+    just the last one, and a progress message is followed at once by the step's own update, so polling the latest
+    alone can miss every step of a short job.
+    """
+    lines = [str(output[-1]) for output in job.outputs() if isinstance(output, (list, tuple)) and output]
+    progress = job.status().progress_data or []
+    return any("step" in line for line in lines) or any("step" in (unit.desc or "") for unit in progress)
+
+
+def wait_drawing(job: Any, timeout: float) -> None:
+    """Until a submitted /generate job runs (see is_drawing). A job that ended first was too short for its test."""
+    deadline = time.monotonic() + timeout
+    while not is_drawing(job):
+        if job.done():
+            raise AssertionError(f"the job ended before it was seen drawing: {job.outputs()[-1:]!r}")
+        assert time.monotonic() < deadline, "the job never started drawing"
+        time.sleep(0.05)
+
+
 def running_app(tmp_path_factory: Any, name: str, extra_args: tuple[str, ...] = ()) -> Iterator[AppProcess]:
     """A module fixture's body: a fresh `python app.py` in its own folder, stopped afterwards."""
     base = tmp_path_factory.mktemp(name)
