@@ -13,12 +13,14 @@ import pytest
 from gradio_client import Client
 
 from mascot.store.store import MascotStore
-from tests.support.app_process import AppProcess, wait_until_model_ready
+from tests.support.app_process import AppProcess, wait_drawing, wait_until_model_ready
 
 pytestmark = pytest.mark.slow  # real `python app.py` processes: SIGTERM, kill -9, a full disk
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
-SLOW = {"width": 512, "height": 512, "num_inference_steps": 40, "prior_num_inference_steps": 2}  # seconds, not ms
+# Seconds, not ms: each test acts while this runs (queues a second job, fills the disk, sends a signal); a job that
+# ended first fails wait_drawing's check rather than the test's own assertions.
+SLOW = {"width": 512, "height": 512, "num_inference_steps": 100, "prior_num_inference_steps": 2}
 
 
 def says(job, words: str) -> bool:
@@ -52,7 +54,7 @@ def held_claims(data_dir: Path) -> int:
 
 def long_job(client: Client, prompt: str):
     job = client.submit(prompt=prompt, seed=1, **SLOW, api_name="/generate")
-    wait_until(lambda: says(job, "step"), what="the long job to start")
+    wait_drawing(job, timeout=120)
     return job
 
 
