@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from mascot.web.sessions import FOREIGN, SessionOwners
+from mascot.web.sessions import FOREIGN, FOREIGN_EVENT, SessionOwners
 from tests.support.site import serve
 
 
@@ -61,6 +61,49 @@ def test_another_browser_cannot_read_or_take_over_a_session(site):
 
         no_cookie = httpx.get(f"{site.url}gradio_api/queue/data", params={"session_hash": session}, timeout=30)
         assert no_cookie.status_code == 403
+
+
+def read_call(http: httpx.Client, api_name: str, event_id: str) -> tuple[int, str]:
+    """GET /gradio_api/call/<api>/<event_id>: the REST-style API's stream of that event, read to its end."""
+    with http.stream("GET", f"gradio_api/call/{api_name}/{event_id}") as stream:
+        return stream.status_code, stream.read().decode()
+
+
+@pytest.mark.slow
+def test_the_call_api_reads_only_the_results_of_the_browser_that_asked(site):
+    with (
+        httpx.Client(base_url=site.url, timeout=30) as victim,
+        httpx.Client(base_url=site.url, timeout=30) as attacker,
+    ):
+        victim.get("config")
+        attacker.get("config")
+        session = uuid.uuid4().hex
+        joined = join(victim, fn_index(victim, "device_link"), session)
+        assert joined.status_code == 200
+        # The page's event id (in the join's answer and its stream) does not open its stream through /call/.
+        assert read_call(attacker, "device_link", joined.json()["event_id"]) == (403, FOREIGN_EVENT.decode())
+        # Nor does a /call/ that names the page's session: that would read the session's stream.
+        stolen = attacker.post("gradio_api/call/device_link", json={"data": [], "session_hash": session})
+        assert stolen.status_code == 403
+        status, text = read_stream(victim, session)
+        assert status == 200 and "?device=" in text
+
+        # A browser's own /call/ reads back its own result, and only it does.
+        asked = victim.post("gradio_api/call/device_link", json={"data": []})
+        assert asked.status_code == 200
+        event_id = asked.json()["event_id"]
+        assert read_call(attacker, "device_link", event_id) == (403, FOREIGN_EVENT.decode())
+        assert httpx.get(f"{site.url}gradio_api/call/device_link/{event_id}", timeout=30).status_code == 403
+        status, text = read_call(victim, "device_link", event_id)
+        assert status == 200 and "event: complete" in text and "?device=" in text
+
+
+def test_an_event_id_is_held_only_by_the_browser_it_was_given_to():
+    events = SessionOwners(ttl_s=10)
+    assert not events.holds("e1", "alice", now=0)  # unknown: nobody's, unlike allows()
+    events.claim("e1", "alice", now=0)
+    assert events.holds("e1", "alice", now=5) and not events.holds("e1", "mallory", now=5)
+    assert not events.holds("e1", "alice", now=11)  # expired
 
 
 def test_a_session_is_held_by_its_first_browser_until_it_expires():

@@ -4,12 +4,19 @@ previews, results, a fresh device link) is read, and its events cancelled, only 
 Gradio trusts whoever names a `session_hash`; the page makes a random one, but it travels in URLs and logs. Pure
 ASGI, in front of Gradio's routes: the first POST /gradio_api/queue/join of a session records the browser's token
 hash, and /queue/data, /queue/join and /cancel for that session from any other browser get 403 with a sentence.
+
+Gradio's REST-style API (POST /gradio_api/call/<api>, then GET /gradio_api/call/<api>/<event_id>) reads a session's
+stream too: the GET streams whatever session the event belongs to, so an event id learnt from a page (a join's
+answer) would read that page's results, and a POST naming another browser's session_hash would join it. So a POST
+/call/ naming a session must hold it like a join, every event id handed out by a join or a /call/ is bound to the
+browser that asked, and the GET answers only that browser.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,10 +30,14 @@ logger = logging.getLogger(__name__)
 JOIN_PATH = "/gradio_api/queue/join"
 DATA_PATH = "/gradio_api/queue/data"
 CANCEL_PATH = "/gradio_api/cancel"
+CALL_POST = re.compile(r"^/gradio_api/call/(?:v2/)?[^/]+/?$")  # /call/<api_name>: joins the queue like a join
+CALL_GET = re.compile(r"^/gradio_api/call/(?:v2/)?[^/]+/([^/]+)/?$")  # /call/<api_name>/<event_id>: its stream
+MAX_ANSWER_BYTES = 64 * 1024  # a join's answer is {"event_id": ...}; anything longer carries no id we bind
 MAX_BODY_BYTES = 1024 * 1024  # a join names its inputs (uploads go by path): far less than this
 MAX_SESSIONS = 100_000  # oldest forgotten first; a forgotten session is simply bound again by its next join
 SESSION_TTL_S = 24 * 3600.0
 FOREIGN = b"This queue session belongs to another browser. Reload the page."
+FOREIGN_EVENT = b"This result belongs to another browser, or has expired: send the request again."
 TOO_LARGE = b"This request is too large."
 
 TokenOf = Callable[[Mapping[str, str]], str | None]  # cookies -> the browser's token hash (identity.owner_from_cookies)
@@ -54,6 +65,13 @@ class SessionOwners:
                 self._owners.popitem(last=False)
             return True
 
+    def holds(self, session_hash: str, token: str, now: float | None = None) -> bool:
+        """Whether `token` joined the session and it has not expired (unknown: no)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            held = self._owners.get(session_hash)
+        return held is not None and held[1] > now - self._ttl_s and held[0] == token
+
     def allows(self, session_hash: str, token: str | None, now: float | None = None) -> bool:
         """Whether `token` may read or cancel the session: it joined it, or nobody did (nothing to read)."""
         now = time.monotonic() if now is None else now
@@ -66,19 +84,34 @@ class SessionBindingMiddleware:
     """Pure ASGI: see the module's docstring. Place it after the identity cookie middleware, which gives every
     browser a token before this runs."""
 
-    def __init__(self, app: ASGIApp, token_of: TokenOf, owners: SessionOwners | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token_of: TokenOf,
+        owners: SessionOwners | None = None,
+        events: SessionOwners | None = None,
+    ) -> None:
         self.app = app
         self.token_of = token_of
         self.owners = owners or SessionOwners()
+        self.events = events or SessionOwners()  # event_id -> the browser whose join or /call/ was given it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", "")) if scope["type"] == "http" else ""
+        method = scope.get("method")
+        joins = method == "POST" and (path == JOIN_PATH or CALL_POST.match(path) is not None)
         if path == DATA_PATH:
             session_hash = first_query_value(scope, "session_hash")
             if session_hash and not self.owners.allows(session_hash, self._token(scope)):
                 await refuse(send, 403, FOREIGN)
                 return
-        elif path in (JOIN_PATH, CANCEL_PATH) and scope.get("method") == "POST":
+        elif method == "GET" and (call := CALL_GET.match(path)) is not None:
+            # Strict: Gradio's client hands out these ids only in answers that passed here, each bound below.
+            token = self._token(scope)
+            if token is None or not self.events.holds(call.group(1), token):
+                await refuse(send, 403, FOREIGN_EVENT)
+                return
+        elif joins or (path == CANCEL_PATH and method == "POST"):
             body = await read_body(receive)
             if body is None:
                 await refuse(send, 413, TOO_LARGE)
@@ -87,12 +120,15 @@ class SessionBindingMiddleware:
                 await refuse(send, 403, FOREIGN)
                 return
             receive = replaying(body, receive)
+            token = self._token(scope)
+            if joins and token is not None:
+                send = binding_event_ids(send, lambda event_id: self.events.claim(event_id, token))
         await self.app(scope, receive, send)
 
     def _body_allowed(self, path: str, body: bytes, scope: Scope) -> bool:
         session_hash = session_of(body)
         if session_hash is None:
-            return True  # Gradio answers a join without one itself
+            return True  # Gradio answers a join without one itself (a /call/ without one runs in its own session)
         token = self._token(scope)
         if path == CANCEL_PATH:
             return self.owners.allows(session_hash, token)
@@ -100,6 +136,42 @@ class SessionBindingMiddleware:
 
     def _token(self, scope: Scope) -> str | None:
         return self.token_of(request_cookies(scope))
+
+
+def binding_event_ids(send: Send, bind: Callable[[str], object]) -> Send:
+    """A `send` that holds a successful answer's body until it is whole, binds the event id it carries, then sends
+    it: the client cannot ask for the event's stream before the id is bound."""
+    status = 0
+    held: list[bytes] = []
+
+    async def send_after_binding(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        elif message["type"] == "http.response.body" and status == 200:
+            held.append(bytes(message.get("body", b"")))
+            if message.get("more_body"):
+                return
+            body = b"".join(held)
+            event_id = event_id_of(body)
+            if event_id is not None:
+                bind(event_id)
+            message = {"type": "http.response.body", "body": body, "more_body": False}
+        await send(message)
+
+    return send_after_binding
+
+
+def event_id_of(body: bytes) -> str | None:
+    """The event id of a join's answer ({"event_id": "..."}), or None."""
+    if len(body) > MAX_ANSWER_BYTES:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    event_id = parsed.get("event_id") if isinstance(parsed, dict) else None
+    return event_id if isinstance(event_id, str) else None
 
 
 def first_query_value(scope: Scope, name: str) -> str | None:
