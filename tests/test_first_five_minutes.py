@@ -62,7 +62,12 @@ def test_the_first_five_minutes(chromium, app, tmp_path, device):
     expect(page.locator("#cancel")).to_be_hidden()  # nothing to cancel yet
     page.screenshot(path=str(shots / f"{device}-1-opened.png"))
 
-    # 2. Type an idea, press Enter.
+    # 2. An example idea fills the box in one click; then type one's own and press Enter.
+    first_example = page.locator("#idea-examples button").first
+    example = first_example.inner_text().strip()
+    assert example
+    first_example.click()
+    expect(idea).to_have_value(example)
     prompt = f"a cheerful otter barista on a {device}"
     idea.fill(prompt)
     started = time.monotonic()

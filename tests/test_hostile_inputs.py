@@ -844,16 +844,11 @@ def protocol_problem(message: str) -> str | None:
     return None
 
 
-# Gradio's own event behind gr.Examples (a click on an example idea): a forged null index gets its bare error. It
-# changes nothing and gradio_client cannot reach it (it has no API name); replacing gr.Examples is left for later.
-GRADIOS_OWN_EVENTS = {"load_example"}
-
-
 def test_every_event_of_the_page_answers_null_values_and_a_wrong_count_with_a_sentence(world: World) -> None:
     """Private events too (the page's own steps, found by number): each given nulls, then too few values."""
     failures = []
     for dependency in world.config["dependencies"]:
-        if not dependency.get("backend_fn", True) or dependency.get("api_name") in GRADIOS_OWN_EVENTS:
+        if not dependency.get("backend_fn", True):
             continue
         for data in ([None] * len(dependency["inputs"]), []):
             answer = world.record(join_event(world.http, dependency["id"], data))

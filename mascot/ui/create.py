@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +66,17 @@ def label(name: str) -> str:
     return PARAMETER_LABELS[name]
 
 
+def example_idea(examples: Sequence[str]) -> Callable[[object], str]:
+    """The handler of a click on an example idea: the chosen idea, for the idea box."""
+
+    def pick(index: object) -> str:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(examples):
+            raise gr.Error("Pick one of the example ideas shown under the idea box.", print_exception=False)
+        return examples[index]
+
+    return pick
+
+
 def build_create_tab(services: PageServices) -> CreateForm:
     """Lay out the tab (inside a `gr.Tab`) and wire its events: the idea and Generate first, then the style, then
     the progress and results, in view while one waits; every other setting folded under More options."""
@@ -82,12 +93,16 @@ def build_create_tab(services: PageServices) -> CreateForm:
         generate_button = gr.Button("Generate", variant="primary", elem_id="generate", scale=1, min_width=110)
         cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1, min_width=90, visible=False)
     if services.examples:
-        gr.Examples(
-            examples=[[example] for example in services.examples],
-            inputs=[prompt],
+        # Our own chips rather than gr.Examples: its event indexes the list with whatever number the request carries,
+        # so a forged one got a bare "Error"; this handler checks it and answers in a sentence.
+        ideas = gr.Dataset(
+            components=[prompt],
+            samples=[[example] for example in services.examples],
+            type="index",
             label="Need an idea?",
             elem_id="idea-examples",
         )
+        ideas.click(example_idea(services.examples), ideas, prompt, queue=False, api_visibility="private")
     style = _style_choices(services)
     house = build_house_choices(services)  # the event's look and brands, in view beside the styles
     with gr.Row(elem_id="form-notes"):
