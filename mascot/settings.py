@@ -77,6 +77,9 @@ class SpeedOptions:
     # GPU's free memory holds a second copy of the model (a compile in this process slows every run beside it).
     compile_process: bool | None = None
     compile_threads: int = 0  # inductor's compile workers; 0: half the cores (the rest serve meanwhile)
+    # The child hands its work over as AOTInductor packages, loaded here without tracing (generation/packages.py);
+    # off: loaded from the compile cache, which traces each stage here again while generations wait.
+    compile_packages: bool = False
 
     @classmethod
     def plain(cls) -> SpeedOptions:
@@ -566,6 +569,9 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
         compile_threads=_or(
             given.whole(None, "MASCOT_COMPILE_THREADS", "the compile threads", minimum=0, maximum=256),
             base.compile_threads,
+        ),
+        compile_packages=given.switch(
+            "MASCOT_COMPILE_PACKAGES", "handing compiled code over as packages", base.compile_packages
         ),
     )
 

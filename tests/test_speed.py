@@ -13,6 +13,7 @@ from PIL import Image
 from mascot.generation.compile_process import split_buckets
 from mascot.generation.generator import StepUpdate
 from mascot.generation.model import KandinskyGenerator
+from mascot.generation.packages import Package, PackagedModels, PackageMismatch, signature
 from mascot.generation.speed import (
     CompileConfig,
     CompiledModels,
@@ -22,6 +23,7 @@ from mascot.generation.speed import (
     host_step_scheduler,
     prior_key,
 )
+from mascot.generation.tiny import build_decoder_pipeline
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SettingsError, SpeedOptions, speed_options
 
@@ -191,6 +193,75 @@ def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stag
     )
     assert generator.compiled.longest_turn_s > 0  # the stages here ran in turns between generations
     assert max_difference(generator.generate(request).images[0], eager) <= 1
+
+
+def test_packages_compiled_in_a_child_give_the_eager_images_and_load_without_compiling_here(tiny_generator):
+    from bench.speed import compile_targets
+
+    generator = with_speed(tiny_generator, FAST)
+    request = small_request(num_images_per_prompt=1, seed=29)
+    eager = generator.generate(request).images[0]
+    generator.start_compiling(
+        CompileConfig(backend="inductor", mode=None, packages=True),  # AOTInductor compiles C++ for the CPU
+        sizes=[256],
+        batch_images=[1],
+        build_in_child=functools.partial(compile_targets, "tiny", 0),
+        niceness=0,
+    )
+    generator.compiled.thread.join(1800)
+    (child,) = generator.compile_children
+    assert child.process.returncode == 0
+    packaged = generator.compiled
+    assert isinstance(packaged, PackagedModels)
+    for key in (prior_key(1, True, True), prior_key(1, False, False), decoder_key(256, 256, 1, True)):
+        assert packaged.ready(key), key
+    assert packaged.ready(decode_key(256, 256, 1))
+    assert "256x256x1 loaded" in packaged.seconds and "256x256x1 in a child process" in packaged.seconds
+    print(f"\npackages: {packaged.seconds}; longest stage loaded here: {packaged.longest_turn_s} s")
+    calls: list[str] = []
+    for module in packaged.modules:  # count the package calls: the generation below must run them, not eager code
+        for key, runner in list(module.runners.items()):
+            module.runners[key] = lambda *inputs, run=runner, name=module.name: calls.append(name) or run(*inputs)
+    packaged_image = generator.generate(request).images[0]
+    assert {"prior", "unet", "decode"} <= set(calls)
+    assert calls.count("unet") == request.num_inference_steps
+    assert max_difference(packaged_image, eager) <= 2  # compiled C++ rounds floats in another order
+    calls.clear()
+    generator.generate(small_request(width=320, seed=29))  # a size without packages runs eager
+    assert "unet" not in calls and "decode" not in calls
+
+
+def test_a_package_for_another_architecture_or_computing_otherwise_is_not_used(tiny_generator, tmp_path, monkeypatch):
+    packaged = PackagedModels(tiny_generator.prior, tiny_generator.fast_decoder, CompileConfig(packages=True))
+    decode = packaged.movq
+    latents = torch.randn(1, 4, 32, 32)
+    torch.save({"inputs": (latents,), "constants": {}}, tmp_path / "decode.extra")
+    package = Package("decode", signature((latents,)), str(tmp_path / "decode.pt2"), decode.fingerprint)
+    with pytest.raises(PackageMismatch, match="another architecture"):
+        decode.load(dataclasses.replace(package, fingerprint="0" * 32))
+    other = PackagedModels(with_speed(tiny_generator, FAST).prior, build_decoder_pipeline(), CompileConfig())
+    assert other.movq.fingerprint == decode.fingerprint  # the same architecture, other weights: the same package fits
+
+    class Runner:  # what aoti_load_package gives, computing something else than the module
+        def __init__(self, offset: float) -> None:
+            self.offset = offset
+
+        def get_constant_fqns(self) -> list[str]:
+            return [name for name, _ in decode.exported.named_parameters()] + ["_FOLDED_CONST_0"]
+
+        def load_constants(self, constants, *, check_full_update, user_managed) -> None:
+            assert "_FOLDED_CONST_0" not in constants and user_managed  # ours, shared, not copied
+
+        def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+            return decode.exported(inputs) + self.offset
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda _file: Runner(offset=5.0))
+    with pytest.raises(PackageMismatch, match="differs from the eager decode"):
+        decode.load(package)
+    assert not decode.runners
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda _file: Runner(offset=1e-4))
+    decode.load(package)
+    assert list(decode.runners) == [package.signature]
 
 
 def test_a_warm_up_turn_waits_for_the_generations_that_run_or_wait(tiny_generator):

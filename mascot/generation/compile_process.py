@@ -1,5 +1,6 @@
 """Compiling in child processes: each builds the same models, compiles its buckets into the persistent compile cache at
-low priority and exits; the serving process then loads each bucket from that cache, one stage between two runs."""
+low priority (or, with `CompileConfig.packages`, into AOTInductor packages: packages.py) and exits; the serving
+process then loads each bucket from that cache or those packages, one stage between two runs."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mascot.generation.packages import PackagedModels
 from mascot.generation.speed import Bucket, CompileConfig, CompiledModels, Turn, bucket_name
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ def stop_child(process: subprocess.Popen[bytes]) -> None:
 
 
 def warm_after_children(
-    compiled: CompiledModels,
+    compiled: CompiledModels | PackagedModels,
     children: Sequence[Child],
     turn: Turn,
     stopped: threading.Event | None = None,
@@ -115,7 +117,7 @@ def warm_after_children(
         stop_child(child.process)
 
 
-def _load_from_cache(compiled: CompiledModels, child: Child, turn: Turn) -> None:
+def _load_from_cache(compiled: CompiledModels | PackagedModels, child: Child, turn: Turn) -> None:
     report = child.report()
     done = report.get("compiled", {})
     for name, seconds in done.items():
@@ -128,7 +130,11 @@ def _load_from_cache(compiled: CompiledModels, child: Child, turn: Turn) -> None
                 child.process.returncode,
                 bucket_name(bucket),
             )
-    compiled.warm(ready, turn)
+    if isinstance(compiled, PackagedModels):
+        for bucket in ready:
+            compiled.load(bucket, report.get("packages", {}).get(bucket_name(bucket), {}), turn)
+    else:
+        compiled.warm(ready, turn)
 
 
 def run(work: ChildCompile) -> dict[str, Any]:
@@ -136,8 +142,17 @@ def run(work: ChildCompile) -> dict[str, Any]:
     if work.niceness and hasattr(os, "nice"):
         os.nice(work.niceness)
     prior, decoder = work.build()
+    report: dict[str, Any] = {"compiled": {}, "failed": [], "packages": {}}
+    if work.config.packages:
+        packaged = PackagedModels(prior, decoder, work.config)
+        # In the persistent cache, a restart finds its packages built (each is checked when it is loaded).
+        cache = work.config.cache_dir
+        folder = cache / "packages" if cache is not None else work.report.parent / "packages"
+        for bucket in work.buckets:
+            _build_packages(packaged, bucket, folder, report)
+            work.report.write_text(json.dumps(report))
+        return report
     compiled = CompiledModels(prior, decoder, work.config)  # the same cache folder and thread cap as the parent's
-    report: dict[str, Any] = {"compiled": {}, "failed": []}
     for bucket in work.buckets:
         if compiled.warm([bucket]):
             report["compiled"][bucket_name(bucket)] = compiled.seconds[bucket_name(bucket)]
@@ -145,6 +160,20 @@ def run(work: ChildCompile) -> dict[str, Any]:
             report["failed"].append(bucket_name(bucket))
         work.report.write_text(json.dumps(report))
     return report
+
+
+def _build_packages(packaged: PackagedModels, bucket: Bucket, folder: Path, report: dict[str, Any]) -> None:
+    """One bucket's packages into `folder`, and into the report what each of its stages needs."""
+    name = bucket_name(bucket)
+    started = time.perf_counter()
+    try:
+        needs = packaged.build(bucket, folder)
+    except Exception:
+        logger.exception("building the compiled packages for %s failed; it stays eager", name)
+        report["failed"].append(name)
+        return
+    report["compiled"][name] = round(time.perf_counter() - started, 2)
+    report["packages"][name] = {stage: [vars(package) for package in packages] for stage, packages in needs.items()}
 
 
 def main(argv: Sequence[str]) -> int:

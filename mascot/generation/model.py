@@ -51,6 +51,7 @@ from mascot.generation.generator import (
     StepUpdate,
     batch_key,
 )
+from mascot.generation.packages import PackagedModels
 from mascot.generation.speed import (
     CompileConfig,
     CompiledModels,
@@ -374,7 +375,7 @@ class KandinskyGenerator:
             LinearPreview.fitted_to(decoder.movq, decoder.movq_scale_factor) if self.speed.linear_previews else None
         )
         self.logos = LogoEmbeddings(prior, decoder.device, cache=self.speed.cache_logo_embeddings)
-        self.compiled: CompiledModels | None = None
+        self.compiled: CompiledModels | PackagedModels | None = None
         self.compile_children: list[Child] = []  # the processes compiling for us, when compiling is done apart
         self._stop_compiling = threading.Event()
         # Generations running or waiting for the lock: background work takes a turn only when there are none.
@@ -411,11 +412,16 @@ class KandinskyGenerator:
         generations (`between_runs`), so a generation never shares this process with a compile. Without it, a thread
         here compiles while generations run (dynamo holds the GIL, so they slow down meanwhile)."""
         buckets = buckets_for(sizes, batch_images)
-        with self._lock:
-            self.compiled = CompiledModels(self.prior, self._fast_decoder, config)
         if build_in_child is None:
-            self.compiled.warm_in_background(buckets)
+            compiled = CompiledModels(self.prior, self._fast_decoder, replace(config, packages=False))
+            with self._lock:
+                self.compiled = compiled
+            compiled.warm_in_background(buckets)
             return
+        # Packages only come from a child: compiled here, they would be traced here all the same.
+        models = PackagedModels if config.packages else CompiledModels
+        with self._lock:
+            self.compiled = models(self.prior, self._fast_decoder, config)
         folder = Path(tempfile.mkdtemp(prefix="compile-", dir=_work_folder(config)))
         self.compile_children = [
             start_child(ChildCompile(build_in_child, config, part, folder / f"report-{index}.json", niceness), folder)
@@ -522,10 +528,11 @@ class KandinskyGenerator:
         if not self.speed.compiles_on(device):
             return
         threads = self.speed.compile_threads or max(1, (os.cpu_count() or 2) // 2)
+        packages = self.speed.compile_packages
         if device.startswith("cuda"):
-            config = CompileConfig(cache_dir=compile_cache, threads=threads)
+            config = CompileConfig(cache_dir=compile_cache, threads=threads, packages=packages)
         else:
-            config = CompileConfig("aot_eager", threads=threads)
+            config = CompileConfig("aot_eager", threads=threads, packages=packages)
         in_child = build_in_child if self.speed.compiles_apart(device, child_fits(device)) else None
         self.start_compiling(config, self.speed.compile_sizes, self.speed.compile_batch_images, build_in_child=in_child)
 
@@ -588,7 +595,7 @@ class KandinskyGenerator:
         """The CLIP image embedding of `image` (the prior's image encoder), shape [1, D], on the prior's device."""
         return self.logos.embedding(image)
 
-    def _compiled_for(self, key: tuple[Any, ...]) -> CompiledModels | None:
+    def _compiled_for(self, key: tuple[Any, ...]) -> CompiledModels | PackagedModels | None:
         """The compiled models when they are warm for `key` and no LoRA adapter is on (that stays eager)."""
         if self.compiled is None or self._adapter_on or not self.compiled.ready(key):
             return None

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from diffusers.models.autoencoders.vq_model import VQModel
@@ -245,6 +245,8 @@ class CompileConfig:
     mode: str | None = "reduce-overhead"  # CUDA graphs: eager Kandinsky is launch-bound
     cache_dir: Path | None = None
     threads: int = 0  # inductor's compile workers; 0: its own default (every core)
+    # Hand compiled code from a compile process over as AOTInductor packages, loaded without tracing (packages.py).
+    packages: bool = False
 
 
 Turn = Callable[[], contextlib.AbstractContextManager[object]]  # a stage of a warm-up runs inside one turn
@@ -309,7 +311,8 @@ class CompiledModels:
             started = time.perf_counter()
             try:
                 with torch.inference_mode():
-                    keys = self._run_bucket(bucket, turn)
+                    stages = run_bucket(self.prior, self.decoder, self.decode, bucket, lambda: self._turn(turn))
+                keys = [key for key, _ in stages]
             except Exception:
                 logger.exception("compiling for %s failed; that size stays eager", bucket)
                 continue
@@ -321,44 +324,6 @@ class CompiledModels:
             logger.info("compiled for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
         return done
 
-    def _run_bucket(self, bucket: Bucket, turn: Turn) -> list[StageKey]:
-        """Two steps of the prior (with and without guidance and a negative prompt) and of the guided decoder, then a
-        decode of one image and of all (one at a time when memory is tight), at the bucket's shapes."""
-        height, width, images = bucket
-        keys: list[StageKey] = []
-        output = None
-        for guided in (False, True):
-            for negative in (False, True):
-                with self._turn(turn):
-                    output = self.prior(
-                        prompt=["warm-up"] * images,
-                        negative_prompt=["warm-up"] * images if negative else None,
-                        num_inference_steps=2,
-                        guidance_scale=4.0 if guided else 1.0,
-                    )
-                keys.append(prior_key(images, guided, negative))
-        assert output is not None
-        with self._turn(turn):
-            latents = self.decoder(
-                image_embeds=output.image_embeds,
-                negative_image_embeds=output.negative_image_embeds,
-                height=height,
-                width=width,
-                num_inference_steps=2,
-                guidance_scale=4.0,
-                output_type="latent",
-            ).images
-        keys.append(decoder_key(height, width, images, True))
-        for count in sorted({1, images}):
-            try:  # MoVQ under fullgraph is the least proven: its failure keeps only the decode eager
-                with self._turn(turn):
-                    self.decode(latents[:count])
-            except Exception:
-                logger.exception("compiling the MoVQ decode for %dx%d failed; it stays eager", height, width)
-                break
-            keys.append(decode_key(height, width, count))
-        return keys
-
     @contextlib.contextmanager
     def _turn(self, turn: Turn) -> Iterator[None]:
         """One stage inside `turn`, timed: the longest is what a generation may have waited for."""
@@ -368,6 +333,55 @@ class CompiledModels:
                 yield
             finally:
                 self.longest_turn_s = max(self.longest_turn_s, round(time.perf_counter() - started, 2))
+
+
+StageValue = TypeVar("StageValue")
+
+
+def run_bucket(
+    prior: KandinskyV22PriorPipeline,
+    decoder: KandinskyV22Pipeline,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    bucket: Bucket,
+    stage: Callable[[], contextlib.AbstractContextManager[StageValue]],
+) -> list[tuple[StageKey, StageValue]]:
+    """Run each stage of a bucket once at its shapes, each inside one `stage()` (what it yields is kept with the
+    stage's key): two steps of the prior (with and without guidance and a negative prompt) and of the guided decoder,
+    then a decode of one image and of all. A failing MoVQ decode ends the list there (the decode stays eager)."""
+    height, width, images = bucket
+    stages: list[tuple[StageKey, StageValue]] = []
+    output = None
+    for guided in (False, True):
+        for negative in (False, True):
+            with stage() as value:
+                output = prior(
+                    prompt=["warm-up"] * images,
+                    negative_prompt=["warm-up"] * images if negative else None,
+                    num_inference_steps=2,
+                    guidance_scale=4.0 if guided else 1.0,
+                )
+            stages.append((prior_key(images, guided, negative), value))
+    assert output is not None
+    with stage() as value:
+        latents = decoder(
+            image_embeds=output.image_embeds,
+            negative_image_embeds=output.negative_image_embeds,
+            height=height,
+            width=width,
+            num_inference_steps=2,
+            guidance_scale=4.0,
+            output_type="latent",
+        ).images
+    stages.append((decoder_key(height, width, images, True), value))
+    for count in sorted({1, images}):
+        try:  # MoVQ under fullgraph is the least proven: its failure keeps only the decode eager
+            with stage() as value:
+                decode(latents[:count])
+        except Exception:
+            logger.exception("compiling the MoVQ decode for %dx%d failed; it stays eager", height, width)
+            break
+        stages.append((decode_key(height, width, count), value))
+    return stages
 
 
 def prior_key(images: int, guided: bool, negative: bool) -> StageKey:

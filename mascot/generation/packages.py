@@ -1,0 +1,342 @@
+"""Compiled code handed from a compile process to the serving one as AOTInductor packages (MASCOT_COMPILE_PACKAGES).
+
+Loading a child's torch.compile work through the compile cache still traces the model with dynamo in the serving
+process, and a generation that comes meanwhile waits: 17 to 65 s a stage on the H200 (docs/performance.md). Here the
+child runs each bucket's stages once, exports every module call it saw at those shapes (`torch.export`) and compiles
+each ahead of time into a package that holds no weights. The serving process loads a package (a shared library: no
+tracing, no compiling), points it at its own live weights, and from then on calls it for those shapes; any other
+call stays eager. A stage is ready in about the time a library takes to load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from diffusers.models.autoencoders.vq_model import VQModel
+from diffusers.models.transformers.prior_transformer import PriorTransformerOutput
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+
+from mascot.generation.speed import Bucket, CompileConfig, StageKey, Turn, any_time, bucket_name, run_bucket
+
+logger = logging.getLogger(__name__)
+
+Inputs = tuple[torch.Tensor, ...]
+# No weights in the package: the serving process hands it its own (user-managed, so nothing is copied).
+# Constants derived from weights (a transposed or fused weight) are folded at load, from the weights handed over:
+# folded at compile time they would be the compile process's.
+PACKAGE_OPTIONS = {"aot_inductor.package_constants_in_so": False, "aot_inductor.use_runtime_constant_folding": True}
+FOLDED_PREFIX = "_FOLDED_CONST_"  # the folded constants' names: made by the package, not handed to it
+CHECK_TOLERANCE = 0.02  # of the eager output's largest value: compiled kernels round in another order
+
+
+# ---- the calls that are exported: each module's call as the pipelines make it, reduced to its tensors ----------------
+class UNetCall(torch.nn.Module):
+    """The decoder pipeline's UNet call: (sample, timestep, image_embeds) -> the noise prediction."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        added = {"image_embeds": image_embeds}
+        return self.model(
+            sample=sample, timestep=timestep, encoder_hidden_states=None, added_cond_kwargs=added, return_dict=False
+        )[0]
+
+
+class PriorCall(torch.nn.Module):
+    """The prior pipeline's PriorTransformer call -> the predicted image embedding."""
+
+    def __init__(self, prior: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = prior
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        proj_embedding: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.model(
+            hidden_states,
+            timestep=timestep,
+            proj_embedding=proj_embedding,
+            encoder_hidden_states=encoder_hidden_states,
+            attention_mask=attention_mask,
+        ).predicted_image_embedding
+
+
+class DecodeCall(torch.nn.Module):
+    """MoVQ's decode of latents to pixels in [-1, 1] (what speed.movq_decoder calls)."""
+
+    def __init__(self, movq: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = movq
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        movq = cast(VQModel, self.model)
+        return movq.decode(latents, force_not_quantize=True).sample
+
+
+def unet_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Inputs | None:
+    """The UNet call's tensors when it is the pipeline's form of it; None for any other (which stays eager)."""
+    added = kwargs.get("added_cond_kwargs") or {}
+    wanted = (kwargs.get("sample"), kwargs.get("timestep"), added.get("image_embeds"))
+    plain = not args and kwargs.get("encoder_hidden_states") is None and kwargs.get("return_dict") is False
+    return _tensors(wanted) if plain and set(added) == {"image_embeds"} else None
+
+
+def prior_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Inputs | None:
+    names = ("timestep", "proj_embedding", "encoder_hidden_states", "attention_mask")
+    if len(args) != 1 or set(kwargs) != set(names):
+        return None
+    return _tensors((args[0], *(kwargs[name] for name in names)))
+
+
+def decode_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Inputs | None:
+    return _tensors(args) if len(args) == 1 and not kwargs else None
+
+
+def _tensors(values: Sequence[Any]) -> Inputs | None:
+    return tuple(values) if all(isinstance(value, torch.Tensor) for value in values) else None
+
+
+def signature(inputs: Inputs) -> str:
+    """What a package is compiled for: each input's shape, dtype and device."""
+    return "|".join(f"{tuple(tensor.shape)}:{tensor.dtype}:{tensor.device.type}" for tensor in inputs)
+
+
+# ---- a module that calls packages for the shapes it has them for ----------------------------------------------------
+@dataclass(frozen=True)
+class Package:
+    """One compiled call: which module, for which inputs, in which file."""
+
+    module: str
+    signature: str
+    file: str
+    fingerprint: str
+
+
+class PackagedModule:
+    """`module` (shared: the same weights and submodules) whose calls run a loaded package when one exists for their
+    shapes, else eagerly; while `capturing`, it also records each call's inputs (one per signature)."""
+
+    def __init__(
+        self,
+        name: str,
+        module: torch.nn.Module,
+        exported: Callable[[torch.nn.Module], torch.nn.Module],
+        inputs: Callable[[tuple[Any, ...], dict[str, Any]], Inputs | None],
+        output: Callable[[torch.Tensor], Any],
+    ) -> None:
+        self.name = name
+        self.exported = exported(module)  # the call as exported: its parameters' names are the package's
+        self._inputs = inputs
+        self._output = output
+        self._eager = module.forward
+        self.runners: dict[str, Callable[..., Any]] = {}
+        self.captured: dict[str, Inputs] | None = None
+        # A shallow copy shares the parameters and submodules; only its forward is ours (the pipelines call it).
+        self.module = copy.copy(module)
+        self.module.forward = self._forward
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        inputs = self._inputs(args, kwargs)
+        if inputs is not None:
+            key = signature(inputs)
+            if self.captured is not None:
+                self.captured.setdefault(key, inputs)
+            runner = self.runners.get(key)
+            if runner is not None:
+                return self._output(runner(*inputs))
+        return self._eager(*args, **kwargs)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The exported call's architecture (what a package is compiled for; the weights are handed over at load)."""
+        return fingerprint(self.exported)
+
+    def build(self, key: str, inputs: Inputs, folder: Path) -> Package:
+        """Export the call at `inputs`' shapes and compile it into a package in `folder` (kept when it exists), with
+        the example inputs beside it for the serving process's check."""
+        digest = hashlib.sha256(f"{self.name}|{key}|{self.fingerprint}".encode()).hexdigest()[:20]
+        path = folder / f"{self.name}-{digest}.pt2"
+        if not path.exists():
+            with torch.no_grad():
+                # Clones: tensors made under inference_mode cannot be traced outside it.
+                example = tuple(tensor.clone() for tensor in inputs)
+                program = torch.export.export(self.exported, example, strict=False)
+                partial = path.with_suffix(".partial.pt2")
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(partial), inductor_configs=PACKAGE_OPTIONS
+                )
+            # Tensors made inside forward are no weights: the package has them nowhere else.
+            constants = {name: value for name, value in program.constants.items() if isinstance(value, torch.Tensor)}
+            torch.save({"inputs": example, "constants": constants}, path.with_suffix(".extra"))
+            partial.replace(path)
+        return Package(self.name, key, str(path), self.fingerprint)
+
+    def load(self, package: Package) -> None:
+        """Load the package, point it at this module's live weights and check it against the eager call on the
+        child's example inputs; its shapes run it from now on. Raises PackageMismatch when it is not this model's."""
+        if package.fingerprint != self.fingerprint:
+            raise PackageMismatch(f"{package.file} was compiled for another architecture of {self.name}")
+        runner = torch._inductor.aoti_load_package(package.file)
+        device = next(self.exported.parameters()).device
+        extra = torch.load(Path(package.file).with_suffix(".extra"), map_location=device)
+        live = {**dict(self.exported.named_parameters()), **dict(self.exported.named_buffers())}
+        wanted = [name for name in runner.get_constant_fqns() if not name.startswith(FOLDED_PREFIX)]
+        constants = {name: live[name] if name in live else extra["constants"][name] for name in wanted}
+        runner.load_constants(constants, check_full_update=True, user_managed=True)
+        with torch.inference_mode():  # its constants are folded from ours on this first call
+            packaged, eager = runner(*extra["inputs"]), self.exported(*extra["inputs"])
+        difference = float((packaged.float() - eager.float()).abs().max())
+        if not difference <= CHECK_TOLERANCE * (1 + float(eager.float().abs().max())):
+            raise PackageMismatch(f"{package.file} differs from the eager {self.name} by {difference:.3g}")
+        self.runners[package.signature] = runner
+
+
+class PackageMismatch(Exception):
+    """A package that does not compute what this process's module computes: that bucket stays eager."""
+
+
+def fingerprint(module: torch.nn.Module) -> str:
+    """torch's version, the module tree's classes, each weight's name, shape, dtype and device, the GPU's generation
+    and the model's config: what must be equal for a package built in one process to compute the same in another."""
+    parts: list[str] = [str(torch.__version__)]
+    parts += [f"{name}:{type(child).__qualname__}" for name, child in module.named_modules()]
+    tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+    parts += [f"{name}:{tuple(tensor.shape)}:{tensor.dtype}:{tensor.device.type}" for name, tensor in tensors]
+    devices = {tensor.device for tensor in itertools.chain(module.parameters(), module.buffers())}
+    # A package's kernels are built for one GPU generation: a data folder moved to another card must not load them.
+    parts += [f"{device}:sm{torch.cuda.get_device_capability(device)}" for device in devices if device.type == "cuda"]
+    config = getattr(getattr(module, "model", module), "config", None)
+    if config is not None:
+        # Not its bookkeeping ("_name_or_path": where it was loaded from); json writes tuples and lists alike.
+        settings = {key: value for key, value in dict(config).items() if not key.startswith("_")}
+        parts.append(json.dumps(settings, sort_keys=True, default=str))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+class PackagedModels:
+    """The UNet, the prior and the MoVQ decode, each calling packages for the shapes a bucket's packages cover: the
+    same interface as speed.CompiledModels (`prior`, `decoder`, `decode`, `ready`), filled by `load` from what a
+    compile process built with `build`."""
+
+    def __init__(self, prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, config: CompileConfig) -> None:
+        self.config = config
+        self.unet = PackagedModule("unet", decoder.unet, UNetCall, unet_inputs, lambda noise: (noise,))
+        self.prior_model = PackagedModule(
+            "prior",
+            prior.prior,
+            PriorCall,
+            prior_inputs,
+            lambda embedding: PriorTransformerOutput(predicted_image_embedding=embedding),
+        )
+        self.movq = PackagedModule("decode", DecodeCall(decoder.movq), lambda call: call, decode_inputs, lambda x: x)
+        self.decoder = KandinskyV22Pipeline(
+            unet=cast(UNet2DConditionModel, self.unet.module),
+            scheduler=copy.deepcopy(decoder.scheduler),
+            movq=decoder.movq,
+        )
+        components = {**prior.components, "prior": self.prior_model.module}
+        self.prior = type(prior)(**{**components, "scheduler": copy.deepcopy(prior.scheduler)})
+        self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
+        for pipeline in (self.decoder, self.prior):
+            pipeline.set_progress_bar_config(disable=True)
+        self._ready: set[StageKey] = set()
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = {}
+        self.longest_turn_s = 0.0
+        self.thread: threading.Thread | None = None
+
+    @property
+    def modules(self) -> tuple[PackagedModule, ...]:
+        return (self.unet, self.prior_model, self.movq)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.movq.module(latents)
+
+    def ready(self, key: StageKey) -> bool:
+        with self._lock:
+            return key in self._ready
+
+    # ---- the compile process's side ---------------------------------------------------------------------------------
+    def build(self, bucket: Bucket, folder: Path) -> dict[str, list[Package]]:
+        """Run the bucket's stages eagerly, capturing each module call, and build a package per call shape: the
+        packages each stage needs, by its key (as json)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        needs: dict[str, list[Package]] = {}
+
+        @contextlib.contextmanager
+        def capturing() -> Iterator[dict[str, dict[str, Inputs]]]:
+            for module in self.modules:
+                module.captured = {}
+            seen: dict[str, dict[str, Inputs]] = {}
+            try:
+                yield seen
+            finally:
+                for module in self.modules:
+                    seen[module.name] = module.captured or {}
+                    module.captured = None
+
+        with torch.inference_mode():
+            stages = run_bucket(self.prior, self.decoder, self.decode, bucket, capturing)
+        for key, seen in stages:
+            needs[stage_name(key)] = [
+                module.build(signature_key, inputs, folder)
+                for module in self.modules
+                for signature_key, inputs in seen.get(module.name, {}).items()
+            ]
+        return needs
+
+    # ---- the serving process's side --------------------------------------------------------------------------------
+    def load(self, bucket: Bucket, needs: dict[str, list[dict[str, str]]], turn: Turn = any_time) -> bool:
+        """Load a bucket's packages, each stage inside one `turn`; its stages are ready afterwards. False (the bucket
+        stays eager, logged) when a package does not load."""
+        started = time.perf_counter()
+        by_name = {module.name: module for module in self.modules}
+        try:
+            for name, packages in needs.items():
+                with turn():
+                    stage_started = time.perf_counter()
+                    for entry in packages:
+                        package = Package(**entry)
+                        module = by_name[package.module]
+                        if package.signature not in module.runners:
+                            module.load(package)
+                    self.longest_turn_s = max(self.longest_turn_s, round(time.perf_counter() - stage_started, 2))
+                with self._lock:
+                    self._ready.add(stage_key(name))
+        except Exception:
+            logger.exception("loading the compiled packages for %s failed; that size stays eager", bucket_name(bucket))
+            return False
+        seconds = time.perf_counter() - started
+        self.seconds[f"{bucket_name(bucket)} loaded"] = round(seconds, 2)
+        logger.info("loaded the compiled packages for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
+        return True
+
+
+def stage_name(key: StageKey) -> str:
+    return json.dumps(list(key))
+
+
+def stage_key(name: str) -> StageKey:
+    return tuple(json.loads(name))
