@@ -11,7 +11,8 @@
 # (that load's time is the warm-cache warm-up); 8 people and one mascot compiled vs plain; peak memory; pixel
 # differences. Writes $OUT/speed.json (after every phase, so a cut run keeps what it measured) and $OUT/speed.log.
 # Knobs: GPU_ROUND_BUDGET_S (300: phases are skipped past it), GPU_ROUND_TIMEOUT_S (330: the hard limit),
-# GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread).
+# GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread, or
+# "--compile-packages" for children that hand over AOTInductor packages, loaded here without tracing).
 set -uo pipefail
 [ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }
 export OUT="${OUT:-/tmp/gpu-round-out}"

@@ -116,6 +116,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-batch-images", default="1,8", help="images per run compiled (buckets), e.g. 1,8")
     parser.add_argument("--compile-processes", type=int, default=2, help="child processes compiling at once")
     parser.add_argument("--compile-in-process", action="store_true", help="compile on a thread here (as before)")
+    parser.add_argument("--compile-packages", action="store_true", help="children hand over AOTInductor packages")
     parser.add_argument("--compile-threads", type=int, default=0, help="inductor compile workers (0: half the cores)")
     parser.add_argument("--compile-niceness", type=int, default=10, help="the children's niceness (tests: 0)")
     parser.add_argument("--overhead-requests", type=int, default=10, help="requests in the CPU app-overhead phase")
@@ -365,7 +366,12 @@ def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Imag
     bench.results["eager_baseline_s"] = round(quiet_s, 3)
     batch_images, threads = compiled_batch_images(args), compile_threads(args)
     cache = work / "compile-cache"
-    config = CompileConfig(cache_dir=cache, threads=threads) if bench.cuda else CompileConfig("eager", threads=threads)
+    if args.compile_packages:  # AOTInductor: inductor on either device
+        config = CompileConfig(cache_dir=cache, threads=threads, mode=None, packages=True)
+    elif bench.cuda:
+        config = CompileConfig(cache_dir=cache, threads=threads)
+    else:
+        config = CompileConfig("eager", threads=threads)
     # By its importable name: run as `python -m bench.speed`, this module is __main__, which a child cannot import.
     targets = importlib.import_module("bench.speed").compile_targets
     build = None if args.compile_in_process else functools.partial(targets, args.size, scale.preview_every)
