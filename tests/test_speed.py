@@ -250,7 +250,8 @@ def test_a_package_for_another_architecture_or_computing_otherwise_is_not_used(t
             return [name for name, _ in decode.exported.named_parameters()] + ["_FOLDED_CONST_0"]
 
         def load_constants(self, constants, *, check_full_update, user_managed) -> None:
-            assert "_FOLDED_CONST_0" not in constants and user_managed  # ours, shared, not copied
+            assert "_FOLDED_CONST_0" not in constants  # made by the package from the weights handed over
+            assert check_full_update and user_managed  # every weight given; ours, shared, not copied
 
         def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
             return decode.exported(inputs) + self.offset

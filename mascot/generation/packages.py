@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,11 +26,19 @@ from typing import Any, cast
 import torch
 from diffusers.models.autoencoders.vq_model import VQModel
 from diffusers.models.transformers.prior_transformer import PriorTransformerOutput
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 
-from mascot.generation.speed import Bucket, CompileConfig, StageKey, Turn, any_time, bucket_name, run_bucket
+from mascot.generation.speed import (
+    Bucket,
+    CompileConfig,
+    StagedModels,
+    StageKey,
+    Turn,
+    any_time,
+    bucket_name,
+    run_bucket,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +242,7 @@ def fingerprint(module: torch.nn.Module) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-class PackagedModels:
+class PackagedModels(StagedModels):
     """The UNet, the prior and the MoVQ decode, each calling packages for the shapes a bucket's packages cover: the
     same interface as speed.CompiledModels (`prior`, `decoder`, `decode`, `ready`), filled by `load` from what a
     compile process built with `build`."""
@@ -251,21 +258,7 @@ class PackagedModels:
             lambda embedding: PriorTransformerOutput(predicted_image_embedding=embedding),
         )
         self.movq = PackagedModule("decode", DecodeCall(decoder.movq), lambda call: call, decode_inputs, lambda x: x)
-        self.decoder = KandinskyV22Pipeline(
-            unet=cast(UNet2DConditionModel, self.unet.module),
-            scheduler=copy.deepcopy(decoder.scheduler),
-            movq=decoder.movq,
-        )
-        components = {**prior.components, "prior": self.prior_model.module}
-        self.prior = type(prior)(**{**components, "scheduler": copy.deepcopy(prior.scheduler)})
-        self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
-        for pipeline in (self.decoder, self.prior):
-            pipeline.set_progress_bar_config(disable=True)
-        self._ready: set[StageKey] = set()
-        self._lock = threading.Lock()
-        self.seconds: dict[str, float] = {}
-        self.longest_turn_s = 0.0
-        self.thread: threading.Thread | None = None
+        super().__init__(prior, decoder, self.unet.module, self.prior_model.module)
 
     @property
     def modules(self) -> tuple[PackagedModule, ...]:
@@ -273,10 +266,6 @@ class PackagedModels:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.movq.module(latents)
-
-    def ready(self, key: StageKey) -> bool:
-        with self._lock:
-            return key in self._ready
 
     # ---- the compile process's side ---------------------------------------------------------------------------------
     def build(self, bucket: Bucket, folder: Path) -> dict[str, list[Package]]:
@@ -323,8 +312,7 @@ class PackagedModels:
                         if package.signature not in module.runners:
                             module.load(package)
                     self.longest_turn_s = max(self.longest_turn_s, round(time.perf_counter() - stage_started, 2))
-                with self._lock:
-                    self._ready.add(stage_key(name))
+                self._mark_ready([stage_key(name)])
         except Exception:
             logger.exception("loading the compiled packages for %s failed; that size stays eager", bucket_name(bucket))
             return False

@@ -258,7 +258,46 @@ def any_time() -> Iterator[None]:
     yield
 
 
-class CompiledModels:
+class StagedModels:
+    """Faster stand-ins for the UNet, the prior and the MoVQ decode, ready stage by stage (a stage key per shape):
+    pipelines sharing the loaded ones' components but calling the stand-ins, each with its own scheduler. A run uses
+    them only for the stages that are ready, so it never waits for one to be made."""
+
+    decode: Callable[[torch.Tensor], torch.Tensor]
+
+    def __init__(
+        self,
+        prior: KandinskyV22PriorPipeline,
+        decoder: KandinskyV22Pipeline,
+        unet: torch.nn.Module,
+        prior_model: torch.nn.Module,
+    ) -> None:
+        # The stand-ins are called as the modules are; the pipelines' stubs want the modules' own classes.
+        self.decoder = KandinskyV22Pipeline(
+            unet=cast(UNet2DConditionModel, unet), scheduler=copy.deepcopy(decoder.scheduler), movq=decoder.movq
+        )
+        components = {**prior.components, "prior": prior_model}
+        self.prior = type(prior)(**{**components, "scheduler": copy.deepcopy(prior.scheduler)})
+        self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
+        for pipeline in (self.decoder, self.prior):
+            pipeline.set_progress_bar_config(disable=True)
+        self._ready: set[StageKey] = set()
+        self._lock = threading.Lock()
+        self.seconds: dict[str, float] = {}  # per bucket, for the benchmark and the log
+        self.longest_turn_s = 0.0  # the longest stage run inside a turn: the most a generation waited for one
+        self.thread: threading.Thread | None = None
+
+    def ready(self, key: StageKey) -> bool:
+        """Whether this stage at these shapes runs the stand-ins without making anything (no compile, no load)."""
+        with self._lock:
+            return key in self._ready
+
+    def _mark_ready(self, keys: Sequence[StageKey]) -> None:
+        with self._lock:
+            self._ready.update(keys)
+
+
+class CompiledModels(StagedModels):
     """The UNet, the prior and the MoVQ decode compiled per size bucket, warmed in a background thread while the eager
     path serves: a stage uses its compiled module only for shapes a warm-up has run, so nobody waits on a compile.
 
@@ -276,26 +315,10 @@ class CompiledModels:
             options["mode"] = config.mode
         # Shapes are static per bucket: room for sizes x batch sizes x guidance on and off.
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        movq = decoder.movq
-        self.decode = torch.compile(movq_decoder(movq), **options)
-        # torch.compile gives a module that wraps the UNet and is called as it is; its stubs say only "a callable".
-        unet = cast(UNet2DConditionModel, torch.compile(decoder.unet, **options))
-        self.decoder = KandinskyV22Pipeline(unet=unet, scheduler=copy.deepcopy(decoder.scheduler), movq=movq)
-        components = {**prior.components, "prior": torch.compile(prior.prior, **options)}
-        self.prior = type(prior)(**{**components, "scheduler": copy.deepcopy(prior.scheduler)})
-        self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
-        for pipeline in (self.decoder, self.prior):
-            pipeline.set_progress_bar_config(disable=True)
-        self._ready: set[StageKey] = set()
-        self._lock = threading.Lock()
-        self.seconds: dict[str, float] = {}  # warm-up seconds per bucket, for the benchmark and the log
-        self.longest_turn_s = 0.0  # the longest stage run inside a turn: the most a generation waited for one
-        self.thread: threading.Thread | None = None
-
-    def ready(self, key: StageKey) -> bool:
-        """Whether a warm-up has run this stage at these shapes (so calling it compiles nothing)."""
-        with self._lock:
-            return key in self._ready
+        self.decode = torch.compile(movq_decoder(decoder.movq), **options)
+        # torch.compile gives a module that wraps the one it compiles, called as it is; its stubs say only "a callable".
+        unet = cast(torch.nn.Module, torch.compile(decoder.unet, **options))
+        super().__init__(prior, decoder, unet, cast(torch.nn.Module, torch.compile(prior.prior, **options)))
 
     def warm_in_background(self, buckets: Sequence[Bucket]) -> threading.Thread:
         """Warm each bucket in turn on a daemon thread; a failure leaves that bucket eager and is logged."""
@@ -318,8 +341,7 @@ class CompiledModels:
                 continue
             seconds = time.perf_counter() - started
             self.seconds[bucket_name(bucket)] = round(seconds, 2)
-            with self._lock:
-                self._ready.update(keys)
+            self._mark_ready(keys)
             done.append(bucket)
             logger.info("compiled for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
         return done
