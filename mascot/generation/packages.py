@@ -29,6 +29,7 @@ from diffusers.models.transformers.prior_transformer import PriorTransformerOutp
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 
+from mascot.generation.adapters import set_adapter_scale
 from mascot.generation.speed import (
     Bucket,
     CompileConfig,
@@ -175,6 +176,12 @@ class PackagedModule:
                 return self._output(runner(*inputs))
         return self._eager(*args, **kwargs)
 
+    def _base_model(self) -> None:
+        """LoRA adapters off: a package is the base model's (export bakes in what PEFT decides in Python, and a run
+        with an adapter on stays eager), and it is checked against the base model. Each generation sets its own
+        adapter state before it runs, so nothing needs restoring."""
+        set_adapter_scale(self.exported.get_submodule("model"), None, 0.0)
+
     @functools.cached_property
     def fingerprint(self) -> str:
         """The exported call's architecture (what a package is compiled for; the weights are handed over at load)."""
@@ -186,6 +193,7 @@ class PackagedModule:
         digest = hashlib.sha256(f"{self.name}|{key}|{self.fingerprint}".encode()).hexdigest()[:20]
         path = folder / f"{self.name}-{digest}.pt2"
         if not path.exists():
+            self._base_model()
             with torch.no_grad():
                 # Clones: tensors made under inference_mode cannot be traced outside it.
                 example = tuple(tensor.clone() for tensor in inputs)
@@ -212,6 +220,7 @@ class PackagedModule:
         wanted = [name for name in runner.get_constant_fqns() if not name.startswith(FOLDED_PREFIX)]
         constants = {name: live[name] if name in live else extra["constants"][name] for name in wanted}
         runner.load_constants(constants, check_full_update=True, user_managed=True)
+        self._base_model()
         with torch.inference_mode():  # its constants are folded from ours on this first call
             packaged, eager = runner(*extra["inputs"]), self.exported(*extra["inputs"])
         difference = float((packaged.float() - eager.float()).abs().max())
