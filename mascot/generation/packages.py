@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -198,13 +199,17 @@ class PackagedModule:
                 # Clones: tensors made under inference_mode cannot be traced outside it.
                 example = tuple(tensor.clone() for tensor in inputs)
                 program = torch.export.export(self.exported, example, strict=False)
-                partial = path.with_suffix(".partial.pt2")
+                # Two children may build one shape (a bucket of 8 decodes one image too): each writes its own
+                # files, and the last rename wins with an equal package.
+                partial = path.with_suffix(f".{os.getpid()}.partial.pt2")  # AOTInductor wants .pt2
                 torch._inductor.aoti_compile_and_package(
                     program, package_path=str(partial), inductor_configs=PACKAGE_OPTIONS
                 )
             # Tensors made inside forward are no weights: the package has them nowhere else.
             constants = {name: value for name, value in program.constants.items() if isinstance(value, torch.Tensor)}
-            torch.save({"inputs": example, "constants": constants}, path.with_suffix(".extra"))
+            extra = path.with_suffix(f".{os.getpid()}.partial-extra")
+            torch.save({"inputs": example, "constants": constants}, extra)
+            extra.replace(path.with_suffix(".extra"))  # first: a package whose file exists has its extra beside it
             partial.replace(path)
         return Package(self.name, key, str(path), self.fingerprint)
 
