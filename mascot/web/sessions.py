@@ -32,7 +32,7 @@ DATA_PATH = "/gradio_api/queue/data"
 CANCEL_PATH = "/gradio_api/cancel"
 CALL_POST = re.compile(r"^/gradio_api/call/(?:v2/)?[^/]+/?$")  # /call/<api_name>: joins the queue like a join
 CALL_GET = re.compile(r"^/gradio_api/call/(?:v2/)?[^/]+/([^/]+)/?$")  # /call/<api_name>/<event_id>: its stream
-MAX_ANSWER_BYTES = 64 * 1024  # a join's answer is {"event_id": ...}; anything longer carries no id we bind
+MAX_ANSWER_BYTES = 64 * 1024  # a join's answer is {"event_id": ...}: this is far more
 MAX_BODY_BYTES = 1024 * 1024  # a join names its inputs (uploads go by path): far less than this
 MAX_SESSIONS = 100_000  # oldest forgotten first; a forgotten session is simply bound again by its next join
 SESSION_TTL_S = 24 * 3600.0
@@ -65,19 +65,21 @@ class SessionOwners:
                 self._owners.popitem(last=False)
             return True
 
-    def holds(self, session_hash: str, token: str, now: float | None = None) -> bool:
-        """Whether `token` joined the session and it has not expired (unknown: no)."""
+    def holder(self, session_hash: str, now: float | None = None) -> str | None:
+        """The token that holds the session, None when nobody does or the hold expired."""
         now = time.monotonic() if now is None else now
         with self._lock:
             held = self._owners.get(session_hash)
-        return held is not None and held[1] > now - self._ttl_s and held[0] == token
+        return held[0] if held is not None and held[1] > now - self._ttl_s else None
+
+    def holds(self, session_hash: str, token: str, now: float | None = None) -> bool:
+        """Whether `token` joined the session and it has not expired (unknown: no)."""
+        return self.holder(session_hash, now) == token
 
     def allows(self, session_hash: str, token: str | None, now: float | None = None) -> bool:
         """Whether `token` may read or cancel the session: it joined it, or nobody did (nothing to read)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            held = self._owners.get(session_hash)
-        return held is None or held[1] <= now - self._ttl_s or held[0] == token
+        holder = self.holder(session_hash, now)
+        return holder is None or holder == token
 
 
 class SessionBindingMiddleware:
@@ -116,20 +118,19 @@ class SessionBindingMiddleware:
             if body is None:
                 await refuse(send, 413, TOO_LARGE)
                 return
-            if not self._body_allowed(path, body, scope):
+            token = self._token(scope)
+            if not self._body_allowed(path, body, token):
                 await refuse(send, 403, FOREIGN)
                 return
             receive = replaying(body, receive)
-            token = self._token(scope)
             if joins and token is not None:
                 send = binding_event_ids(send, lambda event_id: self.events.claim(event_id, token))
         await self.app(scope, receive, send)
 
-    def _body_allowed(self, path: str, body: bytes, scope: Scope) -> bool:
-        session_hash = session_of(body)
+    def _body_allowed(self, path: str, body: bytes, token: str | None) -> bool:
+        session_hash = string_field(body, "session_hash")
         if session_hash is None:
             return True  # Gradio answers a join without one itself (a /call/ without one runs in its own session)
-        token = self._token(scope)
         if path == CANCEL_PATH:
             return self.owners.allows(session_hash, token)
         return token is not None and self.owners.claim(session_hash, token)
@@ -153,7 +154,8 @@ def binding_event_ids(send: Send, bind: Callable[[str], object]) -> Send:
             if message.get("more_body"):
                 return
             body = b"".join(held)
-            event_id = event_id_of(body)
+            # A join's answer is {"event_id": ...}; a longer one carries no id we bind.
+            event_id = string_field(body, "event_id") if len(body) <= MAX_ANSWER_BYTES else None
             if event_id is not None:
                 bind(event_id)
             message = {"type": "http.response.body", "body": body, "more_body": False}
@@ -162,31 +164,19 @@ def binding_event_ids(send: Send, bind: Callable[[str], object]) -> Send:
     return send_after_binding
 
 
-def event_id_of(body: bytes) -> str | None:
-    """The event id of a join's answer ({"event_id": "..."}), or None."""
-    if len(body) > MAX_ANSWER_BYTES:
-        return None
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    event_id = parsed.get("event_id") if isinstance(parsed, dict) else None
-    return event_id if isinstance(event_id, str) else None
-
-
 def first_query_value(scope: Scope, name: str) -> str | None:
     values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get(name)
     return values[0] if values else None
 
 
-def session_of(body: bytes) -> str | None:
-    """The body's session_hash when it is a JSON object with a string one."""
+def string_field(body: bytes, name: str) -> str | None:
+    """A JSON object body's string field `name` (a join's session_hash, its answer's event_id), or None."""
     try:
         parsed = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: JSON nested thousands of levels deep (an HTTP 500 before)
         return None
-    session_hash = parsed.get("session_hash") if isinstance(parsed, dict) else None
-    return session_hash if isinstance(session_hash, str) else None
+    value = parsed.get(name) if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) else None
 
 
 async def read_body(receive: Receive) -> bytes | None:
