@@ -223,7 +223,7 @@ def test_a_card_that_does_not_match_the_weights_is_refused(tiny_model_dir, adapt
 
 
 def test_a_package_is_the_base_models_whatever_adapter_was_on_when_it_was_built_or_loaded(adapted_generator, tmp_path):
-    from mascot.generation.packages import PackagedModels, signature
+    from mascot.generation.packages import PackagedModels
     from mascot.generation.speed import CompileConfig
 
     unet = PackagedModels(adapted_generator.prior, adapted_generator.fast_decoder, CompileConfig(packages=True)).unet
@@ -233,7 +233,7 @@ def test_a_package_is_the_base_models_whatever_adapter_was_on_when_it_was_built_
         base = unet.exported(*inputs)
         adapted_generator.select_adapter("look", 1.0)  # as a run with the look leaves the UNet
         assert not torch.allclose(unet.exported(*inputs), base, atol=1e-3)  # the look changes this call
-        package = unet.build(signature(inputs), inputs, tmp_path)
+        package = unet.build(inputs, tmp_path)
         adapted_generator.select_adapter("look", 1.0)
         unet.load(package)  # checked against the base model, whatever the last run chose
         assert torch.allclose(unet.runners[package.signature](*inputs), base, atol=1e-4)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mascot.generation.packages import PackagedModels
-from mascot.generation.speed import Bucket, CompileConfig, CompiledModels, Turn, bucket_name
+from mascot.generation.speed import Bucket, CompileConfig, CompiledModels, StagedModels, Turn, bucket_name
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def stop_child(process: subprocess.Popen[bytes]) -> None:
 
 
 def warm_after_children(
-    compiled: CompiledModels | PackagedModels,
+    compiled: StagedModels,
     children: Sequence[Child],
     turn: Turn,
     stopped: threading.Event | None = None,
@@ -117,7 +117,7 @@ def warm_after_children(
         stop_child(child.process)
 
 
-def _load_from_cache(compiled: CompiledModels | PackagedModels, child: Child, turn: Turn) -> None:
+def _load_from_cache(compiled: StagedModels, child: Child, turn: Turn) -> None:
     report = child.report()
     done = report.get("compiled", {})
     for name, seconds in done.items():
@@ -133,7 +133,7 @@ def _load_from_cache(compiled: CompiledModels | PackagedModels, child: Child, tu
     if isinstance(compiled, PackagedModels):
         for bucket in ready:
             compiled.load(bucket, report.get("packages", {}).get(bucket_name(bucket), {}), turn)
-    else:
+    elif isinstance(compiled, CompiledModels):
         compiled.warm(ready, turn)
 
 

@@ -58,6 +58,7 @@ from mascot.generation.speed import (
     LinearPreview,
     LogoEmbeddings,
     PreviewStream,
+    StagedModels,
     buckets_for,
     decode_chunk_size,
     decode_key,
@@ -375,7 +376,7 @@ class KandinskyGenerator:
             LinearPreview.fitted_to(decoder.movq, decoder.movq_scale_factor) if self.speed.linear_previews else None
         )
         self.logos = LogoEmbeddings(prior, decoder.device, cache=self.speed.cache_logo_embeddings)
-        self.compiled: CompiledModels | PackagedModels | None = None
+        self.compiled: StagedModels | None = None
         self.compile_children: list[Child] = []  # the processes compiling for us, when compiling is done apart
         self._stop_compiling = threading.Event()
         # Generations running or waiting for the lock: background work takes a turn only when there are none.
@@ -595,7 +596,7 @@ class KandinskyGenerator:
         """The CLIP image embedding of `image` (the prior's image encoder), shape [1, D], on the prior's device."""
         return self.logos.embedding(image)
 
-    def _compiled_for(self, key: tuple[Any, ...]) -> CompiledModels | PackagedModels | None:
+    def _compiled_for(self, key: tuple[Any, ...]) -> StagedModels | None:
         """The compiled models when they are warm for `key` and no LoRA adapter is on (that stays eager)."""
         if self.compiled is None or self._adapter_on or not self.compiled.ready(key):
             return None

@@ -188,9 +188,10 @@ class PackagedModule:
         """The exported call's architecture (what a package is compiled for; the weights are handed over at load)."""
         return fingerprint(self.exported)
 
-    def build(self, key: str, inputs: Inputs, folder: Path) -> Package:
+    def build(self, inputs: Inputs, folder: Path) -> Package:
         """Export the call at `inputs`' shapes and compile it into a package in `folder` (kept when it exists), with
         the example inputs beside it for the serving process's check."""
+        key = signature(inputs)
         digest = hashlib.sha256(f"{self.name}|{key}|{self.fingerprint}".encode()).hexdigest()[:20]
         path = folder / f"{self.name}-{digest}.pt2"
         if not path.exists():
@@ -259,10 +260,11 @@ def fingerprint(module: torch.nn.Module) -> str:
 class PackagedModels(StagedModels):
     """The UNet, the prior and the MoVQ decode, each calling packages for the shapes a bucket's packages cover: the
     same interface as speed.CompiledModels (`prior`, `decoder`, `decode`, `ready`), filled by `load` from what a
-    compile process built with `build`."""
+    compile process built with `build`. `config` is taken as CompiledModels takes it; packages are always built with
+    AOTInductor's PACKAGE_OPTIONS."""
 
     def __init__(self, prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, config: CompileConfig) -> None:
-        self.config = config
+        del config
         self.unet = PackagedModule("unet", decoder.unet, UNetCall, unet_inputs, lambda noise: (noise,))
         self.prior_model = PackagedModule(
             "prior",
@@ -304,9 +306,7 @@ class PackagedModels(StagedModels):
             stages = run_bucket(self.prior, self.decoder, self.decode, bucket, capturing)
         for key, seen in stages:
             needs[stage_name(key)] = [
-                module.build(signature_key, inputs, folder)
-                for module in self.modules
-                for signature_key, inputs in seen.get(module.name, {}).items()
+                module.build(inputs, folder) for module in self.modules for inputs in seen.get(module.name, {}).values()
             ]
         return needs
 
