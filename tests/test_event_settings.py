@@ -23,33 +23,6 @@ def test_the_default_adapter_is_one_of_the_loaded_ones_by_its_name_or_folder(tmp
     assert load_settings([], {}).default_lora is None
 
 
-@pytest.mark.parametrize(
-    ("argv", "environ", "named"),
-    [
-        (["--default-lora", "acme"], {}, ["--default-lora=acme cannot be used", "MASCOT_DEFAULT_LORA", "loaded: none"]),
-        (
-            ["--lora", "look=/x", "--default-lora", "acme"],
-            {},
-            ["--default-lora=acme", "--default-lora or MASCOT_DEFAULT_LORA", "(loaded: look)"],
-        ),
-        ([], {"MASCOT_LORA": "look=/x", "MASCOT_DEFAULT_LORA": "Look"}, ["MASCOT_DEFAULT_LORA=Look"]),
-        ([], {"MASCOT_DEFAULT_LORA_STRENGTH": "3"}, ["MASCOT_DEFAULT_LORA_STRENGTH=3", "a number from 0 to 2"]),
-        ([], {"MASCOT_DEFAULT_LORA_STRENGTH": "-0.1"}, ["MASCOT_DEFAULT_LORA_STRENGTH=-0.1"]),
-        (["--default-lora-strength", "strong"], {}, ["--default-lora-strength=strong", "from 0 to 2"]),
-        ([], {"MASCOT_DEFAULT_LORA_STRENGTH": "nan"}, ["MASCOT_DEFAULT_LORA_STRENGTH=nan"]),
-        ([], {"MASCOT_ONE_OFFICE": "maybe"}, ["MASCOT_ONE_OFFICE=maybe", "--one-office or MASCOT_ONE_OFFICE"]),
-        ([], {"MASCOT_BRANDS_DIR": " "}, ["MASCOT_BRANDS_DIR", "--brands-dir"]),
-    ],
-)
-def test_an_event_setting_that_cannot_be_used_is_refused_with_one_sentence(argv, environ, named) -> None:
-    with pytest.raises(SettingsError) as refused:
-        load_settings(argv, environ)
-    message = str(refused.value)
-    for words in named:
-        assert words in message
-    assert message.endswith(".") and "\n" not in message
-
-
 def test_a_brands_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
     a_file = tmp_path / "brands.json"
     a_file.write_text("{}")

@@ -145,6 +145,20 @@ REFUSED = [
     ([], {"MASCOT_DATA_DIR": "bad\x00path"}, ["MASCOT_DATA_DIR", "NUL"]),
     ([], {"MASCOT_BLOCKED_WORDS": " "}, ["MASCOT_BLOCKED_WORDS", "--blocked-words"]),
     ([], {"MASCOT_REPLICA_ID": "  "}, ["MASCOT_REPLICA_ID"]),
+    # The company-event settings (a default LoRA adapter and its strength, one office, the brands folder).
+    (["--default-lora", "acme"], {}, ["--default-lora=acme cannot be used", "MASCOT_DEFAULT_LORA", "loaded: none"]),
+    (
+        ["--lora", "look=/x", "--default-lora", "acme"],
+        {},
+        ["--default-lora=acme", "--default-lora or MASCOT_DEFAULT_LORA", "(loaded: look)"],
+    ),
+    ([], {"MASCOT_LORA": "look=/x", "MASCOT_DEFAULT_LORA": "Look"}, ["MASCOT_DEFAULT_LORA=Look"]),
+    ([], {"MASCOT_DEFAULT_LORA_STRENGTH": "3"}, ["MASCOT_DEFAULT_LORA_STRENGTH=3", "a number from 0 to 2"]),
+    ([], {"MASCOT_DEFAULT_LORA_STRENGTH": "-0.1"}, ["MASCOT_DEFAULT_LORA_STRENGTH=-0.1"]),
+    (["--default-lora-strength", "strong"], {}, ["--default-lora-strength=strong", "from 0 to 2"]),
+    ([], {"MASCOT_DEFAULT_LORA_STRENGTH": "nan"}, ["MASCOT_DEFAULT_LORA_STRENGTH=nan"]),
+    ([], {"MASCOT_ONE_OFFICE": "maybe"}, ["MASCOT_ONE_OFFICE=maybe", "--one-office or MASCOT_ONE_OFFICE"]),
+    ([], {"MASCOT_BRANDS_DIR": " "}, ["MASCOT_BRANDS_DIR", "--brands-dir"]),
 ]
 
 
