@@ -16,7 +16,7 @@ from mascot.generation.generator import BatchItem
 from mascot.generation.worker import ModelState, Submission
 from mascot.generation.zero_gpu import ZeroGpuRunner
 from mascot.settings import load_settings
-from tests.support.app_process import free_port
+from tests.support.app_process import free_port, launch_here
 from tests.support.site import FAST, mine
 from tests.support.store import make_request
 
@@ -68,12 +68,11 @@ def zero_gpu_site(tmp_path, monkeypatch, tiny_generator):
     app = create_app(settings, load_generator=lambda on_status: recorder)
     app.worker.start()
     assert app.worker.wait_until_loaded(60).state is ModelState.READY
-    port = free_port()
-    app.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    url = launch_here(app, free_port())
     clients: list[Client] = []
 
     def browser() -> Client:
-        clients.append(Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "dl")))
+        clients.append(Client(url, verbose=False, download_files=str(tmp_path / "dl")))
         return clients[-1]
 
     yield app, recorder, browser

@@ -25,6 +25,28 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def launch_here(app: Any, port: int, timeout_s: float = 120) -> str:
+    """Serve `app` (app.App) from this process on `port` and wait until its page answers; returns the page's URL.
+
+    Gradio's own start-up probe (networking.url_ok) gives the page one 3-second HEAD and raises "localhost is not
+    accessible" when a busy machine answers later, which once failed a CI run. `_frontend=False` skips only that
+    probe; the wait here still proves the page is served, as long as a slow machine needs.
+    """
+    app.launch(server_port=port, prevent_thread_lock=True, quiet=True, _frontend=False)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as page:
+                if page.status == 200:
+                    return url
+        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page at {url} did not answer within {timeout_s} s")
+        time.sleep(0.2)
+
+
 def app_command(port: int, *extra_args: str) -> list[str]:
     """`python app.py` on the tiny model and the given port."""
     return [sys.executable, "app.py", "--model", "tiny", "--port", str(port), *extra_args]

@@ -15,7 +15,7 @@ from app import create_app
 from mascot.generation.worker import ModelState
 from mascot.settings import load_settings
 from mascot.ui.device_links import NOTE
-from tests.support.app_process import free_port
+from tests.support.app_process import free_port, launch_here
 from tests.support.fakes import FakeGenerator
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
@@ -39,9 +39,7 @@ def serve(tmp_path, monkeypatch, flags: list[str], environ: dict[str, str] | Non
     app = create_app(settings, load_generator=lambda on_status: fake, clock=clock)
     app.worker.start()
     assert app.worker.wait_until_loaded(10).state is ModelState.READY
-    port = free_port()
-    app.launch(server_port=port, prevent_thread_lock=True, quiet=True)
-    site = Site(f"http://127.0.0.1:{port}/", tmp_path, fake, clock, app)
+    site = Site(launch_here(app, free_port()), tmp_path, fake, clock, app)
     yield site
     for client in site.clients:
         client.close()
