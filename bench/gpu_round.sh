@@ -4,6 +4,9 @@
 #   bash bench/gpu_round.sh                    # repository root, gpu-wheels/ beside it (carried), results in $OUT
 #   GPU_ROUND_TINY=1 bash bench/gpu_round.sh   # CPU dry run of the same script on the tiny model
 #
+# gpu-wheels/ (git-ignored) holds what the bare machine lacks: `pip download --no-deps -d gpu-wheels diffusers==0.42.1
+# importlib_metadata torchao==0.18.0` (torchao for --lower-precision).
+#
 # Installs the carried wheels (diffusers and what it lacks) into /tmp/site without touching the system, then runs
 # `python -m bench.speed` under a hard time limit: plain diffusers vs ours alternated; one mascot eager; torch.compile
 # of the 768x1 and 768x8 buckets in two child processes (nice 10, half the cores) while eager requests and 8 people
@@ -12,7 +15,8 @@
 # differences. Writes $OUT/speed.json (after every phase, so a cut run keeps what it measured) and $OUT/speed.log.
 # Knobs: GPU_ROUND_BUDGET_S (300: phases are skipped past it), GPU_ROUND_TIMEOUT_S (330: the hard limit),
 # GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread, or
-# "--compile-packages" for children that hand over AOTInductor packages, loaded here without tracing).
+# "--compile-packages" for children that hand over AOTInductor packages, loaded here without tracing, or
+# "--lower-precision fp8" to time one mascot with FP8 linear layers, eager and compiled).
 set -uo pipefail
 [ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }
 export OUT="${OUT:-/tmp/gpu-round-out}"

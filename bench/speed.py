@@ -16,6 +16,7 @@ pixel difference (fast vs the plain path, compiled vs eager) and compile time; w
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import importlib
@@ -40,11 +41,12 @@ from PIL import Image
 from bench.full_size import build_full_size, combined_pipeline
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
+from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.speed import CompileConfig, bucket_name
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, RunBatch, Submission
 from mascot.prompt.request import GenerationRequest
-from mascot.settings import SpeedOptions
+from mascot.settings import LOWER_PRECISIONS, SpeedOptions
 from mascot.store import imaging
 
 COMPILE_ESTIMATE_S = {"full": 200.0, "tiny": 30.0}  # warm-up plus compiled rounds; skipped with less budget left
@@ -119,6 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-packages", action="store_true", help="children hand over AOTInductor packages")
     parser.add_argument("--compile-threads", type=int, default=0, help="inductor compile workers (0: half the cores)")
     parser.add_argument("--compile-niceness", type=int, default=10, help="the children's niceness (tests: 0)")
+    parser.add_argument("--lower-precision", choices=LOWER_PRECISIONS, help="also time one mascot lowered to this")
     parser.add_argument("--overhead-requests", type=int, default=10, help="requests in the CPU app-overhead phase")
     parser.add_argument("--num_inference_steps", type=int, help="decoder steps (default: the app's 50; tiny 4)")
     parser.add_argument("--json", type=Path, help="write the results here (after every phase)")
@@ -283,6 +286,84 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
             "pixel_diff_parts_off_vs_plain_diffusers (generators differ)": pixel_difference(
                 outputs["ours_all_fast_parts_off"], outputs["plain_diffusers"]
             ),
+        },
+    )
+
+
+def lower_precision_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image],
+                          fast: KandinskyGenerator) -> None:  # fmt: skip
+    """One mascot with the UNet's and the prior's linear layers lowered to --lower-precision, on copies (the other
+    phases keep full precision), against plain diffusers and ours at full precision, alternated; then, unless
+    --no-compile, the lowered models compiled as the app compiles them (a thread here) against plain diffusers. Pixel
+    differences are against ours at full precision: the same noise, so they are the precision's alone."""
+    precision, req, key = bench.args.lower_precision, request(scale), f"lower_precision_{bench.args.lower_precision}"
+    setups = encoder_setups(bench, fast)
+    setups["plain_diffusers"]()  # the zero-image embedding of the lowered copy is computed with the encoder on the GPU
+    allocated = (lambda: torch.cuda.memory_allocated() / 2**30) if bench.cuda else (lambda: 0.0)
+    unet, transformer = copy.deepcopy(fast.decoder.unet), copy.deepcopy(fast.prior.prior)
+    before = allocated()
+    try:
+        lowered = lower_precision([unet, transformer], precision, bench.device)
+    except PrecisionUnsupported as unsupported:
+        bench.record(key, {"skipped": str(unsupported)})
+        return
+    saved_gib = round(before - allocated(), 2)
+    prior = KandinskyV22PriorPipeline(**{**fast.prior.components, "prior": transformer})
+    low = ours(prior, KandinskyV22Pipeline(unet=unet, scheduler=fast.decoder.scheduler, movq=fast.decoder.movq),
+               bench.device, SpeedOptions(), scale.preview_every)  # fmt: skip
+    runners = {
+        "plain_diffusers": lambda: plain((req, scale.preview_every)),
+        "ours_fast": lambda: generate_with_previews(fast, req).images[0],
+        f"ours_{precision}": lambda: generate_with_previews(low, req).images[0],
+    }
+    setups[f"ours_{precision}"] = setups["ours_fast"]
+    result = alternate(bench, runners, bench.args.runs, bench.args.warmup, setups)
+    timings, outputs = result["timings"], result["outputs"]
+    median = {name: timing["median_s"] for name, timing in timings.items()}
+    row = {
+        **timings,
+        "linear_layers_lowered": lowered.layers,
+        "lowering_s": lowered.seconds,
+        "weights_memory_saved_gib": saved_gib if bench.cuda else None,
+        "peaks_include_the_lowered_copies": bench.cuda,
+        f"ratio_plain_over_ours_{precision}": round(median["plain_diffusers"] / median[f"ours_{precision}"], 3),
+        f"ratio_ours_fast_over_ours_{precision}": round(median["ours_fast"] / median[f"ours_{precision}"], 3),
+        f"pixel_diff_{precision}_vs_ours_fast": pixel_difference(outputs[f"ours_{precision}"], outputs["ours_fast"]),
+    }
+    bench.record(key, row)
+    if not bench.args.no_compile and bench.left() > COMPILE_ESTIMATE_S[bench.args.size]:
+        lowered_compiled(bench, scale, low, runners, setups, outputs["ours_fast"])
+
+
+def lowered_compiled(bench: Bench, scale: Scale, low: KandinskyGenerator, runners: dict[str, Callable[[], Any]],
+                     setups: dict[str, Callable[[], Any]], full_precision: Image.Image) -> None:  # fmt: skip
+    """lower_precision_phase's compiled part: the lowered generator compiled as the app compiles it, on a thread here,
+    then alternated with plain diffusers."""
+    precision, req = bench.args.lower_precision, request(scale)
+    name, key = f"ours_{precision}_compiled", f"lower_precision_{bench.args.lower_precision}_compiled"
+    config = CompileConfig(threads=compile_threads(bench.args)) if bench.cuda else CompileConfig("eager")
+    low.start_compiling(config, [scale.size], [1])
+    try:
+        assert low.compiled is not None and low.compiled.thread is not None
+        low.compiled.thread.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[bench.args.size]))
+        if low.compiled.thread.is_alive():
+            bench.record(key, {"skipped": "the warm-up did not finish within the budget"})
+            return
+        first_s = round(bench.timed(lambda: low.generate(req))[0], 3)  # records the CUDA graphs on this thread
+        both = {"plain_diffusers": runners["plain_diffusers"], name: runners[f"ours_{precision}"]}
+        result = alternate(bench, both, bench.args.runs, 0, setups | {name: setups["ours_fast"]})
+    finally:
+        low.stop_compiling()
+    timings = result["timings"]
+    ratio = timings["plain_diffusers"]["median_s"] / timings[name]["median_s"]
+    bench.record(
+        key,
+        {
+            "warm_up_s": low.compiled.seconds,
+            "first_compiled_call_s (records CUDA graphs)": first_s,
+            **timings,
+            f"ratio_plain_over_{name}": round(ratio, 3),
+            f"pixel_diff_{precision}_compiled_vs_ours_fast": pixel_difference(result["outputs"][name], full_precision),
         },
     )
 
@@ -553,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         with torch.inference_mode():
+            if args.lower_precision:
+                lower_precision_phase(bench, scale, plain, fast)
             if args.no_compile or bench.left() < COMPILE_ESTIMATE_S[args.size]:
                 one_mascot(bench, scale, plain, fast, today)
                 people_queued(bench, scale, plain, fast, work)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import math
 import os
@@ -58,6 +59,9 @@ def rules_from(settings: Settings) -> Rules:
 
 
 # ---- the settings ---------------------------------------------------------------------------------------------------
+LOWER_PRECISIONS = ("fp8", "int8")  # MASCOT_LOWER_PRECISION's values besides off (generation/precision.py)
+
+
 @dataclass(frozen=True)
 class SpeedOptions:
     """The fast path's switches (docs/performance.md): each part can be turned off alone to compare with the plain
@@ -80,6 +84,8 @@ class SpeedOptions:
     # The child hands its work over as AOTInductor packages, loaded here without tracing (generation/packages.py);
     # off: loaded from the compile cache, which traces each stage here again while generations wait.
     compile_packages: bool = False
+    # "fp8" or "int8": the UNet's and the prior's linear layers in lower precision (generation/precision.py); "": off.
+    lower_precision: str = ""
 
     @classmethod
     def plain(cls) -> SpeedOptions:
@@ -544,6 +550,8 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
     base = SpeedOptions.plain() if given.switch("MASCOT_PLAIN", "the plain path", False) else SpeedOptions()
     compile_word = (given.raw(None, "MASCOT_COMPILE") or ("", ""))[1].strip().lower()
     compiles = base.compile if compile_word in ("", "auto") else given.boolean(None, "MASCOT_COMPILE", "compiling")
+    packages = given.switch("MASCOT_COMPILE_PACKAGES", "handing compiled code over as packages", base.compile_packages)
+    lower = _lower_precision(given, packages)
     return SpeedOptions(
         save_in_background=given.switch("MASCOT_SAVE_IN_BACKGROUND", "saving on a thread", base.save_in_background),
         linear_previews=given.switch("MASCOT_LINEAR_PREVIEWS", "linear previews", base.linear_previews),
@@ -570,10 +578,27 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
             given.whole(None, "MASCOT_COMPILE_THREADS", "the compile threads", minimum=0, maximum=256),
             base.compile_threads,
         ),
-        compile_packages=given.switch(
-            "MASCOT_COMPILE_PACKAGES", "handing compiled code over as packages", base.compile_packages
-        ),
+        compile_packages=packages,
+        lower_precision=lower,
     )
+
+
+def _lower_precision(given: Given, packages: bool) -> str:
+    """MASCOT_LOWER_PRECISION: off (or unset), fp8 or int8; it needs torchao, and packages cannot carry its weights."""
+    found = given.raw(None, "MASCOT_LOWER_PRECISION")
+    if found is None or found[1].strip().lower() in ("", "off", "0", "no", "false"):
+        return ""
+    written, word = found[0], found[1].strip().lower()
+    rule = ""
+    if word not in LOWER_PRECISIONS:
+        rule = "off, fp8 or int8"
+    elif packages:
+        rule = "off while MASCOT_COMPILE_PACKAGES is on (a package cannot take lowered weights yet)"
+    elif importlib.util.find_spec("torchao") is None:
+        rule = "off until the torchao package is installed (pip install torchao==0.18.0)"
+    if rule:
+        raise given.refuse(written, None, "MASCOT_LOWER_PRECISION", "the lower precision", rule)
+    return word
 
 
 class EventSettings(TypedDict):

@@ -13,7 +13,8 @@ def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(t
     out = tmp_path / "speed.json"
     results = speed.main(
         ["--size", "tiny", "--runs", "1", "--warmup", "0", "--people", "2", "--people-rounds", "1",
-         "--num_inference_steps", "2", "--no-compile", "--overhead-requests", "2", "--json", str(out)]
+         "--num_inference_steps", "2", "--no-compile", "--overhead-requests", "2", "--lower-precision", "int8",
+         "--json", str(out)]
     )  # fmt: skip
     one = results["one_mascot_256_2+2_previews_every_2"]
     assert set(one) >= {"plain_diffusers", "ours_fast", "ours_all_fast_parts_off", "ratio_plain_over_ours_fast"}
@@ -22,6 +23,10 @@ def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(t
     assert people["ours_worker"]["mascots_per_s"] > 0 and people["plain_diffusers"]["mascots_per_s"] > 0
     overhead = results["app_overhead_per_request_ms (worker + store, no HTTP)"]
     assert overhead["save_in_background=True"]["median_ms"] > 0
+    lowered = results["lower_precision_int8"]
+    assert lowered["linear_layers_lowered"] > 0 and lowered["ours_int8"]["median_s"] > 0
+    assert 0 < lowered["pixel_diff_int8_vs_ours_fast"]["mean"] < 16  # lowered: changed, but the same picture
+    assert "lower_precision_int8_compiled" not in results  # --no-compile
     assert json.loads(out.read_text())["total_s"] == results["total_s"]
     assert "ratio_plain_over_ours_fast" in capsys.readouterr().out
 
@@ -30,7 +35,8 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     results = speed.main(
         ["--size", "tiny", "--runs", "1", "--warmup", "0", "--people", "2", "--num_inference_steps", "2",
          "--compile-batch-images", "1,2", "--compile-processes", "1", "--overhead-requests", "1",
-         "--compile-niceness", "0", "--budget-s", "3600", "--json", str(tmp_path / "speed.json")]
+         "--compile-niceness", "0", "--budget-s", "3600", "--lower-precision", "int8",
+         "--json", str(tmp_path / "speed.json")]
     )  # fmt: skip
     compiled = results["compiled"]
     assert compiled["how"] == "1 child process(es)"
@@ -42,3 +48,7 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert sum(jobs_per_run) == 2 and max(jobs_per_run) <= 2, jobs_per_run
     assert results["2_people_queued_compiled"]["ours_worker"]["mascots_per_s"] > 0
     assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] == 0  # backend "eager" on a CPU
+    lowered = results["lower_precision_int8_compiled"]
+    assert lowered["warm_up_s"] and lowered["ours_int8_compiled"]["median_s"] > 0
+    eager_lowered = results["lower_precision_int8"]["pixel_diff_int8_vs_ours_fast"]
+    assert lowered["pixel_diff_int8_compiled_vs_ours_fast"] == eager_lowered  # compiled: the lowered eager picture

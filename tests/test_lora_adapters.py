@@ -237,3 +237,24 @@ def test_a_package_is_the_base_models_whatever_adapter_was_on_when_it_was_built_
         adapted_generator.select_adapter("look", 1.0)
         unet.load(package)  # checked against the base model, whatever the last run chose
         assert torch.allclose(unet.runners[package.signature](*inputs), base, atol=1e-4)
+
+
+def test_an_adapter_on_a_lowered_model_changes_only_its_own_layers(tiny_model_dir, adapters):
+    """MASCOT_LOWER_PRECISION=int8 with adapters loaded: the base layers are lowered, the adapter's stay as trained,
+    and strength 0 is the lowered base model exactly."""
+    from mascot.settings import SpeedOptions
+
+    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
+    specs = parse_adapter_specs([f"look={adapters['decoder']}"])
+    lowered = KandinskyGenerator.load(
+        source, device="cpu", adapters=specs, speed=SpeedOptions(compile=False, lower_precision="int8")
+    )
+    layers = dict(lowered.decoder.unet.named_modules())
+    query = "down_blocks.1.attentions.0.to_q"
+    assert type(layers[f"{query}.base_layer"].weight) is not torch.nn.Parameter  # lowered by torchao
+    assert type(layers[f"{query}.lora_A.look"].weight) is torch.nn.Parameter  # the adapter's own, as trained
+
+    base = pixels(lowered)
+    assert np.array_equal(pixels(lowered, adapter_name="look", lora_scale=0), base)
+    assert np.abs(pixels(lowered, adapter_name="look", lora_scale=1) - base).max() > 10
+    assert np.array_equal(pixels(lowered), base)

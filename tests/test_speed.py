@@ -171,6 +171,16 @@ def test_speed_options_come_from_the_environment_and_plain_turns_everything_off(
     assert not SpeedOptions().compiles_on("cpu") and SpeedOptions().compiles_on("cuda")
 
 
+def test_lower_precision_is_off_unless_asked_and_needs_torchao(monkeypatch):
+    assert SpeedOptions().lower_precision == SpeedOptions.plain().lower_precision == ""
+    assert speed_options({"MASCOT_LOWER_PRECISION": " FP8 "}).lower_precision == "fp8"
+    assert speed_options({"MASCOT_LOWER_PRECISION": "off"}).lower_precision == ""
+    monkeypatch.setattr("mascot.settings.importlib.util.find_spec", lambda name: None)  # torchao not installed
+    with pytest.raises(SettingsError, match=r"MASCOT_LOWER_PRECISION=int8 cannot be used.*pip install torchao"):
+        speed_options({"MASCOT_LOWER_PRECISION": "int8"})
+    assert speed_options({}).lower_precision == ""  # off needs nothing
+
+
 def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stage_between_runs(tiny_generator):
     from bench.speed import compile_targets
 

@@ -52,6 +52,7 @@ from mascot.generation.generator import (
     batch_key,
 )
 from mascot.generation.packages import PackagedModels
+from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.speed import (
     CompileConfig,
     CompiledModels,
@@ -515,15 +516,22 @@ class KandinskyGenerator:
             sampler=type(decoder.scheduler).__name__,
         )
         generator = cls(prior, decoder, info, preview_every=preview_every, adapters=adapters, speed=speed)
-        generator.speed_up(device, compile_cache, build_in_child)
+        generator.speed_up(device, compile_cache, build_in_child, on_status=say)
         say(f"{source.name} is ready on {device}.")
         return generator
 
     def speed_up(
-        self, device: str, compile_cache: Path | None = None, build_in_child: BuildTargets | None = None
+        self,
+        device: str,
+        compile_cache: Path | None = None,
+        build_in_child: BuildTargets | None = None,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
-        """The fast parts that act on the loaded models: park the image encoder, start compiling (both GPU only
-        unless asked), in a child process when `build_in_child` is given and the settings and the GPU allow it."""
+        """The fast parts that act on the loaded models: lower their precision when asked, park the image encoder,
+        start compiling (both GPU only unless asked), in a child process when `build_in_child` is given and the
+        settings and the GPU allow it."""
+        if self.speed.lower_precision:
+            self.lower_precision(self.speed.lower_precision, device, _status_reporter(on_status))
         if self.speed.offload_image_encoder and device.startswith("cuda"):
             self.park_image_encoder()
         if not self.speed.compiles_on(device):
@@ -536,6 +544,17 @@ class KandinskyGenerator:
             config = CompileConfig("aot_eager", threads=threads, packages=packages)
         in_child = build_in_child if self.speed.compiles_apart(device, child_fits(device)) else None
         self.start_compiling(config, self.speed.compile_sizes, self.speed.compile_batch_images, build_in_child=in_child)
+
+    def lower_precision(self, precision: str, device: str, say: Callable[[str], None]) -> None:
+        """The UNet's and the prior's linear layers in `precision` (generation/precision.py), before anything is
+        compiled; where this GPU cannot run it, the model keeps its precision and the log says why."""
+        say(f"Lowering the model's precision to {precision}…")
+        try:
+            lowered = lower_precision([self.decoder.unet, self.prior.prior], precision, device)
+        except PrecisionUnsupported as unsupported:
+            logger.warning("%s The model keeps its precision.", unsupported)
+            return
+        logger.info("%d linear layers lowered to %s in %.1f s", lowered.layers, precision, lowered.seconds)
 
     @property
     def adapter_names(self) -> tuple[str, ...]:

@@ -1,0 +1,106 @@
+"""Lower precision (MASCOT_LOWER_PRECISION, generation/precision.py) on the tiny model: int8 lowers every linear layer
+the kernels take and the pictures stay close to full precision's; fp8 where the hardware has no FP8 is refused and
+changes nothing; compiling the lowered model gives its eager pictures."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from mascot.generation.model import KandinskyGenerator, ModelSource
+from mascot.generation.precision import PrecisionUnsupported, lower_precision, lowerable, unsupported_reason
+from mascot.prompt.request import GenerationRequest
+from mascot.settings import SpeedOptions
+
+pytestmark = pytest.mark.slow  # the tiny pipeline, loaded afresh (lowering changes the models in place)
+
+CPU_FAST = SpeedOptions(compile=False)  # the app's defaults on a CPU
+
+
+def load(tiny_model_dir, speed: SpeedOptions) -> KandinskyGenerator:
+    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
+    return KandinskyGenerator.load(source, device="cpu", speed=speed)
+
+
+def pixels(generator: KandinskyGenerator) -> np.ndarray:
+    request = GenerationRequest.from_user(
+        prompt="an otter mascot", seed=11, width=256, height=256, num_inference_steps=4, prior_num_inference_steps=2
+    )
+    return np.asarray(generator.generate(request).images[0], dtype=np.int16)
+
+
+def linear_layers(generator: KandinskyGenerator) -> list[tuple[str, torch.nn.Linear]]:
+    return [
+        (name, module)
+        for model in (generator.decoder.unet, generator.prior.prior)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
+
+
+def is_lowered(layer: torch.nn.Linear) -> bool:
+    """torchao swaps a lowered layer's weight for one of its own tensor types."""
+    return type(layer.weight) not in (torch.Tensor, torch.nn.Parameter)
+
+
+@pytest.fixture(scope="module")
+def full_precision(tiny_model_dir) -> np.ndarray:
+    return pixels(load(tiny_model_dir, CPU_FAST))
+
+
+def test_int8_lowers_each_linear_layer_and_keeps_the_pictures_close(tiny_model_dir, full_precision):
+    generator = load(tiny_model_dir, SpeedOptions(compile=False, lower_precision="int8"))
+    layers = linear_layers(generator)
+    assert layers and all(is_lowered(layer) == lowerable(layer, name) for name, layer in layers)
+    assert sum(is_lowered(layer) for _, layer in layers) == len(layers)  # the tiny model's are all multiples of 16
+    for model in (generator.decoder.unet, generator.prior.prior):  # the convolutions keep their precision
+        convolutions = [module for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
+        assert all(type(conv.weight) is torch.nn.Parameter for conv in convolutions)
+
+    difference = np.abs(pixels(generator) - full_precision)
+    print(f"int8 vs full precision on the tiny model: largest {difference.max()}, mean {difference.mean():.2f} of 255")
+    # Lowered, so not the same picture; close, so not a broken one (a wrong scale gives another picture: mean ~60+).
+    assert difference.max() > 0 and difference.mean() < 16
+
+
+def test_a_layer_whose_shape_the_kernels_do_not_take_keeps_its_precision():
+    model = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.Linear(48, 10))  # 10: not a multiple of 16
+    sample = torch.randn(4, 32)
+    expected_tail = model[1].weight.detach().clone()
+    assert lower_precision([model], "int8", "cpu").layers == 1
+    assert is_lowered(model[0]) and not is_lowered(model[1])
+    assert torch.equal(model[1].weight, expected_tail)
+    assert model(sample).shape == (4, 10)
+
+
+def test_fp8_without_fp8_hardware_is_refused_and_the_model_keeps_its_precision(tiny_model_dir, full_precision, caplog):
+    with caplog.at_level(logging.WARNING, logger="mascot.generation.model"):
+        generator = load(tiny_model_dir, SpeedOptions(compile=False, lower_precision="fp8"))
+    assert "FP8 needs an NVIDIA GPU with FP8 tensor cores" in caplog.text
+    assert "The model keeps its precision." in caplog.text
+    assert not any(is_lowered(layer) for _, layer in linear_layers(generator))
+    assert np.array_equal(pixels(generator), full_precision)
+
+
+def test_what_cannot_run_says_why():
+    assert unsupported_reason("int8", "cpu") is None
+    assert "compute capability 8.9" in (unsupported_reason("fp8", "cpu") or "")
+    assert "fp4" in (unsupported_reason("fp4", "cpu") or "")
+    model = torch.nn.Linear(32, 32)
+    with pytest.raises(PrecisionUnsupported, match="FP8 needs"):
+        lower_precision([model], "fp8", "cpu")
+    assert not is_lowered(model)
+
+
+def test_compiling_the_lowered_model_gives_its_eager_pictures(tiny_model_dir):
+    speed = SpeedOptions(lower_precision="int8", compile=True, compile_process=False, compile_sizes=(256,))
+    generator = load(tiny_model_dir, speed)  # lowered first, then compiled (backend aot_eager on a CPU) on a thread
+    assert generator.compiled is not None and generator.compiled.thread is not None
+    generator.compiled.thread.join(600)
+    assert list(generator.compiled.seconds) == ["256x256x1"]
+    compiled = pixels(generator)
+    generator.compiled = None  # the same lowered modules, eager
+    assert np.array_equal(compiled, pixels(generator))
