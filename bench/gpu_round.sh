@@ -38,7 +38,7 @@ else
 fi
 timeout "${GPU_ROUND_TIMEOUT_S:-330}" "$PY" -m bench.speed "${ARGS[@]}" --budget-s "${GPU_ROUND_BUDGET_S:-300}" \
   --compile-batch-images 1,8 --compile-processes 2 ${GPU_ROUND_ARGS:-} --json "$OUT/speed.json" 2>&1 \
-  | grep --line-buffered -v -E "requires torchvision|should be kept in float32|deprecate\(" | tee "$OUT/speed.log"
+  | grep --line-buffered -v -E "requires torchvision|should be kept in float32|deprecate\(|Unable to import .torchao|register_constant" | tee "$OUT/speed.log"
 status=${PIPESTATUS[0]}
 echo "exit status $status (124: the hard limit cut it short); results: $OUT/speed.json"
 exit "$status"

@@ -25,6 +25,7 @@ import os
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,6 +350,9 @@ def lowered_compiled(bench: Bench, scale: Scale, low: KandinskyGenerator, runner
         if low.compiled.thread.is_alive():
             bench.record(key, {"skipped": "the warm-up did not finish within the budget"})
             return
+        if not low.compiled.seconds:  # the compile failed (logged above): timing it would time eager
+            bench.record(key, {"failed": "compiling the lowered models failed; see the log above"})
+            return
         first_s = round(bench.timed(lambda: low.generate(req))[0], 3)  # records the CUDA graphs on this thread
         both = {"plain_diffusers": runners["plain_diffusers"], name: runners[f"ours_{precision}"]}
         result = alternate(bench, both, bench.args.runs, 0, setups | {name: setups["ours_fast"]})
@@ -635,7 +639,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = Path(folder)
         with torch.inference_mode():
             if args.lower_precision:
-                lower_precision_phase(bench, scale, plain, fast)
+                try:
+                    lower_precision_phase(bench, scale, plain, fast)
+                except Exception as error:  # e.g. a torchao that does not match this torch: the other phases go on
+                    traceback.print_exc()
+                    failure = {"failed": f"{type(error).__name__}: {error}"}
+                    bench.record(f"lower_precision_{args.lower_precision}", failure)
             if args.no_compile or bench.left() < COMPILE_ESTIMATE_S[args.size]:
                 one_mascot(bench, scale, plain, fast, today)
                 people_queued(bench, scale, plain, fast, work)

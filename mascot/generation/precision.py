@@ -81,8 +81,14 @@ def lower_precision(models: Sequence[torch.nn.Module], precision: str, device: s
     )
 
     started = time.perf_counter()
-    # Per-tensor scales for fp8: its row-wise kernels write bfloat16 only, and the model runs in float16.
-    config = Float8DynamicActivationFloat8WeightConfig() if precision == "fp8" else Int8WeightOnlyConfig()
+    # Per-tensor scales for fp8 (its default): its row-wise kernels write bfloat16 only, and the model runs in float16.
+    # set_inductor_config=False: torchao would otherwise turn on inductor's coordinate-descent tuning for the whole
+    # process, which lengthens every compile (the MoVQ's too) that the app warms in the background.
+    config = (
+        Float8DynamicActivationFloat8WeightConfig(set_inductor_config=False)
+        if precision == "fp8"
+        else Int8WeightOnlyConfig(set_inductor_config=False)
+    )
     layers = 0
     for model in models:
         layers += sum(lowerable(module, name) for name, module in model.named_modules())
