@@ -81,3 +81,27 @@ def test_a_queued_job_hears_a_rough_wait_once_there_is_a_guess():
     for seconds, words in guesses:
         job.update(wait_seconds=seconds)
         assert progress_message(job.snapshot) == f"In the queue: 3 mascots ahead of yours ({words})."
+
+
+def test_a_skipped_gallery_is_rebuilt_without_making_its_schema_again(monkeypatch):
+    """Gradio builds the gallery anew for each gr.skip() a progress message sends it; its API schema is the class's,
+    made once, and each rebuilt gallery still holds its own copy of it."""
+    from gradio.components.gallery import GalleryData
+
+    from mascot.ui.pictures import PreviewGallery
+
+    made = []
+    schema_of = GalleryData.model_json_schema
+
+    def counted(*args, **kwargs):
+        made.append(1)
+        return schema_of(*args, **kwargs)
+
+    monkeypatch.setattr(GalleryData, "model_json_schema", counted)
+    monkeypatch.setattr(PreviewGallery, "_schema", None)
+    rebuilt = [PreviewGallery(label="Your mascots", render=False) for _ in range(5)]
+    schemas = [gallery.api_info() for gallery in rebuilt]
+    assert len(made) == 1
+    assert all(schema == gr.Gallery(render=False).api_info() for schema in schemas)
+    schemas[0]["changed"] = True  # one gallery's copy is its own
+    assert "changed" not in rebuilt[1].api_info() and rebuilt[0].api_info() is schemas[0]

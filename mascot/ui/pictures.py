@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import io
 import mimetypes
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gradio as gr
 from gradio import component_meta
@@ -93,8 +94,22 @@ with no_interface_files():
         data: URLs, so that Gradio writes no file of them into its cache (where anyone with the URL could fetch it);
         URLs and other values are shown as gr.Gallery shows them."""
 
+        _schema: ClassVar[dict[str, Any] | None] = None
+        _own_schema: dict[str, Any] | None = None
+
         def get_block_name(self) -> str:
             return "gallery"
+
+        def api_info(self) -> dict[str, Any]:
+            # Gradio builds the output's component anew for every gr.skip() sent to it (each progress message of a
+            # job) and asks the new one for its API schema: about 3 ms of pydantic per message on the server's event
+            # loop, while the worker's thread waits for the GIL to feed the GPU. The schema is the class's, not the
+            # instance's, so it is made once; each instance keeps its own copy, as with Gradio's own per-instance cache.
+            if PreviewGallery._schema is None:
+                PreviewGallery._schema = super().api_info()
+            if self._own_schema is None:
+                self._own_schema = copy.deepcopy(PreviewGallery._schema)
+            return self._own_schema
 
         def postprocess(self, value: Any) -> Any:
             if isinstance(value, list) and value and all(isinstance(item, Image.Image) for item in value):
