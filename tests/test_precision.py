@@ -104,3 +104,16 @@ def test_compiling_the_lowered_model_gives_its_eager_pictures(tiny_model_dir):
     compiled = pixels(generator)
     generator.compiled = None  # the same lowered modules, eager
     assert np.array_equal(compiled, pixels(generator))
+
+
+def test_fp8_on_a_gpu_that_cannot_say_its_capability_is_refused_with_the_reason(monkeypatch):
+    def unreadable(device):
+        raise RuntimeError("Found no NVIDIA driver on your system")
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", unreadable)
+    reason = unsupported_reason("fp8", "cuda")
+    assert reason is not None and "compute capability can be read" in reason and "no NVIDIA driver" in reason
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 6))  # an A10G
+    assert "this GPU has 8.6" in (unsupported_reason("fp8", "cuda") or "")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))  # an H100 or H200
+    assert unsupported_reason("fp8", "cuda") is None

@@ -49,7 +49,10 @@ def unsupported_reason(precision: str, device: str) -> str | None:
         return None
     if not device.startswith("cuda"):
         return "FP8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9 or newer), not the CPU."
-    capability = torch.cuda.get_device_capability(torch.device(device))
+    try:
+        capability = torch.cuda.get_device_capability(torch.device(device))
+    except (RuntimeError, AssertionError) as error:  # no driver, or a GPU lent per call (ZeroGPU) not yet attached
+        return f"FP8 needs a GPU whose compute capability can be read here ({error})."
     if capability < FP8_COMPUTE_CAPABILITY:
         major, minor = capability
         return f"FP8 needs compute capability 8.9 or newer (Ada, Hopper); this GPU has {major}.{minor}."
