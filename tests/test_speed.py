@@ -175,6 +175,7 @@ def test_lower_precision_is_off_unless_asked_and_needs_torchao(monkeypatch):
     assert SpeedOptions().lower_precision == SpeedOptions.plain().lower_precision == ""
     assert speed_options({"MASCOT_LOWER_PRECISION": " FP8 "}).lower_precision == "fp8"
     assert speed_options({"MASCOT_LOWER_PRECISION": "off"}).lower_precision == ""
+    assert speed_options({"MASCOT_LOWER_PRECISION": "None"}).lower_precision == ""
     monkeypatch.setattr("mascot.settings.importlib.util.find_spec", lambda name: None)  # torchao not installed
     with pytest.raises(SettingsError, match=r"MASCOT_LOWER_PRECISION=int8 cannot be used.*pip install torchao"):
         speed_options({"MASCOT_LOWER_PRECISION": "int8"})
