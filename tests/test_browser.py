@@ -127,13 +127,14 @@ def test_an_empty_prompt_is_refused_with_a_sentence(chromium, app):
 
 def test_every_invalid_field_is_marked_at_once_in_the_pages_words_and_a_refused_click_changes_nothing(chromium, app):
     context, page = open_page(chromium, app)
-    page.get_by_text("More options", exact=True).click()
+    open_advanced(page)  # both panels open before any field is typed in: nothing typed is there before it is shown
     seed_before = page.get_by_label("Seed", exact=True).input_value()
-    page.get_by_label("Number of mascots", exact=True).fill("5")
-    page.get_by_text("Advanced", exact=True).click()
-    page.get_by_label("Width", exact=True).fill("300")
-    page.get_by_label("Idea steps", exact=True).fill("1")
+    typed = {"Number of mascots": "5", "Width": "300", "Idea steps": "1"}
+    for label, value in typed.items():
+        page.get_by_label(label, exact=True).fill(value)
     page.get_by_label("Your idea").fill("an otter")
+    for label, value in typed.items():  # still there when Generate is pressed
+        playwright_api.expect(page.get_by_label(label, exact=True)).to_have_value(value)
     page.get_by_role("button", name="Generate").click()
     for sentence in (
         "Width must be a multiple of 64 pixels (got 300).",

@@ -163,6 +163,15 @@ def test_the_compiled_path_gives_the_eager_images_and_is_used_only_once_warm(tin
     assert calls == [1]
 
 
+def test_a_warm_up_on_its_own_thread_compiles_past_dynamos_default_of_eight_versions(tiny_generator):
+    """torch 2.13 keeps dynamo's settings per thread, so the warm-up thread sets its own limit: five buckets compile
+    the prior's forward about ten times, past the default 8, and every bucket is warm."""
+    generator = with_speed(tiny_generator, FAST)
+    generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2, 3, 4, 5])
+    generator.compiled.thread.join(900)
+    assert sorted(generator.compiled.seconds) == [f"256x256x{images}" for images in range(1, 6)]
+
+
 def test_speed_options_come_from_the_environment_and_plain_turns_everything_off():
     assert speed_options({}) == SpeedOptions()
     assert speed_options({"MASCOT_PLAIN": "1"}) == SpeedOptions.plain()

@@ -249,6 +249,8 @@ class CompileConfig:
     packages: bool = False
 
 
+RECOMPILE_LIMIT = 64  # compiled versions of each forward (dynamo's default is 8)
+
 Turn = Callable[[], contextlib.AbstractContextManager[object]]  # a stage of a warm-up runs inside one turn
 
 
@@ -308,13 +310,11 @@ class CompiledModels(StagedModels):
     def __init__(self, prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, config: CompileConfig) -> None:
         if config.cache_dir is not None:
             use_compile_cache(config.cache_dir)
-        if config.threads > 0 and config.backend == "inductor":
-            limit_compile_threads(config.threads)
+        self.config = config
+        self.compile_settings_here()
         options: dict[str, Any] = {"backend": config.backend, "fullgraph": True, "dynamic": False}
         if config.backend == "inductor" and config.mode:
             options["mode"] = config.mode
-        # Shapes are static per bucket: room for sizes x batch sizes x guidance on and off.
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.decode = torch.compile(movq_decoder(decoder.movq), **options)
         # torch.compile gives a module that wraps the one it compiles, called as it is; its stubs say only "a callable".
         unet = cast(torch.nn.Module, torch.compile(decoder.unet, **options))
@@ -326,9 +326,19 @@ class CompiledModels(StagedModels):
         self.thread.start()
         return self.thread
 
+    def compile_settings_here(self) -> None:
+        """Dynamo's and inductor's settings for the thread that calls this. torch 2.13 keeps them per thread (a new
+        thread starts from the defaults), and compiling happens on the thread that warms, so `warm` sets them again.
+        Shapes are static per bucket: room for sizes x batch sizes x guidance on and off, past dynamo's default 8
+        compiled versions of each forward (the prior alone needs up to 4 per bucket)."""
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
+        if self.config.threads > 0 and self.config.backend == "inductor":
+            limit_compile_threads(self.config.threads)
+
     def warm(self, buckets: Sequence[Bucket], turn: Turn = any_time) -> list[Bucket]:
         """Run each bucket's compiled stages once at its shapes (this is where compiling happens), each stage inside
         one `turn`; the buckets that are ready afterwards."""
+        self.compile_settings_here()
         done: list[Bucket] = []
         for bucket in buckets:
             started = time.perf_counter()
