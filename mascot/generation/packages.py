@@ -318,14 +318,12 @@ class PackagedModels(StagedModels):
         by_name = {module.name: module for module in self.modules}
         try:
             for name, packages in needs.items():
-                with turn():
-                    stage_started = time.perf_counter()
+                with self._turn(turn):
                     for entry in packages:
                         package = Package(**entry)
                         module = by_name[package.module]
                         if package.signature not in module.runners:
                             module.load(package)
-                    self.longest_turn_s = max(self.longest_turn_s, round(time.perf_counter() - stage_started, 2))
                 self._mark_ready([stage_key(name)])
         except Exception:
             logger.exception("loading the compiled packages for %s failed; that size stays eager", bucket_name(bucket))

@@ -298,6 +298,16 @@ class StagedModels:
         with self._lock:
             self._ready.update(keys)
 
+    @contextlib.contextmanager
+    def _turn(self, turn: Turn) -> Iterator[None]:
+        """One stage inside `turn`, timed: the longest is what a generation may have waited for."""
+        with turn():
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.longest_turn_s = max(self.longest_turn_s, round(time.perf_counter() - started, 2))
+
 
 class CompiledModels(StagedModels):
     """The UNet, the prior and the MoVQ decode compiled per size bucket, warmed in a background thread while the eager
@@ -310,8 +320,7 @@ class CompiledModels(StagedModels):
     def __init__(self, prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, config: CompileConfig) -> None:
         if config.cache_dir is not None:
             use_compile_cache(config.cache_dir)
-        self.config = config
-        self.compile_settings_here()
+        self.config = config  # its compile settings are applied by `warm`, on the thread that compiles
         options: dict[str, Any] = {"backend": config.backend, "fullgraph": True, "dynamic": False}
         if config.backend == "inductor" and config.mode:
             options["mode"] = config.mode
@@ -327,8 +336,8 @@ class CompiledModels(StagedModels):
         return self.thread
 
     def compile_settings_here(self) -> None:
-        """Dynamo's and inductor's settings for the thread that calls this. torch 2.13 keeps them per thread (a new
-        thread starts from the defaults), and compiling happens on the thread that warms, so `warm` sets them again.
+        """Dynamo's and inductor's settings for the thread that calls this (`warm`, where compiling happens): torch
+        2.13 keeps them per thread, and a new thread starts from the defaults.
         Shapes are static per bucket: room for sizes x batch sizes x guidance on and off, past dynamo's default 8
         compiled versions of each forward (the prior alone needs up to 4 per bucket)."""
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, RECOMPILE_LIMIT)
@@ -355,16 +364,6 @@ class CompiledModels(StagedModels):
             done.append(bucket)
             logger.info("compiled for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
         return done
-
-    @contextlib.contextmanager
-    def _turn(self, turn: Turn) -> Iterator[None]:
-        """One stage inside `turn`, timed: the longest is what a generation may have waited for."""
-        with turn():
-            started = time.perf_counter()
-            try:
-                yield
-            finally:
-                self.longest_turn_s = max(self.longest_turn_s, round(time.perf_counter() - started, 2))
 
 
 StageValue = TypeVar("StageValue")
