@@ -353,23 +353,27 @@ def lowered_compiled(bench: Bench, scale: Scale, low: KandinskyGenerator, runner
         if not low.compiled.seconds:  # the compile failed (logged above): timing it would time eager
             bench.record(key, {"failed": "compiling the lowered models failed; see the log above"})
             return
-        first_s = round(bench.timed(lambda: low.generate(req))[0], 3)  # records the CUDA graphs on this thread
         both = {"plain_diffusers": runners["plain_diffusers"], name: runners[f"ours_{precision}"]}
-        result = alternate(bench, both, bench.args.runs, 0, setups | {name: setups["ours_fast"]})
+        placed = setups | {name: setups["ours_fast"]}
+        row, picture = compiled_versus_plain(bench, low, req, both, bench.args.runs, placed)
     finally:
         low.stop_compiling()
+    pixels = {f"pixel_diff_{precision}_compiled_vs_ours_fast": pixel_difference(picture, full_precision)}
+    bench.record(key, {"warm_up_s": low.compiled.seconds, **row, **pixels})
+
+
+def compiled_versus_plain(bench: Bench, generator: KandinskyGenerator, req: GenerationRequest,
+                          runners: dict[str, Callable[[], Any]], rounds: int,
+                          setups: dict[str, Callable[[], Any]]) -> tuple[dict[str, Any], Image.Image]:  # fmt: skip
+    """A warm compiled generator's first call (it records the CUDA graphs on this thread), then `runners` (plain
+    diffusers and the compiled one) alternated: the row's figures and the compiled runner's last picture."""
+    first_s = round(bench.timed(lambda: generator.generate(req))[0], 3)
+    result = alternate(bench, runners, rounds, 0, setups)
     timings = result["timings"]
+    [name] = [runner for runner in runners if runner != "plain_diffusers"]
     ratio = timings["plain_diffusers"]["median_s"] / timings[name]["median_s"]
-    bench.record(
-        key,
-        {
-            "warm_up_s": low.compiled.seconds,
-            "first_compiled_call_s (records CUDA graphs)": first_s,
-            **timings,
-            f"ratio_plain_over_{name}": round(ratio, 3),
-            f"pixel_diff_{precision}_compiled_vs_ours_fast": pixel_difference(result["outputs"][name], full_precision),
-        },
-    )
+    row = {"first_compiled_call_s (records CUDA graphs)": first_s, **timings}
+    return {**row, f"ratio_plain_over_{name}": round(ratio, 3)}, result["outputs"][name]
 
 
 @dataclass(frozen=True)
@@ -502,24 +506,13 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
         people_queued(bench, scale, plain, fast, work, label="_compiled", rounds=1)
     if bench.left() < 10:
         return
-    first_s = round(bench.timed(lambda: fast.generate(req))[0], 3)  # records the CUDA graphs on this thread
-    result = alternate(bench, {"plain_diffusers": lambda: plain((req, scale.preview_every)),
-                               "ours_compiled": lambda: generate_with_previews(fast, req).images[0]},
-                       args.runs if bench.left() > 30 else 1, 0,
-                       {**encoder_setups(bench, fast),
-                        "ours_compiled": encoder_setups(bench, fast)["ours_fast"]})  # fmt: skip
-    timings = result["timings"]
-    bench.record(
-        "compiled_one_mascot",
-        {
-            "first_compiled_call_s (records CUDA graphs)": first_s,
-            **timings,
-            "ratio_plain_over_ours_compiled": round(
-                timings["plain_diffusers"]["median_s"] / timings["ours_compiled"]["median_s"], 3
-            ),
-            "pixel_diff_compiled_vs_eager": pixel_difference(result["outputs"]["ours_compiled"], eager),
-        },
-    )
+    setups = encoder_setups(bench, fast)
+    row, picture = compiled_versus_plain(bench, fast, req,
+                                         {"plain_diffusers": lambda: plain((req, scale.preview_every)),
+                                          "ours_compiled": lambda: generate_with_previews(fast, req).images[0]},
+                                         args.runs if bench.left() > 30 else 1,
+                                         {**setups, "ours_compiled": setups["ours_fast"]})  # fmt: skip
+    bench.record("compiled_one_mascot", {**row, "pixel_diff_compiled_vs_eager": pixel_difference(picture, eager)})
 
 
 def compiled_batch_images(args: argparse.Namespace) -> list[int]:
