@@ -30,44 +30,14 @@ from typing import Any
 
 import gradio as gr
 import httpx
-from PIL import Image
 
 from app import create_app, kandinsky_loader
-from mascot.generation.generator import (
-    BatchItem,
-    GeneratedImages,
-    GenerationCancelled,
-    Generator,
-    StepCallback,
-)
+from bench.timing import TimedGenerator
 from mascot.generation.worker import ModelState
-from mascot.prompt.request import GenerationRequest
 from mascot.settings import load_settings
 
 # The request's fields by the page's elem_ids: 256x256, 2 decoder steps ("steps") and 2 prior steps ("idea-steps").
 SMALL = {"width": 256, "height": 256, "steps": 2, "idea-steps": 2}
-
-
-class TimedGenerator:
-    """The loaded generator, with each run's seconds noted (a run of one request: its generation time)."""
-
-    def __init__(self, generator: Generator, seconds: list[float]) -> None:
-        self.generator, self.seconds, self.info = generator, seconds, generator.info
-
-    def generate(
-        self, request: GenerationRequest, on_step: StepCallback | None = None, logo: Image.Image | None = None
-    ) -> GeneratedImages:
-        [result] = self.generate_batch([BatchItem(request, on_step, logo)])
-        if result is None:
-            raise GenerationCancelled
-        return result
-
-    def generate_batch(self, items: Sequence[BatchItem]) -> list[GeneratedImages | None]:
-        started = time.perf_counter()
-        try:
-            return self.generator.generate_batch(items)
-        finally:
-            self.seconds.append(time.perf_counter() - started)
 
 
 def free_port() -> int:

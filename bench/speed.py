@@ -40,6 +40,7 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import Kandins
 from PIL import Image
 
 from bench.full_size import build_full_size, combined_pipeline
+from bench.timing import TimedGenerator
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
@@ -565,20 +566,8 @@ def app_overhead(bench: Bench, fast: KandinskyGenerator, store_dir: Path) -> Non
 def overhead_through_worker(bench: Bench, generator: KandinskyGenerator, store: Any, req: GenerationRequest,
                             background: bool) -> dict[str, float]:  # fmt: skip
     generate_seconds: list[float] = []
-    generate_batch = generator.generate_batch
-
-    class Timed:
-        info = generator.info
-
-        def generate_batch(self, items: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return generate_batch(items)
-            finally:
-                generate_seconds.append(time.perf_counter() - start)
-
     worker = GenerationWorker(
-        lambda on_status: Timed(),  # type: ignore[arg-type, return-value]
+        lambda on_status: TimedGenerator(generator, generate_seconds),
         lambda job, images, model: store.save_generation(
             job.submission.owner_hash, job.submission.request, images, model
         ),
