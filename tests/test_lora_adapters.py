@@ -22,9 +22,10 @@ from mascot.generation.adapters import (
     parse_adapter_specs,
     set_adapter_scale,
 )
-from mascot.generation.model import KandinskyGenerator, ModelSource
+from mascot.generation.model import KandinskyGenerator
 from mascot.prompt.request import GenerationRequest
 from tests.support.lora_data import make_dataset, train_args
+from tests.support.tiny import load_tiny
 
 pytestmark = pytest.mark.slow  # training runs and the tiny pipeline
 
@@ -43,9 +44,8 @@ def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def adapted_generator(tiny_model_dir, adapters) -> KandinskyGenerator:
-    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
     specs = parse_adapter_specs([f"look={adapters['decoder']}", f"words={adapters['prior']}"])
-    return KandinskyGenerator.load(source, device="cpu", adapters=specs)
+    return load_tiny(tiny_model_dir, adapters=specs)
 
 
 def base_unet(tiny_model_dir: Path):
@@ -244,11 +244,8 @@ def test_an_adapter_on_a_lowered_model_changes_only_its_own_layers(tiny_model_di
     and strength 0 is the lowered base model exactly."""
     from mascot.settings import SpeedOptions
 
-    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
     specs = parse_adapter_specs([f"look={adapters['decoder']}"])
-    lowered = KandinskyGenerator.load(
-        source, device="cpu", adapters=specs, speed=SpeedOptions(compile=False, lower_precision="int8")
-    )
+    lowered = load_tiny(tiny_model_dir, adapters=specs, speed=SpeedOptions(compile=False, lower_precision="int8"))
     layers = dict(lowered.decoder.unet.named_modules())
     query = "down_blocks.1.attentions.0.to_q"
     assert type(layers[f"{query}.base_layer"].weight) is not torch.nn.Parameter  # lowered by torchao

@@ -18,9 +18,9 @@ from lora import bench_train, train
 from lora.dataset import MIN_IMAGES, DatasetError, load_examples
 from lora.objectives import add_lora, decoder_loss
 from mascot.generation.adapters import CARD_NAME, WEIGHT_NAME, parse_adapter_specs
-from mascot.generation.model import KandinskyGenerator, ModelSource
 from mascot.prompt.request import GenerationRequest
 from tests.support.lora_data import make_dataset, train_args
+from tests.support.tiny import load_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,8 +149,7 @@ def test_bf16_training_keeps_frozen_weights_in_bf16_trains_an_fp32_lora_that_wor
     assert (output / "checkpoint-2" / "validation" / "00-00.png").is_file()
     assert (output / "validation" / "00-00.png").is_file()
 
-    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
-    generator = KandinskyGenerator.load(source, device="cpu", adapters=parse_adapter_specs([f"bf16={output}"]))
+    generator = load_tiny(tiny_model_dir, adapters=parse_adapter_specs([f"bf16={output}"]))
     request = {"prompt": "a cheerful otter mascot", "seed": 11, "width": 256, "height": 256}
     request |= {"num_inference_steps": 2, "prior_num_inference_steps": 2}
     base = np.asarray(tiny_generator.generate(GenerationRequest.from_user(**request)).images[0], dtype=np.int16)

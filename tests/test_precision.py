@@ -10,19 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from mascot.generation.model import KandinskyGenerator, ModelSource
+from mascot.generation.model import KandinskyGenerator
 from mascot.generation.precision import PrecisionUnsupported, lower_precision, lowerable, unsupported_reason
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SpeedOptions
+from tests.support.tiny import load_tiny
 
 pytestmark = pytest.mark.slow  # the tiny pipeline, loaded afresh (lowering changes the models in place)
 
 CPU_FAST = SpeedOptions(compile=False)  # the app's defaults on a CPU
-
-
-def load(tiny_model_dir, speed: SpeedOptions) -> KandinskyGenerator:
-    source = ModelSource("tiny", str(tiny_model_dir / "prior"), str(tiny_model_dir / "decoder"), True)
-    return KandinskyGenerator.load(source, device="cpu", speed=speed)
 
 
 def pixels(generator: KandinskyGenerator) -> np.ndarray:
@@ -48,11 +44,11 @@ def is_lowered(layer: torch.nn.Linear) -> bool:
 
 @pytest.fixture(scope="module")
 def full_precision(tiny_model_dir) -> np.ndarray:
-    return pixels(load(tiny_model_dir, CPU_FAST))
+    return pixels(load_tiny(tiny_model_dir, speed=CPU_FAST))
 
 
 def test_int8_lowers_each_linear_layer_and_keeps_the_pictures_close(tiny_model_dir, full_precision):
-    generator = load(tiny_model_dir, SpeedOptions(compile=False, lower_precision="int8"))
+    generator = load_tiny(tiny_model_dir, speed=SpeedOptions(compile=False, lower_precision="int8"))
     layers = linear_layers(generator)
     assert layers and all(is_lowered(layer) == lowerable(layer, name) for name, layer in layers)
     assert sum(is_lowered(layer) for _, layer in layers) == len(layers)  # the tiny model's are all multiples of 16
@@ -78,7 +74,7 @@ def test_a_layer_whose_shape_the_kernels_do_not_take_keeps_its_precision():
 
 def test_fp8_without_fp8_hardware_is_refused_and_the_model_keeps_its_precision(tiny_model_dir, full_precision, caplog):
     with caplog.at_level(logging.WARNING, logger="mascot.generation.model"):
-        generator = load(tiny_model_dir, SpeedOptions(compile=False, lower_precision="fp8"))
+        generator = load_tiny(tiny_model_dir, speed=SpeedOptions(compile=False, lower_precision="fp8"))
     assert "FP8 needs an NVIDIA GPU with FP8 tensor cores" in caplog.text
     assert "The model keeps its precision." in caplog.text
     assert not any(is_lowered(layer) for _, layer in linear_layers(generator))
@@ -97,7 +93,7 @@ def test_what_cannot_run_says_why():
 
 def test_compiling_the_lowered_model_gives_its_eager_pictures(tiny_model_dir):
     speed = SpeedOptions(lower_precision="int8", compile=True, compile_process=False, compile_sizes=(256,))
-    generator = load(tiny_model_dir, speed)  # lowered first, then compiled (backend aot_eager on a CPU) on a thread
+    generator = load_tiny(tiny_model_dir, speed=speed)  # lowered, then compiled (aot_eager on a CPU) on a thread
     assert generator.compiled is not None and generator.compiled.thread is not None
     generator.compiled.thread.join(600)
     assert list(generator.compiled.seconds) == ["256x256x1"]
