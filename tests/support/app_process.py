@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,23 @@ def launch_here(app: Any, port: int, timeout_s: float = 120) -> str:
     """
     app.launch(server_port=port, prevent_thread_lock=True, quiet=True, _frontend=False)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + timeout_s
-    while True:
+    assert wait_for_page(url, timeout_s), f"the page at {url} did not answer within {timeout_s} s"
+    return url
+
+
+def wait_for_page(url: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Ask for the page at `url` until it answers 200 (True), or until `timeout` passes or `alive()` turns false
+    (False): a server in this process or an app process starting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as page:
-                if page.status == 200:
-                    return url
-        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:  # not listening yet, an error page, or no answer within 2 s: ask again
             pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the page at {url} did not answer within {timeout_s} s")
         time.sleep(0.2)
+    return False
 
 
 def app_command(port: int, *extra_args: str) -> list[str]:
@@ -98,16 +104,11 @@ class AppProcess:
         return self
 
     def _wait_for_page(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log()
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"the page was not served within {timeout} s\n{self.log()}")
+        process = self.process
+        assert process is not None
+        if not wait_for_page(self.url, timeout, alive=lambda: process.poll() is None):
+            state = "the app exited" if process.poll() is not None else f"not within {timeout} s"
+            raise AssertionError(f"the page was not served ({state})\n{self.log()}")
 
     def wait_until_idle(self, timeout: float = 300) -> None:
         """Wait until the worker has no queued or running job, so that a job one test left behind never eats into
