@@ -586,7 +586,7 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
 def _lower_precision(given: Given, packages: bool) -> str:
     """MASCOT_LOWER_PRECISION: off (or unset), fp8 or int8; it needs torchao, and packages cannot carry its weights."""
     found = given.raw(None, "MASCOT_LOWER_PRECISION")
-    if found is None or found[1].strip().lower() in ("", "off", "none", "0", "no", "false"):
+    if found is None or found[1].strip().lower() in FALSE_WORDS | {"", "none"}:
         return ""
     written, word = found[0], found[1].strip().lower()
     rule = ""
