@@ -44,7 +44,7 @@ from bench.timing import TimedGenerator
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
-from mascot.generation.speed import CompileConfig, bucket_name
+from mascot.generation.speed import CompileConfig, bucket_name, decoder_key
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, RunBatch, Submission
 from mascot.prompt.request import GenerationRequest
@@ -143,12 +143,17 @@ def build_pipelines(size: str, device: str) -> tuple[KandinskyV22PriorPipeline, 
     return prior.to(device), decoder.to(device)
 
 
-def compile_targets(size: str, every: int) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
+def compile_targets(
+    size: str, every: int, precision: str = ""
+) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
     """In a compile process: the same models as the benchmark's fast generator (what `ours` builds, the image encoder
-    parked on a GPU), so the graphs and the cache's keys are those the benchmark then loads."""
+    parked on a GPU; lowered to `precision` when given, as lower_precision_phase lowers its copies), so the graphs and
+    the cache's keys are those the benchmark then loads."""
     device = "cuda" if size == "full" else "cpu"
     prior, decoder = build_pipelines(size, device)
     generator = ours(prior, decoder, device, SpeedOptions(), every)
+    if precision:
+        lower_precision([generator.decoder.unet, generator.prior.prior], precision, device)
     if device == "cuda":
         generator.park_image_encoder()
     return generator.prior, generator.fast_decoder
@@ -339,19 +344,28 @@ def lower_precision_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Ima
 
 def lowered_compiled(bench: Bench, scale: Scale, low: KandinskyGenerator, runners: dict[str, Callable[[], Any]],
                      setups: dict[str, Callable[[], Any]], full_precision: Image.Image) -> None:  # fmt: skip
-    """lower_precision_phase's compiled part: the lowered generator compiled as the app compiles it, on a thread here,
-    then alternated with plain diffusers."""
-    precision, req = bench.args.lower_precision, request(scale)
-    name, key = f"ours_{precision}_compiled", f"lower_precision_{bench.args.lower_precision}_compiled"
-    config = CompileConfig(threads=compile_threads(bench.args)) if bench.cuda else CompileConfig("eager")
-    low.start_compiling(config, [scale.size], [1])
+    """lower_precision_phase's compiled part: the lowered generator compiled as the app compiles it (on a thread here;
+    with --compile-packages, AOTInductor packages built in a child process from models it lowers itself, then loaded
+    here), then alternated with plain diffusers."""
+    args = bench.args
+    precision, req = args.lower_precision, request(scale)
+    name, key = f"ours_{precision}_compiled", f"lower_precision_{precision}_compiled"
+    if args.compile_packages:
+        config = CompileConfig(threads=compile_threads(args), mode=None, packages=True)
+        targets = importlib.import_module("bench.speed").compile_targets  # by its importable name (compiled_phase)
+        build = functools.partial(targets, args.size, scale.preview_every, precision)
+        low.start_compiling(config, [scale.size], [1], build_in_child=build, niceness=args.compile_niceness)
+    else:
+        config = CompileConfig(threads=compile_threads(args)) if bench.cuda else CompileConfig("eager")
+        low.start_compiling(config, [scale.size], [1])
     try:
         assert low.compiled is not None and low.compiled.thread is not None
         low.compiled.thread.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[bench.args.size]))
         if low.compiled.thread.is_alive():
             bench.record(key, {"skipped": "the warm-up did not finish within the budget"})
             return
-        if not low.compiled.seconds:  # the compile failed (logged above): timing it would time eager
+        # A compile or a package load that failed (logged above) leaves the size eager: timing it would time eager.
+        if not low.compiled.ready(decoder_key(scale.size, scale.size, 1, True)):
             bench.record(key, {"failed": "compiling the lowered models failed; see the log above"})
             return
         both = {"plain_diffusers": runners["plain_diffusers"], name: runners[f"ours_{precision}"]}
@@ -360,7 +374,8 @@ def lowered_compiled(bench: Bench, scale: Scale, low: KandinskyGenerator, runner
     finally:
         low.stop_compiling()
     pixels = {f"pixel_diff_{precision}_compiled_vs_ours_fast": pixel_difference(picture, full_precision)}
-    bench.record(key, {"warm_up_s": low.compiled.seconds, **row, **pixels})
+    how = "packages from a child process" if args.compile_packages else "a thread here"
+    bench.record(key, {"how": how, "warm_up_s": low.compiled.seconds, **row, **pixels})
 
 
 def compiled_versus_plain(bench: Bench, generator: KandinskyGenerator, req: GenerationRequest,

@@ -551,7 +551,6 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
     compile_word = (given.raw(None, "MASCOT_COMPILE") or ("", ""))[1].strip().lower()
     compiles = base.compile if compile_word in ("", "auto") else given.boolean(None, "MASCOT_COMPILE", "compiling")
     packages = given.switch("MASCOT_COMPILE_PACKAGES", "handing compiled code over as packages", base.compile_packages)
-    lower = _lower_precision(given, packages)
     return SpeedOptions(
         save_in_background=given.switch("MASCOT_SAVE_IN_BACKGROUND", "saving on a thread", base.save_in_background),
         linear_previews=given.switch("MASCOT_LINEAR_PREVIEWS", "linear previews", base.linear_previews),
@@ -579,12 +578,12 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
             base.compile_threads,
         ),
         compile_packages=packages,
-        lower_precision=lower,
+        lower_precision=_lower_precision(given),
     )
 
 
-def _lower_precision(given: Given, packages: bool) -> str:
-    """MASCOT_LOWER_PRECISION: off (or unset), fp8 or int8; it needs torchao, and packages cannot carry its weights."""
+def _lower_precision(given: Given) -> str:
+    """MASCOT_LOWER_PRECISION: off (or unset), fp8 or int8; it needs torchao."""
     found = given.raw(None, "MASCOT_LOWER_PRECISION")
     if found is None or found[1].strip().lower() in FALSE_WORDS | {"", "none"}:
         return ""
@@ -592,8 +591,6 @@ def _lower_precision(given: Given, packages: bool) -> str:
     rule = ""
     if word not in LOWER_PRECISIONS:
         rule = "off, fp8 or int8"
-    elif packages:
-        rule = "off while MASCOT_COMPILE_PACKAGES is on (a package cannot take lowered weights yet)"
     elif importlib.util.find_spec("torchao") is None:
         rule = "off until the torchao package is installed (pip install torchao==0.18.0)"
     if rule:

@@ -4,16 +4,19 @@ changes nothing; compiling the lowered model gives its eager pictures."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
 import pytest
 import torch
 
-from mascot.generation.model import KandinskyGenerator
+from mascot.generation.model import KandinskyGenerator, compile_targets
+from mascot.generation.packages import PackagedModels, fingerprint, handed_over
 from mascot.generation.precision import PrecisionUnsupported, lower_precision, lowerable, unsupported_reason
+from mascot.generation.speed import CompileConfig, decode_key, decoder_key, prior_key
 from mascot.prompt.request import GenerationRequest
-from mascot.settings import SpeedOptions
+from mascot.settings import Settings, SpeedOptions
 from tests.support.tiny import load_tiny
 
 pytestmark = pytest.mark.slow  # the tiny pipeline, loaded afresh (lowering changes the models in place)
@@ -113,3 +116,41 @@ def test_fp8_on_a_gpu_that_cannot_say_its_capability_is_refused_with_the_reason(
     assert "this GPU has 8.6" in (unsupported_reason("fp8", "cuda") or "")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))  # an H100 or H200
     assert unsupported_reason("fp8", "cuda") is None
+
+
+def test_packages_built_from_the_lowered_model_are_handed_its_lowered_weights(tiny_model_dir):
+    """MASCOT_LOWER_PRECISION with MASCOT_COMPILE_PACKAGES: the compile process lowers its models as the serving one
+    does (the app's own compile_targets), exports them and builds packages; here they load, take our int8 weights
+    part by part, and run the lowered model's pictures."""
+    speed = SpeedOptions(lower_precision="int8", compile=False)
+    generator = load_tiny(tiny_model_dir, speed=speed)
+    full_precision_fingerprint = fingerprint(load_tiny(tiny_model_dir, speed=CPU_FAST).decoder.unet)
+    assert fingerprint(generator.decoder.unet) != full_precision_fingerprint  # a full-precision package is not taken
+    eager = pixels(generator)
+    settings = Settings(model="tiny", data_dir=tiny_model_dir.parent, speed=speed)
+    generator.start_compiling(
+        CompileConfig(backend="inductor", mode=None, packages=True),  # AOTInductor compiles C++ for the CPU
+        sizes=[256],
+        batch_images=[1],
+        build_in_child=functools.partial(compile_targets, settings),
+        niceness=0,  # a busy test machine would starve a lowered child
+    )
+    packaged = generator.compiled
+    assert isinstance(packaged, PackagedModels) and packaged.thread is not None
+    packaged.thread.join(1800)
+    (child,) = generator.compile_children
+    assert child.process.returncode == 0
+    for key in (prior_key(1, True, True), decoder_key(256, 256, 1, True), decode_key(256, 256, 1)):
+        assert packaged.ready(key), key
+    (runner,) = packaged.unet.runners.values()
+    lowered_parts = {name for name in runner.get_constant_fqns() if ".parametrizations.weight.original" in name}
+    unet_parts = handed_over(packaged.unet.exported)
+    assert lowered_parts <= set(unet_parts)  # every part of a lowered weight the package reads is one of ours
+    assert any(unet_parts[name].dtype == torch.int8 for name in lowered_parts)  # the int8 data, not a float copy
+    calls: list[str] = []
+    for module in packaged.modules:  # count the package calls: the generation below must run them, not eager code
+        for key, run in list(module.runners.items()):
+            module.runners[key] = lambda *inputs, run=run, name=module.name: calls.append(name) or run(*inputs)
+    packaged_pixels = pixels(generator)
+    assert {"prior", "unet", "decode"} <= set(calls)
+    assert int(np.abs(packaged_pixels - eager).max()) <= 2  # compiled C++ rounds floats in another order

@@ -139,11 +139,6 @@ REFUSED = [
     ([], {"MASCOT_DRAIN_TIMEOUT_S": "1e9"}, ["MASCOT_DRAIN_TIMEOUT_S=1e9", "at most 3600"]),
     ([], {"MASCOT_SHARE": "maybe"}, ["MASCOT_SHARE=maybe", "--share or MASCOT_SHARE"]),
     ([], {"MASCOT_LOWER_PRECISION": "fp4"}, ["MASCOT_LOWER_PRECISION=fp4", "off, fp8 or int8"]),
-    (
-        [],
-        {"MASCOT_LOWER_PRECISION": "fp8", "MASCOT_COMPILE_PACKAGES": "1"},
-        ["MASCOT_LOWER_PRECISION=fp8", "off while MASCOT_COMPILE_PACKAGES is on"],
-    ),
     ([], {"MASCOT_DATABASE_URL": "mysql://db/mascots"}, ["MASCOT_DATABASE_URL=mysql://db/mascots", "--database-url"]),
     (["--database-url", "sqlite:///"], {}, ["--database-url=sqlite:///", "MASCOT_DATABASE_URL"]),
     ([], {"MASCOT_DATABASE_URL": "mascots.db"}, ["MASCOT_DATABASE_URL=mascots.db"]),

@@ -13,7 +13,7 @@ from PIL import Image
 from mascot.generation.compile_process import split_buckets
 from mascot.generation.generator import StepUpdate
 from mascot.generation.model import KandinskyGenerator
-from mascot.generation.packages import Package, PackagedModels, PackageMismatch, signature
+from mascot.generation.packages import Package, PackagedModels, PackageMismatch, signature, stage_name
 from mascot.generation.speed import (
     CompileConfig,
     CompiledModels,
@@ -185,6 +185,8 @@ def test_lower_precision_is_off_unless_asked_and_needs_torchao(monkeypatch):
     assert speed_options({"MASCOT_LOWER_PRECISION": " FP8 "}).lower_precision == "fp8"
     assert speed_options({"MASCOT_LOWER_PRECISION": "off"}).lower_precision == ""
     assert speed_options({"MASCOT_LOWER_PRECISION": "None"}).lower_precision == ""
+    both = speed_options({"MASCOT_LOWER_PRECISION": "int8", "MASCOT_COMPILE_PACKAGES": "1"})
+    assert (both.lower_precision, both.compile_packages) == ("int8", True)  # packages take lowered weights
     monkeypatch.setattr("mascot.settings.importlib.util.find_spec", lambda name: None)  # torchao not installed
     with pytest.raises(SettingsError, match=r"MASCOT_LOWER_PRECISION=int8 cannot be used.*pip install torchao"):
         speed_options({"MASCOT_LOWER_PRECISION": "int8"})
@@ -283,6 +285,46 @@ def test_a_package_for_another_architecture_or_computing_otherwise_is_not_used(t
     monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda _file: Runner(offset=1e-4))
     decode.load(package)
     assert list(decode.runners) == [package.signature]
+
+
+def test_a_package_library_is_opened_outside_the_turn_that_attaches_it(tiny_generator, tmp_path, monkeypatch):
+    """Opening a package (loading its library; the first in a process also starts AOTInductor, 9 s on torch 2.11)
+    touches no model, so generations need not wait for it: only attaching our weights and the check take the turn."""
+    packaged = PackagedModels(tiny_generator.prior, tiny_generator.fast_decoder, CompileConfig(packages=True))
+    decode = packaged.movq
+    latents = torch.randn(1, 4, 32, 32)
+    torch.save({"inputs": (latents,), "constants": {}}, tmp_path / "decode.extra")
+    entry = vars(Package("decode", signature((latents,)), str(tmp_path / "decode.pt2"), decode.fingerprint))
+    in_turn: list[bool] = []
+    events: list[tuple[str, bool]] = []
+
+    class Runner:  # what aoti_load_package gives: the module's own computation
+        def get_constant_fqns(self) -> list[str]:
+            return [name for name, _ in decode.exported.named_parameters()]
+
+        def load_constants(self, constants, *, check_full_update, user_managed) -> None:
+            events.append(("weights handed over", bool(in_turn)))
+
+        def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+            return decode.exported(inputs)
+
+    def open_library(_file: str) -> Runner:
+        events.append(("library opened", bool(in_turn)))
+        return Runner()
+
+    @contextlib.contextmanager
+    def turn():
+        in_turn.append(True)
+        try:
+            yield
+        finally:
+            in_turn.pop()
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", open_library)
+    stage = stage_name(decode_key(256, 256, 1))
+    assert packaged.load((256, 256, 1), {stage: [entry, entry]}, turn)  # listed twice: opened once
+    assert events == [("library opened", False), ("weights handed over", True)]
+    assert packaged.ready(decode_key(256, 256, 1))
 
 
 def test_a_warm_up_turn_waits_for_the_generations_that_run_or_wait(tiny_generator):
