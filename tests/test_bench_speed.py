@@ -52,3 +52,21 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert lowered["warm_up_s"] and lowered["ours_int8_compiled"]["median_s"] > 0
     eager_lowered = results["lower_precision_int8"]["pixel_diff_int8_vs_ours_fast"]
     assert lowered["pixel_diff_int8_compiled_vs_ours_fast"] == eager_lowered  # compiled: the lowered eager picture
+
+
+def test_the_speed_benchmark_hands_packages_over_for_the_full_and_the_lowered_models(tmp_path):
+    """`--compile-packages --lower-precision`, the GPU round's one call: a child builds AOTInductor packages of the
+    full-precision models, loaded here, then another builds them from models it lowers itself."""
+    results = speed.main(
+        ["--size", "tiny", "--runs", "1", "--warmup", "0", "--people", "1", "--num_inference_steps", "2",
+         "--compile-batch-images", "1", "--compile-processes", "1", "--overhead-requests", "1",
+         "--compile-niceness", "0", "--budget-s", "3600", "--compile-packages", "--lower-precision", "int8",
+         "--json", str(tmp_path / "speed.json")]
+    )  # fmt: skip
+    compiled = results["compiled"]
+    assert "256x256x1 loaded" in compiled["per_bucket_s (a child's: cold; here: from the cache the children filled)"]
+    assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] <= 2  # C++ rounds in its own order
+    lowered = results["lower_precision_int8_compiled"]
+    assert lowered["how"] == "packages from a child process" and "256x256x1 loaded" in lowered["warm_up_s"]
+    eager_lowered = results["lower_precision_int8"]["pixel_diff_int8_vs_ours_fast"]["mean"]
+    assert abs(lowered["pixel_diff_int8_compiled_vs_ours_fast"]["mean"] - eager_lowered) < 1  # the lowered picture
