@@ -17,6 +17,7 @@ from mascot.generation.precision import PrecisionUnsupported, lower_precision, l
 from mascot.generation.speed import CompileConfig, decode_key, decoder_key, prior_key
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import Settings, SpeedOptions
+from tests.support.packages import count_package_calls
 from tests.support.tiny import load_tiny
 
 pytestmark = pytest.mark.slow  # the tiny pipeline, loaded afresh (lowering changes the models in place)
@@ -133,7 +134,7 @@ def test_packages_built_from_the_lowered_model_are_handed_its_lowered_weights(ti
         sizes=[256],
         batch_images=[1],
         build_in_child=functools.partial(compile_targets, settings),
-        niceness=0,  # a busy test machine would starve a lowered child
+        niceness=0,  # a busy test machine would starve a niced child (nice 10)
     )
     packaged = generator.compiled
     assert isinstance(packaged, PackagedModels) and packaged.thread is not None
@@ -147,10 +148,7 @@ def test_packages_built_from_the_lowered_model_are_handed_its_lowered_weights(ti
     unet_parts = handed_over(packaged.unet.exported)
     assert lowered_parts <= set(unet_parts)  # every part of a lowered weight the package reads is one of ours
     assert any(unet_parts[name].dtype == torch.int8 for name in lowered_parts)  # the int8 data, not a float copy
-    calls: list[str] = []
-    for module in packaged.modules:  # count the package calls: the generation below must run them, not eager code
-        for key, run in list(module.runners.items()):
-            module.runners[key] = lambda *inputs, run=run, name=module.name: calls.append(name) or run(*inputs)
+    calls = count_package_calls(packaged)  # the generation below must run the packages, not eager code
     packaged_pixels = pixels(generator)
     assert {"prior", "unet", "decode"} <= set(calls)
     assert int(np.abs(packaged_pixels - eager).max()) <= 2  # compiled C++ rounds floats in another order

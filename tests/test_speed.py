@@ -26,6 +26,7 @@ from mascot.generation.speed import (
 from mascot.generation.tiny import build_decoder_pipeline
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SettingsError, SpeedOptions, speed_options
+from tests.support.packages import count_package_calls
 
 pytestmark = pytest.mark.slow  # the fast path against the plain one on the tiny pipeline
 
@@ -204,7 +205,7 @@ def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stag
         sizes=[256],
         batch_images=[1],
         build_in_child=functools.partial(compile_targets, "tiny", 0),
-        niceness=0,  # a busy test machine would starve a lowered child
+        niceness=0,  # a busy test machine would starve a niced child (nice 10)
     )
     generator.compiled.thread.join(600)
     (child,) = generator.compile_children
@@ -240,10 +241,7 @@ def test_packages_compiled_in_a_child_give_the_eager_images_and_load_without_com
     assert packaged.ready(decode_key(256, 256, 1))
     assert "256x256x1 loaded" in packaged.seconds and "256x256x1 in a child process" in packaged.seconds
     print(f"\npackages: {packaged.seconds}; longest stage loaded here: {packaged.longest_turn_s} s")
-    calls: list[str] = []
-    for module in packaged.modules:  # count the package calls: the generation below must run them, not eager code
-        for key, runner in list(module.runners.items()):
-            module.runners[key] = lambda *inputs, run=runner, name=module.name: calls.append(name) or run(*inputs)
+    calls = count_package_calls(packaged)  # the generation below must run the packages, not eager code
     packaged_image = generator.generate(request).images[0]
     assert {"prior", "unet", "decode"} <= set(calls)
     assert calls.count("unet") == request.num_inference_steps
