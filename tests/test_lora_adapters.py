@@ -222,7 +222,48 @@ def test_a_card_that_does_not_match_the_weights_is_refused(tiny_model_dir, adapt
     assert loaded_adapters(unet) == []
 
 
-def test_a_package_is_the_base_models_whatever_adapter_was_on_when_it_was_built_or_loaded(adapted_generator, tmp_path):
+def test_compiled_code_runs_every_adapter_at_every_strength_without_compiling_again(
+    adapted_generator, adapters, tiny_model_dir
+):
+    """Once compiled, runs with a LoRA adapter use the compiled code too (a house look would otherwise never get it):
+    the strengths are tensors (generation/strengths.py), so a new adapter or strength compiles nothing, and the
+    pictures are the plain PEFT path's bit for bit."""
+    from torch._dynamo.utils import counters
+
+    from mascot.generation.speed import CompileConfig, decode_key, decoder_key
+    from mascot.settings import SpeedOptions
+
+    specs = parse_adapter_specs([f"look={adapters['decoder']}", f"words={adapters['prior']}"])
+    compiled = load_tiny(tiny_model_dir, adapters=specs, speed=SpeedOptions(compile=False))
+    choices = [
+        {"adapter_name": "look", "lora_scale": 0.7},
+        {"adapter_name": "words", "lora_scale": 1.3},
+        {},
+        {"adapter_name": "look", "lora_scale": 1.6},
+        {"adapter_name": "look", "lora_scale": 0},
+    ]
+    plain = [pixels(adapted_generator, **choice) for choice in choices]  # PEFT's own floats and flags
+    compiled.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1])
+    staged = compiled.compiled
+    assert staged is not None and staged.thread is not None
+    staged.thread.join(600)
+    assert staged.ready(decoder_key(256, 256, 1, True))
+    assert staged.ready(decode_key(256, 256, 1))
+    decodes: list[int] = []
+    decode = staged.decode
+    staged.decode = lambda latents: decodes.append(1) or decode(latents)
+    graphs = counters["stats"]["unique_graphs"]
+
+    for choice, expected in zip(choices, plain, strict=True):
+        assert np.array_equal(pixels(compiled, **choice), expected), choice
+    assert decodes == [1] * len(choices)  # each run, adapter or not, ran the compiled stages
+    assert counters["stats"]["unique_graphs"] == graphs  # and compiled nothing new
+    assert np.abs(plain[0] - plain[2]).max() > 10 and np.abs(plain[3] - plain[0]).max() > 10  # the strengths show
+
+
+def test_a_package_runs_the_adapter_and_strength_each_run_chooses(adapted_generator, tmp_path):
+    """A package is built and checked on the base model, whatever adapter was on, and keeps every adapter in its graph
+    with its strength handed over as a tensor: the same package then runs any adapter at any strength."""
     from mascot.generation.packages import PackagedModels
     from mascot.generation.speed import CompileConfig
 
@@ -236,7 +277,41 @@ def test_a_package_is_the_base_models_whatever_adapter_was_on_when_it_was_built_
         package = unet.build(inputs, tmp_path)
         adapted_generator.select_adapter("look", 1.0)
         unet.load(package)  # checked against the base model, whatever the last run chose
-        assert torch.allclose(unet.runners[package.signature](*inputs), base, atol=1e-4)
+        runner = unet.runners[package.signature]
+        assert torch.allclose(runner(*inputs), base, atol=1e-4)  # the check left every strength at 0
+        for strength in (1.0, 0.4, 1.8):
+            adapted_generator.select_adapter("look", strength)
+            eager = unet.exported(*inputs)
+            assert not torch.allclose(eager, base, atol=1e-3)
+            torch.testing.assert_close(runner(*inputs), eager, rtol=1e-4, atol=1e-4)
+        adapted_generator.select_adapter(None)
+        torch.testing.assert_close(runner(*inputs), base, rtol=1e-4, atol=1e-4)
+
+
+def test_an_adapter_whose_strength_cannot_be_a_tensor_leaves_its_runs_eager(tiny_model_dir):
+    """DoRA (or another PEFT variant) computes its own scaling: such a model is left as PEFT made it, and the
+    compiled models say they cannot serve its adapter runs."""
+    from peft import LoraConfig
+
+    from mascot.generation.strengths import hold_strengths_in_tensors, strength_tensors
+
+    unet = base_unet(tiny_model_dir)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q"], use_dora=True), adapter_name="dora")
+    assert not hold_strengths_in_tensors(unet)
+    assert strength_tensors(unet) is None
+    assert not any(name.endswith("mascot_strength") for name, _ in unet.named_buffers())
+    assert hold_strengths_in_tensors(base_unet(tiny_model_dir))  # no adapters: nothing to hold, nothing in the way
+
+
+def test_an_adapter_cannot_be_loaded_once_strengths_are_tensors(tiny_model_dir, adapters):
+    from mascot.generation.strengths import hold_strengths_in_tensors
+
+    unet = base_unet(tiny_model_dir)
+    load_adapter(unet, AdapterSpec.parse(f"look={adapters['decoder']}"))
+    assert hold_strengths_in_tensors(unet)
+    with pytest.raises(AdapterError, match="cannot be loaded after compiling started"):
+        load_adapter(unet, AdapterSpec.parse(f"again={adapters['decoder']}"))
+    assert loaded_adapters(unet) == ["look"]
 
 
 def test_an_adapter_on_a_lowered_model_changes_only_its_own_layers(tiny_model_dir, adapters):

@@ -17,6 +17,7 @@ from typing import Any, Literal, cast
 
 import torch
 
+from mascot.generation.strengths import strength_tensors
 from mascot.settings import adapter_name_of
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,11 @@ def load_adapter(model: torch.nn.Module, spec: AdapterSpec) -> None:
     """
     check_target(model, spec)
     check_adapter_name(spec.name)
+    if strength_tensors(model) is not None:
+        # Its layers would have no strength buffer, and PEFT would leave it on at its own scale.
+        raise AdapterError(
+            f"{str(spec.path)!r} cannot be loaded after compiling started: load every adapter when the app starts."
+        )
     if spec.name in loaded_adapters(model):
         raise AdapterError(f"An adapter named {spec.name!r} is already loaded: give {str(spec.path)!r} another name.")
     saved = read_lora_tensors(spec.path)
@@ -325,15 +331,21 @@ def _forget(model: torch.nn.Module, name: str) -> None:
 
 def set_adapter_scale(model: torch.nn.Module, name: str | None, scale: float) -> None:
     """Use only adapter `name` at `scale` in `model`; `None` or a scale of 0 turns every adapter off, which gives the
-    base model's output exactly (PEFT then skips the LoRA branch)."""
+    base model's output exactly (PEFT then skips the LoRA branch; with strengths in tensors, strengths.py, each
+    adapter adds its output times 0)."""
     loaded = loaded_adapters(model)
-    if name is None or scale == 0:
+    off = name is None or scale == 0
+    if not off and name not in loaded:
+        listed = ", ".join(repr(item) for item in loaded) or "none"
+        raise AdapterError(f"No adapter named {name!r} is loaded into the {type(model).__name__} (loaded: {listed}).")
+    tensors = strength_tensors(model)
+    if tensors is not None:  # compiled code runs this model: no Python flags to flip, no floats to specialise on
+        tensors.use(None if off else name, scale)
+        return
+    if off:
         if loaded:
             cast(Any, model).disable_adapters()
         return
-    if name not in loaded:
-        listed = ", ".join(repr(item) for item in loaded) or "none"
-        raise AdapterError(f"No adapter named {name!r} is loaded into the {type(model).__name__} (loaded: {listed}).")
     peft_model = cast(Any, model)
     peft_model.enable_adapters()
     peft_model.set_adapters([name], [float(scale)])

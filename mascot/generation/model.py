@@ -415,8 +415,8 @@ class KandinskyGenerator:
         here compiles while generations run (dynamo holds the GIL, so they slow down meanwhile)."""
         buckets = buckets_for(sizes, batch_images)
         if build_in_child is None:
-            compiled = CompiledModels(self.prior, self._fast_decoder, replace(config, packages=False))
-            with self._lock:
+            with self._lock:  # making them switches the models' LoRA strengths to tensors: not during a run
+                compiled = CompiledModels(self.prior, self._fast_decoder, replace(config, packages=False))
                 self.compiled = compiled
             compiled.warm_in_background(buckets)
             return
@@ -616,10 +616,12 @@ class KandinskyGenerator:
         return self.logos.embedding(image)
 
     def _compiled_for(self, key: tuple[Any, ...]) -> StagedModels | None:
-        """The compiled models when they are warm for `key` and no LoRA adapter is on (that stays eager)."""
-        if self.compiled is None or self._adapter_on or not self.compiled.ready(key):
+        """The compiled models when they are warm for `key` and can run the chosen LoRA adapter, if any (they can
+        unless an adapter is of a kind whose strength cannot be a tensor: strengths.py)."""
+        compiled = self.compiled
+        if compiled is None or (self._adapter_on and not compiled.serves_adapters) or not compiled.ready(key):
             return None
-        return self.compiled
+        return compiled
 
     def _run_prior(self, group: list[_Plan]) -> None:
         """The embeddings of every image of `group` (equal prior settings) from one prior call, logos mixed in.

@@ -180,9 +180,10 @@ class PackagedModule:
         return self._eager(*args, **kwargs)
 
     def _base_model(self) -> None:
-        """LoRA adapters off: a package is the base model's (export bakes in what PEFT decides in Python, and a run
-        with an adapter on stays eager), and it is checked against the base model. Each generation sets its own
-        adapter state before it runs, so nothing needs restoring."""
+        """Every LoRA strength 0: a package is built and checked on the base model. With strengths in tensors
+        (strengths.py: how StagedModels leave the models) its graph keeps every adapter, each times its strength
+        buffer, which is handed over with the weights, so the package serves any adapter at any strength. Each
+        generation sets its own adapter state before it runs, so nothing needs restoring."""
         set_adapter_scale(self.exported.get_submodule("model"), None, 0.0)
 
     @functools.cached_property

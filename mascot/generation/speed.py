@@ -24,6 +24,8 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import Kandins
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from PIL import Image
 
+from mascot.generation.strengths import hold_strengths_in_tensors
+
 logger = logging.getLogger(__name__)
 
 
@@ -274,6 +276,9 @@ class StagedModels:
         unet: torch.nn.Module,
         prior_model: torch.nn.Module,
     ) -> None:
+        # Compiled code serves runs with a LoRA adapter too when the strengths are tensors: a new adapter or strength
+        # then changes no Python value that compiled code specialises on (strengths.py).
+        self.serves_adapters = all([hold_strengths_in_tensors(decoder.unet), hold_strengths_in_tensors(prior.prior)])
         # The stand-ins are called as the modules are; the pipelines' stubs want the modules' own classes.
         self.decoder = KandinskyV22Pipeline(
             unet=cast(UNet2DConditionModel, unet), scheduler=copy.deepcopy(decoder.scheduler), movq=decoder.movq
@@ -312,10 +317,7 @@ class StagedModels:
 class CompiledModels(StagedModels):
     """The UNet, the prior and the MoVQ decode compiled per size bucket, warmed in a background thread while the eager
     path serves: a stage uses its compiled module only for shapes a warm-up has run, so nobody waits on a compile.
-
-    A run with a LoRA adapter on stays eager: PEFT keeps the scale in a Python float that compiled code would
-    specialise on, so each new strength would recompile.
-    """
+    Runs with a LoRA adapter use it too, at any strength, without compiling again (strengths.py)."""
 
     def __init__(self, prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, config: CompileConfig) -> None:
         if config.cache_dir is not None:
