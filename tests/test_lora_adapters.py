@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -286,6 +287,45 @@ def test_a_package_runs_the_adapter_and_strength_each_run_chooses(adapted_genera
             torch.testing.assert_close(runner(*inputs), eager, rtol=1e-4, atol=1e-4)
         adapted_generator.select_adapter(None)
         torch.testing.assert_close(runner(*inputs), base, rtol=1e-4, atol=1e-4)
+
+
+def test_a_house_look_runs_the_packages_a_compile_process_built_with_the_same_adapters(tiny_model_dir, adapters):
+    """MASCOT_COMPILE_PACKAGES with a house look: the compile process loads the same adapters (the app's own
+    compile_targets) and holds their strengths in tensors as the serving process does, so its packages fit here
+    (their fingerprints name the strength buffers); runs with the look at two strengths and without it call them."""
+    from mascot.generation.model import compile_targets
+    from mascot.generation.packages import PackagedModels
+    from mascot.generation.speed import CompileConfig, decode_key, decoder_key
+    from mascot.settings import Settings, SpeedOptions
+    from tests.support.packages import count_package_calls
+
+    lora = (f"look={adapters['decoder']}",)
+    speed = SpeedOptions(compile=False)
+    generator = load_tiny(tiny_model_dir, adapters=parse_adapter_specs(lora), speed=speed)
+    choices = [{"adapter_name": "look", "lora_scale": 1.0}, {"adapter_name": "look", "lora_scale": 0.5}, {}]
+    eager = [pixels(generator, **choice) for choice in choices]
+    settings = Settings(model="tiny", data_dir=tiny_model_dir.parent, speed=speed, lora=lora, default_lora="look")
+    generator.start_compiling(
+        CompileConfig(backend="inductor", mode=None, packages=True),  # AOTInductor compiles C++ for the CPU
+        sizes=[256],
+        batch_images=[1],
+        build_in_child=functools.partial(compile_targets, settings),
+        niceness=0,  # a busy test machine would starve a niced child (nice 10)
+    )
+    packaged = generator.compiled
+    assert isinstance(packaged, PackagedModels) and packaged.thread is not None
+    packaged.thread.join(1800)
+    (child,) = generator.compile_children
+    assert child.process.returncode == 0
+    assert packaged.ready(decoder_key(256, 256, 1, True)) and packaged.ready(decode_key(256, 256, 1))
+    calls = count_package_calls(packaged)
+
+    for choice, expected in zip(choices, eager, strict=True):
+        calls.clear()
+        picture = pixels(generator, **choice)
+        assert calls.count("unet") == small_request().num_inference_steps and "decode" in calls, choice
+        assert int(np.abs(picture - expected).max()) <= 2, choice  # compiled C++ rounds floats in another order
+    assert np.abs(eager[0] - eager[2]).max() > 10 and np.abs(eager[0] - eager[1]).max() > 2  # the strengths show
 
 
 def test_an_adapter_whose_strength_cannot_be_a_tensor_leaves_its_runs_eager(tiny_model_dir):
