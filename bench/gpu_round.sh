@@ -17,7 +17,10 @@
 # GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread, or
 # "--compile-packages" for children that hand over AOTInductor packages, loaded here without tracing, or
 # "--lower-precision fp8" to time one mascot with FP8 linear layers, eager and compiled, after the other phases; both
-# together also build the FP8 packages in a child). One session's 15 minutes hold one machine start and one call of
+# together also build the FP8 packages in a child; or "--lora-rank 4" to load a random decoder adapter of lora/train.py's
+# default rank before compiling, as a house look, and time one mascot with it compiled vs plain: every phase then runs
+# with that adapter loaded, so keep it out of the call that measures the goals). One session's 15 minutes hold one
+# machine start and one call of
 # GPU_ROUND_ARGS="--compile-packages --lower-precision fp8" GPU_ROUND_BUDGET_S=500 GPU_ROUND_TIMEOUT_S=560.
 set -uo pipefail
 [ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }

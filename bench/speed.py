@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -42,6 +42,14 @@ from PIL import Image
 
 from bench.full_size import build_full_size, combined_pipeline
 from bench.timing import TimedGenerator
+from mascot.generation.adapters import (
+    BASE_MODELS,
+    TARGET_MODULES,
+    AdapterCard,
+    AdapterSpec,
+    load_adapter,
+    set_adapter_scale,
+)
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
@@ -56,6 +64,7 @@ COMPILE_ESTIMATE_S = {"full": 200.0, "tiny": 30.0}  # warm-up plus compiled roun
 COMPILED_ROUNDS_S = {"full": 45.0, "tiny": 10.0}  # what the compiled rounds need after the warm-up
 # --lower-precision's eager rounds (its compiled part needs COMPILE_ESTIMATE_S more).
 LOWERED_EAGER_S = {"full": 60.0, "tiny": 5.0}
+HOUSE_LOOK = "look"  # --lora-rank's adapter
 PROMPTS = (
     "a cheerful otter barista mascot, sticker style",
     "a friendly robot mascot for a bakery, flat vector",
@@ -129,6 +138,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-threads", type=int, default=0, help="inductor compile workers (0: half the cores)")
     parser.add_argument("--compile-niceness", type=int, default=10, help="the children's niceness (tests: 0)")
     parser.add_argument("--lower-precision", choices=LOWER_PRECISIONS, help="also time one mascot lowered to this")
+    parser.add_argument("--lora-rank", type=int, default=0, help="a random decoder adapter of this rank (a house look)")
     parser.add_argument("--overhead-requests", type=int, default=10, help="requests in the CPU app-overhead phase")
     parser.add_argument("--num_inference_steps", type=int, help="decoder steps (default: the app's 50; tiny 4)")
     parser.add_argument("--json", type=Path, help="write the results here (after every phase)")
@@ -148,15 +158,36 @@ def build_pipelines(size: str, device: str) -> tuple[KandinskyV22PriorPipeline, 
     return prior.to(device), decoder.to(device)
 
 
+def add_house_look(decoder: KandinskyV22Pipeline, rank: int) -> tuple[AdapterSpec, ...]:
+    """A LoRA adapter of `rank` with random weights (both halves: a trained adapter's B is not 0) on the projections
+    lora/train.py adapts, saved and loaded back through the app's own loader before anything compiles, as the app
+    loads its adapters; off until a run picks it. Nothing without `rank`."""
+    if not rank:
+        return ()
+    from peft import LoraConfig
+
+    unet = cast(Any, decoder.unet)
+    torch.manual_seed(0)
+    targets = list(TARGET_MODULES["decoder"])
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False), HOUSE_LOOK)
+    with tempfile.TemporaryDirectory() as folder:
+        unet.save_lora_adapter(folder, adapter_name=HOUSE_LOOK)
+        unet.delete_adapters(HOUSE_LOOK)
+        AdapterCard("decoder", BASE_MODELS["decoder"], rank=rank, lora_alpha=rank).write(Path(folder))
+        spec = AdapterSpec.parse(f"{HOUSE_LOOK}={folder}")
+        load_adapter(unet, spec)
+    return (spec,)
+
+
 def compile_targets(
-    size: str, every: int, precision: str = ""
+    size: str, every: int, precision: str = "", lora_rank: int = 0
 ) -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
     """In a compile process: the same models as the benchmark's fast generator (what `ours` builds, the image encoder
-    parked on a GPU; lowered to `precision` when given, as lower_precision_phase lowers its copies), so the graphs and
-    the cache's keys are those the benchmark then loads."""
+    parked on a GPU, with the house look of `lora_rank`; lowered to `precision` when given, as lower_precision_phase
+    lowers its copies), so the graphs and the cache's keys are those the benchmark then loads."""
     device = "cuda" if size == "full" else "cpu"
     prior, decoder = build_pipelines(size, device)
-    generator = ours(prior, decoder, device, SpeedOptions(), every)
+    generator = ours(prior, decoder, device, SpeedOptions(), every, add_house_look(decoder, lora_rank))
     if precision:
         lower_precision([generator.decoder.unet, generator.prior.prior], precision, device)
     if device == "cuda":
@@ -164,9 +195,10 @@ def compile_targets(
     return generator.prior, generator.fast_decoder
 
 
-def request(scale: Scale, prompt: str = PROMPTS[0], seed: int = 7) -> GenerationRequest:
+def request(scale: Scale, prompt: str = PROMPTS[0], seed: int = 7, adapter_name: str = "") -> GenerationRequest:
     """The app's defaults at this scale, with a negative prompt as the style presets add one."""
     return GenerationRequest.from_user(
+        adapter_name=adapter_name,
         prompt=prompt,
         negative_prompt="text, watermark, blurry",
         seed=seed,
@@ -210,16 +242,27 @@ def plain_runner(prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline
 
 
 def ours(
-    prior: KandinskyV22PriorPipeline, decoder: KandinskyV22Pipeline, device: str, speed: SpeedOptions, every: int
+    prior: KandinskyV22PriorPipeline,
+    decoder: KandinskyV22Pipeline,
+    device: str,
+    speed: SpeedOptions,
+    every: int,
+    adapters: Sequence[AdapterSpec] = (),
 ) -> KandinskyGenerator:
-    """The app's generator on the same modules (compiling is started by its own phase)."""
+    """The app's generator on the same modules, with `adapters` loaded into them already (compiling is started by its
+    own phase)."""
     caching = ZeroEmbedCachingPriorPipeline(**prior.components)
     caching.set_progress_bar_config(disable=True)
     with torch.inference_mode():
         caching.get_zero_embed()
     info = ModelInfo(name="benchmark", is_preview_model=False, device=device)
     return KandinskyGenerator(
-        caching, decoder, info, preview_every=every, speed=dataclasses.replace(speed, compile=False)
+        caching,
+        decoder,
+        info,
+        preview_every=every,
+        adapters=adapters,
+        speed=dataclasses.replace(speed, compile=False),
     )
 
 
@@ -336,7 +379,7 @@ def lower_precision_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Ima
     saved_gib = round(before - allocated(), 2)
     prior = KandinskyV22PriorPipeline(**{**fast.prior.components, "prior": transformer})
     low = ours(prior, KandinskyV22Pipeline(unet=unet, scheduler=fast.decoder.scheduler, movq=fast.decoder.movq),
-               bench.device, SpeedOptions(), scale.preview_every)  # fmt: skip
+               bench.device, SpeedOptions(), scale.preview_every, fast.adapters)  # fmt: skip
     runners = {
         "plain_diffusers": lambda: plain((req, scale.preview_every)),
         "ours_fast": lambda: generate_with_previews(fast, req).images[0],
@@ -372,7 +415,7 @@ def lowered_compiled(bench: Bench, scale: Scale, low: KandinskyGenerator, runner
     if args.compile_packages:
         config = CompileConfig(threads=compile_threads(args), mode=None, packages=True)
         targets = importlib.import_module("bench.speed").compile_targets  # by its importable name (compiled_phase)
-        build = functools.partial(targets, args.size, scale.preview_every, precision)
+        build = functools.partial(targets, args.size, scale.preview_every, precision, args.lora_rank)
         low.start_compiling(config, [scale.size], [1], build_in_child=build, niceness=args.compile_niceness)
     else:
         config = CompileConfig(threads=compile_threads(args)) if bench.cuda else CompileConfig("eager")
@@ -488,6 +531,8 @@ def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Imag
     quiet_s, _, result = bench.timed(lambda: generate_with_previews(fast, req))
     eager = result.images[0]
     bench.results["eager_baseline_s"] = round(quiet_s, 3)
+    # Ours eager with the house look, for the compiled look's pixel difference.
+    look = generate_with_previews(fast, request(scale, adapter_name=HOUSE_LOOK)).images[0] if args.lora_rank else None
     batch_images, threads = compiled_batch_images(args), compile_threads(args)
     cache = work / "compile-cache"
     if args.compile_packages:  # AOTInductor: inductor on either device
@@ -498,21 +543,23 @@ def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Imag
         config = CompileConfig("eager", threads=threads)
     # By its importable name: run as `python -m bench.speed`, this module is __main__, which a child cannot import.
     targets = importlib.import_module("bench.speed").compile_targets
-    build = None if args.compile_in_process else functools.partial(targets, args.size, scale.preview_every)
+    child = functools.partial(targets, args.size, scale.preview_every, "", args.lora_rank)
+    build = None if args.compile_in_process else child
     started = time.monotonic()
     fast.start_compiling(config, [scale.size], batch_images, build_in_child=build,
                          processes=args.compile_processes, niceness=args.compile_niceness)  # fmt: skip
     try:
-        compiled_rounds(bench, scale, plain, fast, today, work, req, eager, started)
+        compiled_rounds(bench, scale, plain, fast, today, work, req, (eager, look), started)
     finally:
         fast.stop_compiling()  # a cut phase must not leave children compiling
 
 
 def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
-                    today: KandinskyGenerator, work: Path, req: GenerationRequest, eager: Image.Image,
-                    started: float) -> None:  # fmt: skip
-    """compiled_phase's measurements, while the compile runs and after it."""
-    args = bench.args
+                    today: KandinskyGenerator, work: Path, req: GenerationRequest,
+                    eager_pictures: tuple[Image.Image, Image.Image | None], started: float) -> None:  # fmt: skip
+    """compiled_phase's measurements, while the compile runs and after it (`eager_pictures`: ours eager before the
+    compile, without and with the house look)."""
+    args, (eager, look) = bench.args, eager_pictures
     assert fast.compiled is not None and fast.compiled.thread is not None
     warming = fast.compiled.thread
     one_mascot(bench, scale, plain, fast, today)
@@ -548,6 +595,38 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
                                          args.runs if bench.left() > 30 else 1,
                                          {**setups, "ours_compiled": setups["ours_fast"]})  # fmt: skip
     bench.record("compiled_one_mascot", {**row, "pixel_diff_compiled_vs_eager": pixel_difference(picture, eager)})
+    if look is not None and bench.left() > 10:
+        house_look(bench, scale, plain, fast, setups, (eager, look))
+
+
+def house_look(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
+               setups: dict[str, Callable[[], Any]],
+               eager_pictures: tuple[Image.Image, Image.Image]) -> None:  # fmt: skip
+    """One mascot with --lora-rank's adapter at strength 1 (a house look): plain diffusers with the adapter on against
+    ours compiled, alternated. Both run the same modules, whose adapters hold their strengths in tensors once compiled
+    stand-ins exist (generation/strengths.py); the adapter is off again afterwards."""
+    req, unet = request(scale, adapter_name=HOUSE_LOOK), fast.decoder.unet
+    eager, look = eager_pictures
+
+    def plain_with_look() -> Image.Image:
+        set_adapter_scale(unet, HOUSE_LOOK, 1.0)
+        return plain((req, scale.preview_every))
+
+    runners = {"plain_diffusers": plain_with_look, "ours_compiled": lambda: generate_with_previews(fast, req).images[0]}
+    try:
+        row, picture = compiled_versus_plain(bench, fast, req, runners, bench.args.runs if bench.left() > 30 else 1,
+                                             {**setups, "ours_compiled": setups["ours_fast"]})  # fmt: skip
+    finally:
+        set_adapter_scale(unet, None, 0.0)
+    bench.record(
+        "compiled_one_mascot_house_look",
+        {
+            **row,
+            "lora_rank": bench.args.lora_rank,
+            "pixel_diff_compiled_vs_eager": pixel_difference(picture, look),
+            "pixel_diff_eager_look_vs_eager_base (the look acts)": pixel_difference(look, eager),
+        },
+    )
 
 
 def compiled_batch_images(args: argparse.Namespace) -> list[int]:
@@ -644,10 +723,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.num_inference_steps:
         scale = dataclasses.replace(scale, steps=args.num_inference_steps)
     prior, decoder = build_pipelines(args.size, device)
+    looks = add_house_look(decoder, args.lora_rank)
     # Both generators cache the zero-image embedding now, with the image encoder still on the GPU; each round then
     # puts the encoder where its runner keeps it (encoder_setups).
-    fast = ours(prior, decoder, device, SpeedOptions(), scale.preview_every)
-    today = ours(prior, decoder, device, SpeedOptions.plain(), scale.preview_every)
+    fast = ours(prior, decoder, device, SpeedOptions(), scale.preview_every, looks)
+    today = ours(prior, decoder, device, SpeedOptions.plain(), scale.preview_every, looks)
     plain = plain_runner(prior, decoder)
     gpu = torch.cuda.get_device_name() if bench.cuda else "cpu"
     bench.record("build", {"gpu": gpu, "seconds": round(time.monotonic() - bench.started, 1)})

@@ -35,7 +35,7 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     results = speed.main(
         ["--size", "tiny", "--runs", "1", "--warmup", "0", "--people", "2", "--num_inference_steps", "2",
          "--compile-batch-images", "1,2", "--compile-processes", "1", "--overhead-requests", "1",
-         "--compile-niceness", "0", "--budget-s", "3600", "--lower-precision", "int8",
+         "--compile-niceness", "0", "--budget-s", "3600", "--lower-precision", "int8", "--lora-rank", "4",
          "--json", str(tmp_path / "speed.json")]
     )  # fmt: skip
     compiled = results["compiled"]
@@ -48,6 +48,11 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert sum(jobs_per_run) == 2 and max(jobs_per_run) <= 2, jobs_per_run
     assert results["2_people_queued_compiled"]["ours_worker"]["mascots_per_s"] > 0
     assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] == 0  # backend "eager" on a CPU
+    # --lora-rank: a house look, compiled (the child built the same adapter) against plain diffusers with it on.
+    look = results["compiled_one_mascot_house_look"]
+    assert look["ours_compiled"]["median_s"] > 0 and look["ratio_plain_over_ours_compiled"] > 0
+    assert look["pixel_diff_compiled_vs_eager"]["max"] == 0
+    assert look["pixel_diff_eager_look_vs_eager_base (the look acts)"]["max"] > 0
     lowered = results["lower_precision_int8_compiled"]
     assert lowered["warm_up_s"] and lowered["ours_int8_compiled"]["median_s"] > 0
     eager_lowered = results["lower_precision_int8"]["pixel_diff_int8_vs_ours_fast"]
