@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 from pathlib import Path
@@ -293,11 +292,9 @@ def test_a_house_look_runs_the_packages_a_compile_process_built_with_the_same_ad
     """MASCOT_COMPILE_PACKAGES with a house look: the compile process loads the same adapters (the app's own
     compile_targets) and holds their strengths in tensors as the serving process does, so its packages fit here
     (their fingerprints name the strength buffers); runs with the look at two strengths and without it call them."""
-    from mascot.generation.model import compile_targets
-    from mascot.generation.packages import PackagedModels
-    from mascot.generation.speed import CompileConfig, decode_key, decoder_key
+    from mascot.generation.speed import decode_key, decoder_key
     from mascot.settings import Settings, SpeedOptions
-    from tests.support.packages import count_package_calls
+    from tests.support.packages import count_package_calls, packages_from_a_child
 
     lora = (f"look={adapters['decoder']}",)
     speed = SpeedOptions(compile=False)
@@ -305,18 +302,7 @@ def test_a_house_look_runs_the_packages_a_compile_process_built_with_the_same_ad
     choices = [{"adapter_name": "look", "lora_scale": 1.0}, {"adapter_name": "look", "lora_scale": 0.5}, {}]
     eager = [pixels(generator, **choice) for choice in choices]
     settings = Settings(model="tiny", data_dir=tiny_model_dir.parent, speed=speed, lora=lora, default_lora="look")
-    generator.start_compiling(
-        CompileConfig(backend="inductor", mode=None, packages=True),  # AOTInductor compiles C++ for the CPU
-        sizes=[256],
-        batch_images=[1],
-        build_in_child=functools.partial(compile_targets, settings),
-        niceness=0,  # a busy test machine would starve a niced child (nice 10)
-    )
-    packaged = generator.compiled
-    assert isinstance(packaged, PackagedModels) and packaged.thread is not None
-    packaged.thread.join(1800)
-    (child,) = generator.compile_children
-    assert child.process.returncode == 0
+    packaged = packages_from_a_child(generator, settings)
     assert packaged.ready(decoder_key(256, 256, 1, True)) and packaged.ready(decode_key(256, 256, 1))
     calls = count_package_calls(packaged)
 

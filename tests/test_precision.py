@@ -4,20 +4,19 @@ changes nothing; compiling the lowered model gives its eager pictures."""
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
 import pytest
 import torch
 
-from mascot.generation.model import KandinskyGenerator, compile_targets
-from mascot.generation.packages import PackagedModels, fingerprint, handed_over
+from mascot.generation.model import KandinskyGenerator
+from mascot.generation.packages import fingerprint, handed_over
 from mascot.generation.precision import PrecisionUnsupported, lower_precision, lowerable, unsupported_reason
-from mascot.generation.speed import CompileConfig, decode_key, decoder_key, prior_key
+from mascot.generation.speed import decode_key, decoder_key, prior_key
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import Settings, SpeedOptions
-from tests.support.packages import count_package_calls
+from tests.support.packages import count_package_calls, packages_from_a_child
 from tests.support.tiny import load_tiny
 
 pytestmark = pytest.mark.slow  # the tiny pipeline, loaded afresh (lowering changes the models in place)
@@ -129,18 +128,7 @@ def test_packages_built_from_the_lowered_model_are_handed_its_lowered_weights(ti
     assert fingerprint(generator.decoder.unet) != full_precision_fingerprint  # a full-precision package is not taken
     eager = pixels(generator)
     settings = Settings(model="tiny", data_dir=tiny_model_dir.parent, speed=speed)
-    generator.start_compiling(
-        CompileConfig(backend="inductor", mode=None, packages=True),  # AOTInductor compiles C++ for the CPU
-        sizes=[256],
-        batch_images=[1],
-        build_in_child=functools.partial(compile_targets, settings),
-        niceness=0,  # a busy test machine would starve a niced child (nice 10)
-    )
-    packaged = generator.compiled
-    assert isinstance(packaged, PackagedModels) and packaged.thread is not None
-    packaged.thread.join(1800)
-    (child,) = generator.compile_children
-    assert child.process.returncode == 0
+    packaged = packages_from_a_child(generator, settings)
     for key in (prior_key(1, True, True), decoder_key(256, 256, 1, True), decode_key(256, 256, 1)):
         assert packaged.ready(key), key
     (runner,) = packaged.unet.runners.values()
