@@ -10,7 +10,9 @@ queued through the GenerationWorker (PNG + thumbnail written per mascot, as the 
 budget lasts, torch.compile warmed in the background (eager requests served meanwhile) and compiled vs plain; then,
 with --lower-precision, one mascot with the linear layers lowered, eager and compiled; on a CPU, the app's overhead
 per request through the worker and the store. Reports seconds, peak GPU memory, the largest pixel difference (fast
-vs the plain path, compiled vs eager) and compile time; writes JSON; prints ratios.
+vs the plain path, compiled vs eager) and compile time, and where one mascot's time goes, eager and compiled (the time
+inside the text encoder, the prior, the UNet and MoVQ's decode, and the rest: stage_clock.py); writes JSON; prints
+ratios.
 `--budget-s` (default 330) skips optional phases when too little time is left.
 """
 
@@ -41,6 +43,7 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import Kandins
 from PIL import Image
 
 from bench.full_size import build_full_size, combined_pipeline
+from bench.stage_clock import where_the_time_goes
 from bench.timing import TimedGenerator
 from mascot.generation.adapters import (
     BASE_MODELS,
@@ -345,6 +348,12 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
     )
 
 
+def time_the_models(bench: Bench, fast: KandinskyGenerator, req: GenerationRequest, label: str) -> None:
+    """Where one mascot's time goes, in one more run: the time inside each model it calls (stage_clock.py)."""
+    row = where_the_time_goes(bench.cuda, fast, lambda: generate_with_previews(fast, req))
+    bench.record(f"where_the_time_goes_{label}", row)
+
+
 def lowered(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator) -> None:
     """lower_precision_phase when the budget has room for it; a failure is recorded and the run goes on."""
     key = f"lower_precision_{bench.args.lower_precision}"
@@ -531,6 +540,7 @@ def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Imag
     quiet_s, _, result = bench.timed(lambda: generate_with_previews(fast, req))
     eager = result.images[0]
     bench.results["eager_baseline_s"] = round(quiet_s, 3)
+    time_the_models(bench, fast, req, "eager")
     # Ours eager with the house look, for the compiled look's pixel difference.
     look = generate_with_previews(fast, request(scale, adapter_name=HOUSE_LOOK)).images[0] if args.lora_rank else None
     batch_images, threads = compiled_batch_images(args), compile_threads(args)
@@ -595,6 +605,8 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
                                          args.runs if bench.left() > 30 else 1,
                                          {**setups, "ours_compiled": setups["ours_fast"]})  # fmt: skip
     bench.record("compiled_one_mascot", {**row, "pixel_diff_compiled_vs_eager": pixel_difference(picture, eager)})
+    if bench.left() > 10:
+        time_the_models(bench, fast, req, "compiled")
     if look is not None and bench.left() > 10:
         house_look(bench, scale, plain, fast, setups, (eager, look))
 
@@ -736,6 +748,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with torch.inference_mode():
             if args.no_compile or bench.left() < COMPILE_ESTIMATE_S[args.size]:
                 one_mascot(bench, scale, plain, fast, today)
+                time_the_models(bench, fast, request(scale), "eager")
                 people_queued(bench, scale, plain, fast, work)
                 reason = "--no-compile" if args.no_compile else f"{bench.left():.0f} s of budget left"
                 bench.record("compiled", {"skipped": reason})

@@ -9,6 +9,16 @@ from bench import speed
 pytestmark = pytest.mark.slow  # the speed benchmark on the tiny pipeline
 
 
+def assert_the_time_is_placed(results: dict, *kinds: str) -> None:
+    """Where one mascot's time went (bench/stage_clock.py), for each of `kinds` ("eager", "compiled"): every model call
+    of its 2 decoder steps and 2 prior steps (the tiny scale's), one decode, and the time left outside the models."""
+    for key in (f"where_the_time_goes_{kind}" for kind in kinds):
+        row = results[key]
+        calls = {name: row[name]["calls"] for name in ("prior", "unet", "decode")}
+        assert calls == {"prior": 2, "unet": 2, "decode": 1}, (key, calls)
+        assert 0 <= row["outside_the_models_s"] < row["wall_s"], (key, row)
+
+
 def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
     results = speed.main(
@@ -19,6 +29,7 @@ def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(t
     one = results["one_mascot_256_2+2_previews_every_2"]
     assert set(one) >= {"plain_diffusers", "ours_fast", "ours_all_fast_parts_off", "ratio_plain_over_ours_fast"}
     assert one["pixel_diff_fast_vs_parts_off"]["max"] == 0  # on a CPU every fast part keeps the maths
+    assert_the_time_is_placed(results, "eager")
     people = results["2_people_queued"]
     assert people["ours_worker"]["mascots_per_s"] > 0 and people["plain_diffusers"]["mascots_per_s"] > 0
     overhead = results["app_overhead_per_request_ms (worker + store, no HTTP)"]
@@ -48,6 +59,7 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert sum(jobs_per_run) == 2 and max(jobs_per_run) <= 2, jobs_per_run
     assert results["2_people_queued_compiled"]["ours_worker"]["mascots_per_s"] > 0
     assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] == 0  # backend "eager" on a CPU
+    assert_the_time_is_placed(results, "eager", "compiled")
     # --lora-rank: a house look, compiled (the child built the same adapter) against plain diffusers with it on.
     look = results["compiled_one_mascot_house_look"]
     assert look["ours_compiled"]["median_s"] > 0 and look["ratio_plain_over_ours_compiled"] > 0
@@ -71,6 +83,7 @@ def test_the_speed_benchmark_hands_packages_over_for_the_full_and_the_lowered_mo
     compiled = results["compiled"]
     assert "256x256x1 loaded" in compiled["per_bucket_s (a child's: cold; here: from the cache the children filled)"]
     assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] <= 2  # C++ rounds in its own order
+    assert_the_time_is_placed(results)  # the packages' calls are timed too
     lowered = results["lower_precision_int8_compiled"]
     assert lowered["how"] == "packages from a child process" and "256x256x1 loaded" in lowered["warm_up_s"]
     eager_lowered = results["lower_precision_int8"]["pixel_diff_int8_vs_ours_fast"]["mean"]
