@@ -195,7 +195,7 @@ def compile_targets(
         lower_precision([generator.decoder.unet, generator.prior.prior], precision, device)
     if device == "cuda":
         generator.park_image_encoder()
-    return generator.prior, generator.fast_decoder
+    return generator.fast_prior, generator.fast_decoder
 
 
 def request(scale: Scale, prompt: str = PROMPTS[0], seed: int = 7, adapter_name: str = "") -> GenerationRequest:

@@ -70,7 +70,7 @@ class SpeedOptions:
     save_in_background: bool = True  # PNG, thumbnail and store writes on a saver thread, not the GPU's worker thread
     linear_previews: bool = True  # previews from a latent-to-RGB map fitted to the MoVQ, not a MoVQ decode per preview
     device_noise: bool = True  # each image's torch.Generator on the model's device: no noise copied per step
-    host_scheduler: bool = True  # the decoder scheduler's timestep arithmetic on the host: no GPU syncs per step
+    host_scheduler: bool = True  # both schedulers' timestep arithmetic on the host: no GPU syncs per step
     offload_image_encoder: bool = True  # the 1.8 B image encoder stays on the CPU until a logo needs it
     cache_logo_embeddings: bool = True  # each logo's CLIP embedding computed once (keyed by its pixels' hash)
     decode_at_once: int = 0  # images MoVQ decodes per call; 0: all unless GPU memory is tight, then one at a time

@@ -18,6 +18,7 @@ from mascot.generation.speed import (
     CompileConfig,
     CompiledModels,
     HostStepDDPMScheduler,
+    HostStepUnCLIPScheduler,
     decode_key,
     decoder_key,
     host_step_scheduler,
@@ -73,7 +74,12 @@ def test_the_fast_path_makes_the_plain_paths_images_bit_for_bit(tiny_generator, 
     assert [max_difference(a, b) for a, b in zip(fast.images, plain.images, strict=True)] == [0, 0]
 
 
-def test_the_host_step_scheduler_steps_exactly_like_ddpm(tiny_generator):
+def on_the_meta_device(timestep: torch.Tensor | None) -> torch.Tensor | None:
+    """A timestep that holds no value: a scheduler that reads it (to index, compare or convert it) raises."""
+    return None if timestep is None else torch.empty_like(timestep, device="meta")
+
+
+def test_the_host_step_scheduler_steps_exactly_like_ddpm_without_reading_the_device_timestep(tiny_generator):
     stock = tiny_generator.decoder.scheduler
     host = host_step_scheduler(stock)
     assert isinstance(host, HostStepDDPMScheduler)
@@ -83,9 +89,49 @@ def test_the_host_step_scheduler_steps_exactly_like_ddpm(tiny_generator):
     for t in stock.timesteps:
         output = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(int(t)))
         a = stock.step(output, t, sample, generator=torch.Generator().manual_seed(2)).prev_sample
-        b = host.step(output, t, sample, generator=torch.Generator().manual_seed(2)).prev_sample
+        b = host.step(output, on_the_meta_device(t), sample, generator=torch.Generator().manual_seed(2)).prev_sample
         assert torch.equal(a, b)
         sample = a
+    with pytest.raises((NotImplementedError, RuntimeError)):  # the stock one reads it: the check above can fail
+        stock.step(output, on_the_meta_device(stock.timesteps[0]), sample)
+
+
+def test_the_prior_host_step_scheduler_steps_exactly_like_unclip_without_reading_the_device_timestep(tiny_generator):
+    """The prior pipeline's calls (each timestep in order, the next as `prev_timestep`, None at the last), with
+    timesteps that hold no value, as device tensors the CPU never reads: the same samples as the stock scheduler."""
+    stock = tiny_generator.prior.scheduler
+    host = host_step_scheduler(stock)
+    assert isinstance(host, HostStepUnCLIPScheduler)
+    assert {**host.config, "_class_name": ""} == {**stock.config, "_class_name": ""}  # the same configuration
+    stock.set_timesteps(5)
+    host.set_timesteps(5, device="meta")
+    assert host.timesteps.device.type == "meta" and host.timesteps.shape == stock.timesteps.shape
+    timesteps = list(stock.timesteps)
+    sample = torch.randn(2, 32, generator=torch.Generator().manual_seed(1))
+    for index, t in enumerate(timesteps):
+        following = timesteps[index + 1] if index + 1 < len(timesteps) else None
+        output = torch.randn(2, 32, generator=torch.Generator().manual_seed(int(t)))
+        a = stock.step(output, t, sample, prev_timestep=following, generator=torch.Generator().manual_seed(2))
+        b = host.step(output, on_the_meta_device(t), sample, prev_timestep=on_the_meta_device(following),
+                      generator=torch.Generator().manual_seed(2))  # fmt: skip
+        assert torch.equal(a.prev_sample, b.prev_sample)
+        sample = a.prev_sample
+    with pytest.raises((NotImplementedError, RuntimeError)):  # the stock one reads it: the check above can fail
+        stock.step(output, on_the_meta_device(timesteps[0]), sample, prev_timestep=on_the_meta_device(timesteps[1]))
+
+
+def test_the_fast_path_runs_both_host_step_schedulers_and_leaves_the_plain_pipelines_stock(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    assert isinstance(generator.fast_prior.scheduler, HostStepUnCLIPScheduler)
+    assert isinstance(generator.fast_decoder.scheduler, HostStepDDPMScheduler)
+    assert generator.fast_prior.prior is tiny_generator.prior.prior  # the same models: only the scheduler is its own
+    assert type(tiny_generator.prior.scheduler).__name__ == "UnCLIPScheduler"
+    assert type(tiny_generator.decoder.scheduler).__name__ == "DDPMScheduler"
+    generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1])
+    generator.compiled.thread.join(300)  # nothing left running for later tests
+    assert isinstance(generator.compiled.prior.scheduler, HostStepUnCLIPScheduler)
+    plain = with_speed(tiny_generator, SpeedOptions.plain())
+    assert plain.fast_prior is tiny_generator.prior and plain.fast_decoder is tiny_generator.decoder
 
 
 def test_image_i_of_a_fast_batch_is_seed_plus_i_run_alone(fast_generator):

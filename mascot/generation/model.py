@@ -70,6 +70,7 @@ from mascot.generation.speed import (
     movq_decoder,
     pixels_to_pil,
     prior_key,
+    with_host_step_scheduler,
 )
 from mascot.generation.tiny import ensure_tiny_model
 from mascot.prompt.request import MAX_SEED, GenerationRequest
@@ -365,14 +366,15 @@ class KandinskyGenerator:
         self._fast_decoder = (
             KandinskyV22Pipeline(
                 unet=decoder.unet,
-                # diffusers annotates the scheduler with its placeholder class (see [tool.mypy] in pyproject.toml)
-                scheduler=host_step_scheduler(decoder.scheduler),  # type: ignore[arg-type]
+                scheduler=host_step_scheduler(decoder.scheduler),
                 movq=decoder.movq,
             )
             if self.speed.host_scheduler
             else decoder
         )
         self._fast_decoder.set_progress_bar_config(disable=True)
+        # Likewise a prior pipeline of its own for the prior's host-step scheduler.
+        self._fast_prior = with_host_step_scheduler(prior) if self.speed.host_scheduler else prior
         self.linear_preview = (
             LinearPreview.fitted_to(decoder.movq, decoder.movq_scale_factor) if self.speed.linear_previews else None
         )
@@ -388,6 +390,11 @@ class KandinskyGenerator:
     def fast_decoder(self) -> KandinskyV22Pipeline:
         """The decoder pipeline the fast path runs (its own scheduler): what gets compiled."""
         return self._fast_decoder
+
+    @property
+    def fast_prior(self) -> KandinskyV22PriorPipeline:
+        """The prior pipeline the fast path runs (its own scheduler): what gets compiled."""
+        return self._fast_prior
 
     def park_image_encoder(self) -> None:
         """Keep the image encoder (1.8 B parameters) on the CPU; it visits the GPU only to embed a new logo."""
@@ -416,14 +423,14 @@ class KandinskyGenerator:
         buckets = buckets_for(sizes, batch_images)
         if build_in_child is None:
             with self._lock:  # making them switches the models' LoRA strengths to tensors: not during a run
-                compiled = CompiledModels(self.prior, self._fast_decoder, replace(config, packages=False))
+                compiled = CompiledModels(self._fast_prior, self._fast_decoder, replace(config, packages=False))
                 self.compiled = compiled
             compiled.warm_in_background(buckets)
             return
         # Packages only come from a child: compiled here, they would be traced here all the same.
         models = PackagedModels if config.packages else CompiledModels
         with self._lock:
-            self.compiled = models(self.prior, self._fast_decoder, config)
+            self.compiled = models(self._fast_prior, self._fast_decoder, config)
         folder = Path(tempfile.mkdtemp(prefix="compile-", dir=_work_folder(config)))
         self.compile_children = [
             start_child(ChildCompile(build_in_child, config, part, folder / f"report-{index}.json", niceness), folder)
@@ -636,7 +643,7 @@ class KandinskyGenerator:
         generators = [generator for plan in group for generator in plan.generators]
         with_negative = bool(group[0].negative_prompt.used)
         compiled = self._compiled_for(prior_key(len(prompts), request.prior_guidance_scale > 1, with_negative))
-        prior = compiled.prior if compiled is not None else self.prior
+        prior = compiled.prior if compiled is not None else self._fast_prior
         started = time.perf_counter()
         try:
             output = prior(
@@ -965,7 +972,7 @@ def compile_targets(settings: Settings) -> tuple[KandinskyV22PriorPipeline, Kand
     there too (the same modules, adapters and devices, so the cache's keys are the same)."""
     speed = replace(settings.speed, compile=False)
     generator = load_generator(replace(settings, speed=speed))
-    return generator.prior, generator.fast_decoder
+    return generator.fast_prior, generator.fast_decoder
 
 
 def load_generator(settings: Settings, on_status: Callable[[str], None] | None = None) -> KandinskyGenerator:

@@ -22,6 +22,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 from PIL import Image
 
 from mascot.generation.strengths import hold_strengths_in_tensors
@@ -59,11 +60,56 @@ class HostStepDDPMScheduler(DDPMScheduler):
         return -1 if index == len(self._host_timesteps) - 1 else self._host_timesteps[index + 1]
 
 
-def host_step_scheduler(scheduler: DDPMScheduler) -> DDPMScheduler:
-    """The same scheduler configuration with host-side step bookkeeping (other schedulers are kept as they are)."""
-    if type(scheduler) is not DDPMScheduler:
-        return scheduler
-    return HostStepDDPMScheduler.from_config(scheduler.config)
+class HostStepUnCLIPScheduler(UnCLIPScheduler):
+    """UnCLIP (the prior's scheduler) whose step reads its timesteps from a host copy.
+
+    The stock `step` indexes host tensors by the device timestep and compares it, and the next one the prior pipeline
+    passes, with Python numbers: each makes the CPU wait for the GPU, about ten times per prior step, so the GPU idles
+    while Python launches the next step. The pipeline passes each timestep in order, with the next one as
+    `prev_timestep` (None at the last), so both are taken from the host copy by counting; the arithmetic is the stock
+    one, so outputs are bit-equal.
+    """
+
+    _host_timesteps: tuple[int, ...] = ()
+    _step_calls: int = 0
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        super().set_timesteps(num_inference_steps)  # on the host: nothing to read back from the device
+        self._host_timesteps = tuple(int(t) for t in self.timesteps)
+        self.timesteps = self.timesteps.to(device)
+        self._step_calls = 0
+
+    def step(self, model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        index = self._step_calls
+        self._step_calls += 1
+        if isinstance(timestep, torch.Tensor) and index < len(self._host_timesteps):
+            timestep = self._host_timesteps[index]
+            if isinstance(kwargs.get("prev_timestep"), torch.Tensor):
+                kwargs["prev_timestep"] = self._host_timesteps[index + 1]
+        return super().step(model_output, int(timestep), sample, *args, **kwargs)
+
+
+Scheduler = TypeVar("Scheduler")
+
+
+def host_step_scheduler(scheduler: Scheduler) -> Scheduler:
+    """The same scheduler configuration with host-side step bookkeeping (a subclass of its class): DDPM (the
+    decoder's) and UnCLIP (the prior's); other schedulers are kept as they are."""
+    config = getattr(scheduler, "config", None)
+    if type(scheduler) is DDPMScheduler:
+        return cast(Scheduler, HostStepDDPMScheduler.from_config(config))
+    if type(scheduler) is UnCLIPScheduler:
+        return cast(Scheduler, HostStepUnCLIPScheduler.from_config(config))
+    return scheduler
+
+
+def with_host_step_scheduler(prior: KandinskyV22PriorPipeline) -> KandinskyV22PriorPipeline:
+    """A prior pipeline sharing `prior`'s models (and its cached zero-image embedding) with a host-step scheduler of
+    its own, so `prior`, and anyone sharing it, keeps the stock one."""
+    fast = type(prior)(**{**prior.components, "scheduler": host_step_scheduler(prior.scheduler)})
+    fast._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
+    fast.set_progress_bar_config(disable=True)
+    return fast
 
 
 def image_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
