@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.stage_clock import StageClock, models_a_run_calls, where_the_time_goes
+from mascot.generation.generator import GeneratedImages
 from mascot.generation.model import KandinskyGenerator
 from mascot.generation.speed import CompileConfig
 from mascot.prompt.request import GenerationRequest
@@ -34,6 +35,11 @@ def fast(tiny_generator: KandinskyGenerator) -> KandinskyGenerator:
     return KandinskyGenerator(tiny_generator.prior, tiny_generator.decoder, tiny_generator.info, speed=speed)
 
 
+def keep(pictures: list, result: GeneratedImages) -> GeneratedImages:
+    pictures.append(result.images[0])
+    return result
+
+
 def hooks(module: torch.nn.Module) -> int:
     return len(module._forward_hooks) + len(module._forward_pre_hooks)
 
@@ -47,13 +53,20 @@ def assert_a_whole_run(row: dict, wall_floor: float = 0.0) -> None:
     assert all(row[name]["s"] > 0 for name in ("text_encoder", "prior", "unet", "decode"))
     assert row["wall_s"] > wall_floor and inside <= row["wall_s"] + 0.005  # each figure is rounded to 1 ms
     assert row["outside_the_models_s"] == pytest.approx(row["wall_s"] - inside, abs=0.005)
+    prior_stage = row["prior_stage_s (text encoder, prior steps)"]
+    decoder_stage = row["decoder_stage_s (steps, decode, pictures)"]
+    # The generator's own stage clocks: the prior stage holds the text encoder and the prior, the decoder stage the
+    # UNet and the decode (each figure rounded to 1 ms).
+    assert prior_stage + 0.005 >= row["text_encoder"]["s"] + row["prior"]["s"]
+    assert decoder_stage + 0.005 >= row["unet"]["s"] + row["decode"]["s"]
+    assert prior_stage + decoder_stage <= row["wall_s"] + 0.005
 
 
 def test_the_eager_run_is_timed_model_by_model_and_left_as_it_was(tiny_generator):
     generator = fast(tiny_generator)
     before = generator.generate(one_mascot()).images[0]
     pictures = []
-    row = where_the_time_goes(False, generator, lambda: pictures.append(generator.generate(one_mascot()).images[0]))
+    row = where_the_time_goes(False, generator, lambda: keep(pictures, generator.generate(one_mascot())))
     assert_a_whole_run(row)
     assert np.array_equal(np.asarray(pictures[0]), np.asarray(before))  # watching changes nothing
     modules, _ = models_a_run_calls(generator)
@@ -70,7 +83,7 @@ def test_a_compiled_run_times_the_compiled_stand_ins_and_compiles_nothing_new(ti
     compiled_decode = generator.compiled.decode
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     pictures = []
-    row = where_the_time_goes(False, generator, lambda: pictures.append(generator.generate(one_mascot()).images[0]))
+    row = where_the_time_goes(False, generator, lambda: keep(pictures, generator.generate(one_mascot())))
     assert_a_whole_run(row)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # the hooks stay outside the graphs
     assert np.array_equal(np.asarray(pictures[0]), np.asarray(eager))  # backend "eager": the eager picture
