@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from mascot.generation.compile_process import split_buckets
-from mascot.generation.generator import StepUpdate
+from mascot.generation.generator import GenerationCancelled, StepUpdate
 from mascot.generation.model import KandinskyGenerator
 from mascot.generation.packages import Package, PackagedModels, PackageMismatch, signature, stage_name
 from mascot.generation.speed import (
@@ -132,6 +132,21 @@ def test_the_fast_path_runs_both_host_step_schedulers_and_leaves_the_plain_pipel
     assert isinstance(generator.compiled.prior.scheduler, HostStepUnCLIPScheduler)
     plain = with_speed(tiny_generator, SpeedOptions.plain())
     assert plain.fast_prior is tiny_generator.prior and plain.fast_decoder is tiny_generator.decoder
+
+
+def test_a_run_cancelled_in_the_prior_leaves_the_next_ones_steps_as_the_plain_paths(tiny_generator, fast_generator):
+    """The prior's host-step scheduler counts its steps: a run stopped after the first prior step must not leave the
+    count behind for the next run (each prior call starts with set_timesteps, which resets it)."""
+
+    def stop_in_the_prior(update: StepUpdate) -> None:
+        if update.stage == "prior":
+            raise GenerationCancelled
+
+    request = small_request(prior_num_inference_steps=4)
+    with pytest.raises(GenerationCancelled):
+        fast_generator.generate(request, stop_in_the_prior)
+    assert fast_generator.fast_prior.scheduler._step_calls == 1  # stopped mid-way: the count was left at 1
+    assert max_difference(fast_generator.generate(request).images[0], tiny_generator.generate(request).images[0]) == 0
 
 
 def test_image_i_of_a_fast_batch_is_seed_plus_i_run_alone(fast_generator):
