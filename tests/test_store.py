@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -231,9 +233,50 @@ def test_a_failed_image_write_removes_the_images_already_written(
         save(mascots, owner("alice"), count=3)
     assert str(refused.value.__cause__) == "disk full"
 
-    assert len(calls) == 2
-    assert all_files(images_dir) == []  # the first image's thumbnail too
+    assert len(calls) == 3  # the images are written side by side: the third was under way when the second failed
+    assert all_files(images_dir) == []  # the others' PNGs and thumbnails too
     assert mascots.tables.generation.select().count() == 0
+
+
+def test_a_failed_write_waits_for_the_others_before_removing_them(
+    mascots: MascotStore, images_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first PNG fails while the second image's thumbnail is still being written. Removing before that write has
+    # ended would leave its file behind: the slow write holds on until a removal happens (or gives up after a while,
+    # as it must when the store waits for it), so a removal too early is seen every time, not by chance.
+    real_save_png, real_save_thumbnail = imaging.save_png, imaging.save_thumbnail
+    real_remove = files.ImageFiles.remove
+    slow_write_started, removed = threading.Event(), threading.Event()
+
+    def fail_the_first_once_the_slow_write_runs(image: Image.Image, path: Path, parameters: dict[str, object]) -> None:
+        if image.getpixel((0, 0)) != LAST_COLOUR:
+            slow_write_started.wait(30)
+            raise OSError("disk full")
+        real_save_png(image, path, parameters)
+
+    def slow_last_thumbnail(image: Image.Image, path: Path) -> Image.Image:
+        if image.getpixel((0, 0)) == LAST_COLOUR:
+            slow_write_started.set()
+            removed.wait(2)
+        return real_save_thumbnail(image, path)
+
+    def remove_and_tell(self: files.ImageFiles, relative_paths: Iterable[str]) -> None:
+        real_remove(self, relative_paths)
+        removed.set()
+
+    monkeypatch.setattr(files, "ENCODERS", ThreadPoolExecutor(4))  # room for every write at once, on any machine
+    monkeypatch.setattr(imaging, "save_png", fail_the_first_once_the_slow_write_runs)
+    monkeypatch.setattr(imaging, "save_thumbnail", slow_last_thumbnail)
+    monkeypatch.setattr(files.ImageFiles, "remove", remove_and_tell)
+    images = [Image.new("RGB", (64, 64), (10, 20, 30)), Image.new("RGB", (64, 64), LAST_COLOUR)]
+    with pytest.raises(OSError, match="disk full"):
+        mascots.files.write_images(images, [{"seed": 1}, {"seed": 2}], datetime(2026, 12, 5, tzinfo=UTC))
+
+    assert removed.is_set()
+    assert all_files(images_dir) == []
+
+
+LAST_COLOUR = (200, 100, 50)
 
 
 def test_sweep_removes_unclaimed_pngs_and_keeps_claimed_ones(mascots: MascotStore, images_dir: Path) -> None:
