@@ -3,6 +3,7 @@ smoke run: nothing here asserts a time)."""
 
 import json
 
+import httpx
 import pytest
 
 from bench import page_overhead
@@ -13,13 +14,35 @@ pytestmark = pytest.mark.slow  # the app on the tiny model, through HTTP
 def test_the_page_overhead_benchmark_clicks_through_the_app_and_a_gradio_echo(tmp_path):
     out = tmp_path / "page.json"
     results = page_overhead.main(["--requests", "2", "--warmup", "1", "--json", str(out)])
-    for name in (
-        "app_overhead_per_request (click to answer, minus generation)",
-        "click_to_answer",
-        "generation (tiny model, 256x256, 2 + 2 steps)",
-        "gradio_echo_floor (same protocol, one textbox)",
-    ):
-        assert results[name]["median_ms"] > 0, name
-    # Each click's answer is the generation's plus the app's: never less than the generation alone.
-    assert results["click_to_answer"]["min_ms"] >= results["generation (tiny model, 256x256, 2 + 2 steps)"]["min_ms"]
+    generation = results["generation (tiny model, 256x256, 2 + 2 steps)"]
+    assert generation["median_ms"] > 0
+    assert results["gradio_echo_floor (same protocol, one textbox, one session)"]["median_ms"] > 0
+    for browser in ("page_click", "api_call", "api_call_in_a_new_session"):
+        # Each click's answer is the generation's plus the app's: never less than the quickest generation.
+        assert results[f"{browser}: click to answer"]["min_ms"] >= generation["min_ms"], browser
+        assert f"{browser}: app overhead (click to answer, minus generation)" in results
     assert json.loads(out.read_text()) == results
+
+
+def test_a_page_click_sends_the_forms_check_then_the_generation_in_one_session(monkeypatch):
+    sent: list[tuple[str, int]] = []
+    monkeypatch.setattr(page_overhead, "click", lambda http, session, fn_index, data: sent.append((session, fn_index)))
+    config = {
+        "components": [{"id": 1, "props": {"elem_id": "idea", "value": ""}}],
+        "dependencies": [
+            {"id": 7, "api_name": "start_generation", "inputs": [1]},
+            {"id": 8, "api_name": "generate", "inputs": [1]},
+        ],
+    }
+    page = page_overhead.Browser("page_click", ["start_generation", "generate"])
+    api = page_overhead.Browser("api_call_in_a_new_session", ["generate"], new_session_each_click=True)
+    for browser in (page, api):
+        browser.http, browser.config, browser.session = httpx.Client(), config, "first"
+        browser.click({"idea": "an otter"})
+        browser.click({"idea": "a fox"})
+
+    assert sent[:4] == [("first", 7), ("first", 8), ("first", 7), ("first", 8)]  # the page keeps its session
+    api_sessions = [session for session, _ in sent[4:]]
+    assert (
+        [fn_index for _, fn_index in sent[4:]] == [8, 8] and len(set(api_sessions)) == 2 and "first" not in api_sessions
+    )
