@@ -112,9 +112,11 @@ def take_turns(url: str, browsers: Sequence[Browser], values: Callable[[int], di
                warmup: int, after_click: Callable[[Browser], None] = lambda browser: None) -> None:  # fmt: skip
     """Each browser clicks in turn, `warmup` untimed rounds and then `requests` timed ones (into `seconds`);
     `after_click` sees each click, timed or not."""
-    for browser in browsers:
-        browser.open(url)
+    opened: list[Browser] = []
     try:
+        for browser in browsers:
+            browser.open(url)
+            opened.append(browser)
         for index in range(warmup + requests):
             for browser in browsers:
                 spent = browser.click(values(index))
@@ -122,7 +124,7 @@ def take_turns(url: str, browsers: Sequence[Browser], values: Callable[[int], di
                 if index >= warmup:
                     browser.seconds.append(spent)
     finally:
-        for browser in browsers:
+        for browser in opened:
             browser.close()
 
 

@@ -238,6 +238,9 @@ def test_a_failed_image_write_removes_the_images_already_written(
     assert mascots.tables.generation.select().count() == 0
 
 
+LAST_COLOUR = (200, 100, 50)  # the second picture's: its thumbnail is the slow write
+
+
 def test_a_failed_write_waits_for_the_others_before_removing_them(
     mascots: MascotStore, images_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -274,9 +277,6 @@ def test_a_failed_write_waits_for_the_others_before_removing_them(
 
     assert removed.is_set()
     assert all_files(images_dir) == []
-
-
-LAST_COLOUR = (200, 100, 50)
 
 
 def test_sweep_removes_unclaimed_pngs_and_keeps_claimed_ones(mascots: MascotStore, images_dir: Path) -> None:

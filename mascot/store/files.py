@@ -79,11 +79,11 @@ class ImageFiles:
         writes: list[Future[object]] = []
         try:
             for image, embedded, names in zip(images, parameters, stored, strict=True):
-                # The thumbnail is made from its own copy: saving may replace a read-only image's pixels in place
-                # (Pillow's `_ensure_mutable`), which the other thread must not see half-done.
+                # Two threads read the picture, and Pillow may load or swap its pixels on first use (a picture still
+                # in its file, a read-only buffer that saving copies in place): the thumbnail gets a copy made here.
                 own_copy = image.copy()
                 writes.append(ENCODERS.submit(imaging.save_png, image, self.absolute(names.path), embedded))
-                writes.append(ENCODERS.submit(imaging.save_thumbnail, own_copy, self.absolute(names.thumbnail)))
+                writes.append(ENCODERS.submit(self.write_thumbnail, own_copy, names.path))
             for write in writes:
                 write.result()
         except BaseException:
