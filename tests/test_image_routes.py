@@ -14,6 +14,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -167,7 +168,14 @@ def zip_urls(site, client: Client) -> list[str]:
 
 def test_gradio_serves_no_file_of_the_images_folder_and_caches_no_copy(site):
     alice, stranger = site.browser(), site.browser()
+    # The run waits after its first step until its preview has reached the page: a run that ends before the handler
+    # looks sends only its final answer, and the previews' check below would then see none.
+    site.fake.gate.clear()
     job = alice.submit(prompt="alice's otter", seed=1, **FAST, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while not any(isinstance(gallery, list) for gallery, _status in job.outputs()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    site.fake.gate.set()
     job.result()
     previews = [str(gallery) for gallery, _status in job.outputs()[:-1] if isinstance(gallery, list)]
     assert previews and all("data:image/webp;base64," in preview for preview in previews)  # tests.support.fakes
