@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow  # `gradio app.py` for real
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
 REBUILT = "reload: the page (mascot/ui, app.py) is rebuilt"
+# Gradio's page route rendering its template while the reloader has no config in place (seen in CI, 2026-12-05).
+GRADIO_RELOAD_RACE = ("gradio/routes.py", "in main", "jinja2.exceptions.UndefinedError: 'None' has no attribute 'get'")
 
 
 def serves(url: str) -> bool:
@@ -79,11 +81,12 @@ def test_gradio_reload_mode_loads_the_model_once_and_rebuilds_the_page_after_an_
         process.wait(30)
     assert status.startswith("Done") and len(images) == 1
     assert log().count("is ready on cpu") == 1  # the model was loaded once, not once per run of app.py
-    # No traceback through our code. (Under load, a request that reaches Gradio while its reloader swaps the page can
-    # fail inside uvicorn and Gradio alone: their race, seen once on a busy machine, not ours.)
+    # No traceback through our code. Under load, a page request that reaches Gradio while its reloader swaps the page
+    # can fail inside Gradio's own page route (the page's config is None for a moment): their race, not ours. Its
+    # traceback passes through our ASGI middlewares, as every request's does, so it is told apart by where it is raised.
     ours = [
         block
         for block in log().split("Traceback (most recent call last):")[1:]
-        if "/mascot/" in block or "app.py" in block
+        if ("/mascot/" in block or "app.py" in block) and not all(mark in block for mark in GRADIO_RELOAD_RACE)
     ]
     assert ours == [], ours[0][-3000:] if ours else ""
