@@ -67,7 +67,7 @@ class SpeedOptions:
     """The fast path's switches (docs/performance.md): each part can be turned off alone to compare with the plain
     path, which `plain()` gives whole. The defaults are the app's; compiling is on only with CUDA unless set."""
 
-    save_in_background: bool = True  # PNG, thumbnail and store writes on a saver thread, not the GPU's worker thread
+    save_in_background: bool = True  # PNG, thumbnail and store writes on saver threads, not the GPU's worker thread
     linear_previews: bool = True  # previews from a latent-to-RGB map fitted to the MoVQ, not a MoVQ decode per preview
     device_noise: bool = True  # each image's torch.Generator on the model's device: no noise copied per step
     host_scheduler: bool = True  # both schedulers' timestep arithmetic on the host: no GPU syncs per step

@@ -1,6 +1,8 @@
-"""With a saver thread the worker stores finished jobs in order, off its own thread, and never drops one."""
+"""With savers the worker stores finished jobs off its own thread, side by side, and never drops one."""
 
 import threading
+
+import pytest
 
 from mascot.generation.saver import Saver
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission
@@ -27,7 +29,7 @@ class SlowStore:
         return {"saved": len(images.images)}
 
 
-def test_jobs_are_stored_in_order_on_the_saver_thread_while_the_gpu_goes_on():
+def test_jobs_are_stored_on_the_saver_threads_while_the_gpu_goes_on():
     fake, store = FakeGenerator(), SlowStore()
     worker = GenerationWorker(lambda on_status: fake, store, max_batch_images=1, save_in_background=True).start()
     try:
@@ -43,7 +45,8 @@ def test_jobs_are_stored_in_order_on_the_saver_thread_while_the_gpu_goes_on():
         assert worker.active_job("a") is jobs[0]  # one job in flight per browser holds until it is stored
         store.open.set()
         assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
-        assert store.saved == ["a", "b", "c"] and store.threads == {"image-saver"}
+        assert sorted(store.saved) == ["a", "b", "c"]
+        assert store.threads and all(name.startswith("image-saver-") for name in store.threads)
         assert worker.active_job("a") is None
     finally:
         store.open.set()
@@ -71,3 +74,41 @@ def test_a_failing_save_task_does_not_stop_the_next():
     saver.submit(lambda: done.append(1))
     saver.close(5)
     assert done == [1]
+
+
+def test_a_shared_runs_jobs_are_stored_side_by_side():
+    """Each save waits until all three are saving at once: one save at a time would break the barrier (each job
+    then fails), so the run's last person does not wait for the others' saves."""
+    fake, all_saving = FakeGenerator(), threading.Barrier(3, timeout=20)
+
+    def store(job, images, model):
+        all_saving.wait()
+        return {"saved": len(images.images)}
+
+    worker = GenerationWorker(
+        lambda on_status: fake, store, max_batch_images=3, save_in_background=True, save_threads=3
+    ).start()
+    try:
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        jobs = [worker.submit(Submission(REQUEST, owner)) for owner in "abc"]
+        assert [wait_final(job).state for job in jobs] == [JobState.DONE] * 3
+    finally:
+        worker.stop()
+
+
+def test_closing_runs_every_queued_task_on_every_thread():
+    saver, done, lock = Saver(threads=4), [], threading.Lock()
+
+    def task(number: int) -> None:
+        with lock:
+            done.append(number)
+
+    for number in range(50):
+        saver.submit(lambda number=number: task(number))
+    saver.close(10)
+    assert sorted(done) == list(range(50))
+
+
+def test_a_saver_needs_a_thread():
+    with pytest.raises(ValueError, match="at least one thread"):
+        Saver(threads=0)

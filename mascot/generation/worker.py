@@ -34,7 +34,7 @@ from mascot.generation.generator import (
     StepUpdate,
     batch_key,
 )
-from mascot.generation.saver import Saver
+from mascot.generation.saver import SAVE_THREADS, Saver
 from mascot.prompt.pictures import PictureRefused
 from mascot.prompt.request import GenerationRequest
 
@@ -182,6 +182,7 @@ class GenerationWorker:
         max_batch_images: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         save_in_background: bool = False,
+        save_threads: int = SAVE_THREADS,
         run_in_handlers: RunBatch | None = None,
     ) -> None:
         self._clock = clock  # times runs, for the wait a queued job is told
@@ -203,8 +204,9 @@ class GenerationWorker:
         self._stopping = False
         self._ended_while_stopping: list[Job] = []  # whose answers a shutdown waits for (wait_until_answered)
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
-        # With a saver, on_finished (PNG, thumbnail, store) runs on its thread while the GPU starts the next run.
-        self._saver = Saver() if save_in_background else None
+        # With a saver, on_finished (PNG, thumbnail, store) runs on its threads while the GPU starts the next run; the
+        # jobs of one shared run are stored side by side, so its last person does not wait for the others' saves.
+        self._saver = Saver(threads=save_threads) if save_in_background else None
         self._saving: set[str] = set()  # ids of jobs handed to the saver: they stay active until stored
         # ZeroGPU: the GPU exists only inside a request handler's @spaces.GPU call, so each handler runs its own job
         # (run_in_handler), one at a time in queue order, alone; the worker's thread only loads the model.
@@ -535,7 +537,7 @@ class GenerationWorker:
         return BatchItem(model_request, on_step, logo)
 
     def _store(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
-        """Store a finished job: on the saver's thread when there is one (in order), else here."""
+        """Store a finished job: on a saver thread when there are savers (beside the run's other jobs), else here."""
         if self._saver is None:
             self._save(job, images, info)
             return

@@ -23,8 +23,9 @@ IMAGE_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.png")
 THUMBNAIL_SUFFIX = ".thumb.webp"
 THUMBNAIL_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.thumb\.webp")
 
-# The threads that encode and write images and thumbnails, shared by every save in the process (one save's files at
-# a time in the app: the saver thread stores jobs in order). Threads start only when a save needs them.
+# The threads that encode and write images and thumbnails, shared by every save in the process (in the app, the
+# saver threads' saves of one shared run's jobs). They take the encodes in the order the saves hand them over, so a
+# job saved first tends to be stored first. Threads start only when a save needs them.
 ENCODERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="image-encoder")
 
 
