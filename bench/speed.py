@@ -30,7 +30,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -56,12 +58,14 @@ from mascot.generation.adapters import (
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
+from mascot.generation.saver import SAVE_THREADS
 from mascot.generation.speed import CompileConfig, bucket_name, decoder_key
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, RunBatch, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import LOWER_PRECISIONS, SpeedOptions
 from mascot.store import imaging
+from mascot.store.files import ImageFiles
 
 COMPILE_ESTIMATE_S = {"full": 200.0, "tiny": 30.0}  # warm-up plus compiled rounds; skipped with less budget left
 COMPILED_ROUNDS_S = {"full": 45.0, "tiny": 10.0}  # what the compiled rounds need after the warm-up
@@ -465,7 +469,7 @@ def compiled_versus_plain(bench: Bench, generator: KandinskyGenerator, req: Gene
 
 @dataclass(frozen=True)
 class Saved:
-    """Where the worker's saver wrote a job's pictures (the benchmark shares none: no share ids)."""
+    """Where the worker's savers wrote a job's pictures (the benchmark shares none: no share ids)."""
 
     image_paths: tuple[Path, ...]
     public_ids: tuple[str, ...]
@@ -474,9 +478,12 @@ class Saved:
 def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image] | None, fast: KandinskyGenerator,
                   out: Path, label: str = "", rounds: int | None = None) -> None:  # fmt: skip
     """N people at once: plain diffusers one after another (saving each PNG + thumbnail on the same thread), and our
-    worker (shared runs of up to 8 images, saving on its saver thread), alternated round by round (ours alone when
-    `plain` is None)."""
+    worker (shared runs of up to 8 images, saved on its saver threads by the store's own file writer: PNG and
+    thumbnail side by side, a run's jobs side by side), alternated round by round (ours alone when `plain` is None).
+    Besides the time until the last person is answered, each round's mean answer time: a person's wait."""
     people = bench.args.people
+    answers: dict[str, list[float]] = {"plain_diffusers": [], "ours_worker": []}  # each round's mean answer time
+    files = ImageFiles(out / "ours")
 
     def save(image: Image.Image, name: str) -> Path:
         imaging.save_png(image, out / f"{name}.png", {"prompt": name})
@@ -484,8 +491,8 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
         return out / f"{name}.png"
 
     def on_finished(job: Job, result: GeneratedImages, info: ModelInfo) -> Saved:
-        paths = tuple(save(image, f"{job.id}-{index}") for index, image in enumerate(result.images))
-        return Saved(image_paths=paths, public_ids=())
+        stored = files.write_images(result.images, [{"prompt": job.id}] * len(result.images), datetime.now(UTC))
+        return Saved(image_paths=tuple(files.absolute(image.path) for image in stored), public_ids=())
 
     worker = GenerationWorker(lambda on_status: fast, on_finished, max_batch_images=8, save_in_background=True)
     worker.start().wait_until_loaded(60)
@@ -500,18 +507,28 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
 
     def run_plain() -> None:
         assert plain is not None  # only called when there is a plain runner
+        started, answered_s = time.perf_counter(), []
         for k in range(people):
             save(plain((request(scale, PROMPTS[k % 4], 100 + k), scale.preview_every)), f"plain-{k}")
+            answered_s.append(time.perf_counter() - started)
+        answers["plain_diffusers"].append(statistics.mean(answered_s))
 
     def run_ours() -> None:
+        started = time.perf_counter()
         jobs = [
             worker.submit(Submission(request(scale, PROMPTS[k % 4], 100 + k), owner_hash=f"{k + 1:064x}"))
             for k in range(people)
         ]
-        for job in jobs:
+
+        def answered(job: Job) -> float:  # seconds until this person's final answer, whoever else is still waiting
             snapshot = job.snapshot
             while snapshot.state not in FINAL_STATES:
                 snapshot = job.wait_for_change(snapshot.version, 5.0)
+            return time.perf_counter() - started
+
+        with ThreadPoolExecutor(people, thread_name_prefix="person") as waiting:
+            answered_s = list(waiting.map(answered, jobs))
+        answers["ours_worker"].append(statistics.mean(answered_s))
 
     try:
         runners = {"plain_diffusers": run_plain, "ours_worker": run_ours} if plain else {"ours_worker": run_ours}
@@ -521,7 +538,8 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
     timings = result["timings"]
     for name in timings:
         timings[name]["mascots_per_s"] = round(people / timings[name]["median_s"], 3)
-    row: dict[str, Any] = {**timings, "jobs_per_run": runs}
+        timings[name]["mean_answer_s"] = round(statistics.median(answers[name]), 3)
+    row: dict[str, Any] = {**timings, "jobs_per_run": runs, "saver_threads": SAVE_THREADS}
     if plain:
         row["ratio_ours_over_plain_mascots_per_s"] = round(
             timings["ours_worker"]["mascots_per_s"] / timings["plain_diffusers"]["mascots_per_s"], 3

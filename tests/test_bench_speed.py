@@ -32,6 +32,8 @@ def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(t
     assert_the_time_is_placed(results, "eager")
     people = results["2_people_queued"]
     assert people["ours_worker"]["mascots_per_s"] > 0 and people["plain_diffusers"]["mascots_per_s"] > 0
+    for runner in ("ours_worker", "plain_diffusers"):  # a person's mean wait: within the round, not after it
+        assert 0 < people[runner]["mean_answer_s"] <= people[runner]["median_s"], people
     overhead = results["app_overhead_per_request_ms (worker + store, no HTTP)"]
     assert overhead["save_in_background=True"]["median_ms"] > 0
     lowered = results["lower_precision_int8"]
