@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
 from PIL import Image
 
 from mascot.generation.compile_process import split_buckets
@@ -22,6 +23,7 @@ from mascot.generation.speed import (
     decode_key,
     decoder_key,
     host_step_scheduler,
+    pixels_to_pil,
     prior_key,
 )
 from mascot.generation.tiny import build_decoder_pipeline
@@ -161,6 +163,24 @@ def test_decoding_one_image_at_a_time_gives_the_same_images(tiny_generator):
     request = small_request(num_images_per_prompt=2, seed=5)
     plain = tiny_generator.generate(request).images
     assert max(max_difference(a, b) for a, b in zip(one_by_one.generate(request).images, plain, strict=True)) <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_pixels_become_the_pipelines_own_pil_images_bit_for_bit(dtype):
+    """The fast path's rounding on the pixels' device equals the pipeline's post-processing on the host (scale,
+    clamp, float32, x 255, round half to even, cast), out-of-range values and every 0-255 boundary included."""
+    generator = torch.Generator().manual_seed(3)
+    pixels = torch.rand(3, 3, 64, 96, generator=generator) * 2.4 - 1.2  # beyond [-1, 1] too: clamped
+    pixels[0, 0, 0, :6] = torch.tensor([-1.0, 1.0, 0.0, -2.0, 2.0, -0.0])
+    pixels[1, 0] = (torch.arange(64 * 96).reshape(64, 96) % 512) / 255.5 - 1  # near each k + 0.5 of 0-255
+    pixels = pixels.to(dtype)
+    stock = (pixels * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().numpy()  # KandinskyV22Pipeline's own
+
+    images = pixels_to_pil(pixels)
+
+    expected = KandinskyV22Pipeline.numpy_to_pil(stock)
+    assert [image.mode for image in images] == ["RGB"] * 3 and images[0].size == (96, 64)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(images, expected, strict=True))
 
 
 def test_linear_previews_arrive_every_few_steps_and_look_like_the_movq_decode(tiny_generator, fast_generator):
