@@ -335,9 +335,7 @@ def latents_to_pil_images(
     if max_latent_side is not None and max(latents.shape[-2:]) > max_latent_side:
         scale = max_latent_side / max(latents.shape[-2:])
         latents = torch.nn.functional.interpolate(latents, scale_factor=scale, mode="bilinear", antialias=True)
-    pixels = decoder.movq.decode(latents, force_not_quantize=True).sample
-    pixels = (pixels * 0.5 + 0.5).clamp(0, 1)
-    return decoder.numpy_to_pil(pixels.cpu().permute(0, 2, 3, 1).float().numpy())
+    return pixels_to_pil(decoder.movq.decode(latents, force_not_quantize=True).sample)
 
 
 class KandinskyGenerator:

@@ -169,8 +169,7 @@ class LinearPreview:
         """Latents [B, C, h, w] as uint8 RGB images [B, h, w, 3] on the latents' device."""
         with self._lock:
             weight = self.weight.to(latents.device)
-        pixels = _with_bias(latents.float()) @ weight
-        return ((pixels * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        return pixels_to_bytes(_with_bias(latents.float()) @ weight)
 
 
 def _with_bias(latents: torch.Tensor) -> torch.Tensor:
@@ -229,14 +228,20 @@ def decode_to_pixels(decode: Callable[[torch.Tensor], torch.Tensor], latents: to
     return torch.cat([decode(part) for part in latents.split(max(1, chunk))])
 
 
+def pixels_to_bytes(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [-1, 1] as uint8, where they are: the pipeline's own arithmetic (clamp, float32, scale to 0-255,
+    round half to even, cast), so the bytes equal its "pil" images'. Element by element: any layout."""
+    return ((pixels * 0.5 + 0.5).clamp(0, 1).float() * 255).round().to(torch.uint8)
+
+
 def pixels_to_pil(pixels: torch.Tensor) -> list[Image.Image]:
-    """The decoder pipeline's own post-processing of MoVQ's output, bit-equal to its "pil": the same float32
-    arithmetic (scale to 0-255, round half to even, cast), done where the pixels are. On a GPU the host then copies
-    uint8 rows (half fp16's bytes) and only wraps them, instead of converting and rounding every value itself. For
-    eight 768² images that host work, which the next run waits for, went from 61 ms to 4.8 ms (the host's share alone,
-    timed on a 2-core CPU: docs/performance.md, ninth round)."""
-    rgb = ((pixels * 0.5 + 0.5).clamp(0, 1).float() * 255).round().to(torch.uint8)
-    return [Image.fromarray(row) for row in rgb.permute(0, 2, 3, 1).contiguous().cpu().numpy()]
+    """MoVQ's output [B, 3, H, W] as the decoder pipeline's "pil" images, bit for bit. The bytes are made where the
+    pixels are (`pixels_to_bytes`); on a GPU the host then copies uint8 rows (half fp16's bytes) and only wraps them,
+    instead of converting and rounding every value itself. For eight 768² images that host work, which the next run
+    waits for, went from 61 ms to 4.8 ms (the host's share alone, timed on a 2-core CPU: docs/performance.md, ninth
+    round)."""
+    rgb = pixels_to_bytes(pixels).permute(0, 2, 3, 1).contiguous().cpu()
+    return [Image.fromarray(row) for row in rgb.numpy()]
 
 
 # ---- logos ----------------------------------------------------------------------------------------------------------
