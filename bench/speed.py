@@ -467,6 +467,13 @@ def compiled_versus_plain(bench: Bench, generator: KandinskyGenerator, req: Gene
     return {**row, f"ratio_plain_over_{name}": round(ratio, 3)}, result["outputs"][name]
 
 
+def wait_until_ended(job: Job) -> None:
+    """Return once `job` has ended (stored, failed or cancelled), woken by its changes as a page is."""
+    snapshot = job.snapshot
+    while snapshot.state not in FINAL_STATES:
+        snapshot = job.wait_for_change(snapshot.version, 5.0)
+
+
 @dataclass(frozen=True)
 class Saved:
     """Where the worker's savers wrote a job's pictures (the benchmark shares none: no share ids)."""
@@ -521,9 +528,7 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
         ]
 
         def answered(job: Job) -> float:  # seconds until this person's final answer, whoever else is still waiting
-            snapshot = job.snapshot
-            while snapshot.state not in FINAL_STATES:
-                snapshot = job.wait_for_change(snapshot.version, 5.0)
+            wait_until_ended(job)
             return time.perf_counter() - started
 
         with ThreadPoolExecutor(people, thread_name_prefix="person") as waiting:
@@ -722,9 +727,7 @@ def overhead_through_worker(bench: Bench, generator: KandinskyGenerator, store: 
         for index in range(bench.args.warmup + bench.args.overhead_requests):
             start = time.perf_counter()
             job = worker.submit(Submission(dataclasses.replace(req, seed=index), owner_hash=f"{index + 1:064x}"))
-            snapshot = job.snapshot
-            while snapshot.state not in FINAL_STATES:
-                snapshot = job.wait_for_change(snapshot.version, 5.0)
+            wait_until_ended(job)
             if index >= bench.args.warmup:
                 overheads.append(1000 * (time.perf_counter() - start - generate_seconds[-1]))
     finally:
