@@ -228,7 +228,11 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         presets = presets.with_brands(load_house_brands(settings.brands_dir, logos))
     rules = settings.rules  # the house rules, set once: the store and the service apply them
     store = MascotStore(
-        settings.resolved_database_url, settings.images_dir, rules=rules, replica_id=settings.replica_id
+        settings.resolved_database_url,
+        settings.images_dir,
+        rules=rules,
+        replica_id=settings.replica_id,
+        database_connections=settings.database_connections,
     )
     secret = load_secret(settings)
     identity = BrowserIdentity(secret)

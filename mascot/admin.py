@@ -111,7 +111,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             f"There is no database at {missing}: pass the --data-dir or --database-url the app uses.", file=sys.stderr
         )
         return 2
-    store = MascotStore(settings.resolved_database_url, settings.images_dir, upkeep=False)
+    store = MascotStore(
+        settings.resolved_database_url,
+        settings.images_dir,
+        upkeep=False,
+        database_connections=settings.database_connections,
+    )
     try:
         return run_command(store, args, words)
     finally:

@@ -26,6 +26,9 @@ ADDRESS_QUOTA_FACTOR = 5  # browsers' worth of mascots one network address may m
 
 
 # ---- the house rules: set once from the settings, given to the store and the service when they are built ----------
+# PostgreSQL connections one app process uses at most (mascot.store.connections): each store call borrows one for
+# milliseconds, so 10 serve dozens of people at once and leave room for several replicas on a server's default 100.
+DATABASE_CONNECTIONS = 10
 DAILY_QUOTA = 10  # mascots (images) per browser per UTC day, by default
 
 
@@ -121,6 +124,7 @@ class Settings:
     decoder: str | None = None
     data_dir: Path = Path("data")
     database_url: str | None = None
+    database_connections: int = DATABASE_CONNECTIONS  # on PostgreSQL; see DATABASE_CONNECTIONS
     secret: str | None = None
     server_name: str = "127.0.0.1"
     server_port: int = 7860
@@ -253,6 +257,11 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that say where the app keeps its data; other scripts on the same data (mascot.admin) take them."""
     parser.add_argument("--data-dir", help="Where the database, images and preview model live (MASCOT_DATA_DIR).")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (MASCOT_DATABASE_URL).")
+    parser.add_argument(
+        "--database-connections",
+        help="The most PostgreSQL connections this process opens; calls beyond them wait for one "
+        f"(MASCOT_DATABASE_CONNECTIONS; default {DATABASE_CONNECTIONS}).",
+    )
 
 
 def add_blocked_words_argument(parser: argparse.ArgumentParser) -> None:
@@ -290,6 +299,16 @@ def settings_from(
         decoder=given.text("decoder", "MASCOT_DECODER", "the decoder pipeline"),
         data_dir=given.folder("data_dir", "MASCOT_DATA_DIR", "the data folder") or space.data_dir or defaults.data_dir,
         database_url=given.database_url("database_url", "MASCOT_DATABASE_URL"),
+        database_connections=_or(
+            given.whole(
+                "database_connections",
+                "MASCOT_DATABASE_CONNECTIONS",
+                "the database connections",
+                minimum=1,
+                maximum=1000,
+            ),
+            defaults.database_connections,
+        ),
         secret=given.secret(),
         server_name=given.text("host", "GRADIO_SERVER_NAME", "the address to listen on") or defaults.server_name,
         server_port=defaults.server_port if server_port is None else server_port,

@@ -142,6 +142,8 @@ REFUSED = [
     ([], {"MASCOT_DATABASE_URL": "mysql://db/mascots"}, ["MASCOT_DATABASE_URL=mysql://db/mascots", "--database-url"]),
     (["--database-url", "sqlite:///"], {}, ["--database-url=sqlite:///", "MASCOT_DATABASE_URL"]),
     ([], {"MASCOT_DATABASE_URL": "mascots.db"}, ["MASCOT_DATABASE_URL=mascots.db"]),
+    ([], {"MASCOT_DATABASE_CONNECTIONS": "0"}, ["MASCOT_DATABASE_CONNECTIONS=0", "from 1 to 1000"]),
+    (["--database-connections", "many"], {}, ["--database-connections=many", "MASCOT_DATABASE_CONNECTIONS"]),
     ([], {"MASCOT_DATA_DIR": "   "}, ["MASCOT_DATA_DIR", "--data-dir"]),
     ([], {"MASCOT_DATA_DIR": "bad\x00path"}, ["MASCOT_DATA_DIR", "NUL"]),
     ([], {"MASCOT_BLOCKED_WORDS": " "}, ["MASCOT_BLOCKED_WORDS", "--blocked-words"]),
@@ -195,6 +197,8 @@ def test_a_data_folder_that_is_a_file_is_refused(tmp_path):
         ({"MASCOT_DRAIN_TIMEOUT_S": "45"}, "drain_timeout_s", 45.0),
         ({"MASCOT_REPLICA_ID": "gpu-3"}, "replica_id", "gpu-3"),
         ({"MASCOT_DATABASE_URL": "postgres://u@h/m"}, "database_url", "postgres://u@h/m"),
+        ({"MASCOT_DATABASE_CONNECTIONS": "4"}, "database_connections", 4),
+        ({}, "database_connections", 10),
         ({"MASCOT_DAILY_QUOTA": ""}, "daily_quota", 10),  # empty: unset
     ],
 )

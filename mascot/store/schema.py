@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse
 
 import peewee
-from playhouse.db_url import connect
+from playhouse.db_url import connect, parse
+from playhouse.pool import PooledPostgresqlDatabase
 
 from mascot.clock import utc_now
+from mascot.settings import DATABASE_CONNECTIONS
 
 SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": "normal"}
 GALLERY_NEWEST_INDEX = "mascotimage_gallery_newest"
@@ -352,8 +354,18 @@ def dict_rows(query: peewee.BaseQuery) -> Iterable[dict[str, Any]]:
     return cast("Iterable[dict[str, Any]]", query.dicts())
 
 
-def open_database(database_url: str) -> peewee.Database:
-    """A peewee database for `sqlite:///path` (WAL, foreign keys, busy timeout) or `postgresql://...`."""
+# A store call takes milliseconds, so one that waited this long for a pooled connection finds the database in trouble.
+POOL_WAIT_S = 30.0
+# A pooled connection is closed on its return once it is this old, so none outlives a server's or proxy's idle limit.
+POOL_RECYCLE_S = 600
+
+
+def open_database(
+    database_url: str, max_connections: int = DATABASE_CONNECTIONS, pool_wait_s: float = POOL_WAIT_S
+) -> peewee.Database:
+    """A peewee database for `sqlite:///path` (WAL, foreign keys, busy timeout) or `postgresql://...`, the latter
+    lending at most `max_connections` connections, a caller waiting up to `pool_wait_s` for one (see
+    mascot.store.connections)."""
     scheme = urlparse(database_url).scheme
     if scheme == "sqlite":
         db = connect(database_url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
@@ -364,7 +376,11 @@ def open_database(database_url: str) -> peewee.Database:
             Path(db.database).parent.mkdir(parents=True, exist_ok=True)
         return db
     if scheme in {"postgresql", "postgres"}:
-        return connect(database_url)
+        if max_connections < 1 or not pool_wait_s > 0:  # peewee's pool would wait forever for a wait of 0
+            raise ValueError(f"A pool needs a connection and a wait (got {max_connections} and {pool_wait_s} s).")
+        return PooledPostgresqlDatabase(
+            max_connections=max_connections, stale_timeout=POOL_RECYCLE_S, timeout=pool_wait_s, **parse(database_url)
+        )
     raise ValueError(f"database_url must start with sqlite:/// or postgresql:// (got a '{scheme}:' URL).")
 
 

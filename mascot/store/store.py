@@ -11,10 +11,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import peewee
+from playhouse.pool import PooledDatabase
 
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.prompt.request import GenerationRequest
-from mascot.settings import DEFAULT_RULES, Rules
+from mascot.settings import DATABASE_CONNECTIONS, DEFAULT_RULES, Rules
+from mascot.store.connections import lends_connections, lent_connection
 from mascot.store.device_links import (
     DeviceBook,
     DeviceLinkCode,
@@ -111,6 +113,7 @@ class SavedGeneration:
     thumbnail_paths: tuple[Path, ...] = ()
 
 
+@lends_connections  # each public method borrows a pooled connection on PostgreSQL (mascot.store.connections)
 class MascotStore:
     """Browsers, their generations, images, likes, reports and quotas. Every query acting for a browser takes its
     owner hash; the operator's (moderation) take only a share id."""
@@ -123,18 +126,21 @@ class MascotStore:
         upkeep: bool = True,
         rules: Rules = DEFAULT_RULES,
         replica_id: str = "",
+        database_connections: int = DATABASE_CONNECTIONS,
     ) -> None:
         """Open (and migrate) the database; with `upkeep`, also check the images folder as the app does at start.
         `rules` are the house rules (quotas, likes per network, reports to hide) every query applies; a method's own
         limit argument, where it has one, is for tests and the operator. `replica_id` names this process's job claims
-        (settings.replica_id), so that its next start can free them."""
+        (settings.replica_id), so that its next start can free them. On PostgreSQL the store opens at most
+        `database_connections` connections."""
         self.rules = rules
         self.files = ImageFiles(images_dir)
         self.images_dir = self.files.root
-        self.database = open_database(database_url)
+        self.database = open_database(database_url, database_connections)
         self.tables = define_tables(self.database)
-        check_request_columns(self.tables)
-        applied = migrate(self.database, self.tables)
+        with lent_connection(self.database):
+            check_request_columns(self.tables)
+            applied = migrate(self.database, self.tables)
         if applied:
             logger.info("Database schema now at version %d (applied %s).", applied[-1], applied)
         self.quotas = QuotaBook(self.database, self.tables, replica_id)
@@ -147,8 +153,11 @@ class MascotStore:
             self.sweep_orphan_files()
 
     def close(self) -> None:
-        """Close this thread's connection (peewee keeps one per thread)."""
+        """Close this thread's connection (peewee keeps one per thread on SQLite), and on PostgreSQL the pool's idle
+        ones: once no call is running, the server holds none for this store. Safe while other threads use it."""
         self.database.close()
+        if isinstance(self.database, PooledDatabase):
+            self.database.close_idle()
 
     @property
     def schema_version(self) -> int:
@@ -449,7 +458,7 @@ class MascotStore:
         where = listed(image) if in_gallery else ~listed(image)
         if not taken_down:
             where = where & (image.moderation != TAKEN_DOWN)
-        return self.moderation.ideas(where, batch_size)
+        yield from self.moderation.ideas(where, batch_size)  # a generator: it holds its connection while iterated
 
     # ---- quota and the one job in flight ----------------------------------------------------------------------
     def quota(self, owner_hash: str, limit: int | None = None, now: datetime | None = None) -> QuotaStatus:

@@ -1,0 +1,166 @@
+"""On PostgreSQL each store call borrows a connection from a bounded pool (mascot.store.connections): threads that
+are done hold none, a connection the server closed is replaced, and a call that finds none free says so."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from mascot.store.connections import BUSY, UNREACHABLE, lent_connection
+from mascot.store.faults import StoreUnavailable
+from mascot.store.schema import open_database
+from mascot.store.store import MascotStore
+from tests.support.store import POSTGRES_URL, fresh_postgres_schema, owner, save
+
+needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="MASCOT_TEST_POSTGRES_URL is not set")
+
+
+@pytest.fixture
+def named_url() -> Iterator[tuple[str, str]]:
+    """A fresh schema's URL whose connections carry a name of their own, so the server can count them; the name."""
+    assert POSTGRES_URL
+    name = f"mascot_pool_{uuid.uuid4().hex[:12]}"
+    for url in fresh_postgres_schema(POSTGRES_URL):
+        yield f"{url}&application_name={name}", name
+
+
+def server_connections(name: str) -> list[int]:
+    """The server's processes of the connections named `name` (asked on a connection of its own)."""
+    assert POSTGRES_URL
+    admin = psycopg2.connect(POSTGRES_URL)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,))
+            return [pid for (pid,) in cursor.fetchall()]
+    finally:
+        admin.close()
+
+
+@needs_postgres
+def test_threads_that_are_done_with_the_store_hold_no_connection(named_url: tuple[str, str], tmp_path: Path) -> None:
+    """As Gradio's handler threads and the worker's savers do: many threads each save and list, then live on. The
+    server sees at most the pool's connections (each thread kept its own before: 12 here)."""
+    url, name = named_url
+    store = MascotStore(url, tmp_path / "images", database_connections=3)
+    threads = 12
+    done_with_the_store, live_on = threading.Barrier(threads + 1), threading.Event()
+
+    def use_the_store(index: int) -> int:
+        who = owner(f"browser {index}")
+        save(store, who, f"otter number {index}")
+        listed = len(store.history(who))
+        done_with_the_store.wait(timeout=60)
+        live_on.wait(timeout=60)  # still alive: a connection of its own would still be open
+        return listed
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            listed = [pool.submit(use_the_store, index) for index in range(threads)]
+            done_with_the_store.wait(timeout=60)
+            open_while_alive = len(server_connections(name))
+            live_on.set()
+            assert [future.result() for future in listed] == [1] * threads
+        assert 1 <= open_while_alive <= 3
+        assert store.count_gallery() == threads
+    finally:
+        store.close()
+    assert server_connections(name) == []  # close gives every pooled connection back to the server
+
+
+@needs_postgres
+def test_a_connection_the_server_closed_is_replaced(named_url: tuple[str, str], tmp_path: Path) -> None:
+    """After a server restart, a failover or an idle timeout, the next call works: the pool checks a connection
+    before lending it. Each thread's own connection stayed broken before, and so did every call on that thread."""
+    url, name = named_url
+    store = MascotStore(url, tmp_path / "images", database_connections=2)
+    try:
+        save(store, owner("before"), "an otter before the restart")
+        [pid] = server_connections(name)
+        assert POSTGRES_URL
+        admin = psycopg2.connect(POSTGRES_URL)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.close()
+        assert store.count_gallery() == 1
+        save(store, owner("after"), "an otter after the restart")
+        assert store.count_gallery() == 2
+        assert pid not in server_connections(name)
+    finally:
+        store.close()
+
+
+@needs_postgres
+def test_a_call_that_finds_every_connection_lent_waits_then_says_the_database_is_busy(
+    named_url: tuple[str, str],
+) -> None:
+    url, _ = named_url
+    database = open_database(url, max_connections=1, pool_wait_s=0.2)
+    taken, give_back = threading.Event(), threading.Event()
+
+    def hold_the_only_connection() -> None:
+        with lent_connection(database):
+            database.execute_sql("SELECT 1")
+            taken.set()
+            give_back.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    try:
+        assert taken.wait(timeout=60)
+        with pytest.raises(StoreUnavailable, match=BUSY), lent_connection(database):
+            pytest.fail("lent a connection the pool did not have")
+    finally:
+        give_back.set()
+        holder.join(timeout=60)
+    with lent_connection(database):  # given back: lent again
+        assert database.execute_sql("SELECT 2").fetchone() == (2,)
+    database.close_all()
+
+
+@needs_postgres
+def test_a_generator_method_holds_its_connection_until_it_is_exhausted(
+    named_url: tuple[str, str], tmp_path: Path
+) -> None:
+    url, _ = named_url
+    store = MascotStore(url, tmp_path / "images", database_connections=1)
+    try:
+        for index in range(3):
+            save(store, owner(f"browser {index}"), f"otter {index}")
+        ideas = store.stored_ideas(in_gallery=True, batch_size=1)  # one query a row: the connection is needed
+        first = next(ideas)
+        assert not store.database.is_closed()
+        rest = list(ideas)
+        assert store.database.is_closed()  # given back once exhausted
+        assert len([first, *rest]) == 3
+    finally:
+        store.close()
+
+
+def test_a_database_that_cannot_be_reached_is_refused_with_a_sentence() -> None:
+    database = open_database("postgresql://mascot@127.0.0.1:1/mascots", max_connections=1)  # nothing listens there
+    with pytest.raises(StoreUnavailable, match=UNREACHABLE), lent_connection(database):
+        pytest.fail("lent a connection to nothing")
+
+
+def test_a_pool_needs_a_connection_and_a_wait() -> None:
+    with pytest.raises(ValueError, match="A pool needs"):
+        open_database("postgresql://mascot@127.0.0.1/mascots", max_connections=0)
+    with pytest.raises(ValueError, match="A pool needs"):
+        open_database("postgresql://mascot@127.0.0.1/mascots", max_connections=1, pool_wait_s=0)
+
+
+def test_sqlite_keeps_a_connection_per_thread(tmp_path: Path) -> None:
+    """No pool there: a call leaves its thread's connection open for the next, as peewee does."""
+    store = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images")
+    try:
+        assert store.count_gallery() == 0
+        assert not store.database.is_closed()
+    finally:
+        store.close()
