@@ -25,10 +25,12 @@ T = TypeVar("T")
 ADDRESS_QUOTA_FACTOR = 5  # browsers' worth of mascots one network address may make per day, by default
 
 
-# ---- the house rules: set once from the settings, given to the store and the service when they are built ----------
 # PostgreSQL connections one app process uses at most (mascot.store.connections): each store call borrows one for
 # milliseconds, so 10 serve dozens of people at once and leave room for several replicas on a server's default 100.
 DATABASE_CONNECTIONS = 10
+
+
+# ---- the house rules: set once from the settings, given to the store and the service when they are built ----------
 DAILY_QUOTA = 10  # mascots (images) per browser per UTC day, by default
 
 

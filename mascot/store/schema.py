@@ -356,7 +356,7 @@ def dict_rows(query: peewee.BaseQuery) -> Iterable[dict[str, Any]]:
 
 # A store call takes milliseconds, so one that waited this long for a pooled connection finds the database in trouble.
 POOL_WAIT_S = 30.0
-# A pooled connection is closed on its return once it is this old, so none outlives a server's or proxy's idle limit.
+# A pooled connection this old is closed instead of lent or kept, so that none outlives a server's or proxy's limits.
 POOL_RECYCLE_S = 600
 
 
