@@ -8,12 +8,15 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
+from playhouse.pool import _PooledPostgresqlDatabase
 
 from mascot.store.connections import BUSY, UNREACHABLE, lent_connection
 from mascot.store.faults import StoreUnavailable
+from mascot.store.pool import RecheckingPool
 from mascot.store.schema import open_database
 from mascot.store.store import MascotStore
 from tests.support.store import POSTGRES_URL, fresh_postgres_schema, owner, save
@@ -73,22 +76,109 @@ def test_threads_that_are_done_with_the_store_hold_no_connection(named_url: tupl
     assert server_connections(name) == []  # close gives every pooled connection back to the server
 
 
+def kill(pid: int) -> None:
+    """End a connection from the server's side, as a restart, a failover or an idle timeout does."""
+    assert POSTGRES_URL
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        admin.close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def pinged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each `SELECT 1` the pool asks before lending a connection (peewee's check), by the connection's id."""
+    asked: list[int] = []
+    peewee_check = _PooledPostgresqlDatabase._is_closed
+
+    def counting(self: Any, conn: Any) -> bool:
+        asked.append(id(conn))
+        return bool(peewee_check(self, conn))
+
+    monkeypatch.setattr(_PooledPostgresqlDatabase, "_is_closed", counting)
+    return asked
+
+
 @needs_postgres
-def test_a_connection_the_server_closed_is_replaced(named_url: tuple[str, str], tmp_path: Path) -> None:
-    """After a server restart, a failover or an idle timeout, the next call works: the pool checks a connection
-    before lending it. Each thread's own connection stayed broken before, and so did every call on that thread."""
+def test_a_connection_the_server_closed_while_it_was_unused_is_replaced(
+    named_url: tuple[str, str], tmp_path: Path, pinged: list[int]
+) -> None:
+    """After a server restart, a failover or an idle timeout, the next call works: the pool checks a connection that
+    sat unused for a while before lending it. Each thread's own connection stayed broken before, and so did every call
+    on that thread."""
     url, name = named_url
     store = MascotStore(url, tmp_path / "images", database_connections=2)
+    assert isinstance(store.database, RecheckingPool)
+    store.database.clock = clock = FakeClock()
     try:
         save(store, owner("before"), "an otter before the restart")
         [pid] = server_connections(name)
-        assert POSTGRES_URL
-        admin = psycopg2.connect(POSTGRES_URL)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        admin.close()
+        kill(pid)
+        clock.now += store.database.recheck_after_s + 0.1
+        pinged.clear()
         assert store.count_gallery() == 1
+        assert len(pinged) == 1  # asked, found closed, replaced
+        save(store, owner("after"), "an otter after the restart")
+        assert store.count_gallery() == 2
+        assert pid not in server_connections(name)
+    finally:
+        store.close()
+
+
+@needs_postgres
+def test_a_connection_given_back_moments_ago_is_lent_without_a_round_trip(
+    named_url: tuple[str, str], tmp_path: Path, pinged: list[int]
+) -> None:
+    """A Create click makes about 10 store calls in a row: only the first after a pause asks the server."""
+    url, _ = named_url
+    store = MascotStore(url, tmp_path / "images", database_connections=2)
+    assert isinstance(store.database, RecheckingPool)
+    store.database.clock = clock = FakeClock()
+    try:
+        store.count_gallery()
+        pinged.clear()
+        for _ in range(5):
+            store.count_gallery()
+            clock.now += store.database.recheck_after_s / 2  # each call soon after the one before
+        assert pinged == []
+        clock.now += store.database.recheck_after_s + 0.1  # a pause
+        store.count_gallery()
+        assert len(pinged) == 1
+    finally:
+        store.close()
+
+
+@needs_postgres
+def test_a_connection_the_server_closed_moments_after_its_last_use_fails_one_call_only(
+    named_url: tuple[str, str], tmp_path: Path
+) -> None:
+    """The price of not asking within the window: one call fails, and its connection is thrown away on return."""
+    url, name = named_url
+    store = MascotStore(url, tmp_path / "images", database_connections=2)
+    assert isinstance(store.database, RecheckingPool)
+    store.database.clock = FakeClock()  # the clock stands still: every connection was given back just now
+    try:
+        save(store, owner("before"), "an otter before the restart")
+        [pid] = server_connections(name)
+        kill(pid)
+        with pytest.raises(StoreUnavailable, match=UNREACHABLE):  # a sentence, not the driver's text
+            store.count_gallery()
+        assert store.count_gallery() == 1
+        [pid] = server_connections(name)  # its replacement
+        kill(pid)
+        with pytest.raises(StoreUnavailable, match=UNREACHABLE):  # a write says the same, not "the disk is full"
+            save(store, owner("during"), "an otter during the restart")
         save(store, owner("after"), "an otter after the restart")
         assert store.count_gallery() == 2
         assert pid not in server_connections(name)

@@ -5,9 +5,9 @@ Gradio runs handlers on up to 40 threads and the worker saves on up to 8, so a b
 per thread it ever used (29 for 30 people at once, measured), and a server that allows fewer (a small managed plan,
 several replicas) refused the rest. Such a connection was also never replaced: after the server restarted or dropped
 it, every later call on that thread failed. So on PostgreSQL each public store call borrows a connection from a pool
-of at most `max_connections`, waits for one when all are lent, and gives it back when it returns. Before lending an
-idle connection, peewee's pool asks it `SELECT 1` (one round trip, about 0.05 ms on the same machine) and replaces it
-when the server has closed it.
+of at most `max_connections`, waits for one when all are lent, and gives it back when it returns. Before lending a
+connection that sat unused for over a second, the pool asks it `SELECT 1` and replaces it when the server has closed
+it (mascot.store.pool).
 
 SQLite keeps peewee's connection per thread: opening one costs its pragmas on every call, and there is no server to
 run out of connections.
@@ -49,8 +49,16 @@ def lent_connection(database: peewee.Database) -> Iterator[None]:
     except peewee.OperationalError as error:  # the server is down or refuses us: a sentence, as a failed write gets
         log.error("could not connect to the database: %s", error)
         raise StoreUnavailable(UNREACHABLE) from error
+    connection = database.connection()
     try:
         yield
+    except (peewee.OperationalError, peewee.InterfaceError, StoreUnavailable) as error:
+        if not connection.closed:  # the database refused the query (a conflict, say), or the disk is full: as it is
+            raise
+        # The server closed the connection while it was unused (a restart, within the pool's recheck window) or
+        # during the call: a sentence, not the driver's text with the server's address, and the pool throws it away.
+        log.error("the database connection was lost: %s", error)
+        raise StoreUnavailable(UNREACHABLE) from error
     finally:
         database.close()  # back to the pool, or thrown away there when the server closed it
 

@@ -11,10 +11,10 @@ from urllib.parse import urlparse
 
 import peewee
 from playhouse.db_url import connect, parse
-from playhouse.pool import PooledPostgresqlDatabase
 
 from mascot.clock import utc_now
 from mascot.settings import DATABASE_CONNECTIONS
+from mascot.store.pool import RecheckingPool
 
 SQLITE_PRAGMAS = {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": "normal"}
 GALLERY_NEWEST_INDEX = "mascotimage_gallery_newest"
@@ -378,7 +378,7 @@ def open_database(
     if scheme in {"postgresql", "postgres"}:
         if max_connections < 1 or not pool_wait_s > 0:  # peewee's pool would wait forever for a wait of 0
             raise ValueError(f"A pool needs a connection and a wait (got {max_connections} and {pool_wait_s} s).")
-        return PooledPostgresqlDatabase(
+        return RecheckingPool(
             max_connections=max_connections, stale_timeout=POOL_RECYCLE_S, timeout=pool_wait_s, **parse(database_url)
         )
     raise ValueError(f"database_url must start with sqlite:/// or postgresql:// (got a '{scheme}:' URL).")
