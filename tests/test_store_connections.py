@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,80 +111,90 @@ def pinged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return asked
 
 
+@dataclass
+class WatchedStore:
+    """A store on PostgreSQL with a pool of 2 whose recheck window runs on `clock`, and its connections' name."""
+
+    store: MascotStore
+    clock: FakeClock
+    name: str
+
+    @property
+    def pool(self) -> RecheckingPool:
+        assert isinstance(self.store.database, RecheckingPool)
+        return self.store.database
+
+    def kill_its_connection(self) -> int:
+        """End the store's one open connection from the server's side; its server process id."""
+        [pid] = server_connections(self.name)
+        kill(pid)
+        return pid
+
+
+@pytest.fixture
+def watched(named_url: tuple[str, str], tmp_path: Path) -> Iterator[WatchedStore]:
+    url, name = named_url
+    store = MascotStore(url, tmp_path / "images", database_connections=2)
+    assert isinstance(store.database, RecheckingPool)
+    store.database.clock = clock = FakeClock()
+    try:
+        yield WatchedStore(store, clock, name)
+    finally:
+        store.close()
+
+
 @needs_postgres
 def test_a_connection_the_server_closed_while_it_was_unused_is_replaced(
-    named_url: tuple[str, str], tmp_path: Path, pinged: list[int]
+    watched: WatchedStore, pinged: list[int]
 ) -> None:
     """After a server restart, a failover or an idle timeout, the next call works: the pool checks a connection that
     sat unused for a while before lending it. Each thread's own connection stayed broken before, and so did every call
     on that thread."""
-    url, name = named_url
-    store = MascotStore(url, tmp_path / "images", database_connections=2)
-    assert isinstance(store.database, RecheckingPool)
-    store.database.clock = clock = FakeClock()
-    try:
-        save(store, owner("before"), "an otter before the restart")
-        [pid] = server_connections(name)
-        kill(pid)
-        clock.now += store.database.recheck_after_s + 0.1
-        pinged.clear()
-        assert store.count_gallery() == 1
-        assert len(pinged) == 1  # asked, found closed, replaced
-        save(store, owner("after"), "an otter after the restart")
-        assert store.count_gallery() == 2
-        assert pid not in server_connections(name)
-    finally:
-        store.close()
+    store = watched.store
+    save(store, owner("before"), "an otter before the restart")
+    pid = watched.kill_its_connection()
+    watched.clock.now += watched.pool.recheck_after_s + 0.1
+    pinged.clear()
+    assert store.count_gallery() == 1
+    assert len(pinged) == 1  # asked, found closed, replaced
+    save(store, owner("after"), "an otter after the restart")
+    assert store.count_gallery() == 2
+    assert pid not in server_connections(watched.name)
 
 
 @needs_postgres
 def test_a_connection_given_back_moments_ago_is_lent_without_a_round_trip(
-    named_url: tuple[str, str], tmp_path: Path, pinged: list[int]
+    watched: WatchedStore, pinged: list[int]
 ) -> None:
     """A Create click makes about 10 store calls in a row: only the first after a pause asks the server."""
-    url, _ = named_url
-    store = MascotStore(url, tmp_path / "images", database_connections=2)
-    assert isinstance(store.database, RecheckingPool)
-    store.database.clock = clock = FakeClock()
-    try:
+    store, window = watched.store, watched.pool.recheck_after_s
+    store.count_gallery()
+    pinged.clear()
+    for _ in range(5):
         store.count_gallery()
-        pinged.clear()
-        for _ in range(5):
-            store.count_gallery()
-            clock.now += store.database.recheck_after_s / 2  # each call soon after the one before
-        assert pinged == []
-        clock.now += store.database.recheck_after_s + 0.1  # a pause
-        store.count_gallery()
-        assert len(pinged) == 1
-    finally:
-        store.close()
+        watched.clock.now += window / 2  # each call soon after the one before
+    assert pinged == []
+    watched.clock.now += window + 0.1  # a pause
+    store.count_gallery()
+    assert len(pinged) == 1
 
 
 @needs_postgres
-def test_a_connection_the_server_closed_moments_after_its_last_use_fails_one_call_only(
-    named_url: tuple[str, str], tmp_path: Path
-) -> None:
-    """The price of not asking within the window: one call fails, and its connection is thrown away on return."""
-    url, name = named_url
-    store = MascotStore(url, tmp_path / "images", database_connections=2)
-    assert isinstance(store.database, RecheckingPool)
-    store.database.clock = FakeClock()  # the clock stands still: every connection was given back just now
-    try:
-        save(store, owner("before"), "an otter before the restart")
-        [pid] = server_connections(name)
-        kill(pid)
-        with pytest.raises(StoreUnavailable, match=UNREACHABLE):  # a sentence, not the driver's text
-            store.count_gallery()
-        assert store.count_gallery() == 1
-        [pid] = server_connections(name)  # its replacement
-        kill(pid)
-        with pytest.raises(StoreUnavailable, match=UNREACHABLE):  # a write says the same, not "the disk is full"
-            save(store, owner("during"), "an otter during the restart")
-        save(store, owner("after"), "an otter after the restart")
-        assert store.count_gallery() == 2
-        assert pid not in server_connections(name)
-    finally:
-        store.close()
+def test_a_connection_the_server_closed_moments_after_its_last_use_fails_one_call_only(watched: WatchedStore) -> None:
+    """The price of not asking within the window (the clock stands still here): one call fails, with a sentence, and
+    its connection is thrown away when it is given back."""
+    store = watched.store
+    save(store, owner("before"), "an otter before the restart")
+    watched.kill_its_connection()
+    with pytest.raises(StoreUnavailable, match=UNREACHABLE):  # a sentence, not the driver's text
+        store.count_gallery()
+    assert store.count_gallery() == 1
+    pid = watched.kill_its_connection()  # its replacement
+    with pytest.raises(StoreUnavailable, match=UNREACHABLE):  # a write says the same, not "the disk is full"
+        save(store, owner("during"), "an otter during the restart")
+    save(store, owner("after"), "an otter after the restart")
+    assert store.count_gallery() == 2
+    assert pid not in server_connections(watched.name)
 
 
 @needs_postgres
