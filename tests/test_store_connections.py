@@ -34,16 +34,22 @@ def named_url() -> Iterator[tuple[str, str]]:
         yield f"{url}&application_name={name}", name
 
 
-def server_connections(name: str) -> list[int]:
-    """The server's processes of the connections named `name` (asked on a connection of its own)."""
+def as_admin(sql: str, *parameters: object) -> list[tuple[Any, ...]]:
+    """`sql`'s rows, run on a connection of its own (autocommit), outside every store's pool."""
     assert POSTGRES_URL
     admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
     try:
         with admin.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,))
-            return [pid for (pid,) in cursor.fetchall()]
+            cursor.execute(sql, parameters)
+            return list(cursor.fetchall())
     finally:
         admin.close()
+
+
+def server_connections(name: str) -> list[int]:
+    """The server's processes of the connections named `name`."""
+    return [pid for (pid,) in as_admin("SELECT pid FROM pg_stat_activity WHERE application_name = %s", name)]
 
 
 @needs_postgres
@@ -79,14 +85,7 @@ def test_threads_that_are_done_with_the_store_hold_no_connection(named_url: tupl
 
 def kill(pid: int) -> None:
     """End a connection from the server's side, as a restart, a failover or an idle timeout does."""
-    assert POSTGRES_URL
-    admin = psycopg2.connect(POSTGRES_URL)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    finally:
-        admin.close()
+    assert as_admin("SELECT pg_terminate_backend(%s)", pid) == [(True,)]
 
 
 class FakeClock:
