@@ -99,9 +99,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def refuses_when_unwritable(action: Callable[P, R]) -> Callable[P, R]:
-    """An action that writes: when the disk is full or the database read-only or locked, the store's sentence
-    (store.faults) is its refusal, and nothing changed."""
+def refuses_when_store_unavailable(action: Callable[P, R]) -> Callable[P, R]:
+    """An action that touches the store: when the disk is full, the database read-only, locked, busy or out of
+    reach, the store's sentence (store.faults, store.connections) is its refusal, and nothing changed."""
 
     @functools.wraps(action)
     def acting(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -236,6 +236,7 @@ class MascotService:
             except LogoRefused as error:
                 raise Refusal(str(error), "logo") from None
 
+    @refuses_when_store_unavailable
     def admit(self, values: Mapping[str, Any], visitor: Visitor | None) -> GenerationRequest:
         """What costs nothing to refuse, before a job takes a queue slot: the request, then (for a browser with its
         cookie) the daily quotas, the browser's and its network's, and whether the worker would take it now."""
@@ -250,7 +251,7 @@ class MascotService:
                 raise Refusal(str(error)) from None
         return request
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def submit(self, values: Mapping[str, Any], visitor: Visitor | None) -> Job:
         """Check the request again (admission is advice, this is the gate), claim the browser's one job slot and its
         quotas in the database (so they hold across replicas), then queue it; the claim is released if the worker
@@ -371,7 +372,7 @@ class MascotService:
         """The page's address with ?mascot=<id>: opens the mascot for anyone, also a first-time visitor."""
         return mascot_url(visitor.page_url, entry.public_id)
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def like(self, public_id: object, visitor: Visitor) -> tuple[LikeState, MascotEntry]:
         """Like a mascot, or take the like back: one per browser, a few per network counted (the rules)."""
         viewer, public_id = self.owner(visitor), str(public_id or "")
@@ -384,7 +385,7 @@ class MascotService:
             raise Refusal(sentences.GONE)
         return state, entry
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def set_public(self, public_id: object, is_public: object, visitor: Visitor) -> tuple[Notice, MascotEntry | None]:
         """Show one of the browser's mascots in the public gallery, or hide it; returns the notice and the mascot
         as it now is. `is_public` must be a boolean: the string "false" would be true to Python."""
@@ -398,7 +399,7 @@ class MascotService:
         notice = Notice(sentences.SHOWN if is_public else sentences.HIDDEN)
         return notice, self.store.mascot(public_id, viewer)
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def delete(self, public_id: object, visitor: Visitor) -> Notice:
         """Delete one of the browser's mascots: its image, its likes, everywhere."""
         owner_hash, public_id = self.owner(visitor), str(public_id or "")
@@ -409,7 +410,7 @@ class MascotService:
             self._exports.pop(owner_hash, None)
         return Notice(sentences.DELETED)
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def report(self, public_id: object, reason: object, visitor: Visitor) -> str:
         """Report someone else's mascot to the operator, once per browser; it leaves the gallery once enough
         networks reported it (the rules). Returns the sentence that answers the report."""
@@ -428,6 +429,7 @@ class MascotService:
             raise Refusal(result.message)
         return result.message
 
+    @refuses_when_store_unavailable
     def admit_sticker(self, visitor: Visitor | None) -> None:
         """Before a sticker takes a queue slot (the event's validator): refused while the browser's last one is being
         made or when it asked for too many lately. Takes a running lease that `sticker` ends."""
@@ -507,6 +509,7 @@ class MascotService:
         except LogoRefused as error:
             raise Refusal(str(error), "logo") from None
 
+    @refuses_when_store_unavailable
     def admit_export(self, visitor: Visitor | None) -> None:
         """Before an export takes a queue slot (the event's validator): refused while the browser's last ZIP is being
         made or when it asked for too many lately. Takes a running lease that `export` ends."""
@@ -551,7 +554,7 @@ class MascotService:
         return last[1]
 
     # ---- one person, several devices ---------------------------------------------------------------------------
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def make_device_link(self, visitor: Visitor) -> str:
         """A one-time link (15 minutes) that makes another browser show this browser's mascots."""
         try:
@@ -566,7 +569,7 @@ class MascotService:
         links = self.store.open_device_links(visitor.token_hash, now=self.clock())
         return f"{others}\n\n{sentences.open_links_line(links)}"
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def revoke_device_links(self, visitor: Visitor) -> DevicesAnswer:
         """Every device link of the visitor's mascots that was not opened yet stops working."""
         revoked = self.store.revoke_device_links(visitor.token_hash)
@@ -591,7 +594,7 @@ class MascotService:
             sentences.JOIN_MOVING.format(count=count),
         )
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def disconnect_other_devices(self, visitor: Visitor) -> DevicesAnswer:
         """Only this browser shows its mascots from now on; refused while a job is in flight, whose images would be
         saved under the owner the row had."""
@@ -602,7 +605,7 @@ class MascotService:
         notice = Notice(sentences.disconnected_line(done.devices, done.revoked_links)) if disconnected else None
         return DevicesAnswer(notice, self.other_devices(visitor))
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def stop_showing_here(self, visitor: Visitor) -> DevicesAnswer:
         """This browser stops showing the mascots of the device it was linked to; refused for the browser that made
         them first (it disconnects the others instead)."""
@@ -616,7 +619,7 @@ class MascotService:
             notice = Notice(sentences.NO_OTHER_DEVICES)
         return DevicesAnswer(notice, self.other_devices(visitor))
 
-    @refuses_when_unwritable
+    @refuses_when_store_unavailable
     def open_device_link(self, visitor: Visitor, code: str, *, move_mascots: bool = False) -> Notice:
         """Make this browser show the mascots of the browser that made the link: a notice (it worked, or nothing
         changed) or a warning (it did not). This browser's own mascots move there only with `move_mascots` (the

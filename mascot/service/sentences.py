@@ -136,6 +136,10 @@ def visibility_refused_line(moderation_note: str | None) -> str:
     return NOT_YOURS_TO_SHOW
 
 
+# A check before an event failed in a way nobody foresaw (a bug): what the asker reads; the cause goes to the log.
+CHECK_FAILED = "Something went wrong on our side, so nothing was started. Please try again; the error was logged."
+
+
 # Limits on work that costs the server but no quota (service.limits)
 EXPORT_RUNNING = "Your ZIP is still being made: wait for it to finish."
 STICKER_RUNNING = "Your sticker is still being made: wait for it to finish."

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import gradio as gr
 
 from mascot.prompt.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
 from mascot.service import MascotService, Notice, Refusal, Visitor
-from mascot.service.sentences import NO_COOKIE, plural
+from mascot.service.sentences import CHECK_FAILED, NO_COOKIE, plural
 from mascot.ui.pictures import no_interface_files
 from mascot.web.clients import ProxyTrust, client_address
 from mascot.web.public_url import PublicAddress
 
-__all__ = ["DEFAULTS", "PageServices", "owner", "plain", "plural", "range_info", "refused", "say", "visitor"]
+__all__ = [
+    "DEFAULTS",
+    "PageServices",
+    "answers_in_sentences",
+    "owner",
+    "plain",
+    "plural",
+    "range_info",
+    "refused",
+    "say",
+    "visitor",
+]
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 TokenHashOf = Callable[[Any], str | None]  # a request -> its browser's own token hash (web.identity)
 DEFAULTS = GenerationRequest(prompt="")  # the page's and the API's defaults: one source
@@ -63,6 +80,25 @@ def owner(services: PageServices, http_request: gr.Request | None) -> str:
 def refused(error: Refusal) -> gr.Error:
     """The service's refusal as the page shows it: its sentence, no traceback."""
     return gr.Error(error.message, print_exception=False)
+
+
+def answers_in_sentences(validator: Callable[P, R]) -> Callable[P, R]:
+    """An event's validator whose every failure reaches the asker as a sentence. Gradio answers the queue's join with
+    the text of whatever a validator raised, show_error or not (gradio/queueing.py), so a bug's or a database
+    driver's text (a file path, SQL, the database server's address) would reach whoever asked: that becomes
+    CHECK_FAILED, and the cause goes to the log. A Refusal's text is a sentence already, and gr.Error is Gradio's."""
+
+    @functools.wraps(validator)
+    def validating(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return validator(*args, **kwargs)
+        except (Refusal, gr.Error):
+            raise
+        except Exception:
+            log.exception("the check before an event failed")
+            raise Refusal(CHECK_FAILED) from None
+
+    return validating
 
 
 def say(notice: Notice | None) -> None:

@@ -14,7 +14,16 @@ from mascot.prompt.presets import LOGO_COLOURS
 from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest, InvalidRequest
 from mascot.service import Refusal
 from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
-from mascot.ui.common import DEFAULTS, PageServices, WholeNumber, range_info, refused, visitor, visitor_or_none
+from mascot.ui.common import (
+    DEFAULTS,
+    PageServices,
+    WholeNumber,
+    answers_in_sentences,
+    range_info,
+    refused,
+    visitor,
+    visitor_or_none,
+)
 from mascot.ui.house import HouseChoices, build_house_choices, wire_house_choices
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.pictures import PreviewGallery
@@ -481,6 +490,7 @@ def _generation_validator(
     """Refusals that cost nothing run before the job takes a queue slot, every failing field marked at once: in the
     page's words (its labels) for the page's own step, in the API's parameter names for /generate."""
 
+    @answers_in_sentences
     def validate_generation(http_request: gr.Request | None = None, **values: Any) -> list[dict[str, Any]]:
         try:
             services.service.admit(values, visitor_or_none(services, http_request))

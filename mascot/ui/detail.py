@@ -14,7 +14,7 @@ from mascot.service.actions import VARIATIONS
 from mascot.store.entries import MascotEntry
 from mascot.store.moderation import NO_REASON, reason_choices
 from mascot.ui.based_on import based_on_note, based_on_values, no_based_on_values
-from mascot.ui.common import PageServices, plain, plural, refused, say, visitor, visitor_or_none
+from mascot.ui.common import PageServices, answers_in_sentences, plain, plural, refused, say, visitor, visitor_or_none
 from mascot.ui.create import CreateForm, dimensions_to_size
 from mascot.ui.pictures import LinkedDownload, LinkedFile, LinkedImage, download, picture_url, sticker_download
 
@@ -349,6 +349,7 @@ def _select_handler(show: Callable[..., ComponentValues]) -> Callable[..., Compo
 
 
 def _sticker_validator(services: PageServices) -> Callable[..., list[Any]]:
+    @answers_in_sentences
     def validate_sticker(_public_id: Any, http_request: gr.Request | None = None) -> list[Any]:
         # Raised, not marked on the (hidden) share id: the join's HTTP 400 carries the sentence to the page as a
         # toast (see ui/export.py).

@@ -11,7 +11,7 @@ import gradio as gr
 
 from mascot.service import Refusal
 from mascot.store.export import EXPORT_CAP, INDEX_NAME
-from mascot.ui.common import PageServices, refused, say, visitor, visitor_or_none
+from mascot.ui.common import PageServices, answers_in_sentences, refused, say, visitor, visitor_or_none
 from mascot.ui.pictures import LinkedDownload, LinkedFile, zip_download
 
 EXPORT_INFO = (
@@ -53,6 +53,7 @@ def build_export_row(services: PageServices) -> ExportRow:
 
 
 def _export_validator(services: PageServices) -> Callable[..., list[Any]]:
+    @answers_in_sentences
     def validate_export(http_request: gr.Request | None = None) -> list[Any]:
         # No inputs to mark, so the refusal is raised: Gradio answers the join with HTTP 400 and the exception's text
         # as its detail, which the page shows. The Refusal itself, as gr.Error's text would come quoted.

@@ -1,0 +1,110 @@
+"""The checks Gradio runs before an event takes a queue slot (the events' validators) answer in sentences when what is
+under them breaks. Gradio passes on the text of whatever a validator raised, so without the guard a bug's or a
+database driver's own words (a file path, the database server's address) would reach whoever asked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from mascot.service.sentences import CHECK_FAILED
+from mascot.store.connections import UNREACHABLE
+from mascot.store.faults import StoreUnavailable
+from tests.support.raw_gradio import Answer, join_event
+from tests.support.site import Site, make, mine
+
+SECRET = 'could not open "/srv/mascots/mascots.db": server at "10.0.0.9", port 5432'
+# Each checked event's API name, and the service method its check calls first.
+CHECKED = {
+    "generate": "admit",
+    "export_mascots": "admit_export",
+    "sticker": "admit_sticker",
+    "sticker_mine": "admit_sticker",
+}
+
+
+def broken(*_args: Any, **_kwargs: Any) -> Any:
+    raise RuntimeError(SECRET)
+
+
+@pytest.fixture
+def browser(site: Site) -> Client:
+    return site.browser()
+
+
+@pytest.fixture
+def http(site: Site, browser: Client) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=site.url, cookies=dict(browser.cookies), timeout=60) as client:
+        yield client
+
+
+def event_index(site: Site, http: httpx.Client, api_name: str = "", handler: str = "") -> tuple[int, int]:
+    """An event's fn_index, by its API name or its handler's name, and its count of inputs."""
+    config = http.get("config").json()
+    fns = site.app.demo.fns
+    [index] = [
+        dependency["id"]
+        for dependency in config["dependencies"]
+        if (api_name and dependency.get("api_name") == api_name)
+        or (handler and getattr(fns[dependency["id"]].fn, "__name__", "") == handler)
+    ]
+    return int(index), len(fns[index].inputs)
+
+
+def join(site: Site, http: httpx.Client, data: list[Any], **event: str) -> Answer:
+    index, inputs = event_index(site, http, **event)
+    return join_event(http, index, data + [None] * (inputs - len(data)))
+
+
+def test_the_guard_is_on_every_checked_event(site: Site) -> None:
+    checked = {fn.api_name for fn in site.app.demo.fns.values() if fn.validator is not None}
+
+    assert checked == {*CHECKED, "start_generation"}  # a new checked event needs its case here
+
+
+@pytest.mark.parametrize("api_name", list(CHECKED))
+def test_a_check_that_breaks_answers_with_a_sentence_and_logs_the_cause(
+    site: Site, browser: Client, http: httpx.Client, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, api_name: str,
+) -> None:  # fmt: skip
+    make(browser, "an otter to cut out")  # the sticker's event needs a mascot of this browser's
+    [mascot] = mine(browser)
+    monkeypatch.setattr(site.app.services.service, CHECKED[api_name], broken)
+
+    data = {"generate": ["an otter"], "export_mascots": []}.get(api_name, [mascot["public_id"]])
+    with caplog.at_level(logging.ERROR):
+        answer = join(site, http, data, api_name=api_name)
+
+    assert answer.status == 400 and answer.message == CHECK_FAILED, answer
+    assert "10.0.0.9" not in answer.message
+    assert SECRET in caplog.text  # the operator still learns the cause
+
+
+def test_the_pages_own_create_step_answers_with_a_sentence_too(
+    site: Site, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(site.app.services.service, "admit", broken)
+
+    answer = join(site, http, ["an otter"], handler="start_generation")
+
+    assert answer.status == 400 and answer.message == CHECK_FAILED, answer
+
+
+def test_a_database_out_of_reach_is_said_on_the_idea_and_the_next_click_works(
+    site: Site, browser: Client, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreUnavailable(UNREACHABLE)
+
+    with monkeypatch.context() as outage:
+        outage.setattr(site.app.store, "resolve_owner", unreachable)
+        answer = join(site, http, ["an otter"], api_name="generate")
+
+    assert answer.status == 422 and answer.message == UNREACHABLE, answer  # marked on the field, in the store's words
+    make(browser, "made once it is back")
+    assert [mascot["prompt"] for mascot in mine(browser)] == ["made once it is back"]
