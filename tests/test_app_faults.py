@@ -62,7 +62,7 @@ def test_sigterm_mid_job_saves_it_tells_the_queued_frees_the_claims_and_exits_0(
     monkeypatch.setenv("MASCOT_DRAIN_TIMEOUT_S", "300")  # a loaded CI machine: never cut here
     app = AppProcess(tmp_path / "data", tmp_path).start()
     try:
-        alice, bob = app.browser(), app.browser()
+        alice, bob = app.browser(fetch_pictures=False), app.browser()  # the app exits once alice is answered
         wait_until_model_ready(alice)
         running = long_job(alice, "finished while shutting down")
         queued = bob.submit(prompt="never made", seed=2, **FAST, api_name="/generate")

@@ -144,12 +144,14 @@ class AppProcess:
                 self.process.kill()
                 self.process.wait()
 
-    def browser(self, cookies: dict[str, str] | None = None) -> Client:
-        """A new browser: a client with its own cookie jar (or the given cookies, to come back as before)."""
+    def browser(self, cookies: dict[str, str] | None = None, *, fetch_pictures: bool = True) -> Client:
+        """A new browser: a client with its own cookie jar (or the given cookies, to come back as before). Without
+        `fetch_pictures` it keeps an answer's picture URLs rather than fetching them: a draining app may exit before
+        they are fetched, and a test must not depend on which comes first."""
         client = Client(
             self.url,
             verbose=False,
-            download_files=str(self.tmp_dir / "downloads"),
+            download_files=str(self.tmp_dir / "downloads") if fetch_pictures else False,
             httpx_kwargs={"cookies": dict(cookies or {})},
         )
         return client
