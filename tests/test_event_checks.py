@@ -43,25 +43,14 @@ def http(site: Site, browser: Client) -> Iterator[httpx.Client]:
         yield client
 
 
-def event_index(site: Site, http: httpx.Client, api_name: str = "", handler: str = "") -> tuple[int, int]:
-    """An event's fn_index, by its API name or its handler's name, and its count of inputs."""
-    config = http.get("config").json()
-    fns = site.app.demo.fns
-    [index] = [
-        dependency["id"]
-        for dependency in config["dependencies"]
-        if (api_name and dependency.get("api_name") == api_name)
-        or (handler and getattr(fns[dependency["id"]].fn, "__name__", "") == handler)
-    ]
-    return int(index), len(fns[index].inputs)
+def join(site: Site, http: httpx.Client, api_name: str, data: list[Any]) -> Answer:
+    """Join the queue for the event named `api_name` (a private event's is its handler's name), the rest of its
+    inputs None."""
+    [(index, event)] = [(index, fn) for index, fn in site.app.demo.fns.items() if fn.api_name == api_name]
+    return join_event(http, index, data + [None] * (len(event.inputs) - len(data)))
 
 
-def join(site: Site, http: httpx.Client, data: list[Any], **event: str) -> Answer:
-    index, inputs = event_index(site, http, **event)
-    return join_event(http, index, data + [None] * (inputs - len(data)))
-
-
-def test_the_guard_is_on_every_checked_event(site: Site) -> None:
+def test_every_checked_event_has_its_case_here(site: Site) -> None:
     checked = {fn.api_name for fn in site.app.demo.fns.values() if fn.validator is not None}
 
     assert checked == {*CHECKED, "start_generation"}  # a new checked event needs its case here
@@ -78,7 +67,7 @@ def test_a_check_that_breaks_answers_with_a_sentence_and_logs_the_cause(
 
     data = {"generate": ["an otter"], "export_mascots": []}.get(api_name, [mascot["public_id"]])
     with caplog.at_level(logging.ERROR):
-        answer = join(site, http, data, api_name=api_name)
+        answer = join(site, http, api_name, data)
 
     assert answer.status == 400 and answer.message == CHECK_FAILED, answer
     assert "10.0.0.9" not in answer.message
@@ -90,7 +79,7 @@ def test_the_pages_own_create_step_answers_with_a_sentence_too(
 ) -> None:
     monkeypatch.setattr(site.app.services.service, "admit", broken)
 
-    answer = join(site, http, ["an otter"], handler="start_generation")
+    answer = join(site, http, "start_generation", ["an otter"])
 
     assert answer.status == 400 and answer.message == CHECK_FAILED, answer
 
@@ -103,7 +92,7 @@ def test_a_database_out_of_reach_is_said_on_the_idea_and_the_next_click_works(
 
     with monkeypatch.context() as outage:
         outage.setattr(site.app.store, "resolve_owner", unreachable)
-        answer = join(site, http, ["an otter"], api_name="generate")
+        answer = join(site, http, "generate", ["an otter"])
 
     assert answer.status == 422 and answer.message == UNREACHABLE, answer  # marked on the field, in the store's words
     make(browser, "made once it is back")
