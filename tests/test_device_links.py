@@ -28,6 +28,7 @@ from mascot.ui.device_links import (
     TOO_MANY,
     qr_image,
 )
+from tests.support.raw_gradio import fn_index_in
 from tests.support.site import FAST, link_for, make, mine, prompts
 
 pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client
@@ -40,7 +41,7 @@ def open_link(site, client: Client, link: str, *, move_mine: bool = False) -> li
     moving them after the person confirmed); returns the notices shown, as (level, message)."""
     query = urllib.parse.urlsplit(link).query
     api_name = "open_device_link_moving_mine" if move_mine else "open_device_link"
-    [fn_index] = [dep["id"] for dep in client.config["dependencies"] if dep.get("api_name") == api_name]
+    fn_index = fn_index_in(client.config, api_name)
     session = uuid.uuid4().hex
     data = [True] if move_mine else []
     body = {"data": data, "event_data": None, "fn_index": fn_index, "trigger_id": None, "session_hash": session}

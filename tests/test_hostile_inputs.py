@@ -30,6 +30,7 @@ from tests.support.raw_gradio import (
     Answer,
     call,
     detail_text,
+    fn_index_in,
     join,
     join_event,
     read_stream,
@@ -83,8 +84,7 @@ class World:
         return self.api["named_endpoints"]
 
     def fn_index(self, api_name: str) -> int:
-        [index] = [dep["id"] for dep in self.config["dependencies"] if dep.get("api_name") == api_name.lstrip("/")]
-        return int(index)
+        return fn_index_in(self.config, api_name)
 
     def valid_value(self, parameter: dict[str, Any]) -> Any:
         """A harmless value for a parameter the case does not attack."""
@@ -446,11 +446,6 @@ def logo_upload(content: bytes, name: str = "logo.png", channel: str = "join") -
             return join_event(fresh, fn_index_in(config, "upload_logo"), [file_data])
 
     return send
-
-
-def fn_index_in(config: dict[str, Any], api_name: str) -> int:
-    [index] = [dep["id"] for dep in config["dependencies"] if dep.get("api_name") == api_name]
-    return int(index)
 
 
 def client_logo(content: bytes, suffix: str) -> Callable[[World], Answer]:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from mascot.web.sessions import FOREIGN, FOREIGN_EVENT, SessionOwners
+from tests.support.raw_gradio import fn_index_in
 from tests.support.site import serve
 
 
@@ -18,9 +19,7 @@ def site(tmp_path, monkeypatch):
 
 
 def fn_index(http: httpx.Client, api_name: str) -> int:
-    config = http.get("config").json()
-    [index] = [dep["id"] for dep in config["dependencies"] if dep.get("api_name") == api_name]
-    return index
+    return fn_index_in(http.get("config").json(), api_name)
 
 
 def join(http: httpx.Client, index: int, session: str) -> httpx.Response:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from mascot.service import Visitor, sentences
 from mascot.service.downloads import UPLOAD_KEEP_S, prune_uploads
 from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE
+from tests.support.raw_gradio import fn_index_in
 from tests.support.site import make, mine
 
 BOUNDARY = "mascotboundary"
@@ -116,7 +117,7 @@ def test_uploads_older_than_an_hour_are_removed_and_fresh_ones_kept(site) -> Non
 
 def join(site, client, api_name: str, data: list) -> tuple[int, str]:
     """POST /gradio_api/queue/join for an event, with the client's cookies: (status, the answer's detail or id)."""
-    fn_index = next(d["id"] for d in client.config["dependencies"] if d.get("api_name") == api_name)
+    fn_index = fn_index_in(client.config, api_name)
     body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": "s" * 11, "trigger_id": None}).encode()
     cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
     parts = urlsplit(site.url)

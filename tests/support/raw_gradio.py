@@ -93,6 +93,13 @@ def detail_text(response: httpx.Response) -> str:
     return str(detail)
 
 
+def fn_index_in(config: dict[str, Any], api_name: str) -> int:
+    """The `fn_index` a page sends for the event named `api_name` (with or without its leading "/") in an app's
+    config (a client's `config`, or the app's `/config` answer)."""
+    [index] = [dep["id"] for dep in config["dependencies"] if dep.get("api_name") == api_name.lstrip("/")]
+    return int(index)
+
+
 def join(http: httpx.Client, body: Any, *, raw: bytes | None = None, read: bool = True) -> Answer:
     """POST /gradio_api/queue/join with `body` (or the bytes `raw`), then read the session's stream to the end."""
     content = raw if raw is not None else json.dumps(body, allow_nan=True).encode()
