@@ -20,11 +20,13 @@ from mascot.generation.speed import (
     CompiledModels,
     HostStepDDPMScheduler,
     HostStepUnCLIPScheduler,
+    compile_cache_lookups,
     decode_key,
     decoder_key,
     host_step_scheduler,
     pixels_to_pil,
     prior_key,
+    use_compile_cache,
 )
 from mascot.generation.tiny import build_decoder_pipeline
 from mascot.prompt.request import GenerationRequest
@@ -297,6 +299,56 @@ def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stag
     )
     assert generator.compiled.longest_turn_s > 0  # the stages here ran in turns between generations
     assert max_difference(generator.generate(request).images[0], eager) <= 1
+
+
+def test_the_compile_cache_is_the_given_folder_though_inductor_already_chose_its_own(tmp_path, monkeypatch):
+    """Importing torch._inductor.config (diffusers does) writes inductor's /tmp default into TORCHINDUCTOR_CACHE_DIR;
+    the data folder's cache must win over it, or a restart and the serving process never see what was compiled."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # as after that import; restored afterwards
+    use_compile_cache(tmp_path / "compile-cache")
+
+    assert cache_dir() == str(tmp_path / "compile-cache")
+
+
+def test_a_bucket_a_compile_process_compiled_is_loaded_here_from_the_cache_without_compiling_again(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """The torch.compile hand-over for real (inductor, C++ on the CPU), with the app's own models on both sides: its
+    compile process fills the data folder's cache, and this process then finds each graph of the bucket there, none
+    compiled again inside a turn."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from mascot.generation.model import compile_targets
+    from mascot.settings import Settings
+    from tests.support.tiny import load_tiny
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", cache_dir())  # the test's compile cache is put back afterwards
+    generator = load_tiny(tiny_model_dir, speed=FAST)
+    request = small_request(num_images_per_prompt=1, seed=31)
+    eager = generator.generate(request).images[0]
+    looked_up = compile_cache_lookups()
+    generator.start_compiling(
+        CompileConfig(backend="inductor", mode=None, cache_dir=tmp_path / "compile-cache"),
+        sizes=[256],
+        batch_images=[1],
+        build_in_child=functools.partial(compile_targets, Settings(model="tiny", data_dir=tiny_model_dir.parent)),
+        niceness=0,  # a busy test machine would starve a niced child (nice 10)
+    )
+    compiled = generator.compiled
+    assert isinstance(compiled, CompiledModels) and compiled.thread is not None
+    compiled.thread.join(1800)
+    (child,) = generator.compile_children
+    assert child.process.returncode == 0
+
+    lookups = compile_cache_lookups() - looked_up
+    print(f"\nloaded here: {compiled.seconds}, longest stage {compiled.longest_turn_s} s, {lookups}")
+    assert lookups["fxgraph_cache_hit"] > 0 and lookups["autograd_cache_hit"] > 0
+    assert lookups["fxgraph_cache_miss"] == 0 and lookups["autograd_cache_miss"] == 0  # nothing compiled again here
+    assert compiled.cache_lookups["256x256x1"] == dict(lookups)  # what the benchmark and the log report
+    assert compiled.ready(decoder_key(256, 256, 1, True))
+    assert max_difference(generator.generate(request).images[0], eager) <= 2  # compiled C++ rounds in another order
 
 
 def test_packages_compiled_in_a_child_give_the_eager_images_and_load_without_compiling_here(tiny_generator):

@@ -377,6 +377,9 @@ class CompiledModels(StagedModels):
         if config.cache_dir is not None:
             use_compile_cache(config.cache_dir)
         self.config = config  # its compile settings are applied by `warm`, on the thread that compiles
+        # Per bucket, the compile caches' hits and misses while it warmed here: after a compile process, a miss means
+        # this process compiled that graph again (for the benchmark and the log).
+        self.cache_lookups: dict[str, dict[str, int]] = {}
         options: dict[str, Any] = {"backend": config.backend, "fullgraph": True, "dynamic": False}
         if config.backend == "inductor" and config.mode:
             options["mode"] = config.mode
@@ -406,7 +409,7 @@ class CompiledModels(StagedModels):
         self.compile_settings_here()
         done: list[Bucket] = []
         for bucket in buckets:
-            started = time.perf_counter()
+            started, looked_up = time.perf_counter(), compile_cache_lookups()
             try:
                 with torch.inference_mode():
                     stages = run_bucket(self.prior, self.decoder, self.decode, bucket, lambda: self._turn(turn))
@@ -415,11 +418,32 @@ class CompiledModels(StagedModels):
                 logger.exception("compiling for %s failed; that size stays eager", bucket)
                 continue
             seconds = time.perf_counter() - started
+            lookups = self.cache_lookups[bucket_name(bucket)] = dict(compile_cache_lookups() - looked_up)
             self.seconds[bucket_name(bucket)] = round(seconds, 2)
             self._mark_ready(keys)
             done.append(bucket)
-            logger.info("compiled for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
+            logger.info(
+                "compiled for %dx%d, %d image(s) per run, in %.1f s (compile cache: %s)",
+                *bucket,
+                seconds,
+                ", ".join(f"{count} {name}" for name, count in sorted(lookups.items())) or "not used",
+            )
         return done
+
+
+def compile_cache_lookups() -> collections.Counter[str]:
+    """How often this process has looked in inductor's FX graph cache and AOT autograd's cache so far, by outcome
+    (dynamo's process-wide counters: "fxgraph_cache_hit", "autograd_cache_miss", ...)."""
+    from torch._dynamo.utils import counters
+
+    return collections.Counter(
+        {
+            name: count
+            for group in ("inductor", "aot_autograd")
+            for name, count in counters[group].items()
+            if name.endswith(("cache_hit", "cache_miss", "cache_bypass"))
+        }
+    )
 
 
 StageValue = TypeVar("StageValue")
@@ -493,9 +517,22 @@ def movq_decoder(movq: VQModel) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def use_compile_cache(folder: Path) -> None:
-    """Keep inductor's compiled kernels and FX graphs in `folder` (the data folder), so a restart reuses them."""
+    """Keep inductor's compiled kernels and FX graphs in `folder` (the data folder), so a restart, and this process
+    after a compile process filled it, reuse them.
+
+    Inductor reads its folder from TORCHINDUCTOR_CACHE_DIR at each use, and writes its /tmp default there the first
+    time anything asks: importing torch._inductor.config does, and diffusers imports it. So the variable is set here,
+    not defaulted (a default never took: this process compiled everything again into /tmp, a bucket a child had
+    compiled included), and inductor's memos of paths in the old folder are cleared when it changes."""
     folder.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
+    path = os.path.abspath(folder)  # as inductor writes it
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") != path:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+        from torch._inductor.utils import clear_inductor_caches  # its name from torch 2.2 on (2.13: an alias)
+
+        clear_inductor_caches()
+    # Read when torch._inductor.config is imported, so they reach the compile processes (this one has its defaults:
+    # on); an operator's "0" stands.
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
