@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from bench import speed
 
@@ -56,6 +57,7 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert set(compiled["per_bucket_s (a child's: cold; here: from the cache the children filled)"]) == {
         "256x256x1 in a child process", "256x256x2 in a child process", "256x256x1", "256x256x2"
     }  # fmt: skip
+    assert set(compiled["compile_cache_lookups_here"]) == {"256x256x1", "256x256x2"}  # each bucket loaded here
     # Every job ran, in shared runs of at most 2 (how they split depends on how busy the machine is: [2] or [1, 1]).
     jobs_per_run = results["2_people_queued_eager_while_compiling"]["jobs_per_run"]
     assert sum(jobs_per_run) == 2 and max(jobs_per_run) <= 2, jobs_per_run
@@ -90,3 +92,10 @@ def test_the_speed_benchmark_hands_packages_over_for_the_full_and_the_lowered_mo
     assert lowered["how"] == "packages from a child process" and "256x256x1 loaded" in lowered["warm_up_s"]
     eager_lowered = results["lower_precision_int8"]["pixel_diff_int8_vs_ours_fast"]["mean"]
     assert abs(lowered["pixel_diff_int8_compiled_vs_ours_fast"]["mean"] - eager_lowered) < 1  # the lowered picture
+
+
+def test_the_benchmarks_models_are_in_inference_mode_as_from_pretrained_gives_them_to_the_app():
+    prior, decoder = speed.build_pipelines("tiny", "cpu")  # built in code, where modules start in training mode
+    modules = [module for pipeline in (prior, decoder) for module in pipeline.components.values()]
+    models = [module for module in modules if isinstance(module, torch.nn.Module)]
+    assert len(models) >= 5 and not any(part.training for model in models for part in model.modules())
