@@ -14,7 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from gradio_client import Client
+
+# A test browser's requests: gradio_client waits 5 s for an answer by default (httpx's), which a busy test machine can
+# take to answer a page's config (a test failed so in CI); its event streams get the same bound, and Gradio sends a
+# heartbeat on them every 15 s.
+CLIENT_TIMEOUT = httpx.Timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: tests/support/ is two levels down
 
@@ -152,7 +158,7 @@ class AppProcess:
             self.url,
             verbose=False,
             download_files=str(self.tmp_dir / "downloads") if fetch_pictures else False,
-            httpx_kwargs={"cookies": dict(cookies or {})},
+            httpx_kwargs={"cookies": dict(cookies or {}), "timeout": CLIENT_TIMEOUT},
         )
         return client
 
