@@ -21,8 +21,8 @@
 # together also build the FP8 packages in a child; or "--lora-rank 4" to load a random decoder adapter of lora/train.py's
 # default rank before compiling, as a house look, and time one mascot with it compiled vs plain: every phase then runs
 # with that adapter loaded, so keep it out of the call that measures the goals). One session's 15 minutes hold one
-# machine start and one call of
-# GPU_ROUND_ARGS="--compile-packages --lower-precision fp8" GPU_ROUND_BUDGET_S=500 GPU_ROUND_TIMEOUT_S=560.
+# machine start and one call of GPU_ROUND_ARGS="--lower-precision fp8" GPU_ROUND_BUDGET_S=500 GPU_ROUND_TIMEOUT_S=560
+# (the app's default hand-over, torch.compile's cache; then "--compile-packages" in another session).
 set -uo pipefail
 [ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }
 export OUT="${OUT:-/tmp/gpu-round-out}"

@@ -528,7 +528,7 @@ def use_compile_cache(folder: Path) -> None:
     path = os.path.abspath(folder)  # as inductor writes it
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR") != path:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
-        from torch._inductor.utils import clear_inductor_caches  # its name from torch 2.2 on (2.13: an alias)
+        from torch._inductor.utils import clear_inductor_caches  # older torch names it so; 2.13 keeps the alias
 
         clear_inductor_caches()
     # Read when torch._inductor.config is imported, so they reach the compile processes (this one has its defaults:
