@@ -320,8 +320,8 @@ def test_a_bucket_a_compile_process_compiled_is_loaded_here_from_the_cache_witho
     compiled again inside a turn."""
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    from mascot.generation.model import compile_targets
     from mascot.settings import Settings
+    from tests.support.packages import compiled_in_a_child
     from tests.support.tiny import load_tiny
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", cache_dir())  # the test's compile cache is put back afterwards
@@ -329,18 +329,10 @@ def test_a_bucket_a_compile_process_compiled_is_loaded_here_from_the_cache_witho
     request = small_request(num_images_per_prompt=1, seed=31)
     eager = generator.generate(request).images[0]
     looked_up = compile_cache_lookups()
-    generator.start_compiling(
-        CompileConfig(backend="inductor", mode=None, cache_dir=tmp_path / "compile-cache"),
-        sizes=[256],
-        batch_images=[1],
-        build_in_child=functools.partial(compile_targets, Settings(model="tiny", data_dir=tiny_model_dir.parent)),
-        niceness=0,  # a busy test machine would starve a niced child (nice 10)
-    )
-    compiled = generator.compiled
-    assert isinstance(compiled, CompiledModels) and compiled.thread is not None
-    compiled.thread.join(1800)
-    (child,) = generator.compile_children
-    assert child.process.returncode == 0
+    settings = Settings(model="tiny", data_dir=tiny_model_dir.parent)
+    config = CompileConfig(backend="inductor", mode=None, cache_dir=tmp_path / "compile-cache")
+    compiled = compiled_in_a_child(generator, settings, config)
+    assert isinstance(compiled, CompiledModels)
 
     lookups = compile_cache_lookups() - looked_up
     print(f"\nloaded here: {compiled.seconds}, longest stage {compiled.longest_turn_s} s, {lookups}")

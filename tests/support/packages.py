@@ -6,7 +6,7 @@ import functools
 
 from mascot.generation.model import KandinskyGenerator, compile_targets
 from mascot.generation.packages import PackagedModels
-from mascot.generation.speed import CompileConfig
+from mascot.generation.speed import CompileConfig, StagedModels
 from mascot.settings import Settings
 
 
@@ -20,19 +20,27 @@ def count_package_calls(packaged: PackagedModels) -> list[str]:
     return calls
 
 
-def packages_from_a_child(generator: KandinskyGenerator, settings: Settings) -> PackagedModels:
-    """Build the 256x256x1 bucket's AOTInductor packages (C++ for the CPU) in the app's own compile process for
-    `settings`, and wait until it ended and they were loaded here: the generator's packaged models."""
+def compiled_in_a_child(generator: KandinskyGenerator, settings: Settings, config: CompileConfig) -> StagedModels:
+    """Compile the 256x256x1 bucket with `config` in the app's own compile process for `settings`, and wait until it
+    ended and the bucket was loaded here: the generator's compiled models."""
     generator.start_compiling(
-        CompileConfig(backend="inductor", mode=None, packages=True),
+        config,
         sizes=[256],
         batch_images=[1],
         build_in_child=functools.partial(compile_targets, settings),
         niceness=0,  # a busy test machine would starve a niced child (nice 10)
     )
-    packaged = generator.compiled
-    assert isinstance(packaged, PackagedModels) and packaged.thread is not None
-    packaged.thread.join(1800)
+    compiled = generator.compiled
+    assert compiled is not None and compiled.thread is not None
+    compiled.thread.join(1800)
     (child,) = generator.compile_children
     assert child.process.returncode == 0
+    return compiled
+
+
+def packages_from_a_child(generator: KandinskyGenerator, settings: Settings) -> PackagedModels:
+    """Build the 256x256x1 bucket's AOTInductor packages (C++ for the CPU) in the app's own compile process for
+    `settings`, and wait until they were loaded here: the generator's packaged models."""
+    packaged = compiled_in_a_child(generator, settings, CompileConfig(backend="inductor", mode=None, packages=True))
+    assert isinstance(packaged, PackagedModels)
     return packaged
