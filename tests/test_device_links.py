@@ -28,6 +28,7 @@ from mascot.ui.device_links import (
     TOO_MANY,
     qr_image,
 )
+from tests.support.app_process import browser_client
 from tests.support.raw_gradio import fn_index_in
 from tests.support.site import FAST, link_for, make, mine, prompts
 
@@ -138,11 +139,10 @@ def test_a_sixth_open_link_is_refused_with_a_sentence(site):
 def test_a_forwarded_host_from_a_client_that_is_no_proxy_of_ours_is_not_believed(site):
     """A link is a credential: a client cannot make the app write another host into it (the page's address from
     our proxies or MASCOT_PUBLIC_URL is tested in test_public_url.py)."""
-    proxied = Client(
+    proxied = browser_client(
         site.url,
-        verbose=False,
+        str(site.tmp_path / "downloads"),
         headers={"X-Forwarded-Host": "mascots.example.org", "X-Forwarded-Proto": "https"},
-        download_files=str(site.tmp_path / "downloads"),
     )
     site.clients.append(proxied)
 

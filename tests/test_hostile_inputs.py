@@ -25,6 +25,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError, ValidationError
 
+from tests.support.app_process import browser_client
 from tests.support.raw_gradio import (
     PYTHON_TEXT,
     Answer,
@@ -146,9 +147,7 @@ def world(app: Site, request: pytest.FixtureRequest) -> Iterator[World]:
         victim_upload = upload(victim_http, "victim-logo.png", png_bytes()).data[0]
     cookies = dict(attacker.cookies)
     # The attacker's gradio_client, one per lane: one client's jobs share a session and its stream.
-    clients = [
-        Client(app.url, verbose=False, download_files=False, httpx_kwargs={"cookies": cookies}) for _ in range(LANES)
-    ]
+    clients = [browser_client(app.url, False, cookies=cookies) for _ in range(LANES)]
     app.clients.extend(clients)  # closed with the site
     with httpx.Client(base_url=app.url, cookies=cookies, timeout=60) as http:
         built = World(
@@ -455,7 +454,7 @@ def client_logo(content: bytes, suffix: str) -> Callable[[World], Answer]:
     def send(world: World) -> Answer:
         path = world.site.tmp_path / f"client-upload-{len(content)}{suffix}"
         path.write_bytes(content)
-        client = Client(world.site.url, verbose=False, download_files=False)
+        client = browser_client(world.site.url, False)
         world.site.clients.append(client)
         return client_answer(client, "/upload_logo", [handle_file(str(path))])
 

@@ -11,9 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from gradio_client import Client
 
-from tests.support.app_process import ROOT, app_environment, free_port, wait_until_model_ready
+from tests.support.app_process import ROOT, app_environment, browser_client, free_port, wait_until_model_ready
 
 pytestmark = pytest.mark.slow  # `gradio app.py` for real
 
@@ -62,7 +61,7 @@ def test_gradio_reload_mode_loads_the_model_once_and_rebuilds_the_page_after_an_
 
     try:
         poll(lambda: serves(url), 120, "the page")
-        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        client = browser_client(url, str(tmp_path / "downloads"))
         wait_until_model_ready(client)
         rebuilt_at_start = log().count(REBUILT)
         version = 0
@@ -73,7 +72,7 @@ def test_gradio_reload_mode_loads_the_model_once_and_rebuilds_the_page_after_an_
             time.sleep(0.5)
             assert version < 240, f"no reload after {version} edits\n{log()[-3000:]}"
         poll(lambda: "Changes detected" in log() and serves(url), 60, "the page after the reload")
-        images, status = Client(url, verbose=False, download_files=str(tmp_path / "downloads")).predict(
+        images, status = browser_client(url, str(tmp_path / "downloads")).predict(
             prompt="after a reload", seed=1, **FAST, api_name="/generate"
         )
     finally:

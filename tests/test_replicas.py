@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client
 
 from mascot.store.scratch import postgres_schema
-from tests.support.app_process import ROOT, AppProcess, free_port, wait_drawing
+from tests.support.app_process import ROOT, AppProcess, browser_client, free_port, wait_drawing
 from tests.support.store import POSTGRES_URL
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -191,7 +191,7 @@ def browser_sent_to(cluster: Cluster, replica: AppProcess) -> str:
 def client(url: str, cookie: str, downloads: Path | None) -> Client:
     """A browser with this cookie, straight to one replica; None: it fetches no pictures (see the 503 test)."""
     fetch = str(downloads) if downloads is not None else False
-    return Client(url, verbose=False, download_files=fetch, httpx_kwargs={"cookies": {COOKIE: cookie}})
+    return browser_client(url, fetch, cookies={COOKIE: cookie})
 
 
 def generate(browser: Client, prompt: str, **overrides: object) -> tuple[list[dict], str]:

@@ -16,7 +16,7 @@ from mascot.generation.generator import BatchItem
 from mascot.generation.worker import ModelState, Submission
 from mascot.generation.zero_gpu import ZeroGpuRunner
 from mascot.settings import load_settings
-from tests.support.app_process import free_port, launch_here
+from tests.support.app_process import browser_client, free_port, launch_here
 from tests.support.site import FAST, mine
 from tests.support.store import make_request
 
@@ -72,7 +72,7 @@ def zero_gpu_site(tmp_path, monkeypatch, tiny_generator):
     clients: list[Client] = []
 
     def browser() -> Client:
-        clients.append(Client(url, verbose=False, download_files=str(tmp_path / "dl")))
+        clients.append(browser_client(url, str(tmp_path / "dl")))
         return clients[-1]
 
     yield app, recorder, browser

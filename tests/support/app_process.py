@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from gradio_client import Client
@@ -154,13 +154,20 @@ class AppProcess:
         """A new browser: a client with its own cookie jar (or the given cookies, to come back as before). Without
         `fetch_pictures` it keeps an answer's picture URLs rather than fetching them: a draining app may exit before
         they are fetched, and a test must not depend on which comes first."""
-        client = Client(
-            self.url,
-            verbose=False,
-            download_files=str(self.tmp_dir / "downloads") if fetch_pictures else False,
-            httpx_kwargs={"cookies": dict(cookies or {}), "timeout": CLIENT_TIMEOUT},
-        )
-        return client
+        return browser_client(self.url, str(self.tmp_dir / "downloads") if fetch_pictures else False, cookies=cookies)
+
+
+def browser_client(
+    url: str,
+    downloads: str | Literal[False],
+    *,
+    cookies: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Client:
+    """A test's browser: gradio_client on `url`, saving pictures to `downloads` (False: keeping their URLs), with
+    these cookies and headers, waiting up to CLIENT_TIMEOUT for each answer."""
+    kwargs = {"cookies": dict(cookies or {}), "timeout": CLIENT_TIMEOUT}
+    return Client(url, verbose=False, download_files=downloads, headers=headers, httpx_kwargs=kwargs)
 
 
 def wait_until_model_ready(client: Client, timeout: float = 120) -> str:

@@ -15,7 +15,7 @@ from app import create_app
 from mascot.generation.worker import ModelState
 from mascot.settings import load_settings
 from mascot.ui.device_links import NOTE
-from tests.support.app_process import CLIENT_TIMEOUT, free_port, launch_here
+from tests.support.app_process import browser_client, free_port, launch_here
 from tests.support.fakes import FakeGenerator
 
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "prior_num_inference_steps": 2}
@@ -64,9 +64,7 @@ class Site:
     def browser(self, address: str | None = None) -> Client:
         """A new browser (its own cookie jar); with `address`, seen through the proxy as coming from there."""
         headers = {"X-Forwarded-For": address} if address else None
-        downloads = str(self.tmp_path / "downloads")
-        timeout = {"timeout": CLIENT_TIMEOUT}
-        client = Client(self.url, verbose=False, download_files=downloads, headers=headers, httpx_kwargs=timeout)
+        client = browser_client(self.url, str(self.tmp_path / "downloads"), headers=headers)
         self.clients.append(client)
         return client
 
