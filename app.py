@@ -167,7 +167,12 @@ class App:
                 "routes": [
                     Route(
                         HEALTH_PATH,
-                        health_endpoint(self.worker, lambda: self.store.schema_version, self.store.check_writable),
+                        health_endpoint(
+                            self.worker,
+                            lambda: self.store.schema_version,
+                            self.store.check_writable,
+                            ready_when_compiled=self.settings.speed.ready_when_compiled,
+                        ),
                     ),
                     Route(PREVIEW_IMAGE_ROUTE, preview_image_endpoint(public_mascot, self.settings.images_dir)),
                     *image_routes(

@@ -89,6 +89,9 @@ class SpeedOptions:
     # The child hands its work over as AOTInductor packages, loaded here without tracing (generation/packages.py);
     # off: loaded from the compile cache, which traces each stage here again while generations wait.
     compile_packages: bool = False
+    # /healthz answers 503 until every compiled bucket is ready (or left eager): behind a balancer that polls it, only
+    # warm replicas serve, so nobody waits for a stage loaded between runs. Off: the eager path serves meanwhile.
+    ready_when_compiled: bool = False
     # "fp8" or "int8": the UNet's and the prior's linear layers in lower precision (generation/precision.py); "": off.
     lower_precision: str = ""
 
@@ -599,6 +602,9 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
             base.compile_threads,
         ),
         compile_packages=packages,
+        ready_when_compiled=given.switch(
+            "MASCOT_READY_WHEN_COMPILED", "the health check waiting for compiled code", base.ready_when_compiled
+        ),
         lower_precision=_lower_precision(given),
     )
 

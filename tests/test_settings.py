@@ -139,6 +139,7 @@ REFUSED = [
     ([], {"MASCOT_DRAIN_TIMEOUT_S": "1e9"}, ["MASCOT_DRAIN_TIMEOUT_S=1e9", "at most 3600"]),
     ([], {"MASCOT_SHARE": "maybe"}, ["MASCOT_SHARE=maybe", "--share or MASCOT_SHARE"]),
     ([], {"MASCOT_LOWER_PRECISION": "fp4"}, ["MASCOT_LOWER_PRECISION=fp4", "off, fp8 or int8"]),
+    ([], {"MASCOT_READY_WHEN_COMPILED": "later"}, ["MASCOT_READY_WHEN_COMPILED=later", "1, true, yes, on"]),
     ([], {"MASCOT_DATABASE_URL": "mysql://db/mascots"}, ["MASCOT_DATABASE_URL=mysql://db/mascots", "--database-url"]),
     (["--database-url", "sqlite:///"], {}, ["--database-url=sqlite:///", "MASCOT_DATABASE_URL"]),
     ([], {"MASCOT_DATABASE_URL": "mascots.db"}, ["MASCOT_DATABASE_URL=mascots.db"]),

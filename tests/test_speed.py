@@ -11,8 +11,9 @@ import torch
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
 from PIL import Image
 
+from mascot.generation import speed
 from mascot.generation.compile_process import split_buckets
-from mascot.generation.generator import GenerationCancelled, StepUpdate
+from mascot.generation.generator import CompileProgress, GenerationCancelled, StepUpdate
 from mascot.generation.model import KandinskyGenerator
 from mascot.generation.packages import Package, PackagedModels, PackageMismatch, signature, stage_name
 from mascot.generation.speed import (
@@ -235,6 +236,7 @@ def test_the_compiled_path_gives_the_eager_images_and_is_used_only_once_warm(tin
     eager = generator.generate(request).images[0]
     generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1])
     generator.compiled.thread.join(300)
+    assert generator.compile_progress() == CompileProgress({"256x256x1": "ready"})
     assert generator.compiled.ready(decoder_key(256, 256, 1, True))
     assert generator.compiled.ready(prior_key(1, False, True)) and generator.compiled.ready(decode_key(256, 256, 1))
     calls: list[int] = []
@@ -256,11 +258,50 @@ def test_a_warm_up_on_its_own_thread_compiles_past_dynamos_default_of_eight_vers
     assert sorted(generator.compiled.seconds) == [f"256x256x{images}" for images in range(1, 6)]
 
 
+def test_a_bucket_that_fails_to_compile_is_reported_eager_and_the_others_ready(tiny_generator, monkeypatch):
+    generator = with_speed(tiny_generator, FAST)
+    assert generator.compile_progress() is None  # compiling is off: nothing to wait for
+    run_bucket = speed.run_bucket
+
+    def fail_for_two_images(prior, decoder, decode, bucket, stage):
+        if bucket[2] == 2:
+            raise RuntimeError("out of memory while compiling")
+        return run_bucket(prior, decoder, decode, bucket, stage)
+
+    monkeypatch.setattr(speed, "run_bucket", fail_for_two_images)
+    generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2])
+    generator.compiled.thread.join(300)
+    progress = generator.compile_progress()
+    assert progress == CompileProgress({"256x256x1": "ready", "256x256x2": "eager"})
+    assert not progress.compiling
+    assert not generator.compiled.ready(decoder_key(256, 256, 2, True))
+
+
+def test_a_bucket_the_warm_up_never_finished_is_not_waited_for(tiny_generator):
+    """Stopped (or ended by a failure nothing caught) before a bucket was ready: it says "eager", not "compiling",
+    so a health check waiting for compiled code does not wait forever."""
+    generator = with_speed(tiny_generator, FAST)
+    compiled = CompiledModels(generator.prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    compiled.plan([(256, 256, 1), (512, 512, 1)])
+    compiled.settle((256, 256, 1), "ready")
+    assert compiled.progress().buckets == {"256x256x1": "ready", "512x512x1": "compiling"}  # no thread yet: to come
+    compiled.thread = threading.Thread(target=lambda: None)
+    compiled.thread.start()
+    compiled.thread.join()
+    assert compiled.progress() == CompileProgress({"256x256x1": "ready", "512x512x1": "eager"})
+
+
 def test_speed_options_come_from_the_environment_and_plain_turns_everything_off():
     assert speed_options({}) == SpeedOptions()
     assert speed_options({"MASCOT_PLAIN": "1"}) == SpeedOptions.plain()
     chosen = speed_options({"MASCOT_LINEAR_PREVIEWS": "0", "MASCOT_COMPILE": "1", "MASCOT_COMPILE_SIZES": "512,768"})
     assert (chosen.linear_previews, chosen.compile, chosen.compile_sizes) == (False, True, (512, 768))
+    assert (
+        not SpeedOptions().ready_when_compiled
+        and speed_options({"MASCOT_READY_WHEN_COMPILED": "yes"}).ready_when_compiled
+    )
+    with pytest.raises(SettingsError, match="MASCOT_READY_WHEN_COMPILED=later cannot be used"):
+        speed_options({"MASCOT_READY_WHEN_COMPILED": "later"})
     assert not SpeedOptions().compiles_on("cpu") and SpeedOptions().compiles_on("cuda")
 
 
@@ -290,7 +331,10 @@ def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stag
         build_in_child=functools.partial(compile_targets, "tiny", 0),
         niceness=0,  # a busy test machine would starve a niced child (nice 10)
     )
+    with generator._wanting_a_run():  # a generation running: no stage can be loaded here, however fast the child
+        assert generator.compile_progress() == CompileProgress({"256x256x1": "compiling"})
     generator.compiled.thread.join(600)
+    assert generator.compile_progress() == CompileProgress({"256x256x1": "ready"})
     (child,) = generator.compile_children
     assert child.process.returncode == 0
     assert "256x256x1 in a child process" in generator.compiled.seconds  # compiled there, then loaded here

@@ -130,6 +130,7 @@ def _load_from_cache(compiled: StagedModels, child: Child, turn: Turn) -> None:
                 child.process.returncode,
                 bucket_name(bucket),
             )
+            compiled.settle(bucket, "eager")
     if isinstance(compiled, PackagedModels):
         for bucket in ready:
             compiled.load(bucket, report.get("packages", {}).get(bucket_name(bucket), {}), turn)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from PIL import Image
 
 from mascot.prompt.request import GenerationRequest
 
 Stage = Literal["prior", "decoder"]
+# A size bucket's compiled code: "compiling" (its runs are eager meanwhile), "ready" (its runs use the compiled code)
+# or "eager" (compiling it failed or was stopped: its runs stay eager, and nothing is waited for any more).
+BucketState = Literal["compiling", "ready", "eager"]
 
 
 class GenerationCancelled(Exception):
@@ -107,4 +110,25 @@ class Generator(Protocol):
 
         Cancelling one item does not stop the others. Any other failure raises and concerns every item.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class CompileProgress:
+    """How far the compiled code is, per size bucket ("768x768x1": height x width x images per run)."""
+
+    buckets: dict[str, BucketState]
+
+    @property
+    def compiling(self) -> bool:
+        """Whether a bucket is still being compiled or loaded (the health check may wait for it)."""
+        return "compiling" in self.buckets.values()
+
+
+@runtime_checkable
+class Compiling(Protocol):
+    """A generator that compiles its models in the background (the real one, on a GPU): it says how far it is."""
+
+    def compile_progress(self) -> CompileProgress | None:
+        """Each bucket's state; None when nothing is compiled (compiling is off)."""
         ...

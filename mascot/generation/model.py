@@ -42,6 +42,7 @@ from mascot.generation.compile_process import (
 from mascot.generation.download import local_copy
 from mascot.generation.generator import (
     BatchItem,
+    CompileProgress,
     GeneratedImages,
     GenerationCancelled,
     ModelInfo,
@@ -422,13 +423,16 @@ class KandinskyGenerator:
         if build_in_child is None:
             with self._lock:  # making them switches the models' LoRA strengths to tensors: not during a run
                 compiled = CompiledModels(self._fast_prior, self._fast_decoder, replace(config, packages=False))
+                compiled.plan(buckets)
                 self.compiled = compiled
             compiled.warm_in_background(buckets)
             return
         # Packages only come from a child: compiled here, they would be traced here all the same.
         models = PackagedModels if config.packages else CompiledModels
         with self._lock:
-            self.compiled = models(self._fast_prior, self._fast_decoder, config)
+            staged = models(self._fast_prior, self._fast_decoder, config)
+            staged.plan(buckets)
+            self.compiled = staged
         folder = Path(tempfile.mkdtemp(prefix="compile-", dir=_work_folder(config)))
         self.compile_children = [
             start_child(ChildCompile(build_in_child, config, part, folder / f"report-{index}.json", niceness), folder)
@@ -441,6 +445,11 @@ class KandinskyGenerator:
             daemon=True,
         )
         self.compiled.thread.start()
+
+    def compile_progress(self) -> CompileProgress | None:
+        """How far compiling is, per bucket (the health check's "compiled"); None when compiling is off."""
+        compiled = self.compiled
+        return compiled.progress() if compiled is not None else None
 
     def stop_compiling(self, timeout: float = 10.0) -> None:
         """End the compile children and the warm-up thread waiting for them (a bucket being loaded finishes first)."""

@@ -376,10 +376,12 @@ class PackagedModels(StagedModels):
                 self._mark_ready([stage_key(name)])
         except Exception:
             logger.exception("loading the compiled packages for %s failed; that size stays eager", bucket_name(bucket))
+            self.settle(bucket, "eager")
             return False
         seconds = time.perf_counter() - started
         self.seconds[f"{bucket_name(bucket)} loaded"] = round(seconds, 2)
         logger.info("loaded the compiled packages for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
+        self.settle(bucket, "ready")
         return True
 
 

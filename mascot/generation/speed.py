@@ -25,6 +25,7 @@ from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 from PIL import Image
 
+from mascot.generation.generator import BucketState, CompileProgress
 from mascot.generation.strengths import hold_strengths_in_tensors
 
 logger = logging.getLogger(__name__)
@@ -343,6 +344,7 @@ class StagedModels:
         for pipeline in (self.decoder, self.prior):
             pipeline.set_progress_bar_config(disable=True)
         self._ready: set[StageKey] = set()
+        self._buckets: dict[str, BucketState] = {}  # by bucket_name, in the order they were planned
         self._lock = threading.Lock()
         self.seconds: dict[str, float] = {}  # per bucket, for the benchmark and the log
         self.longest_turn_s = 0.0  # the longest stage run inside a turn: the most a generation waited for one
@@ -356,6 +358,26 @@ class StagedModels:
     def _mark_ready(self, keys: Sequence[StageKey]) -> None:
         with self._lock:
             self._ready.update(keys)
+
+    def plan(self, buckets: Sequence[Bucket]) -> None:
+        """The buckets the warm-up thread will make ready: each is "compiling" until then."""
+        with self._lock:
+            for bucket in buckets:
+                self._buckets.setdefault(bucket_name(bucket), "compiling")
+
+    def settle(self, bucket: Bucket, state: BucketState) -> None:
+        """A bucket's outcome: "ready" once its runs use the compiled code, "eager" when they never will."""
+        with self._lock:
+            self._buckets[bucket_name(bucket)] = state
+
+    def progress(self) -> CompileProgress:
+        """Each planned bucket's state. A bucket still "compiling" after the warm-up thread ended (stopped, or a
+        failure nothing caught) is "eager": nothing will make it ready, so nobody should wait for it."""
+        with self._lock:
+            states = dict(self._buckets)
+        if self.thread is not None and not self.thread.is_alive():
+            states = {name: "eager" if state == "compiling" else state for name, state in states.items()}
+        return CompileProgress(states)
 
     @contextlib.contextmanager
     def _turn(self, turn: Turn) -> Iterator[None]:
@@ -416,11 +438,13 @@ class CompiledModels(StagedModels):
                 keys = [key for key, _ in stages]
             except Exception:
                 logger.exception("compiling for %s failed; that size stays eager", bucket)
+                self.settle(bucket, "eager")
                 continue
             seconds = time.perf_counter() - started
             lookups = self.cache_lookups[bucket_name(bucket)] = dict(compile_cache_lookups() - looked_up)
             self.seconds[bucket_name(bucket)] = round(seconds, 2)
             self._mark_ready(keys)
+            self.settle(bucket, "ready")
             done.append(bucket)
             logger.info(
                 "compiled for %dx%d, %d image(s) per run, in %.1f s (compile cache: %s)",

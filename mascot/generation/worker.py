@@ -27,6 +27,8 @@ from PIL import Image
 
 from mascot.generation.generator import (
     BatchItem,
+    CompileProgress,
+    Compiling,
     GeneratedImages,
     GenerationCancelled,
     Generator,
@@ -291,6 +293,13 @@ class GenerationWorker:
     def status(self) -> ModelStatus:
         with self._lock:
             return self._status
+
+    @property
+    def compile_progress(self) -> CompileProgress | None:
+        """How far the loaded model's compiled code is, per size bucket; None before it loads or when it compiles
+        nothing."""
+        generator = self._generator
+        return generator.compile_progress() if isinstance(generator, Compiling) else None
 
     # ---- the queue ---------------------------------------------------------------------------------------------
     def submit(self, submission: Submission) -> Job:

@@ -1,5 +1,6 @@
 """The health check a load balancer or a Space's monitor asks: is the model loaded, does the database answer and
-can it write, and is this replica still admitting work (not shutting down)?"""
+can it write, is this replica still admitting work (not shutting down), and, when asked to wait for it, is its
+compiled code ready?"""
 
 from __future__ import annotations
 
@@ -21,19 +22,26 @@ def health_report(
     worker: GenerationWorker,
     ask_database: Callable[[], object],
     check_writable: Callable[[], object] | None = None,
+    *,
+    ready_when_compiled: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """HTTP 200 when this replica can make mascots (model ready, database answering and writing, not shutting down),
     else 503, with the details. `database` is "ok", "error" (no answer) or "cannot write" (a full disk, a read-only
-    file or a lock: reads work, saves do not).
+    file or a lock: reads work, saves do not). `compiled` is each size bucket's compiled code: "compiling", "ready"
+    or "eager" (it failed: that size stays eager); null when nothing is compiled.
 
     503 while the model loads: a load balancer then sends generations to replicas that can run them at once, and
-    the page (served all along) still says why here. 503 while shutting down, so that it sends no more.
+    the page (served all along) still says why here. 503 while shutting down, so that it sends no more. With
+    `ready_when_compiled` (MASCOT_READY_WHEN_COMPILED), also 503 while a bucket is still compiling or loading: each
+    stage loaded here holds up the generations that come meanwhile, so a balancer that polls this check lets only
+    warm replicas serve (the eager path would serve meanwhile, slower).
     """
     status = worker.status
     database = _database_state(ask_database)
     if database == "ok" and check_writable is not None and _database_state(check_writable) != "ok":
         database = "cannot write"
     stopping = worker.is_stopping
+    progress = worker.compile_progress
     report: dict[str, Any] = {
         "status": status.state.value,
         "message": status.message,
@@ -42,8 +50,10 @@ def health_report(
         "queue_length": worker.queue_length,
         "database": database,
         "shutting_down": stopping,
+        "compiled": dict(progress.buckets) if progress is not None else None,
     }
-    healthy = status.state is ModelState.READY and database == "ok" and not stopping
+    warming = ready_when_compiled and progress is not None and progress.compiling
+    healthy = status.state is ModelState.READY and database == "ok" and not stopping and not warming
     return (200 if healthy else 503), report
 
 
@@ -61,12 +71,14 @@ def health_endpoint(
     worker: GenerationWorker,
     ask_database: Callable[[], object],
     check_writable: Callable[[], object] | None = None,
+    *,
+    ready_when_compiled: bool = False,
 ) -> Callable[[Request], Any]:
     """The Starlette endpoint for HEALTH_PATH."""
 
     # A plain function: Starlette runs it in its thread pool, so the database query never blocks the event loop.
     def healthz(request: Request) -> JSONResponse:
-        code, report = health_report(worker, ask_database, check_writable)
+        code, report = health_report(worker, ask_database, check_writable, ready_when_compiled=ready_when_compiled)
         return JSONResponse(report, status_code=code, headers={"Cache-Control": "no-store"})
 
     return healthz
