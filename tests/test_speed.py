@@ -286,6 +286,7 @@ def test_a_bucket_the_warm_up_never_finished_is_not_waited_for(tiny_generator):
     compiled.settle((256, 256, 1), "ready")
     assert compiled.progress().buckets == {"256x256x1": "ready", "512x512x1": "compiling"}  # no thread yet: to come
     compiled.thread = threading.Thread(target=lambda: None)
+    assert compiled.progress().buckets["512x512x1"] == "compiling"  # made, not yet started: still to come
     compiled.thread.start()
     compiled.thread.join()
     assert compiled.progress() == CompileProgress({"256x256x1": "ready", "512x512x1": "eager"})

@@ -375,7 +375,8 @@ class StagedModels:
         failure nothing caught) is "eager": nothing will make it ready, so nobody should wait for it."""
         with self._lock:
             states = dict(self._buckets)
-        if self.thread is not None and not self.thread.is_alive():
+        thread = self.thread
+        if thread is not None and thread.ident is not None and not thread.is_alive():  # started, and ended
             states = {name: "eager" if state == "compiling" else state for name, state in states.items()}
         return CompileProgress(states)
 
