@@ -13,7 +13,7 @@ from PIL import Image
 
 from mascot.generation import speed
 from mascot.generation.compile_process import split_buckets
-from mascot.generation.generator import CompileProgress, GenerationCancelled, StepUpdate
+from mascot.generation.generator import BatchItem, CompileProgress, GenerationCancelled, StepUpdate
 from mascot.generation.model import KandinskyGenerator
 from mascot.generation.packages import Package, PackagedModels, PackageMismatch, signature, stage_name
 from mascot.generation.speed import (
@@ -493,6 +493,57 @@ def test_a_package_library_is_opened_outside_the_turn_that_attaches_it(tiny_gene
     assert packaged.load((256, 256, 1), {stage: [entry, entry]}, turn)  # listed twice: opened once
     assert events == [("library opened", False), ("weights handed over", True)]
     assert packaged.ready(decode_key(256, 256, 1))
+
+
+class InterruptedBackend:
+    """A fast tokenizer's backend that runs `interrupt` once, just before its next padded encoding (a pipeline's:
+    measuring a prompt pads nothing), after the caller set its padding: where another thread's call would come in.
+    It interleaves two calls without threads."""
+
+    def __init__(self, backend, interrupt) -> None:
+        self._backend, self._interrupt = backend, interrupt
+
+    def encode_batch(self, *args, **kwargs):
+        if self._backend.padding is not None and self._interrupt is not None:
+            interrupt, self._interrupt = self._interrupt, None
+            interrupt()
+        return self._backend.encode_batch(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
+def test_a_prompt_measured_while_a_run_encodes_one_leaves_that_runs_padding_alone(tiny_generator, monkeypatch):
+    """The worker measures the next prompts (outside the lock) while a run's prior encodes its own: a shared fast
+    tokenizer would be set to no padding in between, and the prior would fail on an 8-token prompt."""
+    generator = with_speed(tiny_generator, FAST)
+    request = small_request(seed=31)
+    alone = generator.generate(request).images[0]
+    tokenizer = generator.fast_prior.tokenizer
+    measured = []
+    interrupt = lambda: measured.extend(generator._plans([BatchItem(small_request(prompt="a fox in a scarf"))]))  # noqa: E731
+    monkeypatch.setattr(tokenizer, "_tokenizer", InterruptedBackend(tokenizer._tokenizer, interrupt))
+    interleaved = generator.generate(request).images[0]
+    assert measured and measured[0].prompt.used == "a fox in a scarf"  # the measuring happened mid-encoding
+    assert max_difference(interleaved, alone) == 0
+
+
+def test_a_warm_up_beside_generations_has_a_scheduler_and_a_tokenizer_of_its_own(tiny_generator, monkeypatch):
+    """Compiling on a thread here runs warm-up stages beside generations: a generation that encodes in the middle of
+    a stage's encoding must not change the stage's padding (nor its timesteps)."""
+    generator = with_speed(tiny_generator, FAST)
+    compiled = CompiledModels(generator.fast_prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    for warming, serving in ((compiled.warming_prior, compiled.prior), (compiled.warming_decoder, compiled.decoder)):
+        assert warming.scheduler is not serving.scheduler and type(warming.scheduler) is type(serving.scheduler)
+    assert compiled.warming_prior.tokenizer is not generator.fast_prior.tokenizer
+    request = small_request(seed=33)
+    alone = generator.generate(request).images[0]
+    beside: list[Image.Image] = []
+    tokenizer = compiled.warming_prior.tokenizer
+    interrupt = lambda: beside.extend(generator.generate(request).images)  # noqa: E731
+    monkeypatch.setattr(tokenizer, "_tokenizer", InterruptedBackend(tokenizer._tokenizer, interrupt))
+    assert compiled.warm([(256, 256, 1)]) == [(256, 256, 1)]
+    assert beside and max_difference(beside[0], alone) == 0
 
 
 def test_a_warm_up_turn_waits_for_the_generations_that_run_or_wait(tiny_generator):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import logging
@@ -360,6 +361,13 @@ class KandinskyGenerator:
         self.speed = speed or SpeedOptions.plain()  # the plain path unless asked: what the fast parts are checked on
         # The pipelines keep per-call state (timesteps, guidance scale): one generation at a time.
         self._lock = threading.Lock()
+        # Prompts are measured before a run takes the lock (`_plan`), while another run or a warm-up stage may be
+        # encoding one. A fast tokenizer's padding and truncation are settings that each call writes: shared between
+        # threads, one call pads the other's way and the prior fails ("Expected size 77 but got size 8"). So the
+        # measuring has a tokenizer of its own, one thread at a time (handlers that run their own runs, as in the
+        # ZeroGPU mode off ZeroGPU hardware, plan side by side).
+        self._prompt_tokenizer = copy.deepcopy(prior.tokenizer)
+        self._prompt_tokenizer_lock = threading.Lock()
         self._adapter_on = False
         # A pipeline of its own for the fast scheduler, so the plain `decoder` (and anyone sharing it) is unchanged.
         self._fast_decoder = (
@@ -613,8 +621,7 @@ class KandinskyGenerator:
         """
         if len({batch_key(item.request) for item in items}) > 1:
             raise ValueError("generate_batch needs requests with the same batch_key (size, steps, guidance, LoRA).")
-        noise_device = self.decoder.device if self.speed.device_noise else torch.device("cpu")
-        plans = [_plan(self.prior.tokenizer, item, noise_device) for item in items]
+        plans = self._plans(items)
         with self._wanting_a_run(), self._lock, torch.inference_mode():
             first = items[0].request
             self._use_adapter(first.adapter_name or None, first.lora_scale)
@@ -624,6 +631,12 @@ class KandinskyGenerator:
             if live:
                 self._run_decoder(live)
         return [plan.result() for plan in plans]
+
+    def _plans(self, items: Sequence[BatchItem]) -> list[_Plan]:
+        """Each item's plan, made before the run takes the lock (with the measuring tokenizer: see __init__)."""
+        noise_device = self.decoder.device if self.speed.device_noise else torch.device("cpu")
+        with self._prompt_tokenizer_lock:
+            return [_plan(self._prompt_tokenizer, item, noise_device) for item in items]
 
     def image_embedding(self, image: Image.Image) -> torch.Tensor:
         """The CLIP image embedding of `image` (the prior's image encoder), shape [1, D], on the prior's device."""

@@ -317,6 +317,24 @@ def any_time() -> Iterator[None]:
     yield
 
 
+Pipeline = TypeVar("Pipeline", KandinskyV22PriorPipeline, KandinskyV22Pipeline)
+
+
+def twin(pipeline: Pipeline) -> Pipeline:
+    """The same pipeline (the same models) with a scheduler and a tokenizer of its own: both keep state that each
+    call writes (a scheduler its timesteps, a fast tokenizer its padding and truncation), so two threads calling one
+    pipeline, or two sharing either, can step or pad by the other's settings."""
+    components = dict(pipeline.components)
+    for name in ("scheduler", "tokenizer"):
+        if components.get(name) is not None:
+            components[name] = copy.deepcopy(components[name])
+    made = type(pipeline)(**components)
+    if hasattr(pipeline, "_zero_image_embeds"):  # the prior's zero-image embedding, cached (model.py)
+        made._zero_image_embeds = pipeline._zero_image_embeds
+    made.set_progress_bar_config(disable=True)
+    return made
+
+
 class StagedModels:
     """Faster stand-ins for the UNet, the prior and the MoVQ decode, ready stage by stage (a stage key per shape):
     pipelines sharing the loaded ones' components but calling the stand-ins, each with its own scheduler. A run uses
@@ -343,6 +361,9 @@ class StagedModels:
         self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
         for pipeline in (self.decoder, self.prior):
             pipeline.set_progress_bar_config(disable=True)
+        # A warm-up on a thread of its own (compiling here) runs beside generations that use `prior` and `decoder`:
+        # it calls the same stand-ins through pipelines whose per-call state is its own (twin).
+        self.warming_prior, self.warming_decoder = twin(self.prior), twin(self.decoder)
         self._ready: set[StageKey] = set()
         self._buckets: dict[str, BucketState] = {}  # by bucket_name, in the order they were planned
         self._lock = threading.Lock()
@@ -435,7 +456,9 @@ class CompiledModels(StagedModels):
             started, looked_up = time.perf_counter(), compile_cache_lookups()
             try:
                 with torch.inference_mode():
-                    stages = run_bucket(self.prior, self.decoder, self.decode, bucket, lambda: self._turn(turn))
+                    stages = run_bucket(
+                        self.warming_prior, self.warming_decoder, self.decode, bucket, lambda: self._turn(turn)
+                    )
                 keys = [key for key, _ in stages]
             except Exception:
                 logger.exception("compiling for %s failed; that size stays eager", bucket)
