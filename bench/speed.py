@@ -609,6 +609,8 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
         "warm_up_s": round(time.monotonic() - started, 1),
         "per_bucket_s (a child's: cold; here: from the cache the children filled)": fast.compiled.seconds,
         "longest_stage_a_run_waited_for_s": fast.compiled.longest_turn_s,
+        # What /healthz reports: "ready" per bucket, or "eager" where compiling or loading it failed.
+        "buckets": dict(fast.compiled.progress().buckets),
         # Loading a child's bucket should only hit: a miss is a graph compiled here again, inside a turn.
         "compile_cache_lookups_here": getattr(fast.compiled, "cache_lookups", {}),
         "eager_baseline_s (ours_fast, quiet, before compiling)": bench.results.get("eager_baseline_s"),
