@@ -3,18 +3,15 @@ is loaded); 503 with the reason otherwise."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from mascot.generation.generator import BucketState, CompileProgress
 from mascot.generation.worker import GenerationWorker, ModelState
 from mascot.web.health import health_report
-from tests.support.app_process import AppProcess
+from tests.support.app_process import AppProcess, read_health
 from tests.support.fakes import FakeGenerator
 
 
@@ -134,11 +131,3 @@ def test_a_replica_asked_to_wait_is_healthy_only_once_its_compiled_code_is_loade
         assert "compiled for 256x256, 1 image(s) per run" in app.log(tail=None)
     finally:
         app.stop()
-
-
-def read_health(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url + "healthz", timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:  # 503: the report is in the body all the same
-        return error.code, json.loads(error.read())

@@ -128,12 +128,7 @@ class AppProcess:
 
     def jobs(self) -> int:
         """The worker's queued and running jobs, as the health check reports them."""
-        try:
-            with urllib.request.urlopen(self.url + "healthz", timeout=10) as response:
-                body = response.read()
-        except urllib.error.HTTPError as error:  # 503 while the model loads: the report is in the body all the same
-            body = error.read()
-        return json.loads(body)["queue_length"]
+        return read_health(self.url)[1]["queue_length"]
 
     def log(self, tail: int | None = 4000) -> str:
         """The process's output so far: its last `tail` characters (all of it with None)."""
@@ -168,6 +163,15 @@ def browser_client(
     these cookies and headers, waiting up to CLIENT_TIMEOUT for each answer."""
     kwargs = {"cookies": dict(cookies or {}), "timeout": CLIENT_TIMEOUT}
     return Client(url, verbose=False, download_files=downloads, headers=headers, httpx_kwargs=kwargs)
+
+
+def read_health(url: str) -> tuple[int, dict[str, Any]]:
+    """The health check of the app at `url`: its HTTP status and its report."""
+    try:
+        with urllib.request.urlopen(url + "healthz", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:  # 503 (loading, draining, warming): the report is in the body all the same
+        return error.code, json.loads(error.read())
 
 
 def wait_until_model_ready(client: Client, timeout: float = 120) -> str:
