@@ -513,10 +513,12 @@ class InterruptedBackend:
         return getattr(self._backend, name)
 
 
-def test_a_prompt_measured_while_a_run_encodes_one_leaves_that_runs_padding_alone(tiny_generator, monkeypatch):
+@pytest.mark.parametrize("speed", [FAST, dataclasses.replace(FAST, host_scheduler=False)], ids=["fast", "stock-prior"])
+def test_a_prompt_measured_while_a_run_encodes_one_leaves_that_runs_padding_alone(tiny_generator, monkeypatch, speed):
     """The worker measures the next prompts (outside the lock) while a run's prior encodes its own: a shared fast
-    tokenizer would be set to no padding in between, and the prior would fail on an 8-token prompt."""
-    generator = with_speed(tiny_generator, FAST)
+    tokenizer would be set to no padding in between, and the prior would fail on an 8-token prompt. With the stock
+    prior scheduler the run encodes through the loaded prior pipeline itself."""
+    generator = with_speed(tiny_generator, speed)
     request = small_request(seed=31)
     alone = generator.generate(request).images[0]
     tokenizer = generator.fast_prior.tokenizer

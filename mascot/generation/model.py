@@ -72,7 +72,7 @@ from mascot.generation.speed import (
     movq_decoder,
     pixels_to_pil,
     prior_key,
-    with_host_step_scheduler,
+    twin,
 )
 from mascot.generation.tiny import ensure_tiny_model
 from mascot.prompt.request import MAX_SEED, GenerationRequest
@@ -369,19 +369,13 @@ class KandinskyGenerator:
         self._prompt_tokenizer = copy.deepcopy(prior.tokenizer)
         self._prompt_tokenizer_lock = threading.Lock()
         self._adapter_on = False
-        # A pipeline of its own for the fast scheduler, so the plain `decoder` (and anyone sharing it) is unchanged.
-        self._fast_decoder = (
-            KandinskyV22Pipeline(
-                unet=decoder.unet,
-                scheduler=host_step_scheduler(decoder.scheduler),
-                movq=decoder.movq,
-            )
-            if self.speed.host_scheduler
-            else decoder
-        )
-        self._fast_decoder.set_progress_bar_config(disable=True)
-        # Likewise a prior pipeline of its own for the prior's host-step scheduler.
-        self._fast_prior = with_host_step_scheduler(prior) if self.speed.host_scheduler else prior
+        # Pipelines of their own for the fast schedulers, so the plain ones (and anyone sharing them) are unchanged.
+        if self.speed.host_scheduler:
+            self._fast_decoder = twin(decoder, scheduler=host_step_scheduler(decoder.scheduler))
+            self._fast_prior = twin(prior, scheduler=host_step_scheduler(prior.scheduler))
+        else:
+            self._fast_decoder, self._fast_prior = decoder, prior
+            decoder.set_progress_bar_config(disable=True)
         self.linear_preview = (
             LinearPreview.fitted_to(decoder.movq, decoder.movq_scale_factor) if self.speed.linear_previews else None
         )

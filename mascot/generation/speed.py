@@ -104,13 +104,24 @@ def host_step_scheduler(scheduler: Scheduler) -> Scheduler:
     return scheduler
 
 
-def with_host_step_scheduler(prior: KandinskyV22PriorPipeline) -> KandinskyV22PriorPipeline:
-    """A prior pipeline sharing `prior`'s models (and its cached zero-image embedding) with a host-step scheduler of
-    its own, so `prior`, and anyone sharing it, keeps the stock one."""
-    fast = type(prior)(**{**prior.components, "scheduler": host_step_scheduler(prior.scheduler)})
-    fast._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
-    fast.set_progress_bar_config(disable=True)
-    return fast
+Pipeline = TypeVar("Pipeline", KandinskyV22PriorPipeline, KandinskyV22Pipeline)
+
+
+def twin(pipeline: Pipeline, **replacing: Any) -> Pipeline:
+    """The same pipeline, sharing its models (and the prior's cached zero-image embedding), with `replacing`'s
+    components instead of its own and a scheduler and a tokenizer of its own unless replaced: both keep state that
+    each call writes (a scheduler its timesteps, a fast tokenizer its padding and truncation), so two threads
+    calling one pipeline, or two pipelines sharing either, step or pad by the other's settings; and a pipeline with
+    another scheduler leaves the one it was made from, and anyone sharing that, with the stock one."""
+    components = {**pipeline.components, **replacing}
+    for name in ("scheduler", "tokenizer"):
+        if name not in replacing and components.get(name) is not None:
+            components[name] = copy.deepcopy(components[name])
+    made = type(pipeline)(**components)
+    if hasattr(pipeline, "_zero_image_embeds"):  # the prior's zero-image embedding, cached (model.py)
+        made._zero_image_embeds = pipeline._zero_image_embeds
+    made.set_progress_bar_config(disable=True)
+    return made
 
 
 def image_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
@@ -317,24 +328,6 @@ def any_time() -> Iterator[None]:
     yield
 
 
-Pipeline = TypeVar("Pipeline", KandinskyV22PriorPipeline, KandinskyV22Pipeline)
-
-
-def twin(pipeline: Pipeline) -> Pipeline:
-    """The same pipeline (the same models) with a scheduler and a tokenizer of its own: both keep state that each
-    call writes (a scheduler its timesteps, a fast tokenizer its padding and truncation), so two threads calling one
-    pipeline, or two sharing either, can step or pad by the other's settings."""
-    components = dict(pipeline.components)
-    for name in ("scheduler", "tokenizer"):
-        if components.get(name) is not None:
-            components[name] = copy.deepcopy(components[name])
-    made = type(pipeline)(**components)
-    if hasattr(pipeline, "_zero_image_embeds"):  # the prior's zero-image embedding, cached (model.py)
-        made._zero_image_embeds = pipeline._zero_image_embeds
-    made.set_progress_bar_config(disable=True)
-    return made
-
-
 class StagedModels:
     """Faster stand-ins for the UNet, the prior and the MoVQ decode, ready stage by stage (a stage key per shape):
     pipelines sharing the loaded ones' components but calling the stand-ins, each with its own scheduler. A run uses
@@ -353,16 +346,10 @@ class StagedModels:
         # then changes no Python value that compiled code specialises on (strengths.py).
         self.serves_adapters = all([hold_strengths_in_tensors(decoder.unet), hold_strengths_in_tensors(prior.prior)])
         # The stand-ins are called as the modules are; the pipelines' stubs want the modules' own classes.
-        self.decoder = KandinskyV22Pipeline(
-            unet=cast(UNet2DConditionModel, unet), scheduler=copy.deepcopy(decoder.scheduler), movq=decoder.movq
-        )
-        components = {**prior.components, "prior": prior_model}
-        self.prior = type(prior)(**{**components, "scheduler": copy.deepcopy(prior.scheduler)})
-        self.prior._zero_image_embeds = getattr(prior, "_zero_image_embeds", None)
-        for pipeline in (self.decoder, self.prior):
-            pipeline.set_progress_bar_config(disable=True)
+        self.decoder = twin(decoder, unet=cast(UNet2DConditionModel, unet))
+        self.prior = twin(prior, prior=prior_model)
         # A warm-up on a thread of its own (compiling here) runs beside generations that use `prior` and `decoder`:
-        # it calls the same stand-ins through pipelines whose per-call state is its own (twin).
+        # it calls the same stand-ins through pipelines whose per-call state is its own.
         self.warming_prior, self.warming_decoder = twin(self.prior), twin(self.decoder)
         self._ready: set[StageKey] = set()
         self._buckets: dict[str, BucketState] = {}  # by bucket_name, in the order they were planned
