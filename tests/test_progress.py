@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import gradio as gr
+import pytest
 from PIL import Image
 
-from mascot.generation.worker import Job, JobState, Submission
+from mascot.generation.model import KandinskyGenerator
+from mascot.generation.worker import GenerationWorker, Job, JobState, ModelState, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.ui.progress import progress_message, relay_job
+from tests.support.jobs import wait_final
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 
@@ -63,7 +67,11 @@ def test_the_message_says_where_the_job_is():
     job = Job(Submission(REQUEST, "owner"))
     job.update(jobs_ahead=2)
     assert progress_message(job.snapshot) == "In the queue: 2 mascots ahead of yours."
-    job.update(state=JobState.RUNNING, jobs_ahead=0, stage="prior", step=1, total=25)
+    job.update(state=JobState.RUNNING, jobs_ahead=0)
+    assert progress_message(job.snapshot) == "Starting…"
+    job.update(stage="waiting", step=0, total=0)  # a stage of loading compiled code ends first
+    assert progress_message(job.snapshot) == "Getting faster drawing ready; your mascot starts right after…"
+    job.update(stage="prior", step=1, total=25)
     assert progress_message(job.snapshot) == "Imagining the idea: step 1 of 25."
     job.update(stage="prior", step=25, total=25)  # the prior's last step is followed by the decoder's, not the end
     assert progress_message(job.snapshot) == "Imagining the idea: step 25 of 25."
@@ -71,6 +79,31 @@ def test_the_message_says_where_the_job_is():
     assert progress_message(job.snapshot) == "Drawing: step 3 of 10."
     job.update(step=10)
     assert progress_message(job.snapshot) == "Finishing…"
+
+
+@pytest.mark.slow
+def test_a_job_that_comes_while_compiled_code_loads_says_so_then_is_made(tiny_generator):
+    """The real worker and tiny model: a run that must wait for a stage of loading compiled code (which holds the
+    models between runs) says why, instead of "Starting…" for as long as the stage lasts."""
+    generator = KandinskyGenerator(tiny_generator.prior, tiny_generator.decoder, tiny_generator.info)
+    saved = SimpleNamespace(image_paths=(), public_ids=("aaaaaaaaaaaa",))
+    worker = GenerationWorker(lambda on_status: generator, lambda job, images, model: saved).start()
+    try:
+        assert worker.wait_until_loaded(60).state is ModelState.READY
+        request = GenerationRequest.from_user(
+            prompt="an otter", width=256, height=256, num_inference_steps=2, prior_num_inference_steps=2
+        )
+        with generator.between_runs():
+            job = worker.submit(Submission(request, "owner"))
+            deadline = time.monotonic() + 60
+            while job.snapshot.stage != "waiting" and time.monotonic() < deadline:
+                job.wait_for_change(job.snapshot.version, timeout=0.2)
+            waiting = job.snapshot
+        assert waiting.state is JobState.RUNNING
+        assert progress_message(waiting) == "Getting faster drawing ready; your mascot starts right after…"
+        assert wait_final(job, timeout=120).state is JobState.DONE
+    finally:
+        worker.stop()
 
 
 def test_a_queued_job_hears_a_rough_wait_once_there_is_a_guess():

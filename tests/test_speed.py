@@ -564,6 +564,72 @@ def test_a_warm_up_turn_waits_for_the_generations_that_run_or_wait(tiny_generato
     thread.join(30)
 
 
+def run_during_a_load_stage(generator: KandinskyGenerator, items: list[BatchItem], told: threading.Event) -> list:
+    """Run `items` while a stage of loading compiled code holds the turn; the stage ends once `told` is set."""
+    results: list = []
+    with generator.between_runs():
+        thread = threading.Thread(target=lambda: results.append(generator.generate_batch(items)), daemon=True)
+        thread.start()
+        assert told.wait(60), "the run was not told that it waits"
+    thread.join(120)
+    assert not thread.is_alive()
+    return results[0]
+
+
+def test_a_run_that_comes_during_a_load_stage_is_told_it_waits_then_runs_as_alone(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    request = small_request()
+    alone = generator.generate(request).images[0]
+    updates: list[StepUpdate] = []
+    told = threading.Event()
+    seen_while_the_stage_ran: list[StepUpdate] = []
+
+    def on_step(update: StepUpdate) -> None:
+        updates.append(update)
+        if update.stage == "waiting":
+            seen_while_the_stage_ran.extend(updates)
+            told.set()
+
+    (result,) = run_during_a_load_stage(generator, [BatchItem(request, on_step)], told)
+
+    assert seen_while_the_stage_ran == [StepUpdate("waiting", 0, 0)]
+    assert [(update.stage, update.step) for update in updates] == [
+        ("waiting", 0),
+        ("prior", 1),
+        ("prior", 2),
+        ("decoder", 1),
+        ("decoder", 2),
+        ("decoder", 3),
+    ]
+    assert max_difference(result.images[0], alone) == 0
+
+
+def test_a_person_who_cancels_during_a_load_stage_costs_the_others_nothing(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    staying = small_request(seed=12)
+    alone = generator.generate(staying).images[0]
+    told = threading.Event()
+    leaving_updates: list[StepUpdate] = []
+
+    def leaving(update: StepUpdate) -> None:
+        leaving_updates.append(update)
+        told.set()
+        raise GenerationCancelled
+
+    items = [BatchItem(small_request(), leaving), BatchItem(staying)]
+    results = run_during_a_load_stage(generator, items, told)
+
+    assert results[0] is None and leaving_updates == [StepUpdate("waiting", 0, 0)]
+    assert max_difference(results[1].images[0], alone) == 0
+
+
+def test_a_run_that_finds_the_turn_free_is_not_told_to_wait(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    updates: list[StepUpdate] = []
+    generator.generate(small_request(), updates.append)
+    assert updates[0].stage == "prior"
+
+
 def test_each_warm_up_stage_runs_inside_one_turn(tiny_generator):
     generator = with_speed(tiny_generator, FAST)
     compiled = CompiledModels(generator.prior, generator.fast_decoder, CompileConfig(backend="eager"))

@@ -386,6 +386,7 @@ class KandinskyGenerator:
         # Generations running or waiting for the lock: background work takes a turn only when there are none.
         self._runs_wanted = 0
         self._idle = threading.Condition()
+        self._loading_compiled = False  # a turn of `between_runs` holds the lock: a run that comes must wait for it
 
     @property
     def fast_decoder(self) -> KandinskyV22Pipeline:
@@ -471,6 +472,22 @@ class KandinskyGenerator:
                 if self._lock.acquire(blocking=False):
                     break
             time.sleep(0.01)  # held by something other than a generation (parking the image encoder): soon free
+        self._loading_compiled = True
+        try:
+            yield
+        finally:
+            self._loading_compiled = False
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def _turn_for_run(self, plans: list[_Plan]) -> Iterator[None]:
+        """The lock, for a run. When a stage of loading compiled code holds it, each person is told first that their
+        run waits (stage "waiting"): a stage can take seconds, and "Starting…" would look stuck meanwhile."""
+        if not self._lock.acquire(blocking=False):
+            if self._loading_compiled:
+                for plan in plans:
+                    plan.report(StepUpdate("waiting", 0, 0))
+            self._lock.acquire()
         try:
             yield
         finally:
@@ -616,10 +633,10 @@ class KandinskyGenerator:
         if len({batch_key(item.request) for item in items}) > 1:
             raise ValueError("generate_batch needs requests with the same batch_key (size, steps, guidance, LoRA).")
         plans = self._plans(items)
-        with self._wanting_a_run(), self._lock, torch.inference_mode():
+        with self._wanting_a_run(), self._turn_for_run(plans), torch.inference_mode():
             first = items[0].request
             self._use_adapter(first.adapter_name or None, first.lora_scale)
-            for group in _prior_groups(plans):
+            for group in _prior_groups([plan for plan in plans if not plan.cancelled]):  # some left while waiting
                 self._run_prior(group)
             live = [plan for plan in plans if not plan.cancelled]
             if live:
