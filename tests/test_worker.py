@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from mascot.generation.generator import StepUpdate
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission, SubmitRefused
 from mascot.prompt.request import GenerationRequest
 from tests.support.fakes import FakeGenerator
@@ -406,6 +407,39 @@ def test_a_queued_job_is_told_roughly_how_long_it_will_wait_once_a_job_has_run(f
         assert (third.snapshot.jobs_ahead, third.snapshot.wait_seconds) == (2, 24.0)
         fake.gate.set()
         assert wait_final(third).state is JobState.DONE
+    finally:
+        fake.gate.set()
+        worker.stop()
+
+
+class FirstRunWaitsForALoadStage(FakeGenerator):
+    """The fake, whose first run first waits for a stage of loading compiled code (as the real one says it)."""
+
+    def generate_batch(self, items):
+        if not self.batches:
+            for item in items:
+                item.on_step(StepUpdate("waiting", 0, 0))
+        return super().generate_batch(items)
+
+
+def test_a_runs_wait_for_a_load_stage_does_not_lengthen_the_guesses_told_after_it(recorder):
+    fake = FirstRunWaitsForALoadStage()
+    # The first run starts at 0 s, waits for a stage until 60 s (its first step), and ends at 62 s: 2 s of work.
+    ticks = itertools.chain([0.0, 60.0, 62.0], itertools.count(100.0, 10.0))
+    worker = GenerationWorker(lambda on_status: fake, recorder, clock=lambda: next(ticks)).start()
+    try:
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        first = worker.submit(Submission(REQUEST, "first"))
+        assert wait_final(first).state is JobState.DONE
+        assert first.snapshot.stage == "decoder"  # the wait was shown, then the steps
+        fake.gate.clear()
+        fake.started.clear()
+        worker.submit(Submission(REQUEST, "running"))
+        assert fake.started.wait(5)
+        second = worker.submit(Submission(REQUEST, "second"))
+        assert (second.snapshot.jobs_ahead, second.snapshot.wait_seconds) == (1, 2.0)  # not 62 s
+        fake.gate.set()
+        assert wait_final(second).state is JobState.DONE
     finally:
         fake.gate.set()
         worker.stop()

@@ -128,6 +128,22 @@ class Submission:
     address_hash: str | None = None  # its network's quota in the store (clients.AddressKeys); None: none
 
 
+@dataclass
+class RunTimer:
+    """When a run's work began, for the wait a queued job is told: a run that first waited for a stage of loading
+    compiled code (its "waiting" update) starts at its next update, so that one stage's wait, which the next runs will
+    not have, does not lengthen the guesses told after it."""
+
+    started: float
+    waiting: bool = False
+
+    def saw(self, update: StepUpdate, now: Callable[[], float]) -> None:
+        if update.stage == "waiting":
+            self.waiting = True
+        elif self.waiting:
+            self.waiting, self.started = False, now()
+
+
 class Job:
     """One request of one browser, from the queue to the store. Thread-safe; handlers only read it."""
 
@@ -500,9 +516,10 @@ class GenerationWorker:
         generator = self._generator
         items: list[BatchItem] = []
         started: list[Job] = []
+        timer = RunTimer(started=0.0)  # started once the items are ready
         for job in jobs:
             try:
-                items.append(self._batch_item(job))
+                items.append(self._batch_item(job, timer))
             except Exception as error:  # e.g. its logo file vanished: only this job fails
                 log.exception("preparing job %s failed", job.id)
                 self._end(job, state=JobState.FAILED, error=describe_failure(error))
@@ -512,7 +529,7 @@ class GenerationWorker:
             return
         if len(started) > 1:
             log.info("jobs %s share one run", ", ".join(job.id for job in started))
-        started_at = self._clock()
+        timer.started = self._clock()
         try:
             results = run(generator, items) if run is not None else generator.generate_batch(items)
         except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
@@ -520,7 +537,7 @@ class GenerationWorker:
             for job in started:
                 self._end(job, state=JobState.FAILED, error=describe_failure(error))
             return
-        self._note_run(self._clock() - started_at, len(started))
+        self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
             if result is None:
                 log.info("job %s cancelled", job.id)
@@ -528,10 +545,12 @@ class GenerationWorker:
             else:
                 self._store(job, result, generator.info)
 
-    def _batch_item(self, job: Job) -> BatchItem:
-        """The job as the model sees it (presets applied, its logo loaded), reporting its steps to the job."""
+    def _batch_item(self, job: Job, timer: RunTimer) -> BatchItem:
+        """The job as the model sees it (presets applied, its logo loaded), reporting its steps to the job (and to the
+        run's `timer`)."""
 
         def on_step(update: StepUpdate) -> None:
+            timer.saw(update, self._clock)
             if job.cancel_requested.is_set():
                 raise GenerationCancelled
             changes: dict[str, Any] = {"stage": update.stage, "step": update.step, "total": update.total}
