@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import gradio as gr
@@ -13,7 +12,7 @@ from mascot.generation.model import KandinskyGenerator
 from mascot.generation.worker import GenerationWorker, Job, JobState, ModelState, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.ui.progress import progress_message, relay_job
-from tests.support.jobs import wait_final
+from tests.support.jobs import wait_final, wait_until
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 
@@ -95,10 +94,7 @@ def test_a_job_that_comes_while_compiled_code_loads_says_so_then_is_made(tiny_ge
         )
         with generator.between_runs():
             job = worker.submit(Submission(request, "owner"))
-            deadline = time.monotonic() + 60
-            while job.snapshot.stage != "waiting" and time.monotonic() < deadline:
-                job.wait_for_change(job.snapshot.version, timeout=0.2)
-            waiting = job.snapshot
+            waiting = wait_until(job, lambda snapshot: snapshot.stage == "waiting", timeout=60)
         assert waiting.state is JobState.RUNNING
         assert progress_message(waiting) == "Getting faster drawing ready; your mascot starts right after…"
         assert wait_final(job, timeout=120).state is JobState.DONE

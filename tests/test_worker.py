@@ -11,7 +11,7 @@ from mascot.generation.generator import StepUpdate
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission, SubmitRefused
 from mascot.prompt.request import GenerationRequest
 from tests.support.fakes import FakeGenerator
-from tests.support.jobs import wait_final
+from tests.support.jobs import wait_final, wait_until
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 
@@ -89,9 +89,7 @@ def test_a_job_runs_to_the_store_and_reports_steps_and_a_preview(worker, recorde
     job = worker.submit(
         Submission(GenerationRequest.from_user(prompt="x", num_images_per_prompt=2, width=256, height=256), "a")
     )
-    snapshot = job.snapshot
-    while snapshot.step < 1:
-        snapshot = job.wait_for_change(snapshot.version, timeout=5)
+    snapshot = wait_until(job, lambda snapshot: snapshot.step >= 1)
     assert (snapshot.state, snapshot.stage, snapshot.step, snapshot.total) == (JobState.RUNNING, "decoder", 1, 3)
     fake.gate.set()
     final = wait_final(job)
@@ -104,9 +102,7 @@ def test_a_job_runs_to_the_store_and_reports_steps_and_a_preview(worker, recorde
 def test_previews_reach_the_job_and_are_dropped_when_done(worker, fake):
     fake.gate.clear()
     job = worker.submit(Submission(REQUEST, "a"))
-    snapshot = job.snapshot
-    while snapshot.preview is None:
-        snapshot = job.wait_for_change(snapshot.version, timeout=5)
+    snapshot = wait_until(job, lambda snapshot: snapshot.preview is not None)
     assert snapshot.preview.size == (8, 8) and snapshot.step == 1
     fake.gate.set()
     assert wait_final(job).preview is None
@@ -331,9 +327,7 @@ def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder
 def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worker, fake):
     fake.gate.clear()
     blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
-    snapshot = blocker.snapshot
-    while snapshot.step < 1:  # past the point where the fake fails
-        snapshot = blocker.wait_for_change(snapshot.version, timeout=5)
+    assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1  # past the point where the fake fails
     doomed = [worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner), owner)) for owner in ("x", "y")]
     fake.fail_next = RuntimeError("CUDA out of memory")
     fake.gate.set()
@@ -431,7 +425,7 @@ def test_a_runs_wait_for_a_load_stage_does_not_lengthen_the_guesses_told_after_i
         assert worker.wait_until_loaded(10).state is ModelState.READY
         first = worker.submit(Submission(REQUEST, "first"))
         assert wait_final(first).state is JobState.DONE
-        assert first.snapshot.stage == "decoder"  # the wait was shown, then the steps
+        assert first.snapshot.stage == "decoder"  # its steps came after the wait
         fake.gate.clear()
         fake.started.clear()
         worker.submit(Submission(REQUEST, "running"))

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mascot.generation.generator import Generator
 from mascot.generation.worker import GenerationWorker, Job, JobSnapshot, JobState, ModelState
 
 
-def wait_final(job: Job, timeout: float = 10.0) -> JobSnapshot:
-    """The job's snapshot once it has ended (or, after `timeout`, as it stands)."""
+def wait_until(job: Job, reached: Callable[[JobSnapshot], bool], timeout: float = 10.0) -> JobSnapshot:
+    """The job's first snapshot that has `reached` (or, after `timeout`, the job as it stands: the caller's assertion
+    then fails, rather than the test hanging)."""
     deadline = time.monotonic() + timeout
     snapshot = job.snapshot
-    while snapshot.state in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
+    while not reached(snapshot) and time.monotonic() < deadline:
         snapshot = job.wait_for_change(snapshot.version, timeout=0.2)
     return snapshot
+
+
+def wait_final(job: Job, timeout: float = 10.0) -> JobSnapshot:
+    """The job's snapshot once it has ended (or, after `timeout`, as it stands)."""
+    return wait_until(job, lambda snapshot: snapshot.state not in (JobState.QUEUED, JobState.RUNNING), timeout)
 
 
 def finished(job: Job) -> JobState:
