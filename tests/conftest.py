@@ -24,7 +24,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_model_dir: Path):
     """KandinskyGenerator on the CPU, loaded from the tiny model folder with `from_pretrained`."""
-    from mascot.generation.model import KandinskyGenerator, ModelSource
+    from mascot.generation.model import KandinskyGenerator
+    from mascot.generation.sources import ModelSource
 
     source = ModelSource(
         name="tiny test model",

@@ -45,6 +45,7 @@ def test_progress_is_said_at_most_every_two_seconds():
 
 def test_the_model_loader_fetches_hub_ids_then_loads_the_fetched_folders(tiny_model_dir, monkeypatch):
     from mascot.generation import model
+    from mascot.generation.sources import ModelSource
 
     fetched: list[str] = []
 
@@ -55,7 +56,7 @@ def test_the_model_loader_fetches_hub_ids_then_loads_the_fetched_folders(tiny_mo
 
     monkeypatch.setattr(model, "local_copy", lambda location, label, say: local_copy(location, label, say, hub))
     said: list[str] = []
-    source = model.ModelSource("Kandinsky 2.2", "hub/tiny-prior", "hub/tiny-decoder", is_preview_model=False)
+    source = ModelSource("Kandinsky 2.2", "hub/tiny-prior", "hub/tiny-decoder", is_preview_model=False)
     generator = model.KandinskyGenerator.load(source, device="cpu", on_status=said.append)
 
     assert fetched == ["hub/tiny-prior", "hub/tiny-decoder"]

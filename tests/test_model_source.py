@@ -11,13 +11,12 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from mascot.generation.model import (
+from mascot.generation.model import KandinskyGenerator, load_generator
+from mascot.generation.sources import (
     DECODER_HUB_ID,
     PRIOR_HUB_ID,
-    KandinskyGenerator,
     ModelSourceError,
     answers_within,
-    load_generator,
     resolve_model_source,
 )
 from mascot.generation.tiny import TINY_MODEL_FOLDER

@@ -92,7 +92,7 @@ def test_a_job_that_comes_while_compiled_code_loads_says_so_then_is_made(tiny_ge
         request = GenerationRequest.from_user(
             prompt="an otter", width=256, height=256, num_inference_steps=2, prior_num_inference_steps=2
         )
-        with generator.between_runs():
+        with generator.turn.between_runs():
             job = worker.submit(Submission(request, "owner"))
             waiting = wait_until(job, lambda snapshot: snapshot.stage == "waiting", timeout=60)
         assert waiting.state is JobState.RUNNING

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from mascot.generation.model import DECODER_HUB_ID, PRIOR_HUB_ID
+from mascot.generation.sources import DECODER_HUB_ID, PRIOR_HUB_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -332,7 +332,7 @@ def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stag
         build_in_child=functools.partial(compile_targets, "tiny", 0),
         niceness=0,  # a busy test machine would starve a niced child (nice 10)
     )
-    with generator._wanting_a_run():  # a generation running: no stage can be loaded here, however fast the child
+    with generator.turn.wanting_a_run():  # a generation running: no stage can be loaded here, however fast the child
         assert generator.compile_progress() == CompileProgress({"256x256x1": "compiling"})
     generator.compiled.thread.join(600)
     assert generator.compile_progress() == CompileProgress({"256x256x1": "ready"})
@@ -553,10 +553,10 @@ def test_a_warm_up_turn_waits_for_the_generations_that_run_or_wait(tiny_generato
     entered = threading.Event()
 
     def take_a_turn() -> None:
-        with generator.between_runs():
+        with generator.turn.between_runs():
             entered.set()
 
-    with generator._wanting_a_run():
+    with generator.turn.wanting_a_run():
         thread = threading.Thread(target=take_a_turn, daemon=True)
         thread.start()
         assert not entered.wait(0.3)
@@ -567,7 +567,7 @@ def test_a_warm_up_turn_waits_for_the_generations_that_run_or_wait(tiny_generato
 def run_during_a_load_stage(generator: KandinskyGenerator, items: list[BatchItem], told: threading.Event) -> list:
     """Run `items` while a stage of loading compiled code holds the turn; the stage ends once `told` is set."""
     results: list = []
-    with generator.between_runs():
+    with generator.turn.between_runs():
         thread = threading.Thread(target=lambda: results.append(generator.generate_batch(items)), daemon=True)
         thread.start()
         assert told.wait(60), "the run was not told that it waits"

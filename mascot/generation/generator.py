@@ -11,7 +11,7 @@ from PIL import Image
 from mascot.prompt.request import GenerationRequest
 
 # "prior" and "decoder" are a run's two stages of steps. "waiting" comes before them, at step 0 of 0, when a run must
-# wait for a stage of loading compiled code to end (mascot.generation.model): seconds, after which runs are faster.
+# wait for a stage of loading compiled code to end (mascot.generation.turns): seconds, after which runs are faster.
 Stage = Literal["waiting", "prior", "decoder"]
 # A size bucket's compiled code: "compiling" (its runs are eager meanwhile), "ready" (its runs use the compiled code)
 # or "eager" (compiling it failed or was stopped: its runs stay eager, and nothing is waited for any more).

@@ -1,17 +1,15 @@
-"""The model: where Kandinsky 2.2 comes from (`--model`), loading its prior and decoder pipelines, and generating."""
+"""The model: loading Kandinsky 2.2's prior and decoder pipelines (from where `sources` says), and generating."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import json
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +53,7 @@ from mascot.generation.generator import (
 )
 from mascot.generation.packages import PackagedModels
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
+from mascot.generation.sources import ModelSource, resolve_model_source
 from mascot.generation.speed import (
     CompileConfig,
     CompiledModels,
@@ -74,205 +73,11 @@ from mascot.generation.speed import (
     prior_key,
     twin,
 )
-from mascot.generation.tiny import ensure_tiny_model
+from mascot.generation.turns import ModelsTurn
 from mascot.prompt.request import MAX_SEED, GenerationRequest
 from mascot.settings import Settings, SpeedOptions
 
 logger = logging.getLogger(__name__)
-
-PRIOR_HUB_ID = "kandinsky-community/kandinsky-2-2-prior"
-DECODER_HUB_ID = "kandinsky-community/kandinsky-2-2-decoder"
-REAL_MODEL_NAME = "Kandinsky 2.2"
-TINY_MODEL_NAME = "Tiny Kandinsky 2.2 (offline preview model)"
-MODEL_KEYWORDS = ("auto", "tiny", "kandinsky")
-
-PREVIEW_EXPLAINED = "The offline preview model is loaded: it makes noise-like pictures, not mascots."
-HOW_TO_GET_THE_REAL_MODEL = (
-    "To use Kandinsky 2.2, run on a machine with a CUDA GPU and internet access once (the weights, about 20 GB, are "
-    "then cached), or pass --model PATH with a folder holding its prior/ and decoder/ pipelines."
-)
-NO_GPU_REASON = f"No CUDA GPU was found. {PREVIEW_EXPLAINED} {HOW_TO_GET_THE_REAL_MODEL}"
-NO_WEIGHTS_REASON = (
-    f"The Kandinsky 2.2 weights are not in the local Hugging Face cache and the hub did not answer. "
-    f"{PREVIEW_EXPLAINED} {HOW_TO_GET_THE_REAL_MODEL}"
-)
-TINY_ASKED_REASON = f"{PREVIEW_EXPLAINED} It was asked for with --model tiny. {HOW_TO_GET_THE_REAL_MODEL}"
-
-
-class ModelSourceError(ValueError):
-    """`--model`, `--prior` or `--decoder` names nothing loadable; the message is a sentence for whoever runs it."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the two pipelines come from: hub ids or folders, passed as they are to `from_pretrained`."""
-
-    name: str
-    prior: str
-    decoder: str
-    is_preview_model: bool
-    reason: str = ""
-
-
-def resolve_model_source(
-    settings: Settings,
-    *,
-    cuda_available: bool | None = None,
-    hub_reachable: Callable[[], bool] | None = None,
-) -> ModelSource:
-    """Decide what to load from `--model` and the `--prior`/`--decoder` overrides. Never waits on the network for
-    longer than `settings.hub_timeout_s`, and does not touch it at all without CUDA."""
-    if settings.prior and settings.decoder:
-        prior, decoder = (
-            _override_location(settings.prior, "--prior"),
-            _override_location(settings.decoder, "--decoder"),
-        )
-        return ModelSource(
-            name=f"prior {prior}, decoder {decoder}", prior=prior, decoder=decoder, is_preview_model=False
-        )
-    base = _base_source(settings, cuda_available, hub_reachable)
-    if settings.prior:
-        prior = _override_location(settings.prior, "--prior")
-        return replace(base, name=f"{base.name}, prior {prior}", prior=prior)
-    if settings.decoder:
-        decoder = _override_location(settings.decoder, "--decoder")
-        return replace(base, name=f"{base.name}, decoder {decoder}", decoder=decoder)
-    return base
-
-
-def _base_source(
-    settings: Settings, cuda_available: bool | None, hub_reachable: Callable[[], bool] | None
-) -> ModelSource:
-    """The source `--model` names on its own."""
-    keyword = settings.model.strip().lower()
-    if keyword == "tiny":
-        return tiny_source(settings.data_dir, TINY_ASKED_REASON)
-    if keyword == "kandinsky":
-        return hub_source()
-    if keyword == "auto":
-        return _auto_source(settings, cuda_available, hub_reachable)
-    return folder_source(settings.model)
-
-
-def tiny_source(data_dir: Path, reason: str) -> ModelSource:
-    """The tiny offline model, built into the data folder the first time."""
-    folder = ensure_tiny_model(data_dir)
-    return ModelSource(TINY_MODEL_NAME, str(folder / "prior"), str(folder / "decoder"), True, reason)
-
-
-def hub_source() -> ModelSource:
-    """The real checkpoints by hub id: `from_pretrained` downloads them on first use."""
-    return ModelSource(REAL_MODEL_NAME, PRIOR_HUB_ID, DECODER_HUB_ID, is_preview_model=False)
-
-
-def folder_source(value: str) -> ModelSource:
-    """A folder holding `prior/` and `decoder/` pipelines (each saved with `save_pretrained`)."""
-    folder = Path(value).expanduser()
-    if not folder.is_dir():
-        if not _looks_like_path(value):
-            raise ModelSourceError(
-                f"Unknown --model value {value!r}: use {', '.join(MODEL_KEYWORDS)}, or a folder that holds prior/ "
-                "and decoder/ pipelines."
-            )
-        raise ModelSourceError(f"The model folder {str(folder)!r} does not exist.")
-    for part in ("prior", "decoder"):
-        if not (folder / part / "model_index.json").is_file():
-            raise ModelSourceError(
-                f"The model folder {str(folder)!r} has no {part}/ pipeline: "
-                f"{str(folder / part / 'model_index.json')!r} is missing."
-            )
-    resolved = folder.resolve()
-    return ModelSource(f"{REAL_MODEL_NAME} from {resolved}", str(resolved / "prior"), str(resolved / "decoder"), False)
-
-
-def _looks_like_path(value: str) -> bool:
-    """Whether a value was meant as a folder rather than a keyword (so a typo of 'tiny' is not 'folder not found')."""
-    return "/" in value or "\\" in value or value.startswith(("~", "."))
-
-
-def _override_location(value: str, flag: str) -> str:
-    """A `--prior`/`--decoder` value: an existing pipeline folder (resolved) or else a hub id."""
-    folder = Path(value).expanduser()
-    if folder.is_dir():
-        if not (folder / "model_index.json").is_file():
-            raise ModelSourceError(f"{flag} folder {str(folder)!r} holds no pipeline (no model_index.json in it).")
-        return str(folder.resolve())
-    if value.startswith(("~", ".", "/", "\\")) or value.count("/") > 1:
-        raise ModelSourceError(f"{flag} {value!r} is neither an existing folder nor a hub id like owner/name.")
-    return value
-
-
-def _auto_source(
-    settings: Settings, cuda_available: bool | None, hub_reachable: Callable[[], bool] | None
-) -> ModelSource:
-    """The real model with a GPU and its weights (cached, else downloadable), otherwise the tiny one with a reason."""
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
-    if not cuda_available:
-        return tiny_source(settings.data_dir, NO_GPU_REASON)
-    prior_folder, decoder_folder = cached_snapshot(PRIOR_HUB_ID), cached_snapshot(DECODER_HUB_ID)
-    if prior_folder and decoder_folder:
-        # Load the cached snapshots by path, so that loading makes no network call either.
-        return ModelSource(REAL_MODEL_NAME, str(prior_folder), str(decoder_folder), is_preview_model=False)
-    probe = hub_reachable or (lambda: hub_answers(settings.hub_timeout_s))
-    if answers_within(probe, settings.hub_timeout_s):
-        return hub_source()
-    return tiny_source(settings.data_dir, NO_WEIGHTS_REASON)
-
-
-def cached_snapshot(repo_id: str) -> Path | None:
-    """The folder of `repo_id` in the local Hugging Face cache if every component's files are there (no network)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except OSError:  # LocalEntryNotFoundError: not cached
-        return None
-    return folder if _has_all_components(folder) else None
-
-
-def _has_all_components(folder: Path) -> bool:
-    """Whether every component model_index.json lists is there, with weights where it has a model config."""
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        return False
-    index = json.loads(index_file.read_text(encoding="utf-8"))
-    for name, entry in index.items():
-        if not isinstance(entry, list) or entry[0] is None:
-            continue
-        part = folder / name
-        if not part.is_dir() or not any(part.iterdir()):
-            return False
-        has_weights = any(part.glob("*.safetensors")) or any(part.glob("*.bin"))
-        if (part / "config.json").is_file() and not has_weights:
-            return False
-    return True
-
-
-def hub_answers(timeout_s: float) -> bool:
-    """Whether the hub knows both repositories right now."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.model_info(PRIOR_HUB_ID, timeout=timeout_s)
-    api.model_info(DECODER_HUB_ID, timeout=timeout_s)
-    return True
-
-
-def answers_within(probe: Callable[[], bool], timeout_s: float) -> bool:
-    """Run `probe` in a daemon thread and give up after `timeout_s`: DNS lookups ignore HTTP timeouts."""
-    answer: list[bool] = []
-
-    def run() -> None:
-        try:
-            answer.append(bool(probe()))
-        except Exception as error:  # any failure (offline, DNS, HTTP error) means "not reachable"
-            logger.info("The Hugging Face hub is not reachable: %s", error)
-
-    thread = threading.Thread(target=run, name="hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return bool(answer and answer[0])
 
 
 class ZeroEmbedCachingPriorPipeline(KandinskyV22PriorPipeline):
@@ -359,8 +164,8 @@ class KandinskyGenerator:
         self.preview_every = preview_every
         self.adapters = tuple(adapters)  # loaded into the pipelines' models already (see `load`)
         self.speed = speed or SpeedOptions.plain()  # the plain path unless asked: what the fast parts are checked on
-        # The pipelines keep per-call state (timesteps, guidance scale): one generation at a time.
-        self._lock = threading.Lock()
+        # One generation at a time on the models; loading compiled code only between generations.
+        self.turn = ModelsTurn()
         # Prompts are measured before a run takes the lock (`_plan`), while another run or a warm-up stage may be
         # encoding one. A fast tokenizer's padding and truncation are settings that each call writes: shared between
         # threads, one call pads the other's way and the prior fails ("Expected size 77 but got size 8"). So the
@@ -383,10 +188,6 @@ class KandinskyGenerator:
         self.compiled: StagedModels | None = None
         self.compile_children: list[Child] = []  # the processes compiling for us, when compiling is done apart
         self._stop_compiling = threading.Event()
-        # Generations running or waiting for the lock: background work takes a turn only when there are none.
-        self._runs_wanted = 0
-        self._idle = threading.Condition()
-        self._loading_compiled = False  # a turn of `between_runs` holds the lock: a run that comes must wait for it
 
     @property
     def fast_decoder(self) -> KandinskyV22Pipeline:
@@ -400,7 +201,7 @@ class KandinskyGenerator:
 
     def park_image_encoder(self) -> None:
         """Keep the image encoder (1.8 B parameters) on the CPU; it visits the GPU only to embed a new logo."""
-        with self._lock:
+        with self.turn.alone():
             self.prior.image_encoder.to("cpu")
         if self.decoder.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -420,11 +221,11 @@ class KandinskyGenerator:
 
         With `build_in_child`, the compiling happens in `processes` child processes (each builds the models with it)
         that fill the persistent cache; each bucket is then loaded from the cache here, one stage at a time between
-        generations (`between_runs`), so a generation never shares this process with a compile. Without it, a thread
-        here compiles while generations run (dynamo holds the GIL, so they slow down meanwhile)."""
+        generations (`ModelsTurn.between_runs`), so a generation never shares this process with a compile. Without
+        it, a thread here compiles while generations run (dynamo holds the GIL, so they slow down meanwhile)."""
         buckets = buckets_for(sizes, batch_images)
         if build_in_child is None:
-            with self._lock:  # making them switches the models' LoRA strengths to tensors: not during a run
+            with self.turn.alone():  # making them switches the models' LoRA strengths to tensors: not during a run
                 compiled = CompiledModels(self._fast_prior, self._fast_decoder, replace(config, packages=False))
                 compiled.plan(buckets)
                 self.compiled = compiled
@@ -432,7 +233,7 @@ class KandinskyGenerator:
             return
         # Packages only come from a child: compiled here, they would be traced here all the same.
         models = PackagedModels if config.packages else CompiledModels
-        with self._lock:
+        with self.turn.alone():
             staged = models(self._fast_prior, self._fast_decoder, config)
             staged.plan(buckets)
             self.compiled = staged
@@ -443,7 +244,7 @@ class KandinskyGenerator:
         ]
         self.compiled.thread = threading.Thread(
             target=warm_after_children,
-            args=(self.compiled, self.compile_children, self.between_runs, self._stop_compiling),
+            args=(self.compiled, self.compile_children, self.turn.between_runs, self._stop_compiling),
             name="compile-warm-up",
             daemon=True,
         )
@@ -461,49 +262,6 @@ class KandinskyGenerator:
             stop_child(child.process)
         if self.compiled is not None and self.compiled.thread is not None:
             self.compiled.thread.join(timeout)
-
-    @contextlib.contextmanager
-    def between_runs(self) -> Iterator[None]:
-        """A turn for background work on the models (loading compiled code): it starts only when no generation runs
-        or waits, and a generation that comes meanwhile waits for the turn to end (one stage)."""
-        while True:
-            with self._idle:
-                self._idle.wait_for(lambda: self._runs_wanted == 0)
-                if self._lock.acquire(blocking=False):
-                    break
-            time.sleep(0.01)  # held by something other than a generation (parking the image encoder): soon free
-        self._loading_compiled = True
-        try:
-            yield
-        finally:
-            self._loading_compiled = False
-            self._lock.release()
-
-    @contextlib.contextmanager
-    def _turn_for_run(self, plans: list[_Plan]) -> Iterator[None]:
-        """The lock, for a run. When a stage of loading compiled code holds it, each person is told first that their
-        run waits (stage "waiting"): a stage can take seconds, and "Starting…" would look stuck meanwhile."""
-        if not self._lock.acquire(blocking=False):
-            if self._loading_compiled:
-                for plan in plans:
-                    plan.report(StepUpdate("waiting", 0, 0))
-            self._lock.acquire()
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    @contextlib.contextmanager
-    def _wanting_a_run(self) -> Iterator[None]:
-        """Count a generation as wanting the models from before it waits for the lock until it is done."""
-        with self._idle:
-            self._runs_wanted += 1
-        try:
-            yield
-        finally:
-            with self._idle:
-                self._runs_wanted -= 1
-                self._idle.notify_all()
 
     @classmethod
     def load(
@@ -597,7 +355,7 @@ class KandinskyGenerator:
     def select_adapter(self, name: str | None, scale: float = 1.0) -> None:
         """Use LoRA adapter `name` at `scale` for the next generations, in the decoder, the prior or both (wherever an
         adapter of that name is loaded); `None` or scale 0 gives the base model's output exactly."""
-        with self._lock:
+        with self.turn.alone():
             self._use_adapter(name, scale)
 
     def _use_adapter(self, name: str | None, scale: float) -> None:
@@ -633,7 +391,7 @@ class KandinskyGenerator:
         if len({batch_key(item.request) for item in items}) > 1:
             raise ValueError("generate_batch needs requests with the same batch_key (size, steps, guidance, LoRA).")
         plans = self._plans(items)
-        with self._wanting_a_run(), self._turn_for_run(plans), torch.inference_mode():
+        with self.turn.for_run(functools.partial(_tell_waiting, plans)), torch.inference_mode():
             first = items[0].request
             self._use_adapter(first.adapter_name or None, first.lora_scale)
             for group in _prior_groups([plan for plan in plans if not plan.cancelled]):  # some left while waiting
@@ -870,6 +628,13 @@ class _Plan:
             prior_seconds=self.prior_seconds,
             decoder_seconds=self.decoder_seconds,
         )
+
+
+def _tell_waiting(plans: list[_Plan]) -> None:
+    """Tell each person of a run that it waits for a stage of loading compiled code (stage "waiting"): a stage can
+    take seconds, and "Starting…" would look stuck meanwhile."""
+    for plan in plans:
+        plan.report(StepUpdate("waiting", 0, 0))
 
 
 def _plan(tokenizer: Any, item: BatchItem, noise_device: torch.device | None = None) -> _Plan:

@@ -58,7 +58,7 @@ def progress_message(snapshot: JobSnapshot) -> str:
     if snapshot.state is JobState.QUEUED and snapshot.jobs_ahead:
         wait = f" ({wait_in_words(snapshot.wait_seconds)})" if snapshot.wait_seconds is not None else ""
         return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours{wait}."
-    if snapshot.stage == "waiting":  # compiled code is being loaded between runs (generation/model.py)
+    if snapshot.stage == "waiting":  # compiled code is being loaded between runs (generation/turns.py)
         return "Getting faster drawing ready; your mascot starts right after…"
     if snapshot.state is JobState.QUEUED or not snapshot.total:
         return "Starting…"

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mascot.generation.model import KandinskyGenerator, ModelSource
+from mascot.generation.model import KandinskyGenerator
+from mascot.generation.sources import ModelSource
 
 
 def load_tiny(tiny_model_dir: Path, **options: Any) -> KandinskyGenerator:
