@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from mascot.web.sessions import FOREIGN, FOREIGN_EVENT, SessionOwners
+from mascot.web.sessions import FOREIGN, FOREIGN_EVENT, REPEATED, SessionOwners, repeats_a_field
 from tests.support.raw_gradio import fn_index_in
 from tests.support.site import serve
 
@@ -60,6 +60,36 @@ def test_another_browser_cannot_read_or_take_over_a_session(site):
 
         no_cookie = httpx.get(f"{site.url}gradio_api/queue/data", params={"session_hash": session}, timeout=30)
         assert no_cookie.status_code == 403
+
+
+@pytest.mark.slow
+def test_a_session_named_twice_is_refused_whichever_value_comes_first(site):
+    """The check must read the value Gradio reads: FastAPI takes a query parameter's last value, so a check of the
+    first alone let `?session_hash=<mine>&session_hash=<theirs>` read another browser's stream."""
+    with (
+        httpx.Client(base_url=site.url, timeout=30) as victim,
+        httpx.Client(base_url=site.url, timeout=30) as attacker,
+    ):
+        victim.get("config")
+        attacker.get("config")
+        index = fn_index(victim, "device_link")
+        session, own = uuid.uuid4().hex, uuid.uuid4().hex
+        assert join(victim, index, session).status_code == 200
+        for query in (f"session_hash={own}&session_hash={session}", f"session_hash={session}&session_hash={own}"):
+            answer = attacker.get(f"gradio_api/queue/data?{query}")
+            assert (answer.status_code, answer.text) == (400, REPEATED.decode())
+        twice = f'{{"data": [], "fn_index": {index}, "session_hash": "{own}", "session_hash": "{session}"}}'
+        answer = attacker.post("gradio_api/queue/join", content=twice, headers={"content-type": "application/json"})
+        assert (answer.status_code, answer.text) == (400, REPEATED.decode())
+        status, text = read_stream(victim, session)
+        assert status == 200 and "?device=" in text
+
+
+def test_a_body_that_names_a_key_twice_is_told_apart():
+    assert repeats_a_field(b'{"session_hash": "a", "session_hash": "b"}')
+    assert repeats_a_field(b'{"data": [{"x": 1, "x": 2}], "session_hash": "a"}')
+    assert not repeats_a_field(b'{"data": [{"x": 1}], "session_hash": "a", "fn_index": 3}')
+    assert not repeats_a_field(b"not json")
 
 
 def read_call(http: httpx.Client, api_name: str, event_id: str) -> tuple[int, str]:

@@ -39,6 +39,9 @@ SESSION_TTL_S = 24 * 3600.0
 FOREIGN = b"This queue session belongs to another browser. Reload the page."
 FOREIGN_EVENT = b"This result belongs to another browser, or has expired: send the request again."
 TOO_LARGE = b"This request is too large."
+# A parameter named twice is read one way here and maybe another way by Gradio (FastAPI takes a query's last value):
+# a check of one value would let the other through. No page or client sends one twice.
+REPEATED = b"This request names its queue session more than once."
 
 TokenOf = Callable[[Mapping[str, str]], str | None]  # cookies -> the browser's token hash (identity.owner_from_cookies)
 
@@ -103,8 +106,11 @@ class SessionBindingMiddleware:
         method = scope.get("method")
         joins = method == "POST" and (path == JOIN_PATH or CALL_POST.match(path) is not None)
         if path == DATA_PATH:
-            session_hash = first_query_value(scope, "session_hash")
-            if session_hash and not self.owners.allows(session_hash, self._token(scope)):
+            hashes = query_values(scope, "session_hash")
+            if len(hashes) > 1:
+                await refuse(send, 400, REPEATED)
+                return
+            if hashes and not self.owners.allows(hashes[0], self._token(scope)):
                 await refuse(send, 403, FOREIGN)
                 return
         elif method == "GET" and (call := CALL_GET.match(path)) is not None:
@@ -117,6 +123,9 @@ class SessionBindingMiddleware:
             body = await read_body(receive)
             if body is None:
                 await refuse(send, 413, TOO_LARGE)
+                return
+            if repeats_a_field(body):
+                await refuse(send, 400, REPEATED)
                 return
             token = self._token(scope)
             if not self._body_allowed(path, body, token):
@@ -164,9 +173,27 @@ def binding_event_ids(send: Send, bind: Callable[[str], object]) -> Send:
     return send_after_binding
 
 
-def first_query_value(scope: Scope, name: str) -> str | None:
-    values = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1")).get(name)
-    return values[0] if values else None
+def query_values(scope: Scope, name: str) -> list[str]:
+    """Every value the query string gives `name`, blank ones too (as Starlette parses it for Gradio)."""
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    return parse_qs(query, keep_blank_values=True).get(name, [])
+
+
+def repeats_a_field(body: bytes) -> bool:
+    """Whether an object in a JSON body names a key twice (Python's json keeps the last, other parsers the first:
+    whatever is checked here must be what Gradio reads)."""
+    repeated = False
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        nonlocal repeated
+        repeated = repeated or len({key for key, _ in items}) < len(items)
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return False  # not JSON: Gradio refuses it itself, and no field of it is read here
+    return repeated
 
 
 def string_field(body: bytes, name: str) -> str | None:
