@@ -61,6 +61,7 @@ from mascot.ui.agents import offer_only_agent_tools, wire_agent_tools
 from mascot.ui.theme import page_theme
 from mascot.web.brand_logos import brand_logo_route
 from mascot.web.clients import AddressKeys, ProxyTrust
+from mascot.web.cross_site import CrossSiteGuardMiddleware
 from mascot.web.events import EventGuardMiddleware, live_shapes
 from mascot.web.health import HEALTH_PATH, health_endpoint
 from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_secret
@@ -140,7 +141,9 @@ class App:
                 # Before the server takes its first request: an agent never sees the tools that are not theirs.
                 "lifespan": self._narrow_agent_tools,
                 "middleware": [
-                    # Outermost: an upload without our cookie is refused before the identity middleware makes one.
+                    # Outermost: another site's page cannot act as its visitor, nor read what we answer it.
+                    Middleware(CrossSiteGuardMiddleware),
+                    # Then an upload without our cookie is refused before the identity middleware makes one.
                     Middleware(
                         UploadGateMiddleware,
                         identity=self.identity,
