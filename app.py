@@ -276,6 +276,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         downloads=DownloadFolder(settings.data_dir / "downloads"),
         presets=presets,
         logos=logos,
+        logo_secret=secret,  # a logo is granted to the browser that uploaded it, on every replica alike
         blocked_words=blocked_words,
         clock=clock,
         prepare=prepare,

@@ -339,7 +339,9 @@ def test_a_logo_is_uploaded_once_mixed_in_and_remembered_with_the_mascot(site, t
     Image.new("RGBA", (300, 200), (200, 30, 30, 255)).save(logo_file)
     alice = site.browser()
     logo_id = alice.predict(handle_file(str(logo_file)), api_name="/upload_logo")
-    assert len(logo_id) == 64 and alice.predict(handle_file(str(logo_file)), api_name="/upload_logo") == logo_id
+    # The file's id, and the grant that makes it this browser's (the same upload again: the same answer).
+    assert re.fullmatch(r"[0-9a-f]{64}\.[A-Za-z0-9_-]{43}", logo_id)
+    assert alice.predict(handle_file(str(logo_file)), api_name="/upload_logo") == logo_id
 
     make(alice, "a fox", logo=logo_id, logo_weight=0.5)
     assert site.fake.requests[-1].logo == logo_id and site.fake.requests[-1].logo_weight == 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -26,7 +27,7 @@ from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
 from tests.support.jobs import finished, storing_worker
 from tests.support.jobs import released as released_claim
-from tests.support.store import owner, save
+from tests.support.store import MODEL, make_request, make_result, owner, save
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 FAST = {"width": 256, "height": 256, "num_inference_steps": 2, "seed": 1}
@@ -577,3 +578,58 @@ def test_submit_checks_the_request_before_asking_for_the_cookie(site: Site) -> N
     with pytest.raises(Refusal, match="identity cookie"):
         site.service.submit({"prompt": "an otter", **FAST}, None)
     assert site.fake.requests == []
+
+
+# ---- uploaded logos are their uploader's --------------------------------------------------------------------------
+def logo_png(tmp_path: Path) -> Path:
+    path = tmp_path / "company-logo.png"
+    Image.new("RGB", (120, 80), (20, 90, 200)).save(path)
+    return path
+
+
+def test_a_logo_is_used_by_the_browser_that_uploaded_it_alone(logo_site: Site, tmp_path: Path) -> None:
+    """An upload is no public picture: its id, as a public mascot's parameters show it, makes nobody else's mascot."""
+    alice, bob = who("alice"), who("bob", address="198.51.100.7")
+    granted = logo_site.service.upload_logo(logo_png(tmp_path), alice)
+    logo_id = granted.split(".")[0]
+
+    logo_site.service.admit({"prompt": "a fox", **FAST, "logo": granted}, alice)
+    for stolen in (granted, logo_id):  # hers as her mascots' parameters show it, and the file's own id
+        for check in (logo_site.service.admit, logo_site.service.submit):
+            with pytest.raises(Refusal) as refused:
+                check({"prompt": "a fox", **FAST, "logo": stolen}, bob)
+            assert (refused.value.message, refused.value.parameter) == (sentences.LOGO_NOT_YOURS, "logo")
+    # The same picture uploaded in Bob's browser is his to use: the same file, his own grant.
+    his = logo_site.service.upload_logo(logo_png(tmp_path), bob)
+    assert his != granted and his.split(".")[0] == logo_id
+    assert finished(logo_site.service.submit({"prompt": "a fox", **FAST, "logo": his}, bob)) is JobState.DONE
+
+
+def test_a_remix_keeps_an_uploaded_logo_for_its_maker_alone(logo_site: Site, tmp_path: Path) -> None:
+    alice, bob = who("alice"), who("bob", address="198.51.100.7")
+    granted = logo_site.service.upload_logo(logo_png(tmp_path), alice)
+    assert finished(logo_site.service.submit({"prompt": "a fox", **FAST, "logo": granted}, alice)) is JobState.DONE
+    released(logo_site, "alice")
+    [entry] = logo_site.store.history(owner("alice"))
+    assert entry.is_public  # in the gallery, where Bob can remix it
+
+    theirs = logo_site.service.remix(entry.public_id, bob, vary=False)
+    assert theirs.values["logo"] == "" and theirs.logo_path is None  # not her file, nor its id
+    assert theirs.notice is not None and theirs.notice.message == sentences.LOGO_LEFT_OUT
+    own = logo_site.service.remix(entry.public_id, alice, vary=False)
+    assert own.values["logo"] == granted and own.notice is None
+    assert own.logo_path == logo_site.service.logos.path(granted)
+
+
+def test_a_mascot_saved_with_a_bare_logo_id_remixes_with_it_for_its_maker(logo_site: Site, tmp_path: Path) -> None:
+    """Mascots made before logos were granted keep the logo's bare id: their maker's remix grants it anew."""
+    alice, bob = who("alice"), who("bob", address="198.51.100.7")
+    logo_id = logo_site.service.upload_logo(logo_png(tmp_path), alice).split(".")[0]
+    request = dataclasses.replace(make_request("an old fox"), logo=logo_id)
+    saved = logo_site.store.save_generation(owner("alice"), request, make_result(request), MODEL, now=NOW)
+    [public_id] = saved.public_ids
+
+    own = logo_site.service.remix(public_id, alice, vary=False)
+    logo_site.service.admit({**own.values, **FAST}, alice)  # the granted logo is hers to use again
+    assert own.values["logo"].split(".")[0] == logo_id and own.values["logo"] != logo_id
+    assert logo_site.service.remix(public_id, bob, vary=False).values["logo"] == ""

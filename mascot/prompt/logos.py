@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import io
 import os
 import re
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from PIL import Image
@@ -16,6 +19,9 @@ from mascot.prompt.pictures import PictureRefused, decode, decode_slot, open_laz
 
 KEPT_SIDE = 512  # the image encoder sees 224 px: more is only disk
 LOGO_ID = re.compile(r"^[0-9a-f]{64}$")
+# A logo as a browser holds it: its id, then (LogoGrants) a signature that binds it to that browser.
+GRANTED_LOGO = re.compile(r"^([0-9a-f]{64})(?:\.([A-Za-z0-9_-]{43}))?$")
+GRANT_CONTEXT = b"mascot-logo-grant-v1:"  # mixed into each signature: a MAC made for another purpose never verifies
 
 
 class LogoRefused(PictureRefused):
@@ -40,9 +46,10 @@ class LogoLibrary:
             write_atomically(path, data)
         return logo_id
 
-    def path(self, logo_id: str) -> Path | None:
-        """The file of a logo id, or None for an id that is malformed or not kept here."""
-        if not LOGO_ID.match(logo_id):
+    def path(self, logo: str) -> Path | None:
+        """The file of a logo (its id, granted or not), or None for one that is malformed or not kept here."""
+        logo_id = stored_logo_id(logo)
+        if logo_id is None:
             return None
         path = self.folder / f"{logo_id}.png"
         return path if path.is_file() else None
@@ -62,6 +69,43 @@ class LogoLibrary:
             return []
         with Image.open(path) as image:
             return logo_colours(image)
+
+
+def stored_logo_id(logo: str) -> str | None:
+    """The id of the file a logo names (its grant's signature left off); None when it names none."""
+    found = GRANTED_LOGO.match(logo)
+    return found.group(1) if found else None
+
+
+class LogoGrants:
+    """Who may use which logo. An upload is handed back as `<id>.<signature>`, the signature an HMAC of the id and the
+    uploading browser's owner hash, so the id that a public mascot's parameters or a remix show uses the logo for
+    nobody else: people's uploads are not public. The brands' logos (the operator's, shown to everyone) need none."""
+
+    def __init__(self, secret: bytes, public_ids: Collection[str] = ()) -> None:
+        if not secret:
+            raise ValueError("The logo grants' secret is empty.")
+        self._secret = secret
+        self.public_ids = frozenset(public_ids)
+
+    def grant(self, logo_id: str, owner_hash: str) -> str:
+        """The logo as `owner_hash`'s browser holds it."""
+        return f"{logo_id}.{self._sign(logo_id, owner_hash)}"
+
+    def allows(self, logo: str, owner_hash: str) -> bool:
+        """Whether `owner_hash`'s browser may use `logo`: a brand's, or granted to it."""
+        found = GRANTED_LOGO.match(logo)
+        if found is None:
+            return False
+        logo_id, signature = found.groups()
+        if signature is None:
+            return logo_id in self.public_ids
+        return hmac.compare_digest(signature, self._sign(logo_id, owner_hash))
+
+    def _sign(self, logo_id: str, owner_hash: str) -> str:
+        message = GRANT_CONTEXT + f"{owner_hash}:{logo_id}".encode("ascii")
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def open_upload(upload: Image.Image | str | Path) -> Image.Image:

@@ -33,11 +33,12 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "lora_scale": (0.0, 2.0),
     "logo_weight": (0.0, 1.0),
 }
-# An uploaded logo's id (the sha256 of the stored image, as the app's upload handed it out), or a mascot to start
-# from ("More like this"): BASED_ON_PREFIX and its share id, whose picture the app loads when the job runs, if the
-# asking browser may still see it. "" is none.
+# An uploaded logo's id (the sha256 of the stored image) with the grant the app's upload handed out with it
+# (mascot.prompt.logos.LogoGrants; a brand's logo has none), or a mascot to start from ("More like this"):
+# BASED_ON_PREFIX and its share id, whose picture the app loads when the job runs, if the asking browser may still
+# see it. "" is none.
 BASED_ON_PREFIX = "mascot:"
-LOGO_ID = re.compile(r"^(|[0-9a-f]{64}|mascot:[A-Za-z0-9_-]{12})$")
+LOGO_ID = re.compile(r"^(|[0-9a-f]{64}(\.[A-Za-z0-9_-]{43})?|mascot:[A-Za-z0-9_-]{12})$")
 # A LoRA adapter's name, as `--lora name=PATH` gives it (PEFT keys modules by it); "" is the base model.
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
 # A style or brand preset's name (assets/presets.json); "" is none. Which names exist is the presets' business.

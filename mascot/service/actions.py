@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from PIL import Image
 
 from mascot.clock import Clock, utc_now
 from mascot.generation.worker import GenerationWorker, Job, Submission, SubmitRefused
-from mascot.prompt.logos import LogoLibrary, LogoRefused
+from mascot.prompt.logos import LogoGrants, LogoLibrary, LogoRefused, stored_logo_id
 from mascot.prompt.pictures import NotAPicture, PictureRefused, check_size, decode_slot, open_lazily
 from mascot.prompt.presets import Presets
 from mascot.prompt.recipe import recipe_from_png_text
@@ -58,6 +59,7 @@ class Remix:
     logo_path: Path | None
     randomize_seed: bool
     based_on_idea: str | None = None  # the idea of the mascot `values["logo"]` starts from ("mascot:<share id>")
+    notice: Notice | None = None  # what was left out, and why
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class MascotService:
         downloads: DownloadFolder,
         presets: Presets | None = None,
         logos: LogoLibrary | None = None,  # None: no logo mixing
+        logo_secret: bytes | None = None,  # signs logo grants; replicas share it (the app's secret). None: a new one
         blocked_words: BlockedWords | None = None,  # None: nothing blocked
         clock: Clock = utc_now,  # tests move it across a day boundary
         prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,  # the worker's; None: the presets
@@ -170,6 +173,8 @@ class MascotService:
         self.rules = rules
         self.presets = presets or Presets({}, {})
         self.logos = logos
+        brand_logos = [brand.logo for brand in self.presets.brands.values() if brand.logo]
+        self.logo_grants = LogoGrants(logo_secret or secrets.token_bytes(32), brand_logos)
         self.pictures = StartingPictures(store, logos) if logos is not None else None
         self.clock = clock
         self._address_keys = address_keys
@@ -229,7 +234,11 @@ class MascotService:
         return request
 
     def _check_picture(self, request: GenerationRequest, owner_hash: str) -> None:
-        """A mascot to start from must be one this browser may see (checked again when the job runs)."""
+        """An uploaded logo must have been uploaded by this browser (or be a brand's); a mascot to start from must be
+        one this browser may see (checked again when the job runs)."""
+        own_upload = based_on_mascot(request.logo) is None
+        if request.logo and own_upload and not self.logo_grants.allows(request.logo, owner_hash):
+            raise Refusal(sentences.LOGO_NOT_YOURS, "logo")
         if request.logo and self.pictures is not None:
             try:
                 self.pictures.check(request.logo, owner_hash)
@@ -472,13 +481,26 @@ class MascotService:
             return Remix(values, None, randomize_seed=True, based_on_idea=entry.request.prompt)
         based_on = based_on_mascot(entry.request.logo)
         if based_on is None:
-            logo = entry.request.logo
+            logo, notice = self._logo_to_remix(entry, visitor)
+            values["logo"] = logo
             logo_path = self.logos.path(logo) if self.logos is not None and logo else None
-            return Remix(values, logo_path, randomize_seed=False)
+            return Remix(values, logo_path, randomize_seed=False, notice=notice)
         source = self.store.mascot(based_on, self.owner(visitor))  # a variation: of a mascot still there?
         if source is None:
             values["logo"] = ""  # private now or deleted: the words and settings alone
         return Remix(values, None, randomize_seed=False, based_on_idea=source.request.prompt if source else None)
+
+    def _logo_to_remix(self, entry: MascotEntry, visitor: Visitor) -> tuple[str, Notice | None]:
+        """The logo a remix keeps: its maker's own upload, granted anew (a logo uploaded before grants existed
+        too), and a brand's; another person's upload is theirs, and is left out with a word why."""
+        logo_id = stored_logo_id(entry.request.logo)
+        if logo_id is None or self.logos is None:
+            return "", None
+        if logo_id in self.logo_grants.public_ids:
+            return logo_id, None
+        if entry.is_owner:
+            return self.logo_grants.grant(logo_id, self.owner(visitor)), None
+        return "", Notice(sentences.LOGO_LEFT_OUT)
 
     def mascots_left_today(self, visitor: Visitor) -> int:
         """How many more mascots the browser may make today: the smaller of its own and its network's figures."""
@@ -503,9 +525,11 @@ class MascotService:
             raise Refusal(sentences.NO_LOGOS, "logo")
         if upload is None:
             return ""
+        if visitor is None:  # a logo is granted to the browser that uploads it: it needs its cookie
+            raise Refusal(sentences.NO_COOKIE)
         self._count(self.limiters.pictures, "picture", visitor)
         try:
-            return self.logos.save(upload)
+            return self.logo_grants.grant(self.logos.save(upload), self.owner(visitor))
         except LogoRefused as error:
             raise Refusal(str(error), "logo") from None
 

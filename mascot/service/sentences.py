@@ -18,6 +18,8 @@ HIDDEN = "Hidden from the gallery: only you see it now."
 DELETED = "Deleted."
 NO_LOGOS = "This app does not mix in logos."
 LOGO_GONE = "That logo is no longer here: upload it again."
+LOGO_NOT_YOURS = "That logo was uploaded in another browser: upload it here to use it."
+LOGO_LEFT_OUT = "Its maker's own logo stays theirs, so it is left out: upload yours under Mix in your logo."
 BASED_ON_GONE = (
     "The mascot this was based on is private now or was deleted: remove it from “Based on” (✕) and try again."
 )
