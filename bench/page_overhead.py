@@ -5,8 +5,9 @@ waits for beyond the model.
 
 Browsers (each with one keep-alive connection, its identity cookie and one Gradio session, as a page keeps for as long
 as it is open) take turns, click by click, so a change in the machine's load touches each alike:
-- the page's Create click: its two steps as the page sends them, the form's check (start_generation) and then
-  /generate, from the first join to the mascots' answer;
+- the page's Create click: its three steps as the page sends them, the refusal line (refusal_line: answered at once,
+  outside the queue), the form's check (start_generation) and then /generate, from the first request to the mascots'
+  answer;
 - an API call: /generate alone, as gradio_client sends it;
 - an API call in a new session each time: Gradio builds a session's state (a copy of every component's config, 7 ms
   for this page on this machine) on its first event; a page does that on load, so this is the earlier rounds' way of
@@ -68,12 +69,21 @@ def click(http: httpx.Client, session: str, fn_index: int, data: list[Any]) -> s
     raise RuntimeError("the event stream ended without an answer")
 
 
-def page_inputs(config: dict[str, Any], api_name: str, values: dict[str, Any]) -> tuple[int, list[Any]]:
-    """An event's index and the values a fresh page sends for it (each input's default), `values` by elem_id."""
+def ask(http: httpx.Client, session: str, fn_index: int, data: list[Any]) -> str:
+    """One event outside the queue (queue=False), as the page sends it: one POST, its answer."""
+    body = {"data": data, "event_data": None, "fn_index": fn_index, "trigger_id": None, "session_hash": session}
+    answer = http.post("gradio_api/run/predict", json=body)
+    answer.raise_for_status()
+    return answer.text
+
+
+def page_inputs(config: dict[str, Any], api_name: str, values: dict[str, Any]) -> tuple[int, list[Any], bool]:
+    """An event's index, the values a fresh page sends for it (each input's default), `values` by elem_id, and
+    whether it goes through the queue."""
     components = {component["id"]: component.get("props", {}) for component in config["components"]}
     [event] = [event for event in config["dependencies"] if event.get("api_name") == api_name]
     data = [values.get(components[id_].get("elem_id"), components[id_].get("value")) for id_ in event["inputs"]]
-    return event["id"], data
+    return event["id"], data, event.get("queue") is not False
 
 
 @dataclass
@@ -101,7 +111,8 @@ class Browser:
             self.session = uuid.uuid4().hex
         started = time.perf_counter()
         for api_name in self.steps:
-            click(self.http, self.session, *page_inputs(self.config, api_name, values))
+            fn_index, data, queued = page_inputs(self.config, api_name, values)
+            (click if queued else ask)(self.http, self.session, fn_index, data)
         return time.perf_counter() - started
 
     def close(self) -> None:
@@ -142,10 +153,10 @@ def echo_floor(requests: int, warmup: int) -> list[float]:
     return browser.seconds
 
 
-# The page's Create click: the form's check and seed (private), then the generation; the seed is given, as after a
-# person typed one, so both steps send the same values.
+# The page's Create click: the refusal line and the form's check and seed (private), then the generation; the seed
+# is given, as after a person typed one, so the steps send the same values.
 BROWSERS = (
-    ("page_click", ["start_generation", "generate"], False),
+    ("page_click", ["refusal_line", "start_generation", "generate"], False),
     ("api_call", ["generate"], False),
     ("api_call_in_a_new_session", ["generate"], True),
 )

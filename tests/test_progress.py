@@ -60,6 +60,8 @@ def test_the_saved_mascots_are_shown_by_their_checking_route_never_by_their_file
     shown, message = next(relay)
     assert shown == [url_of("aaaaaaaaaaaa"), url_of("bbbbbbbbbbbb")]
     assert message.startswith("Done: 2 mascots saved")
+    # Nobody's idea is public unawares: the line says so, and how to take one out.
+    assert "public in the **Gallery**" in message and "untick *Show in the public gallery*" in message
 
 
 def test_the_message_says_where_the_job_is():

@@ -107,6 +107,9 @@ def say(notice: Notice | None) -> None:
         (gr.Warning if notice.warning else gr.Info)(notice.message)
 
 
+# The choice, under a mascot of My mascots, that keeps it in the public gallery or out of it.
+PUBLIC_CHOICE = "Show in the public gallery"
+
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-!|~])")
 # What the page's Markdown turns into a link by itself: there a backslash escape is shown, not read as one.
 _WEB_ADDRESS = re.compile(r"(?:(?:https?|ftp)://|www\.)\S+", re.IGNORECASE)

@@ -19,6 +19,7 @@ from mascot.ui.common import (
     PageServices,
     WholeNumber,
     answers_in_sentences,
+    plain,
     range_info,
     refused,
     visitor,
@@ -47,6 +48,7 @@ IDEA_STAND_IN = "<your idea>"
 ENTER_WORKS = "Press Enter or Generate."
 # Page fields that cannot show a message of their own (hidden): their problems are shown on the idea box.
 SHOWN_ON = {"logo": "prompt"}
+NOT_STARTED = "Not started: "
 
 
 @dataclass(frozen=True)
@@ -344,12 +346,23 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         queue=False,
         api_visibility="private",
     )
-    # Two steps. The page's own (private) step checks the form first, in people's words on every failing field, and
-    # only then draws the seed and shows Cancel: a refused click changes nothing. Then /generate, which is also the
-    # API: its validator checks again (the gate for API clients, in the API's parameter names) and it runs the job.
+    # Three steps. First the reason a click would be refused, written on the status line, where it stays: Gradio
+    # takes a validator's message off its field at the page's next update of anything (the queue banner's timer, a
+    # preview), seconds later, and the button would seem to do nothing. Then the page's own (private) step checks the
+    # form, in people's words on every failing field, and only then draws the seed and shows Cancel: a refused click
+    # changes nothing else. Then /generate, which is also the API: its validator checks again (the gate for API
+    # clients, in the API's parameter names) and it runs the job.
     page_inputs = {**inputs, "randomize_seed": form.randomize_seed}
     gr.on(
         [built_as(inputs, "prompt", gr.Textbox).submit, form.generate_button.click],
+        fn=_refusal_line_handler(services),
+        inputs_kwargs=inputs,
+        outputs=form.status,
+        preprocess=False,  # the same raw values the checks below read
+        queue=False,  # a check: answered at once, beside the queue
+        api_visibility="private",
+        show_progress="hidden",
+    ).then(
         fn=start_generation,
         inputs_kwargs=page_inputs,
         outputs=[seed, form.cancel_button],
@@ -482,6 +495,20 @@ def pick_seed(seed: float | None, randomize_seed: bool) -> float | None:
 def start_generation(seed: Any, randomize_seed: bool, **_form: Any) -> tuple[Any, Any]:
     """After the form passed its checks: the seed to use (drawn when asked), and Cancel while the job runs."""
     return pick_seed(seed, randomize_seed), gr.Button(visible=True)
+
+
+def _refusal_line_handler(services: PageServices) -> Callable[..., Any]:
+    def refusal_line(http_request: gr.Request | None = None, **values: Any) -> str:
+        """The status line before a click goes on: why it will be refused (every sentence, in people's words), or
+        empty (a finished run's line makes way for the new run's)."""
+        try:
+            answer = _generation_validator(services, list(values), for_people=True)(http_request, **values)
+        except Refusal as error:  # answers_in_sentences' own: a check that failed
+            return NOT_STARTED + plain(error.for_people)
+        refusals = [update["message"] for update in answer if not update["is_valid"] and update["message"]]
+        return NOT_STARTED + plain(" ".join(refusals)) if refusals else ""
+
+    return refusal_line
 
 
 def _generation_validator(

@@ -9,12 +9,23 @@ from typing import Any, Literal, TypedDict
 
 import gradio as gr
 
+from mascot.prompt.request import based_on_mascot
 from mascot.service import Refusal
 from mascot.service.actions import VARIATIONS
 from mascot.store.entries import MascotEntry
 from mascot.store.moderation import NO_REASON, reason_choices
 from mascot.ui.based_on import based_on_note, based_on_values, no_based_on_values
-from mascot.ui.common import PageServices, answers_in_sentences, plain, plural, refused, say, visitor, visitor_or_none
+from mascot.ui.common import (
+    PUBLIC_CHOICE,
+    PageServices,
+    answers_in_sentences,
+    plain,
+    plural,
+    refused,
+    say,
+    visitor,
+    visitor_or_none,
+)
 from mascot.ui.create import CreateForm, dimensions_to_size
 from mascot.ui.pictures import LinkedDownload, LinkedFile, LinkedImage, download, picture_url, sticker_download
 
@@ -146,7 +157,7 @@ def _careful_actions(listing: Listing) -> tuple[gr.Checkbox | None, gr.Button | 
     with gr.Column(elem_id="mine-careful", elem_classes="careful-actions"):
         gr.Markdown("⚠️ **Privacy and deletion**")
         with gr.Row():
-            is_public = gr.Checkbox(label="Show in the public gallery", elem_id="mine-public")
+            is_public = gr.Checkbox(label=PUBLIC_CHOICE, elem_id="mine-public")
             delete = gr.Button("Delete for good", variant="stop", min_width=160, elem_id="mine-delete")
     return is_public, delete, None
 
@@ -460,6 +471,7 @@ def _remix_handler(
             values[form.logo_panel] = gr.Accordion(open=False)
             return values
         values.update(no_based_on_values(form.based_on))
+        say(remixed.notice)
         values[form.logo_image] = str(remixed.logo_path) if remixed.logo_path else None
         values[form.logo_panel] = gr.Accordion(open=remixed.logo_path is not None)
         return values
@@ -485,7 +497,8 @@ def describe(entry: MascotEntry) -> str:
         f"brand {plain(request.brand)}" if request.brand else "",
     ]
     if request.logo:
-        looks.append(f"a picture (your logo, or a mascot to vary) mixed in at {request.logo_weight:g}")
+        picture = "a mascot to vary" if based_on_mascot(request.logo) else "a logo"
+        looks.append(f"{picture} mixed in at {request.logo_weight:g}")
     if request.adapter_name:
         looks.append(f"style adapter {plain(request.adapter_name)} at strength {request.lora_scale:g}")
     if any(looks):

@@ -50,6 +50,8 @@ def logo_fields(
         logo,
         api_name="upload_logo",  # queued: only then does the page show why a file was refused (see ui/detail.py)
         preprocess=False,  # Gradio's own decoding would answer a bad file with a generic error; ours says why
+    ).failure(  # a refused file leaves the box empty, not showing a broken picture as if a logo were loaded
+        lambda: (None, ""), None, [logo_image, logo], queue=False, api_visibility="private", show_progress="hidden"
     )
     logo_image.clear(lambda: "", None, logo, queue=False, api_visibility="private")
     # Whichever way the logo changes (upload, clear, Remix), say which colours "Colours of my logo" would add.

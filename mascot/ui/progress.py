@@ -9,7 +9,7 @@ import gradio as gr
 
 from mascot.generation.generator import GeneratedImages
 from mascot.generation.worker import FINAL_STATES, Job, JobSnapshot, JobState
-from mascot.ui.common import plain, plural
+from mascot.ui.common import PUBLIC_CHOICE, plain, plural
 
 POLL_SECONDS = 1.0
 
@@ -90,8 +90,16 @@ def finished_outputs(snapshot: JobSnapshot, url_of: Callable[[str], str]) -> tup
     return urls, done_message(len(urls), snapshot.generated)
 
 
+# New mascots go to the public gallery (the store's default): said each time, so nobody's idea is public unawares.
+SHOWN_PUBLICLY = {
+    1: " It is public in the **Gallery**: to keep it to yourself, open it in My mascots and untick *{choice}*.",
+    2: " They are public in the **Gallery**: to keep one to yourself, open it in My mascots and untick *{choice}*.",
+}
+
+
 def done_message(count: int, generated: GeneratedImages | None) -> str:
     message = f"Done: {plural(count, 'mascot')} saved to **My mascots**."
+    message += SHOWN_PUBLICLY[min(count, 2)].format(choice=PUBLIC_CHOICE)
     if generated is None:
         return message
     seeds = ", ".join(str(seed) for seed in generated.seeds)
