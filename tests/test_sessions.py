@@ -3,12 +3,22 @@ two cookie jars, as an attacker who learnt another browser's session_hash would 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 
 import httpx
 import pytest
 
-from mascot.web.sessions import FOREIGN, FOREIGN_EVENT, REPEATED, SessionOwners, repeats_a_field
+from mascot.web.sessions import (
+    FOREIGN,
+    FOREIGN_EVENT,
+    JOIN_PATH,
+    REPEATED,
+    SessionBindingMiddleware,
+    SessionOwners,
+    repeats_a_field,
+)
 from tests.support.raw_gradio import fn_index_in
 from tests.support.site import serve
 
@@ -144,3 +154,55 @@ def test_a_session_is_held_by_its_first_browser_until_it_expires():
     owners.claim("s2", "bob", now=21)
     owners.claim("s3", "carol", now=22)  # the oldest is forgotten beyond max_sessions
     assert owners.allows("s1", "anyone", now=22)
+
+
+def test_joins_gradio_refuses_push_no_browsers_session_out_of_the_table():
+    """The table is bounded (oldest forgotten first). A join used to be bound before Gradio answered it, so cheap joins
+    it refuses (an unknown event: 404) could push a victim's session out, and the next joiner would hold it."""
+    owners = SessionOwners(max_sessions=2)
+
+    async def gradio(scope, receive, send):  # takes event 1, refuses any other as an unknown event
+        body = json.loads((await receive())["body"])
+        status, answer = (200, b'{"event_id": "e-%d"}' % body["n"]) if body["fn_index"] == 1 else (404, b"{}")
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": answer})
+
+    middleware = SessionBindingMiddleware(gradio, token_of=lambda cookies: cookies.get("who"), owners=owners)
+
+    def join(who: str, session: str, fn_index: int, n: int) -> int:
+        body = json.dumps({"fn_index": fn_index, "session_hash": session, "n": n}).encode()
+        return asyncio.run(call(middleware, "POST", JOIN_PATH, body, who))
+
+    assert join("victim", "victims-session", 1, 0) == 200
+    for n in range(1, 10):  # each a new session, each refused by Gradio
+        assert join("mallory", f"session-{n}", 99, n) == 404
+    assert not owners.allows("victims-session", "mallory")  # still the victim's
+    assert join("mallory", "victims-session", 1, 10) == 403
+
+
+async def call(app, method: str, path: str, body: bytes, who: str) -> int:
+    """One request through a pure ASGI app; its status."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": b"",
+        "headers": [(b"cookie", f"who={who}".encode())],
+    }
+    await app(scope, receive, send)
+    return statuses[0]

@@ -2,8 +2,9 @@
 previews, results, a fresh device link) is read, and its events cancelled, only with the cookie that joined it.
 
 Gradio trusts whoever names a `session_hash`; the page makes a random one, but it travels in URLs and logs. Pure
-ASGI, in front of Gradio's routes: the first POST /gradio_api/queue/join of a session records the browser's token
-hash, and /queue/data, /queue/join and /cancel for that session from any other browser get 403 with a sentence.
+ASGI, in front of Gradio's routes: the first POST /gradio_api/queue/join of a session that Gradio takes records the
+browser's token hash, and /queue/data, /queue/join and /cancel for that session from any other browser get 403 with
+a sentence.
 
 Gradio's REST-style API (POST /gradio_api/call/<api>, then GET /gradio_api/call/<api>/<event_id>) reads a session's
 stream too: the GET streams whatever session the event belongs to, so an event id learnt from a page (a join's
@@ -133,8 +134,17 @@ class SessionBindingMiddleware:
                 return
             receive = replaying(body, receive)
             if joins and token is not None:
-                send = binding_event_ids(send, lambda event_id: self.events.claim(event_id, token))
+                session_hash = string_field(body, "session_hash")
+                send = binding_event_ids(send, lambda event_id: self._bind(token, session_hash, event_id))
         await self.app(scope, receive, send)
+
+    def _bind(self, token: str, session_hash: str | None, event_id: str) -> None:
+        """A join Gradio took (its answer carries the event id): the session and the event are the browser's now.
+        Only then: a join Gradio refused (an unknown event, a full queue) takes none of the bounded table's room,
+        so refused requests, however many, push no one's binding out."""
+        if session_hash is not None:
+            self.owners.claim(session_hash, token)
+        self.events.claim(event_id, token)
 
     def _body_allowed(self, path: str, body: bytes, token: str | None) -> bool:
         session_hash = string_field(body, "session_hash")
@@ -142,7 +152,7 @@ class SessionBindingMiddleware:
             return True  # Gradio answers a join without one itself (a /call/ without one runs in its own session)
         if path == CANCEL_PATH:
             return self.owners.allows(session_hash, token)
-        return token is not None and self.owners.claim(session_hash, token)
+        return token is not None and self.owners.allows(session_hash, token)  # bound once Gradio takes it (_bind)
 
     def _token(self, scope: Scope) -> str | None:
         return self.token_of(request_cookies(scope))
