@@ -343,6 +343,20 @@ def test_an_https_scheme_gives_the_secure_cookie_and_a_returning_browser_keeps_i
     assert second.json()["owner"] == first.json()["owner"] is not None
 
 
+def test_on_https_a_cookie_by_the_plain_name_is_not_ours(identity: BrowserIdentity) -> None:
+    """A sibling site (another share link under gradio.live) can set a cookie by the plain name for the parent domain,
+    with an identity it holds: a first visit would work under it, and the setter would see what was made. On https
+    only the "__Host-" cookie, which no other site can set, is ours."""
+    planted = identity.issue()
+    with TestClient(build_app(identity), base_url="https://testserver") as client:
+        response = client.get("/whoami", headers={"Cookie": f"{COOKIE_NAME}={planted}; theme=dark"})
+
+    [header] = set_cookies(response)
+    assert header.startswith(f"{SECURE_COOKIE_NAME}=")
+    assert response.json()["owner"] == identity.owner_hash(cookie_value(header)) != identity.owner_hash(planted)
+    assert COOKIE_NAME not in response.json()["cookies"] and response.json()["cookies"]["theme"] == "dark"
+
+
 def test_a_plain_http_proxy_header_keeps_the_lax_cookie(client: TestClient) -> None:
     response = client.get("/whoami", headers={"X-Forwarded-Proto": "http"})
 

@@ -143,6 +143,10 @@ class IdentityCookieMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if is_https(scope):
+            # On https only the "__Host-" cookie is ours: one by the plain name may have been set by a sibling site
+            # (another share link under gradio.live) to have someone's first visit work under the setter's identity.
+            scope = without_cookies(scope, (COOKIE_NAME,))
         if self.identity.owner_from_cookies(request_cookies(scope)) is not None:
             await self.app(scope, receive, send)
             return
@@ -195,13 +199,21 @@ def request_cookies(scope: Scope) -> dict[str, str]:
 
 def with_cookie(scope: Scope, name: str, value: str) -> Scope:
     """A copy of `scope` with one Cookie header: the other cookies unchanged, ours replaced by the new identity."""
+    return without_cookies(scope, COOKIE_NAMES, adding=f"{name}={value}")
+
+
+def without_cookies(scope: Scope, names: tuple[str, ...], adding: str | None = None) -> Scope:
+    """A copy of `scope` with one Cookie header: the cookies called `names` left out (and `adding` added)."""
     pairs = [
         pair.strip()
         for key, header in scope.get("headers", [])
         if key.lower() == b"cookie"
         for pair in header.decode("latin-1").split(";")
-        if pair.strip() and pair.split("=", 1)[0].strip() not in COOKIE_NAMES
+        if pair.strip() and pair.split("=", 1)[0].strip() not in names
     ]
-    cookie = "; ".join([*pairs, f"{name}={value}"]).encode("latin-1")
+    if adding is not None:
+        pairs.append(adding)
     headers = [(key, header) for key, header in scope.get("headers", []) if key.lower() != b"cookie"]
-    return {**scope, "headers": [*headers, (b"cookie", cookie)]}
+    if pairs:
+        headers.append((b"cookie", "; ".join(pairs).encode("latin-1")))
+    return {**scope, "headers": headers}
