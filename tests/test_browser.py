@@ -219,6 +219,9 @@ def test_a_person_searches_opens_a_mascot_remixes_it_and_a_share_link_opens_it_f
         assert (sticker.format, sticker.mode) == ("PNG", "RGBA")
     stranger.locator("#gallery-like").click()
     playwright_api.expect(stranger.locator("#gallery-like")).to_contain_text("♥ Liked · 1")
+    # The thumbnail's caption counts it too, not only the panel.
+    liked_caption = stranger.locator("#gallery-gallery").get_by_text("♥ 1 · a plush panda chef")
+    playwright_api.expect(liked_caption.first).to_be_visible()
     stranger.get_by_text("Report this mascot").click()
     stranger.locator("#gallery-report-reason input").click()
     stranger.locator("ul li", has_text="Offensive or hateful").first.click()

@@ -252,7 +252,7 @@ def wire_detail(
         detail.public_id,
         [detail.like, detail.info, detail.summary],
         **api("like"),
-    )
+    ).success(**show_page, api_visibility="private")  # the thumbnail's caption shows the count too
     if detail.report is not None:
         detail.report.button.click(
             _report_handler(services),
