@@ -191,8 +191,12 @@ def test_more_like_this_is_shown_as_based_on_and_can_be_removed(chromium, app, t
     open_in_my_mascots(page, "a bashful badger")
     page.locator("#mine-vary").click()
     playwright_api.expect(based_on).to_be_visible()
+    left = int(re.search(r"2 of the (\d+) mascots? you have left today", based_on.inner_text()).group(1))
     page.get_by_role("button", name="Generate").click()
     playwright_api.expect(page.locator("#generation-status")).to_contain_text("Done: 2 mascots saved", timeout=120_000)
+    # Still the starting point, for more: what the next Generate costs is counted from what is left now.
+    left_now = f"{left - 2} mascot{'' if left - 2 == 1 else 's'} you have left today"
+    playwright_api.expect(based_on).to_contain_text(left_now)
     open_in_my_mascots(page, "a bashful badger")  # the newest: a variation, made from the picked one
     playwright_api.expect(page.locator("#mine-detail-info")).to_contain_text("mixed in at 0.5")
     context.close()

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from mascot.prompt.presets import LOGO_COLOURS
-from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest, InvalidRequest
-from mascot.service import Refusal
-from mascot.ui.based_on import BasedOn, based_on_row, wire_based_on
+from mascot.prompt.request import MAX_SEED, PARAMETER_LABELS, GenerationRequest, InvalidRequest, based_on_mascot
+from mascot.service import Refusal, Visitor
+from mascot.ui.based_on import BasedOn, based_on_note, based_on_row, wire_based_on
 from mascot.ui.common import (
     DEFAULTS,
     PageServices,
@@ -384,7 +384,8 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         show_progress_on=form.gallery,
     ).then(
         fn=_finished_handler(services),
-        outputs=[form.quota_note, form.cancel_button],
+        inputs=[form.based_on.picture, built_as(inputs, "num_images_per_prompt", WholeNumber)],
+        outputs=[form.quota_note, form.cancel_button, form.based_on.note],
         queue=False,
         api_name="quota_after_generate",  # keeps the name "quota" free for the public event
         api_visibility="private",
@@ -620,12 +621,26 @@ def _cancel_handler(services: PageServices) -> Callable[..., str]:
     return cancel
 
 
-def _finished_handler(services: PageServices) -> Callable[..., tuple[str, Any]]:
-    def finished(http_request: gr.Request | None = None) -> tuple[str, Any]:
-        """After a generation (done, cancelled or failed): the quota left, and Cancel hidden again."""
-        return services.service.quota_line(visitor(services, http_request)), gr.Button(visible=False)
+def _finished_handler(services: PageServices) -> Callable[..., tuple[str, Any, Any]]:
+    def finished(based_on: Any = "", images: Any = 1, http_request: gr.Request | None = None) -> tuple[str, Any, Any]:
+        """After a generation (done, cancelled or failed): the quota left, Cancel hidden again, and, while a mascot
+        is the starting point, what the next Generate costs out of what is left now."""
+        who = visitor(services, http_request)
+        note = _based_on_note_now(services, based_on, images, who)
+        return services.service.quota_line(who), gr.Button(visible=False), note
 
     return finished
+
+
+def _based_on_note_now(services: PageServices, based_on: Any, images: Any, who: Visitor) -> Any:
+    share_id = based_on_mascot(based_on) if isinstance(based_on, str) else None
+    if share_id is None or not isinstance(images, int | float) or isinstance(images, bool):
+        return gr.skip()
+    try:
+        entry = services.service.open(share_id, who)
+    except Refusal:
+        return gr.skip()  # private now or deleted: the next Generate says so
+    return based_on_note(entry.request.prompt, int(images), services.service.mascots_left_today(who))
 
 
 def quota_handler(services: PageServices) -> Callable[..., str]:
