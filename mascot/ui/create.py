@@ -184,7 +184,7 @@ def _recipe_file() -> gr.File:
         "settings",
         file_types=[".png"],
         type="filepath",
-        height=90,
+        height=150,  # the drop area, its icon and "Click to Upload" whole under the label
         elem_id="recipe-file",
     )
 
