@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from mascot.generation.turns import ModelsTurn
 
 PATIENCE_S = 30  # generous: only a broken turn waits this long (the suite may share a busy machine)
@@ -77,7 +79,10 @@ def test_a_run_is_not_told_to_wait_when_the_models_are_free_or_held_by_anything_
     assert told == []
 
 
-def test_a_load_stage_waits_for_every_run_that_runs_or_waits():
+@pytest.mark.parametrize("hold", ["wanting_a_run", "alone"])
+def test_a_load_stage_waits_while_a_run_runs_or_waits_and_while_the_models_are_held(hold: str):
+    """wanting_a_run: a run queued for the models, or running; alone: a short change to the models (the stage finds
+    them held and looks again)."""
     turn = ModelsTurn()
     stage_ran = threading.Event()
 
@@ -85,21 +90,7 @@ def test_a_load_stage_waits_for_every_run_that_runs_or_waits():
         with turn.between_runs():
             stage_ran.set()
 
-    with turn.wanting_a_run():  # a run queued for the models (or running): no stage may start meanwhile
+    with getattr(turn, hold)():
         stage_thread = started(stage)
         assert not stage_ran.wait(0.2)  # a broken turn would let it in at once
-    assert ended(stage_thread) and stage_ran.is_set()
-
-
-def test_a_stage_that_finds_the_models_held_alone_starts_once_they_are_let_go():
-    turn = ModelsTurn()
-    stage_ran = threading.Event()
-
-    def stage() -> None:
-        with turn.between_runs():
-            stage_ran.set()
-
-    with turn.alone():
-        stage_thread = started(stage)
-        assert not stage_ran.wait(0.2)
     assert ended(stage_thread) and stage_ran.is_set()
