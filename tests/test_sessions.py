@@ -15,9 +15,9 @@ from mascot.web.sessions import (
     FOREIGN_EVENT,
     JOIN_PATH,
     REPEATED,
+    JsonBody,
     SessionBindingMiddleware,
     SessionOwners,
-    repeats_a_field,
 )
 from tests.support.raw_gradio import fn_index_in
 from tests.support.site import serve
@@ -96,10 +96,10 @@ def test_a_session_named_twice_is_refused_whichever_value_comes_first(site):
 
 
 def test_a_body_that_names_a_key_twice_is_told_apart():
-    assert repeats_a_field(b'{"session_hash": "a", "session_hash": "b"}')
-    assert repeats_a_field(b'{"data": [{"x": 1, "x": 2}], "session_hash": "a"}')
-    assert not repeats_a_field(b'{"data": [{"x": 1}], "session_hash": "a", "fn_index": 3}')
-    assert not repeats_a_field(b"not json")
+    assert JsonBody.read(b'{"session_hash": "a", "session_hash": "b"}').repeats_a_key
+    assert JsonBody.read(b'{"data": [{"x": 1, "x": 2}], "session_hash": "a"}').repeats_a_key
+    assert not JsonBody.read(b'{"data": [{"x": 1}], "session_hash": "a", "fn_index": 3}').repeats_a_key
+    assert not JsonBody.read(b"not json").repeats_a_key
 
 
 def read_call(http: httpx.Client, api_name: str, event_id: str) -> tuple[int, str]:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, request_cookies
@@ -125,16 +126,17 @@ class SessionBindingMiddleware:
             if body is None:
                 await refuse(send, 413, TOO_LARGE)
                 return
-            if repeats_a_field(body):
+            fields = JsonBody.read(body)  # once: a join's body may be up to MAX_BODY_BYTES
+            if fields.repeats_a_key:
                 await refuse(send, 400, REPEATED)
                 return
             token = self._token(scope)
-            if not self._body_allowed(path, body, token):
+            session_hash = fields.string("session_hash")
+            if not self._session_allowed(path, session_hash, token):
                 await refuse(send, 403, FOREIGN)
                 return
             receive = replaying(body, receive)
             if joins and token is not None:
-                session_hash = string_field(body, "session_hash")
                 send = binding_event_ids(send, lambda event_id: self._bind(token, session_hash, event_id))
         await self.app(scope, receive, send)
 
@@ -146,8 +148,7 @@ class SessionBindingMiddleware:
             self.owners.claim(session_hash, token)
         self.events.claim(event_id, token)
 
-    def _body_allowed(self, path: str, body: bytes, token: str | None) -> bool:
-        session_hash = string_field(body, "session_hash")
+    def _session_allowed(self, path: str, session_hash: str | None, token: str | None) -> bool:
         if session_hash is None:
             return True  # Gradio answers a join without one itself (a /call/ without one runs in its own session)
         if path == CANCEL_PATH:
@@ -174,7 +175,7 @@ def binding_event_ids(send: Send, bind: Callable[[str], object]) -> Send:
                 return
             body = b"".join(held)
             # A join's answer is {"event_id": ...}; a longer one carries no id we bind.
-            event_id = string_field(body, "event_id") if len(body) <= MAX_ANSWER_BYTES else None
+            event_id = JsonBody.read(body).string("event_id") if len(body) <= MAX_ANSWER_BYTES else None
             if event_id is not None:
                 bind(event_id)
             message = {"type": "http.response.body", "body": body, "more_body": False}
@@ -189,31 +190,34 @@ def query_values(scope: Scope, name: str) -> list[str]:
     return parse_qs(query, keep_blank_values=True).get(name, [])
 
 
-def repeats_a_field(body: bytes) -> bool:
-    """Whether an object in a JSON body names a key twice (Python's json keeps the last, other parsers the first:
-    whatever is checked here must be what Gradio reads)."""
-    repeated = False
+@dataclass(frozen=True)
+class JsonBody:
+    """A JSON body read once: its top-level object's fields (none when it is no JSON object), and whether an object in
+    it names a key twice (Python's json keeps the last, other parsers the first: whatever is checked here must be
+    what Gradio reads)."""
 
-    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
-        nonlocal repeated
-        repeated = repeated or len({key for key, _ in items}) < len(items)
-        return dict(items)
+    fields: dict[str, object]
+    repeats_a_key: bool = False
 
-    try:
-        json.loads(body, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):
-        return False  # not JSON: Gradio refuses it itself, and no field of it is read here
-    return repeated
+    @classmethod
+    def read(cls, body: bytes) -> JsonBody:
+        repeated = False
 
+        def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+            nonlocal repeated
+            repeated = repeated or len({key for key, _ in items}) < len(items)
+            return dict(items)
 
-def string_field(body: bytes, name: str) -> str | None:
-    """A JSON object body's string field `name` (a join's session_hash, its answer's event_id), or None."""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands of levels deep (an HTTP 500 before)
-        return None
-    value = parsed.get(name) if isinstance(parsed, dict) else None
-    return value if isinstance(value, str) else None
+        try:
+            parsed = json.loads(body, object_pairs_hook=pairs)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested thousands of levels deep (HTTP 500 before)
+            return cls({})  # not JSON: Gradio refuses it itself, and no field of it is read here
+        return cls(parsed if isinstance(parsed, dict) else {}, repeated)
+
+    def string(self, name: str) -> str | None:
+        """The string field `name` (a join's session_hash, its answer's event_id), or None."""
+        value = self.fields.get(name)
+        return value if isinstance(value, str) else None
 
 
 async def read_body(receive: Receive) -> bytes | None:
