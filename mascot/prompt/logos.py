@@ -18,7 +18,6 @@ from mascot.prompt.palette import logo_colours
 from mascot.prompt.pictures import PictureRefused, decode, decode_slot, open_lazily
 
 KEPT_SIDE = 512  # the image encoder sees 224 px: more is only disk
-LOGO_ID = re.compile(r"^[0-9a-f]{64}$")
 # A logo as a browser holds it: its id, then (LogoGrants) a signature that binds it to that browser.
 GRANTED_LOGO = re.compile(r"^([0-9a-f]{64})(?:\.([A-Za-z0-9_-]{43}))?$")
 GRANT_CONTEXT = b"mascot-logo-grant-v1:"  # mixed into each signature: a MAC made for another purpose never verifies
