@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from mascot.web.identity import ASGIApp, Receive, Scope, Send, first_header
+from mascot.web.identity import ASGIApp, Receive, Scope, Send, first_header, send_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,7 @@ class CrossSiteGuardMiddleware:
             await self.app(scope, receive, send)
             return
         logger.info("Refused a request from another site: %s %s", scope.get("method"), scope.get("path"))
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(CROSS_SITE)).encode())]
-        await send({"type": "http.response.start", "status": 403, "headers": headers})
-        await send({"type": "http.response.body", "body": CROSS_SITE})
+        await send_sentence(send, 403, CROSS_SITE)
 
 
 def from_another_site(scope: Scope) -> bool:

@@ -184,6 +184,16 @@ def is_https(scope: Scope) -> bool:
     return forwarded.split(",")[0].strip().lower() == "https"
 
 
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+async def send_sentence(send: Send, status: int, sentence: bytes, headers: Headers = ()) -> None:
+    """A whole plain-text answer: a refusal's sentence, as our middlewares answer before the app sees a request."""
+    plain = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(sentence)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*plain, *headers]})
+    await send({"type": "http.response.body", "body": sentence})
+
+
 def first_header(scope: Scope, name: bytes) -> str | None:
     """The first value of a request header, as starlette's `request.headers.get` (and so `request.cookies`) reads it."""
     for key, value in scope.get("headers", []):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, request_cookies
+from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, request_cookies, send_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +254,4 @@ def replaying(body: bytes, receive: Receive) -> Receive:
 
 async def refuse(send: Send, status: int, sentence: bytes) -> None:
     logger.info("Refused a queue request (HTTP %d): %s", status, sentence.decode())
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(sentence)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": sentence})
+    await send_sentence(send, status, sentence)

@@ -19,7 +19,16 @@ from starlette.requests import Request
 from mascot.service.limits import KeyedLimit, seconds_phrase
 from mascot.service.sentences import NO_COOKIE
 from mascot.web.clients import ProxyTrust, client_address, network_of
-from mascot.web.identity import ASGIApp, BrowserIdentity, Receive, Scope, Send, first_header, request_cookies
+from mascot.web.identity import (
+    ASGIApp,
+    BrowserIdentity,
+    Receive,
+    Scope,
+    Send,
+    first_header,
+    request_cookies,
+    send_sentence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +116,5 @@ class UploadGateMiddleware:
 
 async def answer(send: Send, status: int, sentence: str) -> None:
     """A plain-text answer; Gradio's page shows an upload's error text as it is."""
-    body = sentence.encode("utf-8")
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
     # Connection: close, so that a client still sending its body is not left talking to a closed request.
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await send_sentence(send, status, sentence.encode("utf-8"), ((b"connection", b"close"),))
