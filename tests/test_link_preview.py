@@ -119,8 +119,10 @@ def test_a_private_or_unknown_mascot_previews_as_the_site_and_its_picture_is_not
     alice = site.browser()
     make(alice, "a secret prototype mascot")
     [mascot] = mine(alice)
-    status, _body, _headers = fetch(f"{site.url}mascot/{mascot['public_id']}.png")
+    status, _body, headers = fetch(f"{site.url}mascot/{mascot['public_id']}.png")
     assert status == 200
+    # A cache in front may keep it, but must ask again before each use: no max-age outlives making it private.
+    assert headers["cache-control"] == "public, no-cache"
     alice.predict(mascot["public_id"], False, api_name="/set_public")
 
     for query in (f"?mascot={mascot['public_id']}", "?mascot=nobody-has-this", "", "?mascot=../../secret.key"):

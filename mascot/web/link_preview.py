@@ -32,8 +32,9 @@ PREVIEW_IMAGE_ROUTE = "/mascot/{public_id}.png"
 MAX_TITLE_CHARACTERS = 90
 MAX_DESCRIPTION_CHARACTERS = 200
 MAX_PAGE_BYTES = 4 * 1024 * 1024  # Gradio's page is about 220 KB; anything far larger is passed on untouched
-# A preview may be fetched before its owner makes the mascot private: keep caches short.
-IMAGE_CACHE_CONTROL = "public, max-age=300"
+# A shared cache may keep the picture but must ask again before each use: once its owner makes the mascot private
+# (or it is taken down), the next ask gets 404 and no cache serves it on (a max-age would, until it ran out).
+IMAGE_CACHE_CONTROL = "public, no-cache"
 
 # Gradio's own tags: <meta property="og:..."> and <meta name="twitter:...">, written over several lines.
 _SOCIAL_META = re.compile(r"""<meta\s[^>]*?\b(?:property|name)\s*=\s*["'](?:og|twitter):[^>]*>\s*""", re.IGNORECASE)
