@@ -142,7 +142,11 @@ class App:
                 "lifespan": self._narrow_agent_tools,
                 "middleware": [
                     # Outermost: another site's page cannot act as its visitor, nor read what we answer it.
-                    Middleware(CrossSiteGuardMiddleware),
+                    Middleware(
+                        CrossSiteGuardMiddleware,
+                        proxies=self.services.trusted_proxies,
+                        public_url=self.settings.public_url,
+                    ),
                     # Then an upload without our cookie is refused before the identity middleware makes one.
                     Middleware(
                         UploadGateMiddleware,

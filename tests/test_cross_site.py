@@ -73,10 +73,51 @@ def test_the_page_itself_and_programs_are_served_as_before(site, visitor):
     same_origin = {"Origin": own, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
     assert ask_for_device_link(visitor, same_origin).status_code == 200
     assert ask_for_device_link(visitor, {"Origin": own, "Host": host}).status_code == 200  # no Sec-Fetch-Site
-    # Behind a proxy that passes its own Host on and says which one the browser asked for.
-    proxied = {"Origin": f"https://{PUBLIC_HOST}", "X-Forwarded-Host": PUBLIC_HOST, "X-Forwarded-Proto": "https"}
-    assert ask_for_device_link(visitor, proxied).status_code == 200
     assert ask_for_device_link(visitor, {"Origin": f"https://{PUBLIC_HOST}", "Host": f"{PUBLIC_HOST}:443"}).is_success
     assert ask_for_device_link(visitor, {}).status_code == 200  # gradio_client, curl: no browser headers
     typed = {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"}  # an address typed in, a bookmark
     assert visitor.get("/", headers=typed).status_code == 200
+
+
+def test_a_page_cannot_name_its_own_host_as_ours(visitor):
+    """A page's script may add X-Forwarded-Host to its fetch (Gradio's CORS answer allows any header); from anyone but
+    our proxy it names nothing (an outsider's attack took a device link this way on plain http)."""
+    spoofed = {"Origin": "http://evil.example", "X-Forwarded-Host": "evil.example", "Host": PUBLIC_HOST}
+    assert refused(ask_for_device_link(visitor, spoofed))
+    assert refused(visitor.post("gradio_api/queue/join", json={}, headers=spoofed))
+
+
+@pytest.fixture
+def proxied_visitor(tmp_path, monkeypatch):
+    """A visitor of a deployment behind one proxy of ours at 127.0.0.1 (the test's own connections)."""
+    environ = {"MASCOT_TRUSTED_PROXIES": "1", "MASCOT_PROXY_ADDRESSES": "127.0.0.1"}
+    for site in serve(tmp_path, monkeypatch, [], environ):
+        with httpx.Client(base_url=site.url, timeout=30) as client:
+            client.get("config")
+            yield client
+
+
+def test_behind_our_proxy_the_host_it_forwards_is_ours(proxied_visitor):
+    page = f"https://{PUBLIC_HOST}"
+    # The proxy passes its own Host on and says which one the browser asked for.
+    assert ask_for_device_link(proxied_visitor, {"Origin": page, "X-Forwarded-Host": PUBLIC_HOST}).status_code == 200
+    # A proxy that appends: the first entry is whatever the page's script sent, the last is the proxy's own.
+    appended = {"Origin": EVIL, "X-Forwarded-Host": f"evil.example, {PUBLIC_HOST}"}
+    assert refused(ask_for_device_link(proxied_visitor, appended))
+    both = {"Origin": page, "X-Forwarded-Host": f"evil.example, {PUBLIC_HOST}"}
+    assert ask_for_device_link(proxied_visitor, both).status_code == 200
+
+
+@pytest.fixture
+def published_visitor(tmp_path, monkeypatch):
+    """A visitor of a deployment whose address is set (MASCOT_PUBLIC_URL), behind a proxy that rewrites Host."""
+    for site in serve(tmp_path, monkeypatch, [], {"MASCOT_PUBLIC_URL": f"https://{PUBLIC_HOST}"}):
+        with httpx.Client(base_url=site.url, timeout=30) as client:
+            client.get("config")
+            yield client
+
+
+def test_the_public_address_is_ours(published_visitor):
+    assert ask_for_device_link(published_visitor, {"Origin": f"https://{PUBLIC_HOST}"}).status_code == 200
+    spoofed = {"Origin": EVIL, "X-Forwarded-Host": "evil.example"}
+    assert refused(ask_for_device_link(published_visitor, spoofed))

@@ -13,6 +13,11 @@ this one (it answers preflights itself, and adds its headers to every answer), b
 by the page that caused it: a browser shows a navigation to the person, and hands a no-cors answer to the page opaque,
 whatever its headers say. Programs that are no browser (gradio_client, curl, MCP clients) send neither header and are
 served as before.
+
+The host a request reached us by is its Host header, the page's public address (MASCOT_PUBLIC_URL) and, only from a
+proxy of ours (MASCOT_PROXY_ADDRESSES), the X-Forwarded-Host that proxy wrote. A browser's script may add an
+X-Forwarded-Host of its own to a fetch (Gradio's CORS answer allows any header): believed from anyone, it let a page
+name its own host as ours and pass (an outsider's attack found it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+from mascot.web.clients import ProxyTrust
 from mascot.web.identity import ASGIApp, Receive, Scope, Send, first_header, send_sentence
 
 logger = logging.getLogger(__name__)
@@ -33,11 +39,12 @@ READING_METHODS = frozenset({"GET", "HEAD"})
 class CrossSiteGuardMiddleware:
     """Pure ASGI, outermost: see the module's docstring."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, proxies: ProxyTrust | None = None, public_url: str | None = None) -> None:
         self.app = app
+        self.hosts = OwnHosts(proxies or ProxyTrust(), public_url)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not from_another_site(scope):
+        if scope["type"] != "http" or not from_another_site(scope, self.hosts):
             await self.app(scope, receive, send)
             return
         mode = (first_header(scope, b"sec-fetch-mode") or "").strip().lower()
@@ -48,7 +55,7 @@ class CrossSiteGuardMiddleware:
         await send_sentence(send, 403, CROSS_SITE)
 
 
-def from_another_site(scope: Scope) -> bool:
+def from_another_site(scope: Scope, hosts: OwnHosts) -> bool:
     """Whether a browser sent this request for a page of another site (or of another subdomain of ours)."""
     site = first_header(scope, b"sec-fetch-site")
     if site is not None:
@@ -56,7 +63,7 @@ def from_another_site(scope: Scope) -> bool:
     origin = first_header(scope, b"origin")
     if origin is None:
         return False  # a program, or a browser's same-origin GET: browsers send Origin on every cross-origin fetch
-    return origin_host(origin) not in own_hosts(scope)
+    return origin_host(origin) not in hosts.of(scope)
 
 
 def origin_host(origin: str) -> str | None:
@@ -68,13 +75,33 @@ def origin_host(origin: str) -> str | None:
     return without_default_port(parts.netloc.lower()) or None
 
 
-def own_hosts(scope: Scope) -> set[str]:
-    """The names this request reached us by: its Host, and the host a proxy says the browser asked for."""
-    hosts = {(first_header(scope, b"host") or "").strip().lower()}
-    forwarded = first_header(scope, b"x-forwarded-host")
-    if forwarded:
-        hosts.add(forwarded.split(",")[0].strip().lower())  # a chain of proxies appends: the first is the browser's
-    return {without_default_port(host) for host in hosts if host}
+class OwnHosts:
+    """The names a request may have reached us by."""
+
+    def __init__(self, proxies: ProxyTrust, public_url: str | None) -> None:
+        self.proxies = proxies
+        self.public_host = origin_host(public_url) if public_url else None
+
+    def of(self, scope: Scope) -> set[str]:
+        """Its Host, the public address's host, and the host our proxy says the browser asked for."""
+        hosts = {(first_header(scope, b"host") or "").strip().lower()}
+        if self.public_host:
+            hosts.add(self.public_host)
+        forwarded = self.forwarded_host(scope)
+        if forwarded:
+            hosts.add(forwarded)
+        return {without_default_port(host) for host in hosts if host}
+
+    def forwarded_host(self, scope: Scope) -> str | None:
+        """X-Forwarded-Host as our outermost proxy wrote it; None unless the connection is one of our proxies. A proxy
+        that appends puts the browser's own header (anything its script chose) first, so the entry taken is the one
+        `hops` from the right, as for X-Forwarded-For (web.clients.client_address)."""
+        client = scope.get("client")
+        if not client or not self.proxies.trusts(str(client[0])):
+            return None
+        entries = [entry.strip().lower() for entry in (first_header(scope, b"x-forwarded-host") or "").split(",")]
+        entries = [entry for entry in entries if entry]
+        return entries[max(0, len(entries) - self.proxies.hops)] if entries else None
 
 
 def without_default_port(host: str) -> str:
