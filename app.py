@@ -59,6 +59,7 @@ from mascot.store.store import MascotStore
 from mascot.ui import PageServices, build_demo
 from mascot.ui.agents import offer_only_agent_tools, wire_agent_tools
 from mascot.ui.theme import page_theme
+from mascot.web.body_limit import BodyLimitMiddleware
 from mascot.web.brand_logos import brand_logo_route
 from mascot.web.clients import AddressKeys, ProxyTrust
 from mascot.web.cross_site import CrossSiteGuardMiddleware
@@ -147,6 +148,8 @@ class App:
                         proxies=self.services.trusted_proxies,
                         public_url=self.settings.public_url,
                     ),
+                    # Then no body may pass the upload cap, with or without a Content-Length.
+                    Middleware(BodyLimitMiddleware),
                     # Then an upload without our cookie is refused before the identity middleware makes one.
                     Middleware(
                         UploadGateMiddleware,
@@ -199,7 +202,7 @@ class App:
             "theme": page_theme(),
             "ssr_mode": False,  # server-side rendering would bypass the cookie middleware on Spaces
             "run_history": False,  # the app keeps its own history
-            "max_file_size": MAX_UPLOAD_BYTES,  # also for bodies without a Content-Length (UploadGateMiddleware)
+            "max_file_size": MAX_UPLOAD_BYTES,  # per file; BodyLimitMiddleware caps a whole request at the same
             # A full URL here is the root Gradio writes into the page and its API docs, instead of X-Forwarded-Host.
             **({"root_path": self.settings.public_url} if self.settings.public_url else {}),
             "show_error": False,  # only our sentences reach people, never tracebacks

@@ -3,6 +3,7 @@ the per-browser limits of exports and stickers refused before a queue slot is ta
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 from mascot.service import Visitor, sentences
 from mascot.service.downloads import UPLOAD_KEEP_S, prune_uploads
+from mascot.web.body_limit import REQUEST_TOO_LARGE
 from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE
 from tests.support.raw_gradio import fn_index_in
 from tests.support.site import make, mine
@@ -85,6 +87,39 @@ def test_an_upload_over_the_size_cap_is_refused_and_one_with_the_cookie_is_taken
     assert post_upload(site.url, b"", cookie, length=MAX_UPLOAD_BYTES + 1) == (413, TOO_LARGE)
     status, answer = post_upload(site.url, multipart("logo.png", b"fine"), cookie)
 
+    assert status == 200 and len(json.loads(answer)) == 1
+
+
+def post_chunked(url: str, path: str, body: bytes, cookie: str) -> tuple[int, str]:
+    """A POST whose body is sent chunked (no Content-Length), 1 MB a chunk, as a client may send any body."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    chunks = (body[start : start + 1024 * 1024] for start in range(0, len(body), 1024 * 1024))
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Cookie": cookie}
+    # The server may answer and close while the rest is still being sent: its answer is read all the same.
+    with contextlib.suppress(OSError):
+        connection.request("POST", path, body=chunks, headers=headers, encode_chunked=True)
+    response = connection.getresponse()
+    answer = response.status, response.read().decode()
+    connection.close()
+    return answer
+
+
+def test_a_body_sent_without_a_length_is_capped_as_a_whole_not_per_file(site) -> None:
+    """Gradio's max_file_size is per file and its parser takes 1000 files a request: an outsider's attack wrote 72 MB
+    with one chunked upload of 8 files of 9 MB each."""
+    cookie = browser_cookie(site.url)
+    nine_mb = b"x" * (9 * 1024 * 1024)
+    two_files = multipart("a.png", nine_mb).removesuffix(f"--{BOUNDARY}--\r\n".encode()) + multipart("b.png", nine_mb)
+
+    assert post_chunked(site.url, "/gradio_api/upload", two_files, cookie) == (413, TOO_LARGE)
+    kept = sum(path.stat().st_size for path in uploaded_files(site))
+    assert kept <= MAX_UPLOAD_BYTES
+    # Gradio's component server reads every file of a request into memory: the same cap.
+    status, answer = post_chunked(site.url, "/gradio_api/component_server", two_files, cookie)
+    assert (status, answer) == (413, REQUEST_TOO_LARGE)
+    # Under the cap, a chunked upload is taken as before.
+    status, answer = post_chunked(site.url, "/gradio_api/upload", multipart("logo.png", b"fine"), cookie)
     assert status == 200 and len(json.loads(answer)) == 1
 
 

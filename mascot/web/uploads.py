@@ -2,9 +2,9 @@
 
 Gradio accepts uploads at /gradio_api/upload from anyone, with or without an upload component on the page, and keeps
 them in its temp folder. This pure ASGI middleware answers before a byte of the body is read: no valid identity
-cookie (web.identity) is 403, a Content-Length over the cap is 413 (Gradio's max_file_size catches a body that lied
-or came chunked), too many uploads from one browser or network is 429, each with a sentence. It also has the upload
-folder pruned of files older than UPLOAD_KEEP_S, at most once a minute.
+cookie (web.identity) is 403, too many uploads from one browser or network is 429, each with a sentence (a body over
+MAX_UPLOAD_BYTES was refused before this, by web.body_limit). It also has the upload folder pruned of files older than
+UPLOAD_KEEP_S, at most once a minute.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from mascot.web.identity import (
     Receive,
     Scope,
     Send,
-    first_header,
     request_cookies,
     send_sentence,
 )
@@ -55,7 +54,6 @@ class UploadGateMiddleware:
         limit: KeyedLimit,
         prune: Callable[[], int],
         proxies: ProxyTrust | None = None,
-        max_bytes: int = MAX_UPLOAD_BYTES,
         per_network: bool = True,
     ) -> None:
         self.app = app
@@ -63,7 +61,6 @@ class UploadGateMiddleware:
         self.limit = limit
         self.prune = prune  # removes old uploads; returns how many went
         self.proxies = proxies or ProxyTrust()  # forwarded headers believed only from these (web/clients.py)
-        self.max_bytes = max_bytes
         self.per_network = per_network  # False (settings.one_office): one office's shared address is not capped
         self._pruned_at = float("-inf")
         self._prune_lock = threading.Lock()
@@ -85,9 +82,6 @@ class UploadGateMiddleware:
         owner = self.identity.owner_from_cookies(request_cookies(scope))
         if owner is None:
             return 403, NO_COOKIE
-        length = first_header(scope, b"content-length")
-        if length is not None and (not length.strip().isdigit() or int(length) > self.max_bytes):
-            return 413, TOO_LARGE
         address = client_address(Request(scope), self.proxies) if self.per_network else ""
         wait = self.limit.take(owner, network_of(address) or "")  # "": the browser's own limit only
         if wait:

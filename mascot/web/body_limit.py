@@ -1,0 +1,87 @@
+"""No request's body may pass MAX_UPLOAD_BYTES, however it is sent.
+
+A Content-Length over the cap is answered 413 before a byte is read. A body sent without one (chunked) is counted as
+it arrives, and once past the cap the app is told the client went away and the client gets 413. Gradio's own limit,
+max_file_size, is per file: its multipart routes take up to 1000 files a request, so one chunked upload could write
+10 GB to its temp folder, and its component server reads every file of a request into memory (an outsider's attack
+wrote 72 MB with one request). The event routes have their own, smaller cap (web.events, web.sessions).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, first_header, send_sentence
+from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE, is_upload
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TOO_LARGE = f"This request is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB, the most we take."
+# Sent with the refusal: a client still sending its body is not left talking to a closed request.
+CLOSE = ((b"connection", b"close"),)
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI, just inside the cross-site guard: see the module's docstring."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_UPLOAD_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sentence = (TOO_LARGE if is_upload(scope) else REQUEST_TOO_LARGE).encode("utf-8")
+        length = first_header(scope, b"content-length")
+        if length is not None and (not length.strip().isdigit() or int(length) > self.max_bytes):
+            await send_sentence(send, 413, sentence, CLOSE)
+            return
+        body = CappedBody(receive, self.max_bytes)
+        answer = HeldWhenTooLarge(send, body)
+        try:
+            await self.app(scope, body.receive, answer.send)
+        except Exception:
+            if not body.too_large:
+                raise
+            # The app's parser met the disconnect we made up: the refusal below is the answer.
+        if body.too_large and not answer.started:
+            logger.info("Refused a request whose body passed %d bytes: %s", self.max_bytes, scope.get("path"))
+            await send_sentence(send, 413, sentence, CLOSE)
+
+
+class CappedBody:
+    """The request's `receive`, counting body bytes: past the cap, the app hears a disconnect from then on."""
+
+    def __init__(self, receive: Receive, max_bytes: int) -> None:
+        self._receive = receive
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.too_large = False
+
+    async def receive(self) -> Message:
+        if self.too_large:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            if self.size > self.max_bytes:
+                self.too_large = True
+                return {"type": "http.disconnect"}
+        return message
+
+
+class HeldWhenTooLarge:
+    """The app's `send`, passed on unless the body passed the cap before the app began its answer: then the app's
+    answer (an error about a cut body) is dropped for the refusal."""
+
+    def __init__(self, send: Send, body: CappedBody) -> None:
+        self._send = send
+        self.body = body
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if self.body.too_large and not self.started:
+            return
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
