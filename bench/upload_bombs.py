@@ -4,7 +4,8 @@
     python -m bench.upload_bombs --code /work/main      # another checkout of the app, e.g. before a change
 
 Cases: three 8 KB 8192x8192 1-bit PNGs kept as logos at the same time (threads, as three requests would be); three
-4096x4096 ones (the largest size read); one 20000x20000 PNG; one PNG dropped to remix. Each line gives the peak
+4096x4096 ones (the largest size read); one 20000x20000 PNG; three PNGs dropped to remix; one animated PNG of 600
+frames of 4096x4096 dropped to remix (PIL's `.text` decodes every frame). Each line gives the peak
 resident memory of the subprocess (ru_maxrss), its growth over the baseline after imports, the seconds, and what a
 person would be told.
 """
@@ -20,11 +21,12 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = {
-    "3 logos 8192x8192 at once": ("logo", 8192, 3),
-    "3 logos 4096x4096 at once": ("logo", 4096, 3),
-    "1 logo 20000x20000": ("logo", 20000, 1),
-    "3 recipes 4096x4096 at once": ("recipe", 4096, 3),
+CASES = {  # what is read, its side, how many at once, its frames
+    "3 logos 8192x8192 at once": ("logo", 8192, 3, 1),
+    "3 logos 4096x4096 at once": ("logo", 4096, 3, 1),
+    "1 logo 20000x20000": ("logo", 20000, 1, 1),
+    "3 recipes 4096x4096 at once": ("recipe", 4096, 3, 1),
+    "1 recipe, 600 frames 4096x4096": ("recipe", 4096, 1, 600),
 }
 
 # Run in the subprocess with `code` first on sys.path: only the modules both versions have (LogoLibrary, _png_text).
@@ -57,11 +59,12 @@ PROBE = textwrap.dedent(
 )
 
 
-def measure(code: Path, kind: str, side: int, copies: int, scratch: Path) -> dict[str, object]:
+def measure(code: Path, kind: str, side: int, copies: int, frames: int, scratch: Path) -> dict[str, object]:
     """One case in a fresh interpreter, so that each peak is its own."""
-    from tests.support.bombs import png_bomb
+    from tests.support.bombs import animated_png_bomb, png_bomb
 
-    picture = png_bomb(scratch / f"bomb-{side}.png", side, side)
+    name = scratch / f"bomb-{side}-{frames}.png"
+    picture = png_bomb(name, side, side) if frames == 1 else animated_png_bomb(name, side, frames)
     command = [sys.executable, "-c", PROBE, str(code), kind, str(picture), str(copies), str(scratch / "logos")]
     result = subprocess.run(command, capture_output=True, text=True, check=True, cwd=scratch)
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -72,8 +75,8 @@ def main() -> None:
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose mascot package is measured")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        for name, (kind, side, copies) in CASES.items():
-            found = measure(arguments.code.resolve(), kind, side, copies, Path(folder))
+        for name, (kind, side, copies, frames) in CASES.items():
+            found = measure(arguments.code.resolve(), kind, side, copies, frames, Path(folder))
             print(
                 f"{name:30} peak {found['peak_mb']:7.0f} MB (+{found['growth_mb']:6.0f}) "
                 f"{found['seconds']:6.2f} s  {found['answer']}"

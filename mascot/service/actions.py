@@ -18,7 +18,7 @@ from PIL import Image
 from mascot.clock import Clock, utc_now
 from mascot.generation.worker import GenerationWorker, Job, Submission, SubmitRefused
 from mascot.prompt.logos import LogoGrants, LogoLibrary, LogoRefused, stored_logo_id
-from mascot.prompt.pictures import NotAPicture, PictureRefused, check_size, decode_slot, open_lazily
+from mascot.prompt.pictures import read_png_text
 from mascot.prompt.presets import Presets
 from mascot.prompt.recipe import recipe_from_png_text
 from mascot.prompt.request import BASED_ON_PREFIX, GenerationRequest, InvalidRequest, Problem, based_on_mascot
@@ -116,24 +116,13 @@ def refuses_when_store_unavailable(action: Callable[P, R]) -> Callable[P, R]:
 
 
 def _png_text(upload: Path) -> dict[str, Any]:
-    """A PNG's text chunks, refused with a sentence when the file is not a PNG of sensible size (PIL also caps
-    compressed text chunks, so a text bomb is refused too). Its pixels are read too (PIL finds chunks after them
-    only so), hence the header's size check and the decode slot that logos share."""
+    """A PNG's text chunks, refused with a sentence when the file is not a PNG (or too large a file, or its compressed
+    text would inflate past PIL's caps: a text bomb). No pixel is decoded (prompt.pictures.read_png_text)."""
     try:
         if upload.stat().st_size > MAX_RECIPE_FILE_BYTES:
             raise Refusal(sentences.NOT_A_RECIPE_PICTURE)
-        with open_lazily(upload, "picture") as picture:
-            if picture.format != "PNG":
-                raise Refusal(sentences.NOT_A_RECIPE_PICTURE)
-            check_size(picture, "picture", MAX_RECIPE_PIXELS)
-            with decode_slot():
-                # PngImageFile.text reads the chunks after the pixels too (the format was checked just above).
-                return dict(getattr(picture, "text", {}))
-    except NotAPicture:
-        raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
-    except PictureRefused as error:  # too large (its size said), or too many pictures being read at once
-        raise Refusal(str(error)) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return dict(read_png_text(upload))
+    except (OSError, ValueError):  # NotAPicture is a ValueError, as are PIL's text caps
         raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
 
 
