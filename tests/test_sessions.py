@@ -73,6 +73,35 @@ def test_another_browser_cannot_read_or_take_over_a_session(site):
 
 
 @pytest.mark.slow
+def test_another_browser_cannot_hold_a_sessions_heartbeat_or_close_its_streams(site):
+    """When a heartbeat ends, Gradio closes its session's waiting events: another browser that learnt the session's
+    hash could open its heartbeat and drop it (an outsider's attack noticed it was not bound)."""
+    with (
+        httpx.Client(base_url=site.url, timeout=30) as victim,
+        httpx.Client(base_url=site.url, timeout=30) as attacker,
+    ):
+        victim.get("config")
+        attacker.get("config")
+        session = uuid.uuid4().hex
+        joined = join(victim, fn_index(victim, "device_link"), session)
+        assert joined.status_code == 200
+
+        with attacker.stream("GET", f"gradio_api/heartbeat/{session}") as beat:
+            assert beat.status_code == 403  # before reading: a heartbeat let through never ends
+            assert beat.read().decode() == FOREIGN.decode()
+        closed = attacker.post(f"gradio_api/stream/{joined.json()['event_id']}/close")
+        assert (closed.status_code, closed.text) == (403, FOREIGN_EVENT.decode())
+        with victim.stream("GET", f"gradio_api/heartbeat/{session}") as beat:
+            assert beat.status_code == 200
+            assert next(beat.iter_lines()) == "data: ALIVE"
+        status, text = read_stream(victim, session)
+        assert status == 200 and "?device=" in text
+        # A page's heartbeat opens before it has joined anything: nothing is bound yet, nothing to take.
+        with attacker.stream("GET", f"gradio_api/heartbeat/{uuid.uuid4().hex}") as beat:
+            assert beat.status_code == 200
+
+
+@pytest.mark.slow
 def test_a_session_named_twice_is_refused_whichever_value_comes_first(site):
     """The check must read the value Gradio reads: FastAPI takes a query parameter's last value, so a check of the
     first alone let `?session_hash=<mine>&session_hash=<theirs>` read another browser's stream."""

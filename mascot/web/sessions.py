@@ -11,6 +11,10 @@ stream too: the GET streams whatever session the event belongs to, so an event i
 answer) would read that page's results, and a POST naming another browser's session_hash would join it. So a POST
 /call/ naming a session must hold it like a join, every event id handed out by a join or a /call/ is bound to the
 browser that asked, and the GET answers only that browser.
+
+A session's heartbeat (GET /gradio_api/heartbeat/<session_hash>) is held the same way: when it ends, Gradio closes
+the session's waiting events, so another browser's heartbeat could cancel them. An event's stream is closed (POST
+/gradio_api/stream/<event_id>/close) only by the browser given that event id.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ DATA_PATH = "/gradio_api/queue/data"
 CANCEL_PATH = "/gradio_api/cancel"
 CALL_POST = re.compile(r"^/gradio_api/call/(?:v2/)?[^/]+/?$")  # /call/<api_name>: joins the queue like a join
 CALL_GET = re.compile(r"^/gradio_api/call/(?:v2/)?[^/]+/([^/]+)/?$")  # /call/<api_name>/<event_id>: its stream
+# The page's heartbeat: when it ends, Gradio closes the session's pending events and drops its state.
+HEARTBEAT = re.compile(r"^/gradio_api/heartbeat/([^/]+)/?$")
+STREAM_CLOSE = re.compile(r"^/gradio_api/stream/([^/]+)/close/?$")  # ends an event's stream
 MAX_ANSWER_BYTES = 64 * 1024  # a join's answer is {"event_id": ...}: this is far more
 MAX_BODY_BYTES = 1024 * 1024  # a join names its inputs (uploads go by path): far less than this
 MAX_SESSIONS = 100_000  # oldest forgotten first; a forgotten session is simply bound again by its next join
@@ -119,6 +126,16 @@ class SessionBindingMiddleware:
             # Strict: Gradio's client hands out these ids only in answers that passed here, each bound below.
             token = self._token(scope)
             if token is None or not self.events.holds(call.group(1), token):
+                await refuse(send, 403, FOREIGN_EVENT)
+                return
+        elif method == "GET" and (beat := HEARTBEAT.match(path)) is not None:
+            # Whoever held another browser's heartbeat open could end it, and with it that browser's waiting events.
+            if not self.owners.allows(beat.group(1), self._token(scope)):
+                await refuse(send, 403, FOREIGN)
+                return
+        elif method == "POST" and (close := STREAM_CLOSE.match(path)) is not None:
+            token = self._token(scope)
+            if token is None or not self.events.holds(close.group(1), token):
                 await refuse(send, 403, FOREIGN_EVENT)
                 return
         elif joins or (path == CANCEL_PATH and method == "POST"):
