@@ -55,7 +55,7 @@ from mascot.service.claims import ClaimKeeper
 from mascot.service.downloads import prune_uploads
 from mascot.service.starting_pictures import StartingPictures
 from mascot.settings import Settings, SettingsError, load_settings
-from mascot.store.store import MascotStore
+from mascot.store.store import MascotStore, StoreUnavailable
 from mascot.ui import PageServices, build_demo
 from mascot.ui.agents import offer_only_agent_tools, wire_agent_tools
 from mascot.ui.theme import page_theme
@@ -272,6 +272,8 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         max_batch_images=settings.max_batch_images,
         save_in_background=settings.speed.save_in_background,
         run_in_handlers=zero_gpu_runner(settings),
+        # A database restarting or locked, a disk being freed: the mascot is saved again, not thrown away.
+        passing_fault=lambda error: str(error) if isinstance(error, StoreUnavailable) else None,
     )
     claims.claim_ids = worker.claim_ids
     service = MascotService(

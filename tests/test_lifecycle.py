@@ -3,6 +3,7 @@ failed release retried, and the store's sentence when it cannot write."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import pytest
 
 from mascot.generation.worker import (
     SHUTDOWN_MESSAGE,
+    STOPPED_MESSAGE,
     GenerationWorker,
     Job,
     JobState,
@@ -21,7 +23,7 @@ from mascot.generation.worker import (
 )
 from mascot.prompt.request import GenerationRequest
 from mascot.service.claims import ClaimKeeper
-from mascot.store.faults import CANNOT_WRITE, StoreUnavailable
+from mascot.store.faults import BUSY, CANNOT_WRITE, StoreUnavailable
 from mascot.store.store import MascotStore
 from mascot.web.health import health_report
 from tests.support.fakes import FakeGenerator
@@ -92,6 +94,7 @@ def test_a_drain_past_its_time_cancels_the_running_job_and_saves_nothing():
     stopping.join(20)
     assert outcome == [False]
     assert final(running).state is JobState.CANCELLED
+    assert final(running).error == STOPPED_MESSAGE  # not the words of a person's own cancel: they did not press it
     assert saved == []
 
 
@@ -153,6 +156,22 @@ def test_writes_to_a_read_only_database_fail_with_a_sentence_and_work_again_at_o
         store.check_writable()
     read_only(store, False)
     store.check_writable()
+    assert store.claim_job(ALICE, 1, 10, NOW).claimed
+
+
+def test_a_write_blocked_by_another_writer_says_the_database_is_busy_not_that_the_disk_is_full(store, tmp_path):
+    """Another process holds SQLite's write lock (`BEGIN EXCLUSIVE` in sqlite3) past the busy timeout: the sentence
+    says to try again in a moment; a resilience walkthrough was told the disk was full or read-only."""
+    store.database.execute_sql("PRAGMA busy_timeout = 50")  # this thread's connection: the test need not wait 10 s
+    holder = sqlite3.connect(tmp_path / "mascots.db", timeout=0.05)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable) as refused:
+            store.claim_job(ALICE, 1, 10, NOW)
+        assert str(refused.value) == BUSY
+    finally:
+        holder.rollback()
+        holder.close()
     assert store.claim_job(ALICE, 1, 10, NOW).claimed
 
 

@@ -80,6 +80,8 @@ def test_the_message_says_where_the_job_is():
     assert progress_message(job.snapshot) == "Drawing: step 3 of 10."
     job.update(step=10)
     assert progress_message(job.snapshot) == "Finishing…"
+    job.update(stage="saving")  # the store could not take it: the worker saves it again
+    assert progress_message(job.snapshot).startswith("Your mascot is made, but the server cannot save it right now")
 
 
 @pytest.mark.slow

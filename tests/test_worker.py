@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from mascot.generation import worker as worker_module
 from mascot.generation.generator import StepUpdate
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission, SubmitRefused
 from mascot.prompt.request import GenerationRequest
@@ -180,6 +181,61 @@ def test_a_failing_store_is_reported_and_the_worker_goes_on(worker, recorder):
     assert failed.state is JobState.FAILED and "could not be saved" in failed.error
     recorder.fail = False
     assert wait_final(worker.submit(Submission(REQUEST, "a"))).state is JobState.DONE
+
+
+class PassingFault(Exception):
+    """Stands in for the store's StoreUnavailable: a fault that passes, with a sentence."""
+
+
+def passing_sentence(error: Exception) -> str | None:
+    return str(error) if isinstance(error, PassingFault) else None
+
+
+@pytest.mark.parametrize("save_in_background", [False, True])
+def test_a_made_mascot_is_saved_again_while_the_store_is_briefly_away(fake, monkeypatch, save_in_background):
+    """A database restarting or locked when a mascot is finished must not throw the mascot away (a resilience
+    walkthrough lost one to a 40 s lock)."""
+    monkeypatch.setattr(worker_module, "SAVE_PAUSES_S", (0.01,))
+    stages: list[str] = []
+
+    def store(job, images, model):
+        stages.append(job.snapshot.stage)
+        if len(stages) <= 2:
+            raise PassingFault("The database is busy right now.")
+        return {"saved": len(images.images)}
+
+    worker = GenerationWorker(
+        lambda on_status: fake, store, passing_fault=passing_sentence, save_in_background=save_in_background
+    ).start()
+    try:
+        job = wait_final(worker.submit(Submission(REQUEST, "a")))
+    finally:
+        worker.stop()
+    assert job.state is JobState.DONE and job.outcome == {"saved": 1}
+    assert stages[1:] == [worker_module.SAVING, worker_module.SAVING]  # the page says it is being saved again
+
+
+def test_a_store_away_for_too_long_fails_the_job_with_its_sentence(fake, monkeypatch):
+    monkeypatch.setattr(worker_module, "SAVE_PAUSES_S", (0.01,))
+    tries = []
+
+    def store(job, images, model):
+        tries.append(job.submission.owner_hash)
+        if job.submission.owner_hash == "bug":
+            raise KeyError("a bug, not a fault that passes")
+        raise PassingFault("The server cannot reach its database right now.")
+
+    worker = GenerationWorker(lambda on_status: fake, store, passing_fault=passing_sentence, save_retry_s=0.2).start()
+    try:
+        job = wait_final(worker.submit(Submission(REQUEST, "a")))
+        bug = wait_final(worker.submit(Submission(REQUEST, "bug")))
+    finally:
+        worker.stop()
+    assert job.state is JobState.FAILED
+    assert job.error == f"{worker_module.NOT_SAVED} The server cannot reach its database right now."
+    assert tries.count("a") > 1
+    assert (bug.state, bug.error) == (JobState.FAILED, f"{worker_module.NOT_SAVED} Please try again.")
+    assert tries.count("bug") == 1  # a bug is not tried again
 
 
 def test_a_job_finishes_and_is_stored_when_nobody_watches(worker, recorder):

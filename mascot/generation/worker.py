@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import itertools
 import logging
 import threading
 import time
@@ -81,7 +82,18 @@ SHUTDOWN_MESSAGE = (
     "The server is restarting, so your mascot was not made and nothing counts against your quota. "
     "Please try again in a minute."
 )
+# What the running job's browser reads when a shutdown had to stop its run before the end.
+STOPPED_MESSAGE = (
+    "The server is restarting, so your mascot was stopped before it was finished and nothing counts against your "
+    "quota. Please try again in a minute."
+)
 CANCEL_GRACE_S = 10.0  # how long a cancelled run may take to reach its next step when a shutdown cancels it
+NOT_SAVED = "Your mascot was made but could not be saved."
+# A finished job whose save meets a fault that passes (a database restarting or locked, a disk being freed) is saved
+# again, waiting longer each time, for up to this long: what the person made is not thrown away for a brief outage.
+SAVE_RETRY_S = 300.0
+SAVE_PAUSES_S = (1.0, 2.0, 5.0, 10.0)  # between tries; the last one from then on
+SAVING = "saving"  # the stage of a job whose save waits for the store to answer again
 
 
 class SubmitRefused(Exception):
@@ -181,6 +193,8 @@ class Job:
 LoadGenerator = Callable[[Callable[[str], None]], Generator]
 OnFinished = Callable[[Job, GeneratedImages, ModelInfo], SavedImages]
 OnEnded = Callable[[Job], object]  # what it returns is not used
+# An exception of `on_finished` that may pass (the store's database or disk): its sentence for people; None for a bug.
+PassingFault = Callable[[Exception], str | None]
 
 
 class GenerationWorker:
@@ -202,6 +216,8 @@ class GenerationWorker:
         save_in_background: bool = False,
         save_threads: int = SAVE_THREADS,
         run_in_handlers: RunBatch | None = None,
+        passing_fault: PassingFault | None = None,
+        save_retry_s: float = SAVE_RETRY_S,
     ) -> None:
         self._clock = clock  # times runs, for the wait a queued job is told
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
@@ -213,6 +229,9 @@ class GenerationWorker:
         self._load_generator = load_generator
         self._on_finished = on_finished
         self._on_ended = on_ended  # every job, however it ends (done, failed, cancelled): e.g. free its quota claim
+        self._passing_fault = passing_fault  # on_finished's faults worth saving again for (and their sentence)
+        self._save_retry_s = save_retry_s
+        self._stopped = threading.Event()  # set by stop(): a save waiting to try again tries once more at once
         self._max_queued = max_queued
         self._generator: Generator | None = None
         self._status = ModelStatus(ModelState.LOADING, "Starting up…")
@@ -240,6 +259,7 @@ class GenerationWorker:
         """Drain, as on SIGTERM: refuse new jobs, end the queued ones unmade (SHUTDOWN_MESSAGE; `on_ended` frees their
         claims, and nothing was charged), and let the running run finish and be saved within `timeout` seconds; past
         that it is cancelled at its next step. True when the running run (if any) finished in time."""
+        self._stopped.set()
         with self._lock:
             self._stopping = True
             queued = list(self._pending)
@@ -541,7 +561,8 @@ class GenerationWorker:
         for job, result in zip(started, results, strict=True):
             if result is None:
                 log.info("job %s cancelled", job.id)
-                self._end(job, state=JobState.CANCELLED)
+                # Cancelled by a shutdown, not by its person: they are told why, as the queued ones are.
+                self._end(job, state=JobState.CANCELLED, error=STOPPED_MESSAGE if self._stopping else "")
             else:
                 self._store(job, result, generator.info)
 
@@ -574,16 +595,24 @@ class GenerationWorker:
         self._saver.submit(lambda: self._save(job, images, info))
 
     def _save(self, job: Job, images: GeneratedImages, info: ModelInfo) -> None:
-        """Hand a finished job's images to `on_finished`, then end the job with what it returned."""
-        try:
-            outcome = self._on_finished(job, images, info)
-        except Exception:
-            log.exception("storing job %s failed", job.id)
-            self._end(
-                job, state=JobState.FAILED, error="Your mascot was made but could not be saved. Please try again."
-            )
+        """Hand a finished job's images to `on_finished`, then end the job with what it returned. A fault that may
+        pass is tried again for up to `save_retry_s` seconds (or until a shutdown), the job saying so meanwhile."""
+        deadline = time.monotonic() + self._save_retry_s  # the wall's clock: a stand-in clock may stand still
+        for attempt in itertools.count():
+            try:
+                outcome = self._on_finished(job, images, info)
+            except Exception as error:
+                sentence = self._passing_fault(error) if self._passing_fault is not None else None
+                if sentence is not None and time.monotonic() < deadline and not self._stopped.is_set():
+                    log.warning("storing job %s failed (%s): trying again", job.id, sentence)
+                    job.update(stage=SAVING)
+                    self._stopped.wait(SAVE_PAUSES_S[min(attempt, len(SAVE_PAUSES_S) - 1)])
+                    continue
+                log.exception("storing job %s failed", job.id)
+                self._end(job, state=JobState.FAILED, error=f"{NOT_SAVED} {sentence or 'Please try again.'}")
+                return
+            self._end(job, state=JobState.DONE, outcome=outcome, generated=images, preview=None)
             return
-        self._end(job, state=JobState.DONE, outcome=outcome, generated=images, preview=None)
 
     def _end(self, job: Job, **changes: Any) -> None:
         """Put a job in its final state, let its browser submit again (a job cancelled inside a shared run need not

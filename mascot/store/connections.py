@@ -25,11 +25,10 @@ from typing import Any, TypeVar
 import peewee
 from playhouse.pool import MaxConnectionsExceeded, PooledDatabase
 
-from mascot.store.faults import StoreUnavailable
+from mascot.store.faults import BUSY, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-BUSY = "The database is busy right now. Nothing was changed; please try again in a moment."
 UNREACHABLE = "The server cannot reach its database right now. Nothing was changed; please try again in a few minutes."
 
 StoreClass = TypeVar("StoreClass", bound=type)

@@ -24,6 +24,10 @@ CANNOT_WRITE = (
     "please try again in a few minutes."
 )
 
+BUSY = "The database is busy right now. Nothing was changed; please try again in a moment."
+# How a database says another writer holds it (SQLite: "database is locked"; PostgreSQL: "... lock timeout").
+LOCKED_WORDS = ("locked", "lock timeout", "busy")
+
 
 class StoreUnavailable(RuntimeError):
     """A write to the database or the images folder failed; the message is a sentence for the person who asked."""
@@ -42,9 +46,16 @@ def writes(method: Callable[P, R]) -> Callable[P, R]:
             return method(*args, **kwargs)
         except (peewee.OperationalError, OSError) as error:
             log.error("%s could not write: %s", method.__name__, error)
-            raise StoreUnavailable() from error
+            raise StoreUnavailable(BUSY if is_locked(error) else CANNOT_WRITE) from error
 
     return writing
+
+
+def is_locked(error: Exception) -> bool:
+    """Whether the database refused the write because another writer held it too long: not a full or read-only disk,
+    and it says so (a resilience walkthrough was told "its disk is full" while a lock was held)."""
+    text = str(error).lower()
+    return isinstance(error, peewee.OperationalError) and any(words in text for words in LOCKED_WORDS)
 
 
 def check_writable(database: peewee.Database, schema_version: type[SchemaVersionRow]) -> None:
