@@ -43,9 +43,9 @@ PARAMETERS = tuple(field.name for field in dataclasses.fields(GenerationRequest)
 # Where the model is slow (the preview model, or any model on a CPU) the page starts at settings that finish in
 # seconds; the prior's scheduler needs at least 2 steps.
 QUICK_SETTINGS = {"width": 512, "height": 512, "num_inference_steps": 10, "prior_num_inference_steps": 5}
-# A picture dropped to remix: ours are a few hundred kB; anything far larger or wider is not one worth reading.
+# A picture dropped to remix: ours are a few hundred kB; anything far larger is not one worth reading (its pixels
+# never are: only its text chunks, prompt.pictures.read_png_text).
 MAX_RECIPE_FILE_BYTES = 20 * 1024 * 1024
-MAX_RECIPE_PIXELS = 4096 * 4096
 VARIATION_WEIGHT = 0.5  # "More like this": half the mascot's own look, close to it but visibly new
 VARIATIONS = 2  # "More like this": a couple of tries
 
