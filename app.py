@@ -58,6 +58,7 @@ from mascot.settings import Settings, SettingsError, load_settings
 from mascot.store.store import MascotStore, StoreUnavailable
 from mascot.ui import PageServices, build_demo
 from mascot.ui.agents import offer_only_agent_tools, wire_agent_tools
+from mascot.ui.common import store_faults_in_sentences
 from mascot.ui.theme import page_theme
 from mascot.web.body_limit import BodyLimitMiddleware
 from mascot.web.brand_logos import brand_logo_route
@@ -324,7 +325,8 @@ def queued_page(demo: gr.Blocks, settings: Settings, services: PageServices) -> 
     """The page with its queue set up (and with --mcp, the agents' tools)."""
     # api_open=False: with it on, POST /gradio_api/run/<name> would run events around the queue.
     demo.queue(max_size=settings.queue_max_size, api_open=False, default_concurrency_limit=None)
-    return wire_agent_tools(demo, services) if settings.mcp_server else demo
+    page = wire_agent_tools(demo, services) if settings.mcp_server else demo
+    return store_faults_in_sentences(page)  # the store out of reach: its sentence, not a bare "Error"
 
 
 def runtime_modules() -> dict[str, ModuleType]:

@@ -5,6 +5,7 @@ database driver's own words (a file path, the database server's address) would r
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -97,3 +98,20 @@ def test_a_database_out_of_reach_is_said_on_the_idea_and_the_next_click_works(
     assert answer.status == 422 and answer.message == UNREACHABLE, answer  # marked on the field, in the store's words
     make(browser, "made once it is back")
     assert [mascot["prompt"] for mascot in mine(browser)] == ["made once it is back"]
+
+
+@pytest.mark.parametrize("api_name", ["gallery", "my_mascots", "quota"])
+def test_a_page_read_while_the_database_is_out_of_reach_says_so_and_works_once_it_is_back(
+    site: Site, browser: Client, monkeypatch: pytest.MonkeyPatch, api_name: str
+) -> None:
+    """The gallery, My mascots and the quota line read the store with no check first: with the database down they
+    answered Gradio's bare "Error" (a resilience walkthrough, PostgreSQL stopped)."""
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreUnavailable(UNREACHABLE)
+
+    with monkeypatch.context() as outage:
+        outage.setattr(site.app.store, "resolve_owner", unreachable)
+        with pytest.raises(Exception, match=re.escape(UNREACHABLE)):
+            browser.predict(api_name=f"/{api_name}")
+    browser.predict(api_name=f"/{api_name}")  # answered again once it is back

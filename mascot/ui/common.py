@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ import gradio as gr
 from mascot.prompt.request import FLOAT_RANGES, INTEGER_RANGES, GenerationRequest
 from mascot.service import MascotService, Notice, Refusal, Visitor
 from mascot.service.sentences import CHECK_FAILED, NO_COOKIE, plural
+from mascot.store.faults import StoreUnavailable
 from mascot.ui.pictures import no_interface_files
 from mascot.web.clients import ProxyTrust, client_address
 from mascot.web.public_url import PublicAddress
@@ -28,6 +30,7 @@ __all__ = [
     "range_info",
     "refused",
     "say",
+    "store_faults_in_sentences",
     "visitor",
 ]
 
@@ -99,6 +102,66 @@ def answers_in_sentences(validator: Callable[P, R]) -> Callable[P, R]:
             raise Refusal(CHECK_FAILED) from None
 
     return validating
+
+
+def store_faults_in_sentences(demo: gr.Blocks) -> gr.Blocks:
+    """Every event of the page says the store's sentence when its database or disk is out of reach, instead of
+    Gradio's bare "Error" (show_error is off): the gallery, My mascots and the quota line read the store without a
+    check of their own first (a resilience walkthrough saw "Error" while PostgreSQL was down)."""
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None:
+            block_fn.fn = store_fault_as_sentence(block_fn.fn)
+    return demo
+
+
+def store_fault_as_sentence(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """`handler` raising gr.Error with the store's sentence where it raised StoreUnavailable. Of the same kind (plain,
+    generator, coroutine, async generator): Gradio calls each kind its own way. functools.wraps keeps what Gradio
+    reads from the signature (gr.Request, gr.Progress, the API's parameters)."""
+
+    def said(error: StoreUnavailable) -> gr.Error:
+        return gr.Error(str(error), print_exception=False)
+
+    if inspect.isasyncgenfunction(handler):
+
+        @functools.wraps(handler)
+        async def streaming_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                async for update in handler(*args, **kwargs):
+                    yield update
+            except StoreUnavailable as error:
+                raise said(error) from None
+
+        return streaming_async
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def streaming(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return (yield from handler(*args, **kwargs))
+            except StoreUnavailable as error:
+                raise said(error) from None
+
+        return streaming
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def answering_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await handler(*args, **kwargs)
+            except StoreUnavailable as error:
+                raise said(error) from None
+
+        return answering_async
+
+    @functools.wraps(handler)
+    def answering(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except StoreUnavailable as error:
+            raise said(error) from None
+
+    return answering
 
 
 def say(notice: Notice | None) -> None:
