@@ -70,7 +70,7 @@ from mascot.web.identity import BrowserIdentity, IdentityCookieMiddleware, load_
 from mascot.web.images import ImageFileMiddleware, image_routes, visible_picture
 from mascot.web.link_preview import PREVIEW_IMAGE_ROUTE, LinkPreviewMiddleware, preview_image_endpoint
 from mascot.web.public_url import PublicAddress
-from mascot.web.serving import drain, serve_until_sigterm
+from mascot.web.serving import drain, serve_until_stopped
 from mascot.web.sessions import SessionBindingMiddleware
 from mascot.web.uploads import MAX_UPLOAD_BYTES, UploadGateMiddleware
 
@@ -108,8 +108,8 @@ class App:
         return drain(self.worker, self.claims, self.settings.drain_timeout_s)
 
     def serve(self, **overrides: Any) -> None:
-        """Serve until SIGTERM (drain, then close) or Ctrl-C; `overrides` go to launch."""
-        serve_until_sigterm(lambda: self.launch(**overrides), self.drain, self.demo.close)
+        """Serve until SIGTERM or Ctrl-C (drain, then close); `overrides` go to launch."""
+        serve_until_stopped(lambda: self.launch(**overrides), self.drain, self.demo.close)
 
     def owner_of(self, request: Any) -> str | None:
         """The owner hash a request's browser stands for (linked devices resolved); None without a valid cookie."""

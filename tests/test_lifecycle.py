@@ -3,6 +3,8 @@ failed release retried, and the store's sentence when it cannot write."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -26,6 +28,7 @@ from mascot.service.claims import ClaimKeeper
 from mascot.store.faults import BUSY, CANNOT_WRITE, StoreUnavailable
 from mascot.store.store import MascotStore
 from mascot.web.health import health_report
+from mascot.web.serving import serve_until_stopped
 from tests.support.fakes import FakeGenerator
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
@@ -193,3 +196,25 @@ def test_the_health_check_fails_once_a_shutdown_began():
     worker.stop()
     code, report = health_report(worker, lambda: 1)
     assert (code, report["shutting_down"]) == (503, True)
+
+
+def test_ctrl_c_drains_as_sigterm_does_and_a_second_one_changes_nothing_while_it_runs():
+    """Ctrl-C went to Gradio, which closed the server under the running job: nobody was told, the process aborted
+    (a resilience walkthrough). Now it drains, as SIGTERM does. The signals are sent to this process for real."""
+    drained, closed = [], threading.Event()
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def drain() -> None:
+        drained.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)  # another stop during the drain: it is already bounded
+
+    def launch() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert closed.wait(10), "Ctrl-C did not close the server"
+
+    try:
+        serve_until_stopped(launch, drain, closed.set)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    assert len(drained) == 1

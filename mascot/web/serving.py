@@ -1,8 +1,10 @@
-"""Serving until SIGTERM, then draining: stop admitting, tell the queued, finish the running job, free the claims."""
+"""Serving until SIGTERM or Ctrl-C, then draining: stop admitting, tell the queued, finish the running job, free the
+claims."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -48,18 +50,27 @@ def drain(worker: GenerationWorker, claims: HeldClaims, timeout_s: float) -> flo
     return seconds
 
 
-def serve_until_sigterm(launch: Callable[[], None], drain: Callable[[], object], close: Callable[[], None]) -> None:
-    """Run `launch` (it blocks while serving) until Ctrl-C, or until SIGTERM: then `drain` once and `close`, which
-    ends launch's wait, so the process exits with status 0."""
+def serve_until_stopped(launch: Callable[[], None], drain: Callable[[], object], close: Callable[[], None]) -> None:
+    """Run `launch` (it blocks while serving) until SIGTERM or Ctrl-C (SIGINT): then `drain` once and `close`, which
+    ends launch's wait, so the process exits with status 0. A second Ctrl-C during the drain stops at once (status
+    130), as a person pressing it twice means; a second SIGTERM changes nothing, the drain being bounded already.
+    Before, Ctrl-C went to Gradio, which closed the server under the running job: the queued were told nothing and
+    the process aborted in the model's threads (a resilience walkthrough)."""
     draining = False
 
-    def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal draining
-        if draining:  # a second SIGTERM during the drain changes nothing: the drain is already bounded
+        if draining:
+            if signum == signal.SIGINT:
+                log.warning("Ctrl-C again: stopping now, without waiting for the running job")
+                os._exit(130)
             return
         draining = True
+        if signum == signal.SIGINT:
+            log.info("Ctrl-C: finishing the running job first (press Ctrl-C again to stop at once)")
         drain()
         close()
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     launch()
