@@ -339,6 +339,28 @@ def test_sweep_removes_unclaimed_thumbnails_and_keeps_claimed_ones(mascots: Masc
     assert saved.thumbnail_paths[0].is_file() and saved.image_paths[0].is_file()
 
 
+def test_sweep_removes_the_half_written_files_of_a_killed_save(mascots: MascotStore, images_dir: Path) -> None:
+    """A process killed while it wrote a picture leaves write_atomically's temporary file (a resilience walkthrough
+    found them kept across restarts)."""
+    saved = save(mascots, owner("alice"))
+    make_old(*saved.image_paths, *saved.thumbnail_paths)
+    month = images_dir / "2020" / "01"
+    month.mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    left = [month / f".{name}.png.k3x_9q2a.tmp", month / f".{name}.thumb.webp.z1y2x3w4.tmp"]
+    fresh = month / f".{uuid.uuid4().hex}.png.abcd1234.tmp"  # maybe another replica's save right now: kept
+    not_ours = month / ".notes.tmp"
+    for path in (*left, fresh, not_ours):
+        path.write_bytes(b"half a picture")
+    make_old(*left, not_ours)
+
+    assert mascots.sweep_orphan_files() == 2
+
+    assert not any(path.exists() for path in left)
+    assert fresh.exists() and not_ours.exists()
+    assert saved.image_paths[0].is_file() and saved.thumbnail_paths[0].is_file()
+
+
 def test_a_thumbnail_whose_image_row_was_deleted_is_swept(mascots: MascotStore) -> None:
     saved = save(mascots, owner("alice"))
     mascots.tables.image.delete().execute()  # as if a crash came between a delete's commit and its file removal
@@ -441,7 +463,7 @@ def test_sweep_leaves_files_it_would_never_have_written(mascots: MascotStore, im
         month / f"{uuid.uuid4().hex}.png.tmp",
         month / f"{uuid.uuid4().hex}.webp",
         month / "notes.thumb.webp",
-        month / f".{uuid.uuid4().hex}.thumb.webp.x1y2.tmp",
+        month / f".{uuid.uuid4().hex}.thumb.webp.tmp",  # no random part: not write_atomically's
         images_dir / f"{uuid.uuid4().hex}.png",
         images_dir / "2020" / "01" / "deeper" / f"{uuid.uuid4().hex}.png",
     ]

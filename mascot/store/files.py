@@ -22,6 +22,9 @@ from mascot.store import imaging
 IMAGE_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.png")
 THUMBNAIL_SUFFIX = ".thumb.webp"
 THUMBNAIL_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.thumb\.webp")
+# imaging.write_atomically's file being written (`.<name>.<random>.tmp`), left behind when the process was killed
+# meanwhile: no row ever claims one, so the orphan sweep removes it once it is old.
+WRITING_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/\.[0-9a-f]{32}(?:\.png|\.thumb\.webp)\.[A-Za-z0-9_]+\.tmp")
 
 # The threads that encode and write images and thumbnails, shared by every save in the process (in the app, the
 # saver threads' saves of one shared run's jobs). They take the encodes in the order the saves hand them over, so a
@@ -38,8 +41,9 @@ class StoredImage:
 
 
 def is_stored_file(relative: str) -> bool:
-    """Whether `relative` names a file the store could have written (an image or a thumbnail)."""
-    return bool(IMAGE_PATH_PATTERN.fullmatch(relative) or THUMBNAIL_PATH_PATTERN.fullmatch(relative))
+    """Whether `relative` names a file the store could have written (an image or a thumbnail, or one being written)."""
+    patterns = (IMAGE_PATH_PATTERN, THUMBNAIL_PATH_PATTERN, WRITING_PATH_PATTERN)
+    return any(pattern.fullmatch(relative) for pattern in patterns)
 
 
 def thumbnail_path(image_path: str) -> str:
