@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -26,6 +27,23 @@ from tests.support.site import serve
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     yield from serve(tmp_path, monkeypatch, ["--daily-quota", "5"])
+
+
+def browser(site) -> Iterator[httpx.Client]:
+    """A browser with an identity cookie of its own."""
+    with httpx.Client(base_url=site.url, timeout=30) as client:
+        client.get("config")
+        yield client
+
+
+@pytest.fixture
+def victim(site):
+    yield from browser(site)
+
+
+@pytest.fixture
+def attacker(site):
+    yield from browser(site)
 
 
 def fn_index(http: httpx.Client, api_name: str) -> int:
@@ -50,78 +68,60 @@ def read_stream(http: httpx.Client, session: str) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_another_browser_cannot_read_or_take_over_a_session(site):
-    with (
-        httpx.Client(base_url=site.url, timeout=30) as victim,
-        httpx.Client(base_url=site.url, timeout=30) as attacker,
-    ):
-        victim.get("config")  # each gets its own identity cookie
-        attacker.get("config")
-        index = fn_index(victim, "device_link")  # its result is a fresh device link: a credential
-        session = uuid.uuid4().hex
+def test_another_browser_cannot_read_or_take_over_a_session(site, victim, attacker):
+    index = fn_index(victim, "device_link")  # its result is a fresh device link: a credential
+    session = uuid.uuid4().hex
 
-        assert join(victim, index, session).status_code == 200
-        assert read_stream(attacker, session) == (403, FOREIGN.decode())
-        assert join(attacker, index, session).status_code == 403
-        cancel = {"session_hash": session, "fn_index": index, "event_id": "x"}
-        assert attacker.post("gradio_api/cancel", json=cancel).status_code == 403
-        status, text = read_stream(victim, session)
-        assert status == 200 and "?device=" in text
+    assert join(victim, index, session).status_code == 200
+    assert read_stream(attacker, session) == (403, FOREIGN.decode())
+    assert join(attacker, index, session).status_code == 403
+    cancel = {"session_hash": session, "fn_index": index, "event_id": "x"}
+    assert attacker.post("gradio_api/cancel", json=cancel).status_code == 403
+    status, text = read_stream(victim, session)
+    assert status == 200 and "?device=" in text
 
-        no_cookie = httpx.get(f"{site.url}gradio_api/queue/data", params={"session_hash": session}, timeout=30)
-        assert no_cookie.status_code == 403
+    no_cookie = httpx.get(f"{site.url}gradio_api/queue/data", params={"session_hash": session}, timeout=30)
+    assert no_cookie.status_code == 403
 
 
 @pytest.mark.slow
-def test_another_browser_cannot_hold_a_sessions_heartbeat_or_close_its_streams(site):
+def test_another_browser_cannot_hold_a_sessions_heartbeat_or_close_its_streams(site, victim, attacker):
     """When a heartbeat ends, Gradio closes its session's waiting events: another browser that learnt the session's
     hash could open its heartbeat and drop it (an outsider's attack noticed it was not bound)."""
-    with (
-        httpx.Client(base_url=site.url, timeout=30) as victim,
-        httpx.Client(base_url=site.url, timeout=30) as attacker,
-    ):
-        victim.get("config")
-        attacker.get("config")
-        session = uuid.uuid4().hex
-        joined = join(victim, fn_index(victim, "device_link"), session)
-        assert joined.status_code == 200
+    session = uuid.uuid4().hex
+    joined = join(victim, fn_index(victim, "device_link"), session)
+    assert joined.status_code == 200
 
-        with attacker.stream("GET", f"gradio_api/heartbeat/{session}") as beat:
-            assert beat.status_code == 403  # before reading: a heartbeat let through never ends
-            assert beat.read().decode() == FOREIGN.decode()
-        closed = attacker.post(f"gradio_api/stream/{joined.json()['event_id']}/close")
-        assert (closed.status_code, closed.text) == (403, FOREIGN_EVENT.decode())
-        with victim.stream("GET", f"gradio_api/heartbeat/{session}") as beat:
-            assert beat.status_code == 200
-            assert next(beat.iter_lines()) == "data: ALIVE"
-        status, text = read_stream(victim, session)
-        assert status == 200 and "?device=" in text
-        # A page's heartbeat opens before it has joined anything: nothing is bound yet, nothing to take.
-        with attacker.stream("GET", f"gradio_api/heartbeat/{uuid.uuid4().hex}") as beat:
-            assert beat.status_code == 200
+    with attacker.stream("GET", f"gradio_api/heartbeat/{session}") as beat:
+        assert beat.status_code == 403  # before reading: a heartbeat let through never ends
+        assert beat.read().decode() == FOREIGN.decode()
+    closed = attacker.post(f"gradio_api/stream/{joined.json()['event_id']}/close")
+    assert (closed.status_code, closed.text) == (403, FOREIGN_EVENT.decode())
+    with victim.stream("GET", f"gradio_api/heartbeat/{session}") as beat:
+        assert beat.status_code == 200
+        assert next(beat.iter_lines()) == "data: ALIVE"
+    status, text = read_stream(victim, session)
+    assert status == 200 and "?device=" in text
+    # A page's heartbeat opens before it has joined anything: nothing is bound yet, nothing to take.
+    with attacker.stream("GET", f"gradio_api/heartbeat/{uuid.uuid4().hex}") as beat:
+        assert beat.status_code == 200
 
 
 @pytest.mark.slow
-def test_a_session_named_twice_is_refused_whichever_value_comes_first(site):
+def test_a_session_named_twice_is_refused_whichever_value_comes_first(site, victim, attacker):
     """The check must read the value Gradio reads: FastAPI takes a query parameter's last value, so a check of the
     first alone let `?session_hash=<mine>&session_hash=<theirs>` read another browser's stream."""
-    with (
-        httpx.Client(base_url=site.url, timeout=30) as victim,
-        httpx.Client(base_url=site.url, timeout=30) as attacker,
-    ):
-        victim.get("config")
-        attacker.get("config")
-        index = fn_index(victim, "device_link")
-        session, own = uuid.uuid4().hex, uuid.uuid4().hex
-        assert join(victim, index, session).status_code == 200
-        for query in (f"session_hash={own}&session_hash={session}", f"session_hash={session}&session_hash={own}"):
-            answer = attacker.get(f"gradio_api/queue/data?{query}")
-            assert (answer.status_code, answer.text) == (400, REPEATED.decode())
-        twice = f'{{"data": [], "fn_index": {index}, "session_hash": "{own}", "session_hash": "{session}"}}'
-        answer = attacker.post("gradio_api/queue/join", content=twice, headers={"content-type": "application/json"})
+    index = fn_index(victim, "device_link")
+    session, own = uuid.uuid4().hex, uuid.uuid4().hex
+    assert join(victim, index, session).status_code == 200
+    for query in (f"session_hash={own}&session_hash={session}", f"session_hash={session}&session_hash={own}"):
+        answer = attacker.get(f"gradio_api/queue/data?{query}")
         assert (answer.status_code, answer.text) == (400, REPEATED.decode())
-        status, text = read_stream(victim, session)
-        assert status == 200 and "?device=" in text
+    twice = f'{{"data": [], "fn_index": {index}, "session_hash": "{own}", "session_hash": "{session}"}}'
+    answer = attacker.post("gradio_api/queue/join", content=twice, headers={"content-type": "application/json"})
+    assert (answer.status_code, answer.text) == (400, REPEATED.decode())
+    status, text = read_stream(victim, session)
+    assert status == 200 and "?device=" in text
 
 
 def test_a_body_that_names_a_key_twice_is_told_apart():
@@ -138,32 +138,26 @@ def read_call(http: httpx.Client, api_name: str, event_id: str) -> tuple[int, st
 
 
 @pytest.mark.slow
-def test_the_call_api_reads_only_the_results_of_the_browser_that_asked(site):
-    with (
-        httpx.Client(base_url=site.url, timeout=30) as victim,
-        httpx.Client(base_url=site.url, timeout=30) as attacker,
-    ):
-        victim.get("config")
-        attacker.get("config")
-        session = uuid.uuid4().hex
-        joined = join(victim, fn_index(victim, "device_link"), session)
-        assert joined.status_code == 200
-        # The page's event id (in the join's answer and its stream) does not open its stream through /call/.
-        assert read_call(attacker, "device_link", joined.json()["event_id"]) == (403, FOREIGN_EVENT.decode())
-        # Nor does a /call/ that names the page's session: that would read the session's stream.
-        stolen = attacker.post("gradio_api/call/device_link", json={"data": [], "session_hash": session})
-        assert stolen.status_code == 403
-        status, text = read_stream(victim, session)
-        assert status == 200 and "?device=" in text
+def test_the_call_api_reads_only_the_results_of_the_browser_that_asked(site, victim, attacker):
+    session = uuid.uuid4().hex
+    joined = join(victim, fn_index(victim, "device_link"), session)
+    assert joined.status_code == 200
+    # The page's event id (in the join's answer and its stream) does not open its stream through /call/.
+    assert read_call(attacker, "device_link", joined.json()["event_id"]) == (403, FOREIGN_EVENT.decode())
+    # Nor does a /call/ that names the page's session: that would read the session's stream.
+    stolen = attacker.post("gradio_api/call/device_link", json={"data": [], "session_hash": session})
+    assert stolen.status_code == 403
+    status, text = read_stream(victim, session)
+    assert status == 200 and "?device=" in text
 
-        # A browser's own /call/ reads back its own result, and only it does.
-        asked = victim.post("gradio_api/call/device_link", json={"data": []})
-        assert asked.status_code == 200
-        event_id = asked.json()["event_id"]
-        assert read_call(attacker, "device_link", event_id) == (403, FOREIGN_EVENT.decode())
-        assert httpx.get(f"{site.url}gradio_api/call/device_link/{event_id}", timeout=30).status_code == 403
-        status, text = read_call(victim, "device_link", event_id)
-        assert status == 200 and "event: complete" in text and "?device=" in text
+    # A browser's own /call/ reads back its own result, and only it does.
+    asked = victim.post("gradio_api/call/device_link", json={"data": []})
+    assert asked.status_code == 200
+    event_id = asked.json()["event_id"]
+    assert read_call(attacker, "device_link", event_id) == (403, FOREIGN_EVENT.decode())
+    assert httpx.get(f"{site.url}gradio_api/call/device_link/{event_id}", timeout=30).status_code == 403
+    status, text = read_call(victim, "device_link", event_id)
+    assert status == 200 and "event: complete" in text and "?device=" in text
 
 
 def test_an_event_id_is_held_only_by_the_browser_it_was_given_to():
