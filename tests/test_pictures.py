@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,31 @@ def test_a_network_may_do_a_few_browsers_worth_and_no_more() -> None:
     assert limit.start("browser 2", "net") is None and limit.start("browser 3", "net") == "network"
     limit.finish("browser 1", "net")
     assert limit.start("browser 3", "net") is None
+
+
+def png_with_chunks(path: Path, *chunks: tuple[bytes, bytes]) -> Path:
+    """A 1x1 grey PNG with `chunks` (kind, data) between its pixels and its end."""
+    png_bomb(path, 1, 1)
+    data = path.read_bytes()
+    end = data[-12:]
+    path.write_bytes(data[:-12] + b"".join(chunk(kind, body) for kind, body in chunks) + end)
+    return path
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def test_a_pngs_text_is_read_from_its_chunks_and_a_hostile_file_is_refused_before_much_work(tmp_path: Path) -> None:
+    after_the_pixels = png_with_chunks(tmp_path / "text.png", (b"tEXt", b"parameters\0an otter"))
+    assert pictures.read_png_text(after_the_pixels) == {"parameters": "an otter"}
+
+    # 20,000 empty chunks (10 MB holds 870,000): refused after MAX_PNG_CHUNKS, not walked to the end.
+    many = png_with_chunks(tmp_path / "many.png", *[(b"prVt", b"")] * 20_000)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(after_the_pixels.read_bytes()[:-20])
+    not_a_png = tmp_path / "text.txt"
+    not_a_png.write_text("parameters: an otter")
+    for refused in (many, cut, not_a_png):
+        with pytest.raises(pictures.NotAPicture):
+            pictures.read_png_text(refused)
