@@ -231,14 +231,15 @@ class GenerationWorker:
         self._on_ended = on_ended  # every job, however it ends (done, failed, cancelled): e.g. free its quota claim
         self._passing_fault = passing_fault  # on_finished's faults worth saving again for (and their sentence)
         self._save_retry_s = save_retry_s
-        self._stopped = threading.Event()  # set by stop(): a save waiting to try again tries once more at once
         self._max_queued = max_queued
         self._generator: Generator | None = None
         self._status = ModelStatus(ModelState.LOADING, "Starting up…")
         self._pending: collections.deque[Job] = collections.deque()
         self._active: dict[str, Job] = {}  # owner_hash -> queued or running job
         self._lock = threading.Condition()
-        self._stopping = False
+        # Set by stop(), under the lock with the queue's last look: no job is admitted after it, and a save waiting to
+        # try again tries once more at once.
+        self._stopping = threading.Event()
         self._ended_while_stopping: list[Job] = []  # whose answers a shutdown waits for (wait_until_answered)
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
         # With a saver, on_finished (PNG, thumbnail, store) runs on its threads while the GPU starts the next run; the
@@ -259,9 +260,8 @@ class GenerationWorker:
         """Drain, as on SIGTERM: refuse new jobs, end the queued ones unmade (SHUTDOWN_MESSAGE; `on_ended` frees their
         claims, and nothing was charged), and let the running run finish and be saved within `timeout` seconds; past
         that it is cancelled at its next step. True when the running run (if any) finished in time."""
-        self._stopped.set()
         with self._lock:
-            self._stopping = True
+            self._stopping.set()
             queued = list(self._pending)
             self._pending.clear()
             self._lock.notify_all()
@@ -323,7 +323,7 @@ class GenerationWorker:
     def is_stopping(self) -> bool:
         """True once a shutdown began: no new job is admitted."""
         with self._lock:
-            return self._stopping
+            return self._stopping.is_set()
 
     @property
     def status(self) -> ModelStatus:
@@ -354,7 +354,7 @@ class GenerationWorker:
         """Raise SubmitRefused if a new job from this browser (from the network with this key) would be refused now.
         The caller works out the key (web.clients.ClientNetwork); jobs with the same key share the cap."""
         with self._lock:
-            if self._stopping:
+            if self._stopping.is_set():
                 raise SubmitRefused("The server is shutting down; try again in a minute.")
             if self._status.state is ModelState.LOADING:
                 raise SubmitRefused(f"The model is still loading ({self._status.message}). Try again in a moment.")
@@ -431,11 +431,11 @@ class GenerationWorker:
         cancelled or ended by a shutdown while it waited returns at once."""
         assert self._run_in_handlers is not None, "run_in_handler is for the ZeroGPU mode"
         with self._lock:
-            while job in self._pending and not self._stopping:
+            while job in self._pending and not self._stopping.is_set():
                 if self._pending[0] is job and not self._handler_running:
                     break
                 self._lock.wait(TURN_POLL_S)
-            if job not in self._pending or self._stopping:
+            if job not in self._pending or self._stopping.is_set():
                 return
             self._pending.popleft()
             self._handler_running = True
@@ -474,7 +474,7 @@ class GenerationWorker:
         """Wait for work and take the next batch (empty when stopping)."""
         with self._lock:
             while True:
-                if self._stopping:
+                if self._stopping.is_set():
                     return []
                 if self._pending:
                     jobs = self._take_batch()
@@ -562,7 +562,7 @@ class GenerationWorker:
             if result is None:
                 log.info("job %s cancelled", job.id)
                 # Cancelled by a shutdown, not by its person: they are told why, as the queued ones are.
-                self._end(job, state=JobState.CANCELLED, error=STOPPED_MESSAGE if self._stopping else "")
+                self._end(job, state=JobState.CANCELLED, error=STOPPED_MESSAGE if self._stopping.is_set() else "")
             else:
                 self._store(job, result, generator.info)
 
@@ -603,10 +603,10 @@ class GenerationWorker:
                 outcome = self._on_finished(job, images, info)
             except Exception as error:
                 sentence = self._passing_fault(error) if self._passing_fault is not None else None
-                if sentence is not None and time.monotonic() < deadline and not self._stopped.is_set():
+                if sentence is not None and time.monotonic() < deadline and not self._stopping.is_set():
                     log.warning("storing job %s failed (%s): trying again", job.id, sentence)
                     job.update(stage=SAVING)
-                    self._stopped.wait(SAVE_PAUSES_S[min(attempt, len(SAVE_PAUSES_S) - 1)])
+                    self._stopping.wait(SAVE_PAUSES_S[min(attempt, len(SAVE_PAUSES_S) - 1)])
                     continue
                 log.exception("storing job %s failed", job.id)
                 self._end(job, state=JobState.FAILED, error=f"{NOT_SAVED} {sentence or 'Please try again.'}")
@@ -622,7 +622,7 @@ class GenerationWorker:
             self._saving.discard(job.id)
             if self._active.get(job.submission.owner_hash) is job:
                 del self._active[job.submission.owner_hash]
-            if self._stopping:
+            if self._stopping.is_set():
                 self._ended_while_stopping.append(job)
         if self._on_ended is None:
             return

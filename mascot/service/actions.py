@@ -121,7 +121,7 @@ def _png_text(upload: Path) -> dict[str, Any]:
     try:
         if upload.stat().st_size > MAX_RECIPE_FILE_BYTES:
             raise Refusal(sentences.NOT_A_RECIPE_PICTURE)
-        return dict(read_png_text(upload))
+        return read_png_text(upload)
     except (OSError, ValueError):  # NotAPicture is a ValueError, as are PIL's text caps
         raise Refusal(sentences.NOT_A_RECIPE_PICTURE) from None
 

@@ -25,6 +25,7 @@ THUMBNAIL_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/[0-9a-f]{32}\.thumb\.web
 # imaging.write_atomically's file being written (`.<name>.<random>.tmp`), left behind when the process was killed
 # meanwhile: no row ever claims one, so the orphan sweep removes it once it is old.
 WRITING_PATH_PATTERN = re.compile(r"[0-9]{4}/[0-9]{2}/\.[0-9a-f]{32}(?:\.png|\.thumb\.webp)\.[A-Za-z0-9_]+\.tmp")
+STORED_PATH_PATTERNS = (IMAGE_PATH_PATTERN, THUMBNAIL_PATH_PATTERN, WRITING_PATH_PATTERN)
 
 # The threads that encode and write images and thumbnails, shared by every save in the process (in the app, the
 # saver threads' saves of one shared run's jobs). They take the encodes in the order the saves hand them over, so a
@@ -42,8 +43,7 @@ class StoredImage:
 
 def is_stored_file(relative: str) -> bool:
     """Whether `relative` names a file the store could have written (an image or a thumbnail, or one being written)."""
-    patterns = (IMAGE_PATH_PATTERN, THUMBNAIL_PATH_PATTERN, WRITING_PATH_PATTERN)
-    return any(pattern.fullmatch(relative) for pattern in patterns)
+    return any(pattern.fullmatch(relative) for pattern in STORED_PATH_PATTERNS)
 
 
 def thumbnail_path(image_path: str) -> str:

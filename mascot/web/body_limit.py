@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, first_header, send_sentence
-from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE, is_upload
+from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, first_header
+from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE, answer, is_upload
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TOO_LARGE = f"This request is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB, the most we take."
-# Sent with the refusal: a client still sending its body is not left talking to a closed request.
-CLOSE = ((b"connection", b"close"),)
 
 
 class BodyLimitMiddleware:
@@ -32,22 +30,23 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        sentence = (TOO_LARGE if is_upload(scope) else REQUEST_TOO_LARGE).encode("utf-8")
+        # Answered as the upload gate answers (web.uploads.answer: Connection: close, for a client still sending).
+        sentence = TOO_LARGE if is_upload(scope) else REQUEST_TOO_LARGE
         length = first_header(scope, b"content-length")
         if length is not None and (not length.strip().isdigit() or int(length) > self.max_bytes):
-            await send_sentence(send, 413, sentence, CLOSE)
+            await answer(send, 413, sentence)
             return
         body = CappedBody(receive, self.max_bytes)
-        answer = HeldWhenTooLarge(send, body)
+        held = HeldWhenTooLarge(send, body)
         try:
-            await self.app(scope, body.receive, answer.send)
+            await self.app(scope, body.receive, held.send)
         except Exception:
             if not body.too_large:
                 raise
             # The app's parser met the disconnect we made up: the refusal below is the answer.
-        if body.too_large and not answer.started:
+        if body.too_large and not held.started:
             logger.info("Refused a request whose body passed %d bytes: %s", self.max_bytes, scope.get("path"))
-            await send_sentence(send, 413, sentence, CLOSE)
+            await answer(send, 413, sentence)
 
 
 class CappedBody:
