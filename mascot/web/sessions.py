@@ -122,21 +122,16 @@ class SessionBindingMiddleware:
             if hashes and not self.owners.allows(hashes[0], self._token(scope)):
                 await refuse(send, 403, FOREIGN)
                 return
-        elif method == "GET" and (call := CALL_GET.match(path)) is not None:
+        elif (event_id := event_named(method, path)) is not None:
             # Strict: Gradio's client hands out these ids only in answers that passed here, each bound below.
             token = self._token(scope)
-            if token is None or not self.events.holds(call.group(1), token):
+            if token is None or not self.events.holds(event_id, token):
                 await refuse(send, 403, FOREIGN_EVENT)
                 return
         elif method == "GET" and (beat := HEARTBEAT.match(path)) is not None:
             # Whoever held another browser's heartbeat open could end it, and with it that browser's waiting events.
             if not self.owners.allows(beat.group(1), self._token(scope)):
                 await refuse(send, 403, FOREIGN)
-                return
-        elif method == "POST" and (close := STREAM_CLOSE.match(path)) is not None:
-            token = self._token(scope)
-            if token is None or not self.events.holds(close.group(1), token):
-                await refuse(send, 403, FOREIGN_EVENT)
                 return
         elif joins or (path == CANCEL_PATH and method == "POST"):
             body = await read_body(receive)
@@ -199,6 +194,12 @@ def binding_event_ids(send: Send, bind: Callable[[str], object]) -> Send:
         await send(message)
 
     return send_after_binding
+
+
+def event_named(method: object, path: str) -> str | None:
+    """The event id a request reads (GET /call/<api>/<event_id>) or ends (POST /stream/<event_id>/close); else None."""
+    found = CALL_GET.match(path) if method == "GET" else STREAM_CLOSE.match(path) if method == "POST" else None
+    return found.group(1) if found is not None else None
 
 
 def query_values(scope: Scope, name: str) -> list[str]:
