@@ -44,6 +44,7 @@ if not gr.NO_RELOAD and "app" in globals():
     sys.modules.update(globals()["app"].runtime_modules)
 
 from mascot.clock import Clock, utc_now
+from mascot.generation.adapter_files import AdapterError, check_adapter_files
 from mascot.generation.generator import Generator
 from mascot.generation.worker import GenerationWorker, LoadGenerator, RunBatch
 from mascot.prompt.brands import BrandError, load_house_brands
@@ -232,9 +233,12 @@ def kandinsky_loader(settings: Settings) -> LoadGenerator:
 
 def create_app(settings: Settings, *, load_generator: LoadGenerator | None = None, clock: Clock = utc_now) -> App:
     """Wire settings -> store -> identity -> worker -> service -> page. Nothing loads the model yet: `app.start()`
-    does. Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used, and
-    BrandError when a brand of --brands-dir cannot be."""
+    does. Raises BlockedWordsError, before anything is created, when the blocked-words file cannot be used,
+    AdapterError when a --lora adapter's files cannot be, and BrandError when a brand of --brands-dir cannot be."""
     blocked_words = load_blocked_words(settings.blocked_words)
+    # Before the page opens, not minutes later on the worker's thread: a broken adapter would else fail the model's
+    # load, and with it every generation. What only the model can tell (that it fits) is checked when it loads.
+    check_adapter_files(settings.lora)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     presets = Presets.load()
     logos = LogoLibrary(
@@ -358,7 +362,7 @@ def start_app(argv: Sequence[str] | None = None) -> App:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests are not news
     try:
         app = create_app(load_settings(argv))
-    except (BlockedWordsError, BrandError, SettingsError) as error:
+    except (AdapterError, BlockedWordsError, BrandError, SettingsError) as error:
         raise SystemExit(f"Mascot Generator did not start. {error}") from None  # a sentence, not a traceback
     if app.settings.storage_warning:
         log.warning(app.settings.storage_warning)

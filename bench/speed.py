@@ -47,14 +47,8 @@ from PIL import Image
 from bench.full_size import build_full_size, combined_pipeline
 from bench.stage_clock import where_the_time_goes
 from bench.timing import TimedGenerator
-from mascot.generation.adapters import (
-    BASE_MODELS,
-    TARGET_MODULES,
-    AdapterCard,
-    AdapterSpec,
-    load_adapter,
-    set_adapter_scale,
-)
+from mascot.generation.adapter_files import BASE_MODELS, TARGET_MODULES, AdapterCard
+from mascot.generation.adapters import AdapterSpec, load_adapter, set_adapter_scale
 from mascot.generation.generator import GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision

@@ -31,15 +31,8 @@ from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
 from peft import LoraConfig
 from safetensors.torch import load_file, save_file
 
-from mascot.generation.adapters import (
-    BASE_MODELS,
-    WEIGHT_NAME,
-    AdapterCard,
-    AdapterError,
-    AdapterSpec,
-    Target,
-    load_adapter,
-)
+from mascot.generation.adapter_files import BASE_MODELS, WEIGHT_NAME, AdapterCard, AdapterError, Target
+from mascot.generation.adapters import AdapterSpec, load_adapter
 
 LEGACY_FILES = (
     "pytorch_lora_weights.safetensors",

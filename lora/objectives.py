@@ -16,7 +16,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from peft import LoraConfig
 
-from mascot.generation.adapters import TARGET_MODULES, Target
+from mascot.generation.adapter_files import TARGET_MODULES, Target
 
 
 def lora_config(target: Target, rank: int, lora_alpha: float) -> LoraConfig:

@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 
 from lora.dataset import MIN_IMAGES, DatasetError, Example, decoder_pixels, load_examples, load_rgb
 from lora.objectives import add_lora, decoder_loss, prior_loss, prior_noise_scheduler
-from mascot.generation.adapters import BASE_MODELS, TARGETS, WEIGHT_NAME, AdapterCard, Target
+from mascot.generation.adapter_files import BASE_MODELS, TARGETS, WEIGHT_NAME, AdapterCard, Target
 
 logger = get_logger("lora.train")
 

@@ -116,3 +116,26 @@ def test_a_default_look_that_is_not_loaded_stops_the_app_with_one_sentence(look,
         "(--default-lora or MASCOT_DEFAULT_LORA) must be the name of an adapter loaded with --lora or MASCOT_LORA "
         "(loaded: look)."
     )
+
+
+def test_a_broken_adapter_file_stops_the_app_before_it_serves(tmp_path):
+    """A damaged --lora file is found before the page opens, not by the model's load minutes later (which would leave
+    a page that makes nothing)."""
+    broken = tmp_path / "look"
+    broken.mkdir()
+    (broken / "pytorch_lora_weights.safetensors").write_bytes(b"not a tensor file")
+    started = subprocess.run(
+        app_command(free_port(), "--lora", f"look={broken}"),
+        cwd=ROOT,
+        env=app_environment(tmp_path / "data", tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 1
+    last_line = started.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"Mascot Generator did not start. '{broken / 'pytorch_lora_weights.safetensors'}' is not a readable "
+        "safetensors file:"
+    ), last_line
+    assert "Running on" not in started.stdout + started.stderr

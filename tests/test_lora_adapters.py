@@ -12,10 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lora import train
+from mascot.generation.adapter_files import CARD_NAME, WEIGHT_NAME, AdapterError
 from mascot.generation.adapters import (
-    CARD_NAME,
-    WEIGHT_NAME,
-    AdapterError,
     AdapterSpec,
     load_adapter,
     loaded_adapters,

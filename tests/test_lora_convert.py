@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from lora import convert
-from mascot.generation.adapters import CARD_NAME, WEIGHT_NAME, AdapterSpec, load_adapter, set_adapter_scale
+from mascot.generation.adapter_files import CARD_NAME, WEIGHT_NAME
+from mascot.generation.adapters import AdapterSpec, load_adapter, set_adapter_scale
 
 PROJECTIONS = {  # old processor attribute -> the Linear it adapted
     "to_q": "to_q",

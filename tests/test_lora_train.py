@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from lora import bench_train, train
 from lora.dataset import MIN_IMAGES, DatasetError, load_examples
 from lora.objectives import add_lora, decoder_loss
-from mascot.generation.adapters import CARD_NAME, WEIGHT_NAME, parse_adapter_specs
+from mascot.generation.adapter_files import CARD_NAME, WEIGHT_NAME
+from mascot.generation.adapters import parse_adapter_specs
 from mascot.prompt.request import GenerationRequest
 from tests.support.lora_data import make_dataset, train_args
 from tests.support.tiny import load_tiny

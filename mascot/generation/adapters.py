@@ -1,90 +1,35 @@
-"""LoRA adapters for the decoder UNet and the prior: their cards, loading them with PEFT (checked), choosing the scale.
+"""LoRA adapters for the decoder UNet and the prior: loading them with PEFT (checked), choosing the scale.
 
-An adapter is a folder holding `pytorch_lora_weights.safetensors` (PEFT keys, as `save_lora_adapter` writes them) and
-`lora_card.json` (which model it adapts and how it was made), the layout `lora/train.py` and `lora/convert.py` write.
+What their files alone tell (the card, the weights' names, the target) is read by `adapter_files`, without torch.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
 
+from mascot.generation.adapter_files import (
+    CARD_NAME,
+    AdapterCard,
+    AdapterError,
+    Target,
+    check_adapter_name_characters,
+    check_lora_keys,
+    read_lora_metadata,
+    read_target,
+    split_adapter_value,
+    weights_file,
+)
 from mascot.generation.strengths import strength_tensors
 from mascot.settings import adapter_name_of
 
 logger = logging.getLogger(__name__)
-
-Target = Literal["decoder", "prior"]
-TARGETS: tuple[Target, ...] = ("decoder", "prior")
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' name for a LoRA saved with save_lora_adapter
-CARD_NAME = "lora_card.json"
-BASE_MODELS: dict[Target, str] = {
-    "decoder": "kandinsky-community/kandinsky-2-2-decoder",
-    "prior": "kandinsky-community/kandinsky-2-2-prior",
-}
-# Attention projections each target's LoRA adapts (module-name suffixes, as PEFT matches them).
-TARGET_MODULES: dict[Target, tuple[str, ...]] = {
-    "decoder": ("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"),
-    "prior": ("to_q", "to_k", "to_v", "to_out.0"),
-}
-# PEFT keeps adapters in ModuleDicts keyed by name: a dot would be read as a path.
-_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-LORA_METADATA_KEY = "lora_adapter_metadata"  # where save_lora_adapter keeps the LoraConfig in the safetensors header
-_LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B)\.weight$")
-
-
-class AdapterError(ValueError):
-    """An adapter cannot be used: the message is a sentence naming the file and what to do about it."""
-
-
-@dataclass(frozen=True)
-class AdapterCard:
-    """The small JSON file beside the weights: what the adapter adapts and how it was made."""
-
-    target: Target
-    base_model: str
-    rank: int
-    lora_alpha: float
-    steps: int | None = None
-    resolution: int | None = None
-    train_images: int | None = None
-    learning_rate: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def write(self, folder: Path) -> Path:
-        """Write `folder/lora_card.json` (the extra fields sit at the top level beside the others)."""
-        values = asdict(self)
-        values.update(values.pop("extra"))
-        path = Path(folder) / CARD_NAME
-        path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def read(cls, path: Path) -> AdapterCard:
-        """The card at `path`; fields it does not know go to `extra`."""
-        try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise AdapterError(f"The adapter card {str(path)!r} cannot be read: {error}.") from error
-        known = {item.name for item in fields(cls)} - {"extra"}
-        missing = {"target", "rank", "lora_alpha"} - set(values)
-        if missing:
-            raise AdapterError(f"The adapter card {str(path)!r} lacks {', '.join(sorted(missing))}.")
-        if values["target"] not in TARGETS:
-            raise AdapterError(
-                f"The adapter card {str(path)!r} names target {values['target']!r}: use decoder or prior."
-            )
-        values.setdefault("base_model", BASE_MODELS[values["target"]])
-        extra = {key: value for key, value in values.items() if key not in known}
-        return cls(**{key: value for key, value in values.items() if key in known}, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -99,10 +44,8 @@ class AdapterSpec:
     def parse(cls, value: str) -> AdapterSpec:
         """`name=PATH` or `PATH` (a folder holding the weights and card, or the weights file); the name defaults to
         the folder's name, and the target comes from the card (or, without one, from the weights' module names)."""
-        name, separator, location = value.partition("=")
-        if not separator:
-            name, location = "", value
-        path = weights_file(Path(location).expanduser())
+        name, location = split_adapter_value(value)
+        path = weights_file(location)
         if name:
             check_adapter_name(name)
         else:
@@ -131,10 +74,7 @@ def parse_adapter_specs(values: Iterable[str]) -> list[AdapterSpec]:
 
 def check_adapter_name(name: str) -> None:
     """Adapter names become PEFT module keys: letters, digits, '_' and '-' only, and not a torch Module attribute."""
-    if not _ADAPTER_NAME.match(name):
-        raise AdapterError(
-            f"Adapter name {name!r} is not usable: use 1-64 letters, digits, '_' or '-' (for example otter-v2)."
-        )
+    check_adapter_name_characters(name)
     if _is_reserved(name):
         raise AdapterError(
             f"Adapter name {name!r} is not usable: torch modules already have an attribute of that name "
@@ -147,35 +87,6 @@ def _is_reserved(name: str) -> bool:
     return hasattr(torch.nn.ModuleDict, name)
 
 
-def weights_file(location: Path) -> Path:
-    """The safetensors file of an adapter given as its folder or as the file itself."""
-    path = location / WEIGHT_NAME if location.is_dir() else location
-    if not path.is_file():
-        where = f"the folder {str(location)!r} has no {WEIGHT_NAME}" if location.is_dir() else f"{str(path)!r}"
-        raise AdapterError(f"No LoRA adapter found: {where} does not exist.")
-    if path.suffix != ".safetensors":
-        raise AdapterError(
-            f"{str(path)!r} is not a .safetensors file: adapters are loaded from PEFT safetensors "
-            "(convert an old checkpoint with lora/convert.py)."
-        )
-    return path
-
-
-def read_target(path: Path) -> Target:
-    """The target the card names, or, without a card, the one the weights' module names imply."""
-    card_path = path.parent / CARD_NAME
-    if card_path.is_file():
-        return AdapterCard.read(card_path).target
-    keys = read_lora_tensors(path).keys()
-    if all(key.startswith("transformer_blocks.") for key in keys):
-        return "prior"
-    if all(key.startswith(("down_blocks.", "mid_block.", "up_blocks.")) for key in keys):
-        return "decoder"
-    raise AdapterError(
-        f"{str(path)!r} has no {CARD_NAME} beside it and its keys name neither the decoder nor the prior."
-    )
-
-
 def read_lora_tensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a PEFT LoRA file, refused with a reason when it is empty or not in PEFT's key layout."""
     from safetensors import SafetensorError
@@ -185,19 +96,7 @@ def read_lora_tensors(path: Path) -> dict[str, torch.Tensor]:
         tensors = load_file(path)
     except (OSError, SafetensorError) as error:
         raise AdapterError(f"{str(path)!r} is not a readable safetensors file: {error}.") from error
-    if not tensors:
-        raise AdapterError(f"{str(path)!r} holds no tensors: it is not a LoRA adapter.")
-    if any("_lora." in key or ".processor." in key for key in tensors):
-        raise AdapterError(
-            f"{str(path)!r} is an old attention-processor LoRA checkpoint: convert it to PEFT with "
-            "`python lora/convert.py --input ... --output_dir ...` first."
-        )
-    unknown = sorted(key for key in tensors if not _LORA_KEY.match(key))
-    if unknown:
-        raise AdapterError(
-            f"{str(path)!r} has keys that are not PEFT LoRA weights (module.lora_A.weight / module.lora_B.weight): "
-            f"{', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}."
-        )
+    check_lora_keys(path, tensors)
     return tensors
 
 
@@ -241,18 +140,6 @@ def load_adapter(model: torch.nn.Module, spec: AdapterSpec) -> None:
         raise
     set_adapter_scale(model, None, 0.0)
     logger.info("Loaded the %s LoRA adapter %r from %s (%d tensors)", spec.target, spec.name, spec.path, len(saved))
-
-
-def read_lora_metadata(path: Path) -> dict[str, Any] | None:
-    """The LoraConfig (rank, alpha, modules) the file carries, as save_lora_adapter writes it, if it has one."""
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as handle:
-        text = (handle.metadata() or {}).get(LORA_METADATA_KEY)
-    try:
-        return json.loads(text) if text else None
-    except json.JSONDecodeError as error:
-        raise AdapterError(f"{str(path)!r} has a damaged LoRA config in its header: {error}.") from error
 
 
 def metadata_from_card(spec: AdapterSpec, saved: dict[str, torch.Tensor]) -> dict[str, Any] | None:

@@ -20,8 +20,8 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import Kandins
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from mascot.generation.adapter_files import AdapterError
 from mascot.generation.adapters import (
-    AdapterError,
     AdapterSpec,
     load_adapter,
     loaded_adapters,

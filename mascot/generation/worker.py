@@ -57,6 +57,10 @@ class ModelState(enum.Enum):
     FAILED = "failed"
 
 
+# What people are told when the model failed to load (the page's banner, a refused Generate, /healthz).
+MODEL_FAILED = "No mascots can be made until it is fixed; the reason is in the app's log."
+
+
 @dataclass(frozen=True)
 class ModelStatus:
     """What the banner says: the state, a sentence for people, and the loaded model once there is one."""
@@ -359,7 +363,7 @@ class GenerationWorker:
             if self._status.state is ModelState.LOADING:
                 raise SubmitRefused(f"The model is still loading ({self._status.message}). Try again in a moment.")
             if self._status.state is ModelState.FAILED:
-                raise SubmitRefused(f"The model could not be loaded: {self._status.message}")
+                raise SubmitRefused(f"The model could not be loaded. {self._status.message}")
             if owner_hash in self._active:
                 raise SubmitRefused("You already have a mascot in the works: wait for it to finish or cancel it.")
             if len(self._pending) >= self._max_queued:
@@ -458,10 +462,11 @@ class GenerationWorker:
 
         try:
             generator = self._load_generator(on_status)
-        except Exception as error:  # the page must keep serving and say why
+        except Exception:  # the page must keep serving and say why
             log.exception("loading the model failed")
             with self._lock:
-                self._status = ModelStatus(ModelState.FAILED, str(error) or type(error).__name__)
+                # The error names the server's files and folders: it goes to the log, which the operator reads.
+                self._status = ModelStatus(ModelState.FAILED, MODEL_FAILED)
                 self._lock.notify_all()
             return False
         with self._lock:

@@ -157,7 +157,7 @@ def model_banner(worker: GenerationWorker) -> str:
     if status.state is ModelState.LOADING:
         return f"⏳ **Loading the model:** {status.message} The page works; Generate opens when it is ready."
     if status.state is ModelState.FAILED:
-        return f"⚠️ **The model could not be loaded:** {status.message}"
+        return f"⚠️ **The model could not be loaded.** {status.message}"
     assert status.info is not None
     waiting = worker.queue_length
     queue_note = f" {plural(waiting, 'mascot')} in the queue." if waiting else ""
