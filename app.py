@@ -294,6 +294,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         blocked_words=blocked_words,
         clock=clock,
         prepare=prepare,
+        cut_off=claims.cut_off,  # told on the next page load: Gradio reloads the page when the server is back
     )
     # The service resolves device links: every handler hands it the browser's own token hash.
     proxies = ProxyTrust.parse(settings.trusted_proxies, settings.proxy_addresses)  # both checked by the settings

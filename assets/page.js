@@ -20,6 +20,23 @@
         phone.addEventListener("change", pin);
     });
 
+    // The idea outlives a reload: when the server restarts, Gradio reloads the page as soon as it is back, and the
+    // idea typed (or filled in by an example, a remix) would be gone. Kept in this tab's sessionStorage only (closing
+    // the tab forgets it); storage can be refused (a Space's iframe), and then the page works as before.
+    const IDEA_KEY = "mascot-generator-idea";
+    const storage = (() => { try { return window.sessionStorage; } catch { return null; } })();
+    whenPresent("#idea textarea", (box) => {
+        if (!storage) return;
+        const keep = () => { try { storage.setItem(IDEA_KEY, box.value); } catch { /* full or refused */ } };
+        const kept = (() => { try { return storage.getItem(IDEA_KEY); } catch { return null; } })();
+        if (kept && !box.value) {
+            box.value = kept;
+            box.dispatchEvent(new Event("input", { bubbles: true }));  // Gradio's own value follows the box's
+        }
+        box.addEventListener("input", keep);
+        window.addEventListener("pagehide", keep);  // also what an example or a remix put there
+    });
+
     // A PNG dropped anywhere on the Create tab restores its settings, as the "Remix a picture" box in More options
     // does: the file is handed to that box's own input. Drops on the logo box stay the logo box's.
     const onCreateTab = () => document.querySelector("#idea")?.offsetParent != null;

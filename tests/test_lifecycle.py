@@ -107,8 +107,11 @@ def test_a_restarted_replica_frees_its_own_dead_claims_and_never_another_replica
     assert other.claim_job(BOB, 1, 10, NOW).claimed
     # gpu-1 is killed and starts again: its claim is freed at once, gpu-2's live one stays.
     restarted = MascotStore(f"sqlite:///{tmp_path / 'mascots.db'}", tmp_path / "images", replica_id="gpu-1:7860")
-    ClaimKeeper(restarted, lambda: NOW).start().stop()
+    keeper = ClaimKeeper(restarted, lambda: NOW).start()
+    keeper.stop()
     assert restarted.claim_job(ALICE, 1, 10, NOW).claimed
+    # Alice is told once that her job was cut off (her page's next load); Bob's job lives on gpu-2.
+    assert (keeper.cut_off.take(ALICE), keeper.cut_off.take(ALICE), keeper.cut_off.take(BOB)) == (True, False, False)
     assert not other.claim_job(BOB, 1, 10, NOW).claimed
     other.close()
     restarted.close()

@@ -25,6 +25,7 @@ from mascot.prompt.request import BASED_ON_PREFIX, GenerationRequest, InvalidReq
 from mascot.prompt.wordfilter import BlockedWords
 from mascot.service import sentences
 from mascot.service.answers import Notice, Refusal, Visitor
+from mascot.service.claims import CutOffJobs
 from mascot.service.downloads import DownloadFolder
 from mascot.service.limits import KeyedLimit, Limiters, seconds_phrase
 from mascot.service.starting_pictures import StartingPictures
@@ -156,6 +157,7 @@ class MascotService:
         clock: Clock = utc_now,  # tests move it across a day boundary
         prepare: Callable[[GenerationRequest], GenerationRequest] | None = None,  # the worker's; None: the presets
         limiters: Limiters | None = None,  # None: the house limits (service.limits)
+        cut_off: CutOffJobs | None = None,  # the ClaimKeeper's: the browsers whose job a killed run took down
     ) -> None:
         self.store = store
         self.worker = worker
@@ -171,6 +173,7 @@ class MascotService:
         self._blocked_words = blocked_words or BlockedWords()
         self._prepare = prepare or self.presets.apply
         self.limiters = limiters or Limiters()
+        self.cut_off = cut_off if cut_off is not None else CutOffJobs()  # (an empty one is falsy)
         self._exports: dict[str, tuple[str, Download]] = {}  # owner hash -> (what its last ZIP held, it): reused
         self._exports_lock = threading.Lock()
 
@@ -288,6 +291,13 @@ class MascotService:
         now = self.clock()
         status = self.store.quota(self.owner(visitor), now=now)
         return sentences.quota_line(status, self._network_quota(self.network(visitor), now), now)
+
+    def cut_off_notice(self, visitor: Visitor) -> str | None:
+        """Once, for a browser whose mascot a killed run of the server was making or had queued: that it was not
+        made and cost nothing. None for everyone else, and for that browser afterwards."""
+        if not self.cut_off:  # nearly always: no page load pays a query for it
+            return None
+        return sentences.CUT_OFF_BY_RESTART if self.cut_off.take(self.owner(visitor)) else None
 
     def adapters(self) -> tuple[str, ...] | None:
         """The loaded model's LoRA adapters; None while it loads."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from mascot.generation.worker import Job
@@ -24,6 +24,33 @@ log = logging.getLogger(__name__)
 RETRY_RELEASE_EVERY_S = 1.0
 
 
+class CutOffJobs:
+    """The browsers (owner hashes) whose mascot was queued or being made when a killed run of this replica died: its
+    start freed their claims, and each is told once, on its next page load, that it was not made. Without this the
+    page, which Gradio reloads when the server is back, would show nothing of it. Kept in memory: a restart's list
+    only, at most one entry per job the dead run held."""
+
+    def __init__(self) -> None:
+        self._owners: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, owner_hashes: Iterable[str]) -> None:
+        with self._lock:
+            self._owners.update(owner_hashes)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._owners)
+
+    def take(self, owner_hash: str) -> bool:
+        """True once for a browser whose job was cut off (and forgets it), else False."""
+        with self._lock:
+            if owner_hash not in self._owners:
+                return False
+            self._owners.discard(owner_hash)
+            return True
+
+
 class ClaimKeeper:
     """A daemon thread that refreshes the running claims every CLAIM_REFRESH_EVERY and retries failed releases every
     RETRY_RELEASE_EVERY_S; `release` is the worker's `on_ended`."""
@@ -33,8 +60,10 @@ class ClaimKeeper:
         store: MascotStore,
         clock: Callable[[], datetime],
         claim_ids: Callable[[], Sequence[str]] = list,
+        cut_off: CutOffJobs | None = None,
     ) -> None:
         self._store = store
+        self.cut_off = CutOffJobs() if cut_off is None else cut_off  # filled at start, told by the page
         self._clock = clock
         self.claim_ids = claim_ids  # the claims of queued and running jobs (the worker's claim_ids)
         self._unreleased: dict[str, str] = {}  # claim id -> owner hash, for releases that failed
@@ -46,7 +75,8 @@ class ClaimKeeper:
         """Free the claims a killed run of this replica left (their jobs died with it), then keep them."""
         freed = self._store.release_replica_claims()
         if freed:
-            log.info("freed %d job claims left by this replica's previous run", freed)
+            log.info("freed %d job claims left by this replica's previous run", len(freed))
+            self.cut_off.add(freed)
         self._thread.start()
         return self
 
@@ -55,7 +85,7 @@ class ClaimKeeper:
         self._stopped.set()
         with self._lock:
             self._unreleased.clear()
-        return self._store.release_replica_claims()
+        return len(self._store.release_replica_claims())
 
     def release(self, job: Job) -> None:
         """Free a job's claim when it ends; if the database cannot write now, keep trying until it can."""

@@ -222,17 +222,17 @@ class QuotaBook:
         with self.database.atomic():
             return query.execute() > 0
 
-    def release_replica(self) -> int:
+    def release_replica(self) -> list[str]:
         """Free every claim this replica holds in the database: at start (claims its previous run left when it was
-        killed) and at the end of a shutdown. Returns how many were freed."""
+        killed) and at the end of a shutdown. Returns the owner hashes whose claims were freed."""
         browser = self.tables.browser
-        query = (
-            browser
-            .update(job_started_at=None, job_images=0, job_claim=None, job_address_hash=None)
-            .where(browser.job_claim.startswith(self.replica_tag))
-        )  # fmt: skip
+        mine = browser.job_claim.startswith(self.replica_tag)
         with self.database.atomic():
-            return query.execute()
+            owners = [row.owner_hash for row in browser.select(browser.owner_hash).where(mine)]
+            browser.update(job_started_at=None, job_images=0, job_claim=None, job_address_hash=None).where(
+                mine
+            ).execute()
+        return owners
 
     def count_saved(self, browser_id: int, images: int, now: datetime) -> None:
         """Add saved images to today's count; call inside the transaction that saves them."""

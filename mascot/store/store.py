@@ -522,9 +522,9 @@ class MascotStore:
         require_owner_hash(owner_hash)
         return self.quotas.release(owner_hash, claim_id)
 
-    def release_replica_claims(self) -> int:
+    def release_replica_claims(self) -> list[str]:
         """Free every job claim of this replica (its replica_id): at start, its dead run's; at the end of a drain,
-        any left. Returns how many were freed."""
+        any left. Returns the owner hashes whose claims were freed."""
         return self.quotas.release_replica()
 
     # ---- one person, several devices (device_links.py) ---------------------------------------------------------

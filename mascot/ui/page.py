@@ -11,7 +11,7 @@ import gradio as gr
 from mascot.generation.worker import GenerationWorker, ModelState
 from mascot.service import Refusal
 from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
-from mascot.ui.common import DEFAULTS, PageServices, plural, visitor
+from mascot.ui.common import DEFAULTS, PageServices, plural, visitor, visitor_or_none
 from mascot.ui.create import adapter_controls, build_create_tab, dimensions_to_size, quota_handler
 from mascot.ui.detail import detail_values
 from mascot.ui.device_links import build_device_prompt, build_device_row, wire_device_links
@@ -104,6 +104,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
         show_quota = {"fn": quota_handler(services), "outputs": form.quota_note, "queue": False}
         demo.load(**show_quota, api_name="quota")
         notice = page_notice()
+        demo.load(_cut_off_handler(services), outputs=notice, queue=False, api_visibility="private")
         wire_share_card(share, tabs)
         demo.load(
             _shared_mascot_handler(services, gallery, share, notice),
@@ -178,6 +179,17 @@ def page_notice() -> gr.Textbox:
 def _show_warning(text: str) -> None:
     if text:
         gr.Warning(text)
+
+
+def _cut_off_handler(services: PageServices) -> Callable[..., Any]:
+    def tell_if_cut_off(http_request: gr.Request | None = None) -> Any:
+        """Whether a killed server took this browser's mascot down: Gradio reloaded the page when it was back, so
+        the page said nothing of it."""
+        who = visitor_or_none(services, http_request)
+        notice = services.service.cut_off_notice(who) if who is not None else None
+        return notice or gr.skip()
+
+    return tell_if_cut_off
 
 
 def _shared_mascot_handler(
