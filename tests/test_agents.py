@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -208,3 +209,54 @@ def test_a_real_app_process_with_mcp_offers_the_four_tools_and_still_drains_on_s
         process.stop()
     assert process.process is not None and process.process.returncode == 0, process.log()
     assert "drained in" in process.log()
+
+
+@pytest.fixture
+def crowded_site(tmp_path, monkeypatch):
+    """Agents from as many networks as they like: no cap per network on jobs queued or on the daily quota."""
+    from tests.support.site import serve
+
+    environ = {"MASCOT_MAX_QUEUED_PER_CLIENT": "0"}
+    yield from serve(tmp_path, monkeypatch, ["--mcp", "--address-daily-quota", "0"], environ)
+
+
+def test_agents_waiting_for_their_mascots_leave_threads_for_everyone_else(crowded_site):
+    # Each agent's Generate holds a thread of Gradio's pool until its mascot is saved: with the pool at Gradio's 40,
+    # 45 agents (8 jobs a network, from 6 networks) left none for any other event, picture or page (16 s each on the
+    # preview model). The pool has room for every job the worker may hold.
+    from app import OTHER_HANDLER_THREADS
+
+    agents = OTHER_HANDLER_THREADS + 5
+    worker = crowded_site.app.worker
+
+    async def agent(index: int) -> Any:
+        async with (
+            httpx.AsyncClient(timeout=120) as http,
+            streamable_http_client(crowded_site.url + "gradio_api/mcp/", http_client=http) as (read, write, _),
+            ClientSession(read, write) as client,
+        ):
+            await client.initialize()
+            return await client.call_tool("generate", {"prompt": f"agent {index}'s otter", **FAST})
+
+    def gallery_while_they_wait() -> float:
+        started = time.monotonic()
+        answer = httpx.post(crowded_site.url + "gradio_api/run/gallery", json={"data": [1, "Newest", ""]}, timeout=10)
+        assert answer.status_code == 200
+        return time.monotonic() - started
+
+    async def crowd() -> tuple[float, list[Any]]:
+        crowded_site.fake.gate.clear()  # the first job stops after a step; the others wait behind it
+        try:
+            made = [asyncio.ensure_future(agent(index)) for index in range(agents)]
+            for _ in range(600):  # Gradio's 40 threads all wait: before, the other agents' calls could not start
+                if worker.queue_length >= OTHER_HANDLER_THREADS:
+                    break
+                await asyncio.sleep(0.05)
+            seconds = await asyncio.to_thread(gallery_while_they_wait)
+        finally:
+            crowded_site.fake.gate.set()
+        return seconds, await asyncio.gather(*made)
+
+    seconds, made = asyncio.run(crowd())
+    assert seconds < 5
+    assert all(not result.isError for result in made)
