@@ -89,6 +89,8 @@ def test_hostile_or_foreign_chunks_give_no_recipe_and_no_error():
         {"parameters": "x" * (MAX_TEXT + 1)},
         {"parameters": 12},
         {"mascot": "{}", "parameters": ""},
+        {"mascot": "[" * MAX_TEXT},  # nested deeper than Python's JSON reads: RecursionError, a bare "Error" before
+        {"mascot": '{"a":' * (MAX_TEXT // 5)},
     ):
         recipe = recipe_from_png_text(chunks)
         assert recipe.values == {} or set(recipe.values) <= {"prompt"}, chunks

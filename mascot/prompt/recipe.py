@@ -75,7 +75,7 @@ def _text(value: Any) -> str:
 def _from_ours(text: str) -> Recipe:
     try:
         stored = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: 20 KB of "[" nest deeper than Python's JSON reads
         return Recipe()
     if not isinstance(stored, dict):
         return Recipe()
