@@ -46,7 +46,7 @@ if not gr.NO_RELOAD and "app" in globals():
 from mascot.clock import Clock, utc_now
 from mascot.generation.adapter_files import AdapterError, check_adapter_files
 from mascot.generation.generator import Generator
-from mascot.generation.worker import GenerationWorker, LoadGenerator, RunBatch
+from mascot.generation.worker import GPU_BATCH_IMAGES, GenerationWorker, LoadGenerator, RunBatch
 from mascot.prompt.brands import BrandError, load_house_brands
 from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
@@ -77,6 +77,19 @@ from mascot.web.uploads import MAX_UPLOAD_BYTES, UploadGateMiddleware
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
+# Gradio runs every event handler in one pool of threads (launch's max_threads, 40 by default, shared with Starlette's
+# routes). A Generate's handler holds its thread while its job waits in the worker's queue and runs (the agents' one
+# without a break), so 41 jobs queued from a few networks left no thread for any other event, picture, page or
+# /healthz: each waited for a job to end (16 s on the preview model, an outsider's attack). The pool holds one thread
+# for every job the worker may hold, beside Gradio's 40 for everything else (which then have Starlette's own 40).
+OTHER_HANDLER_THREADS = 40
+
+
+def handler_threads(settings: Settings) -> int:
+    """Threads for Gradio's handlers: every job the worker may hold (queued, or running in one shared run) waiting in
+    one, and OTHER_HANDLER_THREADS more."""
+    running = max(settings.max_batch_images or 0, GPU_BATCH_IMAGES)
+    return OTHER_HANDLER_THREADS + settings.queue_max_size + running
 
 
 def load_examples() -> list[str]:
@@ -204,6 +217,7 @@ class App:
             "theme": page_theme(),
             "ssr_mode": False,  # server-side rendering would bypass the cookie middleware on Spaces
             "run_history": False,  # the app keeps its own history
+            "max_threads": handler_threads(self.settings),  # no waiting Generate takes another event's thread
             "max_file_size": MAX_UPLOAD_BYTES,  # per file; BodyLimitMiddleware caps a whole request at the same
             # A full URL here is the root Gradio writes into the page and its API docs, instead of X-Forwarded-Host.
             **({"root_path": self.settings.public_url} if self.settings.public_url else {}),

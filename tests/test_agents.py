@@ -208,3 +208,53 @@ def test_a_real_app_process_with_mcp_offers_the_four_tools_and_still_drains_on_s
         process.stop()
     assert process.process is not None and process.process.returncode == 0, process.log()
     assert "drained in" in process.log()
+
+
+@pytest.fixture
+def crowded_site(tmp_path, monkeypatch):
+    """Agents from as many networks as they like: no cap per network on jobs queued or on the daily quota."""
+    from tests.support.site import serve
+
+    environ = {"MASCOT_MAX_QUEUED_PER_CLIENT": "0"}
+    yield from serve(tmp_path, monkeypatch, ["--mcp", "--address-daily-quota", "0"], environ)
+
+
+def test_agents_waiting_for_their_mascots_leave_threads_for_everyone_else(crowded_site):
+    # Each agent's Generate holds a thread of Gradio's pool until its mascot is saved: with the pool at Gradio's 40,
+    # 45 agents (8 jobs a network, from 6 networks) left none for any other event, picture or page (16 s each on the
+    # preview model). The pool has room for every job the worker may hold.
+    from app import OTHER_HANDLER_THREADS
+
+    agents = OTHER_HANDLER_THREADS + 5
+    worker = crowded_site.app.worker
+
+    async def agent(index: int) -> Any:
+        async with (
+            httpx.AsyncClient(timeout=120) as http,
+            streamable_http_client(crowded_site.url + "gradio_api/mcp/", http_client=http) as (read, write, _),
+            ClientSession(read, write) as client,
+        ):
+            await client.initialize()
+            return await client.call_tool("generate", {"prompt": f"agent {index}'s otter", **FAST})
+
+    def gallery_while_they_wait() -> int:
+        # No job can end while the gate is shut, so before the fix this call could only time out, however long it
+        # was given; the generous timeout is for a busy machine, not a speed this test asks for.
+        answer = httpx.post(crowded_site.url + "gradio_api/run/gallery", json={"data": [1, "Newest", ""]}, timeout=60)
+        return answer.status_code
+
+    async def crowd() -> tuple[int, list[Any]]:
+        crowded_site.fake.gate.clear()  # the first job stops after a step; the others wait behind it
+        try:
+            made = [asyncio.ensure_future(agent(index)) for index in range(agents)]
+            while worker.queue_length < OTHER_HANDLER_THREADS:  # Gradio's 40 threads all wait on their jobs
+                assert not any(task.done() for task in made), [task.result() for task in made if task.done()]
+                await asyncio.sleep(0.05)
+            status = await asyncio.to_thread(gallery_while_they_wait)
+        finally:
+            crowded_site.fake.gate.set()
+        return status, await asyncio.gather(*made)
+
+    status, made = asyncio.run(crowd())
+    assert status == 200
+    assert all(not result.isError for result in made)

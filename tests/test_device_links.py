@@ -29,7 +29,7 @@ from mascot.ui.device_links import (
     qr_image,
 )
 from tests.support.app_process import browser_client
-from tests.support.raw_gradio import fn_index_in
+from tests.support.raw_gradio import call, fn_index_in
 from tests.support.site import FAST, link_for, make, mine, prompts
 
 pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client
@@ -211,3 +211,27 @@ def test_open_links_are_shown_and_revoked_and_then_do_not_work(site):
     assert shown == NOTHING_SHARED
     assert open_link(site, phone, link) == [("warning", EXPIRED)]
     assert mine(phone) == []
+
+
+def test_the_laptop_a_phone_disconnected_keeps_none_of_the_zips_of_their_mascots(site):
+    # The ZIPs are kept under the owner hash of the browser that made the mascots first: once the phone took them
+    # over, the laptop (a stranger now) still downloaded them, the phone's private and deleted mascots included.
+    laptop, phone = site.browser(), site.browser()
+    make(laptop, "the laptop's otter")
+    open_link(site, phone, link_for(laptop)[0])
+    make(phone, "the phone's secret fox")
+    fox = next(mascot for mascot in mine(phone) if mascot["prompt"] == "the phone's secret fox")
+    phone.predict(fox["public_id"], False, api_name="/set_public")
+    with httpx.Client(base_url=site.url, cookies=phone.cookies, timeout=30) as http:
+        exported = call(http, "export_mascots", {"data": []})
+    [zip_url] = [item["url"] for item in exported.data]
+    assert httpx.get(zip_url, cookies=laptop.cookies, timeout=30).status_code == 200  # linked: one browser
+
+    assert phone.predict(True, api_name="/disconnect_other_devices") == NOTHING_SHARED
+
+    assert httpx.get(zip_url, cookies=laptop.cookies, timeout=30).status_code == 404
+    # Nor is it offered to the laptop's page (the event that shows the ZIP just made).
+    body = {"data": [], "fn_index": fn_index_in(laptop.config, "offer_zip"), "session_hash": uuid.uuid4().hex}
+    with httpx.Client(base_url=site.url, cookies=laptop.cookies, timeout=30) as http:
+        offered = http.post("gradio_api/run/predict", json=body)
+    assert offered.status_code == 200 and "/downloads/" not in offered.text

@@ -26,8 +26,10 @@ A1111_CHUNK = "parameters"  # store.imaging.HUMAN_PARAMETERS_KEY: A1111's text
 MAX_TEXT = 20_000  # characters of a chunk we read at all: a recipe is a few hundred; more is not one
 
 # A1111's settings line: `Label: value` pairs, a value JSON-quoted when it holds a comma, colon or newline
-# (the pattern is A1111's own `re_param_code`).
-_SETTING = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# (the pattern is A1111's own `re_param_code`), each pair starting the line or after a comma, as A1111 writes them.
+# A1111's pattern alone is tried at every character: a 20 KB line of spaces or letters without a colon took 2 to 4 s
+# of CPU, the GIL held throughout, so that every dropped PNG froze the whole server (an outsider's attack).
+_SETTING = re.compile(r'(?:^|(?<=,))\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 # A1111 labels, ours among them, and the request field each fills.
 _LABELS: dict[str, str] = {
     "Steps": "num_inference_steps",
@@ -73,7 +75,7 @@ def _text(value: Any) -> str:
 def _from_ours(text: str) -> Recipe:
     try:
         stored = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: 20 KB of "[" nest deeper than Python's JSON reads
         return Recipe()
     if not isinstance(stored, dict):
         return Recipe()

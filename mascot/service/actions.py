@@ -418,6 +418,12 @@ class MascotService:
             self._exports.pop(owner_hash, None)
         return Notice(sentences.DELETED)
 
+    def _forget_exports(self, owner_hash: str) -> None:
+        """The owner hash's ZIPs go, on disk and the one kept to be handed out again."""
+        self.downloads.forget_exports(owner_hash)
+        with self._exports_lock:
+            self._exports.pop(owner_hash, None)
+
     @refuses_when_store_unavailable
     def report(self, public_id: object, reason: object, visitor: Visitor) -> str:
         """Report someone else's mascot to the operator, once per browser; it leaves the gallery once enough
@@ -621,10 +627,16 @@ class MascotService:
     def disconnect_other_devices(self, visitor: Visitor) -> DevicesAnswer:
         """Only this browser shows its mascots from now on; refused while a job is in flight, whose images would be
         saved under the owner the row had."""
+        before = self.owner(visitor)
         done = self.store.disconnect_other_devices(visitor.token_hash, now=self.clock())
         if done.outcome == "job_in_flight":
             raise Refusal(sentences.WAIT_TO_DISCONNECT)
         disconnected = done.outcome == "disconnected"
+        if disconnected and before != visitor.token_hash:
+            # A linked browser took the mascots over from the browser that made them first, whose owner hash the
+            # ZIPs are kept under: that browser, now a stranger, would still download them (and deleting a mascot
+            # forgets only the new owner's ZIPs).
+            self._forget_exports(before)
         notice = Notice(sentences.disconnected_line(done.devices, done.revoked_links)) if disconnected else None
         return DevicesAnswer(notice, self.other_devices(visitor))
 

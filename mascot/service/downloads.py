@@ -82,6 +82,10 @@ class DownloadFolder:
         sticker = self._sticker_path(public_id)
         if sticker is not None:
             sticker.unlink(missing_ok=True)
+        self.forget_exports(owner_hash)
+
+    def forget_exports(self, owner_hash: str) -> None:
+        """Every ZIP kept for the owner hash goes: its mascots changed hands, or one of them was deleted."""
         shutil.rmtree(self._owner_folder(owner_hash), ignore_errors=True)
 
     def _sticker_path(self, public_id: str) -> Path | None:
