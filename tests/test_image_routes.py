@@ -232,3 +232,29 @@ def test_with_gradios_temp_folder_full_generate_and_browsing_still_work_and_spea
     assert status(zip_url, alice.cookies) == 200
     with pytest.raises(Exception, match="private or was deleted"):  # a refusal is still a sentence
         stranger.predict("AAAAAAAAAAAA", api_name="/mascot")
+
+
+def test_gradios_file_route_fetches_no_other_sites_file_and_finds_ours_under_a_public_path(site, monkeypatch):
+    import safehttpx
+
+    fetched: list[str] = []
+
+    async def record(host: str) -> str:  # where Gradio checks a host before it fetches from it
+        fetched.append(host)
+        raise ValueError("this test fetches nothing")
+
+    monkeypatch.setattr(safehttpx, "async_validate_url", record)
+    alice, stranger = site.browser(), site.browser()
+    make(alice, "alice's otter")
+    [otter] = mine(alice)
+    alice.predict(otter["public_id"], False, api_name="/set_public")  # private: hers alone
+    for other_site in ("https://example.com/logo.png", "http%3A%2F%2Fexample.com%2Fa.png", "HTTPS://example.com/"):
+        answer = httpx.get(f"{site.url}gradio_api/file={other_site}", timeout=30)
+        assert (answer.status_code, answer.text) == (404, "This server serves its own mascots' files only.")
+    assert fetched == []  # refused before Gradio looked the host up, let alone fetched from it
+
+    # Our picture by its URL under a public address with a path (behind a proxy): our route, with the cookie's check.
+    ours = f"{site.url}gradio_api/file=https://mascots.example.org/team/images/{otter['public_id']}.png"
+    assert httpx.get(ours, cookies=alice.cookies, timeout=30).content.startswith(b"\x89PNG")
+    assert status(ours, stranger.cookies) == 404
+    assert fetched == []

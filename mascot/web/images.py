@@ -33,8 +33,10 @@ STICKER_ROUTE = IMAGE_PREFIX + "{public_id}.sticker.png"
 EXPORT_ROUTE = "/downloads/{key}/{name}"
 # A share id (store.PUBLIC_ID_PATTERN) and which file of it; or one of a browser's ZIPs.
 IMAGE_PATH = re.compile(r"/images/([A-Za-z0-9_-]{12})\.(png|thumb\.webp|sticker\.png)|/downloads/[0-9a-f]{32}/[\w.-]+")
+IMAGE_PATH_AT_END = re.compile(f"(?:{IMAGE_PATH.pattern})$")
 GRADIO_FILE_PREFIX = "/gradio_api/file="
 NOT_FOUND = "No mascot you may see has this id."
+NOT_OURS = "This server serves its own mascots' files only."
 STICKER_NOT_KEPT = "This sticker is no longer kept: press “Make a transparent sticker” again."
 EXPORT_NOT_FOUND = "No ZIP of yours has this address: press “Download all (ZIP)” again."
 # Revalidate every time: a picture made private must not be shown from a cache (the browser's or a proxy's).
@@ -164,28 +166,39 @@ def file_of(picture: PictureFiles | None, kind: Kind) -> Path | None:
     return chosen.resolve()
 
 
-def image_route_of(gradio_file_path: str) -> str | None:
-    """`/images/<id>.<kind>` when a `/gradio_api/file=` request names one of our image URLs; None otherwise."""
+def named_url(gradio_file_path: str) -> str | None:
+    """The http(s) URL a `/gradio_api/file=` request names; None for a file path or another route."""
     if not gradio_file_path.startswith(GRADIO_FILE_PREFIX):
         return None
     named = unquote(gradio_file_path.removeprefix(GRADIO_FILE_PREFIX))
-    if not named.lower().startswith(("http://", "https://")):
-        return None
-    path = urlsplit(named).path
-    return path if IMAGE_PATH.fullmatch(path) else None
+    return named if named.lower().startswith(("http://", "https://")) else None
+
+
+def image_route_of(gradio_file_path: str) -> str | None:
+    """`/images/<id>.<kind>` (or a ZIP's route) when a `/gradio_api/file=` request names one of our image URLs, also
+    under a public address with a path (MASCOT_PUBLIC_URL=https://host/mascots/); None otherwise."""
+    named = named_url(gradio_file_path)
+    found = IMAGE_PATH_AT_END.search(urlsplit(named).path) if named is not None else None
+    return found.group(0) if found else None
 
 
 class ImageFileMiddleware:
     """Pure ASGI: `gradio_client` downloads every file of a result through `/gradio_api/file=<its URL>`, which for
     an http URL would make Gradio fetch it itself, without the browser's cookie. For our image URLs the request goes
-    to our own route instead, with the caller's cookie, so the same check applies."""
+    to our own route instead, with the caller's cookie, so the same check applies. Any other URL is refused: Gradio
+    would fetch any public site's file for anyone and stream it back, a free proxy under this server's address, and
+    nothing on the page needs one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = image_route_of(str(scope.get("path", ""))) if scope["type"] == "http" else None
-        if route is None:
+        named = named_url(str(scope.get("path", ""))) if scope["type"] == "http" else None
+        if named is None:
             await self.app(scope, receive, send)
+            return
+        route = image_route_of(str(scope["path"]))
+        if route is None:
+            await PlainTextResponse(NOT_OURS, status_code=404, headers=HEADERS)(scope, receive, send)
             return
         await self.app({**scope, "path": route, "raw_path": route.encode(), "query_string": b""}, receive, send)
