@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import httpx
 import numpy as np
@@ -12,7 +11,7 @@ from PIL import Image
 
 from lora import train
 from mascot.store.imaging import read_parameters
-from tests.support.app_process import ROOT, AppProcess, app_command, app_environment, free_port, wait_until_model_ready
+from tests.support.app_process import AppProcess, refused_start, wait_until_model_ready
 from tests.support.lora_data import make_dataset, train_args
 
 pytestmark = pytest.mark.slow  # a training run, then a real `python app.py` process
@@ -102,14 +101,7 @@ def test_the_house_look_is_on_by_default_and_a_person_can_switch_it_off(house_ap
 
 
 def test_a_default_look_that_is_not_loaded_stops_the_app_with_one_sentence(look, tmp_path):
-    started = subprocess.run(
-        app_command(free_port(), "--lora", f"look={look}", "--default-lora", "otter"),
-        cwd=ROOT,
-        env=app_environment(tmp_path / "data", tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    started = refused_start(tmp_path, "--lora", f"look={look}", "--default-lora", "otter")
     assert started.returncode == 1
     assert started.stderr.strip().splitlines()[-1] == (
         "Mascot Generator did not start. --default-lora=otter cannot be used: the default LoRA adapter "
@@ -124,14 +116,7 @@ def test_a_broken_adapter_file_stops_the_app_before_it_serves(tmp_path):
     broken = tmp_path / "look"
     broken.mkdir()
     (broken / "pytorch_lora_weights.safetensors").write_bytes(b"not a tensor file")
-    started = subprocess.run(
-        app_command(free_port(), "--lora", f"look={broken}"),
-        cwd=ROOT,
-        env=app_environment(tmp_path / "data", tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    started = refused_start(tmp_path, "--lora", f"look={broken}")
     assert started.returncode == 1
     last_line = started.stderr.strip().splitlines()[-1]
     assert last_line.startswith(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,9 +14,7 @@ from PIL import Image
 
 from tests.support.app_process import (
     ROOT,
-    app_command,
-    app_environment,
-    free_port,
+    refused_start,
     running_app,
     wait_drawing,
     wait_until_model_ready,
@@ -239,14 +236,7 @@ def test_browsers_asking_at_once_share_a_run_and_each_gets_what_it_would_get_alo
 
 
 def test_a_missing_blocked_words_file_stops_the_app_with_a_sentence_naming_it(tmp_path):
-    started = subprocess.run(
-        app_command(free_port(), "--blocked-words", "missing.txt"),
-        cwd=ROOT,
-        env=app_environment(tmp_path / "data", tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    started = refused_start(tmp_path, "--blocked-words", "missing.txt")
     assert started.returncode != 0
     assert f"did not start. The blocked-words file {ROOT / 'missing.txt'} does not exist" in started.stderr
     assert "Traceback" not in started.stderr

@@ -77,6 +77,18 @@ def app_environment(data_dir: Path, tmp_dir: Path) -> dict[str, str]:
     }
 
 
+def refused_start(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`python app.py` with flags that must stop it at start, run to its end in `tmp_path`'s data folder."""
+    return subprocess.run(
+        app_command(free_port(), *flags),
+        cwd=ROOT,
+        env=app_environment(tmp_path / "data", tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 class AppProcess:
     """`python app.py` on a free port with its own data folder; restartable on the same folder."""
 
