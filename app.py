@@ -52,6 +52,7 @@ from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
 from mascot.prompt.wordfilter import BlockedWordsError, load_blocked_words
 from mascot.service import DownloadFolder, MascotService
+from mascot.service.actions import FOLLOWERS_PER_JOB
 from mascot.service.claims import ClaimKeeper
 from mascot.service.downloads import prune_uploads
 from mascot.service.starting_pictures import StartingPictures
@@ -80,16 +81,17 @@ log = logging.getLogger("mascot")
 # Gradio runs every event handler in one pool of threads (launch's max_threads, 40 by default, shared with Starlette's
 # routes). A Generate's handler holds its thread while its job waits in the worker's queue and runs (the agents' one
 # without a break), so 41 jobs queued from a few networks left no thread for any other event, picture, page or
-# /healthz: each waited for a job to end (16 s on the preview model, an outsider's attack). The pool holds one thread
-# for every job the worker may hold, beside Gradio's 40 for everything else (which then have Starlette's own 40).
+# /healthz: each waited for a job to end (16 s on the preview model, an outsider's attack). The pool holds threads for
+# every job the worker may hold (its Generate's and the pages following it again, FOLLOWERS_PER_JOB), beside Gradio's
+# 40 for everything else (which then have Starlette's own 40).
 OTHER_HANDLER_THREADS = 40
 
 
 def handler_threads(settings: Settings) -> int:
     """Threads for Gradio's handlers: every job the worker may hold (queued, or running in one shared run) waiting in
-    one, and OTHER_HANDLER_THREADS more."""
+    its Generate's and its followers', and OTHER_HANDLER_THREADS more."""
     running = max(settings.max_batch_images or 0, GPU_BATCH_IMAGES)
-    return OTHER_HANDLER_THREADS + settings.queue_max_size + running
+    return OTHER_HANDLER_THREADS + (settings.queue_max_size + running) * (1 + FOLLOWERS_PER_JOB)
 
 
 def load_examples() -> list[str]:

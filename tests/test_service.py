@@ -155,6 +155,26 @@ def test_one_job_in_flight_per_browser_and_cancel_frees_it(site: Site) -> None:
     assert finished(site.service.submit({"prompt": "now it may", **FAST}, alice)) is JobState.DONE
 
 
+def test_a_page_opened_again_follows_its_own_mascot_and_only_so_many_pages_do(site: Site) -> None:
+    alice, bob = who("alice"), who("bob", "198.51.100.7")
+    site.fake.gate.clear()  # the job waits after its first step
+    job = site.service.submit({"prompt": "a slow otter", **FAST}, alice)
+
+    with site.service.following_own_job(bob) as bobs:
+        assert bobs is None  # someone else's mascot is never followed
+    with site.service.following_own_job(alice) as reloaded, site.service.following_own_job(alice) as second_tab:
+        assert reloaded is job and second_tab is job
+        with site.service.following_own_job(alice) as third:
+            assert third is None  # each follower holds a thread until the job ends: a page opened again and again
+    with site.service.following_own_job(alice) as again:
+        assert again is job  # the ones that left made room
+    site.fake.gate.set()
+    assert finished(job) is JobState.DONE
+    released(site, "alice")
+    with site.service.following_own_job(alice) as done:
+        assert done is None
+
+
 def test_two_ipv6_addresses_in_one_slash_64_share_the_queue_cap(site: Site) -> None:
     site.fake.gate.clear()
     site.service.submit({"prompt": "first", **FAST}, who("alice", "2001:db8:1:2::1"))

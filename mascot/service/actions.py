@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +101,8 @@ class DevicesAnswer:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# Pages that may follow one browser's mascot besides the click that started it: a reload and a second tab.
+FOLLOWERS_PER_JOB = 2
 
 
 def refuses_when_store_unavailable(action: Callable[P, R]) -> Callable[P, R]:
@@ -176,6 +179,8 @@ class MascotService:
         self.cut_off = cut_off if cut_off is not None else CutOffJobs()  # (an empty one is falsy)
         self._exports: dict[str, tuple[str, Download]] = {}  # owner hash -> (what its last ZIP held, it): reused
         self._exports_lock = threading.Lock()
+        self._followers: dict[str, int] = {}  # job id -> pages following it (following_own_job)
+        self._followers_lock = threading.Lock()
 
     # ---- who is asking -----------------------------------------------------------------------------------------
     def owner(self, visitor: Visitor) -> str:
@@ -280,6 +285,28 @@ class MascotService:
         (GenerationWorker.run_in_handler); elsewhere the worker's thread does, and this returns at once."""
         if self.worker.runs_in_handlers:
             self.worker.run_in_handler(job)
+
+    @contextlib.contextmanager
+    def following_own_job(self, visitor: Visitor) -> Iterator[Job | None]:
+        """The browser's mascot queued or being made here (or being saved), for a page opened again while it is
+        under way to follow; None when it has none, or when FOLLOWERS_PER_JOB pages follow it already: each holds a
+        handler thread until the job ends, and a browser opening page after page must not take them all."""
+        job = self.worker.active_job(self.owner(visitor))
+        if job is not None:
+            with self._followers_lock:
+                following = self._followers.get(job.id, 0)
+                if following >= FOLLOWERS_PER_JOB:
+                    job = None
+                else:
+                    self._followers[job.id] = following + 1
+        try:
+            yield job
+        finally:
+            if job is not None:
+                with self._followers_lock:
+                    left = self._followers.pop(job.id) - 1
+                    if left:
+                        self._followers[job.id] = left
 
     def cancel(self, visitor: Visitor) -> bool:
         """Cancel the browser's queued or running generation; False when it has none."""

@@ -28,7 +28,7 @@ from mascot.ui.common import (
 from mascot.ui.house import HouseChoices, build_house_choices, wire_house_choices
 from mascot.ui.logo_panel import logo_fields
 from mascot.ui.pictures import PreviewGallery
-from mascot.ui.progress import relay_job
+from mascot.ui.progress import progress_message, relay_job
 from mascot.web.images import image_url
 from mascot.web.page_url import DEFAULT_PAGE_URL
 
@@ -611,6 +611,46 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
 
     generate.__doc__ = GENERATE_DOC
     return generate
+
+
+def follow_own_mascot_on_load(services: PageServices, demo: gr.Blocks, form: CreateForm) -> None:
+    """A page opened again (reloaded, or a second tab) while its browser's mascot is queued or being made follows it
+    as the click that started it did: the progress, Cancel, then the mascots. Without this the page showed nothing of
+    it, and Generate said "wait for it to finish or cancel it" with no Cancel to press."""
+    demo.load(
+        _follow_handler(services),
+        outputs=[form.cancel_button, form.gallery, form.status, form.quota_note],
+        concurrency_limit=None,  # it only relays, as /generate does: never waits behind the GPU
+        api_visibility="private",
+        show_progress="minimal",
+        show_progress_on=form.gallery,
+    )
+
+
+def _follow_handler(services: PageServices) -> Callable[..., Iterator[tuple[Any, ...]]]:
+    def follow_own_mascot(
+        http_request: gr.Request | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
+    ) -> Iterator[tuple[Any, ...]]:
+        who = visitor_or_none(services, http_request)
+        if who is None:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        with services.service.following_own_job(who) as job:
+            if job is None:
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip()  # nearly every load: nothing under way
+                return
+            yield gr.Button(visible=True), gr.skip(), progress_message(job.snapshot), gr.skip()
+            page = who.page_url
+            try:
+                for gallery, status in relay_job(job, progress, lambda public_id: image_url(page, public_id)):
+                    yield gr.skip(), gallery, status, gr.skip()
+            except gr.Error as failed:  # on the status line, where the click's own failure would have been shown
+                yield gr.Button(visible=False), gr.skip(), failed.message, services.service.quota_line(who)
+                return
+        yield gr.Button(visible=False), gr.skip(), gr.skip(), services.service.quota_line(who)
+
+    return follow_own_mascot
 
 
 def _cancel_handler(services: PageServices) -> Callable[..., str]:

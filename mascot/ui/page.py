@@ -12,7 +12,13 @@ from mascot.generation.worker import GenerationWorker, ModelState
 from mascot.service import Refusal
 from mascot.ui.browse import BrowseTab, build_browse_tab, page_event
 from mascot.ui.common import DEFAULTS, PageServices, plural, visitor, visitor_or_none
-from mascot.ui.create import adapter_controls, build_create_tab, dimensions_to_size, quota_handler
+from mascot.ui.create import (
+    adapter_controls,
+    build_create_tab,
+    dimensions_to_size,
+    follow_own_mascot_on_load,
+    quota_handler,
+)
 from mascot.ui.detail import detail_values
 from mascot.ui.device_links import build_device_prompt, build_device_row, wire_device_links
 from mascot.ui.export import build_export_row
@@ -105,6 +111,7 @@ def build_demo(services: PageServices) -> gr.Blocks:
         demo.load(**show_quota, api_name="quota")
         notice = page_notice()
         demo.load(_cut_off_handler(services), outputs=notice, queue=False, api_visibility="private")
+        follow_own_mascot_on_load(services, demo, form)
         wire_share_card(share, tabs)
         demo.load(
             _shared_mascot_handler(services, gallery, share, notice),

@@ -1,5 +1,6 @@
-"""The server killed under a person's running mascot, in a real Chromium: when it is back, Gradio reloads the page,
-and the person finds their idea still in the box and is told, once, what happened to the mascot."""
+"""A page that goes away under a person's running mascot, in a real Chromium: reloaded by the person (the page
+follows the mascot again), or the server killed (when it is back, Gradio reloads the page: the idea is still in the
+box, and the person is told, once, what happened to the mascot)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def slow_enough_to_be_killed(page) -> None:
     """A run that lasts long enough on the tiny model to be under way when the server dies: the test ends it by
     killing the server, so its length never decides the result."""
     open_advanced(page)
-    for label, value in (("Width", "1024"), ("Height", "1024"), ("Steps", "100")):
+    for label, value in (("Width", "1024"), ("Height", "1024"), ("Steps", "100"), ("Number of mascots", "4")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
@@ -67,4 +68,31 @@ def test_a_killed_server_comes_back_with_the_persons_idea_and_tells_them_their_m
     playwright_api.expect(stranger.get_by_label("Your idea")).to_have_value("")
     assert stranger.get_by_text("The server restarted").count() == 0
     other.close()
+    context.close()
+
+
+def test_a_page_opened_again_during_a_run_follows_it_and_its_cancel_works(chromium, app):
+    context, page = open_page(chromium, app)
+    playwright_api.expect(page.locator("#speed-note")).to_contain_text("Quick settings")
+    slow_enough_to_be_killed(page)
+    page.get_by_label("Your idea").fill(IDEA)
+    page.get_by_role("button", name="Generate").click()
+    status, cancel = page.locator("#generation-status"), page.get_by_role("button", name="Cancel")
+    playwright_api.expect(status).to_contain_text("Drawing", timeout=120_000)
+
+    page.reload()  # the person's own reload: the run goes on
+    playwright_api.expect(status).to_contain_text("Drawing", timeout=120_000)
+    playwright_api.expect(cancel).to_be_visible()
+    _, second_tab = open_page(chromium, app, context)  # the same browser's second tab follows it too
+    playwright_api.expect(second_tab.locator("#generation-status")).to_contain_text("Drawing", timeout=120_000)
+
+    cancel.click()
+    playwright_api.expect(status).to_contain_text("Cancel", timeout=120_000)  # "Cancelling…", then "Cancelled."
+    playwright_api.expect(second_tab.locator("#generation-status")).to_contain_text("Cancelled", timeout=120_000)
+    playwright_api.expect(cancel).to_be_hidden(timeout=120_000)
+    playwright_api.expect(second_tab.get_by_role("button", name="Cancel")).to_be_hidden()
+
+    # Nothing is in the way of the next one (the quick settings the reload brought back).
+    page.get_by_role("button", name="Generate").click()
+    playwright_api.expect(status).to_contain_text("Done", timeout=120_000)
     context.close()
