@@ -186,6 +186,24 @@ def test_a_failing_generation_is_reported_and_the_next_job_runs(worker, fake):
     assert wait_final(worker.submit(Submission(REQUEST, "a"))).state is JobState.DONE
 
 
+CPU_ALLOCATOR_FAILED = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 9663676416 bytes"
+
+
+@pytest.mark.parametrize(
+    ("error", "sentence"),
+    [
+        (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory"), "The GPU ran out of memory"),
+        (RuntimeError(CPU_ALLOCATOR_FAILED), "The server ran out of memory"),
+        (MemoryError(), "The server ran out of memory"),
+    ],
+)
+def test_running_out_of_memory_says_to_ask_for_less_not_to_try_again(worker, fake, error, sentence):
+    fake.fail_next = error
+    failed = wait_final(worker.submit(Submission(REQUEST, "a")))
+    assert failed.state is JobState.FAILED
+    assert failed.error.startswith(sentence) and failed.error.endswith("Try fewer images or a smaller size.")
+
+
 def test_a_failing_store_is_reported_and_the_worker_goes_on(worker, recorder):
     recorder.fail = True
     failed = wait_final(worker.submit(Submission(REQUEST, "a")))

@@ -643,4 +643,7 @@ def describe_failure(error: Exception) -> str:
         return str(error)
     if type(error).__name__ == "OutOfMemoryError":
         return "The GPU ran out of memory. Try fewer images or a smaller size."
+    # The CPU's allocator (torch's RuntimeError) or Python's own: another try of the same size would fail again.
+    if isinstance(error, MemoryError) or "can't allocate memory" in str(error):
+        return "The server ran out of memory. Try fewer images or a smaller size."
     return "Something went wrong while making your mascot. Please try again; the error was logged."
