@@ -138,12 +138,12 @@ def visibility_refused_line(moderation_note: str | None) -> str:
     return NOT_YOURS_TO_SHOW
 
 
-# A check before an event failed in a way nobody foresaw (a bug): what the asker reads; the cause goes to the log.
 # A page load after a killed server's restart, to a browser whose mascot it was making or had queued.
 CUT_OFF_BY_RESTART = (
     "The server restarted while your mascot was waiting or being made, so it was not made and nothing counted "
     "against your quota. Press Generate to make it again."
 )
+# A check before an event failed in a way nobody foresaw (a bug): what the asker reads; the cause goes to the log.
 CHECK_FAILED = "Something went wrong on our side, so nothing was started. Please try again; the error was logged."
 
 
