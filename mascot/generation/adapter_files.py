@@ -150,6 +150,12 @@ def read_target(path: Path) -> Target:
     if card_path.is_file():
         return AdapterCard.read(card_path).target
     keys, _ = read_lora_header(path)
+    return target_of_keys(path, keys)
+
+
+def target_of_keys(path: Path, keys: Iterable[str]) -> Target:
+    """The model a card-less adapter's module names imply."""
+    keys = list(keys)
     if all(key.startswith("transformer_blocks.") for key in keys):
         return "prior"
     if all(key.startswith(("down_blocks.", "mid_block.", "up_blocks.")) for key in keys):
@@ -162,6 +168,11 @@ def read_target(path: Path) -> Target:
 def read_lora_metadata(path: Path) -> dict[str, Any] | None:
     """The LoraConfig (rank, alpha, modules) the file carries, as save_lora_adapter writes it, if it has one."""
     _, metadata = read_lora_header(path)
+    return lora_config_of(path, metadata)
+
+
+def lora_config_of(path: Path, metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The LoraConfig in a safetensors header's metadata (read_lora_header), refused when it is damaged."""
     text = metadata.get(LORA_METADATA_KEY)
     try:
         config = json.loads(text) if text else None
@@ -177,15 +188,25 @@ def check_adapter_files(values: Iterable[str]) -> None:
     is a readable PEFT safetensors file with a readable card (if it has one) naming a target, carries a readable LoRA
     config, and no two of one target share a name. What only the model can tell (that the adapter fits it) is checked
     when it loads (`adapters.load_adapter`). Raises AdapterError, a sentence for the operator."""
-    seen: set[tuple[str, Target]] = set()
+    named: list[tuple[str, Target]] = []
     for value in values:
         given, location = split_adapter_value(value)
         if given:
             check_adapter_name_characters(given)
         path = weights_file(location)
-        target = read_target(path)
-        read_lora_metadata(path)
-        name = given or adapter_name_of(value)
+        card_path = path.parent / CARD_NAME
+        card = AdapterCard.read(card_path) if card_path.is_file() else None  # read first, as read_target does
+        keys, metadata = read_lora_header(path)  # once: the target without a card, and the LoRA config
+        lora_config_of(path, metadata)
+        named.append((given or adapter_name_of(value), card.target if card is not None else target_of_keys(path, keys)))
+    refuse_names_used_twice(named)
+
+
+def refuse_names_used_twice(named: Iterable[tuple[str, Target]]) -> None:
+    """A name may be used once per target (a decoder and a prior adapter may share one, and are then chosen
+    together)."""
+    seen: set[tuple[str, Target]] = set()
+    for name, target in named:
         if (name, target) in seen:
             raise AdapterError(f"Two {target} adapters are named {name!r}: name one of them with name=PATH.")
         seen.add((name, target))

@@ -23,6 +23,7 @@ from mascot.generation.adapter_files import (
     check_lora_keys,
     read_lora_metadata,
     read_target,
+    refuse_names_used_twice,
     split_adapter_value,
     weights_file,
 )
@@ -64,11 +65,7 @@ def parse_adapter_specs(values: Iterable[str]) -> list[AdapterSpec]:
     """Each `--lora` value (`name=PATH` or `PATH`) as a spec; a name may be used once per target (a decoder and a
     prior adapter may share one, and are then chosen together)."""
     specs = [AdapterSpec.parse(value) for value in values]
-    seen: set[tuple[str, Target]] = set()
-    for spec in specs:
-        if (spec.name, spec.target) in seen:
-            raise AdapterError(f"Two {spec.target} adapters are named {spec.name!r}: name one of them with name=PATH.")
-        seen.add((spec.name, spec.target))
+    refuse_names_used_twice((spec.name, spec.target) for spec in specs)
     return specs
 
 
