@@ -440,9 +440,8 @@ class MascotService:
         owner_hash, public_id = self.owner(visitor), str(public_id or "")
         if not self.store.delete_mascot(owner_hash, public_id):
             raise Refusal(sentences.NOT_YOURS_TO_DELETE)
-        self.downloads.forget(owner_hash, public_id)  # its sticker, and the ZIPs that hold it
-        with self._exports_lock:
-            self._exports.pop(owner_hash, None)
+        self.downloads.forget_sticker(public_id)
+        self._forget_exports(owner_hash)  # they hold its picture
         return Notice(sentences.DELETED)
 
     def _forget_exports(self, owner_hash: str) -> None:

@@ -77,12 +77,11 @@ class DownloadFolder:
         path = self._owner_folder(owner_hash) / key / file_name
         return path if path.is_file() else None
 
-    def forget(self, owner_hash: str, public_id: str) -> None:
-        """After a deletion: the mascot's sticker and every ZIP of its owner's (they hold its picture) go at once."""
+    def forget_sticker(self, public_id: str) -> None:
+        """After a deletion: the mascot's sticker goes (and, by forget_exports, every ZIP that holds its picture)."""
         sticker = self._sticker_path(public_id)
         if sticker is not None:
             sticker.unlink(missing_ok=True)
-        self.forget_exports(owner_hash)
 
     def forget_exports(self, owner_hash: str) -> None:
         """Every ZIP kept for the owner hash goes: its mascots changed hands, or one of them was deleted."""

@@ -174,11 +174,11 @@ def named_url(gradio_file_path: str) -> str | None:
     return named if named.lower().startswith(("http://", "https://")) else None
 
 
-def image_route_of(gradio_file_path: str) -> str | None:
-    """`/images/<id>.<kind>` (or a ZIP's route) when a `/gradio_api/file=` request names one of our image URLs, also
-    under a public address with a path (MASCOT_PUBLIC_URL=https://host/mascots/); None otherwise."""
-    named = named_url(gradio_file_path)
-    found = IMAGE_PATH_AT_END.search(urlsplit(named).path) if named is not None else None
+def image_route_of(url: str) -> str | None:
+    """`/images/<id>.<kind>` (or a ZIP's route) when the URL a `/gradio_api/file=` request names (named_url) is one
+    of our image URLs, also under a public address with a path (MASCOT_PUBLIC_URL=https://host/mascots/); None
+    otherwise."""
+    found = IMAGE_PATH_AT_END.search(urlsplit(url).path)
     return found.group(0) if found else None
 
 
@@ -197,7 +197,7 @@ class ImageFileMiddleware:
         if named is None:
             await self.app(scope, receive, send)
             return
-        route = image_route_of(str(scope["path"]))
+        route = image_route_of(named)
         if route is None:
             await PlainTextResponse(NOT_OURS, status_code=404, headers=HEADERS)(scope, receive, send)
             return
