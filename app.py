@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +232,12 @@ class App:
         # loopback client and rewrite the request's address before our ProxyTrust (MASCOT_PROXY_ADDRESSES) sees it.
         os.environ["FORWARDED_ALLOW_IPS"] = ""
         blocking = not overrides.get("prevent_thread_lock", False)
-        self.demo.launch(**{**options, **overrides, "prevent_thread_lock": True})
+        with warnings.catch_warnings():
+            # /generate's one State input says whether the page asked for refusals in its own words; agents never
+            # set it and keep the API's parameter names, as they should. Gradio's warning at making the MCP server
+            # (that a tool's State keeps its default between calls) would only alarm the operator.
+            warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
+            self.demo.launch(**{**options, **overrides, "prevent_thread_lock": True})
         if blocking:
             self.demo.block_thread()  # until SIGTERM's drain closes the page, or Ctrl-C
 

@@ -5,8 +5,8 @@ waits for beyond the model.
 
 Browsers (each with one keep-alive connection, its identity cookie and one Gradio session, as a page keeps for as long
 as it is open) take turns, click by click, so a change in the machine's load touches each alike:
-- the page's Create click: its three steps as the page sends them, the refusal line (refusal_line: answered at once,
-  outside the queue), the form's check (start_generation) and then /generate, from the first request to the mascots'
+- the page's Create click: its two steps as the page sends them, the page's own check, seed and status line
+  (start_generation: answered at once, outside the queue) and then /generate, from the first request to the mascots'
   answer;
 - an API call: /generate alone, as gradio_client sends it;
 - an API call in a new session each time: Gradio builds a session's state (a copy of every component's config, 7 ms
@@ -153,10 +153,10 @@ def echo_floor(requests: int, warmup: int) -> list[float]:
     return browser.seconds
 
 
-# The page's Create click: the refusal line and the form's check and seed (private), then the generation; the seed
-# is given, as after a person typed one, so the steps send the same values.
+# The page's Create click: its own check, seed and status line (private), then the generation; the seed is given, as
+# after a person typed one, so the steps send the same values.
 BROWSERS = (
-    ("page_click", ["refusal_line", "start_generation", "generate"], False),
+    ("page_click", ["start_generation", "generate"], False),
     ("api_call", ["generate"], False),
     ("api_call_in_a_new_session", ["generate"], True),
 )

@@ -17,6 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mascot.prompt.request import INTEGER_RANGES
 from mascot.ui.agents import AGENT_TOOLS
+from tests.support.raw_gradio import call
 from tests.support.site import FAST, make, mine, public
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,21 @@ def test_a_fraction_for_a_whole_number_is_still_refused_by_name_not_rounded(site
 
     with pytest.raises((AppError, ValueError), match="num_inference_steps"):
         site.browser().predict(prompt="otter", **{**FAST, "num_inference_steps": 2.5}, api_name="/generate")
+
+
+def test_the_rest_api_makes_a_mascot_from_the_parameters_its_page_lists_by_position_or_by_name(site):
+    """/call/generate as the API page's curl example sends it: the API's own parameters only (not the page's State,
+    whose place Gradio fills itself), or, on /call/v2, by name."""
+    browser = site.browser()
+    parameters = browser.view_api(return_format="dict", print_info=False)["named_endpoints"]["/generate"]["parameters"]
+    values = {"prompt": "an otter on the REST API", "seed": 1, **FAST}
+    data = [values.get(p["parameter_name"], p["parameter_default"]) for p in parameters]
+    with httpx.Client(base_url=site.url, cookies=dict(browser.cookies), timeout=60) as http:
+        by_position = call(http, "generate", {"data": data})
+        by_name = call(http, "v2/generate", {**values, "prompt": "an otter by name"})
+
+    assert by_position.success and by_name.success, (by_position, by_name)
+    assert {"an otter on the REST API", "an otter by name"} <= {mascot["prompt"] for mascot in mine(browser)}
 
 
 # ---- the MCP server ------------------------------------------------------------------------------------------------
@@ -113,6 +129,7 @@ def test_mcp_offers_the_four_tools_with_every_parameter_described(agents_site):
             assert len(schema.get("description", "")) > 10, (tool.name, name)
     generate = offered["generate"].inputSchema["properties"]
     assert generate["num_inference_steps"]["type"] == "integer" and generate["guidance_scale"]["type"] == "number"
+    assert "in_pages_words" not in generate  # the page's State: not the agents' to set
 
 
 def test_hidden_events_cannot_be_called_as_tools_but_stay_in_the_gradio_client_api(agents_site):
@@ -208,6 +225,7 @@ def test_a_real_app_process_with_mcp_offers_the_four_tools_and_still_drains_on_s
         process.stop()
     assert process.process is not None and process.process.returncode == 0, process.log()
     assert "drained in" in process.log()
+    assert "gr.State input" not in process.log()  # Gradio's warning about /generate's State would only alarm
 
 
 @pytest.fixture

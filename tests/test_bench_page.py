@@ -24,7 +24,7 @@ def test_the_page_overhead_benchmark_clicks_through_the_app_and_a_gradio_echo(tm
     assert json.loads(out.read_text()) == results
 
 
-def test_a_page_click_sends_the_refusal_line_the_forms_check_then_the_generation_in_one_session(monkeypatch):
+def test_a_page_click_sends_its_own_check_then_the_generation_in_one_session(monkeypatch):
     sent: list[tuple[str, int, str]] = []
     monkeypatch.setattr(
         page_overhead, "click", lambda http, session, fn_index, data: sent.append((session, fn_index, "queue"))
@@ -35,12 +35,11 @@ def test_a_page_click_sends_the_refusal_line_the_forms_check_then_the_generation
     config = {
         "components": [{"id": 1, "props": {"elem_id": "idea", "value": ""}}],
         "dependencies": [
-            {"id": 6, "api_name": "refusal_line", "inputs": [1], "queue": False},
-            {"id": 7, "api_name": "start_generation", "inputs": [1], "queue": None},
+            {"id": 7, "api_name": "start_generation", "inputs": [1], "queue": False},
             {"id": 8, "api_name": "generate", "inputs": [1], "queue": None},
         ],
     }
-    page = page_overhead.Browser("page_click", ["refusal_line", "start_generation", "generate"])
+    page = page_overhead.Browser("page_click", ["start_generation", "generate"])
     api = page_overhead.Browser("api_call_in_a_new_session", ["generate"], new_session_each_click=True)
     with httpx.Client() as unused:  # `click` and `ask` are replaced: nothing is sent
         for browser in (page, api):
@@ -48,8 +47,8 @@ def test_a_page_click_sends_the_refusal_line_the_forms_check_then_the_generation
             browser.click({"idea": "an otter"})
             browser.click({"idea": "a fox"})
 
-    one_click = [("first", 6, "at once"), ("first", 7, "queue"), ("first", 8, "queue")]
-    assert sent[:6] == one_click * 2  # the page keeps its session; its first step skips the queue
-    api_sessions = [session for session, _, _ in sent[6:]]
-    assert [fn_index for _, fn_index, _ in sent[6:]] == [8, 8]
+    one_click = [("first", 7, "at once"), ("first", 8, "queue")]
+    assert sent[:4] == one_click * 2  # the page keeps its session; its first step skips the queue
+    api_sessions = [session for session, _, _ in sent[4:]]
+    assert [fn_index for _, fn_index, _ in sent[4:]] == [8, 8]
     assert len(set(api_sessions)) == 2 and "first" not in api_sessions

@@ -158,6 +158,7 @@ def test_every_invalid_field_is_marked_at_once_in_the_pages_words_and_a_refused_
     for sentence in sentences:
         playwright_api.expect(status).to_contain_text(sentence)
     assert page.get_by_label("Seed", exact=True).input_value() == seed_before  # no new seed was drawn
+    playwright_api.expect(page.locator("#cancel")).to_be_hidden()  # nothing to cancel
     assert app.jobs() == 0  # and nothing was queued
     for api_name in ("num_images_per_prompt", "prior_num_inference_steps", "(width)"):
         assert api_name not in page.locator("body").inner_text()

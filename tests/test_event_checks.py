@@ -54,7 +54,7 @@ def join(site: Site, http: httpx.Client, api_name: str, data: list[Any]) -> Answ
 def test_every_checked_event_has_its_case_here(site: Site) -> None:
     checked = {fn.api_name for fn in site.app.demo.fns.values() if fn.validator is not None}
 
-    assert checked == {*CHECKED, "start_generation"}  # a new checked event needs its case here
+    assert checked == set(CHECKED)  # a new checked event needs its case here
 
 
 @pytest.mark.parametrize("api_name", list(CHECKED))
@@ -75,14 +75,20 @@ def test_a_check_that_breaks_answers_with_a_sentence_and_logs_the_cause(
     assert SECRET in caplog.text  # the operator still learns the cause
 
 
-def test_the_pages_own_create_step_answers_with_a_sentence_too(
-    site: Site, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+def test_the_pages_own_first_step_says_a_broken_check_in_a_sentence_on_the_status_line(
+    site: Site, http: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(site.app.services.service, "admit", broken)
+    [(index, event)] = [(index, fn) for index, fn in site.app.demo.fns.items() if fn.api_name == "start_generation"]
+    body = {"fn_index": index, "data": ["an otter"] + [None] * (len(event.inputs) - 1), "session_hash": "s1"}
 
-    answer = join(site, http, "start_generation", ["an otter"])
+    with caplog.at_level(logging.ERROR):
+        answer = http.post("gradio_api/run/predict", json=body)  # outside the queue, as the page sends it
 
-    assert answer.status == 400 and answer.message == CHECK_FAILED, answer
+    status, seed, cancel, _ = answer.json()["data"]
+    assert answer.status_code == 200 and status == f"Not started: {CHECK_FAILED}", answer.text
+    assert seed == {"__type__": "update"} and cancel == {"__type__": "update"}  # left as they were
+    assert SECRET not in answer.text and SECRET in caplog.text
 
 
 def test_a_database_out_of_reach_is_said_on_the_idea_and_the_next_click_works(

@@ -14,6 +14,7 @@ SHAPES = {
     0: EventShape("like", ("public_id",)),
     1: EventShape("upload_logo", ("image",), files=frozenset({0})),
     2: EventShape(None, ("mascots",), selects=True),
+    3: EventShape("generate", ("prompt", "seed", "in_pages_words"), states=frozenset({2})),  # a State, last
 }
 
 
@@ -45,6 +46,20 @@ def test_a_well_formed_call_passes(uploads: Path) -> None:
     assert refusal("join", "", {"fn_index": 2, "data": [[]], "event_data": {"index": 0, "value": 1}}, uploads) is None
     assert refusal("call/v2", "like", {"public_id": "x"}, uploads) is None
     assert refusal("run", "predict", {"fn_index": 0, "data": ["x"]}, uploads) is None  # how the page runs events
+
+
+def test_an_api_call_may_leave_out_the_pages_state_as_gradio_fills_it_in_but_a_join_may_not(uploads: Path) -> None:
+    assert refusal("call", "generate", {"data": ["an otter", 1]}, uploads) is None  # the API's parameters
+    assert refusal("call", "generate", {"data": ["an otter", 1, None]}, uploads) is None  # every input
+    assert refusal("join", "", {"fn_index": 3, "data": ["an otter", 1, None]}, uploads) is None  # as clients join
+    assert refusal("call/v2", "generate", {"prompt": "an otter", "seed": 1}, uploads) is None
+
+    too_few = refusal("call", "generate", {"data": ["an otter"]}, uploads)
+    assert too_few == (400, "/generate takes 2 values (prompt, seed) in “data”; this request sent 1.")
+    joined_short = refusal("join", "", {"fn_index": 3, "data": ["an otter", 1]}, uploads)
+    assert joined_short is not None and "takes 3 values" in joined_short[1], joined_short
+    named = refusal("call/v2", "generate", {"prompt": "an otter", "in_pages_words": True}, uploads)
+    assert named == (400, "/generate has no parameter named in_pages_words; it takes prompt, seed.")
 
 
 @pytest.mark.parametrize(

@@ -796,10 +796,12 @@ CASES: dict[str, Case] = {
 
 
 def generate_data(world: World, prompt: str) -> list[Any]:
+    """/generate's data as a client joins the queue: the API's parameters, then None for the page's State (last)."""
     parameters = world.endpoints["/generate"]["parameters"]
     data = [world.valid_value(parameter) for parameter in parameters]
     data[0] = prompt
-    return data
+    inputs = world.site.app.demo.fns[world.fn_index("generate")].inputs
+    return data + [None] * (len(inputs) - len(data))
 
 
 def private_fn(world: World, function_name: str) -> int:

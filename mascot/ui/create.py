@@ -346,36 +346,30 @@ def _wire(services: PageServices, form: CreateForm) -> None:
         queue=False,
         api_visibility="private",
     )
-    # Three steps. First the reason a click would be refused, written on the status line, where it stays: Gradio
-    # takes a validator's message off its field at the page's next update of anything (the queue banner's timer, a
-    # preview), seconds later, and the button would seem to do nothing. Then the page's own (private) step checks the
-    # form, in people's words on every failing field, and only then draws the seed and shows Cancel: a refused click
-    # changes nothing else. Then /generate, which is also the API: its validator checks again (the gate for API
-    # clients, in the API's parameter names) and it runs the job.
+    # Two steps. First the page's own check, answered at once beside the queue: the reason a click would be refused,
+    # written on the status line, where it stays (Gradio takes a validator's message off its field at the page's next
+    # update of anything, the queue banner's timer or a preview, seconds later, and the button would seem to do
+    # nothing); or, when it would not be, the seed drawn and Cancel shown, so a refused click changes nothing else.
+    # Then /generate, which is also the API: its validator checks again (the gate), marks every failing field, in the
+    # page's words for the page (the first step says so in a State; API clients keep the parameter names), and it
+    # runs the job. A separate queued step for the seed cost a trip through the queue on every click (10-20 ms).
+    in_pages_words = gr.State(False)
     page_inputs = {**inputs, "randomize_seed": form.randomize_seed}
+    generate_inputs = {**inputs, "in_pages_words": in_pages_words}  # the State last: the API's positions stay
     gr.on(
         [built_as(inputs, "prompt", gr.Textbox).submit, form.generate_button.click],
-        fn=_refusal_line_handler(services),
-        inputs_kwargs=inputs,
-        outputs=form.status,
-        preprocess=False,  # the same raw values the checks below read
-        queue=False,  # a check: answered at once, beside the queue
-        api_visibility="private",
-        show_progress="hidden",
-    ).then(
-        fn=start_generation,
+        fn=_start_generation_handler(services),
         inputs_kwargs=page_inputs,
-        outputs=[seed, form.cancel_button],
-        validator=_generation_validator(services, list(page_inputs), for_people=True),
-        preprocess=False,  # as /generate: the request class checks raw values, in the page's words
-        concurrency_limit=None,  # checks and a random number: never waits behind the GPU
+        outputs=[form.status, seed, form.cancel_button, in_pages_words],
+        preprocess=False,  # the same raw values the checks below read
+        queue=False,  # a check and a random number: answered at once, never behind the GPU
         api_visibility="private",
         show_progress="hidden",
     ).success(
         fn=_generate_handler(services),
-        inputs_kwargs=inputs,
+        inputs_kwargs=generate_inputs,
         outputs=[form.gallery, form.status],
-        validator=_generation_validator(services, list(inputs), for_people=False),
+        validator=_generation_validator(services, list(generate_inputs)),
         preprocess=False,  # our request class validates raw values and names the parameter; Gradio would clamp
         api_name="generate",
         concurrency_limit=None,  # handlers only relay; the worker owns the GPU and its queue
@@ -493,40 +487,42 @@ def pick_seed(seed: float | None, randomize_seed: bool) -> float | None:
     return secrets.randbelow(MAX_SEED + 1) if randomize_seed is True else seed  # raw: "false" is not a yes
 
 
-def start_generation(seed: Any, randomize_seed: bool, **_form: Any) -> tuple[Any, Any]:
-    """After the form passed its checks: the seed to use (drawn when asked), and Cancel while the job runs."""
-    return pick_seed(seed, randomize_seed), gr.Button(visible=True)
+def _start_generation_handler(services: PageServices) -> Callable[..., tuple[Any, Any, Any, bool]]:
+    def start_generation(
+        seed: Any = None, randomize_seed: Any = False, http_request: gr.Request | None = None, **values: Any
+    ) -> tuple[Any, Any, Any, bool]:
+        """The page's first step of a click: the status line (why it will be refused, every sentence in people's
+        words; or empty, a finished run's line making way for the new run's), the seed to use (drawn when asked) and
+        Cancel, both left as they are when it will be refused; and that /generate speaks the page's words."""
+        try:  # a check that breaks says so in a sentence, as the validator does (CHECK_FAILED, its cause logged)
+            answers_in_sentences(admit)(services, http_request, {**values, "seed": seed})
+        except Refusal as error:
+            return NOT_STARTED + plain(error.for_people), gr.skip(), gr.skip(), True
+        return "", pick_seed(seed, randomize_seed), gr.Button(visible=True), True
+
+    return start_generation
 
 
-def _refusal_line_handler(services: PageServices) -> Callable[..., Any]:
-    def refusal_line(http_request: gr.Request | None = None, **values: Any) -> str:
-        """The status line before a click goes on: why it will be refused (every sentence, in people's words), or
-        empty (a finished run's line makes way for the new run's)."""
-        try:
-            answer = _generation_validator(services, list(values), for_people=True)(http_request, **values)
-        except Refusal as error:  # answers_in_sentences' own: a check that failed
-            return NOT_STARTED + plain(error.for_people)
-        refusals = [update["message"] for update in answer if not update["is_valid"] and update["message"]]
-        return NOT_STARTED + plain(" ".join(refusals)) if refusals else ""
-
-    return refusal_line
-
-
-def _generation_validator(
-    services: PageServices, names: list[str], *, for_people: bool
-) -> Callable[..., list[dict[str, Any]]]:
+def _generation_validator(services: PageServices, names: list[str]) -> Callable[..., list[dict[str, Any]]]:
     """Refusals that cost nothing run before the job takes a queue slot, every failing field marked at once: in the
-    page's words (its labels) for the page's own step, in the API's parameter names for /generate."""
+    page's words (its labels) when the page's first step asked for them, in the API's parameter names otherwise."""
 
     @answers_in_sentences
-    def validate_generation(http_request: gr.Request | None = None, **values: Any) -> list[dict[str, Any]]:
+    def validate_generation(
+        http_request: gr.Request | None = None, in_pages_words: Any = False, **values: Any
+    ) -> list[dict[str, Any]]:
         try:
-            services.service.admit(values, visitor_or_none(services, http_request))
+            admit(services, http_request, values)
         except Refusal as error:
-            return field_messages(names, error, for_people=for_people)
+            return field_messages(names, error, for_people=in_pages_words is True)
         return [gr.validate(True, "") for _ in names]
 
     return validate_generation
+
+
+def admit(services: PageServices, http_request: gr.Request | None, values: dict[str, Any]) -> None:
+    """The service's admission of a generation for the asking browser: raises Refusal when it would be refused."""
+    services.service.admit(values, visitor_or_none(services, http_request))
 
 
 def field_messages(names: list[str], error: Refusal, *, for_people: bool) -> list[dict[str, Any]]:
@@ -596,6 +592,7 @@ def _generate_handler(services: PageServices) -> Callable[..., Iterator[tuple[An
         logo_weight: Any = DEFAULTS.logo_weight,
         adapter_name: Any = DEFAULTS.adapter_name,
         lora_scale: Any = DEFAULTS.lora_scale,
+        in_pages_words: Any = False,  # the page's State, for the validator's wording: not a parameter of the API
         http_request: gr.Request | None = None,  # filled in by Gradio
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's documented way to receive progress
     ) -> Iterator[tuple[Any, str]]:

@@ -41,6 +41,11 @@ class EventShape:
     parameters: tuple[str, ...]
     files: frozenset[int] = frozenset()
     selects: bool = False  # it reads what was selected (Gradio's SelectData: the join's event_data)
+    states: frozenset[int] = frozenset()  # the page's State inputs: the API's own parameters leave them out
+
+    @property
+    def api_parameters(self) -> tuple[str, ...]:
+        return tuple(name for position, name in enumerate(self.parameters) if position not in self.states)
 
     @property
     def shown_name(self) -> str:
@@ -106,7 +111,8 @@ def check_event(kind: str, api_name: str, body: bytes, shapes: Mapping[int, Even
     shape = shape_by_index(payload.get("fn_index"), shapes) if by_index else shape_by_name(api_name, shapes)
     if shape.selects and not is_selection(payload.get("event_data")):
         raise Refused(400, f"{shape.shown_name} needs event_data naming what was selected, as the page sends it.")
-    values = named_values(payload, shape) if kind == "call/v2" else positional_values(payload.get("data"), shape)
+    data = payload.get("data")
+    values = named_values(payload, shape) if kind == "call/v2" else positional_values(data, shape, kind == "call")
     for position, value in values:
         check_files(value, shape.parameters[position], position in shape.files, uploads)
 
@@ -136,21 +142,25 @@ def shape_by_name(api_name: str, shapes: Mapping[int, EventShape]) -> EventShape
     raise Refused(404, f"There is no API endpoint named “/{shown}”: /gradio_api/info lists them.")
 
 
-def positional_values(data: Any, shape: EventShape) -> Iterator[tuple[int, Any]]:
-    """The values of `data` by position, refused unless it is a list of exactly the event's inputs."""
-    wanted = len(shape.parameters)
-    if not isinstance(data, list) or len(data) != wanted:
+def positional_values(data: Any, shape: EventShape, api_call: bool = False) -> Iterator[tuple[int, Any]]:
+    """The values of `data` by position, refused unless it is a list of exactly the event's inputs; or, for an API
+    call (/call/<name>, where Gradio puts None in the State inputs' places itself), of exactly its API parameters."""
+    if api_call and shape.states and isinstance(data, list) and len(data) == len(shape.api_parameters):
+        positions = [position for position in range(len(shape.parameters)) if position not in shape.states]
+        return zip(positions, data, strict=True)
+    wanted = shape.api_parameters if api_call else shape.parameters
+    if not isinstance(data, list) or len(data) != len(shape.parameters):
         sent = f"sent {len(data)}" if isinstance(data, list) else "sent no list of them"
-        names = f" ({', '.join(shape.parameters)})" if shape.parameters else ""
-        raise Refused(400, f"{shape.shown_name} takes {wanted} values{names} in “data”; this request {sent}.")
+        names = f" ({', '.join(wanted)})" if wanted else ""
+        raise Refused(400, f"{shape.shown_name} takes {len(wanted)} values{names} in “data”; this request {sent}.")
     return iter(enumerate(data))
 
 
 def named_values(payload: dict[str, Any], shape: EventShape) -> Iterator[tuple[int, Any]]:
     """/call/v2's values by name, refused when one is not a parameter of the event."""
-    unknown = sorted(set(payload) - set(shape.parameters) - {"oauth_token"})
+    unknown = sorted(set(payload) - set(shape.api_parameters) - {"oauth_token"})
     if unknown:
-        takes = ", ".join(shape.parameters) or "nothing"
+        takes = ", ".join(shape.api_parameters) or "nothing"
         shown = ", ".join(name[:SHOWN_NAME_CHARACTERS] for name in unknown[:5])
         raise Refused(400, f"{shape.shown_name} has no parameter named {shown}; it takes {takes}.")
     return ((shape.parameters.index(name), value) for name, value in payload.items() if name in shape.parameters)
@@ -252,7 +262,8 @@ def event_shapes(blocks: Any) -> dict[int, EventShape]:
         parameters = tuple(_input_name(names, position, block) for position, block in enumerate(inputs))
         files = frozenset(position for position, block in enumerate(inputs) if _takes_a_file(block))
         selects = bool(getattr(fn, "collects_event_data", False))
-        shapes[int(fn_index)] = EventShape(fn.api_name or None, parameters, files, selects)
+        states = frozenset(position for position, block in enumerate(inputs) if getattr(block, "skip_api", False))
+        shapes[int(fn_index)] = EventShape(fn.api_name or None, parameters, files, selects, states)
     return shapes
 
 
