@@ -13,7 +13,8 @@
 # are served and timed (the "nobody waits" figures), the buckets then loaded here from the cache the children filled
 # (that load's time is the warm-cache warm-up); 8 people and one mascot compiled vs plain; peak memory; pixel
 # differences; where one mascot's time goes, eager and compiled (the time inside the text encoder, the prior, the
-# UNet and MoVQ's decode, and outside them: bench/stage_clock.py). Writes $OUT/speed.json (after every phase, so a cut run keeps what it measured) and $OUT/speed.log.
+# UNet and MoVQ's decode, and outside them: bench/stage_clock.py), and of one run shared by the 8 people with the writing
+# of its pictures. Writes $OUT/speed.json (after every phase, so a cut run keeps what it measured) and $OUT/speed.log.
 # Knobs: GPU_ROUND_BUDGET_S (300: phases are skipped past it), GPU_ROUND_TIMEOUT_S (330: the hard limit),
 # GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread, or
 # "--compile-packages" for children that hand over AOTInductor packages, loaded here without tracing, or

@@ -49,7 +49,7 @@ from bench.stage_clock import where_the_time_goes
 from bench.timing import TimedGenerator
 from mascot.generation.adapter_files import BASE_MODELS, TARGET_MODULES, AdapterCard
 from mascot.generation.adapters import AdapterSpec, load_adapter, set_adapter_scale
-from mascot.generation.generator import GeneratedImages, ModelInfo
+from mascot.generation.generator import BatchItem, GeneratedImages, ModelInfo
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.saver import SAVE_THREADS
@@ -355,6 +355,38 @@ def time_the_models(bench: Bench, fast: KandinskyGenerator, req: GenerationReque
     bench.record(f"where_the_time_goes_{label}", row)
 
 
+def time_a_shared_run(bench: Bench, scale: Scale, fast: KandinskyGenerator, out: Path, label: str) -> None:
+    """Where an N-people round's time goes (the goal of 8 people at 1.5 mascots/s): one run shared by N one-image
+    requests, as the worker batches them, each taking its previews, with its models timed (stage_clock.py); then the
+    store's writing of the run's pictures (PNG and thumbnail side by side, ImageFiles as the savers use it), which the
+    round's last answer waits for."""
+    people = bench.args.people
+
+    previews: list[Image.Image] = []  # taken as generate_with_previews takes them
+
+    def take_preview(update: Any) -> None:
+        if update.preview is not None:
+            previews.append(update.preview)
+
+    items = [BatchItem(request(scale, PROMPTS[k % 4], 100 + k), take_preview) for k in range(people)]
+    results: list[GeneratedImages | None] = []
+
+    def run() -> GeneratedImages:
+        results[:] = fast.generate_batch(items)
+        first = results[0]
+        assert first is not None  # nothing cancels these requests
+        return first  # its prior and decoder seconds are the run's
+
+    row = where_the_time_goes(bench.cuda, fast, run)
+    images = [image for result in results if result is not None for image in result.images]
+    started = time.perf_counter()
+    ImageFiles(out / f"shared-run-{label}").write_images(
+        images, [{"prompt": "a person"}] * len(images), datetime.now(UTC)
+    )
+    row["writing_its_pictures_s (PNG + thumbnail, side by side)"] = round(time.perf_counter() - started, 3)
+    bench.record(f"where_a_run_of_{people}_people_goes_{label}", {"images": len(images), **row})
+
+
 def lowered(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator) -> None:
     """lower_precision_phase when the budget has room for it; a failure is recorded and the run goes on."""
     key = f"lower_precision_{bench.args.lower_precision}"
@@ -631,6 +663,8 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
     bench.record("compiled_one_mascot", {**row, "pixel_diff_compiled_vs_eager": pixel_difference(picture, eager)})
     if bench.left() > 10:
         time_the_models(bench, fast, req, "compiled")
+    if args.people in compiled_batch_images(args) and bench.left() > 20:
+        time_a_shared_run(bench, scale, fast, work, "compiled")
     if look is not None and bench.left() > 10:
         house_look(bench, scale, plain, fast, setups, (eager, look))
 
@@ -772,6 +806,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 one_mascot(bench, scale, plain, fast, today)
                 time_the_models(bench, fast, request(scale), "eager")
                 people_queued(bench, scale, plain, fast, work)
+                time_a_shared_run(bench, scale, fast, work, "eager")
                 reason = "--no-compile" if args.no_compile else f"{bench.left():.0f} s of budget left"
                 bench.record("compiled", {"skipped": reason})
             else:  # the compile runs from the start; every eager figure is measured while it runs

@@ -20,6 +20,17 @@ def assert_the_time_is_placed(results: dict, *kinds: str) -> None:
         assert 0 <= row["outside_the_models_s"] < row["wall_s"], (key, row)
 
 
+def assert_the_shared_run_is_placed(results: dict, kind: str) -> None:
+    """Where a run shared by the 2 people went: one run of both images (each UNet and prior call takes both), and
+    the writing of its pictures."""
+    row = results[f"where_a_run_of_2_people_goes_{kind}"]
+    assert row["images"] == 2 and row["unet"]["calls"] == 2 and row["prior"]["calls"] == 2, row
+    assert (
+        0 <= row["outside_the_models_s"] < row["wall_s"]
+        and row["writing_its_pictures_s (PNG + thumbnail, side by side)"] > 0
+    )
+
+
 def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
     results = speed.main(
@@ -31,6 +42,7 @@ def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(t
     assert set(one) >= {"plain_diffusers", "ours_fast", "ours_all_fast_parts_off", "ratio_plain_over_ours_fast"}
     assert one["pixel_diff_fast_vs_parts_off"]["max"] == 0  # on a CPU every fast part keeps the maths
     assert_the_time_is_placed(results, "eager")
+    assert_the_shared_run_is_placed(results, "eager")
     people = results["2_people_queued"]
     assert people["ours_worker"]["mascots_per_s"] > 0 and people["plain_diffusers"]["mascots_per_s"] > 0
     for runner in ("ours_worker", "plain_diffusers"):  # a person's mean wait: within the round, not after it
@@ -65,6 +77,7 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert results["2_people_queued_compiled"]["ours_worker"]["mascots_per_s"] > 0
     assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] == 0  # backend "eager" on a CPU
     assert_the_time_is_placed(results, "eager", "compiled")
+    assert_the_shared_run_is_placed(results, "compiled")
     # --lora-rank: a house look, compiled (the child built the same adapter) against plain diffusers with it on.
     look = results["compiled_one_mascot_house_look"]
     assert look["ours_compiled"]["median_s"] > 0 and look["ratio_plain_over_ours_compiled"] > 0
