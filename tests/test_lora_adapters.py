@@ -281,7 +281,10 @@ def test_a_package_runs_the_adapter_and_strength_each_run_chooses(adapted_genera
             adapted_generator.select_adapter("look", strength)
             eager = unet.exported(*inputs)
             assert not torch.allclose(eager, base, atol=1e-3)
-            torch.testing.assert_close(runner(*inputs), eager, rtol=1e-4, atol=1e-4)
+            # The package's float32 kernels round otherwise than eager, more as a strength grows the output: up to
+            # 1.5e-4, and 4.3e-4 under load, on a CPU without AVX-512. The look moves the output by 0.6 to 2.1 here,
+            # so a package that ran another strength would be off by hundreds of times this tolerance.
+            torch.testing.assert_close(runner(*inputs), eager, rtol=1e-3, atol=1e-3)
         adapted_generator.select_adapter(None)
         torch.testing.assert_close(runner(*inputs), base, rtol=1e-4, atol=1e-4)
 
