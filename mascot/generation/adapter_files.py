@@ -144,11 +144,17 @@ def check_lora_keys(path: Path, keys: Iterable[str]) -> None:
         )
 
 
+def read_card(path: Path) -> AdapterCard | None:
+    """The card beside an adapter's weights file `path`, if there is one."""
+    card_path = path.parent / CARD_NAME
+    return AdapterCard.read(card_path) if card_path.is_file() else None
+
+
 def read_target(path: Path) -> Target:
     """The target the card names, or, without a card, the one the weights' module names imply."""
-    card_path = path.parent / CARD_NAME
-    if card_path.is_file():
-        return AdapterCard.read(card_path).target
+    card = read_card(path)
+    if card is not None:
+        return card.target
     keys, _ = read_lora_header(path)
     return target_of_keys(path, keys)
 
@@ -194,8 +200,7 @@ def check_adapter_files(values: Iterable[str]) -> None:
         if given:
             check_adapter_name_characters(given)
         path = weights_file(location)
-        card_path = path.parent / CARD_NAME
-        card = AdapterCard.read(card_path) if card_path.is_file() else None  # read first, as read_target does
+        card = read_card(path)  # read first, as read_target does
         keys, metadata = read_lora_header(path)  # once: the target without a card, and the LoRA config
         lora_config_of(path, metadata)
         named.append((given or adapter_name_of(value), card.target if card is not None else target_of_keys(path, keys)))

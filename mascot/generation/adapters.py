@@ -21,6 +21,7 @@ from mascot.generation.adapter_files import (
     Target,
     check_adapter_name_characters,
     check_lora_keys,
+    read_card,
     read_lora_metadata,
     read_target,
     refuse_names_used_twice,
@@ -57,8 +58,7 @@ class AdapterSpec:
     @property
     def card(self) -> AdapterCard | None:
         """The card beside the weights, if there is one."""
-        card_path = self.path.parent / CARD_NAME
-        return AdapterCard.read(card_path) if card_path.is_file() else None
+        return read_card(self.path)
 
 
 def parse_adapter_specs(values: Iterable[str]) -> list[AdapterSpec]:
