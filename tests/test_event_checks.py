@@ -47,8 +47,15 @@ def http(site: Site, browser: Client) -> Iterator[httpx.Client]:
 def join(site: Site, http: httpx.Client, api_name: str, data: list[Any]) -> Answer:
     """Join the queue for the event named `api_name` (a private event's is its handler's name), the rest of its
     inputs None."""
+    index, data = padded(site, api_name, data)
+    return join_event(http, index, data)
+
+
+def padded(site: Site, api_name: str, data: list[Any]) -> tuple[int, list[Any]]:
+    """The fn_index of the event named `api_name` (a private event's is its handler's name), and `data` with the rest
+    of its inputs None."""
     [(index, event)] = [(index, fn) for index, fn in site.app.demo.fns.items() if fn.api_name == api_name]
-    return join_event(http, index, data + [None] * (len(event.inputs) - len(data)))
+    return index, data + [None] * (len(event.inputs) - len(data))
 
 
 def test_every_checked_event_has_its_case_here(site: Site) -> None:
@@ -79,8 +86,8 @@ def test_the_pages_own_first_step_says_a_broken_check_in_a_sentence_on_the_statu
     site: Site, http: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(site.app.services.service, "admit", broken)
-    [(index, event)] = [(index, fn) for index, fn in site.app.demo.fns.items() if fn.api_name == "start_generation"]
-    body = {"fn_index": index, "data": ["an otter"] + [None] * (len(event.inputs) - 1), "session_hash": "s1"}
+    index, data = padded(site, "start_generation", ["an otter"])
+    body = {"fn_index": index, "data": data, "session_hash": "s1"}
 
     with caplog.at_level(logging.ERROR):
         answer = http.post("gradio_api/run/predict", json=body)  # outside the queue, as the page sends it
