@@ -49,7 +49,7 @@ from bench.stage_clock import where_the_time_goes
 from bench.timing import TimedGenerator
 from mascot.generation.adapter_files import BASE_MODELS, TARGET_MODULES, AdapterCard
 from mascot.generation.adapters import AdapterSpec, load_adapter, set_adapter_scale
-from mascot.generation.generator import BatchItem, GeneratedImages, ModelInfo
+from mascot.generation.generator import BatchItem, GeneratedImages, ModelInfo, StepCallback, StepUpdate
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.saver import SAVE_THREADS
@@ -275,10 +275,20 @@ def pixel_difference(first: Image.Image, second: Image.Image) -> dict[str, float
     return {"max": int(difference.max()), "mean": round(float(difference.mean()), 3)}
 
 
+def preview_taker() -> StepCallback:
+    """A step callback that takes each preview, as the worker relays them."""
+    previews: list[Image.Image] = []
+
+    def take_preview(update: StepUpdate) -> None:
+        if update.preview is not None:
+            previews.append(update.preview)
+
+    return take_preview
+
+
 def generate_with_previews(generator: KandinskyGenerator, req: GenerationRequest) -> GeneratedImages:
     """One request with a step callback that takes each preview, as the worker relays them."""
-    previews: list[Image.Image] = []
-    return generator.generate(req, lambda update: previews.append(update.preview) if update.preview else None)
+    return generator.generate(req, preview_taker())
 
 
 # ---- phases ----------------------------------------------------------------------------------------------------------
@@ -361,14 +371,7 @@ def time_a_shared_run(bench: Bench, scale: Scale, fast: KandinskyGenerator, out:
     store's writing of the run's pictures (PNG and thumbnail side by side, ImageFiles as the savers use it), which the
     round's last answer waits for."""
     people = bench.args.people
-
-    previews: list[Image.Image] = []  # taken as generate_with_previews takes them
-
-    def take_preview(update: Any) -> None:
-        if update.preview is not None:
-            previews.append(update.preview)
-
-    items = [BatchItem(request(scale, PROMPTS[k % 4], 100 + k), take_preview) for k in range(people)]
+    items = [BatchItem(request(scale, PROMPTS[k % 4], 100 + k), preview_taker()) for k in range(people)]
     results: list[GeneratedImages | None] = []
 
     def run() -> GeneratedImages:
