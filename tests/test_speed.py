@@ -168,6 +168,25 @@ def test_decoding_one_image_at_a_time_gives_the_same_images(tiny_generator):
     assert max(max_difference(a, b) for a, b in zip(one_by_one.generate(request).images, plain, strict=True)) <= 1
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_a_decode_in_chunks_keeps_each_chunk_when_the_next_call_reuses_its_output_memory(chunk):
+    """Compiled with CUDA graphs, each call of the decode writes into the same memory (the graph's); its outputs must
+    be copied out before the next call, or every chunk reads as the last one."""
+    latents = torch.arange(5 * 4 * 2 * 2, dtype=torch.float32).reshape(5, 4, 2, 2)
+    graph_memory: dict[int, torch.Tensor] = {}
+
+    def replayed_decode(part: torch.Tensor) -> torch.Tensor:  # like a CUDA graph replay: one output buffer per shape
+        output = graph_memory.setdefault(part.shape[0], torch.empty(part.shape[0], 3, 4, 4))
+        output.copy_(part[:, :3].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+        return output
+
+    pixels = speed.decode_to_pixels(replayed_decode, latents, chunk)
+
+    expected = latents[:, :3].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert pixels.shape == (5, 3, 4, 4) and torch.equal(pixels, expected)
+    assert all(pixels.data_ptr() != buffer.data_ptr() for buffer in graph_memory.values())  # not the graph's memory
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 def test_pixels_become_the_pipelines_own_pil_images_bit_for_bit(dtype):
     """The fast path's rounding on the pixels' device equals the pipeline's post-processing on the host (scale,

@@ -236,8 +236,22 @@ def decode_chunk_size(count: int, pixels_per_image: int, device: torch.device, s
 
 
 def decode_to_pixels(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, chunk: int) -> torch.Tensor:
-    """MoVQ's pixels in [-1, 1] for `latents`, `chunk` images per call."""
-    return torch.cat([decode(part) for part in latents.split(max(1, chunk))])
+    """MoVQ's pixels in [-1, 1] for `latents`, `chunk` images per call.
+
+    Each call's output is copied out before the next call: compiled with CUDA graphs, a call's output lives in the
+    graph's own memory, which the next replay overwrites (and torch then refuses to read the earlier output), so
+    holding the chunks to join them at the end would break a decode in several chunks."""
+    pixels: torch.Tensor | None = None
+    start = 0
+    for part in latents.split(max(1, chunk)):
+        decoded = decode(part)
+        if pixels is None:
+            pixels = decoded.new_empty((latents.shape[0], *decoded.shape[1:]))
+        pixels[start : start + part.shape[0]].copy_(decoded)
+        start += part.shape[0]
+    if pixels is None:
+        raise ValueError("no latents to decode")
+    return pixels
 
 
 def pixels_to_bytes(pixels: torch.Tensor) -> torch.Tensor:
