@@ -18,7 +18,8 @@
 # Knobs: GPU_ROUND_BUDGET_S (300: phases are skipped past it), GPU_ROUND_TIMEOUT_S (330: the hard limit),
 # GPU_ROUND_ARGS (more bench.speed options, e.g. "--compile-in-process" to time the old thread, or
 # "--compile-packages" for children that hand over AOTInductor packages, loaded here without tracing, or
-# "--lower-precision fp8" to time one mascot with FP8 linear layers, eager and compiled, after the other phases; both
+# "--lower-precision fp8" to time one mascot with FP8 linear layers, eager and compiled, after the other phases (the
+# compiled part needs 200 s of the budget left: in the 500 s call below it is recorded as skipped); both
 # together also build the FP8 packages in a child; or "--lora-rank 4" to load a random decoder adapter of lora/train.py's
 # default rank before compiling, as a house look, and time one mascot with it compiled vs plain: every phase then runs
 # with that adapter loaded, so keep it out of the call that measures the goals). One session's 15 minutes hold one
