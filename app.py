@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mascot.settings import space_environment
 
@@ -47,7 +47,7 @@ if not gr.NO_RELOAD and "app" in globals():
 from mascot.clock import Clock, utc_now
 from mascot.generation.adapter_files import AdapterError, check_adapter_files
 from mascot.generation.generator import Generator
-from mascot.generation.worker import GPU_BATCH_IMAGES, GenerationWorker, LoadGenerator, RunBatch
+from mascot.generation.worker import GPU_BATCH_IMAGES, GenerationWorker, LoadGenerator
 from mascot.prompt.brands import BrandError, load_house_brands
 from mascot.prompt.logos import LogoLibrary
 from mascot.prompt.presets import Presets
@@ -76,6 +76,9 @@ from mascot.web.public_url import PublicAddress
 from mascot.web.serving import drain, serve_until_stopped
 from mascot.web.sessions import SessionBindingMiddleware
 from mascot.web.uploads import MAX_UPLOAD_BYTES, UploadGateMiddleware
+
+if TYPE_CHECKING:
+    from mascot.generation.zero_gpu import ZeroGpuRunner
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("mascot")
@@ -281,8 +284,10 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     # The request as the model is given it; the page shows the same in Advanced ("What the model is given").
     prepare = functools.partial(presets.apply, logo_colours=logos.colour_names)
     claims = ClaimKeeper(store, clock)
+    zero_gpu = zero_gpu_runner(settings)  # before anything touches torch: it imports spaces
+    load = load_generator or kandinsky_loader(settings)
     worker = GenerationWorker(
-        load_generator or kandinsky_loader(settings),
+        zero_gpu.loading(load) if zero_gpu is not None else load,
         on_finished=lambda job, images, model: store.save_generation(
             job.submission.owner_hash,
             job.submission.request,
@@ -298,7 +303,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         max_per_client=rules.max_queued_per_client,
         max_batch_images=settings.max_batch_images,
         save_in_background=settings.speed.save_in_background,
-        run_in_handlers=zero_gpu_runner(settings),
+        run_in_handlers=zero_gpu,
         # A database restarting or locked, a disk being freed: the mascot is saved again, not thrown away.
         passing_fault=lambda error: str(error) if isinstance(error, StoreUnavailable) else None,
     )
@@ -338,7 +343,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
     return App(demo, worker, claims, store, identity, settings, services, runtime_modules())
 
 
-def zero_gpu_runner(settings: Settings) -> RunBatch | None:
+def zero_gpu_runner(settings: Settings) -> ZeroGpuRunner | None:
     """ZeroGPU (settings.zero_gpu): each Generate's handler runs its job inside @spaces.GPU; None elsewhere."""
     if not settings.zero_gpu:
         return None

@@ -4,8 +4,12 @@ spaces package hands the function back unchanged, so the handler runs the tiny m
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import spaces
@@ -36,6 +40,25 @@ def test_off_zerogpu_hardware_spaces_gpu_hands_the_function_back_unchanged():
 
     assert spaces.GPU(duration=60)(run) is run  # spaces.zero.decorator: `if not Config.zero_gpu: return task`
     assert ZeroGpuRunner(60).forks is False
+
+
+@pytest.mark.slow
+def test_on_zerogpu_hardware_the_model_loads_in_spaces_cuda_emulation_on_the_workers_thread(tmp_path):
+    """spaces emulates CUDA per thread (on the one that imports it); the model loads on the worker's thread, which
+    must enter the emulation too, or `.to("cuda")` reaches the real CUDA the app's process has none of. The real
+    spaces package, imported as on ZeroGPU hardware, in a process of its own (tests/support/zero_gpu_hardware.py)."""
+    environ = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    environ.pop("MASCOT_ZERO_GPU", None)
+    started = subprocess.run(
+        [sys.executable, "-m", "tests.support.zero_gpu_hardware", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environ,
+        cwd=Path(__file__).resolve().parents[1],  # the repository's root: `-m tests.support...` and app.py
+        check=False,
+    )
+    assert "state=READY device=cuda zero_gpu=True" in started.stdout, started.stdout + started.stderr[-3000:]
 
 
 def test_what_crosses_to_the_gpu_process_pickles_without_the_step_callbacks():

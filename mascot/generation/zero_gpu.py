@@ -10,10 +10,11 @@ return task`), and the run happens in the handler's thread, which is how the tes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mascot.generation.generator import BatchItem, GeneratedImages, Generator
+from mascot.generation.worker import LoadGenerator
 
 
 class ZeroGpuRunner:
@@ -26,6 +27,22 @@ class ZeroGpuRunner:
         self._on_gpu = spaces.GPU(duration=duration_s)(self._generate_batch)
         # spaces marks the functions it wrapped for ZeroGPU; unchanged, the run stays in this process.
         self.forks = self._on_gpu is not self._generate_batch and hasattr(self._on_gpu, "zerogpu")
+
+    def loading(self, load: LoadGenerator) -> LoadGenerator:
+        """`load` as the worker's thread must run it. On ZeroGPU hardware, spaces emulates CUDA in this process (a
+        tensor moved "to cuda" stays in host memory until a @spaces.GPU call moves it) through torch modes that hold
+        per thread: spaces enters them on the thread that imports it and on threads of its own, not on the worker's,
+        where loading the model to "cuda" would reach the real CUDA this process has none of, and fail."""
+        if not self.forks:
+            return load
+
+        def load_in_emulation(on_status: Callable[[str], None]) -> Generator:
+            from spaces.zero.torch import enter_mode  # importable once spaces runs on ZeroGPU hardware
+
+            enter_mode()  # for this thread, for good: as spaces does for its own threads
+            return load(on_status)
+
+        return load_in_emulation
 
     def __call__(self, generator: Generator, items: Sequence[BatchItem]) -> list[GeneratedImages | None]:
         # The forked process reaches the model through this object (in its copy of our memory), never by pickling.
