@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from mascot.generation import download as download_module
-from mascot.generation.download import DownloadFailed, local_copy, progress_class, unread_files
+from mascot.generation.download import DownloadFailed, hub_files, local_copy, progress_class, unread_files
 
 
 def test_a_local_folder_is_used_as_it_is_and_nothing_is_downloaded(tmp_path):
@@ -177,3 +177,14 @@ def test_from_pretrained_loads_a_pipeline_without_the_files_left_out(tiny_model_
     source = ModelSource("Kandinsky 2.2", str(folder / "prior"), str(folder / "decoder"), is_preview_model=False)
     generator = KandinskyGenerator.load(source, device="cpu")
     assert generator.info.name == "Kandinsky 2.2"
+
+
+def test_the_hub_listing_is_the_paths_of_the_repo_info_the_hub_answers(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.hf_api import ModelInfo
+
+    answer = {"id": "owner/model", "siblings": [{"rfilename": "model_index.json"}, {"rfilename": "unet/a.bin"}]}
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo_id: ModelInfo(**answer))
+    assert hub_files("owner/model") == ["model_index.json", "unet/a.bin"]
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo_id: ModelInfo(id="owner/model"))
+    assert hub_files("owner/model") == []  # the hub said nothing of its files: nothing is left out

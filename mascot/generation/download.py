@@ -33,13 +33,13 @@ def local_copy(
     the files its from_pretrained will not read (unread_files)."""
     if Path(location).is_dir():
         return location
-    if download is None or list_files is None:
-        from huggingface_hub import list_repo_files, snapshot_download
+    if download is None:
+        from huggingface_hub import snapshot_download
 
-        download, list_files = download or snapshot_download, list_files or list_repo_files
+        download = snapshot_download
     say(f"Fetching {label} ({location}) from the Hugging Face hub…")
     try:
-        skipped = unread_files(list_files(location))
+        skipped = unread_files((list_files or hub_files)(location))
     except Exception as error:  # offline with a cached copy, say: the download then decides, as before
         log.info("could not list %s's files (%s): fetching all of them", location, type(error).__name__)
         skipped = []
@@ -53,6 +53,14 @@ def local_copy(
             "connection and try again, or start with --model PATH for weights on disk, or --model tiny for the "
             "offline preview model."
         ) from error
+
+
+def hub_files(repo_id: str) -> list[str]:
+    """The paths of a hub repo's files, from the call snapshot_download makes itself (without a network it fails at
+    once: list_repo_files would try again for about 20 s)."""
+    from huggingface_hub import model_info
+
+    return [sibling.rfilename for sibling in model_info(repo_id).siblings or []]
 
 
 def unread_files(files: Iterable[str]) -> list[str]:
