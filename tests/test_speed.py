@@ -205,6 +205,23 @@ def test_pixels_become_the_pipelines_own_pil_images_bit_for_bit(dtype):
     assert all(a.tobytes() == b.tobytes() for a, b in zip(images, expected, strict=True))
 
 
+def test_the_linear_preview_keeps_its_weight_where_previews_are_made_and_follows_each_refit():
+    """The weight is copied to the previews' device once per fit (after a run), not at each preview (on a GPU a copy
+    from the host makes the CPU wait in the step loop); a preview after a refit uses the new weight."""
+    torch.manual_seed(0)
+    preview = speed.LinearPreview(4)
+    latents = torch.randn(1, 4, 8, 8)
+    preview.observe(latents, torch.rand(1, 3, 64, 64) * 2 - 1, 8)
+    first = preview.rgb(latents)
+    kept = preview._on_devices[latents.device]
+    assert preview.rgb(latents).equal(first) and preview._on_devices[latents.device] is kept  # no new copy
+
+    preview.observe(latents, -torch.ones(1, 3, 64, 64), 8)  # a fit towards black: the map changes
+    refit = preview.rgb(latents)
+    expected = speed.pixels_to_bytes(speed._with_bias(latents) @ preview.weight)
+    assert refit.equal(expected) and not refit.equal(first)
+
+
 def test_linear_previews_arrive_every_few_steps_and_look_like_the_movq_decode(tiny_generator, fast_generator):
     updates: list[StepUpdate] = []
     latents: list[torch.Tensor] = []

@@ -141,6 +141,9 @@ class LinearPreview:
     gram: torch.Tensor = field(init=False)  # sum of x x^T over latent pixels, x = [latent channels, 1]
     cross: torch.Tensor = field(init=False)  # sum of x y^T, y = RGB in [-1, 1]
     weight: torch.Tensor = field(init=False)  # [channels + 1, 3]
+    # The weight where previews are made, copied there when it changes (after a run), not at each preview: a copy from
+    # the host makes the CPU wait for the GPU's queued steps, in the middle of the step loop.
+    _on_devices: dict[torch.device, torch.Tensor] = field(init=False, default_factory=dict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -176,11 +179,14 @@ class LinearPreview:
             self.cross += x.T @ y
             ridge = 1e-6 * torch.eye(self.channels + 1, dtype=torch.float64) * self.gram.diagonal().mean()
             self.weight = torch.linalg.solve(self.gram + ridge, self.cross).float()
+            self._on_devices = {device: self.weight.to(device) for device in self._on_devices}
 
     def rgb(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, C, h, w] as uint8 RGB images [B, h, w, 3] on the latents' device."""
         with self._lock:
-            weight = self.weight.to(latents.device)
+            weight = self._on_devices.get(latents.device)
+            if weight is None:  # the first preview on this device
+                weight = self._on_devices[latents.device] = self.weight.to(latents.device)
         return pixels_to_bytes(_with_bias(latents.float()) @ weight)
 
 
