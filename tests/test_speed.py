@@ -168,6 +168,20 @@ def test_decoding_one_image_at_a_time_gives_the_same_images(tiny_generator):
     assert max(max_difference(a, b) for a, b in zip(one_by_one.generate(request).images, plain, strict=True)) <= 1
 
 
+def test_a_decode_counts_the_memory_torch_holds_unused_as_free(monkeypatch):
+    """After a run the allocator keeps the step loop's memory for reuse: the driver calls it taken, the decode may
+    use it. 8 images at 768² need about 14.5 GB of activations."""
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 10 * gib)
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 30 * gib)  # 20 GiB held unused
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 8
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 11 * gib)  # 1 GiB held unused: 3 GiB in all
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 1
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 2) == 2  # MASCOT_DECODE_AT_ONCE decides when set
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 3])
 def test_a_decode_in_chunks_keeps_each_chunk_when_the_next_call_reuses_its_output_memory(chunk):
     """Compiled with CUDA graphs, each call of the decode writes into the same memory (the graph's); its outputs must

@@ -238,6 +238,9 @@ def decode_chunk_size(count: int, pixels_per_image: int, device: torch.device, s
     if device.type != "cuda":
         return count
     free, _ = torch.cuda.mem_get_info(device)
+    # What torch's allocator holds but no tensor uses (the step loop's activations, just freed) is free for the decode
+    # too, though the driver counts it as taken.
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return count if count * pixels_per_image * MOVQ_DECODE_BYTES_PER_PIXEL < free else 1
 
 
