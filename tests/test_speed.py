@@ -168,6 +168,28 @@ def test_decoding_one_image_at_a_time_gives_the_same_images(tiny_generator):
     assert max(max_difference(a, b) for a, b in zip(one_by_one.generate(request).images, plain, strict=True)) <= 1
 
 
+def test_waiting_for_a_run_waits_for_this_threads_stream_not_the_device(monkeypatch):
+    """A device-wide synchronize is invalid while another thread captures a CUDA graph (the compile's warm-up on a
+    thread of the serving process): the prior's timing waits on the current stream alone."""
+    waited: list[torch.device] = []
+
+    class Stream:
+        def __init__(self, device: torch.device) -> None:
+            self.device = device
+
+        def synchronize(self) -> None:
+            waited.append(self.device)
+
+    def whole_device(device=None):
+        raise AssertionError("the whole device was synchronized")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", whole_device)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    speed.wait_for_queued_work(torch.device("cuda", 0))
+    speed.wait_for_queued_work(torch.device("cpu"))  # nothing queued elsewhere: no wait
+    assert waited == [torch.device("cuda", 0)]
+
+
 def test_a_decode_counts_the_memory_torch_holds_unused_as_free(monkeypatch):
     """After a run the allocator keeps the step loop's memory for reuse: the driver calls it taken, the decode may
     use it. 8 images at 768² need about 14.5 GB of activations."""

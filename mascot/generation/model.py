@@ -72,6 +72,7 @@ from mascot.generation.speed import (
     pixels_to_pil,
     prior_key,
     twin,
+    wait_for_queued_work,
 )
 from mascot.generation.turns import ModelsTurn
 from mascot.prompt.request import MAX_SEED, GenerationRequest
@@ -581,8 +582,7 @@ class KandinskyGenerator:
 
     def _synchronize(self) -> None:
         """Wait for queued GPU work, so the prior's time is not counted as the decoder's."""
-        if self.decoder.device.type == "cuda":
-            torch.cuda.synchronize(self.decoder.device)
+        wait_for_queued_work(self.decoder.device)
 
 
 @dataclass(eq=False)

@@ -124,6 +124,14 @@ def twin(pipeline: Pipeline, **replacing: Any) -> Pipeline:
     return made
 
 
+def wait_for_queued_work(device: torch.device) -> None:
+    """Wait for the work this thread queued on `device` (on its current stream, where runs and CUDA graph replays go),
+    not for the whole device's: synchronizing a device is invalid while any of its streams captures a CUDA graph, as
+    the compile's warm-up on a thread of this process does between runs."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+
+
 def image_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
     """One generator per image on `device`, image i seeded with its own seed: each image's noise is drawn where it is
     used (no per-step copy), and image i comes out the same whether it runs alone or in a batch."""
