@@ -259,13 +259,12 @@ def decode_to_pixels(decode: Callable[[torch.Tensor], torch.Tensor], latents: to
     graph's own memory, which the next replay overwrites (and torch then refuses to read the earlier output), so
     holding the chunks to join them at the end would break a decode in several chunks."""
     pixels: torch.Tensor | None = None
-    start = 0
-    for part in latents.split(max(1, chunk)):
-        decoded = decode(part)
+    step = max(1, chunk)
+    for start in range(0, latents.shape[0], step):
+        decoded = decode(latents[start : start + step])
         if pixels is None:
             pixels = decoded.new_empty((latents.shape[0], *decoded.shape[1:]))
-        pixels[start : start + part.shape[0]].copy_(decoded)
-        start += part.shape[0]
+        pixels[start : start + step].copy_(decoded)
     if pixels is None:
         raise ValueError("no latents to decode")
     return pixels
