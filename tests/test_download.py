@@ -110,16 +110,22 @@ BOTH_FORMATS = [
 ]
 
 
-def test_a_hub_repo_is_fetched_without_the_weights_from_pretrained_does_not_read():
-    asked: dict = {}
+class RecordingDownload:
+    """A hub download that only notes which files it was told to leave out."""
 
-    def snapshot_download(repo_id, tqdm_class, ignore_patterns):
-        asked["ignore_patterns"] = ignore_patterns
+    ignore_patterns: list[str] | None = None
+
+    def __call__(self, repo_id, tqdm_class, ignore_patterns):
+        self.ignore_patterns = ignore_patterns
         return "/cache/" + repo_id
+
+
+def test_a_hub_repo_is_fetched_without_the_weights_from_pretrained_does_not_read():
+    snapshot_download = RecordingDownload()
 
     local_copy("owner/model", "the prior", print, snapshot_download, list_files=lambda repo_id: BOTH_FORMATS)
 
-    assert asked["ignore_patterns"] == [
+    assert snapshot_download.ignore_patterns == [
         "image_encoder/pytorch_model.bin",
         "text_encoder/flax_model.msgpack",
         "text_encoder/pytorch_model-00001-of-00002.bin",
@@ -129,29 +135,21 @@ def test_a_hub_repo_is_fetched_without_the_weights_from_pretrained_does_not_read
 
 
 def test_a_repo_whose_files_cannot_be_listed_is_fetched_whole():
-    asked: dict = {}
-
-    def snapshot_download(repo_id, tqdm_class, ignore_patterns):
-        asked["ignore_patterns"] = ignore_patterns
-        return "/cache/" + repo_id
+    snapshot_download = RecordingDownload()
 
     def unreachable(repo_id):
         raise OSError("offline")
 
     assert local_copy("owner/model", "the prior", print, snapshot_download, unreachable) == "/cache/owner/model"
-    assert asked["ignore_patterns"] is None
+    assert snapshot_download.ignore_patterns is None
 
 
 def test_a_name_with_glob_characters_skips_only_itself():
-    asked: dict = {}
-
-    def snapshot_download(repo_id, tqdm_class, ignore_patterns):
-        asked["ignore_patterns"] = ignore_patterns
-        return "/cache/" + repo_id
+    snapshot_download = RecordingDownload()
 
     files = ["unet/diffusion_pytorch_model.safetensors", "unet/weights[ema].bin"]
     local_copy("owner/model", "the decoder", print, snapshot_download, list_files=lambda repo_id: files)
-    [pattern] = asked["ignore_patterns"]
+    [pattern] = snapshot_download.ignore_patterns
     assert fnmatch.fnmatch("unet/weights[ema].bin", pattern) and not fnmatch.fnmatch("unet/weightse.bin", pattern)
 
 

@@ -38,8 +38,7 @@ def main(data_dir: str) -> None:
     app = create_app(load_settings(["--model", "tiny", "--data-dir", data_dir], dict(os.environ)))
     app.worker.start()
     status = app.worker.wait_until_loaded(300)
-    generator = app.worker._generator
-    device = getattr(getattr(generator, "info", None), "device", None)
+    device = status.info.device if status.info is not None else None
     print(f"state={status.state.name} device={device} zero_gpu={app.settings.zero_gpu}", flush=True)
 
 
