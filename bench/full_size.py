@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,14 +17,16 @@ from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import Kandins
 
 from mascot.generation.tiny import build_tokenizer
 
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.vq_model import VQModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
 CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "kandinsky-2-2-configs.json"
 
 
 def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
     """The real architecture (assets/kandinsky-2-2-configs.json) with random weights, built on the GPU in fp16."""
-    from diffusers.models.autoencoders.vq_model import VQModel
-    from diffusers.models.transformers.prior_transformer import PriorTransformer
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
     from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
     from transformers import (
@@ -39,17 +41,15 @@ def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
     prior_configs, decoder_configs = configs["prior"], configs["decoder"]
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_tokenizer(Path(folder))  # model_max_length 77, as the real one: transformers 5.17 needs it
+    prior_model, unet, movq = denoising_models("cuda")
+    prior_model.clip_std.data.fill_(1.0)  # random weights: keep the output from collapsing to clip_mean
     with torch.device("cuda"):
         torch.set_default_dtype(torch.float16)
         try:
-            prior_model = PriorTransformer(**model_config(prior_configs["prior"]))
-            prior_model.clip_std.data.fill_(1.0)  # random weights: keep the output from collapsing to clip_mean
             text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**model_config(prior_configs["text_encoder"])))
             image_encoder = CLIPVisionModelWithProjection(
                 CLIPVisionConfig(**model_config(prior_configs["image_encoder"]))
             )
-            unet = UNet2DConditionModel(**model_config(decoder_configs["unet"]))
-            movq = VQModel(**model_config(decoder_configs["movq"]))
         finally:
             torch.set_default_dtype(torch.float32)
     prior = KandinskyV22PriorPipeline(
@@ -62,6 +62,26 @@ def build_full_size() -> tuple[KandinskyV22PriorPipeline, KandinskyV22Pipeline]:
     )
     scheduler = DDPMScheduler.from_config(model_config(decoder_configs["scheduler"]))
     return prior, KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq)
+
+
+def denoising_models(device: str) -> tuple[PriorTransformer, UNet2DConditionModel, VQModel]:
+    """The prior's transformer, the decoder's UNet and the MoVQ of the real architecture, in fp16 with random weights,
+    on `device` ("meta" builds them without memory: bench/flops.py counts their arithmetic there)."""
+    from diffusers.models.autoencoders.vq_model import VQModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
+    configs = json.loads(CONFIGS.read_text())
+    with torch.device(device):
+        torch.set_default_dtype(torch.float16)
+        try:
+            return (
+                PriorTransformer(**model_config(configs["prior"]["prior"])),
+                UNet2DConditionModel(**model_config(configs["decoder"]["unet"])),
+                VQModel(**model_config(configs["decoder"]["movq"])),
+            )
+        finally:
+            torch.set_default_dtype(torch.float32)
 
 
 def model_config(config: dict[str, Any]) -> dict[str, Any]:
