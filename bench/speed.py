@@ -53,7 +53,7 @@ from mascot.generation.generator import BatchItem, GeneratedImages, ModelInfo, S
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.saver import SAVE_THREADS
-from mascot.generation.speed import CompileConfig, bucket_name, decoder_key
+from mascot.generation.speed import CompileConfig, bucket_name, decoder_key, wait_for_queued_work
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, RunBatch, Submission
 from mascot.prompt.request import GenerationRequest
@@ -107,8 +107,10 @@ class Bench:
             self.args.json.write_text(json.dumps(self.results, indent=1, default=str))
 
     def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
+        """Wait for the work queued on this thread's stream, where runs and CUDA graph replays go (the worker's too:
+        every thread's default stream is the device's one): a device-wide synchronize is invalid while any stream
+        captures a CUDA graph, as a bucket's load stage here does between runs, beside the requests timed meanwhile."""
+        wait_for_queued_work(torch.device(self.device))
 
     def timed(self, run: Callable[[], Any]) -> tuple[float, float | None, Any]:
         """Seconds, peak GiB allocated (CUDA) and the result of one call."""
@@ -308,10 +310,8 @@ def alternate(
     for index in range(warmup + rounds):
         for name, run in runners.items():
             if setups and name in setups:
-                setups[name]()
-                if bench.cuda:
-                    torch.cuda.synchronize()
-                    torch.cuda.empty_cache()
+                setups[name]()  # parking the image encoder also returns its memory to the device
+                bench.sync()
             spent, peak, outputs[name] = bench.timed(run)
             if index >= warmup:
                 seconds[name].append(spent)

@@ -117,3 +117,35 @@ def test_the_benchmarks_models_are_in_inference_mode_as_from_pretrained_gives_th
     modules = [module for pipeline in (prior, decoder) for module in pipeline.components.values()]
     models = [module for module in modules if isinstance(module, torch.nn.Module)]
     assert len(models) >= 5 and not any(part.training for model in models for part in model.modules())
+
+
+def test_the_benchmark_waits_for_its_stream_never_the_whole_device(monkeypatch):
+    """A device-wide synchronize, or memory handed back to the device, is invalid while a stream captures a CUDA graph,
+    as a bucket's load stage does beside the requests timed meanwhile: the benchmark waits on its own stream."""
+    waited: list[torch.device] = []
+
+    class Stream:
+        def __init__(self, device: torch.device) -> None:
+            self.device = device
+
+        def synchronize(self) -> None:
+            waited.append(self.device)
+
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("the whole device was synchronized or its memory handed back")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", forbidden)
+    monkeypatch.setattr(torch.cuda, "empty_cache", forbidden)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 2**30)
+    bench = speed.Bench(speed.parse_args(["--size", "full"]), "cuda")
+    setups: list[str] = []
+    result = speed.alternate(
+        bench, {"plain": lambda: "p", "ours": lambda: "o"}, rounds=1, warmup=0,
+        setups={"plain": lambda: setups.append("plain"), "ours": lambda: setups.append("ours")},
+    )  # fmt: skip
+    assert result["outputs"] == {"plain": "p", "ours": "o"} and setups == ["plain", "ours"]
+    assert result["timings"]["ours"]["peak_gib"] == 1.0
+    # Per runner: after its setup, then before and after its timed run.
+    assert waited == [torch.device("cuda")] * 6

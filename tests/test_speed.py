@@ -190,6 +190,16 @@ def test_waiting_for_a_run_waits_for_this_threads_stream_not_the_device(monkeypa
     assert waited == [torch.device("cuda", 0)]
 
 
+def test_parking_the_image_encoder_hands_its_memory_back_inside_the_models_turn(fast_generator, monkeypatch):
+    """Handing memory back to the device is invalid while one of its streams captures a CUDA graph, as a stage loading
+    compiled code does between runs: the park's empty_cache holds the models' turn, which such stages take too."""
+    held: list[bool] = []
+    monkeypatch.setattr(type(fast_generator.decoder), "device", property(lambda _pipeline: torch.device("cuda")))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: held.append(fast_generator.turn._lock.locked()))
+    fast_generator.park_image_encoder()
+    assert held == [True] and fast_generator.prior.image_encoder.device.type == "cpu"
+
+
 def test_a_decode_counts_the_memory_torch_holds_unused_as_free(monkeypatch):
     """After a run the allocator keeps the step loop's memory for reuse: the driver calls it taken, the decode may
     use it. 8 images at 768² need about 14.5 GB of activations."""

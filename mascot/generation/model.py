@@ -204,8 +204,10 @@ class KandinskyGenerator:
         """Keep the image encoder (1.8 B parameters) on the CPU; it visits the GPU only to embed a new logo."""
         with self.turn.alone():
             self.prior.image_encoder.to("cpu")
-        if self.decoder.device.type == "cuda":
-            torch.cuda.empty_cache()
+            if self.decoder.device.type == "cuda":
+                # Inside the turn: returning memory to the device is invalid while one of its streams captures a
+                # CUDA graph, as a stage loading compiled code here does (its turns exclude this one).
+                torch.cuda.empty_cache()
 
     def start_compiling(
         self,
