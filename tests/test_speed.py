@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -726,6 +727,76 @@ def test_each_warm_up_stage_runs_inside_one_turn(tiny_generator):
     assert compiled.warm([(256, 256, 2)], turn) == [(256, 256, 2)]
     # four prior calls (guidance and negative prompt on and off), the decoder, and the decodes of 1 and of 2 images
     assert turns == ["start", "end"] * 7
+
+
+def test_each_compiled_decode_runs_twice_in_its_warm_up_so_its_cuda_graph_is_recorded_there(tiny_generator):
+    """CUDA graph trees run a compiled function's first call as a warm-up and record its graph at the second: the
+    prior and the UNet run two steps in their stages, and each decode is called twice in its own, so no graph is
+    recorded in someone's run."""
+    generator = with_speed(tiny_generator, FAST)
+    compiled = CompiledModels(generator.prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    decode, calls = compiled.decode, []
+    compiled.decode = lambda latents: calls.append(latents.shape[0]) or decode(latents)
+    assert compiled.warm([(256, 256, 2)]) == [(256, 256, 2)]
+    assert calls == [1, 1, 2, 2]
+
+
+def test_a_decode_in_chunks_calls_compiled_code_only_at_chunk_shapes_a_warm_up_ran(tiny_generator):
+    """Three images per MoVQ call (MASCOT_DECODE_AT_ONCE=3) for five: 3 + 2. The 3-image decode is warm, the 2-image
+    tail is not, so the tail runs eager instead of compiling (and recording a CUDA graph) in the middle of the run."""
+    generator = with_speed(tiny_generator, dataclasses.replace(FAST, decode_at_once=3))
+    request = small_request()
+    latents = torch.randn(5, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    eager = generator._decode(latents, request)
+    warm, shapes = {decode_key(256, 256, 3), decode_key(256, 256, 1)}, []
+    movq = speed.movq_decoder(generator.decoder.movq)
+    generator.compiled = types.SimpleNamespace(
+        ready=lambda key: key in warm, serves_adapters=True, decode=lambda part: shapes.append(len(part)) or movq(part)
+    )
+    assert torch.equal(generator._decode(latents, request), eager)
+    assert shapes == [3]  # the first chunk compiled; the tail of 2 eager
+
+
+def test_a_warm_up_beside_generations_serves_no_bucket_before_all_are_warm(tiny_generator, monkeypatch):
+    """On a thread here (no compile process), each bucket's compiled code shares one CUDA graph tree and memory pool
+    with the next bucket's warm-up (torch 2.11), so no run uses the first while the second still warms."""
+    generator = with_speed(tiny_generator, FAST)
+    run_bucket, second_warming, go_on = speed.run_bucket, threading.Event(), threading.Event()
+    seen_while_warming: list[CompileProgress | None] = []
+
+    def waiting_in_the_second(prior, decoder, decode, bucket, stage):
+        if bucket[2] == 2:
+            seen_while_warming.append(generator.compile_progress())
+            second_warming.set()
+            go_on.wait(60)
+        return run_bucket(prior, decoder, decode, bucket, stage)
+
+    monkeypatch.setattr(speed, "run_bucket", waiting_in_the_second)
+    generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2])
+    assert second_warming.wait(300)
+    assert not generator.compiled.ready(decoder_key(256, 256, 1, True))  # warm, yet not used while the next warms
+    go_on.set()
+    generator.compiled.thread.join(300)
+    assert seen_while_warming == [CompileProgress({"256x256x1": "compiling", "256x256x2": "compiling"})]
+    assert generator.compile_progress() == CompileProgress({"256x256x1": "ready", "256x256x2": "ready"})
+    assert generator.compiled.ready(decoder_key(256, 256, 1, True))
+
+
+def test_buckets_loaded_in_turns_each_serve_as_soon_as_loaded(tiny_generator):
+    """After compile processes, buckets load here one stage per turn between runs: nothing else warms meanwhile, so
+    each serves as soon as it is loaded, not after the last."""
+    generator = with_speed(tiny_generator, FAST)
+    compiled = CompiledModels(generator.prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    first_ready_in_a_turn_of_the_second: list[bool] = []
+
+    @contextlib.contextmanager
+    def turn():
+        first_ready_in_a_turn_of_the_second.append(compiled.ready(decoder_key(256, 256, 1, True)))
+        yield
+
+    assert compiled.warm([(256, 256, 1), (256, 256, 2)], turn) == [(256, 256, 1), (256, 256, 2)]
+    # the first bucket's 7 stages, then the second's: it serves from the second's first turn on
+    assert first_ready_in_a_turn_of_the_second[:6] == [False] * 6 and all(first_ready_in_a_turn_of_the_second[6:])
 
 
 def test_buckets_are_dealt_to_the_compile_processes_in_turn():

@@ -546,8 +546,14 @@ class KandinskyGenerator:
         tight."""
         count = latents.shape[0]
         chunk = decode_chunk_size(count, request.width * request.height, latents.device, self.speed.decode_at_once)
-        compiled = self._compiled_for(decode_key(request.height, request.width, min(chunk, count)))
-        decode = compiled.decode if compiled is not None else movq_decoder(self.decoder.movq)
+        eager = movq_decoder(self.decoder.movq)
+
+        def decode(part: torch.Tensor) -> torch.Tensor:
+            # Chosen per call: the last chunk may be smaller, a shape of its own that no warm-up may have run (the
+            # compiled decode would compile, and record a CUDA graph, in the middle of this run).
+            compiled = self._compiled_for(decode_key(request.height, request.width, part.shape[0]))
+            return (compiled.decode if compiled is not None else eager)(part)
+
         return decode_to_pixels(decode, latents, chunk)
 
     def _previewer(self, total: int) -> Previewer | None:

@@ -218,9 +218,9 @@ class PreviewStream:
             self._pending = (rgb, None)
             return
         host = torch.empty(rgb.shape, dtype=rgb.dtype, pin_memory=True)
-        host.copy_(rgb, non_blocking=True)
+        host.copy_(rgb, non_blocking=True)  # queued on the stream of rgb's device, which the event must follow
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(rgb.device))
         self._pending = (host, event)
 
     def pop_ready(self) -> list[Image.Image] | None:
@@ -469,6 +469,11 @@ class CompiledModels(StagedModels):
         one `turn`; the buckets that are ready afterwards."""
         self.compile_settings_here()
         done: list[Bucket] = []
+        # Warming beside generations (a thread here, turn `any_time`), no bucket serves before all are warm: on torch
+        # 2.11 everything compiled here shares this thread's CUDA graph tree and its memory pool, neither safe for two
+        # threads at once, so a run replaying one bucket's graphs while the next bucket warms or records would race
+        # in that pool. Warmed in turns (after compile processes), each bucket serves as soon as it is loaded.
+        warm_ones: list[tuple[Bucket, list[StageKey]]] = []
         for bucket in buckets:
             started, looked_up = time.perf_counter(), compile_cache_lookups()
             try:
@@ -484,8 +489,9 @@ class CompiledModels(StagedModels):
             seconds = time.perf_counter() - started
             lookups = self.cache_lookups[bucket_name(bucket)] = dict(compile_cache_lookups() - looked_up)
             self.seconds[bucket_name(bucket)] = round(seconds, 2)
-            self._mark_ready(keys)
-            self.settle(bucket, "ready")
+            warm_ones.append((bucket, keys))
+            if turn is not any_time:
+                self._serve(warm_ones.pop())
             done.append(bucket)
             logger.info(
                 "compiled for %dx%d, %d image(s) per run, in %.1f s (compile cache: %s)",
@@ -493,7 +499,15 @@ class CompiledModels(StagedModels):
                 seconds,
                 ", ".join(f"{count} {name}" for name, count in sorted(lookups.items())) or "not used",
             )
+        for warm_one in warm_ones:
+            self._serve(warm_one)
         return done
+
+    def _serve(self, warm_one: tuple[Bucket, list[StageKey]]) -> None:
+        """A warm bucket's stages used by runs from now on."""
+        bucket, keys = warm_one
+        self._mark_ready(keys)
+        self.settle(bucket, "ready")
 
 
 def compile_cache_lookups() -> collections.Counter[str]:
@@ -552,7 +566,10 @@ def run_bucket(
     for count in sorted({1, images}):
         try:  # MoVQ under fullgraph is the least proven: its failure keeps only the decode eager
             with stage() as value:
-                decode(latents[:count])
+                # Twice, as the prior and the UNet run two steps: CUDA graph trees run a function's first call as a
+                # warm-up and record its graph at the second, which must happen here, not in someone's run.
+                for _ in range(2):
+                    decode(latents[:count])
         except Exception:
             logger.exception("compiling the MoVQ decode for %dx%d failed; it stays eager", height, width)
             break
