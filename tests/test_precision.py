@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from mascot.generation import precision
 from mascot.generation.model import KandinskyGenerator
-from mascot.generation.packages import fingerprint, handed_over
+from mascot.generation.packages import PackagedModule, fingerprint, handed_over
 from mascot.generation.precision import PrecisionUnsupported, lower_precision, lowerable, unsupported_reason
 from mascot.generation.speed import decode_key, decoder_key, prior_key
 from mascot.prompt.request import GenerationRequest
@@ -140,3 +141,50 @@ def test_packages_built_from_the_lowered_model_are_handed_its_lowered_weights(ti
     packaged_pixels = pixels(generator)
     assert {"prior", "unet", "decode"} <= set(calls)
     assert int(np.abs(packaged_pixels - eager).max()) <= 2  # compiled C++ rounds floats in another order
+
+
+@pytest.fixture
+def fp8_on_the_cpu(monkeypatch):
+    """FP8 on this CPU: torch's CPU `_scaled_mm` computes float8, so torchao's real float8 layers run here once its
+    hardware check and ours stand aside (a GPU needs compute capability 8.9)."""
+    quant_api = pytest.importorskip("torchao.quantization.quant_api")
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *_args: None)
+    monkeypatch.setattr(precision, "unsupported_reason", lambda *_args: None)
+
+
+def test_fp8_keeps_square_128_layers_which_torchao_would_take_for_block_scaled_ones(fp8_on_the_cpu):
+    """torchao 0.18 reads a per-tensor float8 weight of exactly 128x128 as one scaled in 128x128 blocks and asserts at
+    its first call (the tiny UNet has twelve such layers)."""
+    model = torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.GELU(), torch.nn.Linear(128, 256)).eval().half()
+    assert lower_precision([model], "fp8", "cpu").layers == 1
+    assert not is_lowered(model[0]) and is_lowered(model[2])
+    with torch.inference_mode():
+        assert model(torch.randn(2, 77, 128).half()).shape == (2, 77, 256)  # each layer runs
+
+
+class Stack(torch.nn.Module):
+    """A call as packages.py exports one: the model held as `model`, where adapters' strengths would be set."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model(hidden)
+
+
+def test_an_fp8_models_package_computes_as_its_eager_model(fp8_on_the_cpu, tmp_path):
+    """Fused, inductor would skip an fp16 rounding of each FP8 layer's activation scale that eager makes, moving
+    values onto the next float8 step: the package of an FP8 transformer differed from its eager model past the load's
+    check. With eager's casts kept, it computes as eager does."""
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for _ in range(6):  # the prior's transformer in small: norm, widening and narrowing linear layers
+        layers += [torch.nn.LayerNorm(64), torch.nn.Linear(64, 192), torch.nn.GELU(), torch.nn.Linear(192, 64)]
+    model = torch.nn.Sequential(*layers).eval().half()
+    assert lower_precision([model], "fp8", "cpu").layers == 12
+    packaged = PackagedModule("stack", model, Stack, lambda args, _kwargs: args, lambda output: output)
+    inputs = (torch.randn(2, 77, 64).half(),)  # (batch, tokens, features), as the prior's transformer takes them
+    packaged.load(packaged.build(inputs, tmp_path))  # PackageMismatch past the check's tolerance
+    with torch.inference_mode():
+        assert torch.equal(packaged.module(*inputs), model(*inputs))

@@ -50,7 +50,14 @@ Inputs = tuple[torch.Tensor, ...]
 # No weights in the package: the serving process hands it its own (user-managed, so nothing is copied).
 # Constants derived from weights (a transposed or fused weight) are folded at load, from the weights handed over:
 # folded at compile time they would be the compile process's.
-PACKAGE_OPTIONS = {"aot_inductor.package_constants_in_so": False, "aot_inductor.use_runtime_constant_folding": True}
+# And eager's casts kept: fused, inductor would skip a value's rounding to fp16 between two operations, and an FP8
+# layer's activation scale (its largest value / 448, in fp16 eagerly) would then move values onto the next float8
+# step: the package of an FP8 prior differed from its eager model past the check (0.072 of 0.048 allowed, CPU).
+PACKAGE_OPTIONS = {
+    "aot_inductor.package_constants_in_so": False,
+    "aot_inductor.use_runtime_constant_folding": True,
+    "emulate_precision_casts": True,
+}
 FOLDED_PREFIX = "_FOLDED_CONST_"  # the folded constants' names: made by the package, not handed to it
 CHECK_TOLERANCE = 0.02  # of the eager output's largest value: compiled kernels round in another order
 
@@ -195,7 +202,9 @@ class PackagedModule:
         """Export the call at `inputs`' shapes and compile it into a package in `folder` (kept when it exists), with
         the example inputs beside it for the serving process's check."""
         key = signature(inputs)
-        digest = hashlib.sha256(f"{self.name}|{key}|{self.fingerprint}".encode()).hexdigest()[:20]
+        # The options too: a package built with others (kept in the data folder across versions) is not this one.
+        options = json.dumps(PACKAGE_OPTIONS, sort_keys=True)
+        digest = hashlib.sha256(f"{self.name}|{key}|{self.fingerprint}|{options}".encode()).hexdigest()[:20]
         path = folder / f"{self.name}-{digest}.pt2"
         if not path.exists():
             self._base_model()

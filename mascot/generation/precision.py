@@ -24,6 +24,7 @@ from mascot.settings import LOWER_PRECISIONS
 
 FP8_COMPUTE_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0) and later
 ALIGNMENT = 16  # float8 and int8 matrix kernels need both sides of a weight to be a multiple of 16
+FP8_BLOCK_SIDE = 128  # torchao's float8 block scaling: 128x128 blocks of a weight
 
 
 class PrecisionUnsupported(RuntimeError):
@@ -70,6 +71,13 @@ def lowerable(module: torch.nn.Module, name: str) -> bool:
     )
 
 
+def fp8_lowerable(module: torch.nn.Module, name: str) -> bool:
+    """`lowerable`, less the square 128x128 layers: torchao 0.18 reads a per-tensor float8 weight of exactly 128x128
+    as one scaled in 128x128 blocks (its block size is its shape) and asserts at its first call. The full-size models
+    have no such layer; the tiny one has twelve, which keep their precision."""
+    return lowerable(module, name) and not module.in_features == module.out_features == FP8_BLOCK_SIDE
+
+
 def lower_precision(models: Sequence[torch.nn.Module], precision: str, device: str) -> LoweredModels:
     """Lower the linear layers of `models` in place; raises PrecisionUnsupported (nothing changed) when this device
     or installation cannot run `precision`."""
@@ -83,6 +91,7 @@ def lower_precision(models: Sequence[torch.nn.Module], precision: str, device: s
         quantize_,
     )
 
+    fits = fp8_lowerable if precision == "fp8" else lowerable
     started = time.perf_counter()
     # Per-tensor scales for fp8 (its default): its row-wise kernels write bfloat16 only, and the model runs in float16.
     # set_inductor_config=False: torchao would otherwise turn on inductor's coordinate-descent tuning for the whole
@@ -94,6 +103,6 @@ def lower_precision(models: Sequence[torch.nn.Module], precision: str, device: s
     )
     layers = 0
     for model in models:
-        layers += sum(lowerable(module, name) for name, module in model.named_modules())
-        quantize_(model, config, filter_fn=lowerable)
+        layers += sum(fits(module, name) for name, module in model.named_modules())
+        quantize_(model, config, filter_fn=fits)
     return LoweredModels(precision, layers, round(time.perf_counter() - started, 3))
