@@ -7,12 +7,13 @@ Needs only torch, transformers, diffusers, numpy, pillow, safetensors (no gradio
 phase, which is skipped without it). Phases, each alternating plain diffusers and ours round by round so a change in
 machine load moves both: one mascot at the app's settings (768², 50 + 25 steps, previews every 5 steps); 8 people
 queued through the GenerationWorker (PNG + thumbnail written per mascot, as the app stores them); then, while the
-budget lasts, torch.compile warmed in the background (eager requests served meanwhile) and compiled vs plain; then,
-with --lower-precision, one mascot with the linear layers lowered, eager and compiled; on a CPU, the app's overhead
-per request through the worker and the store. Reports seconds, peak GPU memory, the largest pixel difference (fast
-vs the plain path, compiled vs eager) and compile time, and where one mascot's time goes, eager and compiled (the time
-inside the text encoder, the prior, the UNet and MoVQ's decode, and the rest: stage_clock.py); writes JSON; prints
-ratios.
+budget lasts, torch.compile warmed in the background (eager requests served meanwhile) and compiled vs plain; the UNet's
+step under each convolution setting (bench/convolutions.py: cuDNN's benchmark, channels-last), in the children's compile
+time or after the other phases; then, with --lower-precision, one mascot with the linear layers lowered, eager and
+compiled; on a CPU, the app's overhead per request through the worker and the store. Reports seconds, peak GPU memory,
+the largest pixel difference (fast vs the plain path, compiled vs eager) and compile time, and where one mascot's time
+goes, eager and compiled (the time inside the text encoder, the prior, the UNet and MoVQ's decode, and the rest:
+stage_clock.py); writes JSON; prints ratios.
 `--budget-s` (default 330) skips optional phases when too little time is left.
 """
 
@@ -40,10 +41,11 @@ import numpy as np
 import torch
 
 # From the defining modules, not `from diffusers`: see [tool.mypy] in pyproject.toml.
-from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline, downscale_height_and_width
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 from PIL import Image
 
+from bench.convolutions import time_unet_settings
 from bench.full_size import build_full_size, combined_pipeline
 from bench.stage_clock import where_the_time_goes
 from bench.timing import TimedGenerator
@@ -55,16 +57,21 @@ from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.saver import SAVE_THREADS
 from mascot.generation.speed import CompileConfig, bucket_name, decoder_key, wait_for_queued_work
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
-from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, RunBatch, Submission
+from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, JobState, RunBatch, Submission
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import LOWER_PRECISIONS, SpeedOptions
 from mascot.store import imaging
 from mascot.store.files import ImageFiles
 
 COMPILE_ESTIMATE_S = {"full": 200.0, "tiny": 30.0}  # warm-up plus compiled rounds; skipped with less budget left
-COMPILED_ROUNDS_S = {"full": 45.0, "tiny": 10.0}  # what the compiled rounds need after the warm-up
+# What the compiled rounds need after the warm-up: 8 people (plain ~30 s, ours ~5 s), one mascot (~17 s), where the
+# time goes (~7 s), on the H200's figures.
+COMPILED_ROUNDS_S = {"full": 65.0, "tiny": 10.0}
 # --lower-precision's eager rounds (its compiled part needs COMPILE_ESTIMATE_S more).
 LOWERED_EAGER_S = {"full": 60.0, "tiny": 5.0}
+# The UNet's step under each convolution setting (bench/convolutions.py): a spare UNet built, then its rounds.
+CONVOLUTIONS_S = {"full": 40.0, "tiny": 10.0}
+CONVOLUTION_STEPS = {"full": 5, "tiny": 1}  # UNet calls per setting and round
 HOUSE_LOOK = "look"  # --lora-rank's adapter
 PROMPTS = (
     "a cheerful otter barista mascot, sticker style",
@@ -103,8 +110,10 @@ class Bench:
     def record(self, key: str, value: Any) -> None:
         self.results[key] = value
         print(f"[{time.monotonic() - self.started:6.1f}s] {key}: {json.dumps(value, default=str)}", flush=True)
-        if self.args.json:
-            self.args.json.write_text(json.dumps(self.results, indent=1, default=str))
+        if self.args.json:  # whole or not at all: the call's hard limit may end this process mid-write
+            partial = self.args.json.with_suffix(".partial")
+            partial.write_text(json.dumps(self.results, indent=1, default=str))
+            os.replace(partial, self.args.json)
 
     def sync(self) -> None:
         """Wait for the work queued on this thread's stream, where runs and CUDA graph replays go (the worker's too:
@@ -359,6 +368,23 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
     )
 
 
+CONVOLUTIONS_KEY = "unet_convolution_settings_eager"
+
+
+def convolution_settings(bench: Bench, scale: Scale, fast: KandinskyGenerator, when: str) -> None:
+    """The UNet's step under each convolution setting, eager (bench/convolutions.py), at one mascot's rows and at the
+    queued people's, in a generation's turn: no stage of compiled code loads meanwhile, and the settings, which are
+    the whole process's, are back as they were before anything else runs."""
+    unet = fast.decoder.unet
+    side, _ = downscale_height_and_width(scale.size, scale.size, fast.decoder.movq_scale_factor)
+    rows = sorted({2, 2 * bench.args.people})  # two rows per image under guidance
+    with fast.turn.for_run(lambda: None):
+        row = time_unet_settings(unet.config, bench.device, unet.dtype, side, rows,
+                                 steps=CONVOLUTION_STEPS[bench.args.size], rounds=bench.args.runs,
+                                 synchronize=bench.sync)  # fmt: skip
+    bench.record(CONVOLUTIONS_KEY, {"measured": when, **row})
+
+
 def time_the_models(bench: Bench, fast: KandinskyGenerator, req: GenerationRequest, label: str) -> None:
     """Where one mascot's time goes, in one more run: the time inside each model it calls (stage_clock.py)."""
     row = where_the_time_goes(bench.cuda, fast, lambda: generate_with_previews(fast, req))
@@ -578,6 +604,9 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
 
         def answered(job: Job) -> float:  # seconds until this person's final answer, whoever else is still waiting
             wait_until_ended(job)
+            state = job.snapshot.state
+            if state is not JobState.DONE:  # a failed run ends fast: its seconds are no throughput
+                raise RuntimeError(f"a queued person's job ended {state.value}, not done (the log says why)")
             return time.perf_counter() - started
 
         with ThreadPoolExecutor(people, thread_name_prefix="person") as waiting:
@@ -646,9 +675,18 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
     warming = fast.compiled.thread
     one_mascot(bench, scale, plain, fast, today)
     if warming.is_alive() and bench.left() > COMPILED_ROUNDS_S[args.size] + 60:
-        people_queued(bench, scale, None, fast, work, label="_eager_while_compiling", rounds=1)
+        key = f"{args.people}_people_queued_eager_while_compiling"
+        guarded(bench, key, lambda: people_queued(bench, scale, None, fast, work, "_eager_while_compiling", 1))
+    # In the children's compile time, which single requests would fill otherwise; not beside a warm-up thread here,
+    # whose compiling would see the settings switched.
+    spare_s = bench.left() - COMPILED_ROUNDS_S[args.size] - 60
+    if fast.compile_children and warming.is_alive() and spare_s > CONVOLUTIONS_S[args.size]:
+        convolution_settings(bench, scale, fast, "while the children compiled")
     served = serve_while_warming(bench, fast, req, warming, started)
     warming.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[args.size]))
+    cut = warming.is_alive()
+    if cut:  # stopped, so that no load stage records CUDA graphs beside what is timed next (a bucket being loaded
+        fast.stop_compiling(timeout=30.0)  # finishes first)
     row: dict[str, Any] = {
         "how": f"{len(fast.compile_children)} child process(es)" if fast.compile_children else "a thread here",
         "compile_threads": compile_threads(args),
@@ -666,27 +704,61 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
             for child in fast.compile_children
         ],
     }
-    if warming.is_alive():
-        bench.record("compiled", {**row, "skipped": "the warm-up did not finish within the budget"})
-        return
+    if cut:
+        row["cut"] = "the warm-up did not finish within the budget: stopped, and only its ready buckets measured"
     bench.record("compiled", row)
-    if args.people in compiled_batch_images(args) and bench.left() > COMPILED_ROUNDS_S[args.size] * 0.6:
-        people_queued(bench, scale, plain, fast, work, label="_compiled", rounds=1)
-    if bench.left() < 10:
+    people, size = args.people, scale.size
+    # The goals' phases may use the time kept for --lower-precision's: they come first.
+    room = bench.left() + bench.reserved_s
+    if people in compiled_batch_images(args) and room > COMPILED_ROUNDS_S[args.size] * 0.6:
+        compiled_only(bench, fast, size, people, f"{people}_people_queued_compiled",
+                      lambda: people_queued(bench, scale, plain, fast, work, label="_compiled", rounds=1))  # fmt: skip
+    if bench.left() + bench.reserved_s < 10:
         return
-    setups = encoder_setups(bench, fast)
-    row, picture = compiled_versus_plain(bench, fast, req,
-                                         {"plain_diffusers": lambda: plain((req, scale.preview_every)),
-                                          "ours_compiled": lambda: generate_with_previews(fast, req).images[0]},
-                                         args.runs if bench.left() > 30 else 1,
-                                         {**setups, "ours_compiled": setups["ours_fast"]})  # fmt: skip
-    bench.record("compiled_one_mascot", {**row, "pixel_diff_compiled_vs_eager": pixel_difference(picture, eager)})
+
+    def one_compiled_mascot() -> None:
+        setups = encoder_setups(bench, fast)
+        row, picture = compiled_versus_plain(bench, fast, req,
+                                             {"plain_diffusers": lambda: plain((req, scale.preview_every)),
+                                              "ours_compiled": lambda: generate_with_previews(fast, req).images[0]},
+                                             args.runs if bench.left() + bench.reserved_s > 30 else 1,
+                                             {**setups, "ours_compiled": setups["ours_fast"]})  # fmt: skip
+        bench.record("compiled_one_mascot", {**row, "pixel_diff_compiled_vs_eager": pixel_difference(picture, eager)})
+
+    compiled_only(bench, fast, size, 1, "compiled_one_mascot", one_compiled_mascot)
     if bench.left() > 10:
-        time_the_models(bench, fast, req, "compiled")
-    if args.people in compiled_batch_images(args) and bench.left() > 20:
-        time_a_shared_run(bench, scale, fast, work, "compiled")
+        compiled_only(bench, fast, size, 1, "where_the_time_goes_compiled",
+                      lambda: time_the_models(bench, fast, req, "compiled"))  # fmt: skip
+    if people in compiled_batch_images(args) and bench.left() > 20:
+        compiled_only(bench, fast, size, people, f"where_a_run_of_{people}_people_goes_compiled",
+                      lambda: time_a_shared_run(bench, scale, fast, work, "compiled"))  # fmt: skip
     if look is not None and bench.left() > 10:
-        house_look(bench, scale, plain, fast, setups, (eager, look))
+        pictures = (eager, look)
+        compiled_only(bench, fast, size, 1, "compiled_one_mascot_house_look",
+                      lambda: house_look(bench, scale, plain, fast, encoder_setups(bench, fast), pictures))  # fmt: skip
+
+
+def compiled_only(bench: Bench, fast: KandinskyGenerator, size: int, images: int, key: str,
+                  measure: Callable[[], None]) -> None:  # fmt: skip
+    """Run a compiled phase (which records `key`) only when its bucket's compiled code is ready: else its runs would
+    be eager under a compiled label. A failure is recorded under `key` and the call goes on to the next phase."""
+    assert fast.compiled is not None
+    bucket = (size, size, images)
+    if not fast.compiled.ready(decoder_key(*bucket, True)):
+        state = fast.compiled.progress().buckets.get(bucket_name(bucket), "not planned")
+        bench.record(key, {"skipped": f"bucket {bucket_name(bucket)} is {state}, not ready"})
+        return
+    guarded(bench, key, measure)
+
+
+def guarded(bench: Bench, key: str, measure: Callable[[], None]) -> None:
+    """`measure()`, which records `key`; when it raises, the error is recorded under `key` (with the traceback in the
+    log) and the call goes on: later phases may still measure."""
+    try:
+        measure()
+    except Exception as error:
+        traceback.print_exc()
+        bench.record(key, {"failed": f"{type(error).__name__}: {error}"})
 
 
 def house_look(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
@@ -831,6 +903,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 bench.record("compiled", {"skipped": reason})
             else:  # the compile runs from the start; every eager figure is measured while it runs
                 compiled_phase(bench, scale, plain, fast, today, work)
+            if CONVOLUTIONS_KEY not in bench.results:
+                if bench.left() > CONVOLUTIONS_S[args.size]:
+                    convolution_settings(bench, scale, fast, "after the other phases")
+                else:
+                    bench.record(CONVOLUTIONS_KEY, {"skipped": f"{bench.left():.0f} s of budget left"})
             # Last: the goals' figures come first in a call cut short, and no lowered copy sits in their peak memory.
             if args.lower_precision:
                 lowered(bench, scale, plain, fast)

@@ -1,6 +1,7 @@
 """The speed benchmark's CPU dry run on the tiny model: every phase runs and the fast path matches the plain one."""
 
 import json
+import types
 
 import pytest
 import torch
@@ -31,6 +32,16 @@ def assert_the_shared_run_is_placed(results: dict, kind: str) -> None:
     )
 
 
+def assert_the_convolution_settings_are_timed(results: dict, *when: str) -> None:
+    """The UNet's step under each convolution setting (bench/convolutions.py), at one mascot's 2 rows and the 2
+    people's 4, measured at one of `when`."""
+    row = results["unet_convolution_settings_eager"]
+    assert row["measured"] in when, row
+    for rows in ("2_rows", "4_rows"):
+        assert row[rows]["default"]["ratio_default_over_this"] == 1.0
+        assert all(row[rows][name]["ms_per_step"] > 0 for name in ("cudnn_benchmark", "channels_last"))
+
+
 def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(tmp_path, capsys):
     out = tmp_path / "speed.json"
     results = speed.main(
@@ -54,6 +65,7 @@ def test_the_speed_benchmark_dry_run_alternates_plain_and_ours_and_writes_json(t
     assert lowered["ours_fast_eager"]["median_s"] > 0 and lowered["ratio_ours_fast_eager_over_ours_int8"] > 0
     assert 0 < lowered["pixel_diff_int8_vs_ours_fast_eager"]["mean"] < 16  # lowered: changed, but the same picture
     assert "lower_precision_int8_compiled" not in results  # --no-compile
+    assert_the_convolution_settings_are_timed(results, "after the other phases")
     assert json.loads(out.read_text())["total_s"] == results["total_s"]
     assert "ratio_plain_over_ours_fast" in capsys.readouterr().out
 
@@ -79,6 +91,8 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert results["compiled_one_mascot"]["pixel_diff_compiled_vs_eager"]["max"] == 0  # backend "eager" on a CPU
     assert_the_time_is_placed(results, "eager", "compiled")
     assert_the_shared_run_is_placed(results, "compiled")
+    # In the child's compile time when it is still compiling by then (this machine's speed decides), else after.
+    assert_the_convolution_settings_are_timed(results, "while the children compiled", "after the other phases")
     # --lora-rank: a house look, compiled (the child built the same adapter) against plain diffusers with it on.
     look = results["compiled_one_mascot_house_look"]
     assert look["ours_compiled"]["median_s"] > 0 and look["ratio_plain_over_ours_compiled"] > 0
@@ -149,3 +163,48 @@ def test_the_benchmark_waits_for_its_stream_never_the_whole_device(monkeypatch):
     assert result["timings"]["ours"]["peak_gib"] == 1.0
     # Per runner: after its setup, then before and after its timed run.
     assert waited == [torch.device("cuda")] * 6
+
+
+def test_a_queued_persons_failed_job_is_no_throughput(tmp_path):
+    """A shared run that fails (out of memory, say) ends every job fast: the phase raises instead of recording that
+    speed as mascots per second, and `guarded` records the failure and lets the call go on."""
+    args = speed.parse_args(["--size", "tiny", "--runs", "1", "--warmup", "0", "--people", "2"])
+    bench, scale = speed.Bench(args, "cpu"), speed.SCALES["tiny"]
+    prior, decoder = speed.build_pipelines("tiny", "cpu")
+    fast = speed.ours(prior, decoder, "cpu", speed.SpeedOptions(), scale.preview_every)
+
+    def out_of_memory(_items):
+        raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+
+    fast.generate_batch = out_of_memory
+    with torch.inference_mode():
+        speed.guarded(bench, "2_people_queued_compiled",
+                      lambda: speed.people_queued(bench, scale, None, fast, tmp_path, "_compiled", 1))  # fmt: skip
+    assert bench.results["2_people_queued_compiled"] == {
+        "failed": "RuntimeError: a queued person's job ended failed, not done (the log says why)"
+    }
+
+
+def test_a_compiled_phase_runs_only_when_its_bucket_is_ready_and_its_failure_is_recorded():
+    bench = speed.Bench(speed.parse_args(["--size", "tiny"]), "cpu")
+    ready: set = set()
+    compiled = types.SimpleNamespace(
+        ready=lambda key: key in ready,
+        progress=lambda: types.SimpleNamespace(buckets={"256x256x8": "eager"}),
+    )
+    fast = types.SimpleNamespace(compiled=compiled)
+    measured: list[str] = []
+    speed.compiled_only(bench, fast, 256, 8, "8_people_queued_compiled", lambda: measured.append("8 people"))
+    assert measured == []  # its compile failed: runs would be eager under a compiled label
+    assert bench.results["8_people_queued_compiled"] == {"skipped": "bucket 256x256x8 is eager, not ready"}
+    ready.add(speed.decoder_key(256, 256, 1, True))
+
+    def failing() -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    speed.compiled_only(bench, fast, 256, 1, "compiled_one_mascot", failing)
+    assert bench.results["compiled_one_mascot"] == {
+        "failed": "RuntimeError: CUDA error: an illegal memory access was encountered"
+    }
+    speed.compiled_only(bench, fast, 256, 1, "where_the_time_goes_compiled", lambda: measured.append("one"))
+    assert measured == ["one"]
