@@ -152,7 +152,8 @@ def fp8_on_the_cpu(monkeypatch):
     monkeypatch.setattr(precision, "unsupported_reason", lambda *_args: None)
 
 
-def test_fp8_keeps_square_128_layers_which_torchao_would_take_for_block_scaled_ones(fp8_on_the_cpu):
+@pytest.mark.usefixtures("fp8_on_the_cpu")
+def test_fp8_keeps_square_128_layers_which_torchao_would_take_for_block_scaled_ones():
     """torchao 0.18 reads a per-tensor float8 weight of exactly 128x128 as one scaled in 128x128 blocks and asserts at
     its first call (the tiny UNet has twelve such layers)."""
     model = torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.GELU(), torch.nn.Linear(128, 256)).eval().half()
@@ -173,7 +174,8 @@ class Stack(torch.nn.Module):
         return self.model(hidden)
 
 
-def test_an_fp8_models_package_computes_as_its_eager_model(fp8_on_the_cpu, tmp_path):
+@pytest.mark.usefixtures("fp8_on_the_cpu")
+def test_an_fp8_models_package_computes_as_its_eager_model(tmp_path):
     """Fused, inductor would skip an fp16 rounding of each FP8 layer's activation scale that eager makes, moving
     values onto the next float8 step: the package of an FP8 transformer differed from its eager model past the load's
     check. With eager's casts kept, it computes as eager does."""
