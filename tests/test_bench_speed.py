@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench import speed
+from tests.support.cuda_waits import stream_waits_only
 
 pytestmark = pytest.mark.slow  # the speed benchmark on the tiny pipeline
 
@@ -136,21 +137,7 @@ def test_the_benchmarks_models_are_in_inference_mode_as_from_pretrained_gives_th
 def test_the_benchmark_waits_for_its_stream_never_the_whole_device(monkeypatch):
     """A device-wide synchronize, or memory handed back to the device, is invalid while a stream captures a CUDA graph,
     as a bucket's load stage does beside the requests timed meanwhile: the benchmark waits on its own stream."""
-    waited: list[torch.device] = []
-
-    class Stream:
-        def __init__(self, device: torch.device) -> None:
-            self.device = device
-
-        def synchronize(self) -> None:
-            waited.append(self.device)
-
-    def forbidden(*_args, **_kwargs):
-        raise AssertionError("the whole device was synchronized or its memory handed back")
-
-    monkeypatch.setattr(torch.cuda, "synchronize", forbidden)
-    monkeypatch.setattr(torch.cuda, "empty_cache", forbidden)
-    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    waited = stream_waits_only(monkeypatch)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 2**30)
     bench = speed.Bench(speed.parse_args(["--size", "full"]), "cuda")

@@ -33,6 +33,7 @@ from mascot.generation.speed import (
 from mascot.generation.tiny import build_decoder_pipeline
 from mascot.prompt.request import GenerationRequest
 from mascot.settings import SettingsError, SpeedOptions, speed_options
+from tests.support.cuda_waits import stream_waits_only
 from tests.support.packages import count_package_calls
 
 pytestmark = pytest.mark.slow  # the fast path against the plain one on the tiny pipeline
@@ -172,20 +173,7 @@ def test_decoding_one_image_at_a_time_gives_the_same_images(tiny_generator):
 def test_waiting_for_a_run_waits_for_this_threads_stream_not_the_device(monkeypatch):
     """A device-wide synchronize is invalid while another thread captures a CUDA graph (the compile's warm-up on a
     thread of the serving process): the prior's timing waits on the current stream alone."""
-    waited: list[torch.device] = []
-
-    class Stream:
-        def __init__(self, device: torch.device) -> None:
-            self.device = device
-
-        def synchronize(self) -> None:
-            waited.append(self.device)
-
-    def whole_device(device=None):
-        raise AssertionError("the whole device was synchronized")
-
-    monkeypatch.setattr(torch.cuda, "synchronize", whole_device)
-    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    waited = stream_waits_only(monkeypatch)
     speed.wait_for_queued_work(torch.device("cuda", 0))
     speed.wait_for_queued_work(torch.device("cpu"))  # nothing queued elsewhere: no wait
     assert waited == [torch.device("cuda", 0)]
