@@ -55,7 +55,13 @@ from mascot.generation.generator import BatchItem, GeneratedImages, ModelInfo, S
 from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPipeline
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.saver import SAVE_THREADS
-from mascot.generation.speed import CompileConfig, bucket_name, decoder_key, wait_for_queued_work
+from mascot.generation.speed import (
+    CompileConfig,
+    bucket_name,
+    compile_cache_lookups,
+    decoder_key,
+    wait_for_queued_work,
+)
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
 from mascot.generation.worker import FINAL_STATES, GenerationWorker, Job, JobState, RunBatch, Submission
 from mascot.prompt.request import GenerationRequest
@@ -697,6 +703,8 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
         "buckets": dict(fast.compiled.progress().buckets),
         # Loading a child's bucket should only hit: a miss is a graph compiled here again, inside a turn.
         "compile_cache_lookups_here": getattr(fast.compiled, "cache_lookups", {}),
+        # This process's lookups in all, a bucket still loading included: a cut warm-up shows whether it missed.
+        "compile_cache_lookups_here_in_all": dict(compile_cache_lookups()),
         "eager_baseline_s (ours_fast, quiet, before compiling)": bench.results.get("eager_baseline_s"),
         **served,
         "children": [
