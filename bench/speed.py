@@ -380,15 +380,20 @@ CONVOLUTIONS_KEY = "unet_convolution_settings_eager"
 def convolution_settings(bench: Bench, scale: Scale, fast: KandinskyGenerator, when: str) -> None:
     """The UNet's step under each convolution setting, eager (bench/convolutions.py), at one mascot's rows and at the
     queued people's, in a generation's turn: no stage of compiled code loads meanwhile, and the settings, which are
-    the whole process's, are back as they were before anything else runs."""
+    the whole process's, are back as they were before anything else runs. A failure (its spare UNet out of memory
+    beside the compile processes, say) is recorded and the call goes on."""
     unet = fast.decoder.unet
     side, _ = downscale_height_and_width(scale.size, scale.size, fast.decoder.movq_scale_factor)
     rows = sorted({2, 2 * bench.args.people})  # two rows per image under guidance
-    with fast.turn.for_run(lambda: None):
-        row = time_unet_settings(unet.config, bench.device, unet.dtype, side, rows,
-                                 steps=CONVOLUTION_STEPS[bench.args.size], rounds=bench.args.runs,
-                                 synchronize=bench.sync)  # fmt: skip
-    bench.record(CONVOLUTIONS_KEY, {"measured": when, **row})
+
+    def measure() -> None:
+        with fast.turn.for_run(lambda: None):
+            row = time_unet_settings(unet.config, bench.device, unet.dtype, side, rows,
+                                     steps=CONVOLUTION_STEPS[bench.args.size], rounds=bench.args.runs,
+                                     synchronize=bench.sync)  # fmt: skip
+        bench.record(CONVOLUTIONS_KEY, {"measured": when, **row})
+
+    guarded(bench, CONVOLUTIONS_KEY, measure)
 
 
 def time_the_models(bench: Bench, fast: KandinskyGenerator, req: GenerationRequest, label: str) -> None:

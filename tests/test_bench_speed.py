@@ -196,3 +196,17 @@ def test_a_compiled_phase_runs_only_when_its_bucket_is_ready_and_its_failure_is_
     }
     speed.compiled_only(bench, fast, 256, 1, "where_the_time_goes_compiled", lambda: measured.append("one"))
     assert measured == ["one"]
+
+
+def test_a_failing_convolution_phase_is_recorded_and_gives_the_models_back(monkeypatch):
+    bench, scale = speed.Bench(speed.parse_args(["--size", "tiny"]), "cpu"), speed.SCALES["tiny"]
+    prior, decoder = speed.build_pipelines("tiny", "cpu")
+    fast = speed.ours(prior, decoder, "cpu", speed.SpeedOptions(), scale.preview_every)
+
+    def out_of_memory(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+
+    monkeypatch.setattr(speed, "time_unet_settings", out_of_memory)
+    speed.convolution_settings(bench, scale, fast, "while the children compiled")
+    assert bench.results[speed.CONVOLUTIONS_KEY] == {"failed": "OutOfMemoryError: CUDA out of memory (in a test)"}
+    assert not fast.turn._lock.locked()  # the generation's turn it took is free again
