@@ -9,7 +9,10 @@ precision through torchao does not touch them. Two settings change their kernels
 Timed on a copy of the served UNet's architecture with random weights (the served models and their compiled code
 never see a changed setting), eager, every setting once per round in a rotating order (round by round, as the other
 phases alternate, so a change in the machine's load does not favour one), inside a generation's turn so no compiled
-code loads meanwhile. Under torch.compile, inductor picks its own layout; cuDNN's choice of algorithm still applies."""
+code loads meanwhile. Each setting runs on a thread of its own: PyTorch keeps cuDNN's chosen algorithms per thread
+and per shape, whatever the benchmark flag was when they were chosen, so on a shared thread the benchmark would never
+run (the default's choice, made first, would be found). Under torch.compile, inductor picks its own layout; cuDNN's
+choice of algorithm still applies."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import functools
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -51,6 +55,11 @@ def time_unet_settings(
     with torch.device(device):  # random weights made where they run: on a GPU, seconds instead of a minute
         unet = UNet2DConditionModel.from_config(config).to(dtype).eval()
     cudnn_benchmark_was = torch.backends.cudnn.benchmark
+    threads = {name: ThreadPoolExecutor(1, thread_name_prefix=f"convolutions-{name}") for name in SETTINGS}
+
+    def on_its_thread(name: str, step_inputs: dict[str, Any], calls: int) -> float:
+        return threads[name].submit(run_steps_here, unet, step_inputs, SETTINGS[name], calls, synchronize).result()
+
     results: dict[str, Any] = {}
     try:
         for count in rows:
@@ -60,11 +69,11 @@ def time_unet_settings(
             seconds: dict[str, list[float]] = {name: [] for name in SETTINGS}
             names = list(SETTINGS)
             for name in names:  # a first call each: cuDNN's benchmark times its algorithms here, not in a round
-                run_steps(unet, step_inputs, SETTINGS[name], 1, synchronize)
+                on_its_thread(name, step_inputs, 1)
             for round_index in range(rounds):
                 order = names[round_index % len(names) :] + names[: round_index % len(names)]
                 for name in order:
-                    seconds[name].append(run_steps(unet, step_inputs, SETTINGS[name], steps, synchronize))
+                    seconds[name].append(on_its_thread(name, step_inputs, steps))
             medians = {name: statistics.median(values) for name, values in seconds.items()}
             results[f"{count}_rows"] = {
                 "flop_per_step": flops,
@@ -78,8 +87,9 @@ def time_unet_settings(
                 },
             }
     finally:
+        for pool in threads.values():
+            pool.shutdown()
         torch.backends.cudnn.benchmark = cudnn_benchmark_was
-        del unet
     return {"steps_per_round": steps, "rounds": rounds, "latent_side": latent_side, **results}
 
 
@@ -92,6 +102,18 @@ def unet_inputs(config: Any, device: str, dtype: torch.dtype, latent_side: int, 
         "encoder_hidden_states": None,
         "added_cond_kwargs": {"image_embeds": torch.randn(rows, config["encoder_hid_dim"], device=device, dtype=dtype)},
     }
+
+
+def run_steps_here(
+    unet: UNet2DConditionModel,
+    inputs: dict[str, Any],
+    setting: tuple[bool, bool],
+    steps: int,
+    synchronize: Callable[[], None],
+) -> float:
+    """`run_steps` on this thread, without autograd (its mode is each thread's own)."""
+    with torch.inference_mode():
+        return run_steps(unet, inputs, setting, steps, synchronize)
 
 
 def run_steps(

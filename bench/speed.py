@@ -73,6 +73,7 @@ COMPILE_ESTIMATE_S = {"full": 200.0, "tiny": 30.0}  # warm-up plus compiled roun
 # What the compiled rounds need after the warm-up: 8 people (plain ~30 s, ours ~5 s), one mascot (~17 s), where the
 # time goes (~7 s), on the H200's figures.
 COMPILED_ROUNDS_S = {"full": 65.0, "tiny": 10.0}
+STOP_S = 15.0  # a warm-up cut at the budget's end ends within a stage (seconds), and its children within 10 s
 # --lower-precision's eager rounds (its compiled part needs COMPILE_ESTIMATE_S more).
 LOWERED_EAGER_S = {"full": 60.0, "tiny": 5.0}
 # The UNet's step under each convolution setting (bench/convolutions.py): a spare UNet built, then its rounds.
@@ -694,10 +695,10 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
     if fast.compile_children and warming.is_alive() and spare_s > CONVOLUTIONS_S[args.size]:
         convolution_settings(bench, scale, fast, "while the children compiled")
     served = serve_while_warming(bench, fast, req, warming, started)
-    warming.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[args.size]))
+    warming.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[args.size] - STOP_S))
     cut = warming.is_alive()
-    if cut:  # stopped, so that no load stage records CUDA graphs beside what is timed next (a bucket being loaded
-        fast.stop_compiling(timeout=30.0)  # finishes first)
+    if cut:  # stopped, so that no load stage records CUDA graphs beside what is timed next (the stage running ends)
+        fast.stop_compiling(timeout=STOP_S)
     row: dict[str, Any] = {
         "how": f"{len(fast.compile_children)} child process(es)" if fast.compile_children else "a thread here",
         "compile_threads": compile_threads(args),
@@ -718,7 +719,11 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
         ],
     }
     if cut:
-        row["cut"] = "the warm-up did not finish within the budget: stopped, and only its ready buckets measured"
+        row["cut"] = (
+            f"the warm-up was still loading after {STOP_S:.0f} s more: its stage may still run beside the runs timed"
+            if warming.is_alive()
+            else "the warm-up did not finish within the budget: stopped, and only its ready buckets measured"
+        )
     bench.record("compiled", row)
     people, size = args.people, scale.size
     # The goals' phases may use the time kept for --lower-precision's: they come first.
@@ -910,8 +915,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if args.no_compile or bench.left() < COMPILE_ESTIMATE_S[args.size]:
                 one_mascot(bench, scale, plain, fast, today)
                 time_the_models(bench, fast, request(scale), "eager")
-                people_queued(bench, scale, plain, fast, work)
-                time_a_shared_run(bench, scale, fast, work, "eager")
+                guarded(bench, f"{args.people}_people_queued", lambda: people_queued(bench, scale, plain, fast, work))
+                guarded(bench, f"where_a_run_of_{args.people}_people_goes_eager",
+                        lambda: time_a_shared_run(bench, scale, fast, work, "eager"))  # fmt: skip
                 reason = "--no-compile" if args.no_compile else f"{bench.left():.0f} s of budget left"
                 bench.record("compiled", {"skipped": reason})
             else:  # the compile runs from the start; every eager figure is measured while it runs

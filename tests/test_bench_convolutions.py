@@ -1,5 +1,7 @@
 """bench.convolutions times a spare UNet under each convolution setting, and leaves the process's settings as found."""
 
+import threading
+
 import pytest
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
@@ -15,15 +17,19 @@ def unet_config():
 
 
 def test_each_setting_is_timed_as_set_and_the_process_gets_its_settings_back(unet_config, monkeypatch):
-    seen: set[tuple[bool, bool]] = set()
+    seen: dict[tuple[bool, bool], set[str]] = {}
     forward = UNet2DConditionModel.forward
 
     def watched(self, sample, *args, **kwargs):
+        if sample.device.type == "meta":  # the count of its arithmetic, not a timed step
+            return forward(self, sample, *args, **kwargs)
         weight = self.conv_in.weight
         channels_last = sample.is_contiguous(memory_format=torch.channels_last) and weight.is_contiguous(
             memory_format=torch.channels_last
         )
-        seen.add((torch.backends.cudnn.benchmark, channels_last and not sample.is_contiguous()))
+        setting = (torch.backends.cudnn.benchmark, channels_last and not sample.is_contiguous())
+        seen.setdefault(setting, set()).add(threading.current_thread().name)
+        assert torch.is_inference_mode_enabled()  # on its own thread too
         return forward(self, sample, *args, **kwargs)
 
     monkeypatch.setattr(UNet2DConditionModel, "forward", watched)
@@ -32,7 +38,10 @@ def test_each_setting_is_timed_as_set_and_the_process_gets_its_settings_back(une
         result = convolutions.time_unet_settings(
             unet_config, "cpu", torch.float32, 16, [2, 4], steps=1, rounds=2, synchronize=lambda: None
         )
-    assert seen == set(convolutions.SETTINGS.values())
+    assert set(seen) == set(convolutions.SETTINGS.values())
+    # Each setting on one thread of its own, for all its calls: cuDNN keeps its chosen algorithms per thread.
+    threads = [next(iter(names)) for names in seen.values() if len(names) == 1]
+    assert len(threads) == len(convolutions.SETTINGS) == len(set(threads))
     assert torch.backends.cudnn.benchmark is False
     for rows in (2, 4):
         row = result[f"{rows}_rows"]

@@ -84,7 +84,7 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
         "256x256x1 in a child process", "256x256x2 in a child process", "256x256x1", "256x256x2"
     }  # fmt: skip
     assert set(compiled["compile_cache_lookups_here"]) == {"256x256x1", "256x256x2"}  # each bucket loaded here
-    assert isinstance(compiled["compile_cache_lookups_here_in_all"], dict)  # backend "eager": inductor's caches unused
+    assert "compile_cache_lookups_here_in_all" in compiled and "cut" not in compiled  # warmed within the budget
     assert compiled["buckets"] == {"256x256x1": "ready", "256x256x2": "ready"}  # as /healthz would say
     # Every job ran, in shared runs of at most 2 (how they split depends on how busy the machine is: [2] or [1, 1]).
     jobs_per_run = results["2_people_queued_eager_while_compiling"]["jobs_per_run"]

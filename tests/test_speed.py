@@ -783,8 +783,47 @@ def test_buckets_loaded_in_turns_each_serve_as_soon_as_loaded(tiny_generator):
         yield
 
     assert compiled.warm([(256, 256, 1), (256, 256, 2)], turn) == [(256, 256, 1), (256, 256, 2)]
-    # the first bucket's 7 stages, then the second's: it serves from the second's first turn on
+    # the first bucket's 6 stages, then the second's: it serves from the second's first turn on
     assert first_ready_in_a_turn_of_the_second[:6] == [False] * 6 and all(first_ready_in_a_turn_of_the_second[6:])
+
+
+def test_a_stopped_warm_up_ends_at_its_next_stage_and_serves_what_was_warm(tiny_generator, monkeypatch):
+    """Stopping waits for one stage, not for the bucket being warmed: the warm-up ends as its next stage would start,
+    the buckets already warm serve, the one it was warming stays eager."""
+    generator = with_speed(tiny_generator, FAST)
+    run_bucket, second_started = speed.run_bucket, threading.Event()
+
+    def stopped_in_the_second(prior, decoder, decode, bucket, stage):
+        if bucket[2] == 2:
+            second_started.set()
+            assert generator._stop_compiling.wait(300)  # stopped while this bucket warms
+        return run_bucket(prior, decoder, decode, bucket, stage)
+
+    monkeypatch.setattr(speed, "run_bucket", stopped_in_the_second)
+    generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2])
+    assert second_started.wait(300)
+    generator.stop_compiling(timeout=300)
+    assert not generator.compiled.thread.is_alive()
+    assert generator.compile_progress() == CompileProgress({"256x256x1": "ready", "256x256x2": "eager"})
+    assert generator.compiled.ready(decoder_key(256, 256, 1, True))
+
+
+def test_loading_in_turns_stops_between_two_stages(tiny_generator):
+    generator = with_speed(tiny_generator, FAST)
+    compiled = CompiledModels(generator.prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    compiled.plan([(256, 256, 1)])
+    stopped, stages = threading.Event(), []
+
+    @contextlib.contextmanager
+    def turn():
+        stages.append(1)
+        if len(stages) == 3:
+            stopped.set()  # asked to stop during the third stage
+        yield
+
+    assert compiled.warm([(256, 256, 1)], turn, stopped) == []
+    assert len(stages) == 3 and compiled.progress().buckets == {"256x256x1": "eager"}
+    assert not compiled.ready(prior_key(1, False, False))
 
 
 def test_buckets_are_dealt_to_the_compile_processes_in_turn():

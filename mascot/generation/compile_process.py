@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from mascot.generation.packages import PackagedModels
-from mascot.generation.speed import Bucket, CompileConfig, CompiledModels, StagedModels, Turn, bucket_name
+from mascot.generation.speed import (
+    Bucket,
+    CompileConfig,
+    CompiledModels,
+    StagedModels,
+    Turn,
+    bucket_name,
+    stoppable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +111,9 @@ def warm_after_children(
     stopped: threading.Event | None = None,
 ) -> None:
     """As each child ends, load the buckets it compiled from the cache (each stage inside `turn`), in the order the
-    children end; a bucket a child could not compile stays eager (compiling it here would starve the eager path)."""
+    children end; a bucket a child could not compile stays eager (compiling it here would starve the eager path).
+    Once `stopped` is set, no further stage starts."""
+    turn = stoppable(turn, stopped)
     waiting = list(children)
     while waiting and not (stopped is not None and stopped.is_set()):
         ended = [child for child in waiting if child.process.poll() is not None]

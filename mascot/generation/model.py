@@ -232,7 +232,7 @@ class KandinskyGenerator:
                 compiled = CompiledModels(self._fast_prior, self._fast_decoder, replace(config, packages=False))
                 compiled.plan(buckets)
                 self.compiled = compiled
-            compiled.warm_in_background(buckets)
+            compiled.warm_in_background(buckets, self._stop_compiling)
             return
         # Packages only come from a child: compiled here, they would be traced here all the same.
         models = PackagedModels if config.packages else CompiledModels
@@ -259,7 +259,7 @@ class KandinskyGenerator:
         return compiled.progress() if compiled is not None else None
 
     def stop_compiling(self, timeout: float = 10.0) -> None:
-        """End the compile children and the warm-up thread waiting for them (a bucket being loaded finishes first)."""
+        """End the compile children and the warm-up thread (a stage being compiled or loaded finishes first)."""
         self._stop_compiling.set()
         for child in self.compile_children:
             stop_child(child.process)

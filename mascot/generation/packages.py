@@ -39,6 +39,7 @@ from mascot.generation.speed import (
     StagedModels,
     StageKey,
     Turn,
+    WarmUpStopped,
     any_time,
     bucket_name,
     run_bucket,
@@ -383,6 +384,10 @@ class PackagedModels(StagedModels):
                     for package in opened:
                         by_name[package.package.module].attach(package)
                 self._mark_ready([stage_key(name)])
+        except WarmUpStopped:
+            logger.info("loading stopped before %s was ready; it stays eager", bucket_name(bucket))
+            self.settle(bucket, "eager")
+            return False
         except Exception:
             logger.exception("loading the compiled packages for %s failed; that size stays eager", bucket_name(bucket))
             self.settle(bucket, "eager")

@@ -358,6 +358,27 @@ def any_time() -> Iterator[None]:
     yield
 
 
+class WarmUpStopped(Exception):
+    """Compiling was asked to stop: raised as the next stage of a warm-up would start, so a stop waits for one stage
+    (seconds), not for a whole bucket."""
+
+
+def stoppable(turn: Turn, stopped: threading.Event | None) -> Turn:
+    """`turn`, refusing to start a stage once `stopped` is set (WarmUpStopped)."""
+    if stopped is None:
+        return turn
+    set_event = stopped
+
+    @contextlib.contextmanager
+    def stage() -> Iterator[object]:
+        if set_event.is_set():
+            raise WarmUpStopped
+        with turn() as value:
+            yield value
+
+    return stage
+
+
 class StagedModels:
     """Faster stand-ins for the UNet, the prior and the MoVQ decode, ready stage by stage (a stage key per shape):
     pipelines sharing the loaded ones' components but calling the stand-ins, each with its own scheduler. A run uses
@@ -449,9 +470,12 @@ class CompiledModels(StagedModels):
         unet = cast(torch.nn.Module, torch.compile(decoder.unet, **options))
         super().__init__(prior, decoder, unet, cast(torch.nn.Module, torch.compile(prior.prior, **options)))
 
-    def warm_in_background(self, buckets: Sequence[Bucket]) -> threading.Thread:
-        """Warm each bucket in turn on a daemon thread; a failure leaves that bucket eager and is logged."""
-        self.thread = threading.Thread(target=self.warm, args=(buckets,), name="compile-warm-up", daemon=True)
+    def warm_in_background(self, buckets: Sequence[Bucket], stopped: threading.Event | None = None) -> threading.Thread:
+        """Warm each bucket in turn on a daemon thread, until `stopped` is set; a failure leaves that bucket eager and
+        is logged."""
+        self.thread = threading.Thread(
+            target=self.warm, args=(buckets, any_time, stopped), name="compile-warm-up", daemon=True
+        )
         self.thread.start()
         return self.thread
 
@@ -464,24 +488,32 @@ class CompiledModels(StagedModels):
         if self.config.threads > 0 and self.config.backend == "inductor":
             limit_compile_threads(self.config.threads)
 
-    def warm(self, buckets: Sequence[Bucket], turn: Turn = any_time) -> list[Bucket]:
+    def warm(
+        self, buckets: Sequence[Bucket], turn: Turn = any_time, stopped: threading.Event | None = None
+    ) -> list[Bucket]:
         """Run each bucket's compiled stages once at its shapes (this is where compiling happens), each stage inside
-        one `turn`; the buckets that are ready afterwards."""
+        one `turn`, until `stopped` is set (then between two stages); the buckets that are ready afterwards."""
         self.compile_settings_here()
         done: list[Bucket] = []
         # Warming beside generations (a thread here, turn `any_time`), no bucket serves before all are warm: on torch
         # 2.11 everything compiled here shares this thread's CUDA graph tree and its memory pool, neither safe for two
         # threads at once, so a run replaying one bucket's graphs while the next bucket warms or records would race
         # in that pool. Warmed in turns (after compile processes), each bucket serves as soon as it is loaded.
+        beside_runs = turn is any_time
+        stage_turn = stoppable(turn, stopped)
         warm_ones: list[tuple[Bucket, list[StageKey]]] = []
         for bucket in buckets:
             started, looked_up = time.perf_counter(), compile_cache_lookups()
             try:
                 with torch.inference_mode():
                     stages = run_bucket(
-                        self.warming_prior, self.warming_decoder, self.decode, bucket, lambda: self._turn(turn)
+                        self.warming_prior, self.warming_decoder, self.decode, bucket, lambda: self._turn(stage_turn)
                     )
                 keys = [key for key, _ in stages]
+            except WarmUpStopped:
+                logger.info("compiling stopped before %s was ready; it stays eager", bucket_name(bucket))
+                self.settle(bucket, "eager")
+                break
             except Exception:
                 logger.exception("compiling for %s failed; that size stays eager", bucket)
                 self.settle(bucket, "eager")
@@ -490,7 +522,7 @@ class CompiledModels(StagedModels):
             lookups = self.cache_lookups[bucket_name(bucket)] = dict(compile_cache_lookups() - looked_up)
             self.seconds[bucket_name(bucket)] = round(seconds, 2)
             warm_ones.append((bucket, keys))
-            if turn is not any_time:
+            if not beside_runs:
                 self._serve(warm_ones.pop())
             done.append(bucket)
             logger.info(
