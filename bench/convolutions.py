@@ -58,7 +58,11 @@ def time_unet_settings(
     threads = {name: ThreadPoolExecutor(1, thread_name_prefix=f"convolutions-{name}") for name in SETTINGS}
 
     def on_its_thread(name: str, step_inputs: dict[str, Any], calls: int) -> float:
-        return threads[name].submit(run_steps_here, unet, step_inputs, SETTINGS[name], calls, synchronize).result()
+        def timed() -> float:
+            with torch.inference_mode():  # autograd's mode is each thread's own
+                return run_steps(unet, step_inputs, SETTINGS[name], calls, synchronize)
+
+        return threads[name].submit(timed).result()
 
     results: dict[str, Any] = {}
     try:
@@ -102,18 +106,6 @@ def unet_inputs(config: Any, device: str, dtype: torch.dtype, latent_side: int, 
         "encoder_hidden_states": None,
         "added_cond_kwargs": {"image_embeds": torch.randn(rows, config["encoder_hid_dim"], device=device, dtype=dtype)},
     }
-
-
-def run_steps_here(
-    unet: UNet2DConditionModel,
-    inputs: dict[str, Any],
-    setting: tuple[bool, bool],
-    steps: int,
-    synchronize: Callable[[], None],
-) -> float:
-    """`run_steps` on this thread, without autograd (its mode is each thread's own)."""
-    with torch.inference_mode():
-        return run_steps(unet, inputs, setting, steps, synchronize)
 
 
 def run_steps(
