@@ -114,6 +114,10 @@ class Bench:
     def left(self) -> float:
         return self.args.budget_s - (time.monotonic() - self.started) - self.reserved_s
 
+    def left_for_goals(self) -> float:
+        """What is left with the time kept for --lower-precision's last phase: the goals' phases come first."""
+        return self.left() + self.reserved_s
+
     def record(self, key: str, value: Any) -> None:
         self.results[key] = value
         print(f"[{time.monotonic() - self.started:6.1f}s] {key}: {json.dumps(value, default=str)}", flush=True)
@@ -435,11 +439,8 @@ def lowered(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fas
     if bench.left() < LOWERED_EAGER_S[bench.args.size]:
         bench.record(key, {"skipped": f"{bench.left():.0f} s of budget left"})
         return
-    try:
-        lower_precision_phase(bench, scale, plain, fast)
-    except Exception as error:  # e.g. a torchao that does not match this torch: the rest of the results stay
-        traceback.print_exc()
-        bench.record(key, {"failed": f"{type(error).__name__}: {error}"})
+    # A failure (a torchao that does not match this torch, say) is recorded; the rest of the results stay.
+    guarded(bench, key, lambda: lower_precision_phase(bench, scale, plain, fast))
 
 
 def lower_precision_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image],
@@ -731,12 +732,10 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
         )
     bench.record("compiled", row)
     people, size = args.people, scale.size
-    # The goals' phases may use the time kept for --lower-precision's: they come first.
-    room = bench.left() + bench.reserved_s
-    if people in compiled_batch_images(args) and room > COMPILED_ROUNDS_S[args.size] * 0.6:
+    if people in compiled_batch_images(args) and bench.left_for_goals() > COMPILED_ROUNDS_S[args.size] * 0.6:
         compiled_only(bench, fast, size, people, f"{people}_people_queued_compiled",
                       lambda: people_queued(bench, scale, plain, fast, work, label="_compiled", rounds=1))  # fmt: skip
-    if bench.left() + bench.reserved_s < 10:
+    if bench.left_for_goals() < 10:
         return
 
     def one_compiled_mascot() -> None:
@@ -744,7 +743,7 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
         row, picture = compiled_versus_plain(bench, fast, req,
                                              {"plain_diffusers": lambda: plain((req, scale.preview_every)),
                                               "ours_compiled": lambda: generate_with_previews(fast, req).images[0]},
-                                             args.runs if bench.left() + bench.reserved_s > 30 else 1,
+                                             args.runs if bench.left_for_goals() > 30 else 1,
                                              {**setups, "ours_compiled": setups["ours_fast"]})  # fmt: skip
         bench.record("compiled_one_mascot", {**row, "pixel_diff_compiled_vs_eager": pixel_difference(picture, eager)})
 
