@@ -521,9 +521,10 @@ class CompiledModels(StagedModels):
             seconds = time.perf_counter() - started
             lookups = self.cache_lookups[bucket_name(bucket)] = dict(compile_cache_lookups() - looked_up)
             self.seconds[bucket_name(bucket)] = round(seconds, 2)
-            warm_ones.append((bucket, keys))
-            if not beside_runs:
-                self._serve(warm_ones.pop())
+            if beside_runs:
+                warm_ones.append((bucket, keys))
+            else:
+                self._serve(bucket, keys)
             done.append(bucket)
             logger.info(
                 "compiled for %dx%d, %d image(s) per run, in %.1f s (compile cache: %s)",
@@ -531,13 +532,12 @@ class CompiledModels(StagedModels):
                 seconds,
                 ", ".join(f"{count} {name}" for name, count in sorted(lookups.items())) or "not used",
             )
-        for warm_one in warm_ones:
-            self._serve(warm_one)
+        for bucket, keys in warm_ones:
+            self._serve(bucket, keys)
         return done
 
-    def _serve(self, warm_one: tuple[Bucket, list[StageKey]]) -> None:
+    def _serve(self, bucket: Bucket, keys: list[StageKey]) -> None:
         """A warm bucket's stages used by runs from now on."""
-        bucket, keys = warm_one
         self._mark_ready(keys)
         self.settle(bucket, "ready")
 
