@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
-from bench.flops import count_call
+from bench.flops import count_call, unet_inputs
 
 # (cudnn.benchmark, channels-last) of each setting; the first is PyTorch's default, the others' ratios are against it.
 SETTINGS: dict[str, tuple[bool, bool]] = {
@@ -67,8 +67,8 @@ def time_unet_settings(
     results: dict[str, Any] = {}
     try:
         for count in rows:
-            step_inputs = unet_inputs(config, device, dtype, latent_side, count)
-            meta_inputs = unet_inputs(config, "meta", dtype, latent_side, count)
+            step_inputs = unet_inputs(config, device, dtype, (latent_side, latent_side), count)
+            meta_inputs = unet_inputs(config, "meta", dtype, (latent_side, latent_side), count)
             flops = count_call(counted, "unet", count, functools.partial(counted, **meta_inputs)).flops
             seconds: dict[str, list[float]] = {name: [] for name in SETTINGS}
             names = list(SETTINGS)
@@ -95,17 +95,6 @@ def time_unet_settings(
             pool.shutdown()
         torch.backends.cudnn.benchmark = cudnn_benchmark_was
     return {"steps_per_round": steps, "rounds": rounds, "latent_side": latent_side, **results}
-
-
-def unet_inputs(config: Any, device: str, dtype: torch.dtype, latent_side: int, rows: int) -> dict[str, Any]:
-    """A decoder step's arguments, as the Kandinsky 2.2 pipeline calls its UNet (the image embedding as its only
-    condition)."""
-    return {
-        "sample": torch.randn(rows, config["in_channels"], latent_side, latent_side, device=device, dtype=dtype),
-        "timestep": torch.full((rows,), 500, device=device, dtype=torch.long),
-        "encoder_hidden_states": None,
-        "added_cond_kwargs": {"image_embeds": torch.randn(rows, config["encoder_hid_dim"], device=device, dtype=dtype)},
-    }
 
 
 def run_steps(

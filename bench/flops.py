@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import downscale_height_and_width
@@ -99,6 +100,20 @@ def count_call(model: torch.nn.Module, name: str, rows: int, call: Callable[[], 
     return CallArithmetic(name, rows, total, dict(by_kind))
 
 
+def unet_inputs(
+    config: Any, device: str, dtype: torch.dtype, latent_size: tuple[int, int], rows: int
+) -> dict[str, Any]:
+    """A decoder step's arguments, as the Kandinsky 2.2 pipeline calls its UNet (the image embedding as its only
+    condition), random, for `rows` rows of latents of `latent_size` (height, width)."""
+    height, width = latent_size
+    return {
+        "sample": torch.randn(rows, config["in_channels"], height, width, device=device, dtype=dtype),
+        "timestep": torch.full((rows,), 500, device=device, dtype=torch.long),
+        "encoder_hidden_states": None,
+        "added_cond_kwargs": {"image_embeds": torch.randn(rows, config["encoder_hid_dim"], device=device, dtype=dtype)},
+    }
+
+
 def count_run(images: int, size: int, request: GenerationRequest | None = None) -> RunArithmetic:
     """One run of `images` mascots of `size`² at the request's settings (the app's defaults when None)."""
     settings = request or GenerationRequest(prompt="a mascot", width=size, height=size)
@@ -114,17 +129,8 @@ def count_run(images: int, size: int, request: GenerationRequest | None = None) 
     def meta(*shape: int) -> torch.Tensor:
         return torch.zeros(*shape, device="meta", dtype=torch.float16)
 
-    unet_step = count_call(
-        unet,
-        "unet",
-        decoder_rows,
-        lambda: unet(
-            meta(decoder_rows, unet.config["in_channels"], latent_h, latent_w),
-            torch.zeros(decoder_rows, device="meta", dtype=torch.long),
-            encoder_hidden_states=None,
-            added_cond_kwargs={"image_embeds": meta(decoder_rows, embedding)},
-        ),
-    )
+    step_inputs = unet_inputs(unet.config, "meta", torch.float16, (latent_h, latent_w), decoder_rows)
+    unet_step = count_call(unet, "unet", decoder_rows, lambda: unet(**step_inputs))
     prior_step = count_call(
         prior,
         "prior",

@@ -74,7 +74,7 @@ def test_the_rate_is_the_counted_arithmetic_over_the_time(unet_config, monkeypat
                                              synchronize=lambda: None)  # fmt: skip
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(unet_config)
-    inputs = convolutions.unet_inputs(unet_config, "meta", torch.float32, 16, 2)
+    inputs = flops.unet_inputs(unet_config, "meta", torch.float32, (16, 16), 2)
     counted = flops.count_call(unet, "unet", 2, lambda: unet(**inputs)).flops
     row = result["2_rows"]
     assert row["flop_per_step"] == counted > 0
