@@ -154,16 +154,22 @@ def test_the_benchmark_waits_for_its_stream_never_the_whole_device(monkeypatch):
     assert waited == [torch.device("cuda")] * 6
 
 
+def tiny_fast_generator(scale: speed.Scale) -> speed.KandinskyGenerator:
+    """The benchmark's fast generator on the tiny model, built afresh (tests change it)."""
+    prior, decoder = speed.build_pipelines("tiny", "cpu")
+    return speed.ours(prior, decoder, "cpu", speed.SpeedOptions(), scale.preview_every)
+
+
+def out_of_memory(*_args, **_kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+
+
 def test_a_queued_persons_failed_job_is_no_throughput(tmp_path):
     """A shared run that fails (out of memory, say) ends every job fast: the phase raises instead of recording that
     speed as mascots per second, and `guarded` records the failure and lets the call go on."""
     args = speed.parse_args(["--size", "tiny", "--runs", "1", "--warmup", "0", "--people", "2"])
     bench, scale = speed.Bench(args, "cpu"), speed.SCALES["tiny"]
-    prior, decoder = speed.build_pipelines("tiny", "cpu")
-    fast = speed.ours(prior, decoder, "cpu", speed.SpeedOptions(), scale.preview_every)
-
-    def out_of_memory(_items):
-        raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+    fast = tiny_fast_generator(scale)
 
     fast.generate_batch = out_of_memory
     with torch.inference_mode():
@@ -201,11 +207,7 @@ def test_a_compiled_phase_runs_only_when_its_bucket_is_ready_and_its_failure_is_
 
 def test_a_failing_convolution_phase_is_recorded_and_gives_the_models_back(monkeypatch):
     bench, scale = speed.Bench(speed.parse_args(["--size", "tiny"]), "cpu"), speed.SCALES["tiny"]
-    prior, decoder = speed.build_pipelines("tiny", "cpu")
-    fast = speed.ours(prior, decoder, "cpu", speed.SpeedOptions(), scale.preview_every)
-
-    def out_of_memory(*_args, **_kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+    fast = tiny_fast_generator(scale)
 
     monkeypatch.setattr(speed, "time_unet_settings", out_of_memory)
     speed.convolution_settings(bench, scale, fast, "while the children compiled")
