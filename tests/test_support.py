@@ -1,16 +1,21 @@
-"""The wait between tests on a shared app process: it waits out the jobs a test left and names one that stays."""
+"""The test support itself: the wait between tests on a shared app process waits out the jobs a test left and names
+one that stays; a test browser's next request is not cancelled by the stream that brought its last answer."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import gradio as gr
+import gradio_client.client
 import pytest
 
-from tests.support.app_process import AppProcess
+from tests.support.app_process import AppProcess, browser_client, free_port, launch_here
 
 
 class Health:
@@ -68,3 +73,41 @@ def test_a_job_that_stays_fails_the_wait_with_a_sentence(tmp_path):
     stuck = r"1 job\(s\) still queued or running 1 s after the test"
     with serving(Health([(200, 1)])) as url, pytest.raises(AssertionError, match=stuck):
         app_at(url, tmp_path).wait_until_idle(timeout=1)
+
+
+class LateClose:
+    """gradio_client's json module, except that the reader reads Gradio's close_stream message only once its client
+    has sent another request (or after `patience_s`): the order a busy machine made by chance in a CI run, made every
+    time here."""
+
+    def __init__(self, patience_s: float) -> None:
+        self.patience_s = patience_s
+        self.client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(json, name)
+
+    def loads(self, text: str | bytes) -> Any:
+        message = json.loads(text)
+        if isinstance(message, dict) and message.get("msg") == "close_stream":
+            deadline = time.monotonic() + self.patience_s
+            while not self.client.pending_event_ids and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return message
+
+
+def test_a_browsers_next_request_is_not_cancelled_by_the_stream_its_last_answer_came_on(monkeypatch):
+    with gr.Blocks() as echo_app:
+        said = gr.Textbox()
+        said.submit(lambda text: text, said, gr.Textbox(), api_name="echo")
+    late_close = LateClose(patience_s=5)
+    monkeypatch.setattr(gradio_client.client, "json", late_close)
+    url = launch_here(echo_app, free_port())
+    try:
+        browser = browser_client(url, False)
+        late_close.client = browser
+        # The second request is sent before the first answer's stream has read its close.
+        assert [browser.predict(word, api_name="/echo") for word in ("first", "second")] == ["first", "second"]
+        browser.close()
+    finally:
+        echo_app.close()

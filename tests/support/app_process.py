@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -164,6 +165,26 @@ class AppProcess:
         return browser_client(self.url, str(self.tmp_dir / "downloads") if fetch_pictures else False, cookies=cookies)
 
 
+class Browser(Client):
+    """gradio_client's Client, except that a request sent while none is in flight first waits for the stream that
+    brought the last answer to end.
+
+    Why: with Gradio 6's protocol the server ends a browser's event stream (close_stream) right after the last
+    answer it owes. gradio_client 2.7.2 hands a request sent in between, after that answer reached the caller but
+    before its reader read the close, to the closing stream, and the close then cancels it (CancelledError) though
+    the server ran it: a CI run failed so. The server always ends the stream once nothing is in flight, so this
+    waits for an event that comes, and the next request opens a stream of its own.
+    """
+
+    def send_data(self, data: Any, hash_data: Any, protocol: Any, request_headers: Any) -> str:
+        with self.pending_lock:
+            closing_stream = None if self.pending_event_ids else self.streaming_future
+        if closing_stream is not None:
+            with contextlib.suppress(Exception):  # a failed or timed-out reader: send as gradio_client would
+                closing_stream.result(timeout=CLIENT_TIMEOUT.read)
+        return super().send_data(data, hash_data, protocol, request_headers)
+
+
 def browser_client(
     url: str,
     downloads: str | Literal[False],
@@ -174,7 +195,7 @@ def browser_client(
     """A test's browser: gradio_client on `url`, saving pictures to `downloads` (False: keeping their URLs), with
     these cookies and headers, waiting up to CLIENT_TIMEOUT for each answer."""
     kwargs = {"cookies": dict(cookies or {}), "timeout": CLIENT_TIMEOUT}
-    return Client(url, verbose=False, download_files=downloads, headers=headers, httpx_kwargs=kwargs)
+    return Browser(url, verbose=False, download_files=downloads, headers=headers, httpx_kwargs=kwargs)
 
 
 def read_health(url: str) -> tuple[int, dict[str, Any]]:
