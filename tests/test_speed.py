@@ -170,6 +170,37 @@ def test_decoding_one_image_at_a_time_gives_the_same_images(tiny_generator):
     assert max(max_difference(a, b) for a, b in zip(one_by_one.generate(request).images, plain, strict=True)) <= 1
 
 
+def test_a_decode_that_runs_out_of_memory_with_several_images_decodes_them_one_at_a_time(tiny_generator):
+    """The free-memory check before a decode is an estimate; when several images at once do not fit after all, the
+    run's images are decoded one by one rather than the whole run failing."""
+    generator = with_speed(tiny_generator, FAST)
+    request = small_request()
+    latents = torch.randn(3, 4, 32, 32, generator=torch.Generator().manual_seed(4))
+    movq, calls = speed.movq_decoder(generator.decoder.movq), []
+
+    def short_of_memory(part: torch.Tensor) -> torch.Tensor:
+        calls.append(len(part))
+        if len(part) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+        return movq(part)
+
+    generator.compiled = types.SimpleNamespace(ready=lambda key: True, serves_adapters=True, decode=short_of_memory)
+    pixels = generator._decode(latents, request)
+    assert calls == [3, 1, 1, 1]
+    assert torch.equal(pixels, torch.cat([movq(latents[index : index + 1]) for index in range(3)]))
+
+    def no_memory_at_all(part: torch.Tensor) -> torch.Tensor:
+        calls.append(len(part))
+        raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+
+    generator.compiled.decode, calls[:] = no_memory_at_all, []
+    with pytest.raises(torch.OutOfMemoryError):  # one image that does not fit: the run fails as it would have
+        generator._decode(latents, request)
+    with pytest.raises(torch.OutOfMemoryError):  # a single image: nothing smaller to try
+        generator._decode(latents[:1], request)
+    assert calls == [3, 1, 1]
+
+
 def test_waiting_for_a_run_waits_for_this_threads_stream_not_the_device(monkeypatch):
     """A device-wide synchronize is invalid while another thread captures a CUDA graph (the compile's warm-up on a
     thread of the serving process): the prior's timing waits on the current stream alone."""

@@ -543,7 +543,8 @@ class KandinskyGenerator:
 
     def _decode(self, latents: torch.Tensor, request: GenerationRequest) -> torch.Tensor:
         """MoVQ's pixels of `latents`: compiled once warm for the chunk size, one image at a time when memory is
-        tight."""
+        tight, or when decoding several at once ran out of it (the free-memory check is an estimate: losing a whole
+        run's steps to it would lose every person's mascots in the run)."""
         count = latents.shape[0]
         chunk = decode_chunk_size(count, request.width * request.height, latents.device, self.speed.decode_at_once)
         eager = movq_decoder(self.decoder.movq)
@@ -554,7 +555,16 @@ class KandinskyGenerator:
             compiled = self._compiled_for(decode_key(request.height, request.width, part.shape[0]))
             return (compiled.decode if compiled is not None else eager)(part)
 
-        return decode_to_pixels(decode, latents, chunk)
+        try:
+            return decode_to_pixels(decode, latents, chunk)
+        except torch.OutOfMemoryError:
+            if min(chunk, count) <= 1:
+                raise
+            logger.warning(
+                "decoding %d images %d at a time ran out of GPU memory: decoding them one at a time", count, chunk
+            )
+        # Retried outside the `except`: its traceback would keep the failed attempt's tensors alive.
+        return decode_to_pixels(decode, latents, 1)
 
     def _previewer(self, total: int) -> Previewer | None:
         """Every `preview_every` decoder steps (not the last), rough previews of chosen rows of the latents."""
