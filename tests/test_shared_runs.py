@@ -6,11 +6,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mascot.generation.generator import BatchItem, GenerationCancelled, StepUpdate, batch_key
 from mascot.generation.model import KandinskyGenerator
+from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission
 from mascot.prompt.request import GenerationRequest
+from tests.support.jobs import wait_final
 
 pytestmark = pytest.mark.slow  # the tiny pipeline, several requests at once
 
@@ -133,3 +136,37 @@ def test_each_request_sees_a_preview_of_its_own_first_image(tiny_generator):
 def test_requests_that_cannot_share_a_run_are_refused(tiny_generator):
     with pytest.raises(ValueError, match="same batch_key"):
         tiny_generator.generate_batch([BatchItem(OTTERS), BatchItem(dataclasses.replace(FOX, width=512))])
+
+
+def test_a_shared_run_short_of_gpu_memory_is_made_again_person_by_person(tiny_generator, monkeypatch):
+    """The tiny pipeline on a "card" whose UNet takes one image (with its unguided twin) at a time: two people's
+    shared run raises torch's out-of-memory error, and the worker makes each person's mascot in a run of its own,
+    the same pictures as alone."""
+    unet = tiny_generator.decoder.unet
+    forward, rows_asked = unet.forward, []
+
+    def one_image_at_most(sample: torch.Tensor, *args, **kwargs):
+        rows_asked.append(sample.shape[0])
+        if sample.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+        return forward(sample, *args, **kwargs)
+
+    made: dict[str, list[Image.Image]] = {}
+
+    def store(job, images, model):
+        made[job.submission.owner_hash] = images.images
+        return {"saved": len(images.images)}
+
+    fox_again = dataclasses.replace(FOX, prompt="a fox mascot, round and friendly", seed=91)
+    worker = GenerationWorker(lambda on_status: tiny_generator, store, max_batch_images=4).start()
+    try:
+        assert worker.wait_until_loaded(60).state is ModelState.READY
+        monkeypatch.setattr(unet, "forward", one_image_at_most)
+        with worker._lock:  # both queued before the worker takes a run: they share it
+            jobs = [worker.submit(Submission(req, owner)) for req, owner in [(FOX, "fox"), (fox_again, "again")]]
+        assert [wait_final(job, timeout=300).state for job in jobs] == [JobState.DONE, JobState.DONE]
+    finally:
+        worker.stop()
+    assert rows_asked[0] == 4 and set(rows_asked[1:]) == {2}  # the shared run's first step ran out; then each alone
+    for owner, req in [("fox", FOX), ("again", fox_again)]:
+        assert max_difference(made[owner][0], tiny_generator.generate(req).images[0]) <= 1

@@ -420,6 +420,53 @@ def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worke
     assert wait_final(worker.submit(Submission(REQUEST, "x"))).state is JobState.DONE
 
 
+class OutOfMemoryPastImages(FakeGenerator):
+    """A card that holds runs of at most `fits` images: a larger run raises torch's out-of-memory error."""
+
+    def __init__(self, fits: int) -> None:
+        super().__init__()
+        self.fits = fits
+
+    def generate_batch(self, items):
+        if sum(item.request.num_images_per_prompt for item in items) > self.fits:
+            self.batches.append([item.request for item in items])
+            raise type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return super().generate_batch(items)
+
+
+def test_a_shared_run_that_runs_out_of_gpu_memory_runs_each_person_alone(recorder):
+    """Sharing a run is the server's choice: when the shared run does not fit, each person's own run is tried, and
+    only a request that does not fit alone fails, with the sentence that says to ask for less."""
+    fake = OutOfMemoryPastImages(fits=2)
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
+    try:
+        fake.gate.clear()
+        blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
+        assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1
+        sizes = {"x": 1, "y": 3, "z": 1}  # 5 images shared would not fit; y's 3 do not fit alone either
+        jobs = {
+            owner: worker.submit(
+                Submission(dataclasses.replace(REQUEST, prompt=owner, num_images_per_prompt=count), owner)
+            )
+            for owner, count in sizes.items()
+        }
+        fake.gate.set()
+        ended = {owner: wait_final(job) for owner, job in jobs.items()}
+        assert wait_final(blocker).state is JobState.DONE
+    finally:
+        fake.gate.set()
+        worker.stop()
+    assert {owner: snapshot.state for owner, snapshot in ended.items()} == {
+        "x": JobState.DONE,
+        "y": JobState.FAILED,
+        "z": JobState.DONE,
+    }
+    assert ended["y"].error == "The GPU ran out of memory. Try fewer images or a smaller size."
+    assert [len(ended[owner].generated.images) for owner in ("x", "z")] == [1, 1]
+    # x and y shared a run (4 images, the limit), which ran out; each then ran alone; z waited for the next run.
+    assert prompts_of_each_run(fake)[1:] == [["x", "y"], ["x"], ["y"], ["z"]]
+
+
 def test_every_job_of_a_running_shared_run_counts_as_ahead_of_the_queue(fake, recorder):
     holding, release = threading.Event(), threading.Event()
 

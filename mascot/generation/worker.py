@@ -555,12 +555,27 @@ class GenerationWorker:
         if len(started) > 1:
             log.info("jobs %s share one run", ", ".join(job.id for job in started))
         timer.started = self._clock()
+        results: list[GeneratedImages | None] | None = None
         try:
             results = run(generator, items) if run is not None else generator.generate_batch(items)
         except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
-            log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
+            if len(started) == 1 or not ran_out_of_gpu_memory(error):
+                log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
+                for job in started:
+                    self._end(job, state=JobState.FAILED, error=describe_failure(error))
+                return
+            log.warning(
+                "the shared run of jobs %s ran out of GPU memory: running each alone",
+                ", ".join(job.id for job in started),
+            )
+        if results is None:
+            # Sharing the run was the server's choice, not the people's: each gets a run of its own, which fails with
+            # the out-of-memory sentence only if their own request does not fit. Run outside the `except`, whose
+            # traceback would keep the failed run's tensors alive.
             for job in started:
-                self._end(job, state=JobState.FAILED, error=describe_failure(error))
+                job.update(stage="", step=0, total=0, preview=None)
+            for job in started:
+                self._run_batch([job], run)
             return
         self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
@@ -637,11 +652,16 @@ class GenerationWorker:
             log.exception("on_ended failed for job %s", job.id)
 
 
+def ran_out_of_gpu_memory(error: Exception) -> bool:
+    """torch's out-of-memory error, known by its name: this module imports no torch."""
+    return type(error).__name__ == "OutOfMemoryError"
+
+
 def describe_failure(error: Exception) -> str:
     """A sentence for people about a failed generation; the traceback goes to the log."""
     if isinstance(error, PictureRefused):  # its picture cannot be used (gone, or no longer the browser's to use)
         return str(error)
-    if type(error).__name__ == "OutOfMemoryError":
+    if ran_out_of_gpu_memory(error):
         return "The GPU ran out of memory. Try fewer images or a smaller size."
     # The CPU's allocator (torch's RuntimeError) or Python's own: another try of the same size would fail again.
     if isinstance(error, MemoryError) or "can't allocate memory" in str(error):
