@@ -138,18 +138,17 @@ def test_requests_that_cannot_share_a_run_are_refused(tiny_generator):
         tiny_generator.generate_batch([BatchItem(OTTERS), BatchItem(dataclasses.replace(FOX, width=512))])
 
 
-def test_a_shared_run_short_of_gpu_memory_is_made_again_person_by_person(tiny_generator, monkeypatch):
+def test_a_shared_run_short_of_gpu_memory_is_made_again_person_by_person(tiny_generator):
     """The tiny pipeline on a "card" whose UNet takes one image (with its unguided twin) at a time: two people's
     shared run raises torch's out-of-memory error, and the worker makes each person's mascot in a run of its own,
     the same pictures as alone."""
-    unet = tiny_generator.decoder.unet
-    forward, rows_asked = unet.forward, []
+    rows_asked: list[int] = []
 
-    def one_image_at_most(sample: torch.Tensor, *args, **kwargs):
+    def one_image_at_most(module, args, kwargs) -> None:
+        sample = args[0] if args else kwargs["sample"]
         rows_asked.append(sample.shape[0])
         if sample.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
-        return forward(sample, *args, **kwargs)
 
     made: dict[str, list[Image.Image]] = {}
 
@@ -158,15 +157,16 @@ def test_a_shared_run_short_of_gpu_memory_is_made_again_person_by_person(tiny_ge
         return {"saved": len(images.images)}
 
     fox_again = dataclasses.replace(FOX, prompt="a fox mascot, round and friendly", seed=91)
+    short_of_memory = tiny_generator.decoder.unet.register_forward_pre_hook(one_image_at_most, with_kwargs=True)
     worker = GenerationWorker(lambda on_status: tiny_generator, store, max_batch_images=4).start()
     try:
         assert worker.wait_until_loaded(60).state is ModelState.READY
-        monkeypatch.setattr(unet, "forward", one_image_at_most)
         with worker._lock:  # both queued before the worker takes a run: they share it
             jobs = [worker.submit(Submission(req, owner)) for req, owner in [(FOX, "fox"), (fox_again, "again")]]
         assert [wait_final(job, timeout=300).state for job in jobs] == [JobState.DONE, JobState.DONE]
     finally:
         worker.stop()
+        short_of_memory.remove()
     assert rows_asked[0] == 4 and set(rows_asked[1:]) == {2}  # the shared run's first step ran out; then each alone
     for owner, req in [("fox", FOX), ("again", fox_again)]:
         assert max_difference(made[owner][0], tiny_generator.generate(req).images[0]) <= 1

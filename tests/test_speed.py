@@ -332,6 +332,31 @@ def test_a_logos_embedding_is_computed_once_and_lands_on_the_prior_device(tiny_g
     assert torch.allclose(first, expected)
 
 
+def test_an_image_encoder_that_runs_out_of_memory_on_its_way_in_is_moved_back(tiny_generator):
+    """The parked image encoder (3.4 GiB at full size) is the largest move of a run. When the move to the GPU runs out
+    of memory, it may have moved some weights: the encoder is moved back whole, or it would stay split over two
+    devices and fail every later logo."""
+    generator = with_speed(tiny_generator, FAST)
+    encoder = generator.prior.image_encoder
+    gpu = torch.device("meta")  # a device other than the CPU to move to; the move there fails before any weight goes
+    logos = speed.LogoEmbeddings(generator.prior, gpu, cache=False)
+    move, moves = encoder.to, []
+
+    def out_of_memory_on_the_way_in(device: torch.device) -> torch.nn.Module:
+        moves.append(torch.device(device).type)
+        if torch.device(device) == gpu:
+            raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+        return move(device)
+
+    encoder.to = out_of_memory_on_the_way_in
+    try:
+        with pytest.raises(torch.OutOfMemoryError):
+            logos.embedding(Image.new("RGB", (64, 48), (200, 30, 30)))
+    finally:
+        del encoder.to  # the module's own method again
+    assert moves == ["meta", "cpu"]
+
+
 def test_the_compiled_path_gives_the_eager_images_and_is_used_only_once_warm(tiny_generator):
     generator = with_speed(tiny_generator, FAST)
     request = small_request(num_images_per_prompt=1, seed=21)

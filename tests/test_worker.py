@@ -426,10 +426,15 @@ class OutOfMemoryPastImages(FakeGenerator):
     def __init__(self, fits: int) -> None:
         super().__init__()
         self.fits = fits
+        self.running_out = threading.Event()  # set when a run is about to run out
+        self.hold = threading.Event()  # a run about to run out waits for it
+        self.hold.set()
 
     def generate_batch(self, items):
         if sum(item.request.num_images_per_prompt for item in items) > self.fits:
             self.batches.append([item.request for item in items])
+            self.running_out.set()
+            self.hold.wait(timeout=30)
             raise type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 9.00 GiB")
         return super().generate_batch(items)
 
@@ -465,6 +470,28 @@ def test_a_shared_run_that_runs_out_of_gpu_memory_runs_each_person_alone(recorde
     assert [len(ended[owner].generated.images) for owner in ("x", "z")] == [1, 1]
     # x and y shared a run (4 images, the limit), which ran out; each then ran alone; z waited for the next run.
     assert prompts_of_each_run(fake)[1:] == [["x", "y"], ["x"], ["y"], ["z"]]
+
+
+def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_its_own(recorder):
+    fake = OutOfMemoryPastImages(fits=1)
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
+    try:
+        fake.gate.clear()
+        blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
+        assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1
+        jobs = {owner: worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner), owner)) for owner in "xy"}
+        fake.hold.clear()
+        fake.gate.set()
+        assert fake.running_out.wait(30)
+        assert worker.cancel_for("x")
+        fake.hold.set()
+        ended = {owner: wait_final(job) for owner, job in jobs.items()}
+    finally:
+        fake.gate.set()
+        fake.hold.set()
+        worker.stop()
+    assert (ended["x"].state, ended["x"].error, ended["y"].state) == (JobState.CANCELLED, "", JobState.DONE)
+    assert prompts_of_each_run(fake)[1:] == [["x", "y"], ["y"]]
 
 
 def test_every_job_of_a_running_shared_run_counts_as_ahead_of_the_queue(fake, recorder):

@@ -318,9 +318,11 @@ class LogoEmbeddings:
         pixels = self.prior.image_processor(rgb, return_tensors="pt").pixel_values
         parked = encoder.device
         self.encoder_runs += 1
-        if parked != self.device:
-            encoder.to(self.device)  # kept off the GPU: brought in only while it runs
         try:
+            if parked != self.device:
+                # Kept off the GPU: brought in only while it runs. Inside the `try`: a move that runs out of memory
+                # half-way must still go back, or the encoder stays split over two devices (and on the GPU).
+                encoder.to(self.device)
             return encoder(pixels.to(device=self.device, dtype=encoder.dtype))["image_embeds"]
         finally:
             if parked != self.device:

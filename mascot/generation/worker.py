@@ -575,16 +575,22 @@ class GenerationWorker:
             for job in started:
                 job.update(stage="", step=0, total=0, preview=None)
             for job in started:
-                self._run_batch([job], run)
+                if job.cancel_requested.is_set():  # cancelled meanwhile (by its person or a shutdown): no new run
+                    self._end_cancelled(job)
+                else:
+                    self._run_batch([job], run)
             return
         self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
             if result is None:
-                log.info("job %s cancelled", job.id)
-                # Cancelled by a shutdown, not by its person: they are told why, as the queued ones are.
-                self._end(job, state=JobState.CANCELLED, error=STOPPED_MESSAGE if self._stopping.is_set() else "")
+                self._end_cancelled(job)
             else:
                 self._store(job, result, generator.info)
+
+    def _end_cancelled(self, job: Job) -> None:
+        log.info("job %s cancelled", job.id)
+        # Cancelled by a shutdown, not by its person: they are told why, as the queued ones are.
+        self._end(job, state=JobState.CANCELLED, error=STOPPED_MESSAGE if self._stopping.is_set() else "")
 
     def _batch_item(self, job: Job, timer: RunTimer) -> BatchItem:
         """The job as the model sees it (presets applied, its logo loaded), reporting its steps to the job (and to the
