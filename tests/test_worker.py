@@ -12,6 +12,7 @@ from mascot.generation.generator import StepUpdate
 from mascot.generation.worker import (
     MODEL_FAILED,
     GenerationWorker,
+    Job,
     JobState,
     ModelState,
     Submission,
@@ -439,22 +440,28 @@ class OutOfMemoryPastImages(FakeGenerator):
         return super().generate_batch(items)
 
 
+def queue_behind_a_running_job(
+    worker: GenerationWorker, fake: FakeGenerator, requests: dict[str, GenerationRequest]
+) -> tuple[Job, dict[str, Job]]:
+    """A job held at its first step (the fake's gate closed; the caller opens it) and `requests` queued behind it, by
+    owner: they share the next run as far as they fit."""
+    fake.gate.clear()
+    blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
+    assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1
+    return blocker, {owner: worker.submit(Submission(request, owner)) for owner, request in requests.items()}
+
+
 def test_a_shared_run_that_runs_out_of_gpu_memory_runs_each_person_alone(recorder):
     """Sharing a run is the server's choice: when the shared run does not fit, each person's own run is tried, and
     only a request that does not fit alone fails, with the sentence that says to ask for less."""
     fake = OutOfMemoryPastImages(fits=2)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
-        fake.gate.clear()
-        blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
-        assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1
         sizes = {"x": 1, "y": 3, "z": 1}  # 5 images shared would not fit; y's 3 do not fit alone either
-        jobs = {
-            owner: worker.submit(
-                Submission(dataclasses.replace(REQUEST, prompt=owner, num_images_per_prompt=count), owner)
-            )
-            for owner, count in sizes.items()
+        requests = {
+            owner: dataclasses.replace(REQUEST, prompt=owner, num_images_per_prompt=n) for owner, n in sizes.items()
         }
+        blocker, jobs = queue_behind_a_running_job(worker, fake, requests)
         fake.gate.set()
         ended = {owner: wait_final(job) for owner, job in jobs.items()}
         assert wait_final(blocker).state is JobState.DONE
@@ -476,10 +483,9 @@ def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_
     fake = OutOfMemoryPastImages(fits=1)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
-        fake.gate.clear()
-        blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
-        assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1
-        jobs = {owner: worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner), owner)) for owner in "xy"}
+        _, jobs = queue_behind_a_running_job(
+            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
+        )
         fake.hold.clear()
         fake.gate.set()
         assert fake.running_out.wait(30)
