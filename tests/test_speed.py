@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import threading
 import types
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -178,22 +179,21 @@ def test_a_decode_that_runs_out_of_memory_with_several_images_decodes_them_one_a
     latents = torch.randn(3, 4, 32, 32, generator=torch.Generator().manual_seed(4))
     movq, calls = speed.movq_decoder(generator.decoder.movq), []
 
-    def short_of_memory(part: torch.Tensor) -> torch.Tensor:
-        calls.append(len(part))
-        if len(part) > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
-        return movq(part)
+    def decoding_at_most(images: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def decode(part: torch.Tensor) -> torch.Tensor:
+            calls.append(len(part))
+            if len(part) > images:
+                raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+            return movq(part)
 
-    generator.compiled = types.SimpleNamespace(ready=lambda key: True, serves_adapters=True, decode=short_of_memory)
+        return decode
+
+    generator.compiled = types.SimpleNamespace(ready=lambda key: True, serves_adapters=True, decode=decoding_at_most(1))
     pixels = generator._decode(latents, request)
     assert calls == [3, 1, 1, 1]
     assert torch.equal(pixels, torch.cat([movq(latents[index : index + 1]) for index in range(3)]))
 
-    def no_memory_at_all(part: torch.Tensor) -> torch.Tensor:
-        calls.append(len(part))
-        raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
-
-    generator.compiled.decode, calls[:] = no_memory_at_all, []
+    generator.compiled.decode, calls[:] = decoding_at_most(0), []
     with pytest.raises(torch.OutOfMemoryError):  # one image that does not fit: the run fails as it would have
         generator._decode(latents, request)
     with pytest.raises(torch.OutOfMemoryError):  # a single image: nothing smaller to try

@@ -410,14 +410,25 @@ def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder
         worker.stop()
 
 
-def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worker, fake):
+def queue_behind_a_running_job(
+    worker: GenerationWorker, fake: FakeGenerator, requests: dict[str, GenerationRequest]
+) -> tuple[Job, dict[str, Job]]:
+    """A job held at its first step (the fake's gate closed; the caller opens it) and `requests` queued behind it, by
+    owner: they share the next run as far as they fit."""
     fake.gate.clear()
     blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
-    assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1  # past the point where the fake fails
-    doomed = [worker.submit(Submission(dataclasses.replace(REQUEST, prompt=owner), owner)) for owner in ("x", "y")]
+    assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1
+    return blocker, {owner: worker.submit(Submission(request, owner)) for owner, request in requests.items()}
+
+
+def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worker, fake):
+    # The blocker is past the point where the fake fails: the next run, x's and y's, fails.
+    _, doomed = queue_behind_a_running_job(
+        worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
+    )
     fake.fail_next = RuntimeError("CUDA out of memory")
     fake.gate.set()
-    assert [wait_final(job).state for job in doomed] == [JobState.FAILED] * 2
+    assert [wait_final(job).state for job in doomed.values()] == [JobState.FAILED] * 2
     assert wait_final(worker.submit(Submission(REQUEST, "x"))).state is JobState.DONE
 
 
@@ -438,17 +449,6 @@ class OutOfMemoryPastImages(FakeGenerator):
             self.hold.wait(timeout=30)
             raise type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 9.00 GiB")
         return super().generate_batch(items)
-
-
-def queue_behind_a_running_job(
-    worker: GenerationWorker, fake: FakeGenerator, requests: dict[str, GenerationRequest]
-) -> tuple[Job, dict[str, Job]]:
-    """A job held at its first step (the fake's gate closed; the caller opens it) and `requests` queued behind it, by
-    owner: they share the next run as far as they fit."""
-    fake.gate.clear()
-    blocker = worker.submit(Submission(dataclasses.replace(REQUEST, width=512), "blocker"))
-    assert wait_until(blocker, lambda snapshot: snapshot.step >= 1).step == 1
-    return blocker, {owner: worker.submit(Submission(request, owner)) for owner, request in requests.items()}
 
 
 def test_a_shared_run_that_runs_out_of_gpu_memory_runs_each_person_alone(recorder):
