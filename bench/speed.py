@@ -60,6 +60,7 @@ from mascot.generation.speed import (
     bucket_name,
     compile_cache_lookups,
     decoder_key,
+    held_unused_for_eager_tensors,
     wait_for_queued_work,
 )
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
@@ -641,11 +642,26 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
         timings[name]["mascots_per_s"] = round(people / timings[name]["median_s"], 3)
         timings[name]["mean_answer_s"] = round(statistics.median(answers[name]), 3)
     row: dict[str, Any] = {**timings, "jobs_per_run": runs, "saver_threads": SAVE_THREADS}
+    if bench.cuda:
+        row["memory_a_decode_may_use_after_gib"] = memory_a_decode_may_use()
     if plain:
         row["ratio_ours_over_plain_mascots_per_s"] = round(
             timings["ours_worker"]["mascots_per_s"] / timings["plain_diffusers"]["mascots_per_s"], 3
         )
     bench.record(f"{people}_people_queued{label}", row)
+
+
+def memory_a_decode_may_use() -> dict[str, float]:
+    """GiB by where they lie once runs ended: the driver's free memory, what the allocator holds unused in the
+    default pool (which the decode's check counts, with the driver's), and in all pools (CUDA graphs' too)."""
+    gib, device = 2**30, torch.device("cuda", torch.cuda.current_device())
+    free, _ = torch.cuda.mem_get_info(device)
+    all_pools = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return {
+        "driver_free": round(free / gib, 2),
+        "held_unused_default_pool": round(held_unused_for_eager_tensors(device) / gib, 2),
+        "held_unused_all_pools": round(all_pools / gib, 2),
+    }
 
 
 def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,

@@ -220,18 +220,35 @@ def test_parking_the_image_encoder_hands_its_memory_back_inside_the_models_turn(
     assert held == [True] and fast_generator.prior.image_encoder.device.type == "cpu"
 
 
-def test_a_decode_counts_the_memory_torch_holds_unused_as_free(monkeypatch):
+def test_a_decode_counts_the_memory_torch_holds_unused_as_free_except_in_cuda_graph_pools(monkeypatch):
     """After a run the allocator keeps the step loop's memory for reuse: the driver calls it taken, the decode may
-    use it. 8 images at 768² need about 14.5 GB of activations."""
+    use it. Memory a CUDA graph's private pool holds unused is no use to the decode's eager tensors, though
+    `memory_reserved()` counts it. 8 images at 768² need about 14.5 GB of activations."""
     gib = 2**30
+    segments: list[dict] = []
+
+    def segment(pool: tuple[int, int], total: int, active: int, device: int = 0) -> dict:
+        return {"device": device, "segment_pool_id": pool, "total_size": total, "active_size": active}
+
+    # A consistent stand-in allocator: what it reserves and what its tensors use are its segments' sums.
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda: segments)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: sum(s["total_size"] for s in segments))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: sum(s["active_size"] for s in segments))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * gib, 80 * gib))
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 10 * gib)
-    cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 30 * gib)  # 20 GiB held unused
+    cuda = torch.device("cuda", 0)
+    weights = segment((0, 0), 10 * gib, 10 * gib)
+
+    segments[:] = [weights, segment((0, 0), 20 * gib, 0)]  # the step loop's 20 GiB, freed
     assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 8
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 11 * gib)  # 1 GiB held unused: 3 GiB in all
+    segments[:] = [weights, segment((0, 0), 1 * gib, 0)]  # 1 GiB held unused: 3 GiB in all
     assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 1
     assert speed.decode_chunk_size(8, 768 * 768, cuda, 2) == 2  # MASCOT_DECODE_AT_ONCE decides when set
+    # Compiled: 20 GiB unused in a graph's pool, 1 GiB in the default one; another card's memory is not this one's.
+    segments[:] = [weights, segment((0, 1), 20 * gib, 2 * gib), segment((0, 0), 1 * gib, 0)]
+    segments.append(segment((0, 0), 20 * gib, 0, device=1))
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 1
+    segments[:] = [weights, segment((0, 1), 20 * gib, 2 * gib), segment((0, 0), 20 * gib, 0)]
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 8
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3])

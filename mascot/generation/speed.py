@@ -236,6 +236,7 @@ class PreviewStream:
 
 # ---- decoding -------------------------------------------------------------------------------------------------------
 MOVQ_DECODE_BYTES_PER_PIXEL = 3 * 1024  # a rough peak of MoVQ's activations per output pixel in fp16 (H100 figures)
+DEFAULT_POOL = (0, 0)  # the allocator's id of the pool eager tensors come from; CUDA graphs' pools have others
 
 
 def decode_chunk_size(count: int, pixels_per_image: int, device: torch.device, setting: int) -> int:
@@ -246,10 +247,22 @@ def decode_chunk_size(count: int, pixels_per_image: int, device: torch.device, s
     if device.type != "cuda":
         return count
     free, _ = torch.cuda.mem_get_info(device)
-    # What torch's allocator holds but no tensor uses (the step loop's activations, just freed) is free for the decode
-    # too, though the driver counts it as taken.
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    free += held_unused_for_eager_tensors(device)
     return count if count * pixels_per_image * MOVQ_DECODE_BYTES_PER_PIXEL < free else 1
+
+
+def held_unused_for_eager_tensors(device: torch.device) -> int:
+    """Bytes torch's allocator holds that no tensor uses and an eager tensor may take: the step loop's activations,
+    just freed, which the driver counts as taken.
+
+    Only the default pool's: CUDA graphs keep private pools, whose unused memory `memory_reserved()` counts too but
+    only their own replays may use: counted, a compiled server's check would say images fit where they do not."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return sum(
+        segment["total_size"] - segment["active_size"]
+        for segment in torch.cuda.memory_snapshot()
+        if segment.get("device", index) == index and tuple(segment["segment_pool_id"]) == DEFAULT_POOL
+    )
 
 
 def decode_to_pixels(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, chunk: int) -> torch.Tensor:
