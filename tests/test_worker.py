@@ -9,6 +9,7 @@ import pytest
 
 from mascot.generation import worker as worker_module
 from mascot.generation.generator import StepUpdate
+from mascot.generation.memory_lessons import LESSON_KEPT_S
 from mascot.generation.worker import (
     MODEL_FAILED,
     GenerationWorker,
@@ -442,8 +443,11 @@ class OutOfMemoryPastImages(FakeGenerator):
         self.hold = threading.Event()  # a run about to run out waits for it
         self.hold.set()
 
+    def cost(self, items) -> int:
+        return sum(item.request.num_images_per_prompt for item in items)
+
     def generate_batch(self, items):
-        if sum(item.request.num_images_per_prompt for item in items) > self.fits:
+        if self.cost(items) > self.fits:
             self.batches.append([item.request for item in items])
             self.running_out.set()
             self.hold.wait(timeout=30)
@@ -477,6 +481,43 @@ def test_a_shared_run_that_runs_out_of_gpu_memory_runs_each_person_alone(recorde
     assert [len(ended[owner].generated.images) for owner in ("x", "z")] == [1, 1]
     # x and y shared a run (4 images, the limit), which ran out; each then ran alone; z waited for the next run.
     assert prompts_of_each_run(fake)[1:] == [["x", "y"], ["x"], ["y"], ["z"]]
+
+
+class OutOfMemoryPastPixels(OutOfMemoryPastImages):
+    """A card that holds runs of at most `fits` pixels in all."""
+
+    def cost(self, items) -> int:
+        return sum(item.request.num_images_per_prompt * item.request.width * item.request.height for item in items)
+
+
+def test_runs_that_run_out_of_gpu_memory_teach_smaller_shared_runs_at_their_size_for_a_while(recorder):
+    """A card that holds 2 images: 8 people's shared run runs out, is made again in runs of 4, which run out too,
+    then in runs of 2. Later queues at that size (or larger) share runs of 2 without running out first, while smaller
+    sizes share as before; once the lesson is forgotten a larger run is tried again."""
+    large = dataclasses.replace(REQUEST, width=512, height=512)
+    fake = OutOfMemoryPastPixels(fits=2 * 512 * 512)
+    now = [0.0]
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=8, clock=lambda: now[0]).start()
+
+    def queue(owners: str, request: GenerationRequest = large) -> list[list[str]]:
+        """The runs made of `owners`' jobs, queued together behind a running one (all of them end done)."""
+        runs_before = len(fake.batches)
+        blocker, jobs = queue_behind_a_running_job(
+            worker, fake, {owner: dataclasses.replace(request, prompt=owner) for owner in owners}
+        )
+        fake.gate.set()
+        assert [wait_final(job).state for job in [blocker, *jobs.values()]] == [JobState.DONE] * (len(owners) + 1)
+        return prompts_of_each_run(fake)[runs_before + 1 :]
+
+    try:
+        assert queue("abcdefgh") == [list("abcdefgh"), list("abcd"), list("ab"), list("cd"), list("ef"), list("gh")]
+        assert queue("xyz") == [list("xy"), list("z")]  # the lesson holds: no run of 3 tried
+        assert queue("klm", REQUEST) == [list("klm")]  # 256²: a smaller size learned nothing
+        now[0] += LESSON_KEPT_S + 1
+        assert queue("pqrs") == [list("pqrs"), list("pq"), list("rs")]  # forgotten: 4 tried, then 2 learned again
+    finally:
+        fake.gate.set()
+        worker.stop()
 
 
 def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_its_own(recorder):

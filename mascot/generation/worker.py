@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,7 @@ from mascot.generation.generator import (
     StepUpdate,
     batch_key,
 )
+from mascot.generation.memory_lessons import MemoryLessons
 from mascot.generation.saver import SAVE_THREADS, Saver
 from mascot.prompt.pictures import PictureRefused
 from mascot.prompt.request import GenerationRequest
@@ -226,6 +227,7 @@ class GenerationWorker:
         self._clock = clock  # times runs, for the wait a queued job is told
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
         self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
+        self._memory_lessons = MemoryLessons(clock)  # fewer images per shared run at sizes whose runs ran out of memory
         self._max_per_client = max_per_client  # jobs one network key may have waiting or running; 0: no cap
         # The image behind request.logo for the job's owner: an uploaded logo, or a mascot it may see (checked now).
         self._load_logo = load_logo
@@ -490,22 +492,13 @@ class GenerationWorker:
                 self._lock.wait()
 
     def _take_batch(self) -> list[Job]:
-        """The oldest job, plus the queued jobs after it that can share its run while the images fit.
+        """The oldest job, plus the queued jobs after it that can share its run while the images fit."""
+        return take_a_run(self._pending, self._shared_run_limit(self._pending[0].submission.request))
 
-        The oldest job always leads, so a job that fits no batch waits for no more runs than the jobs ahead of it.
-        Presets change only prompts, so the key of the request as submitted is the key of the request the model sees.
-        """
-        head = self._pending.popleft()
-        first = head.submission.request
-        jobs, images, key = [head], first.num_images_per_prompt, batch_key(first)
-        limit = self._batch_limit()
-        for job in list(self._pending):
-            count = job.submission.request.num_images_per_prompt
-            if images + count <= limit and batch_key(job.submission.request) == key:
-                self._pending.remove(job)
-                jobs.append(job)
-                images += count
-        return jobs
+    def _shared_run_limit(self, request: GenerationRequest) -> int:
+        """The most images a shared run of `request`'s size may make now: the batch limit, or less while a run of
+        this size or a smaller one lately ran out of GPU memory."""
+        return self._memory_lessons.limit(request.width * request.height, self._batch_limit())
 
     def _batch_limit(self) -> int:
         """The most images one shared run may make: as configured, else GPU_BATCH_IMAGES on a GPU and 1 elsewhere."""
@@ -559,26 +552,33 @@ class GenerationWorker:
         try:
             results = run(generator, items) if run is not None else generator.generate_batch(items)
         except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
+            if ran_out_of_gpu_memory(error):
+                self._learn_from_running_out(started)
             if len(started) == 1 or not ran_out_of_gpu_memory(error):
                 log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
                 for job in started:
                     self._end(job, state=JobState.FAILED, error=describe_failure(error))
                 return
             log.warning(
-                "the shared run of jobs %s ran out of GPU memory: running each alone",
+                "the shared run of jobs %s ran out of GPU memory: making them again in smaller runs",
                 ", ".join(job.id for job in started),
             )
         if results is None:
-            # Sharing the run was the server's choice, not the people's: each gets a run of its own, which fails with
-            # the out-of-memory sentence only if their own request does not fit. Run outside the `except`, whose
-            # traceback would keep the failed run's tensors alive.
+            # Sharing the run was the server's choice, not the people's: they are made again in runs as small as the
+            # lesson allows (halving again while those run out too), so a person's run fails with the out-of-memory
+            # sentence only if their own request does not fit alone. Run outside the `except`, whose traceback would
+            # keep the failed run's tensors alive.
             for job in started:
                 job.update(stage="", step=0, total=0, preview=None)
-            for job in started:
-                if job.cancel_requested.is_set():  # cancelled meanwhile (by its person or a shutdown): no new run
+            waiting = list(started)
+            while waiting:
+                smaller_run = take_a_run(waiting, self._shared_run_limit(started[0].submission.request))
+                # One cancelled meanwhile (by its person or a shutdown) gets no new run.
+                for job in [job for job in smaller_run if job.cancel_requested.is_set()]:
+                    smaller_run.remove(job)
                     self._end_cancelled(job)
-                else:
-                    self._run_batch([job], run)
+                if smaller_run:
+                    self._run_batch(smaller_run, run)
             return
         self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
@@ -586,6 +586,19 @@ class GenerationWorker:
                 self._end_cancelled(job)
             else:
                 self._store(job, result, generator.info)
+
+    def _learn_from_running_out(self, jobs: Sequence[Job]) -> None:
+        """Runs of this size share fewer images for a while: the next shared runs need not run out first."""
+        request = jobs[0].submission.request
+        images = sum(job.submission.request.num_images_per_prompt for job in jobs)
+        limit = self._memory_lessons.ran_out(request.width * request.height, images, self._batch_limit())
+        log.warning(
+            "a run of %d images of %dx%d ran out of GPU memory: runs of that size share at most %d images for a while",
+            images,
+            request.width,
+            request.height,
+            limit,
+        )
 
     def _end_cancelled(self, job: Job) -> None:
         log.info("job %s cancelled", job.id)
@@ -656,6 +669,24 @@ class GenerationWorker:
             self._on_ended(job)
         except Exception:
             log.exception("on_ended failed for job %s", job.id)
+
+
+def take_a_run(queue: MutableSequence[Job], limit: int) -> list[Job]:
+    """Take the first job of `queue`, and the later ones that can share its run while their images fit `limit`.
+
+    The first job always leads, so a job that fits no shared run waits for no more runs than the jobs ahead of it.
+    Presets change only prompts, so the key of the request as submitted is the key of the request the model sees."""
+    head = queue[0]
+    del queue[0]
+    first = head.submission.request
+    jobs, images, key = [head], first.num_images_per_prompt, batch_key(first)
+    for job in list(queue):
+        count = job.submission.request.num_images_per_prompt
+        if images + count <= limit and batch_key(job.submission.request) == key:
+            queue.remove(job)
+            jobs.append(job)
+            images += count
+    return jobs
 
 
 def ran_out_of_gpu_memory(error: Exception) -> bool:
