@@ -82,6 +82,10 @@ def test_the_message_says_where_the_job_is():
     assert progress_message(job.snapshot) == "Finishing…"
     job.update(stage="saving")  # the store could not take it: the worker saves it again
     assert progress_message(job.snapshot).startswith("Your mascot is made, but the server cannot save it right now")
+    job.update(stage="remaking", step=0, total=0)  # its shared run ran out of GPU memory: made again in a smaller one
+    assert progress_message(job.snapshot) == (
+        "The server ran short of memory, so your mascot is being made again in a smaller run…"
+    )
 
 
 @pytest.mark.slow

@@ -520,6 +520,28 @@ def test_runs_that_run_out_of_gpu_memory_teach_smaller_shared_runs_at_their_size
         worker.stop()
 
 
+def test_a_person_whose_shared_run_ran_out_of_memory_is_told_while_waiting_for_the_smaller_run(recorder):
+    fake = OutOfMemoryPastImages(fits=1)
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
+    try:
+        _, jobs = queue_behind_a_running_job(
+            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
+        )
+        fake.hold.clear()
+        fake.gate.set()
+        assert fake.running_out.wait(30)
+        fake.gate.clear()  # x's own run, next, holds at its first step
+        fake.hold.set()
+        assert wait_until(jobs["x"], lambda snapshot: snapshot.step >= 1).stage == "decoder"
+        assert (jobs["y"].snapshot.stage, jobs["y"].snapshot.preview) == (worker_module.REMAKING, None)
+        fake.gate.set()
+        assert [wait_final(job).state for job in jobs.values()] == [JobState.DONE] * 2
+    finally:
+        fake.gate.set()
+        fake.hold.set()
+        worker.stop()
+
+
 def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_its_own(recorder):
     fake = OutOfMemoryPastImages(fits=1)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()

@@ -99,6 +99,7 @@ NOT_SAVED = "Your mascot was made but could not be saved."
 SAVE_RETRY_S = 300.0
 SAVE_PAUSES_S = (1.0, 2.0, 5.0, 10.0)  # between tries; the last one from then on
 SAVING = "saving"  # the stage of a job whose save waits for the store to answer again
+REMAKING = "remaking"  # the stage of a job whose shared run ran out of GPU memory, until its smaller run starts
 
 
 class SubmitRefused(Exception):
@@ -569,7 +570,7 @@ class GenerationWorker:
             # sentence only if their own request does not fit alone. Run outside the `except`, whose traceback would
             # keep the failed run's tensors alive.
             for job in started:
-                job.update(stage="", step=0, total=0, preview=None)
+                job.update(stage=REMAKING, step=0, total=0, preview=None)
             waiting = list(started)
             while waiting:
                 smaller_run = take_a_run(waiting, self._shared_run_limit(started[0].submission.request))
