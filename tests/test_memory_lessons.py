@@ -41,11 +41,13 @@ def test_one_persons_run_above_the_limit_teaches_nothing_new(clock):
     """A request of more images than runs may share runs alone (no limit splits it): that it ran out says nothing
     about runs of the size the limit allows. Nor does a smaller size's lesson loosen for a larger run's."""
     lessons = MemoryLessons(clock, kept_s=600)
-    assert lessons.ran_out(LARGE, 4, configured=2) == 2
+    assert lessons.ran_out(LARGE, 4, configured=2) is None
     assert lessons.limit(LARGE, 2) == 2
     assert lessons.ran_out(SMALL, 2, configured=8) == 1
-    assert lessons.ran_out(LARGE, 4, configured=8) == 1
+    assert lessons.ran_out(LARGE, 4, configured=8) is None
     assert lessons.limit(LARGE, 8) == 1
+    assert lessons.ran_out(LARGE, 2, configured=2) is None  # a run above the limit a smaller size's lesson set
+    assert lessons.ran_out(LARGE, 1, configured=2) is None  # one image is as few as runs go
 
 
 def test_a_lesson_is_forgotten_after_its_time(clock):

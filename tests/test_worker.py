@@ -455,9 +455,10 @@ class OutOfMemoryPastImages(FakeGenerator):
         return super().generate_batch(items)
 
 
-def test_a_shared_run_that_runs_out_of_gpu_memory_runs_each_person_alone(recorder):
-    """Sharing a run is the server's choice: when the shared run does not fit, each person's own run is tried, and
-    only a request that does not fit alone fails, with the sentence that says to ask for less."""
+def test_only_a_request_too_big_alone_fails_when_its_shared_run_runs_out_of_gpu_memory(recorder):
+    """Sharing a run is the server's choice: when the shared run does not fit, the people are made again in smaller
+    runs (here, 4 images halved: runs of 2, so each alone), and only a request that does not fit alone fails, with
+    the sentence that says to ask for less."""
     fake = OutOfMemoryPastImages(fits=2)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
@@ -495,7 +496,7 @@ def test_runs_that_run_out_of_gpu_memory_teach_smaller_shared_runs_at_their_size
     then in runs of 2. Later queues at that size (or larger) share runs of 2 without running out first, while smaller
     sizes share as before; once the lesson is forgotten a larger run is tried again."""
     large = dataclasses.replace(REQUEST, width=512, height=512)
-    fake = OutOfMemoryPastPixels(fits=2 * 512 * 512)
+    fake = OutOfMemoryPastPixels(fits=5 * 512 * 512 // 2)  # 2 images of 512² (not 3), 2 of 576x512, 3 of 256²
     now = [0.0]
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=8, clock=lambda: now[0]).start()
 
@@ -512,12 +513,36 @@ def test_runs_that_run_out_of_gpu_memory_teach_smaller_shared_runs_at_their_size
     try:
         assert queue("abcdefgh") == [list("abcdefgh"), list("abcd"), list("ab"), list("cd"), list("ef"), list("gh")]
         assert queue("xyz") == [list("xy"), list("z")]  # the lesson holds: no run of 3 tried
+        assert queue("uvw", dataclasses.replace(large, width=576)) == [list("uv"), list("w")]  # a larger size too
         assert queue("klm", REQUEST) == [list("klm")]  # 256²: a smaller size learned nothing
         now[0] += LESSON_KEPT_S + 1
         assert queue("pqrs") == [list("pqrs"), list("pq"), list("rs")]  # forgotten: 4 tried, then 2 learned again
+        now[0] += LESSON_KEPT_S + 1
+        # One person's own run of 4 images teaches as much: it fails, and the next queue shares runs of 2.
+        lone = worker.submit(Submission(dataclasses.replace(large, prompt="lone", num_images_per_prompt=4), "lone"))
+        assert wait_final(lone).state is JobState.FAILED
+        assert queue("ijk") == [list("ij"), list("k")]
     finally:
         fake.gate.set()
         worker.stop()
+
+
+def test_the_smaller_runs_after_running_out_get_smaller_however_the_lessons_go(recorder):
+    """The halving ends even if a lesson were forgotten at once (a clock that jumps past it at every reading)."""
+    fake = OutOfMemoryPastImages(fits=1)
+    jumping = itertools.count(0.0, LESSON_KEPT_S + 1)
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4, clock=lambda: next(jumping))
+    worker.start()
+    try:
+        _, jobs = queue_behind_a_running_job(
+            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
+        )
+        fake.gate.set()
+        assert [wait_final(job).state for job in jobs.values()] == [JobState.DONE] * 2
+    finally:
+        fake.gate.set()
+        worker.stop()
+    assert prompts_of_each_run(fake)[1:] == [["x", "y"], ["x"], ["y"]]
 
 
 def test_a_person_whose_shared_run_ran_out_of_memory_is_told_while_waiting_for_the_smaller_run(recorder):
@@ -540,6 +565,32 @@ def test_a_person_whose_shared_run_ran_out_of_memory_is_told_while_waiting_for_t
         fake.gate.set()
         fake.hold.set()
         worker.stop()
+
+
+def test_a_job_cancelled_while_waiting_for_its_smaller_run_takes_no_place_in_one(recorder):
+    fake = OutOfMemoryPastImages(fits=2)
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=8).start()
+    try:
+        _, jobs = queue_behind_a_running_job(
+            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "abcde"}
+        )
+        fake.hold.clear()
+        fake.gate.set()
+        assert fake.running_out.wait(30)  # the run of 5 images: made again in runs of 2
+        fake.gate.clear()
+        fake.hold.set()
+        assert wait_until(jobs["a"], lambda snapshot: snapshot.step >= 1).step == 1  # a and b's run holds
+        assert worker.cancel_for("c")
+        fake.gate.set()
+        ended = {owner: wait_final(job).state for owner, job in jobs.items()}
+    finally:
+        fake.gate.set()
+        fake.hold.set()
+        worker.stop()
+    assert ended == {"a": JobState.DONE, "b": JobState.DONE, "c": JobState.CANCELLED} | {
+        owner: JobState.DONE for owner in "de"
+    }
+    assert prompts_of_each_run(fake)[1:] == [list("abcde"), list("ab"), list("de")]
 
 
 def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_its_own(recorder):

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-LESSON_KEPT_S = 600.0  # how long a lesson holds: a size that still does not fit fails once per ten minutes
+# How long a lesson holds. It is then forgotten whole: a size that still does not fit costs the failed runs of
+# learning it again (8 images, then 4, where 2 fit) once per ten minutes.
+LESSON_KEPT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -31,15 +33,14 @@ class MemoryLessons:
         self._kept_s = kept_s
         self._lessons: dict[int, Lesson] = {}
 
-    def ran_out(self, pixels: int, images: int, configured: int) -> int:
+    def ran_out(self, pixels: int, images: int, configured: int) -> int | None:
         """A run of `images` images of `pixels` pixels each ran out of memory: such runs make at most half as many
-        from now on. Returns the limit now held for the size.
-
-        A run larger than the limit (one person's own request, which no limit splits) teaches nothing new."""
+        from now on. Returns that new limit; None when the run taught nothing new: one larger than the limit (one
+        person's own request, which no limit splits), or the limit is one image already."""
         held = self.limit(pixels, configured)
-        if images > held:
-            return held
         allowed = max(1, images // 2)
+        if images > held or allowed >= held:
+            return None
         self._lessons[pixels] = Lesson(pixels, allowed, self._clock() + self._kept_s)
         return allowed
 

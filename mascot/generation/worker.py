@@ -225,7 +225,7 @@ class GenerationWorker:
         passing_fault: PassingFault | None = None,
         save_retry_s: float = SAVE_RETRY_S,
     ) -> None:
-        self._clock = clock  # times runs, for the wait a queued job is told
+        self._clock = clock  # times runs, for the wait a queued job is told; dates the memory lessons
         self._seconds_per_job: float | None = None  # recent runs' seconds per job served (moving average)
         self._max_batch_images = max_batch_images  # images one shared run may make; None: by device (batch_limit)
         self._memory_lessons = MemoryLessons(clock)  # fewer images per shared run at sizes whose runs ran out of memory
@@ -565,21 +565,25 @@ class GenerationWorker:
                 ", ".join(job.id for job in started),
             )
         if results is None:
-            # Sharing the run was the server's choice, not the people's: they are made again in runs as small as the
-            # lesson allows (halving again while those run out too), so a person's run fails with the out-of-memory
+            # Sharing the run was the server's choice, not the people's: they are made again in runs of at most half
+            # its images (halving again while those run out too), so a person's run fails with the out-of-memory
             # sentence only if their own request does not fit alone. Run outside the `except`, whose traceback would
             # keep the failed run's tensors alive.
             for job in started:
                 job.update(stage=REMAKING, step=0, total=0, preview=None)
+            # Halved here, not only by the lesson (which a later change might forget at once): each smaller run is
+            # smaller than this one, so the halving ends.
+            at_most = max(1, sum(job.submission.request.num_images_per_prompt for job in started) // 2)
             waiting = list(started)
             while waiting:
-                smaller_run = take_a_run(waiting, self._shared_run_limit(started[0].submission.request))
-                # One cancelled meanwhile (by its person or a shutdown) gets no new run.
-                for job in [job for job in smaller_run if job.cancel_requested.is_set()]:
-                    smaller_run.remove(job)
+                # One cancelled meanwhile (by its person or a shutdown) gets no new run, and its person may ask again
+                # at once, not once its turn comes.
+                for job in [job for job in waiting if job.cancel_requested.is_set()]:
+                    waiting.remove(job)
                     self._end_cancelled(job)
-                if smaller_run:
-                    self._run_batch(smaller_run, run)
+                if waiting:
+                    limit = min(at_most, self._shared_run_limit(waiting[0].submission.request))
+                    self._run_batch(take_a_run(waiting, limit), run)
             return
         self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
@@ -593,13 +597,15 @@ class GenerationWorker:
         request = jobs[0].submission.request
         images = sum(job.submission.request.num_images_per_prompt for job in jobs)
         limit = self._memory_lessons.ran_out(request.width * request.height, images, self._batch_limit())
-        log.warning(
-            "a run of %d images of %dx%d ran out of GPU memory: runs of that size share at most %d images for a while",
-            images,
-            request.width,
-            request.height,
-            limit,
-        )
+        if limit is not None:
+            log.warning(
+                "a run of %d images of %dx%d ran out of GPU memory: runs of that size or larger share at most %s for"
+                " ten minutes",
+                images,
+                request.width,
+                request.height,
+                "1 image" if limit == 1 else f"{limit} images",
+            )
 
     def _end_cancelled(self, job: Job) -> None:
         log.info("job %s cancelled", job.id)
