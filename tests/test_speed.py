@@ -13,6 +13,7 @@ import torch
 from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
 from PIL import Image
 
+from mascot.generation import model as model_module
 from mascot.generation import speed
 from mascot.generation.compile_process import split_buckets
 from mascot.generation.generator import BatchItem, CompileProgress, GenerationCancelled, StepUpdate
@@ -188,7 +189,9 @@ def test_a_decode_that_runs_out_of_memory_with_several_images_decodes_them_one_a
 
         return decode
 
-    generator.compiled = types.SimpleNamespace(ready=lambda key: True, serves_adapters=True, decode=decoding_at_most(1))
+    generator.compiled = types.SimpleNamespace(
+        ready=lambda key: True, serves_adapters=True, decode=decoding_at_most(1), replays_cuda_graphs=False
+    )
     pixels = generator._decode(latents, request)
     assert calls == [3, 1, 1, 1]
     assert torch.equal(pixels, torch.cat([movq(latents[index : index + 1]) for index in range(3)]))
@@ -199,6 +202,34 @@ def test_a_decode_that_runs_out_of_memory_with_several_images_decodes_them_one_a
     with pytest.raises(torch.OutOfMemoryError):  # a single image: nothing smaller to try
         generator._decode(latents[:1], request)
     assert calls == [3, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("replays_cuda_graphs", "warm_for", "calls_expected"),
+    [(True, {1, 3}, [3]), (False, {1, 3}, [1, 1, 1]), (True, {1}, [1, 1, 1])],
+)
+def test_a_warm_decode_that_replays_a_cuda_graph_decodes_every_image_at_once_whatever_memory_is_free(
+    tiny_generator, monkeypatch, replays_cuda_graphs, warm_for, calls_expected
+):
+    """A CUDA graph's replay runs in its own pool's memory, reserved when it was recorded: the free-memory check,
+    which would say one image at a time here, is for the eager decode and for loaded packages, which allocate."""
+    generator = with_speed(tiny_generator, FAST)
+    latents = torch.randn(3, 4, 32, 32, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(model_module, "decode_chunk_size", lambda count, pixels, device, setting: 1)
+    movq, calls = speed.movq_decoder(generator.decoder.movq), []
+
+    def decode(part: torch.Tensor) -> torch.Tensor:
+        calls.append(len(part))
+        return movq(part)
+
+    generator.compiled = types.SimpleNamespace(
+        ready=lambda key: key[0] == "decode" and key[-1] in warm_for,
+        serves_adapters=True,
+        decode=decode,
+        replays_cuda_graphs=replays_cuda_graphs,
+    )
+    generator._decode(latents, small_request())
+    assert calls == calls_expected
 
 
 def test_waiting_for_a_run_waits_for_this_threads_stream_not_the_device(monkeypatch):
@@ -231,7 +262,13 @@ def test_a_decode_counts_the_memory_torch_holds_unused_as_free_except_in_cuda_gr
         return {"device": device, "segment_pool_id": pool, "total_size": total, "active_size": active}
 
     # A consistent stand-in allocator: what it reserves and what its tensors use are its segments' sums.
-    monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda: segments)
+    snapshots: list[bool] = []
+
+    def memory_snapshot(include_traces: bool = True) -> list[dict]:
+        snapshots.append(include_traces)
+        return segments
+
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", memory_snapshot)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: sum(s["total_size"] for s in segments))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: sum(s["active_size"] for s in segments))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * gib, 80 * gib))
@@ -248,6 +285,21 @@ def test_a_decode_counts_the_memory_torch_holds_unused_as_free_except_in_cuda_gr
     segments.append(segment((0, 0), 20 * gib, 0, device=1))
     assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 1
     segments[:] = [weights, segment((0, 1), 20 * gib, 2 * gib), segment((0, 0), 20 * gib, 0)]
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 8
+    # Taken without an operator's recorded history (and not for the 1 GiB case: too little in any pool).
+    assert snapshots == [False] * 3
+
+    # The snapshot walks every block: it is taken only when the driver's and the allocator's counts leave it open.
+    snapshots.clear()
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (20 * gib, 80 * gib))
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 8  # the driver's free memory is enough
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * gib, 80 * gib))
+    segments[:] = [weights, segment((0, 1), 4 * gib, 2 * gib), segment((0, 0), 1 * gib, 0)]
+    assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 1  # not enough even with every pool's
+    assert snapshots == []
+    # A torch whose memory_snapshot takes no include_traces still answers.
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda: segments)
+    segments[:] = [weights, segment((0, 0), 20 * gib, 0)]
     assert speed.decode_chunk_size(8, 768 * 768, cuda, 0) == 8
 
 

@@ -240,15 +240,19 @@ DEFAULT_POOL = (0, 0)  # the allocator's id of the pool eager tensors come from;
 
 
 def decode_chunk_size(count: int, pixels_per_image: int, device: torch.device, setting: int) -> int:
-    """How many images to decode per MoVQ call: `setting` when set; else all of them unless the free GPU memory would
-    not hold their activations, then one at a time (the peak then is one image's)."""
+    """How many images to decode per eager MoVQ call: `setting` when set; else all of them unless the free GPU memory
+    would not hold their activations, then one at a time (the peak then is one image's)."""
     if setting > 0:
         return setting
     if device.type != "cuda":
         return count
+    needed = count * pixels_per_image * MOVQ_DECODE_BYTES_PER_PIXEL
     free, _ = torch.cuda.mem_get_info(device)
-    free += held_unused_for_eager_tensors(device)
-    return count if count * pixels_per_image * MOVQ_DECODE_BYTES_PER_PIXEL < free else 1
+    if needed < free:
+        return count
+    if needed >= free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device):
+        return 1  # not even with every pool's unused memory: no need to look closer
+    return count if needed < free + held_unused_for_eager_tensors(device) else 1
 
 
 def held_unused_for_eager_tensors(device: torch.device) -> int:
@@ -256,11 +260,17 @@ def held_unused_for_eager_tensors(device: torch.device) -> int:
     just freed, which the driver counts as taken.
 
     Only the default pool's: CUDA graphs keep private pools, whose unused memory `memory_reserved()` counts too but
-    only their own replays may use: counted, a compiled server's check would say images fit where they do not."""
+    only their own replays may use: counted, a compiled server's check would say images fit an eager decode where
+    they do not. The snapshot walks the allocator's blocks on the host (no wait for the GPU), so it is taken only
+    when the cheap counts leave the answer open."""
     index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        segments = torch.cuda.memory_snapshot(include_traces=False)  # an operator's recorded history: not copied
+    except TypeError:  # a torch before include_traces
+        segments = torch.cuda.memory_snapshot()
     return sum(
         segment["total_size"] - segment["active_size"]
-        for segment in torch.cuda.memory_snapshot()
+        for segment in segments
         if segment.get("device", index) == index and tuple(segment["segment_pool_id"]) == DEFAULT_POOL
     )
 
@@ -400,6 +410,9 @@ class StagedModels:
     them only for the stages that are ready, so it never waits for one to be made."""
 
     decode: Callable[[torch.Tensor], torch.Tensor]
+    # Whether a warm stand-in replays a CUDA graph, whose memory is its own pool's, reserved when it was recorded: a
+    # warm decode then needs no free memory (loaded AOTInductor packages allocate as eager code does).
+    replays_cuda_graphs = False
 
     def __init__(
         self,
@@ -480,6 +493,7 @@ class CompiledModels(StagedModels):
         options: dict[str, Any] = {"backend": config.backend, "fullgraph": True, "dynamic": False}
         if config.backend == "inductor" and config.mode:
             options["mode"] = config.mode
+        self.replays_cuda_graphs = options.get("mode") == "reduce-overhead" and decoder.device.type == "cuda"
         self.decode = torch.compile(movq_decoder(decoder.movq), **options)
         # torch.compile gives a module that wraps the one it compiles, called as it is; its stubs say only "a callable".
         unet = cast(torch.nn.Module, torch.compile(decoder.unet, **options))
