@@ -527,6 +527,20 @@ def test_runs_that_run_out_of_gpu_memory_teach_smaller_shared_runs_at_their_size
         worker.stop()
 
 
+def queue_until_their_run_runs_out(
+    worker: GenerationWorker, fake: OutOfMemoryPastImages, owners: str
+) -> dict[str, Job]:
+    """`owners`' jobs queued behind a running one; their shared run is then held just before it runs out of GPU
+    memory, until the caller sets `fake.hold`."""
+    _, jobs = queue_behind_a_running_job(
+        worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in owners}
+    )
+    fake.hold.clear()
+    fake.gate.set()
+    assert fake.running_out.wait(30)
+    return jobs
+
+
 def test_the_smaller_runs_after_running_out_get_smaller_however_the_lessons_go(recorder):
     """The halving ends even if a lesson were forgotten at once (a clock that jumps past it at every reading)."""
     fake = OutOfMemoryPastImages(fits=1)
@@ -549,12 +563,7 @@ def test_a_person_whose_shared_run_ran_out_of_memory_is_told_while_waiting_for_t
     fake = OutOfMemoryPastImages(fits=1)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
-        _, jobs = queue_behind_a_running_job(
-            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
-        )
-        fake.hold.clear()
-        fake.gate.set()
-        assert fake.running_out.wait(30)
+        jobs = queue_until_their_run_runs_out(worker, fake, "xy")
         fake.gate.clear()  # x's own run, next, holds at its first step
         fake.hold.set()
         assert wait_until(jobs["x"], lambda snapshot: snapshot.step >= 1).stage == "decoder"
@@ -571,12 +580,7 @@ def test_a_job_cancelled_while_waiting_for_its_smaller_run_takes_no_place_in_one
     fake = OutOfMemoryPastImages(fits=2)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=8).start()
     try:
-        _, jobs = queue_behind_a_running_job(
-            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "abcde"}
-        )
-        fake.hold.clear()
-        fake.gate.set()
-        assert fake.running_out.wait(30)  # the run of 5 images: made again in runs of 2
+        jobs = queue_until_their_run_runs_out(worker, fake, "abcde")  # the run of 5 images: made again in runs of 2
         fake.gate.clear()
         fake.hold.set()
         assert wait_until(jobs["a"], lambda snapshot: snapshot.step >= 1).step == 1  # a and b's run holds
@@ -597,12 +601,7 @@ def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_
     fake = OutOfMemoryPastImages(fits=1)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
-        _, jobs = queue_behind_a_running_job(
-            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
-        )
-        fake.hold.clear()
-        fake.gate.set()
-        assert fake.running_out.wait(30)
+        jobs = queue_until_their_run_runs_out(worker, fake, "xy")
         assert worker.cancel_for("x")
         fake.hold.set()
         ended = {owner: wait_final(job) for owner, job in jobs.items()}
