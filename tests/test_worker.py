@@ -189,12 +189,16 @@ def test_a_failing_generation_is_reported_and_the_next_job_runs(worker, fake):
 
 
 CPU_ALLOCATOR_FAILED = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 9663676416 bytes"
+CUBLAS_HANDLE_FAILED = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
 
 
 @pytest.mark.parametrize(
     ("error", "sentence"),
     [
         (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory"), "The GPU ran out of memory"),
+        (RuntimeError(CUBLAS_HANDLE_FAILED), "The GPU ran out of memory"),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), "The GPU ran out of memory"),
+        (type("AcceleratorError", (RuntimeError,), {})("CUDA error: out of memory"), "The GPU ran out of memory"),
         (RuntimeError(CPU_ALLOCATOR_FAILED), "The server ran out of memory"),
         (MemoryError(), "The server ran out of memory"),
     ],
@@ -427,7 +431,7 @@ def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worke
     _, doomed = queue_behind_a_running_job(
         worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
     )
-    fake.fail_next = RuntimeError("CUDA out of memory")
+    fake.fail_next = RuntimeError("CUDA error: an illegal memory access was encountered")  # not memory running out
     fake.gate.set()
     assert [wait_final(job).state for job in doomed.values()] == [JobState.FAILED] * 2
     assert wait_final(worker.submit(Submission(REQUEST, "x"))).state is JobState.DONE
@@ -436,9 +440,11 @@ def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worke
 class OutOfMemoryPastImages(FakeGenerator):
     """A card that holds runs of at most `fits` images: a larger run raises torch's out-of-memory error."""
 
-    def __init__(self, fits: int) -> None:
+    def __init__(self, fits: int, error: type[Exception] | None = None, message: str = "CUDA out of memory.") -> None:
         super().__init__()
         self.fits = fits
+        self.error = error or type("OutOfMemoryError", (RuntimeError,), {})  # torch's, by name
+        self.message = message
         self.running_out = threading.Event()  # set when a run is about to run out
         self.hold = threading.Event()  # a run about to run out waits for it
         self.hold.set()
@@ -451,15 +457,20 @@ class OutOfMemoryPastImages(FakeGenerator):
             self.batches.append([item.request for item in items])
             self.running_out.set()
             self.hold.wait(timeout=30)
-            raise type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 9.00 GiB")
+            raise self.error(self.message)
         return super().generate_batch(items)
 
 
-def test_only_a_request_too_big_alone_fails_when_its_shared_run_runs_out_of_gpu_memory(recorder):
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [(None, "CUDA out of memory. Tried to allocate 9.00 GiB"), (RuntimeError, CUBLAS_HANDLE_FAILED)],
+    ids=["torch", "cublas"],
+)
+def test_only_a_request_too_big_alone_fails_when_its_shared_run_runs_out_of_gpu_memory(recorder, error, message):
     """Sharing a run is the server's choice: when the shared run does not fit, the people are made again in smaller
     runs (here, 4 images halved: runs of 2, so each alone), and only a request that does not fit alone fails, with
     the sentence that says to ask for less."""
-    fake = OutOfMemoryPastImages(fits=2)
+    fake = OutOfMemoryPastImages(fits=2, error=error, message=message)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
         sizes = {"x": 1, "y": 3, "z": 1}  # 5 images shared would not fit; y's 3 do not fit alone either

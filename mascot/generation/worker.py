@@ -696,9 +696,18 @@ def take_a_run(queue: MutableSequence[Job], limit: int) -> list[Job]:
     return jobs
 
 
+# What torch says, as a plain RuntimeError (AcceleratorError in newer torch), when memory runs out outside its own
+# allocator: CUDA itself, or a CUDA library allocating a handle or workspace (a cuBLAS handle is made on a thread's
+# first matrix product).
+GPU_ALLOCATION_FAILURES = ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
 def ran_out_of_gpu_memory(error: Exception) -> bool:
-    """torch's out-of-memory error, known by its name: this module imports no torch."""
-    return type(error).__name__ == "OutOfMemoryError"
+    """torch's out-of-memory error, known by its name (this module imports no torch), or a failure to allocate GPU
+    memory that torch reports as another error."""
+    return type(error).__name__ == "OutOfMemoryError" or any(
+        failure in str(error) for failure in GPU_ALLOCATION_FAILURES
+    )
 
 
 def describe_failure(error: Exception) -> str:
