@@ -587,7 +587,8 @@ def test_a_person_whose_shared_run_ran_out_of_memory_is_told_while_waiting_for_t
         worker.stop()
 
 
-def test_a_job_cancelled_while_waiting_for_its_smaller_run_takes_no_place_in_one(recorder):
+def test_a_job_cancelled_while_waiting_for_its_smaller_run_ends_at_once_and_takes_no_place_in_one(recorder):
+    """Like a queued job: its person may ask again while the smaller run before theirs still runs."""
     fake = OutOfMemoryPastImages(fits=2)
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=8).start()
     try:
@@ -596,8 +597,12 @@ def test_a_job_cancelled_while_waiting_for_its_smaller_run_takes_no_place_in_one
         fake.hold.set()
         assert wait_until(jobs["a"], lambda snapshot: snapshot.step >= 1).step == 1  # a and b's run holds
         assert worker.cancel_for("c")
+        assert jobs["c"].snapshot.state is JobState.CANCELLED
+        again = worker.submit(Submission(dataclasses.replace(REQUEST, prompt="c again"), "c"))
+        assert jobs["a"].snapshot.state is JobState.RUNNING  # a and b's run still holds
         fake.gate.set()
         ended = {owner: wait_final(job).state for owner, job in jobs.items()}
+        assert wait_final(again).state is JobState.DONE
     finally:
         fake.gate.set()
         fake.hold.set()
@@ -605,7 +610,7 @@ def test_a_job_cancelled_while_waiting_for_its_smaller_run_takes_no_place_in_one
     assert ended == {"a": JobState.DONE, "b": JobState.DONE, "c": JobState.CANCELLED} | {
         owner: JobState.DONE for owner in "de"
     }
-    assert prompts_of_each_run(fake)[1:] == [list("abcde"), list("ab"), list("de")]
+    assert prompts_of_each_run(fake)[1:] == [list("abcde"), list("ab"), list("de"), ["c again"]]
 
 
 def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_its_own(recorder):

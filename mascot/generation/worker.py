@@ -253,6 +253,7 @@ class GenerationWorker:
         # jobs of one shared run are stored side by side, so its last person does not wait for the others' saves.
         self._saver = Saver(threads=save_threads) if save_in_background else None
         self._saving: set[str] = set()  # ids of jobs handed to the saver: they stay active until stored
+        self._remaking: set[Job] = set()  # jobs of a shared run that ran out of memory, waiting for a smaller run
         # ZeroGPU: the GPU exists only inside a request handler's @spaces.GPU call, so each handler runs its own job
         # (run_in_handler), one at a time in queue order, alone; the worker's thread only loads the model.
         self._run_in_handlers = run_in_handlers
@@ -395,6 +396,9 @@ class GenerationWorker:
                 self._active.pop(owner_hash, None)
                 self._end(job, state=JobState.CANCELLED)
                 self._announce_positions()
+            elif job in self._remaking:  # waiting for a smaller run after its shared run ran out: likewise
+                self._remaking.discard(job)
+                self._end(job, state=JobState.CANCELLED)
             return True
 
     def claim_ids(self) -> list[str]:
@@ -564,26 +568,8 @@ class GenerationWorker:
                 "the shared run of jobs %s ran out of GPU memory: making them again in smaller runs",
                 ", ".join(job.id for job in started),
             )
-        if results is None:
-            # Sharing the run was the server's choice, not the people's: they are made again in runs of at most half
-            # its images (halving again while those run out too), so a person's run fails with the out-of-memory
-            # sentence only if their own request does not fit alone. Run outside the `except`, whose traceback would
-            # keep the failed run's tensors alive.
-            for job in started:
-                job.update(stage=REMAKING, step=0, total=0, preview=None)
-            # Halved here, not only by the lesson (which a later change might forget at once): each smaller run is
-            # smaller than this one, so the halving ends.
-            at_most = max(1, sum(job.submission.request.num_images_per_prompt for job in started) // 2)
-            waiting = list(started)
-            while waiting:
-                # One cancelled meanwhile (by its person or a shutdown) gets no new run, and its person may ask again
-                # at once, not once its turn comes.
-                for job in [job for job in waiting if job.cancel_requested.is_set()]:
-                    waiting.remove(job)
-                    self._end_cancelled(job)
-                if waiting:
-                    limit = min(at_most, self._shared_run_limit(waiting[0].submission.request))
-                    self._run_batch(take_a_run(waiting, limit), run)
+        if results is None:  # made again outside the `except`, whose traceback would keep the run's tensors alive
+            self._remake_in_smaller_runs(started, run)
             return
         self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
@@ -591,6 +577,34 @@ class GenerationWorker:
                 self._end_cancelled(job)
             else:
                 self._store(job, result, generator.info)
+
+    def _remake_in_smaller_runs(self, jobs: Sequence[Job], run: RunBatch | None) -> None:
+        """Make the jobs of a shared run that ran out of GPU memory again, in runs of at most half its images.
+
+        Sharing the run was the server's choice, not the people's: a person's run fails with the out-of-memory
+        sentence only if their own request does not fit alone. Halved here, not only by the lesson (which a later
+        change might forget at once): each smaller run is smaller than the one that ran out, so the halving ends.
+        A job waiting here is ended at once when its person cancels it (cancel_for), like a queued one."""
+        at_most = max(1, sum(job.submission.request.num_images_per_prompt for job in jobs) // 2)
+        with self._lock:
+            for job in jobs:
+                job.update(stage=REMAKING, step=0, total=0, preview=None)
+            self._remaking.update(jobs)
+        waiting = list(jobs)
+        while True:
+            with self._lock:
+                waiting = [job for job in waiting if job in self._remaking]  # cancel_for ended the others
+                # Cancelled otherwise (a shutdown cancels every job): no new run either.
+                cancelled = [job for job in waiting if job.cancel_requested.is_set()]
+                waiting = [job for job in waiting if job not in cancelled]
+                limit = min(at_most, self._shared_run_limit(waiting[0].submission.request)) if waiting else 0
+                smaller_run = take_a_run(waiting, limit) if waiting else []
+                self._remaking.difference_update(cancelled + smaller_run)
+            for job in cancelled:
+                self._end_cancelled(job)
+            if not smaller_run:
+                return
+            self._run_batch(smaller_run, run)
 
     def _learn_from_running_out(self, jobs: Sequence[Job]) -> None:
         """Runs of this size share fewer images for a while: the next shared runs need not run out first."""
