@@ -197,7 +197,8 @@ CUBLAS_HANDLE_FAILED = "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cub
     [
         (type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory"), "The GPU ran out of memory"),
         (RuntimeError(CUBLAS_HANDLE_FAILED), "The GPU ran out of memory"),
-        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), "The GPU ran out of memory"),
+        (RuntimeError("CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED"), "The GPU ran out of memory"),  # cuDNN 9
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), "The GPU ran out of memory"),  # before cuDNN 9
         (type("AcceleratorError", (RuntimeError,), {})("CUDA error: out of memory"), "The GPU ran out of memory"),
         (RuntimeError(CPU_ALLOCATOR_FAILED), "The server ran out of memory"),
         (MemoryError(), "The server ran out of memory"),
@@ -588,21 +589,28 @@ def test_a_person_whose_shared_run_ran_out_of_memory_is_told_while_waiting_for_t
 
 
 def test_a_job_cancelled_while_waiting_for_its_smaller_run_ends_at_once_and_takes_no_place_in_one(recorder):
-    """Like a queued job: its person may ask again while the smaller run before theirs still runs."""
+    """Like a queued job: its person may ask again while the smaller run before theirs still runs, and whoever is
+    queued behind counts one job fewer ahead."""
     fake = OutOfMemoryPastImages(fits=2)
-    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=8).start()
+    ended_jobs: list[str] = []
+    worker = GenerationWorker(
+        lambda on_status: fake, recorder, max_batch_images=8, on_ended=lambda job: ended_jobs.append(job.id)
+    ).start()
     try:
         jobs = queue_until_their_run_runs_out(worker, fake, "abcde")  # the run of 5 images: made again in runs of 2
         fake.gate.clear()
         fake.hold.set()
         assert wait_until(jobs["a"], lambda snapshot: snapshot.step >= 1).step == 1  # a and b's run holds
+        late = worker.submit(Submission(dataclasses.replace(REQUEST, prompt="late"), "late"))
+        assert late.snapshot.jobs_ahead == 5  # a and b running, c, d and e waiting for their smaller runs
         assert worker.cancel_for("c")
         assert jobs["c"].snapshot.state is JobState.CANCELLED
+        assert late.snapshot.jobs_ahead == 4
         again = worker.submit(Submission(dataclasses.replace(REQUEST, prompt="c again"), "c"))
         assert jobs["a"].snapshot.state is JobState.RUNNING  # a and b's run still holds
         fake.gate.set()
         ended = {owner: wait_final(job).state for owner, job in jobs.items()}
-        assert wait_final(again).state is JobState.DONE
+        assert [wait_final(job).state for job in (late, again)] == [JobState.DONE] * 2
     finally:
         fake.gate.set()
         fake.hold.set()
@@ -610,7 +618,33 @@ def test_a_job_cancelled_while_waiting_for_its_smaller_run_ends_at_once_and_take
     assert ended == {"a": JobState.DONE, "b": JobState.DONE, "c": JobState.CANCELLED} | {
         owner: JobState.DONE for owner in "de"
     }
-    assert prompts_of_each_run(fake)[1:] == [list("abcde"), list("ab"), list("de"), ["c again"]]
+    # The lesson (runs of 2 at this size) holds for the two queued meanwhile: they share one.
+    assert prompts_of_each_run(fake)[1:] == [list("abcde"), list("ab"), list("de"), ["late", "c again"]]
+    every_job = [*jobs.values(), late, again]
+    assert sorted(ended_jobs) == sorted([job.id for job in every_job] + [ended_jobs[0]])  # each once (+ the blocker)
+
+
+def test_a_shutdown_ends_the_jobs_waiting_for_a_smaller_run_as_unmade_and_lets_the_running_one_finish(recorder):
+    fake = OutOfMemoryPastImages(fits=2)
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=8).start()
+    try:
+        jobs = queue_until_their_run_runs_out(worker, fake, "abcde")
+        fake.gate.clear()
+        fake.hold.set()
+        assert wait_until(jobs["a"], lambda snapshot: snapshot.step >= 1).step == 1  # a and b's run holds
+        stopping = threading.Thread(target=worker.stop, kwargs={"timeout": 30})
+        stopping.start()
+        assert wait_final(jobs["c"]).error == worker_module.SHUTDOWN_MESSAGE  # at once, while a and b's run holds
+        fake.gate.set()
+        stopping.join(60)
+        ended = {owner: (wait_final(job).state, wait_final(job).error) for owner, job in jobs.items()}
+    finally:
+        fake.gate.set()
+        fake.hold.set()
+        worker.stop()
+    unmade = (JobState.CANCELLED, worker_module.SHUTDOWN_MESSAGE)
+    assert ended == {"a": (JobState.DONE, ""), "b": (JobState.DONE, "")} | {owner: unmade for owner in "cde"}
+    assert prompts_of_each_run(fake)[1:] == [list("abcde"), list("ab")]
 
 
 def test_a_job_cancelled_while_its_shared_run_runs_out_of_memory_gets_no_run_of_its_own(recorder):

@@ -18,6 +18,26 @@ Stage = Literal["waiting", "prior", "decoder"]
 BucketState = Literal["compiling", "ready", "eager"]
 
 
+# What torch says, as a plain RuntimeError (AcceleratorError in newer torch), when GPU memory runs out outside its
+# own allocator: CUDA itself, or a CUDA library allocating a handle or workspace (a cuBLAS handle is made on a
+# thread's first matrix product; cuDNN 9 names its failure DEVICE_ALLOCATION_FAILED, older cuDNN ALLOC_FAILED). CUDA's
+# "out of memory" may also come from pinned host memory running out (the previews' copies), rarely: it is counted too.
+GPU_ALLOCATION_FAILURES = (
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+)
+
+
+def ran_out_of_gpu_memory(error: BaseException) -> bool:
+    """torch's out-of-memory error, known by its name (this module imports no torch), or a failure to allocate GPU
+    memory that torch reports as another error."""
+    return type(error).__name__ == "OutOfMemoryError" or any(
+        failure in str(error) for failure in GPU_ALLOCATION_FAILURES
+    )
+
+
 class GenerationCancelled(Exception):
     """Raised from a step callback to stop a generation; the pipeline stays usable."""
 

@@ -50,6 +50,7 @@ from mascot.generation.generator import (
     StepCallback,
     StepUpdate,
     batch_key,
+    ran_out_of_gpu_memory,
 )
 from mascot.generation.packages import PackagedModels
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
@@ -561,8 +562,8 @@ class KandinskyGenerator:
 
         try:
             return decode_to_pixels(decode, latents, chunk)
-        except torch.OutOfMemoryError:
-            if min(chunk, count) <= 1:
+        except Exception as error:
+            if min(chunk, count) <= 1 or not ran_out_of_gpu_memory(error):
                 raise
             logger.warning(
                 "decoding %d images %d at a time ran out of GPU memory: decoding them one at a time", count, chunk

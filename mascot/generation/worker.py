@@ -36,6 +36,7 @@ from mascot.generation.generator import (
     ModelInfo,
     StepUpdate,
     batch_key,
+    ran_out_of_gpu_memory,
 )
 from mascot.generation.memory_lessons import MemoryLessons
 from mascot.generation.saver import SAVE_THREADS, Saver
@@ -270,8 +271,10 @@ class GenerationWorker:
         that it is cancelled at its next step. True when the running run (if any) finished in time."""
         with self._lock:
             self._stopping.set()
-            queued = list(self._pending)
+            # Jobs waiting for a smaller run after their shared run ran out of memory are as unmade as queued ones.
+            queued = [*self._pending, *self._remaking]
             self._pending.clear()
+            self._remaking.clear()
             self._lock.notify_all()
         for job in queued:  # outside the lock: on_ended writes to the database
             self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
@@ -391,15 +394,18 @@ class GenerationWorker:
             if job is None:
                 return False
             job.cancel()
-            if job in self._pending:  # never started: drop it now so the browser may submit again at once
-                self._pending.remove(job)
-                self._active.pop(owner_hash, None)
-                self._end(job, state=JobState.CANCELLED)
-                self._announce_positions()
-            elif job in self._remaking:  # waiting for a smaller run after its shared run ran out: likewise
+            # Never started, or waiting for a smaller run after its shared run ran out of memory: dropped now, so the
+            # browser may submit again at once.
+            unstarted = job in self._pending or job in self._remaking
+            if unstarted:
+                if job in self._pending:
+                    self._pending.remove(job)
                 self._remaking.discard(job)
-                self._end(job, state=JobState.CANCELLED)
-            return True
+                self._active.pop(owner_hash, None)
+                self._announce_positions()
+        if unstarted:
+            self._end(job, state=JobState.CANCELLED)  # outside the lock: on_ended writes to the database
+        return True
 
     def claim_ids(self) -> list[str]:
         """The store's claims held by queued and running jobs, to keep alive."""
@@ -592,16 +598,23 @@ class GenerationWorker:
             self._remaking.update(jobs)
         waiting = list(jobs)
         while True:
+            smaller_run: list[Job] = []
             with self._lock:
-                waiting = [job for job in waiting if job in self._remaking]  # cancel_for ended the others
-                # Cancelled otherwise (a shutdown cancels every job): no new run either.
+                waiting = [job for job in waiting if job in self._remaking]  # cancel_for or stop ended the others
+                # Cancelled otherwise (a shutdown past its wait cancels every job): no new run either; nor, once a
+                # shutdown began, for any (stop ends those it finds here; these came here after it began).
                 cancelled = [job for job in waiting if job.cancel_requested.is_set()]
                 waiting = [job for job in waiting if job not in cancelled]
-                limit = min(at_most, self._shared_run_limit(waiting[0].submission.request)) if waiting else 0
-                smaller_run = take_a_run(waiting, limit) if waiting else []
-                self._remaking.difference_update(cancelled + smaller_run)
+                unmade, waiting = (waiting, []) if self._stopping.is_set() else ([], waiting)
+                if waiting:
+                    limit = min(at_most, self._shared_run_limit(waiting[0].submission.request))
+                    smaller_run = take_a_run(waiting, limit)
+                self._remaking.difference_update([*cancelled, *unmade, *smaller_run])
+                self._announce_positions()  # the run just ended is no longer ahead of the queue
             for job in cancelled:
                 self._end_cancelled(job)
+            for job in unmade:
+                self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
             if not smaller_run:
                 return
             self._run_batch(smaller_run, run)
@@ -708,20 +721,6 @@ def take_a_run(queue: MutableSequence[Job], limit: int) -> list[Job]:
             jobs.append(job)
             images += count
     return jobs
-
-
-# What torch says, as a plain RuntimeError (AcceleratorError in newer torch), when memory runs out outside its own
-# allocator: CUDA itself, or a CUDA library allocating a handle or workspace (a cuBLAS handle is made on a thread's
-# first matrix product).
-GPU_ALLOCATION_FAILURES = ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-
-
-def ran_out_of_gpu_memory(error: Exception) -> bool:
-    """torch's out-of-memory error, known by its name (this module imports no torch), or a failure to allocate GPU
-    memory that torch reports as another error."""
-    return type(error).__name__ == "OutOfMemoryError" or any(
-        failure in str(error) for failure in GPU_ALLOCATION_FAILURES
-    )
 
 
 def describe_failure(error: Exception) -> str:

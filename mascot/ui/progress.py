@@ -60,7 +60,7 @@ def progress_message(snapshot: JobSnapshot) -> str:
         return f"In the queue: {plural(snapshot.jobs_ahead, 'mascot')} ahead of yours{wait}."
     if snapshot.stage == SAVING:  # the store could not take it: the worker tries again (GenerationWorker._save)
         return "Your mascot is made, but the server cannot save it right now: it keeps trying for a few minutes…"
-    if snapshot.stage == REMAKING:  # its shared run ran out of GPU memory (GenerationWorker._run_batch)
+    if snapshot.stage == REMAKING:  # its shared run ran out of GPU memory (GenerationWorker._remake_in_smaller_runs)
         return "The server ran short of memory, so your mascot is being made again in a smaller run…"
     if snapshot.stage == "waiting":  # compiled code is being loaded between runs (generation/turns.py)
         return "Getting faster drawing ready; your mascot starts right after…"
