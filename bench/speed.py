@@ -643,7 +643,11 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
         timings[name]["mean_answer_s"] = round(statistics.median(answers[name]), 3)
     row: dict[str, Any] = {**timings, "jobs_per_run": runs, "saver_threads": SAVE_THREADS}
     if bench.cuda:
-        row["memory_a_decode_may_use_after_gib"] = memory_a_decode_may_use()
+        try:
+            row["memory_a_decode_may_use_after_gib"] = memory_a_decode_may_use()
+        except Exception as error:  # the allocator's snapshot unlike torch 2.13's: the throughput row stands
+            traceback.print_exc()
+            row["memory_a_decode_may_use_after_gib"] = {"failed": f"{type(error).__name__}: {error}"}
     if plain:
         row["ratio_ours_over_plain_mascots_per_s"] = round(
             timings["ours_worker"]["mascots_per_s"] / timings["plain_diffusers"]["mascots_per_s"], 3
