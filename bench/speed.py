@@ -61,6 +61,7 @@ from mascot.generation.speed import (
     compile_cache_lookups,
     decoder_key,
     held_unused_for_eager_tensors,
+    held_unused_in_all_pools,
     wait_for_queued_work,
 )
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
@@ -660,11 +661,10 @@ def memory_a_decode_may_use() -> dict[str, float]:
     default pool (which the decode's check counts, with the driver's), and in all pools (CUDA graphs' too)."""
     gib, device = 2**30, torch.device("cuda", torch.cuda.current_device())
     free, _ = torch.cuda.mem_get_info(device)
-    all_pools = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return {
         "driver_free": round(free / gib, 2),
         "held_unused_default_pool": round(held_unused_for_eager_tensors(device) / gib, 2),
-        "held_unused_all_pools": round(all_pools / gib, 2),
+        "held_unused_all_pools": round(held_unused_in_all_pools(device) / gib, 2),
     }
 
 

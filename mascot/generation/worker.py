@@ -563,9 +563,10 @@ class GenerationWorker:
         try:
             results = run(generator, items) if run is not None else generator.generate_batch(items)
         except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
-            if ran_out_of_gpu_memory(error):
+            out_of_memory = ran_out_of_gpu_memory(error)
+            if out_of_memory:
                 self._learn_from_running_out(started)
-            if len(started) == 1 or not ran_out_of_gpu_memory(error):
+            if len(started) == 1 or not out_of_memory:
                 log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
                 for job in started:
                     self._end(job, state=JobState.FAILED, error=describe_failure(error))
@@ -591,16 +592,16 @@ class GenerationWorker:
         sentence only if their own request does not fit alone. Halved here, not only by the lesson (which a later
         change might forget at once): each smaller run is smaller than the one that ran out, so the halving ends.
         A job waiting here is ended at once when its person cancels it (cancel_for), like a queued one."""
-        at_most = max(1, sum(job.submission.request.num_images_per_prompt for job in jobs) // 2)
+        at_most = max(1, images_of(jobs) // 2)
         with self._lock:
             for job in jobs:
                 job.update(stage=REMAKING, step=0, total=0, preview=None)
             self._remaking.update(jobs)
-        waiting = list(jobs)
         while True:
             smaller_run: list[Job] = []
             with self._lock:
-                waiting = [job for job in waiting if job in self._remaking]  # cancel_for or stop ended the others
+                # Still waiting, in queue order: runs taken leave the set, and cancel_for or stop took the others out.
+                waiting = [job for job in jobs if job in self._remaking]
                 # Cancelled otherwise (a shutdown past its wait cancels every job): no new run either; nor, once a
                 # shutdown began, for any (stop ends those it finds here; these came here after it began).
                 cancelled = [job for job in waiting if job.cancel_requested.is_set()]
@@ -621,8 +622,7 @@ class GenerationWorker:
 
     def _learn_from_running_out(self, jobs: Sequence[Job]) -> None:
         """Runs of this size share fewer images for a while: the next shared runs need not run out first."""
-        request = jobs[0].submission.request
-        images = sum(job.submission.request.num_images_per_prompt for job in jobs)
+        request, images = jobs[0].submission.request, images_of(jobs)
         limit = self._memory_lessons.ran_out(request.width * request.height, images, self._batch_limit())
         if limit is not None:
             log.warning(
@@ -703,6 +703,11 @@ class GenerationWorker:
             self._on_ended(job)
         except Exception:
             log.exception("on_ended failed for job %s", job.id)
+
+
+def images_of(jobs: Sequence[Job]) -> int:
+    """The images the jobs ask for, together."""
+    return sum(job.submission.request.num_images_per_prompt for job in jobs)
 
 
 def take_a_run(queue: MutableSequence[Job], limit: int) -> list[Job]:
