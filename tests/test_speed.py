@@ -212,6 +212,28 @@ def test_a_decode_that_runs_out_of_memory_with_several_images_decodes_them_one_a
     assert calls == [3, 1, 1]
 
 
+def test_a_decode_in_chunks_that_runs_out_of_memory_keeps_the_chunks_it_decoded(tiny_generator):
+    """Decoding 2 at a time (MASCOT_DECODE_AT_ONCE=2), the second chunk runs out of memory: the first chunk's images
+    are kept and only the rest are decoded again, one at a time."""
+    generator = with_speed(tiny_generator, dataclasses.replace(FAST, decode_at_once=2))
+    latents = torch.randn(5, 4, 32, 32, generator=torch.Generator().manual_seed(6))
+    movq, calls = speed.movq_decoder(generator.decoder.movq), []
+
+    def decode(part: torch.Tensor) -> torch.Tensor:
+        calls.append(len(part))
+        if len(calls) == 2:  # the second call of two images: memory has run short since the first
+            raise torch.OutOfMemoryError("CUDA out of memory (in a test)")
+        return movq(part)
+
+    generator.compiled = types.SimpleNamespace(
+        ready=lambda key: True, serves_adapters=True, decode=decode, replays_cuda_graphs=False
+    )
+    pixels = generator._decode(latents, small_request())
+    assert calls == [2, 2, 1, 1, 1]  # images 0-1 once; 2 and 3 failed together, then 2, 3 and 4 alone
+    expected = torch.cat([movq(latents[:2]), *(movq(latents[index : index + 1]) for index in range(2, 5))])
+    assert torch.equal(pixels, expected)  # the first two as decoded together, the rest one by one
+
+
 @pytest.mark.parametrize(
     ("replays_cuda_graphs", "warm_for", "calls_expected"),
     [(True, {1, 3}, [3]), (False, {1, 3}, [1, 1, 1]), (True, {1}, [1, 1, 1])],

@@ -58,6 +58,7 @@ from mascot.generation.sources import ModelSource, resolve_model_source
 from mascot.generation.speed import (
     CompileConfig,
     CompiledModels,
+    DecodedSoFar,
     LinearPreview,
     LogoEmbeddings,
     PreviewStream,
@@ -560,16 +561,21 @@ class KandinskyGenerator:
             compiled = self._compiled_for(decode_key(request.height, request.width, part.shape[0]))
             return (compiled.decode if compiled is not None else eager)(part)
 
+        so_far = DecodedSoFar()
         try:
-            return decode_to_pixels(decode, latents, chunk)
+            return decode_to_pixels(decode, latents, chunk, so_far)
         except Exception as error:
             if min(chunk, count) <= 1 or not ran_out_of_gpu_memory(error):
                 raise
             logger.warning(
-                "decoding %d images %d at a time ran out of GPU memory: decoding them one at a time", count, chunk
+                "decoding %d images %d at a time ran out of GPU memory: decoding the %d left one at a time",
+                count,
+                chunk,
+                count - so_far.images,
             )
-        # Retried outside the `except`: its traceback would keep the failed attempt's tensors alive.
-        return decode_to_pixels(decode, latents, 1)
+        # Retried outside the `except`: its traceback would keep the failed attempt's tensors alive. The chunks
+        # already decoded are kept: only the rest are decoded again.
+        return decode_to_pixels(decode, latents, 1, so_far)
 
     def _previewer(self, total: int) -> Previewer | None:
         """Every `preview_every` decoder steps (not the last), rough previews of chosen rows of the latents."""

@@ -281,22 +281,36 @@ def held_unused_for_eager_tensors(device: torch.device) -> int:
     )
 
 
-def decode_to_pixels(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, chunk: int) -> torch.Tensor:
-    """MoVQ's pixels in [-1, 1] for `latents`, `chunk` images per call.
+class DecodedSoFar:
+    """The pixels a decode has made so far: a retry after running out of GPU memory starts where it stopped."""
+
+    def __init__(self) -> None:
+        self.pixels: torch.Tensor | None = None
+        self.images = 0
+
+
+def decode_to_pixels(
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    latents: torch.Tensor,
+    chunk: int,
+    so_far: DecodedSoFar | None = None,
+) -> torch.Tensor:
+    """MoVQ's pixels in [-1, 1] for `latents`, `chunk` images per call, from the first image `so_far` lacks.
 
     Each call's output is copied out before the next call: compiled with CUDA graphs, a call's output lives in the
     graph's own memory, which the next replay overwrites (and torch then refuses to read the earlier output), so
     holding the chunks to join them at the end would break a decode in several chunks."""
-    pixels: torch.Tensor | None = None
+    so_far = so_far if so_far is not None else DecodedSoFar()
     step = max(1, chunk)
-    for start in range(0, latents.shape[0], step):
+    for start in range(so_far.images, latents.shape[0], step):
         decoded = decode(latents[start : start + step])
-        if pixels is None:
-            pixels = decoded.new_empty((latents.shape[0], *decoded.shape[1:]))
-        pixels[start : start + step].copy_(decoded)
-    if pixels is None:
+        if so_far.pixels is None:
+            so_far.pixels = decoded.new_empty((latents.shape[0], *decoded.shape[1:]))
+        so_far.pixels[start : start + step].copy_(decoded)
+        so_far.images = start + decoded.shape[0]
+    if so_far.pixels is None:
         raise ValueError("no latents to decode")
-    return pixels
+    return so_far.pixels
 
 
 def pixels_to_bytes(pixels: torch.Tensor) -> torch.Tensor:
