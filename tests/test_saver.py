@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from mascot.generation import worker as worker_module
 from mascot.generation.saver import Saver
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission
 from mascot.prompt.request import GenerationRequest
@@ -112,3 +113,39 @@ def test_closing_runs_every_queued_task_on_every_thread():
 def test_a_saver_needs_a_thread():
     with pytest.raises(ValueError, match="at least one thread"):
         Saver(threads=0)
+
+
+def test_a_task_submitted_after_close_runs_on_the_submitters_thread():
+    saver = Saver(threads=1)
+    saver.close(5)
+    ran_on: list[str] = []
+    saver.submit(lambda: ran_on.append(threading.current_thread().name))
+    saver.submit(lambda: 1 / 0)  # its failure is logged, as on a saver thread
+    assert ran_on == [threading.current_thread().name]
+
+
+def test_a_run_that_outlives_the_shutdowns_wait_still_ends_its_job(monkeypatch):
+    """stop() closes the savers once its wait is over; a run that could not be cancelled (on ZeroGPU, a run holding the
+    GPU) and ends after that is still stored and ended, not handed to savers that are gone."""
+    monkeypatch.setattr(worker_module, "CANCEL_GRACE_S", 0.1)
+    fake, store = UncancellableRun(), SlowStore()
+    worker = GenerationWorker(lambda on_status: fake, store, save_in_background=True).start()
+    try:
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        fake.gate.clear()
+        job = worker.submit(Submission(REQUEST, "a"))
+        assert fake.started.wait(5)
+        assert worker.stop(timeout=0.1) is False  # the run goes on past the wait and the grace
+        fake.gate.set()
+        assert wait_final(job).state is JobState.DONE and store.saved == ["a"]
+    finally:
+        fake.gate.set()
+
+
+class UncancellableRun(FakeGenerator):
+    """A run that reports no steps until the gate opens, so a cancel cannot reach it before then."""
+
+    def generate_batch(self, items):
+        self.started.set()
+        self.gate.wait(30)
+        return [self.generate(item.request, None, item.logo) for item in items]

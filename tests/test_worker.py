@@ -282,8 +282,10 @@ def test_a_job_finishes_and_is_stored_when_nobody_watches(worker, recorder):
     assert recorder.finished == [("gone", 1)]
 
 
-def test_on_ended_hears_of_every_job_however_it_ends(fake, recorder):
-    ended: list[tuple[str, JobState]] = []
+def test_on_ended_hears_of_every_job_however_it_ends_before_its_person_does(fake, recorder):
+    """on_ended (the app frees the job's quota claim) runs before the job's final snapshot: a person who asks again
+    the moment they read that it ended is not refused, and what they have left today counts its images once."""
+    ended: list[tuple[str, JobState]] = []  # each job, and its state as on_ended saw it
     worker = GenerationWorker(
         lambda on_status: fake,
         recorder,
@@ -293,22 +295,23 @@ def test_on_ended_hears_of_every_job_however_it_ends(fake, recorder):
         assert wait_final(worker.submit(Submission(REQUEST, "done"))).state is JobState.DONE
         fake.fail_next = RuntimeError("boom")
         assert wait_final(worker.submit(Submission(REQUEST, "failed"))).state is JobState.FAILED
+        recorder.fail = True
+        assert wait_final(worker.submit(Submission(REQUEST, "not saved"))).state is JobState.FAILED
         fake.gate.clear()
+        fake.started.clear()
         running = worker.submit(Submission(REQUEST, "cancelled-running"))
         assert fake.started.wait(5)
-        worker.submit(Submission(REQUEST, "cancelled-queued"))
+        queued = worker.submit(Submission(REQUEST, "cancelled-queued"))
         worker.cancel_for("cancelled-queued")
         worker.cancel_for("cancelled-running")
         fake.gate.set()
-        wait_final(running)
-        deadline = time.monotonic() + 5
-        while len(ended) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert sorted(ended) == [
-            ("cancelled-queued", JobState.CANCELLED),
-            ("cancelled-running", JobState.CANCELLED),
-            ("done", JobState.DONE),
-            ("failed", JobState.FAILED),
+        assert [wait_final(job).state for job in (running, queued)] == [JobState.CANCELLED] * 2
+        assert sorted(ended) == [  # heard before each job read as ended: no wait needed here
+            ("cancelled-queued", JobState.QUEUED),
+            ("cancelled-running", JobState.RUNNING),
+            ("done", JobState.RUNNING),
+            ("failed", JobState.RUNNING),
+            ("not saved", JobState.RUNNING),
         ]
     finally:
         fake.gate.set()
@@ -763,5 +766,61 @@ def test_a_runs_wait_for_a_load_stage_does_not_lengthen_the_guesses_told_after_i
         fake.gate.set()
         assert wait_final(second).state is JobState.DONE
     finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def test_a_cancelled_run_does_not_shorten_the_wait_queued_jobs_are_told(fake, recorder):
+    """A run cancelled at its first step took a moment: folded in, the next people would be told far too short a
+    wait. The first run takes 12 s on this clock; the cancelled one 1 s."""
+    ticks = itertools.chain([0.0, 12.0, 100.0, 101.0], itertools.count(200.0, 10.0))
+    worker = GenerationWorker(lambda on_status: fake, recorder, clock=lambda: next(ticks)).start()
+    try:
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        assert wait_final(worker.submit(Submission(REQUEST, "first"))).state is JobState.DONE
+        fake.gate.clear()
+        fake.started.clear()
+        cancelled = worker.submit(Submission(REQUEST, "cancelled"))
+        assert fake.started.wait(5)
+        assert worker.cancel_for("cancelled")
+        fake.gate.set()
+        assert wait_final(cancelled).state is JobState.CANCELLED
+        fake.gate.clear()
+        fake.started.clear()
+        worker.submit(Submission(REQUEST, "running"))
+        assert fake.started.wait(5)
+        queued = worker.submit(Submission(REQUEST, "queued"))
+        assert (queued.snapshot.jobs_ahead, queued.snapshot.wait_seconds) == (1, 12.0)  # not 0.7 * 12 + 0.3 * 1
+    finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def test_jobs_whose_images_are_being_saved_are_not_counted_ahead_of_the_queue(fake):
+    """With savers, a run's jobs are stored while the next run goes on: they are done with the GPU, so the people
+    queued are told only the running run's jobs ahead of them, not a whole run more until that run ends."""
+    saving, store_open = threading.Event(), threading.Event()
+
+    def slow_store(job, images, model):
+        if job.submission.owner_hash == "saved slowly":
+            saving.set()
+            store_open.wait(10)
+        return {"saved": len(images.images)}
+
+    worker = GenerationWorker(lambda on_status: fake, slow_store, save_in_background=True, max_batch_images=1).start()
+    try:
+        assert worker.wait_until_loaded(10).state is ModelState.READY
+        first = worker.submit(Submission(REQUEST, "saved slowly"))
+        assert saving.wait(10)  # made; its save waits for the store
+        fake.gate.clear()
+        fake.started.clear()
+        worker.submit(Submission(REQUEST, "running"))
+        assert fake.started.wait(5)
+        queued = worker.submit(Submission(REQUEST, "queued"))
+        assert queued.snapshot.jobs_ahead == 1 and worker.queue_length == 2  # the running job, and the queued one
+        store_open.set()
+        assert wait_final(first).state is JobState.DONE
+    finally:
+        store_open.set()
         fake.gate.set()
         worker.stop()

@@ -163,3 +163,37 @@ def test_handlers_run_their_jobs_alone_in_queue_order_and_a_drain_waits_for_the_
         handler.join(30)
     assert not stopped.is_alive() and wait_final(first).state is JobState.DONE and saved == ["first"]
     assert runs == ["handler-first"] and [len(batch) for batch in fake.batches] == [1]
+
+
+def test_when_the_job_next_in_line_is_cancelled_the_handler_after_it_starts_at_once(monkeypatch):
+    """A handler waiting for its turn is woken when the job ahead of it is cancelled, not at its next look."""
+    from mascot.generation import worker as worker_module
+    from mascot.generation.worker import GenerationWorker, JobState
+    from tests.support.fakes import FakeGenerator
+    from tests.support.jobs import wait_final
+
+    monkeypatch.setattr(worker_module, "TURN_POLL_S", 120.0)  # its next look would come too late for the test
+    worker = GenerationWorker(
+        lambda on_status: FakeGenerator(),
+        lambda job, images, model: {},
+        run_in_handlers=lambda generator, items: generator.generate_batch(items),
+    ).start()
+    assert worker.wait_until_loaded(10).state is ModelState.READY
+    ahead = worker.submit(Submission(make_request(prompt="ahead"), "owner-a"))  # its handler never asks
+    after = worker.submit(Submission(make_request(prompt="after"), "owner-b"))
+    lock, waiting = worker._lock, threading.Event()
+    original_wait = lock.wait
+
+    def wait(timeout=None):  # the handler has looked, and waits for a wake-up
+        waiting.set()
+        return original_wait(timeout)
+
+    monkeypatch.setattr(lock, "wait", wait)
+    handler = threading.Thread(target=worker.run_in_handler, args=(after,), daemon=True)
+    handler.start()
+    try:
+        assert waiting.wait(10)
+        assert worker.cancel_for("owner-a") and wait_final(ahead).state is JobState.CANCELLED
+        assert wait_final(after, timeout=30).state is JobState.DONE
+    finally:
+        worker.stop()

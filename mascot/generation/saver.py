@@ -30,6 +30,8 @@ class Saver:
         if threads < 1:
             raise ValueError(f"A saver needs at least one thread (got {threads}).")
         self._tasks: queue.Queue[SaveTask | None] = queue.Queue()
+        self._closing = threading.Lock()  # a task is queued before the stop marks, or run by its submitter
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{index}", daemon=True) for index in range(threads)
         ]
@@ -37,11 +39,18 @@ class Saver:
             thread.start()
 
     def submit(self, task: SaveTask) -> None:
-        """Queue `task`; it must handle its own errors (a failure is logged and the next task runs)."""
-        self._tasks.put(task)
+        """Queue `task`; it must handle its own errors (a failure is logged and the next task runs). After `close`,
+        the task runs here, on the caller's thread: a run that outlived the shutdown's wait still ends its jobs."""
+        with self._closing:
+            if not self._closed:
+                self._tasks.put(task)
+                return
+        run_logged(task)
 
     def close(self, timeout: float | None = None) -> None:
         """Finish the queued tasks, then stop the threads (waiting at most `timeout` seconds in all)."""
+        with self._closing:
+            self._closed = True
         for _ in self._threads:  # each thread takes one stop mark, after every task queued before it
             self._tasks.put(None)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -50,7 +59,12 @@ class Saver:
 
     def _run(self) -> None:
         while (task := self._tasks.get()) is not None:
-            try:
-                task()
-            except Exception:  # a task's own failure must not stop later saves
-                log.exception("a save task failed")
+            run_logged(task)
+
+
+def run_logged(task: SaveTask) -> None:
+    """Run `task`; its own failure is logged, and must not stop later saves."""
+    try:
+        task()
+    except Exception:
+        log.exception("a save task failed")

@@ -403,6 +403,7 @@ class GenerationWorker:
                 self._remaking.discard(job)
                 self._active.pop(owner_hash, None)
                 self._announce_positions()
+                self._lock.notify_all()  # ZeroGPU: the handler next in line need not wait for its next look
         if unstarted:
             self._end(job, state=JobState.CANCELLED)  # outside the lock: on_ended writes to the database
         return True
@@ -418,7 +419,11 @@ class GenerationWorker:
             return len(self._pending) + self._running_count()
 
     def _running_count(self) -> int:
-        return sum(1 for job in self._active.values() if job.snapshot.state is JobState.RUNNING)
+        """Jobs in a run now; not those whose images are being saved (the GPU is done with them, and the next run
+        has begun: counted, the queue would read a whole run too long until that run ends)."""
+        return sum(
+            1 for job in self._active.values() if job.snapshot.state is JobState.RUNNING and job.id not in self._saving
+        )
 
     # ---- the worker thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -578,7 +583,9 @@ class GenerationWorker:
         if results is None:  # made again outside the `except`, whose traceback would keep the run's tensors alive
             self._remake_in_smaller_runs(started, run)
             return
-        self._note_run(self._clock() - timer.started, len(started))
+        served = sum(result is not None for result in results)
+        if served:  # a run cancelled at its first step says nothing of how long runs take
+            self._note_run(self._clock() - timer.started, served)
         for job, result in zip(started, results, strict=True):
             if result is None:
                 self._end_cancelled(job)
@@ -688,21 +695,24 @@ class GenerationWorker:
             return
 
     def _end(self, job: Job, **changes: Any) -> None:
-        """Put a job in its final state, let its browser submit again (a job cancelled inside a shared run need not
-        wait for the others), then tell `on_ended`; its failure must not stop the worker."""
-        job.update(**changes)
+        """Let a job's browser submit again (a job cancelled inside a shared run need not wait for the others), tell
+        `on_ended` (its failure must not stop the worker), then put the job in its final state.
+
+        In that order: the moment a person reads that their job ended, its claim is free (`on_ended`), so asking
+        again at once is not refused, and what they have left today counts the job's images once."""
         with self._lock:
             self._saving.discard(job.id)
             if self._active.get(job.submission.owner_hash) is job:
                 del self._active[job.submission.owner_hash]
             if self._stopping.is_set():
                 self._ended_while_stopping.append(job)
-        if self._on_ended is None:
-            return
-        try:
-            self._on_ended(job)
-        except Exception:
-            log.exception("on_ended failed for job %s", job.id)
+            self._announce_positions()  # a job cancelled inside a running run is no longer ahead of anyone
+        if self._on_ended is not None:
+            try:
+                self._on_ended(job)
+            except Exception:
+                log.exception("on_ended failed for job %s", job.id)
+        job.update(**changes)
 
 
 def images_of(jobs: Sequence[Job]) -> int:
