@@ -93,6 +93,9 @@ STOPPED_MESSAGE = (
     "The server is restarting, so your mascot was stopped before it was finished and nothing counts against your "
     "quota. Please try again in a minute."
 )
+# How long a job's final answer waits for on_ended (the app frees the job's claim in the database: milliseconds, unless
+# the database does not answer).
+ON_ENDED_WAIT_S = 0.5
 CANCEL_GRACE_S = 10.0  # how long a cancelled run may take to reach its next step when a shutdown cancels it
 NOT_SAVED = "Your mascot was made but could not be saved."
 # A finished job whose save meets a fault that passes (a database restarting or locked, a disk being freed) is saved
@@ -277,7 +280,7 @@ class GenerationWorker:
             self._remaking.clear()
             self._lock.notify_all()
         for job in queued:  # outside the lock: on_ended writes to the database
-            self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
+            self._end(job, answer_first=True, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
         finished = self._finish_running(timeout)
         if self._saver is not None:
             self._saver.close(max(timeout, CANCEL_GRACE_S))  # every finished job is still stored
@@ -583,9 +586,10 @@ class GenerationWorker:
         if results is None:  # made again outside the `except`, whose traceback would keep the run's tensors alive
             self._remake_in_smaller_runs(started, run)
             return
-        served = sum(result is not None for result in results)
-        if served:  # a run cancelled at its first step says nothing of how long runs take
-            self._note_run(self._clock() - timer.started, served)
+        # A run whose every job was cancelled stopped early: it says nothing of how long runs take. One with some
+        # jobs cancelled ran its whole length for all of them (their rows stay in the batch).
+        if any(result is not None for result in results):
+            self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
             if result is None:
                 self._end_cancelled(job)
@@ -622,7 +626,7 @@ class GenerationWorker:
             for job in cancelled:
                 self._end_cancelled(job)
             for job in unmade:
-                self._end(job, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
+                self._end(job, answer_first=True, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
             if not smaller_run:
                 return
             self._run_batch(smaller_run, run)
@@ -694,25 +698,54 @@ class GenerationWorker:
             self._end(job, state=JobState.DONE, outcome=outcome, generated=images, preview=None)
             return
 
-    def _end(self, job: Job, **changes: Any) -> None:
-        """Let a job's browser submit again (a job cancelled inside a shared run need not wait for the others), tell
-        `on_ended` (its failure must not stop the worker), then put the job in its final state.
+    def _end(self, job: Job, *, answer_first: bool = False, **changes: Any) -> None:
+        """Tell `on_ended` that a job ended (its failure must not stop the worker), then, in one step, let its browser
+        submit again (a job cancelled inside a shared run need not wait for the others) and put the job in its final
+        state.
 
-        In that order: the moment a person reads that their job ended, its claim is free (`on_ended`), so asking
-        again at once is not refused, and what they have left today counts the job's images once."""
+        `on_ended` first: the moment a person reads that their job ended, its claim is free (the app's `on_ended`), so
+        asking again at once is not refused, and what they have left today counts the job's images once. It is waited
+        for at most ON_ENDED_WAIT_S: a database that does not answer (another writer holding SQLite's lock, a
+        PostgreSQL server gone) must not hold the answer back; the claim keeper frees the claim later. The job stays
+        active meanwhile, so a page opened again still follows it. `answer_first`: the answer, then `on_ended` (a
+        shutdown's unmade jobs, each told at once)."""
+        if not answer_first:
+            self._tell_ended(job, wait_s=ON_ENDED_WAIT_S)
         with self._lock:
             self._saving.discard(job.id)
             if self._active.get(job.submission.owner_hash) is job:
                 del self._active[job.submission.owner_hash]
             if self._stopping.is_set():
                 self._ended_while_stopping.append(job)
-            self._announce_positions()  # a job cancelled inside a running run is no longer ahead of anyone
-        if self._on_ended is not None:
+            job.update(**changes)
+            # A job whose preparation failed before its run began is no longer ahead of anyone; after a run, _run
+            # says so anyway.
+            self._announce_positions()
+        if answer_first:
+            self._tell_ended(job, wait_s=None)
+
+    def _tell_ended(self, job: Job, wait_s: float | None) -> None:
+        """Run `on_ended` for `job`: here when `wait_s` is None, else on a thread of its own, waited for at most
+        `wait_s` seconds (it goes on past that, and ends by itself)."""
+        if self._on_ended is None:
+            return
+        on_ended = self._on_ended
+        told = threading.Event()
+
+        def tell() -> None:
             try:
-                self._on_ended(job)
+                on_ended(job)
             except Exception:
                 log.exception("on_ended failed for job %s", job.id)
-        job.update(**changes)
+            finally:
+                told.set()
+
+        if wait_s is None:
+            tell()
+            return
+        threading.Thread(target=tell, name=f"job-ended-{job.id}", daemon=True).start()
+        if not told.wait(wait_s):
+            log.warning("job %s: on_ended did not return within %.1f s; its person is told it ended", job.id, wait_s)
 
 
 def images_of(jobs: Sequence[Job]) -> int:
