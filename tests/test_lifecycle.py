@@ -64,7 +64,11 @@ def started_worker(fake: FakeGenerator, on_finished, on_ended=None) -> Generatio
 def test_a_drain_finishes_the_running_job_tells_the_queued_and_admits_nothing():
     fake, saved, ended = FakeGenerator(), [], []
     fake.gate.clear()
-    worker = started_worker(fake, lambda job, images, model: saved.append(job.submission.owner_hash), ended.append)
+    worker = started_worker(
+        fake,
+        lambda job, images, model: saved.append(job.submission.owner_hash),
+        lambda job: ended.append((job.submission.claim_id, job.snapshot.state)),  # the state its claim was freed in
+    )
     running = worker.submit(Submission(REQUEST, ALICE, "claim-a"))
     wait_until(fake.started.is_set)
     queued = worker.submit(Submission(REQUEST, BOB, "claim-b"))
@@ -79,7 +83,8 @@ def test_a_drain_finishes_the_running_job_tells_the_queued_and_admits_nothing():
     stopping.join(20)
     assert final(running).state is JobState.DONE
     assert saved == [ALICE]
-    assert [job.submission.claim_id for job in ended[:2]] == ["claim-b", "claim-a"]  # both claims handed back
+    # Both claims handed back: the queued one's after its person was told (at once), the running one's before.
+    assert ended[:2] == [("claim-b", JobState.CANCELLED), ("claim-a", JobState.RUNNING)]
     assert ended[2] is True  # finished in time
 
 

@@ -21,7 +21,6 @@ from mascot.store.store import MascotStore
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
 from tests.support.jobs import finished, storing_worker
-from tests.support.jobs import released as released_claim
 from tests.support.store import owner, save
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -68,13 +67,8 @@ def colleague(name: str) -> Visitor:
     return Visitor(token_hash=owner(name), address=OFFICE_ADDRESS, page_url="https://mascots.example/app")
 
 
-def released(office, name: str) -> None:
-    released_claim(office.store, owner(name), NOW)
-
-
 def test_the_daily_quota_is_each_browsers_own_in_one_office(office: Office) -> None:
     assert finished(office.service.submit({"prompt": "an otter", **FAST, "num_images_per_prompt": 4}, colleague("a")))
-    released(office, "a")
 
     ask = {"prompt": "a heron", **FAST, "num_images_per_prompt": 4}
     if office.one_office:

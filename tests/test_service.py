@@ -27,7 +27,6 @@ from mascot.ui.pictures import download, sticker_download
 from mascot.web.clients import AddressKeys
 from tests.support.fakes import FakeGenerator
 from tests.support.jobs import finished, storing_worker
-from tests.support.jobs import released as released_claim
 from tests.support.store import MODEL, make_request, make_result, owner, save
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -85,10 +84,6 @@ def who(name: str, address: str = "203.0.113.9") -> Visitor:
     return Visitor(token_hash=owner(name), address=address, page_url="https://mascots.example/app")
 
 
-def released(site, name: str) -> None:
-    released_claim(site.store, owner(name), NOW)
-
-
 def public_id_of(site: Site, name: str) -> str:
     return save(site.store, owner(name), "an otter barista", now=NOW).public_ids[0]
 
@@ -99,7 +94,6 @@ def test_a_submitted_request_is_made_stored_and_counted_against_the_quota(site: 
     job = site.service.submit({"prompt": "an otter", **FAST, "num_images_per_prompt": 2}, alice)
 
     assert finished(job) is JobState.DONE
-    released(site, "alice")
     assert [entry.request.prompt for entry in site.store.history(owner("alice"))] == ["an otter", "an otter"]
     assert site.service.quota_line(alice).startswith("2 of 4 mascots left today")
 
@@ -129,7 +123,6 @@ def test_a_slow_model_gets_quick_settings_the_prior_can_run(site: Site) -> None:
 def test_the_daily_quota_is_refused_before_a_queue_slot_is_taken(site: Site) -> None:
     alice = who("alice")
     assert finished(site.service.submit({"prompt": "an otter", **FAST, "num_images_per_prompt": 3}, alice))
-    released(site, "alice")
 
     with pytest.raises(Refusal, match="1 of 4 mascots left today"):
         site.service.admit({"prompt": "two more", **FAST, "num_images_per_prompt": 2}, alice)
@@ -150,7 +143,6 @@ def test_one_job_in_flight_per_browser_and_cancel_frees_it(site: Site) -> None:
     assert site.service.cancel(alice)
     site.fake.gate.set()
     assert finished(job) is JobState.CANCELLED
-    released(site, "alice")
     assert not site.service.cancel(alice)
     assert finished(site.service.submit({"prompt": "now it may", **FAST}, alice)) is JobState.DONE
 
@@ -170,7 +162,6 @@ def test_a_page_opened_again_follows_its_own_mascot_and_only_so_many_pages_do(si
         assert again is job  # the ones that left made room
     site.fake.gate.set()
     assert finished(job) is JobState.DONE
-    released(site, "alice")
     with site.service.following_own_job(alice) as done:
         assert done is None
 
@@ -546,7 +537,6 @@ def test_more_like_this_of_a_mascot_made_private_before_its_job_runs_fails_with_
 
     assert finished(blocker) is JobState.DONE and finished(job) is JobState.FAILED
     assert job.snapshot.error == sentences.BASED_ON_GONE
-    released(logo_site, "bob")
     assert logo_site.service.mascots_left_today(bob) == RULES.daily_quota  # nothing was made, nothing counts
     with pytest.raises(Refusal) as refused:
         logo_site.service.admit(values, bob)  # asked again: refused up front, on the picture
@@ -663,7 +653,6 @@ def test_a_remix_keeps_an_uploaded_logo_for_its_maker_alone(logo_site: Site, tmp
     alice, bob = who("alice"), who("bob", address="198.51.100.7")
     granted = logo_site.service.upload_logo(logo_png(tmp_path), alice)
     assert finished(logo_site.service.submit({"prompt": "a fox", **FAST, "logo": granted}, alice)) is JobState.DONE
-    released(logo_site, "alice")
     [entry] = logo_site.store.history(owner("alice"))
     assert entry.is_public  # in the gallery, where Bob can remix it
 

@@ -282,10 +282,9 @@ def test_a_job_finishes_and_is_stored_when_nobody_watches(worker, recorder):
     assert recorder.finished == [("gone", 1)]
 
 
-def test_on_ended_hears_of_every_job_however_it_ends_before_its_person_does(fake, recorder, monkeypatch):
+def test_on_ended_hears_of_every_job_however_it_ends_before_its_person_does(fake, recorder):
     """on_ended (the app frees the job's quota claim) runs before the job's final snapshot: a person who asks again
     the moment they read that it ended is not refused, and what they have left today counts its images once."""
-    monkeypatch.setattr(worker_module, "ON_ENDED_WAIT_S", 60.0)  # however slowly this machine starts a thread
     ended: list[tuple[str, JobState]] = []  # each job, and its state as on_ended saw it
     worker = GenerationWorker(
         lambda on_status: fake,
@@ -824,26 +823,4 @@ def test_jobs_whose_images_are_being_saved_are_not_counted_ahead_of_the_queue(fa
     finally:
         store_open.set()
         fake.gate.set()
-        worker.stop()
-
-
-def test_a_database_that_does_not_answer_holds_a_jobs_answer_only_a_moment(fake, recorder):
-    """on_ended waits on the database: while it does not answer (another writer holds SQLite's lock), the person is
-    told their job ended after ON_ENDED_WAIT_S, and the claim is freed once the database answers."""
-    database_answers, freed = threading.Event(), []
-
-    def free_claim(job: Job) -> None:
-        database_answers.wait(30)
-        freed.append(job.submission.owner_hash)
-
-    worker = GenerationWorker(lambda on_status: fake, recorder, on_ended=free_claim).start()
-    try:
-        assert worker.wait_until_loaded(10).state is ModelState.READY
-        job = worker.submit(Submission(REQUEST, "a"))
-        assert wait_final(job).state is JobState.DONE and freed == []
-        assert worker.active_job("a") is None  # the browser may ask again (the claim keeper frees the claim later)
-        database_answers.set()
-        assert wait_until(job, lambda snapshot: freed == ["a"]).state is JobState.DONE
-    finally:
-        database_answers.set()
         worker.stop()

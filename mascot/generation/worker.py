@@ -93,9 +93,6 @@ STOPPED_MESSAGE = (
     "The server is restarting, so your mascot was stopped before it was finished and nothing counts against your "
     "quota. Please try again in a minute."
 )
-# How long a job's final answer waits for on_ended (the app frees the job's claim in the database: milliseconds, unless
-# the database does not answer).
-ON_ENDED_WAIT_S = 0.5
 CANCEL_GRACE_S = 10.0  # how long a cancelled run may take to reach its next step when a shutdown cancels it
 NOT_SAVED = "Your mascot was made but could not be saved."
 # A finished job whose save meets a fault that passes (a database restarting or locked, a disk being freed) is saved
@@ -586,8 +583,9 @@ class GenerationWorker:
         if results is None:  # made again outside the `except`, whose traceback would keep the run's tensors alive
             self._remake_in_smaller_runs(started, run)
             return
-        # A run whose every job was cancelled stopped early: it says nothing of how long runs take. One with some
-        # jobs cancelled ran its whole length for all of them (their rows stay in the batch).
+        # A run whose every job was cancelled stopped early: it says nothing of how long runs take. One with some jobs
+        # cancelled ran about its whole length (a job cancelled once the decoder began keeps its rows in the batch;
+        # one cancelled in the prior leaves it), so it counts all its jobs.
         if any(result is not None for result in results):
             self._note_run(self._clock() - timer.started, len(started))
         for job, result in zip(started, results, strict=True):
@@ -704,13 +702,13 @@ class GenerationWorker:
         state.
 
         `on_ended` first: the moment a person reads that their job ended, its claim is free (the app's `on_ended`), so
-        asking again at once is not refused, and what they have left today counts the job's images once. It is waited
-        for at most ON_ENDED_WAIT_S: a database that does not answer (another writer holding SQLite's lock, a
-        PostgreSQL server gone) must not hold the answer back; the claim keeper frees the claim later. The job stays
-        active meanwhile, so a page opened again still follows it. `answer_first`: the answer, then `on_ended` (a
-        shutdown's unmade jobs, each told at once)."""
+        asking again at once is not refused, and what they have left today counts the job's images once. Until then
+        the job stays active (a page opened again still follows it), unless cancel_for took it out of the queue. A
+        database that does not answer holds the answer as long as it holds the release (SQLite's busy timeout; the
+        save before it waited as long). `answer_first`: the answer, then `on_ended` (a shutdown's unmade jobs, each
+        told at once)."""
         if not answer_first:
-            self._tell_ended(job, wait_s=ON_ENDED_WAIT_S)
+            self._tell_ended(job)
         with self._lock:
             self._saving.discard(job.id)
             if self._active.get(job.submission.owner_hash) is job:
@@ -722,30 +720,15 @@ class GenerationWorker:
             # says so anyway.
             self._announce_positions()
         if answer_first:
-            self._tell_ended(job, wait_s=None)
+            self._tell_ended(job)
 
-    def _tell_ended(self, job: Job, wait_s: float | None) -> None:
-        """Run `on_ended` for `job`: here when `wait_s` is None, else on a thread of its own, waited for at most
-        `wait_s` seconds (it goes on past that, and ends by itself)."""
+    def _tell_ended(self, job: Job) -> None:
         if self._on_ended is None:
             return
-        on_ended = self._on_ended
-        told = threading.Event()
-
-        def tell() -> None:
-            try:
-                on_ended(job)
-            except Exception:
-                log.exception("on_ended failed for job %s", job.id)
-            finally:
-                told.set()
-
-        if wait_s is None:
-            tell()
-            return
-        threading.Thread(target=tell, name=f"job-ended-{job.id}", daemon=True).start()
-        if not told.wait(wait_s):
-            log.warning("job %s: on_ended did not return within %.1f s; its person is told it ended", job.id, wait_s)
+        try:
+            self._on_ended(job)
+        except Exception:
+            log.exception("on_ended failed for job %s", job.id)
 
 
 def images_of(jobs: Sequence[Job]) -> int:

@@ -30,14 +30,6 @@ def finished(job: Job) -> JobState:
     return wait_final(job, timeout=60.0).state
 
 
-def released(store: Any, owner_hash: str, now: Any) -> None:
-    """Wait for the job's quota claim to be released: the worker frees it before the job's last snapshot, unless the
-    database takes longer than worker.ON_ENDED_WAIT_S, as it may on a busy machine."""
-    deadline = time.monotonic() + 60
-    while store.quota(owner_hash, now=now).in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def storing_worker(store: Any, generator: Generator, *, now: Any, max_per_client: int, load_logo: Any = None) -> Any:
     """A started, ready worker around `generator` that saves each job into `store` at `now` and frees its claim, as
     the app wires it (app.create_app)."""
