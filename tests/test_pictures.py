@@ -52,6 +52,27 @@ def test_a_20000_pixel_png_is_answered_with_a_sentence_not_pils_decompression_bo
         LogoLibrary(tmp_path / "logos").save(bomb)
 
 
+@pytest.mark.parametrize("image_format", ["GIF", "BMP", "TIFF", "ICO", "PPM", "TGA", "PCX", "SGI", "EPS"])
+def test_a_logo_in_a_format_other_than_png_jpeg_or_webp_is_refused_as_the_sentence_says(
+    tmp_path: Path, image_format: str
+) -> None:
+    """Only the three formats the page names reach PIL's decoders: its EPS reader would hand the file to Ghostscript
+    where Ghostscript is installed."""
+    upload = tmp_path / f"logo.{image_format.lower()}"
+    if image_format == "EPS":  # PIL writes EPS through Ghostscript only for reading: a minimal file by hand
+        upload.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n%%EOF\n")
+    else:
+        Image.new("RGB", (8, 8), "red").save(upload, format=image_format)
+    library = LogoLibrary(tmp_path / "logos")
+
+    with pytest.raises(LogoRefused, match="not an image we can read: upload a PNG, JPEG or WebP logo"):
+        library.save(upload)
+    for kept_format in ("PNG", "JPEG", "WEBP"):  # the three it names are kept
+        kept = tmp_path / f"logo-{kept_format}"
+        Image.new("RGB", (8, 8), "red").save(kept, format=kept_format)
+        assert library.path(library.save(kept)) is not None
+
+
 def test_a_large_jpeg_is_decoded_at_reduced_size_and_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (6000, 4000), "red").save(photo, quality=50)  # 24 M pixels: over the limit at full size

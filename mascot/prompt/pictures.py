@@ -20,6 +20,9 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 # 4096x4096 decodes to 16.7 M pixels: 67 MB as RGBA, the largest mode we convert to. Logos and our own PNGs are
 # far smaller; a picture larger than this is refused with its size, before a pixel is read.
 MAX_DECODED_PIXELS = 4096 * 4096
+# The formats an upload may be, as the refusal says: no other of PIL's decoders is open to outsiders (its EPS reader
+# runs Ghostscript on the file where Ghostscript is installed; TIFF, ICO, PCX and the rest are code no one needs here).
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
 DECODES_AT_ONCE = 2  # pictures decoded at the same time, in the whole process: logos and dropped PNGs together
 DECODE_WAIT_S = 15.0  # how long a picture waits for a slot before the person is asked to try again
 _decode_slots = threading.BoundedSemaphore(DECODES_AT_ONCE)
@@ -81,10 +84,10 @@ def decode_slot() -> Iterator[None]:
 
 
 def open_lazily(source: Path | str, what: str) -> Image.Image:
-    """The picture with only its header read. PIL's own bomb check (over twice Image.MAX_IMAGE_PIXELS) is answered
-    with a sentence too, as is a file that is no picture."""
+    """The picture with only its header read, if it is one of UPLOAD_FORMATS. PIL's own bomb check (over twice
+    Image.MAX_IMAGE_PIXELS) is answered with a sentence too, as is a file that is no picture."""
     try:
-        return Image.open(source)
+        return Image.open(source, formats=UPLOAD_FORMATS)
     except Image.DecompressionBombError:
         raise PictureRefused(too_large_line(what)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
