@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import uuid
 
+import httpx
 import pytest
 from gradio_client import handle_file
 from PIL import Image, ImageDraw
@@ -16,6 +18,7 @@ from mascot.service import MascotService
 from mascot.settings import Rules
 from mascot.ui.common import PageServices
 from mascot.ui.create import IDEA_STAND_IN, model_prompt_text
+from tests.support.raw_gradio import fn_index_in
 from tests.support.site import FAST, make, mine
 
 NAVY, ORANGE = (25, 35, 95), (245, 130, 30)
@@ -147,3 +150,30 @@ def test_what_the_panel_shows_is_what_the_model_is_given(site, tmp_path):
     given = site.fake.requests[-1]
     shown = model_prompt_text(services, "a fox courier", "scary", "Plush toy", LOGO_COLOURS, logo_id)
     assert shown == f"Prompt: {given.prompt}\nAvoid: {given.negative_prompt}"
+
+
+def run_predict(site, browser, api_name: str, data: list) -> object:
+    """A queue-less event called by hand, with `browser`'s cookie, as a page (or an attacker) sends it."""
+    body = {"data": data, "fn_index": fn_index_in(browser.config, api_name), "session_hash": uuid.uuid4().hex}
+    with httpx.Client(base_url=site.url, cookies=browser.cookies, timeout=30) as http:
+        response = http.post("gradio_api/run/predict", json=body)
+    response.raise_for_status()
+    return response.json()["data"][0]
+
+
+@pytest.mark.slow
+def test_another_browsers_logo_colours_are_told_to_no_one_else(site, tmp_path):
+    """A logo's id is in its mascots' parameters, but an upload is not public: the colour note and the prompt the
+    panel shows tell its colours to the browser that uploaded it alone."""
+    logo_file = tmp_path / "acme.png"
+    navy_and_orange_on_white().save(logo_file)
+    alice, bob = site.browser(), site.browser()
+    granted = alice.predict(handle_file(str(logo_file)), api_name="/upload_logo")
+    logo_id = granted.split(".")[0]  # the id alone, as a mascot's parameters or a guess would give it
+
+    assert "navy blue and orange" in run_predict(site, alice, "colours_note", [granted])
+    assert "navy blue and orange" in run_predict(site, alice, "model_prompt", ["a fox", "", "", LOGO_COLOURS, granted])
+    for logo in (granted, logo_id):
+        assert run_predict(site, bob, "colours_note", [logo]) == ""
+        shown = run_predict(site, bob, "model_prompt", ["a fox", "", "", LOGO_COLOURS, logo])
+        assert "navy" not in shown and "orange" not in shown

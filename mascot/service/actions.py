@@ -230,6 +230,12 @@ class MascotService:
             raise Refusal(sentences.LOGO_GONE, "logo")
         return request
 
+    def may_use_logo(self, logo: str, visitor: Visitor | None) -> bool:
+        """Whether the visitor's browser may use `logo`, an uploaded logo's id: its own upload, or a brand's. What
+        tells a logo's colours asks first: people's uploads are not public, and a public mascot's parameters show the
+        id of its logo."""
+        return visitor is not None and self.logo_grants.allows(logo, self.owner(visitor))
+
     def _check_picture(self, request: GenerationRequest, owner_hash: str) -> None:
         """An uploaded logo must have been uploaded by this browser (or be a brand's); a mascot to start from must be
         one this browser may see (checked again when the job runs)."""

@@ -446,7 +446,12 @@ def logo_colours_choice(services: PageServices) -> list[tuple[str, str]]:
 
 
 def _model_prompt_handler(services: PageServices) -> Callable[..., str]:
-    def model_prompt(prompt: Any, negative_prompt: Any, style: Any, brand: Any, logo: Any) -> str:
+    def model_prompt(
+        prompt: Any, negative_prompt: Any, style: Any, brand: Any, logo: Any, http_request: gr.Request | None = None
+    ) -> str:
+        uploaded = isinstance(logo, str) and logo and based_on_mascot(logo) is None
+        if uploaded and not services.service.may_use_logo(logo, visitor_or_none(services, http_request)):
+            logo = ""  # another browser's upload: "Colours of my logo" must not tell its colours
         return model_prompt_text(services, prompt, negative_prompt, style, brand, logo)
 
     return model_prompt

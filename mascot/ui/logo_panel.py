@@ -59,10 +59,12 @@ def logo_fields(
     return logo_panel, logo_image
 
 
-def _colours_note_handler(services: PageServices) -> Callable[[Any], str]:
-    def colours_note(logo_id: Any) -> str:
+def _colours_note_handler(services: PageServices) -> Callable[..., str]:
+    def colours_note(logo_id: Any, http_request: gr.Request | None = None) -> str:
         if services.service.logos is None or not isinstance(logo_id, str) or not logo_id:
             return ""
+        if not services.service.may_use_logo(logo_id, visitor_or_none(services, http_request)):
+            return ""  # another browser's upload (its id is in its mascots' parameters): its colours are its own
         names = services.service.logos.colour_names(logo_id)
         if not names:
             return ""
