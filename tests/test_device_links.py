@@ -29,7 +29,7 @@ from mascot.ui.device_links import (
     qr_image,
 )
 from tests.support.app_process import browser_client
-from tests.support.raw_gradio import call, fn_index_in
+from tests.support.raw_gradio import call, fn_index_in, run_outside_queue
 from tests.support.site import FAST, link_for, make, mine, prompts
 
 pytestmark = pytest.mark.slow  # the app served in this process, driven through gradio_client
@@ -231,7 +231,6 @@ def test_the_laptop_a_phone_disconnected_keeps_none_of_the_zips_of_their_mascots
 
     assert httpx.get(zip_url, cookies=laptop.cookies, timeout=30).status_code == 404
     # Nor is it offered to the laptop's page (the event that shows the ZIP just made).
-    body = {"data": [], "fn_index": fn_index_in(laptop.config, "offer_zip"), "session_hash": uuid.uuid4().hex}
     with httpx.Client(base_url=site.url, cookies=laptop.cookies, timeout=30) as http:
-        offered = http.post("gradio_api/run/predict", json=body)
+        offered = run_outside_queue(http, laptop.config, "offer_zip", [])
     assert offered.status_code == 200 and "/downloads/" not in offered.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import uuid
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from mascot.service import MascotService
 from mascot.settings import Rules
 from mascot.ui.common import PageServices
 from mascot.ui.create import IDEA_STAND_IN, model_prompt_text
-from tests.support.raw_gradio import fn_index_in
+from tests.support.raw_gradio import run_outside_queue
 from tests.support.site import FAST, make, mine
 
 NAVY, ORANGE = (25, 35, 95), (245, 130, 30)
@@ -154,9 +153,8 @@ def test_what_the_panel_shows_is_what_the_model_is_given(site, tmp_path):
 
 def run_predict(site, browser, api_name: str, data: list) -> object:
     """A queue-less event called by hand, with `browser`'s cookie, as a page (or an attacker) sends it."""
-    body = {"data": data, "fn_index": fn_index_in(browser.config, api_name), "session_hash": uuid.uuid4().hex}
     with httpx.Client(base_url=site.url, cookies=browser.cookies, timeout=30) as http:
-        response = http.post("gradio_api/run/predict", json=body)
+        response = run_outside_queue(http, browser.config, api_name, data)
     response.raise_for_status()
     return response.json()["data"][0]
 

@@ -176,6 +176,13 @@ def call(http: httpx.Client, api_name: str, body: Any, *, raw: bytes | None = No
     return read_stream(http, f"gradio_api/call/{api_name}/{event_id}", None, event_id)
 
 
+def run_outside_queue(http: httpx.Client, config: dict[str, Any], api_name: str, data: list[Any]) -> httpx.Response:
+    """POST /gradio_api/run/predict for the event named `api_name` (in `config`), as a page sends a queue-less event
+    (and an attacker may, private events included)."""
+    body = {"data": data, "fn_index": fn_index_in(config, api_name), "session_hash": uuid.uuid4().hex}
+    return http.post("gradio_api/run/predict", json=body)
+
+
 def upload(http: httpx.Client, name: str, content: bytes, content_type: str = "application/octet-stream") -> Answer:
     """POST /gradio_api/upload with one file; a success's data is the list of paths Gradio kept."""
     response = http.post("gradio_api/upload", files={"files": (name, content, content_type)})
