@@ -62,6 +62,11 @@ def test_the_requests_share_one_batch_key():
     assert batch_key(OTTERS) != batch_key(dataclasses.replace(OTTERS, width=320))
     assert batch_key(OTTERS) != batch_key(dataclasses.replace(OTTERS, num_inference_steps=4))
     assert batch_key(OTTERS) != batch_key(dataclasses.replace(OTTERS, adapter_name="mascot"))
+    # A run uses its first request's guidance and look strength for every image: requests differing there never share.
+    assert batch_key(OTTERS) != batch_key(dataclasses.replace(OTTERS, guidance_scale=7))
+    look = dataclasses.replace(OTTERS, adapter_name="mascot", lora_scale=1.0)
+    assert batch_key(look) != batch_key(dataclasses.replace(look, lora_scale=0.5))
+    assert batch_key(OTTERS) == batch_key(dataclasses.replace(OTTERS, lora_scale=0.5))  # no look: no strength to differ
 
 
 def test_each_request_of_a_shared_run_gets_exactly_what_it_gets_alone(tiny_generator):

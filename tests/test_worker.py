@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mascot.generation import worker as worker_module
-from mascot.generation.generator import StepUpdate
+from mascot.generation.generator import LogoOutOfMemory, StepUpdate
 from mascot.generation.memory_lessons import LESSON_KEPT_S
 from mascot.generation.worker import (
     MODEL_FAILED,
@@ -497,6 +497,47 @@ def test_only_a_request_too_big_alone_fails_when_its_shared_run_runs_out_of_gpu_
     assert [len(ended[owner].generated.images) for owner in ("x", "z")] == [1, 1]
     # x and y shared a run (4 images, the limit), which ran out; each then ran alone; z waited for the next run.
     assert prompts_of_each_run(fake)[1:] == [["x", "y"], ["x"], ["y"], ["z"]]
+
+
+class LogoEncoderOutOfMemory(FakeGenerator):
+    """A card with room for any run, but not for the image encoder beside it: a run with a logo fails reading it."""
+
+    def generate_batch(self, items):
+        if any(item.request.logo for item in items):
+            self.batches.append([item.request for item in items])
+            raise LogoOutOfMemory("the image encoder ran out of GPU memory on cuda:0")
+        return super().generate_batch(items)
+
+
+def test_a_logo_that_cannot_be_read_for_gpu_memory_fails_alone_and_teaches_no_smaller_runs(recorder):
+    """The encoder's memory is the same in any run: its person is told to try again (not to ask for fewer images),
+    the people who shared its run are made without it, and later shared runs stay as large as before."""
+    fake = LogoEncoderOutOfMemory()
+    worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
+    try:
+        requests = {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xyz"}
+        requests["y"] = dataclasses.replace(requests["y"], logo="ab" * 32)
+        _, jobs = queue_behind_a_running_job(worker, fake, requests)
+        fake.gate.set()
+        ended = {owner: wait_final(job) for owner, job in jobs.items()}
+        _, later = queue_behind_a_running_job(
+            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "abcd"}
+        )
+        fake.gate.set()
+        assert [wait_final(job).state for job in later.values()] == [JobState.DONE] * 4
+    finally:
+        fake.gate.set()
+        worker.stop()
+    assert {owner: snapshot.state for owner, snapshot in ended.items()} == {
+        "x": JobState.DONE,
+        "y": JobState.FAILED,
+        "z": JobState.DONE,
+    }
+    assert ended["y"].error == (
+        "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or make your"
+        " mascot without the logo."
+    )
+    assert prompts_of_each_run(fake)[-1] == list("abcd")  # no lesson: four still share a run
 
 
 class OutOfMemoryPastPixels(OutOfMemoryPastImages):

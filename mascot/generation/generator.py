@@ -30,11 +30,18 @@ GPU_ALLOCATION_FAILURES = (
 )
 
 
+class LogoOutOfMemory(RuntimeError):
+    """The image encoder ran out of GPU memory reading a logo. It needs its own size whatever the run's, so it
+    teaches nothing about how many images a run may share, and "try fewer images" would not help its person."""
+
+
 def ran_out_of_gpu_memory(error: BaseException) -> bool:
     """torch's out-of-memory error, known by its name (this module imports no torch), or a failure to allocate GPU
     memory that torch reports as another error."""
-    return type(error).__name__ == "OutOfMemoryError" or any(
-        failure in str(error) for failure in GPU_ALLOCATION_FAILURES
+    return (
+        isinstance(error, LogoOutOfMemory)
+        or type(error).__name__ == "OutOfMemoryError"
+        or any(failure in str(error) for failure in GPU_ALLOCATION_FAILURES)
     )
 
 

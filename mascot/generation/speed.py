@@ -25,7 +25,7 @@ from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 from PIL import Image
 
-from mascot.generation.generator import BucketState, CompileProgress
+from mascot.generation.generator import BucketState, CompileProgress, LogoOutOfMemory, ran_out_of_gpu_memory
 from mascot.generation.strengths import hold_strengths_in_tensors
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,10 @@ class LinearPreview:
         ]
         x = _with_bias(latents.float()).reshape(-1, self.channels + 1).double().cpu()
         y = pooled[:, :, : latents.shape[-2], : latents.shape[-1]].permute(0, 2, 3, 1).reshape(-1, 3).double().cpu()
+        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            # One overflowed decode (fp16 MoVQ, an extreme strength) would make the running sums NaN for good, and
+            # every later preview of everyone's run black until a restart: such a pair teaches nothing.
+            return
         with self._lock:
             self.gram += x.T @ x
             self.cross += x.T @ y
@@ -367,6 +371,10 @@ class LogoEmbeddings:
                 # half-way must still go back, or the encoder stays split over two devices (and on the GPU).
                 encoder.to(self.device)
             return encoder(pixels.to(device=self.device, dtype=encoder.dtype))["image_embeds"]
+        except Exception as error:
+            if ran_out_of_gpu_memory(error):
+                raise LogoOutOfMemory(f"the image encoder ran out of GPU memory on {self.device}") from error
+            raise
         finally:
             if parked != self.device:
                 encoder.to(parked)

@@ -33,6 +33,7 @@ from mascot.generation.generator import (
     GeneratedImages,
     GenerationCancelled,
     Generator,
+    LogoOutOfMemory,
     ModelInfo,
     StepUpdate,
     batch_key,
@@ -569,7 +570,7 @@ class GenerationWorker:
             results = run(generator, items) if run is not None else generator.generate_batch(items)
         except Exception as error:  # the run itself failed (out of memory, say): it failed for every job in it
             out_of_memory = ran_out_of_gpu_memory(error)
-            if out_of_memory:
+            if out_of_memory and not isinstance(error, LogoOutOfMemory):  # a logo's encoder needs its size in any run
                 self._learn_from_running_out(started)
             if len(started) == 1 or not out_of_memory:
                 log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
@@ -758,6 +759,11 @@ def describe_failure(error: Exception) -> str:
     """A sentence for people about a failed generation; the traceback goes to the log."""
     if isinstance(error, PictureRefused):  # its picture cannot be used (gone, or no longer the browser's to use)
         return str(error)
+    if isinstance(error, LogoOutOfMemory):
+        return (
+            "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or make"
+            " your mascot without the logo."
+        )
     if ran_out_of_gpu_memory(error):
         return "The GPU ran out of memory. Try fewer images or a smaller size."
     # The CPU's allocator (torch's RuntimeError) or Python's own: another try of the same size would fail again.
