@@ -121,6 +121,15 @@ def test_a_load_that_matches_nothing_fails_loudly_naming_the_file(tiny_model_dir
     assert loaded_adapters(unet) == []
 
 
+@pytest.mark.parametrize("name", ["0", "to_q"])
+def test_an_adapter_named_like_a_part_of_a_module_path_loads(tiny_model_dir, adapters, name):
+    """The load check strips only the adapter's own part of each path: "0" and "to_q" also name parts of the
+    decoder's modules (attentions.0.…to_q), and were refused as if the file did not fit."""
+    unet = base_unet(tiny_model_dir)
+    load_adapter(unet, AdapterSpec.parse(f"{name}={adapters['decoder']}"))
+    assert loaded_adapters(unet) == [name]
+
+
 def test_a_load_that_leaves_tensors_out_fails_and_leaves_the_model_as_it_was(tiny_model_dir, adapters, tmp_path):
     folder = tmp_path / "partial"
     shutil.copytree(adapters["decoder"], folder, ignore=shutil.ignore_patterns("checkpoint-*", "validation"))
@@ -339,6 +348,38 @@ def test_an_adapter_cannot_be_loaded_once_strengths_are_tensors(tiny_model_dir, 
     with pytest.raises(AdapterError, match="cannot be loaded after compiling started"):
         load_adapter(unet, AdapterSpec.parse(f"again={adapters['decoder']}"))
     assert loaded_adapters(unet) == ["look"]
+
+
+def test_choosing_a_strength_in_tensors_never_writes_peft_scaling(tiny_model_dir, adapters):
+    """A compile traces the model on its own thread while runs choose strengths: a passing value in PEFT's `scaling`
+    would be baked into what it traced (and compile again once it read 1). The buffers still get PEFT's scale."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    from mascot.generation.strengths import STRENGTH, hold_strengths_in_tensors, strength_tensors
+
+    written: list[float] = []
+
+    class Watched(dict):
+        def __setitem__(self, key: str, value: float) -> None:
+            written.append(value)
+            super().__setitem__(key, value)
+
+    unet = base_unet(tiny_model_dir)
+    load_adapter(unet, AdapterSpec.parse(f"look={adapters['decoder']}"))
+    assert hold_strengths_in_tensors(unet)
+    layers = [module for module in unet.modules() if isinstance(module, LoraLayer)]
+    for layer in layers:
+        layer.scaling = Watched(layer.scaling)
+    tensors = strength_tensors(unet)
+    assert tensors is not None
+
+    tensors.use("look", 0.7)
+
+    assert written == []
+    assert all(layer.scaling["look"] == 1.0 for layer in layers)
+    expected = 0.7 * 8 / 4  # the card's lora_alpha over its rank, as PEFT's set_scale writes it
+    strengths = {float(getattr(layer.lora_B["look"], STRENGTH)) for layer in layers}
+    assert strengths == {float(torch.tensor(expected, dtype=layers[0].lora_B["look"].weight.dtype))}
 
 
 def test_an_adapter_on_a_lowered_model_changes_only_its_own_layers(tiny_model_dir, adapters):

@@ -172,11 +172,14 @@ def verify_loaded(model: torch.nn.Module, spec: AdapterSpec, saved: dict[str, to
         raise AdapterError(
             f"Loading {str(spec.path)!r} loaded nothing: no adapter {spec.name!r} appeared in the model."
         )
-    marker = f".{spec.name}."
+    # The adapter's name follows lora_A/lora_B in PEFT's paths; only that part is stripped, as a name such as "0"
+    # or "to_q" also appears elsewhere in a path (attentions.0.…to_q).
+    markers = {f".{kind}.{spec.name}.": f".{kind}." for kind in ("lora_A", "lora_B")}
     in_model = {
-        name.replace(marker, "."): parameter
+        name.replace(marker, plain): parameter
         for name, parameter in model.named_parameters()
-        if marker in name and (".lora_A." in name or ".lora_B." in name)
+        for marker, plain in markers.items()
+        if marker in name
     }
     missing = sorted(set(saved) - set(in_model))
     if missing:

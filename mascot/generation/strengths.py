@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, cast
 
 import torch
@@ -47,14 +48,22 @@ class StrengthTensors:
         """Adapter `name` at `strength` (PEFT's meaning: strength x lora_alpha / r); every other adapter, or every
         adapter when `name` is None, at 0. Only buffers whose value changes are written."""
         for entry in self._strengths:
-            # PEFT's own formula (rank-stabilised or not), read back from where it writes it.
-            entry.layer.set_scale(entry.adapter, strength if entry.adapter == name else 0.0)
-            scale = float(entry.layer.scaling[entry.adapter])
-            entry.layer.scaling[entry.adapter] = 1.0
+            scale = _peft_scale(entry.layer, entry.adapter, strength if entry.adapter == name else 0.0)
             if scale != entry.scale:
                 # Looked up each time: moving the model (`.to`) puts new tensors in its buffers.
                 cast(torch.Tensor, getattr(entry.lora_b, STRENGTH)).fill_(scale)
                 entry.scale = scale
+
+
+def _peft_scale(layer: LoraLayer, adapter: str, strength: float) -> float:
+    """PEFT's scale for `adapter` at `strength` (its own formula, rank-stabilised or not, so its rounding), worked
+    out on a stand-in: the layer's `scaling` stays 1 throughout, as a compile tracing the model on another thread
+    meanwhile would bake a passing value in (and compile again once it saw 1)."""
+    stand_in = SimpleNamespace(
+        scaling={adapter: 1.0}, use_rslora=layer.use_rslora, lora_alpha=layer.lora_alpha, r=layer.r
+    )
+    LoraLayer.set_scale(cast(LoraLayer, stand_in), adapter, strength)
+    return float(stand_in.scaling[adapter])
 
 
 def _times_strength(module: torch.nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
@@ -90,6 +99,7 @@ def hold_strengths_in_tensors(model: torch.nn.Module) -> bool:
             lora_b.register_buffer(STRENGTH, buffer, persistent=False)  # not saved with the adapter's weights
             lora_b.register_forward_hook(_times_strength)
             strengths.append(_Strength(layer, adapter, lora_b))
+            layer.scaling[adapter] = 1.0  # the strength is the buffer's from now on
         layer.enable_adapters(True)
         # As PEFT's set_adapters leaves them (requires_grad on): matmul picks its kernel by that, and so its rounding.
         layer.set_adapter(list(layer.lora_A.keys()))
