@@ -5,7 +5,8 @@
 #   GPU_ROUND_TINY=1 bash bench/gpu_round.sh   # CPU dry run of the same script on the tiny model
 #
 # gpu-wheels/ (git-ignored) holds what the bare machine lacks: `pip download --no-deps -d gpu-wheels diffusers==0.42.1
-# importlib_metadata torchao==0.18.0` (torchao for --lower-precision).
+# torchao==0.18.0` (torchao for --lower-precision). Not importlib_metadata, which diffusers names: on Python 3.12 it
+# uses the standard library's, and the wheel's own needs (lazy-importer) are not on that machine.
 #
 # Installs the carried wheels (diffusers and what it lacks) into /tmp/site without touching the system, then runs
 # `python -m bench.speed` under a hard time limit: plain diffusers vs ours alternated; one mascot eager; torch.compile
@@ -23,17 +24,22 @@
 # together also build the FP8 packages in a child; or "--lora-rank 4" to load a random decoder adapter of lora/train.py's
 # default rank before compiling, as a house look, and time one mascot with it compiled vs plain: every phase then runs
 # with that adapter loaded, so keep it out of the call that measures the goals). One session's 15 minutes hold one
-# machine start and one call of GPU_ROUND_ARGS="--lower-precision fp8" GPU_ROUND_BUDGET_S=500 GPU_ROUND_TIMEOUT_S=560
+# machine start and one call of GPU_ROUND_ARGS="--lower-precision fp8" GPU_ROUND_BUDGET_S=500 GPU_ROUND_TIMEOUT_S=550
 # (the app's default hand-over, torch.compile's cache; then "--compile-packages" in another session).
 set -uo pipefail
 [ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }
 export OUT="${OUT:-/tmp/gpu-round-out}"
 mkdir -p "$OUT"
+exec > >(tee -a "$OUT/round.log") 2>&1  # the install and the machine's lines too: only the tail of stdout comes back
 PY="${PYTHON:-python3}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+# torchao's C++ kernels were built against a torch we cannot check there; its per-tensor FP8 needs none of them.
+export TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1
 SITE=/tmp/site
 if compgen -G "gpu-wheels/*.whl" >/dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --target "$SITE" gpu-wheels/*.whl 2>&1 | tail -3
+  # --upgrade: a machine still warm from an earlier call keeps /tmp/site, which pip would otherwise leave as it was.
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" gpu-wheels/*.whl \
+    2>&1 | tail -3
 fi
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c 'import diffusers, torch; print("diffusers", diffusers.__version__, "| torch", torch.__version__, "| cuda", torch.cuda.is_available())' || exit 3
@@ -44,7 +50,7 @@ if [ "${GPU_ROUND_TINY:-0}" = 1 ]; then
 else
   ARGS=(--size full --runs 3 --warmup 1 --people 8)
 fi
-timeout "${GPU_ROUND_TIMEOUT_S:-330}" "$PY" -m bench.speed "${ARGS[@]}" --budget-s "${GPU_ROUND_BUDGET_S:-300}" \
+timeout -k 10 "${GPU_ROUND_TIMEOUT_S:-330}" "$PY" -m bench.speed "${ARGS[@]}" --budget-s "${GPU_ROUND_BUDGET_S:-300}" \
   --compile-batch-images 1,8 --compile-processes 2 ${GPU_ROUND_ARGS:-} --json "$OUT/speed.json" 2>&1 \
   | grep --line-buffered -v -E "requires torchvision|should be kept in float32|deprecate\(|Unable to import .torchao|register_constant" | tee "$OUT/speed.log"
 status=${PIPESTATUS[0]}

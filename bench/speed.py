@@ -56,12 +56,15 @@ from mascot.generation.model import KandinskyGenerator, ZeroEmbedCachingPriorPip
 from mascot.generation.precision import PrecisionUnsupported, lower_precision
 from mascot.generation.saver import SAVE_THREADS
 from mascot.generation.speed import (
+    DEFAULT_POOL,
     CompileConfig,
     bucket_name,
     compile_cache_lookups,
+    decode_key,
     decoder_key,
     held_unused_for_eager_tensors,
     held_unused_in_all_pools,
+    prior_key,
     wait_for_queued_work,
 )
 from mascot.generation.tiny import build_decoder_pipeline, build_prior_pipeline
@@ -355,6 +358,10 @@ def encoder_setups(bench: Bench, fast: KandinskyGenerator) -> dict[str, Callable
     return {"plain_diffusers": on_gpu, "ours_all_fast_parts_off": on_gpu, "ours_fast": parked, "ours_worker": parked}
 
 
+def one_mascot_key(scale: Scale) -> str:
+    return f"one_mascot_{scale.size}_{scale.steps}+{scale.prior_steps}_previews_every_{scale.preview_every}"
+
+
 def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], fast: KandinskyGenerator,
                today: KandinskyGenerator) -> None:  # fmt: skip
     """Plain diffusers vs ours (fast) vs ours with every fast part off, one mascot at the app's settings."""
@@ -368,7 +375,7 @@ def one_mascot(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image], 
     timings, outputs = result["timings"], result["outputs"]
     plain_s = timings["plain_diffusers"]["median_s"]
     bench.record(
-        f"one_mascot_{scale.size}_{scale.steps}+{scale.prior_steps}_previews_every_{scale.preview_every}",
+        one_mascot_key(scale),
         {
             **timings,
             "ratio_plain_over_ours_fast": round(plain_s / timings["ours_fast"]["median_s"], 3),
@@ -395,9 +402,13 @@ def convolution_settings(bench: Bench, scale: Scale, fast: KandinskyGenerator, w
 
     def measure() -> None:
         with fast.turn.for_run(lambda: None):
-            row = time_unet_settings(unet.config, bench.device, unet.dtype, side, rows,
-                                     steps=CONVOLUTION_STEPS[bench.args.size], rounds=bench.args.runs,
-                                     synchronize=bench.sync)  # fmt: skip
+            try:
+                row = time_unet_settings(unet.config, bench.device, unet.dtype, side, rows,
+                                         steps=CONVOLUTION_STEPS[bench.args.size], rounds=bench.args.runs,
+                                         synchronize=bench.sync)  # fmt: skip
+            finally:
+                if bench.cuda:  # the spare UNet and its activations go back (the children compile beside)
+                    torch.cuda.empty_cache()
         bench.record(CONVOLUTIONS_KEY, {"measured": when, **row})
 
     guarded(bench, CONVOLUTIONS_KEY, measure)
@@ -656,6 +667,22 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
     bench.record(f"{people}_people_queued{label}", row)
 
 
+def cuda_graph_pools_gib() -> float:
+    """GiB the allocator holds in CUDA graphs' private pools, used or not: memory the compiled path takes beside the
+    peak allocated that the rows report (max_memory_allocated counts no graph's pool once its replays end)."""
+    index = torch.cuda.current_device()
+    try:
+        segments = torch.cuda.memory_snapshot(include_traces=False)
+    except TypeError:  # a torch before include_traces
+        segments = torch.cuda.memory_snapshot()
+    held = sum(
+        segment["total_size"]
+        for segment in segments
+        if segment.get("device", index) == index and tuple(segment["segment_pool_id"]) != DEFAULT_POOL
+    )
+    return round(held / 2**30, 2)
+
+
 def memory_a_decode_may_use() -> dict[str, float]:
     """GiB by where they lie once runs ended: the driver's free memory, what the allocator holds unused in the
     default pool (which the decode's check counts, with the driver's), and in all pools (CUDA graphs' too)."""
@@ -678,8 +705,8 @@ def compiled_phase(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Imag
     generate_with_previews(fast, req)  # warm-up
     quiet_s, _, result = bench.timed(lambda: generate_with_previews(fast, req))
     eager = result.images[0]
-    bench.results["eager_baseline_s"] = round(quiet_s, 3)
-    time_the_models(bench, fast, req, "eager")
+    bench.record("eager_baseline_s", round(quiet_s, 3))
+    guarded(bench, "where_the_time_goes_eager", lambda: time_the_models(bench, fast, req, "eager"))
     # Ours eager with the house look, for the compiled look's pixel difference.
     look = generate_with_previews(fast, request(scale, adapter_name=HOUSE_LOOK)).images[0] if args.lora_rank else None
     batch_images, threads = compiled_batch_images(args), compile_threads(args)
@@ -711,7 +738,7 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
     args, (eager, look) = bench.args, eager_pictures
     assert fast.compiled is not None and fast.compiled.thread is not None
     warming = fast.compiled.thread
-    one_mascot(bench, scale, plain, fast, today)
+    guarded(bench, one_mascot_key(scale), lambda: one_mascot(bench, scale, plain, fast, today))
     if warming.is_alive() and bench.left() > COMPILED_ROUNDS_S[args.size] + 60:
         key = f"{args.people}_people_queued_eager_while_compiling"
         guarded(bench, key, lambda: people_queued(bench, scale, None, fast, work, "_eager_while_compiling", 1))
@@ -721,7 +748,8 @@ def compiled_rounds(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Ima
     if fast.compile_children and warming.is_alive() and spare_s > CONVOLUTIONS_S[args.size]:
         convolution_settings(bench, scale, fast, "while the children compiled")
     served = serve_while_warming(bench, fast, req, warming, started)
-    warming.join(max(1.0, bench.left() - COMPILED_ROUNDS_S[args.size] - STOP_S))
+    # The warm-up may use the time kept for --lower-precision (FP8 takes at most 4.4% off): the goals come first.
+    warming.join(max(1.0, bench.left_for_goals() - COMPILED_ROUNDS_S[args.size] - STOP_S))
     cut = warming.is_alive()
     if cut:  # stopped, so that no load stage records CUDA graphs beside what is timed next (the stage running ends)
         fast.stop_compiling(timeout=STOP_S)
@@ -791,6 +819,25 @@ def compiled_only(bench: Bench, fast: KandinskyGenerator, size: int, images: int
         bench.record(key, {"skipped": f"bucket {bucket_name(bucket)} is {state}, not ready"})
         return
     guarded(bench, key, measure)
+    row = bench.results.get(key)
+    if isinstance(row, dict) and "failed" not in row:
+        # A bucket is ready even where one of its stages failed to compile (that stage runs eager): said beside the
+        # figure, which would otherwise time an eager stage under a compiled label.
+        compiled = fast.compiled
+        stages = {"/".join(map(str, stage)): compiled.ready(stage) for stage in compiled_stage_keys(size, images)}
+        row = {**row, "stages_compiled": stages}
+        if bench.cuda:
+            try:
+                row["cuda_graph_pools_gib (beside each peak_gib)"] = cuda_graph_pools_gib()
+            except Exception as error:  # the allocator's snapshot unlike torch 2.13's: the row stands
+                row["cuda_graph_pools_gib (beside each peak_gib)"] = {"failed": f"{type(error).__name__}: {error}"}
+        bench.record(key, row)
+
+
+def compiled_stage_keys(size: int, images: int) -> list[tuple[Any, ...]]:
+    """The stages a run of `images` one-image requests at `size`² calls, as request() makes them: its prior unguided
+    (prior_guidance_scale 1) with a negative prompt, its decoder guided, and one decode of all."""
+    return [prior_key(images, False, True), decoder_key(size, size, images, True), decode_key(size, size, images)]
 
 
 def guarded(bench: Bench, key: str, measure: Callable[[], None]) -> None:
@@ -847,8 +894,14 @@ def serve_while_warming(bench: Bench, fast: KandinskyGenerator, req: GenerationR
     ended (children compiling, or buckets loading here), and the GPU memory the whole device used (children too)."""
     served: dict[str, list[float]] = {"while_children_compiled": [], "while_loading_here": []}
     device_used = 0.0
-    while warming.is_alive() and bench.left() > COMPILED_ROUNDS_S[bench.args.size] + 10:
-        seconds = round(bench.timed(lambda: generate_with_previews(fast, req))[0], 3)
+    failed: str | None = None
+    while warming.is_alive() and bench.left_for_goals() > COMPILED_ROUNDS_S[bench.args.size] + 10:
+        try:
+            seconds = round(bench.timed(lambda: generate_with_previews(fast, req))[0], 3)
+        except Exception as error:  # out of memory beside the children, say: the warm-up's figures still count
+            traceback.print_exc()
+            failed = f"{type(error).__name__}: {error}"
+            break
         compiling = any(child.process.poll() is None for child in fast.compile_children)
         served["while_children_compiled" if compiling else "while_loading_here"].append(seconds)
         if bench.cuda:
@@ -859,6 +912,7 @@ def serve_while_warming(bench: Bench, fast: KandinskyGenerator, req: GenerationR
         "served_median_s": {name: round(statistics.median(v), 3) if v else None for name, v in served.items()},
         "device_memory_used_max_gib (all processes)": device_used if bench.cuda else None,
         "warm_up_ended_at_s": round(time.monotonic() - started, 1) if not warming.is_alive() else None,
+        **({"serving_failed": failed} if failed else {}),
     }
 
 
@@ -937,8 +991,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         work = Path(folder)
         with torch.inference_mode():
             if args.no_compile or bench.left() < COMPILE_ESTIMATE_S[args.size]:
-                one_mascot(bench, scale, plain, fast, today)
-                time_the_models(bench, fast, request(scale), "eager")
+                guarded(bench, one_mascot_key(scale), lambda: one_mascot(bench, scale, plain, fast, today))
+                guarded(bench, "where_the_time_goes_eager",
+                        lambda: time_the_models(bench, fast, request(scale), "eager"))  # fmt: skip
                 guarded(bench, f"{args.people}_people_queued", lambda: people_queued(bench, scale, plain, fast, work))
                 guarded(bench, f"where_a_run_of_{args.people}_people_goes_eager",
                         lambda: time_a_shared_run(bench, scale, fast, work, "eager"))  # fmt: skip

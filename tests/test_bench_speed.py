@@ -203,6 +203,41 @@ def test_a_compiled_phase_runs_only_when_its_bucket_is_ready_and_its_failure_is_
     }
     speed.compiled_only(bench, fast, 256, 1, "where_the_time_goes_compiled", lambda: measured.append("one"))
     assert measured == ["one"]
+    # A ready bucket whose MoVQ decode failed to compile decodes eager: the row says which of its stages are compiled.
+    speed.compiled_only(bench, fast, 256, 1, "compiled_one_mascot",
+                        lambda: bench.record("compiled_one_mascot", {"ours_compiled": {"median_s": 1.0}}))  # fmt: skip
+    assert bench.results["compiled_one_mascot"] == {
+        "ours_compiled": {"median_s": 1.0},
+        "stages_compiled": {"prior/1/False/True": False, "decoder/256/256/1/True": True, "decode/256/256/1": False},
+    }
+
+
+def test_the_cuda_graph_pools_are_counted_beside_the_peak(monkeypatch):
+    """max_memory_allocated counts no graph's pool between replays: a compiled row gives what those pools hold."""
+    gib = 2**30
+
+    def segment(pool: tuple[int, int], total: int, device: int = 0) -> dict:
+        return {"device": device, "segment_pool_id": pool, "total_size": total, "active_size": 0}
+
+    segments = [segment((0, 0), 9 * gib), segment((0, 1), 3 * gib), segment((0, 2), gib // 2), segment((0, 1), gib, 1)]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda include_traces=True: segments)
+    assert speed.cuda_graph_pools_gib() == 3.5
+    monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda: segments)  # a torch before include_traces
+    assert speed.cuda_graph_pools_gib() == 3.5
+
+
+def test_a_request_that_fails_while_warming_ends_the_serving_not_the_call():
+    """Out of memory beside the compile processes, say: the serving loop stops and says why; the warm-up's figures
+    and every later phase still come."""
+    bench, scale = speed.Bench(speed.parse_args(["--size", "tiny", "--budget-s", "3600"]), "cpu"), speed.SCALES["tiny"]
+    fast = types.SimpleNamespace(generate=out_of_memory, compile_children=[])
+    warming = types.SimpleNamespace(is_alive=lambda: True)
+
+    served = speed.serve_while_warming(bench, fast, speed.request(scale), warming, started=0.0)
+
+    assert served["serving_failed"] == "OutOfMemoryError: CUDA out of memory (in a test)"
+    assert served["eager_served_while_warming_s"] == {"while_children_compiled": [], "while_loading_here": []}
 
 
 def test_a_failing_convolution_phase_is_recorded_and_gives_the_models_back(monkeypatch):
