@@ -30,7 +30,9 @@ set -uo pipefail
 [ -d mascot ] || { echo "run from the repository root: bash bench/gpu_round.sh"; exit 2; }
 export OUT="${OUT:-/tmp/gpu-round-out}"
 mkdir -p "$OUT"
-exec > >(tee -a "$OUT/round.log") 2>&1  # the install and the machine's lines too: only the tail of stdout comes back
+# The install's and the machine's lines kept in $OUT/round.log (only the tail of stdout comes back); the benchmark's
+# own go to speed.log, so no line comes back twice.
+exec 3>&1 4>&2 > >(tee "$OUT/round.log") 2>&1
 PY="${PYTHON:-python3}"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 # torchao's C++ kernels were built against a torch we cannot check there; its per-tensor FP8 needs none of them.
@@ -50,9 +52,10 @@ if [ "${GPU_ROUND_TINY:-0}" = 1 ]; then
 else
   ARGS=(--size full --runs 3 --warmup 1 --people 8)
 fi
+exec 1>&3 2>&4
 timeout -k 10 "${GPU_ROUND_TIMEOUT_S:-330}" "$PY" -m bench.speed "${ARGS[@]}" --budget-s "${GPU_ROUND_BUDGET_S:-300}" \
   --compile-batch-images 1,8 --compile-processes 2 ${GPU_ROUND_ARGS:-} --json "$OUT/speed.json" 2>&1 \
   | grep --line-buffered -v -E "requires torchvision|should be kept in float32|deprecate\(|Unable to import .torchao|register_constant" | tee "$OUT/speed.log"
 status=${PIPESTATUS[0]}
-echo "exit status $status (124: the hard limit cut it short); results: $OUT/speed.json"
+echo "exit status $status (124, or 137 when it had to be killed: the hard limit cut it short); results: $OUT/speed.json"
 exit "$status"

@@ -827,10 +827,11 @@ def compiled_only(bench: Bench, fast: KandinskyGenerator, size: int, images: int
         stages = {"/".join(map(str, stage)): compiled.ready(stage) for stage in compiled_stage_keys(size, images)}
         row = {**row, "stages_compiled": stages}
         if bench.cuda:
+            pools = "cuda_graph_pools_gib (the whole process's, beside each peak_gib)"
             try:
-                row["cuda_graph_pools_gib (beside each peak_gib)"] = cuda_graph_pools_gib()
+                row[pools] = cuda_graph_pools_gib()
             except Exception as error:  # the allocator's snapshot unlike torch 2.13's: the row stands
-                row["cuda_graph_pools_gib (beside each peak_gib)"] = {"failed": f"{type(error).__name__}: {error}"}
+                row[pools] = {"failed": f"{type(error).__name__}: {error}"}
         bench.record(key, row)
 
 
