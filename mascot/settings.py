@@ -483,18 +483,23 @@ class Given:
         """A yes/no variable (1/true/yes/on or 0/false/no/off); unset or empty keeps `default`."""
         return default if self.raw(None, variable) is None else self.boolean(None, variable, what)
 
-    def whole_numbers(self, variable: str, what: str, *, minimum: int, maximum: int) -> tuple[int, ...] | None:
-        """Comma-separated whole numbers ("768,512"), each in range; None when unset."""
+    def whole_numbers(
+        self, variable: str, what: str, *, minimum: int, maximum: int, multiple_of: int = 1
+    ) -> tuple[int, ...] | None:
+        """Comma-separated whole numbers ("768,512"), each in range (and a multiple of `multiple_of`), each once;
+        None when unset."""
         found = self.raw(None, variable)
         if found is None:
             return None
         written, value = found
         parts = [part.strip() for part in value.split(",") if part.strip()]
         rule = f"whole numbers from {minimum} to {maximum}, separated by commas"
+        if multiple_of > 1:
+            rule = f"multiples of {multiple_of} from {minimum} to {maximum}, separated by commas"
         if not parts or not all(WHOLE_NUMBER.fullmatch(part) for part in parts):
             raise self.refuse(written, None, variable, what, rule)
-        numbers = tuple(int(part) for part in parts)
-        if not all(minimum <= number <= maximum for number in numbers):
+        numbers = tuple(dict.fromkeys(int(part) for part in parts))  # a bucket named twice is compiled once
+        if not all(minimum <= number <= maximum and number % multiple_of == 0 for number in numbers):
             raise self.refuse(written, None, variable, what, rule)
         return numbers
 
@@ -590,7 +595,10 @@ def speed_options(source: Given | Mapping[str, str]) -> SpeedOptions:
             given.whole(None, "MASCOT_DECODE_AT_ONCE", "the images decoded at once", minimum=0), base.decode_at_once
         ),
         compile=compiles,
-        compile_sizes=given.whole_numbers("MASCOT_COMPILE_SIZES", "the compiled sizes", minimum=256, maximum=1024)
+        # Sizes a request can have (prompt/request.py: multiples of 64 from 256 to 1024): another is never used.
+        compile_sizes=given.whole_numbers(
+            "MASCOT_COMPILE_SIZES", "the compiled sizes", minimum=256, maximum=1024, multiple_of=64
+        )
         or base.compile_sizes,
         compile_batch_images=given.whole_numbers(
             "MASCOT_COMPILE_BATCH_IMAGES", "the compiled batch sizes", minimum=1, maximum=64

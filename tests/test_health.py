@@ -75,6 +75,11 @@ class CompilingFake(FakeGenerator):
     def compile_progress(self) -> CompileProgress | None:
         return CompileProgress(dict(self.buckets)) if self.buckets is not None else None
 
+    def stop_compiling(self, timeout: float = 10.0) -> None:
+        self.buckets = {
+            name: "eager" if state == "compiling" else state for name, state in (self.buckets or {}).items()
+        }
+
 
 def test_the_check_reports_each_compiled_bucket_and_waits_for_them_only_when_asked():
     fake = CompilingFake({"768x768x1": "compiling", "768x768x8": "ready"})

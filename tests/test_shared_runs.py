@@ -13,6 +13,7 @@ from mascot.generation.generator import BatchItem, GenerationCancelled, StepUpda
 from mascot.generation.model import KandinskyGenerator
 from mascot.generation.worker import GenerationWorker, JobState, ModelState, Submission
 from mascot.prompt.request import GenerationRequest
+from mascot.settings import SpeedOptions
 from tests.support.jobs import wait_final
 
 pytestmark = pytest.mark.slow  # the tiny pipeline, several requests at once
@@ -67,6 +68,21 @@ def test_the_requests_share_one_batch_key():
     look = dataclasses.replace(OTTERS, adapter_name="mascot", lora_scale=1.0)
     assert batch_key(look) != batch_key(dataclasses.replace(look, lora_scale=0.5))
     assert batch_key(OTTERS) == batch_key(dataclasses.replace(OTTERS, lora_scale=0.5))  # no look: no strength to differ
+
+
+def test_on_the_fast_path_each_request_of_a_shared_run_gets_what_it_gets_alone(tiny_generator):
+    """The app's default path (noise drawn on the model's device, host-step schedulers, linear previews): the other
+    tests here run the plain one."""
+    fast = KandinskyGenerator(
+        tiny_generator.prior, tiny_generator.decoder, tiny_generator.info, preview_every=1,
+        speed=SpeedOptions(compile=False),
+    )  # fmt: skip
+
+    shared = fast.generate_batch(items())
+
+    for item, result in zip(items(), shared, strict=True):
+        differences = [max_difference(a, b) for a, b in zip(result.images, alone(fast, item), strict=True)]
+        assert differences and max(differences) <= 1
 
 
 def test_each_request_of_a_shared_run_gets_exactly_what_it_gets_alone(tiny_generator):

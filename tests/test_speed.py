@@ -407,20 +407,6 @@ def test_a_decode_with_a_non_finite_pixel_leaves_the_linear_preview_as_it_was():
     assert torch.isfinite(preview.weight).all() and not preview.weight.equal(fitted)
 
 
-def test_shared_runs_on_the_fast_path_give_each_request_what_it_gets_alone(fast_generator):
-    """test_shared_runs proves this on the plain path; the app runs the fast one (noise drawn on the device,
-    host-step schedulers, linear previews)."""
-    from tests.test_shared_runs import items
-
-    shared = fast_generator.generate_batch(items())
-
-    for item, result in zip(items(), shared, strict=True):
-        by_itself = fast_generator.generate(item.request, logo=item.logo).images
-        assert [max_difference(a, b) <= 1 for a, b in zip(result.images, by_itself, strict=True)] == [True] * len(
-            by_itself
-        )
-
-
 def test_linear_previews_arrive_every_few_steps_and_look_like_the_movq_decode(tiny_generator, fast_generator):
     updates: list[StepUpdate] = []
     latents: list[torch.Tensor] = []
@@ -559,6 +545,11 @@ def test_speed_options_come_from_the_environment_and_plain_turns_everything_off(
     assert speed_options({"MASCOT_PLAIN": "1"}) == SpeedOptions.plain()
     chosen = speed_options({"MASCOT_LINEAR_PREVIEWS": "0", "MASCOT_COMPILE": "1", "MASCOT_COMPILE_SIZES": "512,768"})
     assert (chosen.linear_previews, chosen.compile, chosen.compile_sizes) == (False, True, (512, 768))
+    # A size no request can have would compile for minutes and never serve; one named twice is compiled once.
+    with pytest.raises(SettingsError, match=r"MASCOT_COMPILE_SIZES=700,768 cannot be used.*multiples of 64"):
+        speed_options({"MASCOT_COMPILE_SIZES": "700,768"})
+    assert speed_options({"MASCOT_COMPILE_SIZES": "768, 512,768"}).compile_sizes == (768, 512)
+    assert speed_options({"MASCOT_COMPILE_BATCH_IMAGES": "1,8,1"}).compile_batch_images == (1, 8)
     assert (
         not SpeedOptions().ready_when_compiled
         and speed_options({"MASCOT_READY_WHEN_COMPILED": "yes"}).ready_when_compiled
@@ -600,6 +591,7 @@ def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stag
     assert generator.compile_progress() == CompileProgress({"256x256x1": "ready"})
     (child,) = generator.compile_children
     assert child.process.returncode == 0
+    assert not child.work.report.parent.exists()  # its work order and report are gone once the bucket loaded
     assert "256x256x1 in a child process" in generator.compiled.seconds  # compiled there, then loaded here
     assert generator.compiled.ready(decoder_key(256, 256, 1, True)) and generator.compiled.ready(
         decode_key(256, 256, 1)

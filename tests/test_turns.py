@@ -94,3 +94,27 @@ def test_a_load_stage_waits_while_a_run_runs_or_waits_and_while_the_models_are_h
         stage_thread = started(stage)
         assert not stage_ran.wait(0.2)  # a broken turn would let it in at once
     assert ended(stage_thread) and stage_ran.is_set()
+
+
+def test_a_stage_that_waited_for_a_run_does_not_start_once_compiling_was_stopped():
+    """A shutdown stops compiling while a run is finished: the stage that waited for that run must not start after
+    it (a load or compile of seconds to minutes, beside the drain), nor hold the models."""
+    from mascot.generation.speed import WarmUpStopped, stoppable
+
+    turn, stopped, outcome = ModelsTurn(), threading.Event(), []
+    stage = stoppable(turn.between_runs, stopped)
+
+    def warm_up() -> None:
+        try:
+            with stage():
+                outcome.append("ran")
+        except WarmUpStopped:
+            outcome.append("stopped")
+
+    with turn.wanting_a_run():  # a generation runs: the stage waits for it
+        warm_up_thread = started(warm_up)
+        stopped.set()
+    assert ended(warm_up_thread)
+    assert outcome == ["stopped"]
+    with turn.alone():  # the models are free again
+        pass

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mascot.generation import worker as worker_module
-from mascot.generation.generator import LogoOutOfMemory, StepUpdate
+from mascot.generation.generator import CompileProgress, LogoOutOfMemory, StepUpdate
 from mascot.generation.memory_lessons import LESSON_KEPT_S
 from mascot.generation.worker import (
     MODEL_FAILED,
@@ -18,6 +18,7 @@ from mascot.generation.worker import (
     ModelState,
     Submission,
     SubmitRefused,
+    describe_failure,
 )
 from mascot.prompt.request import GenerationRequest
 from tests.support.fakes import FakeGenerator
@@ -441,6 +442,48 @@ def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worke
     assert wait_final(worker.submit(Submission(REQUEST, "x"))).state is JobState.DONE
 
 
+class StillCompiling(FakeGenerator):
+    """A generator compiling in the background (compile processes, a warm-up thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = threading.Event()
+        self.stop_calls = 0
+        self.waited_s: float | None = None
+
+    def compile_progress(self) -> CompileProgress:
+        return CompileProgress({"768x768x1": "eager" if self.stopped.is_set() else "compiling"})
+
+    def stop_compiling(self, timeout: float = 10.0) -> None:
+        self.stop_calls += 1
+        self.waited_s = timeout
+        self.stopped.set()
+
+
+def test_a_shutdown_stops_the_compiling_before_it_waits_for_the_running_run(recorder):
+    """Each compile process holds a copy of the model on the GPU: none may outlive the server, and no stage of loading
+    compiled code may start in the drain, beside the run being finished."""
+    generator = StillCompiling()
+    generator.gate.clear()
+    worker = GenerationWorker(lambda on_status: generator, recorder).start()
+    running = worker.submit(Submission(REQUEST, "a"))
+    assert wait_until(running, lambda snapshot: snapshot.step >= 1).step == 1
+    stopped_while_running: list[bool] = []
+
+    def finish_once_stopped() -> None:  # the running run is held until the compiling was stopped
+        stopped_while_running.append(generator.stopped.wait(30))
+        generator.gate.set()
+
+    threading.Thread(target=finish_once_stopped).start()
+
+    assert worker.stop(30)
+
+    assert stopped_while_running == [True] and generator.stop_calls == 1
+    assert generator.waited_s == 0  # a load stage waiting for the running run does not hold the drain up
+    assert wait_final(running).state is JobState.DONE
+    assert worker.compile_progress == CompileProgress({"768x768x1": "eager"})
+
+
 class OutOfMemoryPastImages(FakeGenerator):
     """A card that holds runs of at most `fits` images: a larger run raises torch's out-of-memory error."""
 
@@ -534,10 +577,23 @@ def test_a_logo_that_cannot_be_read_for_gpu_memory_fails_alone_and_teaches_no_sm
         "z": JobState.DONE,
     }
     assert ended["y"].error == (
-        "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or make your"
-        " mascot without the logo."
+        "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or without the"
+        " logo."
     )
     assert prompts_of_each_run(fake)[-1] == list("abcd")  # no lesson: four still share a run
+
+
+def test_a_picture_the_encoder_cannot_read_is_named_as_its_person_gave_it():
+    """ "More like this" starts from a mascot, read by the same encoder as a logo: its person uploaded no logo."""
+    error = LogoOutOfMemory("the image encoder ran out of GPU memory on cuda:0")
+    varied = dataclasses.replace(REQUEST, logo="mascot:abcdefgh")
+    assert describe_failure(error, varied) == (
+        "There was not enough free GPU memory to read the mascot you are varying just now. Please try again in a"
+        " moment."
+    )
+    assert describe_failure(error, dataclasses.replace(REQUEST, logo="ab" * 32)).endswith(
+        "to read your logo just now. Please try again in a moment, or without the logo."
+    )
 
 
 class OutOfMemoryPastPixels(OutOfMemoryPastImages):

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,9 @@ from mascot.generation.speed import (
     CompiledModels,
     StagedModels,
     Turn,
+    bucket_decode_counts,
     bucket_name,
+    decode_key,
     stoppable,
 )
 
@@ -38,6 +41,8 @@ logger = logging.getLogger(__name__)
 BuildTargets = Callable[[], tuple[Any, Any]]
 CHILD_NICENESS = 10  # below the serving process: its eager loop gets the cores first
 POLL_S = 0.5
+PARENT_CHECK_S = 1.0  # how often a child looks whether the serving process that started it is still there
+PARENT_VARIABLE = "MASCOT_COMPILE_PARENT"  # the serving process's id, handed to each child
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,14 @@ def start_child(work: ChildCompile, folder: Path) -> Child:
         environment["TORCHINDUCTOR_CACHE_DIR"] = str(work.config.cache_dir)
     if work.config.threads > 0:
         environment["TORCHINDUCTOR_COMPILE_THREADS"] = str(work.config.threads)
+    environment[PARENT_VARIABLE] = str(os.getpid())  # not the child's getppid(): the parent may be gone by then
+    # A session of its own: a Ctrl-C at the terminal reaches the serving process, whose shutdown stops the children
+    # (stop_compiling), not each child mid-compile with a traceback of its own.
     process = subprocess.Popen(
-        [sys.executable, "-m", "mascot.generation.compile_process", name], env=environment, stdin=subprocess.DEVNULL
+        [sys.executable, "-m", "mascot.generation.compile_process", name],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     logger.info("compiling %s in process %d", ", ".join(bucket_name(b) for b in work.buckets), process.pid)
     atexit.register(stop_child, process)  # a child outliving us would hold a copy of the model on the GPU for nothing
@@ -102,6 +113,7 @@ def stop_child(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()  # reaped now, not left a zombie until the Popen is collected
 
 
 def warm_after_children(
@@ -109,22 +121,29 @@ def warm_after_children(
     children: Sequence[Child],
     turn: Turn,
     stopped: threading.Event | None = None,
+    work_folder: Path | None = None,
 ) -> None:
     """As each child ends, load the buckets it compiled from the cache (each stage inside `turn`), in the order the
     children end; a bucket a child could not compile stays eager (compiling it here would starve the eager path).
-    Once `stopped` is set, no further stage starts."""
+    Once `stopped` is set, no further stage starts. The children's `work_folder` (their work orders and reports) is
+    removed at the end: one is made at every start, in the data folder."""
     turn = stoppable(turn, stopped)
     waiting = list(children)
-    while waiting and not (stopped is not None and stopped.is_set()):
-        ended = [child for child in waiting if child.process.poll() is not None]
-        if not ended:
-            time.sleep(POLL_S)
-            continue
-        for child in ended:
-            waiting.remove(child)
-            _load_from_cache(compiled, child, turn)
-    for child in waiting:  # stopped: the children's work is wasted, not harmful; do not leave them running
-        stop_child(child.process)
+    try:
+        while waiting and not (stopped is not None and stopped.is_set()):
+            ended = [child for child in waiting if child.process.poll() is not None]
+            if not ended:
+                time.sleep(POLL_S)
+                continue
+            for child in ended:
+                waiting.remove(child)
+                _load_from_cache(compiled, child, turn)
+    finally:
+        for child in waiting:  # stopped: the children's work is wasted, not harmful; do not leave them running
+            stop_child(child.process)
+        if work_folder is not None:
+            # A work order a child never read holds the app's settings (its secrets too): not left behind.
+            shutil.rmtree(work_folder, ignore_errors=True)
 
 
 def _load_from_cache(compiled: StagedModels, child: Child, turn: Turn) -> None:
@@ -145,7 +164,10 @@ def _load_from_cache(compiled: StagedModels, child: Child, turn: Turn) -> None:
         for bucket in ready:
             compiled.load(bucket, report.get("packages", {}).get(bucket_name(bucket), {}), turn)
     elif isinstance(compiled, CompiledModels):
-        compiled.warm(ready, turn)
+        decodes = report.get("decodes", {})
+        compiled.warm(
+            ready, turn, decode_counts={b: decodes[bucket_name(b)] for b in ready if bucket_name(b) in decodes}
+        )
 
 
 def run(work: ChildCompile) -> dict[str, Any]:
@@ -153,7 +175,8 @@ def run(work: ChildCompile) -> dict[str, Any]:
     if work.niceness and hasattr(os, "nice"):
         os.nice(work.niceness)
     prior, decoder = work.build()
-    report: dict[str, Any] = {"compiled": {}, "failed": [], "packages": {}}
+    # "decodes": per bucket, the decode sizes (images at once) compiled; the serving process loads only those.
+    report: dict[str, Any] = {"compiled": {}, "failed": [], "packages": {}, "decodes": {}}
     if work.config.packages:
         packaged = PackagedModels(prior, decoder, work.config)
         # In the persistent cache, a restart finds its packages built (each is checked when it is loaded).
@@ -161,16 +184,28 @@ def run(work: ChildCompile) -> dict[str, Any]:
         folder = cache / "packages" if cache is not None else work.report.parent / "packages"
         for bucket in work.buckets:
             _build_packages(packaged, bucket, folder, report)
-            work.report.write_text(json.dumps(report))
+            _write_report(work.report, report)
         return report
     compiled = CompiledModels(prior, decoder, work.config)  # the same cache folder and thread cap as the parent's
     for bucket in work.buckets:
         if compiled.warm([bucket]):
             report["compiled"][bucket_name(bucket)] = compiled.seconds[bucket_name(bucket)]
+            height, width, _ = bucket
+            report["decodes"][bucket_name(bucket)] = [
+                count for count in bucket_decode_counts(bucket) if compiled.ready(decode_key(height, width, count))
+            ]
         else:
             report["failed"].append(bucket_name(bucket))
-        work.report.write_text(json.dumps(report))
+        _write_report(work.report, report)
     return report
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """Whole or not at all: a child stopped mid-write would otherwise leave a report the parent cannot read, and every
+    bucket it had compiled would stay eager."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(report))
+    os.replace(partial, path)
 
 
 def _build_packages(packaged: PackagedModels, bucket: Bucket, folder: Path, report: dict[str, Any]) -> None:
@@ -187,8 +222,25 @@ def _build_packages(packaged: PackagedModels, bucket: Bucket, folder: Path, repo
     report["packages"][name] = {stage: [vars(package) for package in packages] for stage, packages in needs.items()}
 
 
+def end_with_parent(parent: int, check_s: float = PARENT_CHECK_S) -> threading.Thread:
+    """A daemon thread that ends this process once `parent` is gone (a serving process killed, or ended without its
+    exit handlers: a second Ctrl-C, the OOM killer): a child left compiling would hold a copy of the model on the GPU
+    for nothing. Its parent then is another process (init)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(check_s)
+        logger.warning("the serving process %d is gone: this compile process ends", parent)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="end-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: Sequence[str]) -> int:
     """`python -m mascot.generation.compile_process WORK.pickle` (started by `start_child`, which wrote the file)."""
+    end_with_parent(int(os.environ.get(PARENT_VARIABLE, os.getppid())))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s compile-process %(levelname)s %(message)s")
     path = Path(argv[0])
     with path.open("rb") as file:

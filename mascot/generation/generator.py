@@ -161,3 +161,7 @@ class Compiling(Protocol):
     def compile_progress(self) -> CompileProgress | None:
         """Each bucket's state; None when nothing is compiled (compiling is off)."""
         ...
+
+    def stop_compiling(self, timeout: float = 10.0) -> None:
+        """End the compile processes and the warm-up thread (a shutdown: each would hold a copy of the model)."""
+        ...

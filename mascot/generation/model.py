@@ -249,7 +249,7 @@ class KandinskyGenerator:
         ]
         self.compiled.thread = threading.Thread(
             target=warm_after_children,
-            args=(self.compiled, self.compile_children, self.turn.between_runs, self._stop_compiling),
+            args=(self.compiled, self.compile_children, self.turn.between_runs, self._stop_compiling, folder),
             name="compile-warm-up",
             daemon=True,
         )
@@ -339,7 +339,14 @@ class KandinskyGenerator:
         else:
             config = CompileConfig("aot_eager", threads=threads, packages=packages)
         in_child = build_in_child if self.speed.compiles_apart(device, child_fits(device)) else None
-        self.start_compiling(config, self.speed.compile_sizes, self.speed.compile_batch_images, build_in_child=in_child)
+        try:
+            self.start_compiling(
+                config, self.speed.compile_sizes, self.speed.compile_batch_images, build_in_child=in_child
+            )
+        except Exception:  # a cache folder that is a file or another's, a full disk: the eager path serves all the same
+            logger.exception("compiling could not start; every size stays eager")
+            self.stop_compiling(timeout=0)  # the compile processes started before the failure
+            self.compiled = None
 
     def lower_precision(self, precision: str, device: str, say: Callable[[str], None]) -> None:
         """The UNet's and the prior's linear layers in `precision` (generation/precision.py), before anything is

@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -213,18 +214,25 @@ class PackagedModule:
                 # Clones: tensors made under inference_mode cannot be traced outside it.
                 example = tuple(tensor.clone() for tensor in inputs)
                 program = torch.export.export(self.exported, example, strict=False)
-                # Two children may build one shape (a bucket of 8 decodes one image too): each writes its own
-                # files, and the last rename wins with an equal package.
-                partial = path.with_suffix(f".{os.getpid()}.partial.pt2")  # AOTInductor wants .pt2
-                torch._inductor.aoti_compile_and_package(
-                    program, package_path=str(partial), inductor_configs=PACKAGE_OPTIONS
-                )
-            # Tensors made inside forward are no weights: the package has them nowhere else.
-            constants = {name: value for name, value in program.constants.items() if isinstance(value, torch.Tensor)}
-            extra = path.with_suffix(f".{os.getpid()}.partial-extra")
-            torch.save({"inputs": example, "constants": constants}, extra)
-            extra.replace(path.with_suffix(".extra"))  # first: a package whose file exists has its extra beside it
-            partial.replace(path)
+                # Two children may build one shape (a bucket of 8 decodes one image too), and replicas sharing a
+                # data folder may too (with the same process ids, in like containers): each writes files of its own
+                # name, and the last rename wins with an equal package.
+                partial = unique_file(folder, f"{path.stem}.", ".partial.pt2")  # AOTInductor wants .pt2
+                extra = unique_file(folder, f"{path.stem}.", ".partial-extra")
+                try:
+                    torch._inductor.aoti_compile_and_package(
+                        program, package_path=str(partial), inductor_configs=PACKAGE_OPTIONS
+                    )
+                    # Tensors made inside forward are no weights: the package has them nowhere else.
+                    constants = {
+                        name: value for name, value in program.constants.items() if isinstance(value, torch.Tensor)
+                    }
+                    torch.save({"inputs": example, "constants": constants}, extra)
+                    extra.replace(path.with_suffix(".extra"))  # first: a package whose file exists has its extra
+                    partial.replace(path)
+                finally:  # a failed or stopped build leaves no partial files in the data folder
+                    partial.unlink(missing_ok=True)
+                    extra.unlink(missing_ok=True)
         return Package(self.name, key, str(path), self.fingerprint)
 
     def open(self, package: Package) -> OpenedPackage:
@@ -397,6 +405,13 @@ class PackagedModels(StagedModels):
         logger.info("loaded the compiled packages for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
         self.settle(bucket, "ready")
         return True
+
+
+def unique_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """A new, empty file in `folder` that no other process or thread is given."""
+    handle, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    os.close(handle)
+    return Path(name)
 
 
 def stage_name(key: StageKey) -> str:

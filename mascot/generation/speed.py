@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -427,6 +427,9 @@ def stoppable(turn: Turn, stopped: threading.Event | None) -> Turn:
         if set_event.is_set():
             raise WarmUpStopped
         with turn() as value:
+            # Again once the turn came: a stop while it waited for a run (a shutdown's drain) starts no stage after it.
+            if set_event.is_set():
+                raise WarmUpStopped
             yield value
 
     return stage
@@ -546,10 +549,16 @@ class CompiledModels(StagedModels):
             limit_compile_threads(self.config.threads)
 
     def warm(
-        self, buckets: Sequence[Bucket], turn: Turn = any_time, stopped: threading.Event | None = None
+        self,
+        buckets: Sequence[Bucket],
+        turn: Turn = any_time,
+        stopped: threading.Event | None = None,
+        decode_counts: Mapping[Bucket, Sequence[int]] | None = None,
     ) -> list[Bucket]:
         """Run each bucket's compiled stages once at its shapes (this is where compiling happens), each stage inside
-        one `turn`, until `stopped` is set (then between two stages); the buckets that are ready afterwards."""
+        one `turn`, until `stopped` is set (then between two stages); the buckets that are ready afterwards.
+        `decode_counts` limits a bucket's decodes to those a compile process made: one it could not compile would
+        be compiled again here, inside a turn that runs wait for, only to fail again."""
         self.compile_settings_here()
         done: list[Bucket] = []
         # Warming beside generations (a thread here, turn `any_time`), no bucket serves before all are warm: on torch
@@ -564,7 +573,12 @@ class CompiledModels(StagedModels):
             try:
                 with torch.inference_mode():
                     stages = run_bucket(
-                        self.warming_prior, self.warming_decoder, self.decode, bucket, lambda: self._turn(stage_turn)
+                        self.warming_prior,
+                        self.warming_decoder,
+                        self.decode,
+                        bucket,
+                        lambda: self._turn(stage_turn),
+                        (decode_counts or {}).get(bucket),
                     )
                 keys = [key for key, _ in stages]
             except WarmUpStopped:
@@ -623,10 +637,12 @@ def run_bucket(
     decode: Callable[[torch.Tensor], torch.Tensor],
     bucket: Bucket,
     stage: Callable[[], contextlib.AbstractContextManager[StageValue]],
+    decode_counts: Sequence[int] | None = None,
 ) -> list[tuple[StageKey, StageValue]]:
     """Run each stage of a bucket once at its shapes, each inside one `stage()` (what it yields is kept with the
     stage's key): two steps of the prior (with and without guidance and a negative prompt) and of the guided decoder,
-    then a decode of one image and of all. A failing MoVQ decode ends the list there (the decode stays eager)."""
+    then a decode of each of `decode_counts` images (default: one image and all). A failing MoVQ decode ends the list
+    there (the decode stays eager)."""
     height, width, images = bucket
     stages: list[tuple[StageKey, StageValue]] = []
     output = None
@@ -652,7 +668,7 @@ def run_bucket(
             output_type="latent",
         ).images
     stages.append((decoder_key(height, width, images, True), value))
-    for count in sorted({1, images}):
+    for count in bucket_decode_counts(bucket) if decode_counts is None else sorted(set(decode_counts)):
         try:  # MoVQ under fullgraph is the least proven: its failure keeps only the decode eager
             with stage() as value:
                 # Twice, as the prior and the UNet run two steps: CUDA graph trees run a function's first call as a
@@ -664,6 +680,11 @@ def run_bucket(
             break
         stages.append((decode_key(height, width, count), value))
     return stages
+
+
+def bucket_decode_counts(bucket: Bucket) -> list[int]:
+    """The decodes a bucket warms: one image (a person's own run) and all of its images (a full shared run)."""
+    return sorted({1, bucket[2]})
 
 
 def prior_key(images: int, guided: bool, negative: bool) -> StageKey:

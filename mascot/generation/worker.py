@@ -42,7 +42,7 @@ from mascot.generation.generator import (
 from mascot.generation.memory_lessons import MemoryLessons
 from mascot.generation.saver import SAVE_THREADS, Saver
 from mascot.prompt.pictures import PictureRefused
-from mascot.prompt.request import GenerationRequest
+from mascot.prompt.request import GenerationRequest, based_on_mascot
 
 log = logging.getLogger(__name__)
 # ZeroGPU: how a request handler runs a job's run itself (mascot.generation.zero_gpu.ZeroGpuRunner).
@@ -279,10 +279,24 @@ class GenerationWorker:
             self._lock.notify_all()
         for job in queued:  # outside the lock: on_ended writes to the database
             self._end(job, answer_first=True, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
+        self._stop_compiling()
         finished = self._finish_running(timeout)
         if self._saver is not None:
             self._saver.close(max(timeout, CANCEL_GRACE_S))  # every finished job is still stored
         return finished
+
+    def _stop_compiling(self) -> None:
+        """No compile process outlives the server (each holds a copy of the model, on the GPU), and no stage of loading
+        compiled code starts during the drain: the run being finished never waits for one."""
+        generator = self._generator
+        if not isinstance(generator, Compiling):
+            return
+        try:
+            # Without waiting for the warm-up thread: a stage that waits for the running run would hold the drain up
+            # to the join's limit; stopped, it starts nothing once that run ends (a daemon, it ends with the process).
+            generator.stop_compiling(timeout=0)
+        except Exception:  # the drain goes on: the running run's people are still answered
+            log.exception("stopping the compiling failed")
 
     def _finish_running(self, timeout: float) -> bool:
         """Let the running run end within `timeout` seconds, else cancel it; True when it ended in time."""
@@ -575,7 +589,7 @@ class GenerationWorker:
             if len(started) == 1 or not out_of_memory:
                 log.exception("the run of jobs %s failed", ", ".join(job.id for job in started))
                 for job in started:
-                    self._end(job, state=JobState.FAILED, error=describe_failure(error))
+                    self._end(job, state=JobState.FAILED, error=describe_failure(error, job.submission.request))
                 return
             log.warning(
                 "the shared run of jobs %s ran out of GPU memory: making them again in smaller runs",
@@ -755,14 +769,15 @@ def take_a_run(queue: MutableSequence[Job], limit: int) -> list[Job]:
     return jobs
 
 
-def describe_failure(error: Exception) -> str:
-    """A sentence for people about a failed generation; the traceback goes to the log."""
+def describe_failure(error: Exception, request: GenerationRequest | None = None) -> str:
+    """A sentence for people about a failed generation of `request`; the traceback goes to the log."""
     if isinstance(error, PictureRefused):  # its picture cannot be used (gone, or no longer the browser's to use)
         return str(error)
-    if isinstance(error, LogoOutOfMemory):
+    if isinstance(error, LogoOutOfMemory):  # the image encoder reads a variation's mascot as it reads a logo
+        varied = request is not None and based_on_mascot(request.logo) is not None
+        picture, without = ("the mascot you are varying", "") if varied else ("your logo", ", or without the logo")
         return (
-            "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or make"
-            " your mascot without the logo."
+            f"There was not enough free GPU memory to read {picture} just now. Please try again in a moment{without}."
         )
     if ran_out_of_gpu_memory(error):
         return "The GPU ran out of memory. Try fewer images or a smaller size."

@@ -1,0 +1,187 @@
+"""Compile processes: none outlives the serving process, and none leaves its work order in the data folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mascot.generation.generator import CompileProgress
+from mascot.generation.speed import CompileConfig
+from tests.support import compile_children
+from tests.test_speed import FAST, with_speed
+
+PATIENCE_S = 60  # generous: only a child left running waits this long (the suite may share a busy machine)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_compile_process_that_fails_leaves_its_bucket_eager_and_nothing_in_the_data_folder(tiny_generator, tmp_path):
+    """Its work order holds the app's settings (secrets too) and a folder is made at every start: the data folder
+    keeps neither once the warm-up ends."""
+    generator = with_speed(tiny_generator, FAST)
+    cache = tmp_path / "compile-cache"
+    generator.start_compiling(
+        CompileConfig(backend="eager", cache_dir=cache),
+        sizes=[256],
+        batch_images=[1],
+        build_in_child=compile_children.fails_to_build,
+        niceness=0,
+    )
+    assert generator.compiled is not None and generator.compiled.thread is not None
+    generator.compiled.thread.join(PATIENCE_S)
+    (child,) = generator.compile_children
+    assert child.process.returncode not in (None, 0)
+    assert generator.compile_progress() == CompileProgress({"256x256x1": "eager"})
+    assert list((cache / "work").iterdir()) == []
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie nobody reaped has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_a_compile_process_ends_when_its_serving_process_is_killed(tmp_path):
+    """Killed, or ended without its exit handlers (a second Ctrl-C, the OOM killer), the serving process cannot stop
+    its children: each ends by itself, or it would hold a copy of the model on the GPU for nothing."""
+    build = compile_children.builds_for_a_long_time
+    serving = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from mascot.generation.compile_process import ChildCompile, start_child
+        from mascot.generation.speed import CompileConfig
+        from {build.__module__} import {build.__name__} as build
+
+        folder = Path({str(tmp_path)!r})
+        work = ChildCompile(build, CompileConfig(backend="eager"), ((256, 256, 1),), folder / "report-0.json", 0)
+        print(start_child(work, folder).process.pid, flush=True)
+        sys.stdin.readline()  # the test has read the child's id
+        os._exit(137)  # no exit handlers run, as when killed
+        """
+    )
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        [sys.executable, "-c", serving], cwd=ROOT, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    ) as parent:  # fmt: skip
+        assert parent.stdout is not None and parent.stdin is not None
+        child = int(parent.stdout.readline())
+        assert running(child)
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.wait(PATIENCE_S) == 137
+    deadline = time.monotonic() + PATIENCE_S
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = running(child)
+    if alive:
+        os.kill(child, 9)  # not left behind by a failing test
+    assert not alive
+
+
+def test_a_compile_that_cannot_start_leaves_the_model_serving_eager(tiny_generator, monkeypatch):
+    """A data folder the compile cannot use (a full disk, a cache folder owned by another user): the model loads and
+    serves eager, and the health check lists no bucket as compiling."""
+    from mascot.generation import model
+    from mascot.settings import SpeedOptions
+    from tests.test_speed import small_request
+
+    speed = SpeedOptions(compile=True, compile_process=True, compile_sizes=(256,), compile_batch_images=(1,))
+    generator = with_speed(tiny_generator, speed)
+    request = small_request(num_images_per_prompt=1)
+    eager = generator.generate(request).images[0]
+
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model, "start_child", no_room)
+    generator.speed_up("cpu", build_in_child=compile_children.fails_to_build)
+
+    assert generator.compile_progress() is None
+    assert generator.generate(request).images[0].tobytes() == eager.tobytes()
+
+
+def test_a_decode_a_compile_process_could_not_compile_is_not_compiled_again_in_a_turn_here(
+    tiny_generator, tmp_path, monkeypatch
+):
+    """MoVQ under fullgraph is the least proven stage: where a compile process could not compile its decode, the
+    serving process loads the rest of the bucket and leaves the decode eager, instead of compiling it again inside a
+    turn that people's runs wait for, only to fail again."""
+    from mascot.generation import compile_process, speed
+    from mascot.generation.speed import decode_key, decoder_key
+
+    generator = with_speed(tiny_generator, FAST)
+    where = ["in the compile process"]
+    tried: list[str] = []
+
+    def decode_that_does_not_compile(latents: object) -> object:
+        tried.append(where[0])
+        raise RuntimeError("the MoVQ decode does not compile (in a test)")
+
+    run_bucket = speed.run_bucket
+
+    def with_that_decode(prior, decoder, decode, bucket, stage, decode_counts=None):  # type: ignore[no-untyped-def]
+        return run_bucket(prior, decoder, decode_that_does_not_compile, bucket, stage, decode_counts)
+
+    monkeypatch.setattr(speed, "run_bucket", with_that_decode)
+    bucket = (256, 256, 1)
+    work = compile_process.ChildCompile(
+        lambda: (generator.fast_prior, generator.fast_decoder), CompileConfig(backend="eager"), (bucket,),
+        tmp_path / "report-0.json", 0,
+    )  # fmt: skip
+    report = compile_process.run(work)  # the compile process's side, run here
+    assert report["compiled"].keys() == {"256x256x1"} and report["decodes"] == {"256x256x1": []}
+
+    where[0] = "in the serving process"
+    compiled = speed.CompiledModels(generator.fast_prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    compiled.plan([bucket])
+    ended = compile_process.Child(work, subprocess.Popen([sys.executable, "-c", "pass"]), 0.0)
+    ended.process.wait(PATIENCE_S)
+    compile_process._load_from_cache(compiled, ended, speed.any_time)
+
+    assert tried == ["in the compile process"]
+    assert compiled.ready(decoder_key(256, 256, 1, True)) and not compiled.ready(decode_key(256, 256, 1))
+    assert compiled.progress() == CompileProgress({"256x256x1": "ready"})
+
+
+class Called(torch.nn.Module):
+    """A module's call as packages export it: the module itself under the name "model"."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        return self.model(sample)
+
+
+def test_a_package_build_that_fails_leaves_no_partial_files_in_the_data_folder(tmp_path, monkeypatch):
+    """A compile process stopped or failing mid-build (out of memory, a shutdown) leaves the packages folder, kept in
+    the data folder across restarts, as it found it."""
+    from mascot.generation.packages import PackagedModule
+
+    module = PackagedModule("decode", torch.nn.Linear(2, 2), Called, lambda args, kwargs: None, lambda output: output)
+    written: list[Path] = []
+
+    def fails_half_way(program: object, package_path: str, **options: object) -> str:
+        Path(package_path).write_bytes(b"half a package")
+        written.append(Path(package_path))
+        raise RuntimeError("C++ compile failed (in a test)")
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fails_half_way)
+    with pytest.raises(RuntimeError, match="C\\+\\+ compile failed"):
+        module.build((torch.ones(1, 2),), tmp_path)
+
+    assert [path.parent for path in written] == [tmp_path]
+    assert list(tmp_path.iterdir()) == []
