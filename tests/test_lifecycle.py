@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import peewee
 import pytest
 
+from mascot.generation.generator import CompileProgress
 from mascot.generation.worker import (
     SHUTDOWN_MESSAGE,
     STOPPED_MESSAGE,
@@ -28,8 +29,8 @@ from mascot.service.claims import ClaimKeeper
 from mascot.store.faults import BUSY, CANNOT_WRITE, StoreUnavailable
 from mascot.store.store import MascotStore
 from mascot.web.health import health_report
-from mascot.web.serving import serve_until_stopped
-from tests.support.fakes import FakeGenerator
+from mascot.web.serving import drain, serve_until_stopped
+from tests.support.fakes import FakeGenerator, StillCompiling
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 ALICE, BOB, CAROL = "a" * 64, "b" * 64, "c" * 64
@@ -86,6 +87,49 @@ def test_a_drain_finishes_the_running_job_tells_the_queued_and_admits_nothing():
     # Both claims handed back: the queued one's after its person was told (at once), the running one's before.
     assert ended[:2] == [("claim-b", JobState.CANCELLED), ("claim-a", JobState.RUNNING)]
     assert ended[2] is True  # finished in time
+
+
+class NoClaims:
+    """A replica without quota claims to keep (the drain frees none)."""
+
+    def retry_releases(self) -> int:
+        return 0
+
+    def stop(self) -> int:
+        return 0
+
+
+def test_a_drain_stops_the_compiling_before_it_waits_for_the_running_run():
+    """Each compile process holds a copy of the model on the GPU: none may outlive the server, and no stage of loading
+    compiled code may start in the drain, beside the run being finished; nor may the drain wait for one."""
+    generator = StillCompiling()
+    generator.gate.clear()
+    worker = started_worker(generator, lambda job, images, model: None)
+    running = worker.submit(Submission(REQUEST, ALICE))
+    wait_until(generator.started.is_set)
+    stopped_while_running: list[bool] = []
+
+    def finish_once_stopped() -> None:  # the running run is held until the compiling was stopped
+        stopped_while_running.append(generator.stopped.wait(30))
+        generator.gate.set()
+
+    threading.Thread(target=finish_once_stopped).start()
+
+    drain(worker, NoClaims(), timeout_s=30)
+
+    assert stopped_while_running == [True] and generator.stop_calls == 1
+    assert generator.waited_s == 0  # a load stage waiting for the running run does not hold the drain up
+    assert final(running).state is JobState.DONE
+    assert worker.compile_progress == CompileProgress({"768x768x1": "eager"})
+
+
+def test_a_worker_stopped_alone_leaves_its_models_compiling():
+    """The model may outlive a worker (the benchmark serves one model through several): only the server's drain ends
+    its compiling."""
+    generator = StillCompiling()
+    worker = started_worker(generator, lambda job, images, model: None)
+    assert worker.stop(10)
+    assert generator.stop_calls == 0 and worker.compile_progress == CompileProgress({"768x768x1": "compiling"})
 
 
 def test_a_drain_past_its_time_cancels_the_running_job_and_saves_nothing():

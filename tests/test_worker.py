@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mascot.generation import worker as worker_module
-from mascot.generation.generator import CompileProgress, LogoOutOfMemory, StepUpdate
+from mascot.generation.generator import LogoOutOfMemory, StepUpdate
 from mascot.generation.memory_lessons import LESSON_KEPT_S
 from mascot.generation.worker import (
     MODEL_FAILED,
@@ -440,48 +440,6 @@ def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worke
     fake.gate.set()
     assert [wait_final(job).state for job in doomed.values()] == [JobState.FAILED] * 2
     assert wait_final(worker.submit(Submission(REQUEST, "x"))).state is JobState.DONE
-
-
-class StillCompiling(FakeGenerator):
-    """A generator compiling in the background (compile processes, a warm-up thread)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopped = threading.Event()
-        self.stop_calls = 0
-        self.waited_s: float | None = None
-
-    def compile_progress(self) -> CompileProgress:
-        return CompileProgress({"768x768x1": "eager" if self.stopped.is_set() else "compiling"})
-
-    def stop_compiling(self, timeout: float = 10.0) -> None:
-        self.stop_calls += 1
-        self.waited_s = timeout
-        self.stopped.set()
-
-
-def test_a_shutdown_stops_the_compiling_before_it_waits_for_the_running_run(recorder):
-    """Each compile process holds a copy of the model on the GPU: none may outlive the server, and no stage of loading
-    compiled code may start in the drain, beside the run being finished."""
-    generator = StillCompiling()
-    generator.gate.clear()
-    worker = GenerationWorker(lambda on_status: generator, recorder).start()
-    running = worker.submit(Submission(REQUEST, "a"))
-    assert wait_until(running, lambda snapshot: snapshot.step >= 1).step == 1
-    stopped_while_running: list[bool] = []
-
-    def finish_once_stopped() -> None:  # the running run is held until the compiling was stopped
-        stopped_while_running.append(generator.stopped.wait(30))
-        generator.gate.set()
-
-    threading.Thread(target=finish_once_stopped).start()
-
-    assert worker.stop(30)
-
-    assert stopped_while_running == [True] and generator.stop_calls == 1
-    assert generator.waited_s == 0  # a load stage waiting for the running run does not hold the drain up
-    assert wait_final(running).state is JobState.DONE
-    assert worker.compile_progress == CompileProgress({"768x768x1": "eager"})
 
 
 class OutOfMemoryPastImages(FakeGenerator):

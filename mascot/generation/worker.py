@@ -279,15 +279,15 @@ class GenerationWorker:
             self._lock.notify_all()
         for job in queued:  # outside the lock: on_ended writes to the database
             self._end(job, answer_first=True, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
-        self._stop_compiling()
         finished = self._finish_running(timeout)
         if self._saver is not None:
             self._saver.close(max(timeout, CANCEL_GRACE_S))  # every finished job is still stored
         return finished
 
-    def _stop_compiling(self) -> None:
-        """No compile process outlives the server (each holds a copy of the model, on the GPU), and no stage of loading
-        compiled code starts during the drain: the run being finished never waits for one."""
+    def stop_compiling(self) -> None:
+        """End the loaded model's compiling (a server's shutdown; `stop` leaves it, as the model may outlive this
+        worker, as in the benchmark): no compile process outlives the server (each holds a copy of the model, on the
+        GPU), and no stage of loading compiled code starts during the drain, beside the run being finished."""
         generator = self._generator
         if not isinstance(generator, Compiling):
             return

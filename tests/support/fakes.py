@@ -12,6 +12,7 @@ from PIL import Image
 
 from mascot.generation.generator import (
     BatchItem,
+    CompileProgress,
     GeneratedImages,
     GenerationCancelled,
     ModelInfo,
@@ -68,3 +69,21 @@ class FakeGenerator:
             except GenerationCancelled:
                 results.append(None)
         return results
+
+
+class StillCompiling(FakeGenerator):
+    """A generator compiling in the background (compile processes, a warm-up thread) until it is stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = threading.Event()
+        self.stop_calls = 0
+        self.waited_s: float | None = None
+
+    def compile_progress(self) -> CompileProgress:
+        return CompileProgress({"768x768x1": "eager" if self.stopped.is_set() else "compiling"})
+
+    def stop_compiling(self, timeout: float = 10.0) -> None:
+        self.stop_calls += 1
+        self.waited_s = timeout
+        self.stopped.set()
