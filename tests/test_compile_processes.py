@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -41,16 +42,7 @@ def test_a_compile_process_that_fails_leaves_its_bucket_eager_and_nothing_in_the
     assert list((cache / "work").iterdir()) == []
 
 
-def running(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie nobody reaped has ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="follows the child by a process file descriptor (Linux)")
 def test_a_compile_process_ends_when_its_serving_process_is_killed(tmp_path):
     """Killed, or ended without its exit handlers (a second Ctrl-C, the OOM killer), the serving process cannot stop
     its children: each ends by itself, or it would hold a copy of the model on the GPU for nothing."""
@@ -76,23 +68,28 @@ def test_a_compile_process_ends_when_its_serving_process_is_killed(tmp_path):
         text=True,
     ) as parent:  # fmt: skip
         assert parent.stdout is not None and parent.stdin is not None
-        child = int(parent.stdout.readline())
-        assert running(child)
+        # Held from while the child surely runs (its parent has not reaped it): no later process with its id is
+        # mistaken for it. Readable once it has ended, reaped or not.
+        child = os.pidfd_open(int(parent.stdout.readline()))
         parent.stdin.write("go\n")
         parent.stdin.flush()
         assert parent.wait(PATIENCE_S) == 137
-    deadline = time.monotonic() + PATIENCE_S
-    while running(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    alive = running(child)
-    if alive:
-        os.kill(child, 9)  # not left behind by a failing test
-    assert not alive
+    try:
+        ended, _, _ = select.select([child], [], [], PATIENCE_S)
+        if not ended:
+            signal.pidfd_send_signal(child, signal.SIGKILL)  # not left behind by a failing test
+        assert ended
+    finally:
+        os.close(child)
 
 
-def test_a_compile_that_cannot_start_leaves_the_model_serving_eager(tiny_generator, monkeypatch):
+def no_room(*args: object, **kwargs: object) -> None:
+    raise OSError(28, "No space left on device")
+
+
+def test_a_compile_that_cannot_start_leaves_the_model_serving_eager(tiny_generator, tmp_path, monkeypatch):
     """A data folder the compile cannot use (a full disk, a cache folder owned by another user): the model loads and
-    serves eager, and the health check lists no bucket as compiling."""
+    serves eager, the health check lists no bucket as compiling, and no work folder is left behind."""
     from mascot.generation import model
     from mascot.settings import SpeedOptions
     from tests.test_speed import small_request
@@ -101,15 +98,42 @@ def test_a_compile_that_cannot_start_leaves_the_model_serving_eager(tiny_generat
     generator = with_speed(tiny_generator, speed)
     request = small_request(num_images_per_prompt=1)
     eager = generator.generate(request).images[0]
-
-    def no_room(*args: object, **kwargs: object) -> None:
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(model, "start_child", no_room)
+    monkeypatch.setattr(model, "_work_folder", lambda config: tmp_path)
+
     generator.speed_up("cpu", build_in_child=compile_children.fails_to_build)
 
     assert generator.compile_progress() is None
+    assert list(tmp_path.iterdir()) == []
     assert generator.generate(request).images[0].tobytes() == eager.tobytes()
+
+
+def test_compile_processes_started_before_one_fails_to_start_can_be_stopped(tiny_generator, tmp_path, monkeypatch):
+    """Each child is kept as it starts (speed_up's stop_compiling then ends it), and the work orders, which hold the
+    settings, are removed."""
+    from mascot.generation import model
+
+    generator = with_speed(tiny_generator, FAST)
+    start_child = model.start_child
+
+    def no_room_for_the_second(work: object, folder: Path) -> object:
+        if generator.compile_children:
+            no_room()
+        return start_child(work, folder)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model, "start_child", no_room_for_the_second)
+    monkeypatch.setattr(model, "_work_folder", lambda config: tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        generator.start_compiling(
+            CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2], processes=2,
+            build_in_child=compile_children.builds_for_a_long_time, niceness=0,
+        )  # fmt: skip
+    (started,) = generator.compile_children
+    assert list(tmp_path.iterdir()) == []
+
+    generator.stop_compiling(timeout=0)
+
+    assert started.process.poll() is not None
 
 
 def test_a_decode_a_compile_process_could_not_compile_is_not_compiled_again_in_a_turn_here(
@@ -167,8 +191,8 @@ class Called(torch.nn.Module):
 
 
 def test_a_package_build_that_fails_leaves_no_partial_files_in_the_data_folder(tmp_path, monkeypatch):
-    """A compile process stopped or failing mid-build (out of memory, a shutdown) leaves the packages folder, kept in
-    the data folder across restarts, as it found it."""
+    """A package build failing mid-way (out of memory, a compiler error) leaves the packages folder, kept in the data
+    folder across restarts, as it found it."""
     from mascot.generation.packages import PackagedModule
 
     module = PackagedModule("decode", torch.nn.Linear(2, 2), Called, lambda args, kwargs: None, lambda output: output)

@@ -511,10 +511,10 @@ def test_a_bucket_that_fails_to_compile_is_reported_eager_and_the_others_ready(t
     assert generator.compile_progress() is None  # compiling is off: nothing to wait for
     run_bucket = speed.run_bucket
 
-    def fail_for_two_images(prior, decoder, decode, bucket, stage):
+    def fail_for_two_images(prior, decoder, decode, bucket, stage, decode_counts=None):
         if bucket[2] == 2:
             raise RuntimeError("out of memory while compiling")
-        return run_bucket(prior, decoder, decode, bucket, stage)
+        return run_bucket(prior, decoder, decode, bucket, stage, decode_counts)
 
     monkeypatch.setattr(speed, "run_bucket", fail_for_two_images)
     generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2])
@@ -935,12 +935,12 @@ def test_a_warm_up_beside_generations_serves_no_bucket_before_all_are_warm(tiny_
     run_bucket, second_warming, go_on = speed.run_bucket, threading.Event(), threading.Event()
     seen_while_warming: list[CompileProgress | None] = []
 
-    def waiting_in_the_second(prior, decoder, decode, bucket, stage):
+    def waiting_in_the_second(prior, decoder, decode, bucket, stage, decode_counts=None):
         if bucket[2] == 2:
             seen_while_warming.append(generator.compile_progress())
             second_warming.set()
             go_on.wait(60)
-        return run_bucket(prior, decoder, decode, bucket, stage)
+        return run_bucket(prior, decoder, decode, bucket, stage, decode_counts)
 
     monkeypatch.setattr(speed, "run_bucket", waiting_in_the_second)
     generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2])
@@ -976,11 +976,11 @@ def test_a_stopped_warm_up_ends_at_its_next_stage_and_serves_what_was_warm(tiny_
     generator = with_speed(tiny_generator, FAST)
     run_bucket, second_started = speed.run_bucket, threading.Event()
 
-    def stopped_in_the_second(prior, decoder, decode, bucket, stage):
+    def stopped_in_the_second(prior, decoder, decode, bucket, stage, decode_counts=None):
         if bucket[2] == 2:
             second_started.set()
             assert generator._stop_compiling.wait(300)  # stopped while this bucket warms
-        return run_bucket(prior, decoder, decode, bucket, stage)
+        return run_bucket(prior, decoder, decode, bucket, stage, decode_counts)
 
     monkeypatch.setattr(speed, "run_bucket", stopped_in_the_second)
     generator.start_compiling(CompileConfig(backend="eager"), sizes=[256], batch_images=[1, 2])

@@ -3,8 +3,9 @@ for every run that is running or waiting; `alone` is a plain hold that tells nob
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -101,8 +102,15 @@ def test_a_stage_that_waited_for_a_run_does_not_start_once_compiling_was_stopped
     it (a load or compile of seconds to minutes, beside the drain), nor hold the models."""
     from mascot.generation.speed import WarmUpStopped, stoppable
 
-    turn, stopped, outcome = ModelsTurn(), threading.Event(), []
-    stage = stoppable(turn.between_runs, stopped)
+    turn, stopped, entered, outcome = ModelsTurn(), threading.Event(), threading.Event(), []
+
+    @contextlib.contextmanager
+    def between_runs() -> Iterator[None]:  # the models' turn, noting that the stage is past the check before it
+        entered.set()
+        with turn.between_runs():
+            yield
+
+    stage = stoppable(between_runs, stopped)
 
     def warm_up() -> None:
         try:
@@ -113,6 +121,7 @@ def test_a_stage_that_waited_for_a_run_does_not_start_once_compiling_was_stopped
 
     with turn.wanting_a_run():  # a generation runs: the stage waits for it
         warm_up_thread = started(warm_up)
+        assert entered.wait(PATIENCE_S)  # stopped while it waits for the run, not before it asked for the turn
         stopped.set()
     assert ended(warm_up_thread)
     assert outcome == ["stopped"]

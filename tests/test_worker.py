@@ -535,8 +535,8 @@ def test_a_logo_that_cannot_be_read_for_gpu_memory_fails_alone_and_teaches_no_sm
         "z": JobState.DONE,
     }
     assert ended["y"].error == (
-        "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or without the"
-        " logo."
+        "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or make your"
+        " mascot without it."
     )
     assert prompts_of_each_run(fake)[-1] == list("abcd")  # no lesson: four still share a run
 
@@ -550,7 +550,7 @@ def test_a_picture_the_encoder_cannot_read_is_named_as_its_person_gave_it():
         " moment."
     )
     assert describe_failure(error, dataclasses.replace(REQUEST, logo="ab" * 32)).endswith(
-        "to read your logo just now. Please try again in a moment, or without the logo."
+        "to read your logo just now. Please try again in a moment, or make your mascot without it."
     )
 
 

@@ -42,7 +42,6 @@ BuildTargets = Callable[[], tuple[Any, Any]]
 CHILD_NICENESS = 10  # below the serving process: its eager loop gets the cores first
 POLL_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a child looks whether the serving process that started it is still there
-PARENT_VARIABLE = "MASCOT_COMPILE_PARENT"  # the serving process's id, handed to each child
 
 
 @dataclass(frozen=True)
@@ -91,11 +90,11 @@ def start_child(work: ChildCompile, folder: Path) -> Child:
         environment["TORCHINDUCTOR_CACHE_DIR"] = str(work.config.cache_dir)
     if work.config.threads > 0:
         environment["TORCHINDUCTOR_COMPILE_THREADS"] = str(work.config.threads)
-    environment[PARENT_VARIABLE] = str(os.getpid())  # not the child's getppid(): the parent may be gone by then
     # A session of its own: a Ctrl-C at the terminal reaches the serving process, whose shutdown stops the children
     # (stop_compiling), not each child mid-compile with a traceback of its own.
     process = subprocess.Popen(
-        [sys.executable, "-m", "mascot.generation.compile_process", name],
+        # Our id, not the child's getppid(): this process may be gone by the time the child asks.
+        [sys.executable, "-m", "mascot.generation.compile_process", name, str(os.getpid())],
         env=environment,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
@@ -107,10 +106,19 @@ def start_child(work: ChildCompile, folder: Path) -> Child:
 
 def stop_child(process: subprocess.Popen[bytes]) -> None:
     """End a child that is still compiling (its cache entries so far are kept)."""
-    if process.poll() is None:
+    stop_children([process])
+
+
+def stop_children(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """End the children still compiling: all asked at once, then each killed that has not ended within `timeout`
+    seconds in all (a shutdown's drain waits once, not once per child)."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in running:
         try:
-            process.wait(10)
+            process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()  # reaped now, not left a zombie until the Popen is collected
@@ -139,8 +147,8 @@ def warm_after_children(
                 waiting.remove(child)
                 _load_from_cache(compiled, child, turn)
     finally:
-        for child in waiting:  # stopped: the children's work is wasted, not harmful; do not leave them running
-            stop_child(child.process)
+        # Stopped: the children's work is wasted, not harmful; do not leave them running.
+        stop_children([child.process for child in waiting])
         if work_folder is not None:
             # A work order a child never read holds the app's settings (its secrets too): not left behind.
             shutil.rmtree(work_folder, ignore_errors=True)
@@ -239,9 +247,10 @@ def end_with_parent(parent: int, check_s: float = PARENT_CHECK_S) -> threading.T
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m mascot.generation.compile_process WORK.pickle` (started by `start_child`, which wrote the file)."""
-    end_with_parent(int(os.environ.get(PARENT_VARIABLE, os.getppid())))
+    """`python -m mascot.generation.compile_process WORK.pickle PARENT_PID` (started by `start_child`, which wrote
+    the file)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s compile-process %(levelname)s %(message)s")
+    end_with_parent(int(argv[1]) if len(argv) > 1 else os.getppid())
     path = Path(argv[0])
     with path.open("rb") as file:
         work = pickle.load(file)  # written by our own parent process, in a folder only it writes

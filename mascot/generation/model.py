@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -35,7 +37,7 @@ from mascot.generation.compile_process import (
     ChildCompile,
     split_buckets,
     start_child,
-    stop_child,
+    stop_children,
     warm_after_children,
 )
 from mascot.generation.download import local_copy
@@ -243,10 +245,15 @@ class KandinskyGenerator:
             staged.plan(buckets)
             self.compiled = staged
         folder = Path(tempfile.mkdtemp(prefix="compile-", dir=_work_folder(config)))
-        self.compile_children = [
-            start_child(ChildCompile(build_in_child, config, part, folder / f"report-{index}.json", niceness), folder)
-            for index, part in enumerate(split_buckets(buckets, processes))
-        ]
+        # At exit too: a drain does not wait for the warm-up thread, which removes it when it ends.
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        try:
+            for index, part in enumerate(split_buckets(buckets, processes)):
+                work = ChildCompile(build_in_child, config, part, folder / f"report-{index}.json", niceness)
+                self.compile_children.append(start_child(work, folder))  # each kept as it starts: stoppable
+        except BaseException:  # the children started so far are stopped by the caller (speed_up: stop_compiling)
+            shutil.rmtree(folder, ignore_errors=True)  # a work order half written holds the settings
+            raise
         self.compiled.thread = threading.Thread(
             target=warm_after_children,
             args=(self.compiled, self.compile_children, self.turn.between_runs, self._stop_compiling, folder),
@@ -261,10 +268,10 @@ class KandinskyGenerator:
         return compiled.progress() if compiled is not None else None
 
     def stop_compiling(self, timeout: float = 10.0) -> None:
-        """End the compile children and the warm-up thread (a stage being compiled or loaded finishes first)."""
+        """End the compile children and the warm-up thread (a stage being compiled or loaded finishes first, within
+        `timeout` seconds)."""
         self._stop_compiling.set()
-        for child in self.compile_children:
-            stop_child(child.process)
+        stop_children([child.process for child in self.compile_children])
         if self.compiled is not None and self.compiled.thread is not None:
             self.compiled.thread.join(timeout)
 

@@ -17,9 +17,8 @@ import hashlib
 import itertools
 import json
 import logging
-import os
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +229,7 @@ class PackagedModule:
                     torch.save({"inputs": example, "constants": constants}, extra)
                     extra.replace(path.with_suffix(".extra"))  # first: a package whose file exists has its extra
                     partial.replace(path)
-                finally:  # a failed or stopped build leaves no partial files in the data folder
+                finally:  # a failed build leaves no partial files in the data folder (a killed one may)
                     partial.unlink(missing_ok=True)
                     extra.unlink(missing_ok=True)
         return Package(self.name, key, str(path), self.fingerprint)
@@ -408,10 +407,9 @@ class PackagedModels(StagedModels):
 
 
 def unique_file(folder: Path, prefix: str, suffix: str) -> Path:
-    """A new, empty file in `folder` that no other process or thread is given."""
-    handle, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
-    os.close(handle)
-    return Path(name)
+    """A name in `folder` that no other process or thread is given. Only a name: a file made now (mkstemp) would be
+    readable by its owner alone, and so would the package renamed from it, which replicas under other users share."""
+    return folder / f"{prefix}{uuid.uuid4().hex}{suffix}"
 
 
 def stage_name(key: StageKey) -> str:

@@ -675,6 +675,8 @@ def run_bucket(
                 # warm-up and record its graph at the second, which must happen here, not in someone's run.
                 for _ in range(2):
                     decode(latents[:count])
+        except WarmUpStopped:  # a stop, not a decode that does not compile: the bucket is not ready
+            raise
         except Exception:
             logger.exception("compiling the MoVQ decode for %dx%d failed; it stays eager", height, width)
             break

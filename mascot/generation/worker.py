@@ -775,7 +775,9 @@ def describe_failure(error: Exception, request: GenerationRequest | None = None)
         return str(error)
     if isinstance(error, LogoOutOfMemory):  # the image encoder reads a variation's mascot as it reads a logo
         varied = request is not None and based_on_mascot(request.logo) is not None
-        picture, without = ("the mascot you are varying", "") if varied else ("your logo", ", or without the logo")
+        picture, without = (
+            ("the mascot you are varying", "") if varied else ("your logo", ", or make your mascot without it")
+        )
         return (
             f"There was not enough free GPU memory to read {picture} just now. Please try again in a moment{without}."
         )
