@@ -420,6 +420,11 @@ def test_a_job_whose_logo_is_gone_fails_alone_and_its_run_goes_on(fake, recorder
         worker.stop()
 
 
+def one_each(owners: str) -> dict[str, GenerationRequest]:
+    """A request of each owner, its prompt the owner's name (prompts_of_each_run tells the runs apart by them)."""
+    return {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in owners}
+
+
 def queue_behind_a_running_job(
     worker: GenerationWorker, fake: FakeGenerator, requests: dict[str, GenerationRequest]
 ) -> tuple[Job, dict[str, Job]]:
@@ -433,9 +438,7 @@ def queue_behind_a_running_job(
 
 def test_a_failed_shared_run_fails_each_of_its_jobs_and_the_worker_goes_on(worker, fake):
     # The blocker is past the point where the fake fails: the next run, x's and y's, fails.
-    _, doomed = queue_behind_a_running_job(
-        worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
-    )
+    _, doomed = queue_behind_a_running_job(worker, fake, one_each("xy"))
     fake.fail_next = RuntimeError("CUDA error: an illegal memory access was encountered")  # not memory running out
     fake.gate.set()
     assert [wait_final(job).state for job in doomed.values()] == [JobState.FAILED] * 2
@@ -516,24 +519,18 @@ def test_a_logo_that_cannot_be_read_for_gpu_memory_fails_alone_and_teaches_no_sm
     fake = LogoEncoderOutOfMemory()
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4).start()
     try:
-        requests = {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xyz"}
+        requests = one_each("xyz")
         requests["y"] = dataclasses.replace(requests["y"], logo="ab" * 32)
         _, jobs = queue_behind_a_running_job(worker, fake, requests)
         fake.gate.set()
         ended = {owner: wait_final(job) for owner, job in jobs.items()}
-        _, later = queue_behind_a_running_job(
-            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "abcd"}
-        )
+        _, later = queue_behind_a_running_job(worker, fake, one_each("abcd"))
         fake.gate.set()
         assert [wait_final(job).state for job in later.values()] == [JobState.DONE] * 4
     finally:
         fake.gate.set()
         worker.stop()
-    assert {owner: snapshot.state for owner, snapshot in ended.items()} == {
-        "x": JobState.DONE,
-        "y": JobState.FAILED,
-        "z": JobState.DONE,
-    }
+    assert [ended[owner].state for owner in "xyz"] == [JobState.DONE, JobState.FAILED, JobState.DONE]
     assert ended["y"].error == (
         "There was not enough free GPU memory to read your logo just now. Please try again in a moment, or make your"
         " mascot without it."
@@ -602,9 +599,7 @@ def queue_until_their_run_runs_out(
 ) -> dict[str, Job]:
     """`owners`' jobs queued behind a running one; their shared run is then held just before it runs out of GPU
     memory, until the caller sets `fake.hold`."""
-    _, jobs = queue_behind_a_running_job(
-        worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in owners}
-    )
+    _, jobs = queue_behind_a_running_job(worker, fake, one_each(owners))
     fake.hold.clear()
     fake.gate.set()
     assert fake.running_out.wait(30)
@@ -618,9 +613,7 @@ def test_the_smaller_runs_after_running_out_get_smaller_however_the_lessons_go(r
     worker = GenerationWorker(lambda on_status: fake, recorder, max_batch_images=4, clock=lambda: next(jumping))
     worker.start()
     try:
-        _, jobs = queue_behind_a_running_job(
-            worker, fake, {owner: dataclasses.replace(REQUEST, prompt=owner) for owner in "xy"}
-        )
+        _, jobs = queue_behind_a_running_job(worker, fake, one_each("xy"))
         fake.gate.set()
         assert [wait_final(job).state for job in jobs.values()] == [JobState.DONE] * 2
     finally:
