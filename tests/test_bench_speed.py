@@ -87,6 +87,7 @@ def test_the_speed_benchmark_compiles_in_a_child_while_serving_then_measures_com
     assert set(compiled["compile_cache_lookups_here"]) == {"256x256x1", "256x256x2"}  # each bucket loaded here
     assert "compile_cache_lookups_here_in_all" in compiled and "cut" not in compiled  # warmed within the budget
     assert compiled["buckets"] == {"256x256x1": "ready", "256x256x2": "ready"}  # as /healthz would say
+    assert [set(child["compiled"]) for child in compiled["children"]] == [{"256x256x1", "256x256x2"}]  # its report
     # The people, queued together, share one run (a run of 2 is the bucket compiled for them).
     assert results["2_people_queued_eager_while_compiling"]["jobs_per_run"] == [2]
     assert results["2_people_queued_compiled"]["jobs_per_run"] == [2]

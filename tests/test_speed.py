@@ -592,6 +592,7 @@ def test_compiling_in_a_child_process_gives_the_eager_images_and_loads_each_stag
     (child,) = generator.compile_children
     assert child.process.returncode == 0
     assert not child.work.report.parent.exists()  # its work order and report are gone once the bucket loaded
+    assert set(child.report()["compiled"]) == {"256x256x1"}  # what it reported, as read before (the benchmark's row)
     assert "256x256x1 in a child process" in generator.compiled.seconds  # compiled there, then loaded here
     assert generator.compiled.ready(decoder_key(256, 256, 1, True)) and generator.compiled.ready(
         decode_key(256, 256, 1)

@@ -5,6 +5,7 @@ process then loads each bucket from that cache or those packages, one stage betw
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,14 @@ class Child:
     work: ChildCompile
     process: subprocess.Popen[bytes]
     started: float
+    # The report as last read: still there once the work folder is removed (the benchmark reads it after the warm-up).
+    last_report: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """What the child wrote: {"compiled": {bucket name: seconds}, "failed": [...]}; empty when it wrote nothing."""
-        try:
-            return dict(json.loads(self.work.report.read_text()))
-        except (OSError, ValueError):
-            return {}
+        with contextlib.suppress(OSError, ValueError):  # not written yet, or its folder removed: the last one read
+            self.last_report = dict(json.loads(self.work.report.read_text()))
+        return dict(self.last_report)
 
 
 def split_buckets(buckets: Sequence[Bucket], processes: int) -> list[tuple[Bucket, ...]]:
