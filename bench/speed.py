@@ -58,6 +58,7 @@ from mascot.generation.saver import SAVE_THREADS
 from mascot.generation.speed import (
     DEFAULT_POOL,
     CompileConfig,
+    allocator_segments,
     bucket_name,
     compile_cache_lookups,
     decode_key,
@@ -670,16 +671,8 @@ def people_queued(bench: Bench, scale: Scale, plain: Callable[[Any], Image.Image
 def cuda_graph_pools_gib() -> float:
     """GiB the allocator holds in CUDA graphs' private pools, used or not: memory the compiled path takes beside the
     peak allocated that the rows report (max_memory_allocated counts no graph's pool once its replays end)."""
-    index = torch.cuda.current_device()
-    try:
-        segments = torch.cuda.memory_snapshot(include_traces=False)
-    except TypeError:  # a torch before include_traces
-        segments = torch.cuda.memory_snapshot()
-    held = sum(
-        segment["total_size"]
-        for segment in segments
-        if segment.get("device", index) == index and tuple(segment["segment_pool_id"]) != DEFAULT_POOL
-    )
+    segments = allocator_segments(torch.device("cuda", torch.cuda.current_device()))
+    held = sum(segment["total_size"] for segment in segments if tuple(segment["segment_pool_id"]) != DEFAULT_POOL)
     return round(held / 2**30, 2)
 
 

@@ -273,16 +273,22 @@ def held_unused_for_eager_tensors(device: torch.device) -> int:
     only their own replays may use: counted, a compiled server's check would say images fit an eager decode where
     they do not. The snapshot walks the allocator's blocks on the host (no wait for the GPU), so it is taken only
     when the cheap counts leave the answer open."""
+    return sum(
+        segment["total_size"] - segment["active_size"]
+        for segment in allocator_segments(device)
+        if tuple(segment["segment_pool_id"]) == DEFAULT_POOL
+    )
+
+
+def allocator_segments(device: torch.device) -> list[dict[str, Any]]:
+    """The segments torch's allocator holds on `device` (its snapshot: each with its pool's id, total and active
+    bytes), read on the host without waiting for the GPU."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     try:
         segments = torch.cuda.memory_snapshot(include_traces=False)  # an operator's recorded history: not copied
     except TypeError:  # a torch before include_traces
         segments = torch.cuda.memory_snapshot()
-    return sum(
-        segment["total_size"] - segment["active_size"]
-        for segment in segments
-        if segment.get("device", index) == index and tuple(segment["segment_pool_id"]) == DEFAULT_POOL
-    )
+    return [segment for segment in segments if segment.get("device", index) == index]
 
 
 class DecodedSoFar:
