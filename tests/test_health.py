@@ -8,11 +8,10 @@ import time
 
 import pytest
 
-from mascot.generation.generator import BucketState, CompileProgress
 from mascot.generation.worker import GenerationWorker, ModelState
 from mascot.web.health import health_report
 from tests.support.app_process import AppProcess, read_health
-from tests.support.fakes import FakeGenerator
+from tests.support.fakes import CompilingFake, FakeGenerator
 
 
 def database_answers() -> int:
@@ -63,22 +62,6 @@ def test_a_failed_model_or_a_silent_database_fails_the_check_without_leaking_the
     assert (code, report["database"]) == (503, "error")
     assert "Connection refused" not in str(report)
     ready.stop()
-
-
-class CompilingFake(FakeGenerator):
-    """The fake generator, compiling: each bucket's state is set by the test."""
-
-    def __init__(self, buckets: dict[str, BucketState] | None) -> None:
-        super().__init__()
-        self.buckets = buckets
-
-    def compile_progress(self) -> CompileProgress | None:
-        return CompileProgress(dict(self.buckets)) if self.buckets is not None else None
-
-    def stop_compiling(self, timeout: float = 10.0) -> None:
-        self.buckets = {
-            name: "eager" if state == "compiling" else state for name, state in (self.buckets or {}).items()
-        }
 
 
 def test_the_check_reports_each_compiled_bucket_and_waits_for_them_only_when_asked():

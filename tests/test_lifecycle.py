@@ -30,7 +30,7 @@ from mascot.store.faults import BUSY, CANNOT_WRITE, StoreUnavailable
 from mascot.store.store import MascotStore
 from mascot.web.health import health_report
 from mascot.web.serving import drain, serve_until_stopped
-from tests.support.fakes import FakeGenerator, StillCompiling
+from tests.support.fakes import CompilingFake, FakeGenerator
 
 REQUEST = GenerationRequest.from_user(prompt="an otter", width=256, height=256)
 ALICE, BOB, CAROL = "a" * 64, "b" * 64, "c" * 64
@@ -102,7 +102,7 @@ class NoClaims:
 def test_a_drain_stops_the_compiling_before_it_waits_for_the_running_run():
     """Each compile process holds a copy of the model on the GPU: none may outlive the server, and no stage of loading
     compiled code may start in the drain, beside the run being finished; nor may the drain wait for one."""
-    generator = StillCompiling()
+    generator = CompilingFake({"768x768x1": "compiling"})
     generator.gate.clear()
     worker = started_worker(generator, lambda job, images, model: None)
     running = worker.submit(Submission(REQUEST, ALICE))
@@ -126,7 +126,7 @@ def test_a_drain_stops_the_compiling_before_it_waits_for_the_running_run():
 def test_a_worker_stopped_alone_leaves_its_models_compiling():
     """The model may outlive a worker (the benchmark serves one model through several): only the server's drain ends
     its compiling."""
-    generator = StillCompiling()
+    generator = CompilingFake({"768x768x1": "compiling"})
     worker = started_worker(generator, lambda job, images, model: None)
     assert worker.stop(10)
     assert generator.stop_calls == 0 and worker.compile_progress == CompileProgress({"768x768x1": "compiling"})

@@ -12,6 +12,7 @@ from PIL import Image
 
 from mascot.generation.generator import (
     BatchItem,
+    BucketState,
     CompileProgress,
     GeneratedImages,
     GenerationCancelled,
@@ -71,19 +72,24 @@ class FakeGenerator:
         return results
 
 
-class StillCompiling(FakeGenerator):
-    """A generator compiling in the background (compile processes, a warm-up thread) until it is stopped."""
+class CompilingFake(FakeGenerator):
+    """A generator compiling in the background (compile processes, a warm-up thread): each bucket's state is set by
+    the test (None: compiling off); a stop settles those still compiling as eager, as the real one does."""
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: dict[str, BucketState] | None) -> None:
         super().__init__()
+        self.buckets = buckets
         self.stopped = threading.Event()
         self.stop_calls = 0
         self.waited_s: float | None = None
 
-    def compile_progress(self) -> CompileProgress:
-        return CompileProgress({"768x768x1": "eager" if self.stopped.is_set() else "compiling"})
+    def compile_progress(self) -> CompileProgress | None:
+        return CompileProgress(dict(self.buckets)) if self.buckets is not None else None
 
     def stop_compiling(self, timeout: float = 10.0) -> None:
         self.stop_calls += 1
         self.waited_s = timeout
+        self.buckets = {
+            name: "eager" if state == "compiling" else state for name, state in (self.buckets or {}).items()
+        }
         self.stopped.set()
