@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -177,6 +179,65 @@ def test_a_decode_a_compile_process_could_not_compile_is_not_compiled_again_in_a
     assert tried == ["in the compile process"]
     assert compiled.ready(decoder_key(256, 256, 1, True)) and not compiled.ready(decode_key(256, 256, 1))
     assert compiled.progress() == CompileProgress({"256x256x1": "ready"})
+
+
+def test_a_compile_process_that_finishes_no_size_for_too_long_is_stopped_and_what_it_did_not_compile_left_eager(
+    tiny_generator, tmp_path
+):
+    """A compile process stuck on a size would keep it "compiling" for good (a replica waiting for its compile,
+    MASCOT_READY_WHEN_COMPILED, would never take people) and hold a copy of the model: it is stopped, the size it had
+    compiled is loaded, the one it was stuck on stays eager."""
+    from mascot.generation import compile_process, speed
+
+    generator = with_speed(tiny_generator, FAST)
+    done, stuck = (256, 256, 1), (256, 256, 2)
+    compiled = speed.CompiledModels(generator.fast_prior, generator.fast_decoder, CompileConfig(backend="eager"))
+    compiled.plan([done, stuck])
+    folder = tmp_path / "work"
+    work = compile_process.ChildCompile(
+        compile_children.builds_for_a_long_time, CompileConfig(backend="eager"), (done, stuck),
+        folder / "report-0.json", 0,
+    )  # fmt: skip
+    child = compile_process.start_child(work, folder)
+    # What it reports once its first size is compiled; the second never comes (its build sleeps for ten minutes).
+    report = {"compiled": {"256x256x1": 1.0}, "failed": [], "packages": {}, "decodes": {"256x256x1": [1]}}
+    compile_process._write_report(work.report, report)
+
+    warm_up = threading.Thread(
+        target=compile_process.warm_after_children,
+        args=(compiled, [child], speed.any_time),
+        kwargs={"work_folder": folder, "stall_s": 0.5},
+    )
+    warm_up.start()
+    warm_up.join(PATIENCE_S)
+    ended = not warm_up.is_alive()
+    if not ended:  # not left for ten minutes by a failing test
+        child.process.kill()
+        warm_up.join()
+
+    assert ended and child.process.returncode is not None
+    assert compiled.progress() == CompileProgress({"256x256x1": "ready", "256x256x2": "eager"})
+    assert not folder.exists()
+
+
+def test_a_compile_process_is_stuck_only_while_it_finishes_no_size(tmp_path):
+    from mascot.generation.compile_process import Child, ChildCompile, _write_report
+
+    buckets = ((256, 256, 1), (256, 256, 2))
+    work = ChildCompile(compile_children.builds_for_a_long_time, CompileConfig(), buckets, tmp_path / "r.json", 0)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) as process:
+        try:
+            child = Child(work, process, started=time.monotonic() - 100)
+            assert child.stalled(50)  # nothing finished in 100 s
+            _write_report(work.report, {"compiled": {"256x256x1": 1.0}, "failed": []})
+            assert not child.stalled(50)  # a size compiled just now
+            child.progressed -= 100
+            assert child.stalled(50)
+            _write_report(work.report, {"compiled": {"256x256x1": 1.0}, "failed": ["256x256x2"]})
+            assert not child.stalled(50)  # a size that failed is a size finished too
+        finally:
+            process.kill()
+    assert not child.stalled(0)  # ended: not stuck
 
 
 class Called(torch.nn.Module):

@@ -43,6 +43,11 @@ BuildTargets = Callable[[], tuple[Any, Any]]
 CHILD_NICENESS = 10  # below the serving process: its eager loop gets the cores first
 POLL_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a child looks whether the serving process that started it is still there
+# A child that finishes no bucket for this long is taken as stuck and stopped, its buckets left eager: else they would
+# stay "compiling" for good (a replica that waits for its compile, MASCOT_READY_WHEN_COMPILED, would never take
+# people) while it held a copy of the model on the GPU. A bucket took 149 to 246 s cold on the H200, its models'
+# loading included (docs/performance.md): this is five times that, and more.
+STALL_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,29 @@ class Child:
     started: float
     # The report as last read: still there once the work folder is removed (the benchmark reads it after the warm-up).
     last_report: dict[str, Any] = field(default_factory=dict)
+    # When it last finished a bucket (compiled or failed), on the monotonic clock: its start until it finishes one.
+    progressed: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progressed = self.started
 
     def report(self) -> dict[str, Any]:
         """What the child wrote: {"compiled": {bucket name: seconds}, "failed": [...]}; empty when it wrote nothing."""
+        finished = self.buckets_finished()
         with contextlib.suppress(OSError, ValueError):  # not written yet, or its folder removed: the last one read
             self.last_report = dict(json.loads(self.work.report.read_text()))
+        if self.buckets_finished() > finished:
+            self.progressed = time.monotonic()
         return dict(self.last_report)
+
+    def buckets_finished(self) -> int:
+        """The buckets its last report read says it compiled or failed."""
+        return len(self.last_report.get("compiled", {})) + len(self.last_report.get("failed", []))
+
+    def stalled(self, stall_s: float) -> bool:
+        """Still running, having finished no bucket in the last `stall_s` seconds (its report read afresh)."""
+        self.report()
+        return self.process.poll() is None and time.monotonic() - self.progressed > stall_s
 
 
 def split_buckets(buckets: Sequence[Bucket], processes: int) -> list[tuple[Bucket, ...]]:
@@ -132,15 +154,26 @@ def warm_after_children(
     turn: Turn,
     stopped: threading.Event | None = None,
     work_folder: Path | None = None,
+    stall_s: float = STALL_S,
 ) -> None:
     """As each child ends, load the buckets it compiled from the cache (each stage inside `turn`), in the order the
     children end; a bucket a child could not compile stays eager (compiling it here would starve the eager path).
-    Once `stopped` is set, no further stage starts. The children's `work_folder` (their work orders and reports) is
-    removed at the end: one is made at every start, in the data folder."""
+    A child that finishes no bucket within `stall_s` seconds is stopped and counts as ended (what it reported
+    compiled is loaded). Once `stopped` is set, no further stage starts. The children's `work_folder` (their work
+    orders and reports) is removed at the end: one is made at every start, in the data folder."""
     turn = stoppable(turn, stopped)
     waiting = list(children)
     try:
         while waiting and not (stopped is not None and stopped.is_set()):
+            for child in waiting:
+                if child.stalled(stall_s):
+                    logger.warning(
+                        "the compile process %d finished no size in %.0f minutes: it is stopped, and what it did not "
+                        "compile stays eager",
+                        child.process.pid,
+                        stall_s / 60,
+                    )
+                    stop_child(child.process)
             ended = [child for child in waiting if child.process.poll() is not None]
             if not ended:
                 time.sleep(POLL_S)
