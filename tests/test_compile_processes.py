@@ -168,6 +168,7 @@ def test_a_decode_a_compile_process_could_not_compile_is_not_compiled_again_in_a
     )  # fmt: skip
     report = compile_process.run(work)  # the compile process's side, run here
     assert report["compiled"].keys() == {"256x256x1"} and report["decodes"] == {"256x256x1": []}
+    assert report["stages"] >= 6  # each stage counted as it started (the prior's four, the decoder, the decode)
 
     where[0] = "in the serving process"
     compiled = speed.CompiledModels(generator.fast_prior, generator.fast_decoder, CompileConfig(backend="eager"))
@@ -235,6 +236,9 @@ def test_a_compile_process_is_stuck_only_while_it_finishes_no_size(tmp_path):
             assert child.stalled(50)
             _write_report(work.report, {"compiled": {"256x256x1": 1.0}, "failed": ["256x256x2"]})
             assert not child.stalled(50)  # a size that failed is a size finished too
+            child.progressed -= 100
+            _write_report(work.report, {"compiled": {"256x256x1": 1.0}, "failed": ["256x256x2"], "stages": 1})
+            assert not child.stalled(50)  # a stage started: a slow compile, not a stuck one
         finally:
             process.kill()
     assert not child.stalled(0)  # ended: not stuck

@@ -659,6 +659,7 @@ def test_packages_compiled_in_a_child_give_the_eager_images_and_load_without_com
     generator.compiled.thread.join(1800)
     (child,) = generator.compile_children
     assert child.process.returncode == 0
+    assert child.report()["stages"] > len(child.report()["packages"]["256x256x1"])  # stages and packages counted
     packaged = generator.compiled
     assert isinstance(packaged, PackagedModels)
     for key in (prior_key(1, True, True), prior_key(1, False, False), decoder_key(256, 256, 1, True)):
@@ -701,13 +702,52 @@ def test_a_package_for_another_architecture_or_computing_otherwise_is_not_used(t
         def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
             return decode.exported(inputs) + self.offset
 
+    (tmp_path / "decode.pt2").write_bytes(b"a package")
     monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda _file: Runner(offset=5.0))
     with pytest.raises(PackageMismatch, match="differs from the eager decode"):
         decode.load(package)
     assert not decode.runners
+    # Set aside: the next start's compile process, finding no package of that name, builds it again.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["decode.extra.rejected", "decode.pt2.rejected"]
+    (tmp_path / "decode.pt2.rejected").rename(tmp_path / "decode.pt2")
+    (tmp_path / "decode.extra.rejected").rename(tmp_path / "decode.extra")
     monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda _file: Runner(offset=1e-4))
     decode.load(package)
     assert list(decode.runners) == [package.signature]
+
+
+def test_a_package_is_set_aside_only_when_it_is_at_fault(tiny_generator, tmp_path, monkeypatch):
+    """One that does not load is built again at the next start; one for another architecture (not this file's fault:
+    another model loaded) and one that met a GPU short of memory for the moment are kept."""
+    packaged = PackagedModels(tiny_generator.prior, tiny_generator.fast_decoder, CompileConfig(packages=True))
+    decode = packaged.movq
+    latents = torch.randn(1, 4, 32, 32)
+    package = Package("decode", signature((latents,)), str(tmp_path / "decode.pt2"), decode.fingerprint)
+    files = {"decode.pt2", "decode.extra"}
+    for name in files:
+        (tmp_path / name).write_bytes(b"kept")
+
+    def names() -> set[str]:
+        return {path.name for path in tmp_path.iterdir()}
+
+    with pytest.raises(PackageMismatch, match="another architecture"):
+        decode.open(dataclasses.replace(package, fingerprint="0" * 32))
+    assert names() == files
+
+    def short_of_memory(_file: str) -> object:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (in a test)")
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", short_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        decode.open(package)
+    assert names() == files
+
+    def broken(_file: str) -> object:
+        raise RuntimeError("Failed to load the package's library (in a test)")
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", broken)
+    assert packaged.load((256, 256, 1), {stage_name(decode_key(256, 256, 1)): [vars(package)]}) is False
+    assert names() == {"decode.pt2.rejected", "decode.extra.rejected"}
 
 
 def test_a_package_library_is_opened_outside_the_turn_that_attaches_it(tiny_generator, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,10 @@ BuildTargets = Callable[[], tuple[Any, Any]]
 CHILD_NICENESS = 10  # below the serving process: its eager loop gets the cores first
 POLL_S = 0.5
 PARENT_CHECK_S = 1.0  # how often a child looks whether the serving process that started it is still there
-# A child that finishes no bucket for this long is taken as stuck and stopped, its buckets left eager: else they would
-# stay "compiling" for good (a replica that waits for its compile, MASCOT_READY_WHEN_COMPILED, would never take
-# people) while it held a copy of the model on the GPU. A bucket took 149 to 246 s cold on the H200, its models'
-# loading included (docs/performance.md): this is five times that, and more.
+# A child that starts no stage and finishes no bucket for this long is taken as stuck and stopped, its buckets left
+# eager: else they would stay "compiling" for good (a replica that waits for its compile, MASCOT_READY_WHEN_COMPILED,
+# would never take people) while it held a copy of the model on the GPU. A whole bucket, seven stages or more, took
+# 149 to 184 s cold on the H200, and 240 to 246 s with the tiny model on a 2-core CPU (docs/performance.md).
 STALL_S = 1800.0
 
 
@@ -70,7 +70,7 @@ class Child:
     started: float
     # The report as last read: still there once the work folder is removed (the benchmark reads it after the warm-up).
     last_report: dict[str, Any] = field(default_factory=dict)
-    # When it last finished a bucket (compiled or failed), on the monotonic clock: its start until it finishes one.
+    # When its report last showed progress (a stage started, a bucket finished), on the monotonic clock.
     progressed: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,19 +78,20 @@ class Child:
 
     def report(self) -> dict[str, Any]:
         """What the child wrote: {"compiled": {bucket name: seconds}, "failed": [...]}; empty when it wrote nothing."""
-        finished = self.buckets_finished()
+        before = self.steps_done()
         with contextlib.suppress(OSError, ValueError):  # not written yet, or its folder removed: the last one read
             self.last_report = dict(json.loads(self.work.report.read_text()))
-        if self.buckets_finished() > finished:
+        if self.steps_done() > before:
             self.progressed = time.monotonic()
         return dict(self.last_report)
 
-    def buckets_finished(self) -> int:
-        """The buckets its last report read says it compiled or failed."""
-        return len(self.last_report.get("compiled", {})) + len(self.last_report.get("failed", []))
+    def steps_done(self) -> int:
+        """What its last report read counts: stages started and buckets finished (compiled or failed)."""
+        report = self.last_report
+        return int(report.get("stages", 0)) + len(report.get("compiled", {})) + len(report.get("failed", []))
 
     def stalled(self, stall_s: float) -> bool:
-        """Still running, having finished no bucket in the last `stall_s` seconds (its report read afresh)."""
+        """Still running, having made no progress in the last `stall_s` seconds (its report read afresh)."""
         self.report()
         return self.process.poll() is None and time.monotonic() - self.progressed > stall_s
 
@@ -214,24 +215,36 @@ def _load_from_cache(compiled: StagedModels, child: Child, turn: Turn) -> None:
 
 
 def run(work: ChildCompile) -> dict[str, Any]:
-    """The child's side: build, compile each bucket, report (written after each bucket, so a crash keeps the rest)."""
+    """The child's side: build, compile each bucket, report (written after each bucket, so a crash keeps the rest, and
+    as each stage starts, so the serving process sees a slow compile is not a stuck one)."""
     if work.niceness and hasattr(os, "nice"):
         os.nice(work.niceness)
-    prior, decoder = work.build()
     # "decodes": per bucket, the decode sizes (images at once) compiled; the serving process loads only those.
-    report: dict[str, Any] = {"compiled": {}, "failed": [], "packages": {}, "decodes": {}}
+    # "stages": how many stages (and packages) it has started so far.
+    report: dict[str, Any] = {"compiled": {}, "failed": [], "packages": {}, "decodes": {}, "stages": 0}
+
+    def started_another() -> None:
+        report["stages"] += 1
+        _write_report(work.report, report)
+
+    @contextlib.contextmanager
+    def stage() -> Iterator[None]:
+        started_another()
+        yield
+
+    prior, decoder = work.build()
     if work.config.packages:
         packaged = PackagedModels(prior, decoder, work.config)
         # In the persistent cache, a restart finds its packages built (each is checked when it is loaded).
         cache = work.config.cache_dir
         folder = cache / "packages" if cache is not None else work.report.parent / "packages"
         for bucket in work.buckets:
-            _build_packages(packaged, bucket, folder, report)
+            _build_packages(packaged, bucket, folder, report, started_another)
             _write_report(work.report, report)
         return report
     compiled = CompiledModels(prior, decoder, work.config)  # the same cache folder and thread cap as the parent's
     for bucket in work.buckets:
-        if compiled.warm([bucket]):
+        if compiled.warm([bucket], stage):
             report["compiled"][bucket_name(bucket)] = compiled.seconds[bucket_name(bucket)]
             height, width, _ = bucket
             report["decodes"][bucket_name(bucket)] = [
@@ -251,12 +264,14 @@ def _write_report(path: Path, report: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def _build_packages(packaged: PackagedModels, bucket: Bucket, folder: Path, report: dict[str, Any]) -> None:
+def _build_packages(
+    packaged: PackagedModels, bucket: Bucket, folder: Path, report: dict[str, Any], started_another: Callable[[], None]
+) -> None:
     """One bucket's packages into `folder`, and into the report what each of its stages needs."""
     name = bucket_name(bucket)
     started = time.perf_counter()
     try:
-        needs = packaged.build(bucket, folder)
+        needs = packaged.build(bucket, folder, started_another)
     except Exception:
         logger.exception("building the compiled packages for %s failed; it stays eager", name)
         report["failed"].append(name)

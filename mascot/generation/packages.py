@@ -33,6 +33,7 @@ from torch._functorch._aot_autograd.subclass_parametrization import UnwrapTensor
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from mascot.generation.adapters import set_adapter_scale
+from mascot.generation.generator import ran_out_of_gpu_memory
 from mascot.generation.speed import (
     Bucket,
     CompileConfig,
@@ -240,10 +241,11 @@ class PackagedModule:
         9.2 s on torch 2.11, measured on the CPU). Raises PackageMismatch when it is not for this model."""
         if package.fingerprint != self.fingerprint:
             raise PackageMismatch(f"{package.file} was compiled for another architecture of {self.name}")
-        runner = torch._inductor.aoti_load_package(package.file)
-        device = next(self.exported.parameters()).device
-        extra = torch.load(Path(package.file).with_suffix(".extra"), map_location=device)
-        return OpenedPackage(package, runner, extra["inputs"], extra["constants"])
+        with setting_aside_when_broken(package):
+            runner = torch._inductor.aoti_load_package(package.file)
+            device = next(self.exported.parameters()).device
+            extra = torch.load(Path(package.file).with_suffix(".extra"), map_location=device)
+            return OpenedPackage(package, runner, extra["inputs"], extra["constants"])
 
     def attach(self, opened: OpenedPackage) -> None:
         """Point an opened package at this module's live weights and check it against the eager call on the child's
@@ -251,14 +253,15 @@ class PackagedModule:
         package, runner = opened.package, opened.runner
         live = handed_over(self.exported)
         wanted = [name for name in runner.get_constant_fqns() if not name.startswith(FOLDED_PREFIX)]
-        constants = {name: live[name] if name in live else opened.constants[name] for name in wanted}
-        runner.load_constants(constants, check_full_update=True, user_managed=True)
-        self._base_model()
-        with torch.inference_mode():  # its constants are folded from ours on this first call
-            packaged, eager = runner(*opened.inputs), self.exported(*opened.inputs)
-        difference = float((packaged.float() - eager.float()).abs().max())
-        if not difference <= CHECK_TOLERANCE * (1 + float(eager.float().abs().max())):
-            raise PackageMismatch(f"{package.file} differs from the eager {self.name} by {difference:.3g}")
+        with setting_aside_when_broken(package):
+            constants = {name: live[name] if name in live else opened.constants[name] for name in wanted}
+            runner.load_constants(constants, check_full_update=True, user_managed=True)
+            self._base_model()
+            with torch.inference_mode():  # its constants are folded from ours on this first call
+                packaged, eager = runner(*opened.inputs), self.exported(*opened.inputs)
+            difference = float((packaged.float() - eager.float()).abs().max())
+            if not difference <= CHECK_TOLERANCE * (1 + float(eager.float().abs().max())):
+                raise PackageMismatch(f"{package.file} differs from the eager {self.name} by {difference:.3g}")
         self.runners[package.signature] = runner
 
     def load(self, package: Package) -> None:
@@ -297,6 +300,27 @@ def handed_over(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 class PackageMismatch(Exception):
     """A package that does not compute what this process's module computes: that bucket stays eager."""
+
+
+REJECTED_SUFFIX = ".rejected"
+
+
+@contextlib.contextmanager
+def setting_aside_when_broken(package: Package) -> Iterator[None]:
+    """A package that fails to load or to compute what eager computes is renamed `<name>.pt2.rejected` (with its
+    extra) before the error goes on: kept under its own name, the compile process of every later start would find it
+    built and skip it, and its size would stay eager for good. Renamed, the next start builds it again; the one
+    rejected last is kept beside it, to be looked into. Running out of GPU memory is the moment's, not the package's."""
+    try:
+        yield
+    except Exception as error:
+        if not ran_out_of_gpu_memory(error):
+            path = Path(package.file)
+            for broken in (path, path.with_suffix(".extra")):
+                with contextlib.suppress(OSError):  # gone already (another replica set it aside): nothing to do
+                    broken.replace(broken.with_name(broken.name + REJECTED_SUFFIX))
+            logger.warning("set %s aside: the next start builds it again", path.name)
+        raise
 
 
 def fingerprint(module: torch.nn.Module) -> str:
@@ -345,14 +369,18 @@ class PackagedModels(StagedModels):
         return self.movq.module(latents)
 
     # ---- the compile process's side ---------------------------------------------------------------------------------
-    def build(self, bucket: Bucket, folder: Path) -> dict[str, list[Package]]:
+    def build(
+        self, bucket: Bucket, folder: Path, started_another: Callable[[], None] = lambda: None
+    ) -> dict[str, list[Package]]:
         """Run the bucket's stages eagerly, capturing each module call, and build a package per call shape: the
-        packages each stage needs, by its key (as json)."""
+        packages each stage needs, by its key (as json). `started_another` is called as each stage and each
+        package's build starts (the compile process's sign of progress)."""
         folder.mkdir(parents=True, exist_ok=True)
         needs: dict[str, list[Package]] = {}
 
         @contextlib.contextmanager
         def capturing() -> Iterator[dict[str, dict[str, Inputs]]]:
+            started_another()
             for module in self.modules:
                 module.captured = {}
             seen: dict[str, dict[str, Inputs]] = {}
@@ -366,9 +394,11 @@ class PackagedModels(StagedModels):
         with torch.inference_mode():
             stages = run_bucket(self.prior, self.decoder, self.decode, bucket, capturing)
         for key, seen in stages:
-            needs[stage_name(key)] = [
-                module.build(inputs, folder) for module in self.modules for inputs in seen.get(module.name, {}).values()
-            ]
+            needs[stage_name(key)] = []
+            for module in self.modules:
+                for inputs in seen.get(module.name, {}).values():
+                    started_another()
+                    needs[stage_name(key)].append(module.build(inputs, folder))
         return needs
 
     # ---- the serving process's side --------------------------------------------------------------------------------
