@@ -88,10 +88,16 @@ def test_another_browser_cannot_read_or_take_over_a_session(site, victim, attack
 def test_another_browser_cannot_hold_a_sessions_heartbeat_or_close_its_streams(site, victim, attacker):
     """When a heartbeat ends, Gradio closes its session's waiting events: another browser that learnt the session's
     hash could open its heartbeat and drop it (an outsider's attack noticed it was not bound)."""
-    session = uuid.uuid4().hex
-    joined = join(victim, fn_index(victim, "device_link"), session)
+    session, index = uuid.uuid4().hex, fn_index(victim, "device_link")
+    joined = join(victim, index, session)
     assert joined.status_code == 200
 
+    # Gradio's /cancel ends the event it names whatever session the body names: a session of one's own, or none
+    # joined yet, let anyone who learnt an event id end another's Generate (an outsider's attack found it).
+    cancel = {"session_hash": uuid.uuid4().hex, "fn_index": index, "event_id": joined.json()["event_id"]}
+    refused = attacker.post("gradio_api/cancel", json=cancel)
+    assert (refused.status_code, refused.text) == (403, FOREIGN_EVENT.decode())
+    assert httpx.post(f"{site.url}gradio_api/cancel", json=cancel, timeout=30).status_code == 403  # no cookie
     with attacker.stream("GET", f"gradio_api/heartbeat/{session}") as beat:
         assert beat.status_code == 403  # before reading: a heartbeat let through never ends
         assert beat.read().decode() == FOREIGN.decode()
@@ -102,6 +108,7 @@ def test_another_browser_cannot_hold_a_sessions_heartbeat_or_close_its_streams(s
         assert next(beat.iter_lines()) == "data: ALIVE"
     status, text = read_stream(victim, session)
     assert status == 200 and "?device=" in text
+    assert victim.post("gradio_api/cancel", json={**cancel, "session_hash": session}).status_code == 200  # its own
     # A page's heartbeat opens before it has joined anything: nothing is bound yet, nothing to take.
     with attacker.stream("GET", f"gradio_api/heartbeat/{uuid.uuid4().hex}") as beat:
         assert beat.status_code == 200

@@ -14,7 +14,8 @@ browser that asked, and the GET answers only that browser.
 
 A session's heartbeat (GET /gradio_api/heartbeat/<session_hash>) is held the same way: when it ends, Gradio closes
 the session's waiting events, so another browser's heartbeat could cancel them. An event's stream is closed (POST
-/gradio_api/stream/<event_id>/close) only by the browser given that event id.
+/gradio_api/stream/<event_id>/close) or cancelled (POST /gradio_api/cancel, which names a session and an event, and
+ends the event whichever session it names) only by the browser given that event id.
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ class SessionBindingMiddleware:
             if not self._session_allowed(path, session_hash, token):
                 await refuse(send, 403, FOREIGN)
                 return
+            if path == CANCEL_PATH and not self._may_cancel(fields.string("event_id"), token):
+                await refuse(send, 403, FOREIGN_EVENT)
+                return
             receive = replaying(body, receive)
             if joins and token is not None:
                 send = binding_event_ids(send, lambda event_id: self._bind(token, session_hash, event_id))
@@ -166,6 +170,11 @@ class SessionBindingMiddleware:
         if path == CANCEL_PATH:
             return self.owners.allows(session_hash, token)
         return token is not None and self.owners.allows(session_hash, token)  # bound once Gradio takes it (_bind)
+
+    def _may_cancel(self, event_id: str | None, token: str | None) -> bool:
+        """Gradio's /cancel ends the event it names whatever session the body names (its stream closed, its job
+        dropped from the queue): only the browser given that event id may. Without an id Gradio refuses it itself."""
+        return event_id is None or (token is not None and self.events.holds(event_id, token))
 
     def _token(self, scope: Scope) -> str | None:
         return self.token_of(request_cookies(scope))
