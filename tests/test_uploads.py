@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from mascot.service import Visitor, sentences
 from mascot.service.downloads import UPLOAD_KEEP_S, prune_uploads
-from mascot.web.body_limit import REQUEST_TOO_LARGE
+from mascot.web.body_limit import REQUEST_TOO_LARGE, TOO_MANY_FILES, MultipartParts
 from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE
 from tests.support.raw_gradio import fn_index_in
 from tests.support.site import make, mine
@@ -121,6 +121,33 @@ def test_a_body_sent_without_a_length_is_capped_as_a_whole_not_per_file(site) ->
     # Under the cap, a chunked upload is taken as before.
     status, answer = post_chunked(site.url, "/gradio_api/upload", multipart("logo.png", b"fine"), cookie)
     assert status == 200 and len(json.loads(answer)) == 1
+
+
+def test_an_upload_takes_one_file_so_the_limit_counts_files(site) -> None:
+    """The limit counts requests: an outsider's attack sent 999 files in one, counted as one upload (each a folder and
+    a file in Gradio's temp folder). The page's uploads each carry one file."""
+    cookie = browser_cookie(site.url)
+    two = multipart("a.png", b"a").removesuffix(f"--{BOUNDARY}--\r\n".encode()) + multipart("b.png", b"b")
+
+    assert post_upload(site.url, two, cookie) == (413, TOO_MANY_FILES)
+    assert post_chunked(site.url, "/gradio_api/upload", two * 100, cookie) == (413, TOO_MANY_FILES)
+    status, answer = post_upload(site.url, multipart("logo.png", b"fine"), cookie)
+    assert status == 200 and len(json.loads(answer)) == 1
+
+
+def test_the_parts_of_an_upload_are_counted_however_its_body_is_cut():
+    one = multipart("a.png", b"a")
+    two = one.removesuffix(f"--{BOUNDARY}--\r\n".encode()) + multipart("b.png", b"b")
+    for body, too_many in ((one, False), (two, True)):
+        for size in (1, 3, len(BOUNDARY) + 2, len(body)):
+            parts = MultipartParts(BOUNDARY)
+            for start in range(0, len(body), size):
+                parts.read(body[start : start + size])
+            assert parts.too_many is too_many, (size, body)
+    quoted = {"type": "http", "headers": [(b"content-type", f'multipart/form-data; boundary="{BOUNDARY}"'.encode())]}
+    parts = MultipartParts.of(quoted)
+    assert parts is not None and parts.delimiter == f"--{BOUNDARY}".encode()
+    assert MultipartParts.of({"type": "http", "headers": [(b"content-type", b"application/json")]}) is None
 
 
 def test_one_browser_can_upload_only_so_many_files_in_ten_minutes(site) -> None:

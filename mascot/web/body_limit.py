@@ -5,10 +5,15 @@ it arrives, and once past the cap the app is told the client went away and the c
 max_file_size, is per file: its multipart routes take up to 1000 files a request, so one chunked upload could write
 10 GB to its temp folder, and its component server reads every file of a request into memory (an outsider's attack
 wrote 72 MB with one request). The event routes have their own, smaller cap (web.events, web.sessions).
+
+An upload carries one file, as the page's uploads do: the upload gate (web.uploads) counts requests, and 999 files in
+one request were counted as one (an outsider's attack), each a folder and a file in Gradio's temp folder. Its parts
+are counted as they arrive, and a second one is refused the same way.
 """
 
 from __future__ import annotations
 
+import email.message
 import logging
 
 from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, first_header
@@ -17,6 +22,8 @@ from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE, answer, is_upload
 logger = logging.getLogger(__name__)
 
 REQUEST_TOO_LARGE = f"This request is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB, the most we take."
+MAX_FILES_PER_UPLOAD = 1
+TOO_MANY_FILES = "Upload one file at a time."
 
 
 class BodyLimitMiddleware:
@@ -36,7 +43,8 @@ class BodyLimitMiddleware:
         if length is not None and (not length.strip().isdigit() or int(length) > self.max_bytes):
             await answer(send, 413, sentence)
             return
-        body = CappedBody(receive, self.max_bytes)
+        parts = MultipartParts.of(scope) if is_upload(scope) else None
+        body = CappedBody(receive, self.max_bytes, parts)
         held = HeldWhenTooLarge(send, body)
         try:
             await self.app(scope, body.receive, held.send)
@@ -45,16 +53,52 @@ class BodyLimitMiddleware:
                 raise
             # The app's parser met the disconnect we made up: the refusal below is the answer.
         if body.too_large and not held.started:
+            if parts is not None and parts.too_many:
+                logger.info("Refused an upload of more than %d file(s)", MAX_FILES_PER_UPLOAD)
+                await answer(send, 413, TOO_MANY_FILES)
+                return
             logger.info("Refused a request whose body passed %d bytes: %s", self.max_bytes, scope.get("path"))
             await answer(send, 413, sentence)
 
 
-class CappedBody:
-    """The request's `receive`, counting body bytes: past the cap, the app hears a disconnect from then on."""
+class MultipartParts:
+    """Counts the parts of a multipart body as it goes by: each begins with the delimiter `--<boundary>`, which its
+    content cannot hold (the parser would split there too), and the body ends with one more."""
 
-    def __init__(self, receive: Receive, max_bytes: int) -> None:
+    def __init__(self, boundary: str, max_parts: int = MAX_FILES_PER_UPLOAD) -> None:
+        self.delimiter = b"--" + boundary.encode("latin-1")
+        self.max_parts = max_parts
+        self.delimiters = 0
+        self._tail = b""  # the last bytes of what came, shorter than a delimiter: one split over two chunks counts
+
+    @classmethod
+    def of(cls, scope: Scope) -> MultipartParts | None:
+        """For a multipart request (its boundary as Gradio's parser reads it); None for any other, which Gradio
+        refuses itself."""
+        header = email.message.Message()
+        header["content-type"] = first_header(scope, b"content-type") or ""
+        boundary = header.get_param("boundary") if header.get_content_type() == "multipart/form-data" else None
+        return cls(boundary) if isinstance(boundary, str) and boundary else None
+
+    def read(self, chunk: bytes) -> None:
+        data = self._tail + chunk
+        self.delimiters += data.count(self.delimiter)
+        self._tail = data[-(len(self.delimiter) - 1) :]
+
+    @property
+    def too_many(self) -> bool:
+        """More parts than allowed have begun: a delimiter past the first part's and its closing one."""
+        return self.delimiters > self.max_parts + 1
+
+
+class CappedBody:
+    """The request's `receive`, counting body bytes (and, given `parts`, a multipart body's parts): past the cap, the
+    app hears a disconnect from then on."""
+
+    def __init__(self, receive: Receive, max_bytes: int, parts: MultipartParts | None = None) -> None:
         self._receive = receive
         self.max_bytes = max_bytes
+        self.parts = parts
         self.size = 0
         self.too_large = False
 
@@ -63,8 +107,11 @@ class CappedBody:
             return {"type": "http.disconnect"}
         message = await self._receive()
         if message["type"] == "http.request":
-            self.size += len(message.get("body", b""))
-            if self.size > self.max_bytes:
+            chunk = bytes(message.get("body", b""))
+            self.size += len(chunk)
+            if self.parts is not None:
+                self.parts.read(chunk)
+            if self.size > self.max_bytes or (self.parts is not None and self.parts.too_many):
                 self.too_large = True
                 return {"type": "http.disconnect"}
         return message
