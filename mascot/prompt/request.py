@@ -303,6 +303,6 @@ def _quoted(raw: Any) -> str:
 
 def _show(number: float) -> str:
     """A number as a person writes it: 4294967295, not 4.29497e+09; 4.5, not 4.500000; a giant shortened."""
-    if isinstance(number, int) and abs(number) > 10**15:
+    if abs(number) > 10**15:  # an int of any size, or a float up to 1.8e308 (whose int has 309 digits)
         return "a number far too large"
     return str(int(number)) if float(number).is_integer() else f"{number:g}"
