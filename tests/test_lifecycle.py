@@ -109,6 +109,9 @@ def test_a_drain_stops_the_compiling_before_it_waits_for_the_running_run():
     wait_until(generator.started.is_set)
     stopped_while_running: list[bool] = []
 
+    admitting_when_stopped: list[bool] = []
+    generator.on_stop = lambda: admitting_when_stopped.append(not worker.is_stopping)
+
     def finish_once_stopped() -> None:  # the running run is held until the compiling was stopped
         stopped_while_running.append(generator.stopped.wait(30))
         generator.gate.set()
@@ -118,6 +121,7 @@ def test_a_drain_stops_the_compiling_before_it_waits_for_the_running_run():
     drain(worker, NoClaims(), timeout_s=30)
 
     assert stopped_while_running == [True] and generator.stop_calls == 1
+    assert admitting_when_stopped == [False]  # nobody joins while the compile processes are ended (seconds)
     assert generator.waited_s == 0  # a load stage waiting for the running run does not hold the drain up
     assert final(running).state is JobState.DONE
     assert worker.compile_progress == CompileProgress({"768x768x1": "eager"})

@@ -266,10 +266,12 @@ class GenerationWorker:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Drain, as on SIGTERM: refuse new jobs, end the queued ones unmade (SHUTDOWN_MESSAGE; `on_ended` frees their
-        claims, and nothing was charged), and let the running run finish and be saved within `timeout` seconds; past
-        that it is cancelled at its next step. True when the running run (if any) finished in time."""
+    def stop(self, timeout: float = 10.0, *, end_compiling: bool = False) -> bool:
+        """Drain, as on SIGTERM: refuse new jobs, end the loaded model's compiling with `end_compiling` (a server's
+        shutdown; left alone, as the model may outlive this worker, as in the benchmark), end the queued jobs unmade
+        (SHUTDOWN_MESSAGE; `on_ended` frees their claims, and nothing was charged), and let the running run finish
+        and be saved within `timeout` seconds; past that it is cancelled at its next step. True when the running run
+        (if any) finished in time."""
         with self._lock:
             self._stopping.set()
             # Jobs waiting for a smaller run after their shared run ran out of memory are as unmade as queued ones.
@@ -277,6 +279,8 @@ class GenerationWorker:
             self._pending.clear()
             self._remaking.clear()
             self._lock.notify_all()
+        if end_compiling:  # admitting nothing first: ending the compile processes may take seconds
+            self._end_compiling()
         for job in queued:  # outside the lock: on_ended writes to the database
             self._end(job, answer_first=True, state=JobState.CANCELLED, error=SHUTDOWN_MESSAGE)
         finished = self._finish_running(timeout)
@@ -284,10 +288,9 @@ class GenerationWorker:
             self._saver.close(max(timeout, CANCEL_GRACE_S))  # every finished job is still stored
         return finished
 
-    def stop_compiling(self) -> None:
-        """End the loaded model's compiling (a server's shutdown; `stop` leaves it, as the model may outlive this
-        worker, as in the benchmark): no compile process outlives the server (each holds a copy of the model, on the
-        GPU), and no stage of loading compiled code starts during the drain, beside the run being finished."""
+    def _end_compiling(self) -> None:
+        """No compile process outlives the server (each holds a copy of the model, on the GPU), and no stage of
+        loading compiled code starts during the drain, beside the run being finished."""
         generator = self._generator
         if not isinstance(generator, Compiling):
             return

@@ -34,8 +34,7 @@ def drain(worker: GenerationWorker, claims: HeldClaims, timeout_s: float) -> flo
     free the claims, give the answers time to leave. Returns the seconds it took."""
     started = time.monotonic()
     log.info("shutting down: finishing the running job (at most %.0f s)", timeout_s)
-    worker.stop_compiling()
-    finished = worker.stop(timeout_s)
+    finished = worker.stop(timeout_s, end_compiling=True)
     claims.retry_releases()
     freed = claims.stop()
     if not worker.wait_until_answered(ANSWER_WAIT_S):

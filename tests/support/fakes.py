@@ -6,7 +6,7 @@ Every user-facing flow is also tested on the real tiny pipeline; this fake only 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -82,11 +82,13 @@ class CompilingFake(FakeGenerator):
         self.stopped = threading.Event()
         self.stop_calls = 0
         self.waited_s: float | None = None
+        self.on_stop: Callable[[], object] = lambda: None  # what a test looks at as the stop comes
 
     def compile_progress(self) -> CompileProgress | None:
         return CompileProgress(dict(self.buckets)) if self.buckets is not None else None
 
     def stop_compiling(self, timeout: float = 10.0) -> None:
+        self.on_stop()
         self.stop_calls += 1
         self.waited_s = timeout
         self.buckets = {
