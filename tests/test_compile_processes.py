@@ -274,3 +274,19 @@ def test_a_package_build_that_fails_leaves_no_partial_files_in_the_data_folder(t
 
     assert [path.parent for path in written] == [tmp_path]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_files_a_killed_package_build_left_are_removed_and_fresh_ones_kept(tmp_path):
+    """A build killed between writing its package and renaming it (SIGTERM and SIGKILL skip its cleanup) leaves partials
+    in the data folder for good; the next compile process removes them, but not a build's of another replica now."""
+    from mascot.generation.packages import remove_abandoned_partials
+
+    names = ("unet-1.a.partial.pt2", "unet-1.a.partial-extra", "unet-1.pt2", "unet-1.extra", "unet-2.b.partial.pt2")
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for name in names[:4]:
+        os.utime(tmp_path / name, (two_hours_ago, two_hours_ago))
+
+    assert remove_abandoned_partials(tmp_path) == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["unet-1.extra", "unet-1.pt2", "unet-2.b.partial.pt2"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mascot.generation.packages import PackagedModels
+from mascot.generation.packages import PackagedModels, remove_abandoned_partials
 from mascot.generation.speed import (
     Bucket,
     CompileConfig,
@@ -238,6 +238,8 @@ def run(work: ChildCompile) -> dict[str, Any]:
         # In the persistent cache, a restart finds its packages built (each is checked when it is loaded).
         cache = work.config.cache_dir
         folder = cache / "packages" if cache is not None else work.report.parent / "packages"
+        if folder.is_dir() and (removed := remove_abandoned_partials(folder)):
+            logger.info("removed %d partial package files left by killed builds", removed)
         for bucket in work.buckets:
             _build_packages(packaged, bucket, folder, report, started_another)
             _write_report(work.report, report)

@@ -217,8 +217,8 @@ class PackagedModule:
                 # Two children may build one shape (a bucket of 8 decodes one image too), and replicas sharing a
                 # data folder may too (with the same process ids, in like containers): each writes files of its own
                 # name, and the last rename wins with an equal package.
-                partial = unique_file(folder, f"{path.stem}.", ".partial.pt2")  # AOTInductor wants .pt2
-                extra = unique_file(folder, f"{path.stem}.", ".partial-extra")
+                partial = unique_file(folder, f"{path.stem}.", PARTIAL_SUFFIXES[0])  # AOTInductor wants .pt2
+                extra = unique_file(folder, f"{path.stem}.", PARTIAL_SUFFIXES[1])
                 try:
                     torch._inductor.aoti_compile_and_package(
                         program, package_path=str(partial), inductor_configs=PACKAGE_OPTIONS
@@ -230,7 +230,7 @@ class PackagedModule:
                     torch.save({"inputs": example, "constants": constants}, extra)
                     extra.replace(path.with_suffix(".extra"))  # first: a package whose file exists has its extra
                     partial.replace(path)
-                finally:  # a failed build leaves no partial files in the data folder (a killed one may)
+                finally:  # a failed build leaves no partial files (a killed one may: remove_abandoned_partials)
                     partial.unlink(missing_ok=True)
                     extra.unlink(missing_ok=True)
         return Package(self.name, key, str(path), self.fingerprint)
@@ -434,6 +434,26 @@ class PackagedModels(StagedModels):
         logger.info("loaded the compiled packages for %dx%d, %d image(s) per run, in %.1f s", *bucket, seconds)
         self.settle(bucket, "ready")
         return True
+
+
+PARTIAL_SUFFIXES = (".partial.pt2", ".partial-extra")  # a package and its extra, while being written (build)
+# A build writes its partial files in its last seconds, once compiled, and renames them at once: older ones are left
+# by a build killed between the two (SIGTERM, as a stop sends, and SIGKILL skip its `finally`), replicas or not.
+ABANDONED_PARTIAL_S = 3600.0
+
+
+def remove_abandoned_partials(folder: Path, older_than_s: float = ABANDONED_PARTIAL_S) -> int:
+    """Remove the partial files of killed builds from `folder` (kept across restarts, in the data folder); returns
+    how many went."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for suffix in PARTIAL_SUFFIXES:
+        for path in folder.glob(f"*{suffix}"):
+            with contextlib.suppress(OSError):  # another replica removed it first
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+    return removed
 
 
 def unique_file(folder: Path, prefix: str, suffix: str) -> Path:
