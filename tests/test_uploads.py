@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from mascot.service import Visitor, sentences
 from mascot.service.downloads import UPLOAD_KEEP_S, prune_uploads
-from mascot.web.body_limit import REQUEST_TOO_LARGE, TOO_MANY_FILES, MultipartParts
+from mascot.web.body_limit import MALFORMED_UPLOAD, REQUEST_TOO_LARGE, TOO_MANY_FILES, MultipartParts
 from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE
 from tests.support.raw_gradio import fn_index_in
 from tests.support.site import make, mine
@@ -112,10 +112,13 @@ def test_a_body_sent_without_a_length_is_capped_as_a_whole_not_per_file(site) ->
     cookie = browser_cookie(site.url)
     nine_mb = b"x" * (9 * 1024 * 1024)
     two_files = multipart("a.png", nine_mb).removesuffix(f"--{BOUNDARY}--\r\n".encode()) + multipart("b.png", nine_mb)
-
-    assert post_chunked(site.url, "/gradio_api/upload", two_files, cookie) == (413, TOO_LARGE)
+    # An upload takes one file now: its second is refused as it begins, before the whole passes the cap.
+    assert post_chunked(site.url, "/gradio_api/upload", two_files, cookie) == (413, TOO_MANY_FILES)
     kept = sum(path.stat().st_size for path in uploaded_files(site))
     assert kept <= MAX_UPLOAD_BYTES
+    eleven_mb = multipart("a.png", b"x" * (11 * 1024 * 1024))
+    assert post_chunked(site.url, "/gradio_api/upload", eleven_mb, cookie) == (413, TOO_LARGE)
+    assert sum(path.stat().st_size for path in uploaded_files(site)) - kept <= MAX_UPLOAD_BYTES
     # Gradio's component server reads every file of a request into memory: the same cap.
     status, answer = post_chunked(site.url, "/gradio_api/component_server", two_files, cookie)
     assert (status, answer) == (413, REQUEST_TOO_LARGE)
@@ -139,16 +142,44 @@ def test_an_upload_takes_one_file_so_the_limit_counts_files(site) -> None:
 def test_the_parts_of_an_upload_are_counted_however_its_body_is_cut():
     one = multipart("a.png", b"a")
     two = one.removesuffix(f"--{BOUNDARY}--\r\n".encode()) + multipart("b.png", b"b")
-    for body, too_many in ((one, False), (two, True)):
-        for size in (1, 3, len(BOUNDARY) + 2, len(body)):
-            parts = MultipartParts(BOUNDARY)
+    for body, parts in ((one, 1), (two, 2), (two.removesuffix(f"--{BOUNDARY}--\r\n".encode()), 2)):
+        for size in (1, 2, 3, len(BOUNDARY) + 2, len(BOUNDARY) + 3, len(body)):
+            counted = MultipartParts(BOUNDARY.encode())
             for start in range(0, len(body), size):
-                parts.read(body[start : start + size])
-            assert parts.too_many is too_many, (size, body)
-    quoted = {"type": "http", "headers": [(b"content-type", f'multipart/form-data; boundary="{BOUNDARY}"'.encode())]}
-    parts = MultipartParts.of(quoted)
-    assert parts is not None and parts.delimiter == f"--{BOUNDARY}".encode()
-    assert MultipartParts.of({"type": "http", "headers": [(b"content-type", b"application/json")]}) is None
+                counted.read(body[start : start + size])
+            assert (counted.parts, counted.too_many) == (parts, parts > 1), (size, body)
+
+
+def content_type(value: str) -> dict:
+    return {"type": "http", "headers": [(b"content-type", value.encode())]}
+
+
+def test_an_uploads_boundary_is_read_as_gradios_parser_reads_it():
+    """An outsider naming the boundary twice, or in another case, had the parts counted against a boundary the body
+    did not use while Gradio's parser (python-multipart: the last value) split every file (a review found it)."""
+    for header in (
+        f'multipart/form-data; boundary="{BOUNDARY}"',
+        f"multipart/form-data; boundary=decoy; boundary={BOUNDARY}",
+        f"Multipart/Form-Data; Boundary=decoy; boundary={BOUNDARY}",
+    ):
+        parts = MultipartParts.of(content_type(header))
+        assert parts is not None and parts.delimiter == f"--{BOUNDARY}".encode(), header
+    for header in ("multipart/form-data", "multipart/form-data; boundary=", f"multipart/form-data; boundary=; b={1}"):
+        parts = MultipartParts.of(content_type(header))
+        assert parts is not None and parts.malformed, header
+    assert MultipartParts.of(content_type("application/json")) is None
+
+
+def test_an_upload_with_an_empty_boundary_is_refused(site) -> None:
+    cookie = browser_cookie(site.url)
+    parts = urlsplit(site.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    body = multipart("a.png", b"a")
+    headers = {"Content-Type": "multipart/form-data; boundary=", "Cookie": cookie}
+    connection.request("POST", "/gradio_api/upload", body=body, headers=headers)
+    response = connection.getresponse()
+    assert (response.status, response.read().decode()) == (400, MALFORMED_UPLOAD)
+    connection.close()
 
 
 def test_one_browser_can_upload_only_so_many_files_in_ten_minutes(site) -> None:

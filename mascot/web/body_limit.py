@@ -13,8 +13,9 @@ are counted as they arrive, and a second one is refused the same way.
 
 from __future__ import annotations
 
-import email.message
 import logging
+
+from python_multipart.multipart import parse_options_header
 
 from mascot.web.identity import ASGIApp, Message, Receive, Scope, Send, first_header
 from mascot.web.uploads import MAX_UPLOAD_BYTES, TOO_LARGE, answer, is_upload
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 REQUEST_TOO_LARGE = f"This request is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB, the most we take."
 MAX_FILES_PER_UPLOAD = 1
 TOO_MANY_FILES = "Upload one file at a time."
+MALFORMED_UPLOAD = "This upload is malformed: upload the file again from the page."
 
 
 class BodyLimitMiddleware:
@@ -44,6 +46,9 @@ class BodyLimitMiddleware:
             await answer(send, 413, sentence)
             return
         parts = MultipartParts.of(scope) if is_upload(scope) else None
+        if parts is not None and parts.malformed:
+            await answer(send, 400, MALFORMED_UPLOAD)
+            return
         body = CappedBody(receive, self.max_bytes, parts)
         held = HeldWhenTooLarge(send, body)
         try:
@@ -62,33 +67,46 @@ class BodyLimitMiddleware:
 
 
 class MultipartParts:
-    """Counts the parts of a multipart body as it goes by: each begins with the delimiter `--<boundary>`, which its
-    content cannot hold (the parser would split there too), and the body ends with one more."""
+    """Counts the parts of a multipart body as it goes by: each begins with the delimiter `--<boundary>` followed by
+    anything but `--`, which ends the body. The parser splits only where a line break comes before the delimiter, so
+    content holding `--<boundary>` would be over-counted here: that refuses a file, never lets one more through (and a
+    browser's boundary is random)."""
 
-    def __init__(self, boundary: str, max_parts: int = MAX_FILES_PER_UPLOAD) -> None:
-        self.delimiter = b"--" + boundary.encode("latin-1")
+    def __init__(self, boundary: bytes, max_parts: int = MAX_FILES_PER_UPLOAD) -> None:
+        self.malformed = not boundary  # Gradio would parse with an empty boundary; no browser sends one
+        self.delimiter = b"--" + boundary
         self.max_parts = max_parts
-        self.delimiters = 0
-        self._tail = b""  # the last bytes of what came, shorter than a delimiter: one split over two chunks counts
+        self.parts = 0
+        # What came last that may still hold a delimiter not yet counted: one split over two chunks, or one whose
+        # next two bytes (`--` or not) have not come yet.
+        self._held = b""
 
     @classmethod
     def of(cls, scope: Scope) -> MultipartParts | None:
-        """For a multipart request (its boundary as Gradio's parser reads it); None for any other, which Gradio
-        refuses itself."""
-        header = email.message.Message()
-        header["content-type"] = first_header(scope, b"content-type") or ""
-        boundary = header.get_param("boundary") if header.get_content_type() == "multipart/form-data" else None
-        return cls(boundary) if isinstance(boundary, str) and boundary else None
+        """For a multipart request, with its boundary read as Gradio's parser reads it (python-multipart's
+        parse_options_header over the first Content-Type: a parameter named twice, its last value); None for any
+        other request, which Gradio refuses itself."""
+        content_type, options = parse_options_header(first_header(scope, b"content-type") or "")
+        if content_type != b"multipart/form-data":
+            return None
+        return cls(options.get(b"boundary", b""))
 
     def read(self, chunk: bytes) -> None:
-        data = self._tail + chunk
-        self.delimiters += data.count(self.delimiter)
-        self._tail = data[-(len(self.delimiter) - 1) :]
+        data, size = self._held + chunk, len(self.delimiter)
+        counted_to = 0  # where the text not yet searched starts
+        while (found := data.find(self.delimiter, counted_to)) >= 0:
+            after = data[found + size : found + size + 2]
+            if len(after) < 2:  # decided by bytes still to come: searched again with them
+                self._held = data[found:]
+                return
+            self.parts += after != b"--"
+            counted_to = found + size
+        self._held = data[max(counted_to, len(data) - size + 1) :]
 
     @property
     def too_many(self) -> bool:
-        """More parts than allowed have begun: a delimiter past the first part's and its closing one."""
-        return self.delimiters > self.max_parts + 1
+        """More parts than allowed have begun."""
+        return self.parts > self.max_parts
 
 
 class CappedBody:
