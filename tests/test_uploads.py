@@ -19,7 +19,6 @@ from tests.support.raw_gradio import fn_index_in
 from tests.support.site import make, mine
 
 BOUNDARY = "mascotboundary"
-PRUNE_PATIENCE_S = 30.0  # generous: only a prune blocking the event loop waits this long
 
 
 def post_upload(url: str, body: bytes, cookie: str | None = None, length: int | None = None) -> tuple[int, str]:
@@ -252,41 +251,3 @@ def test_a_second_sticker_while_the_first_is_being_made_is_refused_before_the_qu
     status, detail = join(site, alice, "sticker", [public_id])
 
     assert (status, detail) == (400, sentences.STICKER_RUNNING)
-
-
-def test_old_uploads_are_pruned_off_the_event_loop():
-    """Walking a temp folder of many uploads takes a while: the event loop, which answers everyone, goes on meanwhile
-    (an outsider's attack: the prune ran on it)."""
-    import asyncio
-    import threading
-
-    from mascot.service.limits import KeyedLimit, Limit
-    from mascot.web.identity import COOKIE_NAME, BrowserIdentity
-    from mascot.web.uploads import UploadGateMiddleware
-
-    released = threading.Event()
-    seen: list[bool] = []
-
-    def slow_prune() -> int:
-        seen.append(released.wait(PRUNE_PATIENCE_S))  # set by a coroutine on the loop: only if the loop runs
-        return 0
-
-    async def app(scope: dict, receive: object, send: object) -> None:
-        return None
-
-    identity = BrowserIdentity(b"s" * 32)
-    limit = KeyedLimit(Limit(per_window=5, window_s=600))
-    gate = UploadGateMiddleware(app, identity=identity, limit=limit, prune=slow_prune)
-    upload = {
-        "type": "http", "method": "POST", "path": "/gradio_api/upload", "query_string": b"",
-        "headers": [(b"cookie", f"{COOKIE_NAME}={identity.issue()}".encode())], "client": ("192.0.2.1", 5000),
-    }  # fmt: skip
-
-    async def upload_while_the_loop_releases_the_prune() -> None:
-        uploading = asyncio.ensure_future(gate(upload, None, None))
-        await asyncio.sleep(0)  # the gate runs up to its prune
-        released.set()
-        await uploading
-
-    asyncio.run(upload_while_the_loop_releases_the_prune())
-    assert seen == [True]

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from mascot.service.limits import KeyedLimit, seconds_phrase
@@ -75,10 +74,7 @@ class UploadGateMiddleware:
             status, sentence = refusal
             await answer(send, status, sentence)
             return
-        if self._prune_due():
-            # On a worker thread: a temp folder of many uploads takes a while to walk, and the event loop serves
-            # everyone meanwhile.
-            await run_in_threadpool(self._prune)
+        self._prune_now_and_then()
         await self.app(scope, receive, send)
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
@@ -97,16 +93,12 @@ class UploadGateMiddleware:
             )
         return None
 
-    def _prune_due(self) -> bool:
-        """Whether to prune now (at most once a minute): taking the turn if so."""
+    def _prune_now_and_then(self) -> None:
         now = time.monotonic()
         with self._prune_lock:
             if now - self._pruned_at < PRUNE_EVERY_S:
-                return False
+                return
             self._pruned_at = now
-            return True
-
-    def _prune(self) -> None:
         try:
             removed = self.prune()
         except OSError as error:  # a full or read-only temp folder must not stop the upload being answered
