@@ -182,7 +182,7 @@ def test_a_decode_a_compile_process_could_not_compile_is_not_compiled_again_in_a
     assert compiled.progress() == CompileProgress({"256x256x1": "ready"})
 
 
-def test_a_compile_process_that_finishes_no_size_for_too_long_is_stopped_and_what_it_did_not_compile_left_eager(
+def test_a_compile_process_that_makes_no_progress_for_too_long_is_stopped_and_what_it_did_not_compile_left_eager(
     tiny_generator, tmp_path
 ):
     """A compile process stuck on a size would keep it "compiling" for good (a replica waiting for its compile,
@@ -221,7 +221,7 @@ def test_a_compile_process_that_finishes_no_size_for_too_long_is_stopped_and_wha
     assert not folder.exists()
 
 
-def test_a_compile_process_is_stuck_only_while_it_finishes_no_size(tmp_path):
+def test_a_compile_process_is_stuck_only_while_it_starts_no_stage_and_finishes_no_size(tmp_path):
     from mascot.generation.compile_process import Child, ChildCompile, _write_report
 
     buckets = ((256, 256, 1), (256, 256, 2))

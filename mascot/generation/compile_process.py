@@ -159,9 +159,10 @@ def warm_after_children(
 ) -> None:
     """As each child ends, load the buckets it compiled from the cache (each stage inside `turn`), in the order the
     children end; a bucket a child could not compile stays eager (compiling it here would starve the eager path).
-    A child that finishes no bucket within `stall_s` seconds is stopped and counts as ended (what it reported
-    compiled is loaded). Once `stopped` is set, no further stage starts. The children's `work_folder` (their work
-    orders and reports) is removed at the end: one is made at every start, in the data folder."""
+    A child that starts no stage and finishes no bucket within `stall_s` seconds is stopped and counts as ended
+    (what it reported compiled is loaded). Once `stopped` is set, no further stage starts. The children's
+    `work_folder` (their work orders and reports) is removed at the end: one is made at every start, in the data
+    folder."""
     turn = stoppable(turn, stopped)
     waiting = list(children)
     try:
@@ -169,7 +170,7 @@ def warm_after_children(
             for child in waiting:
                 if child.stalled(stall_s):
                     logger.warning(
-                        "the compile process %d finished no size in %.0f minutes: it is stopped, and what it did not "
+                        "the compile process %d made no progress in %.0f minutes: it is stopped, and what it did not "
                         "compile stays eager",
                         child.process.pid,
                         stall_s / 60,

@@ -316,10 +316,14 @@ def setting_aside_when_broken(package: Package) -> Iterator[None]:
     except Exception as error:
         if not ran_out_of_gpu_memory(error):
             path = Path(package.file)
-            for broken in (path, path.with_suffix(".extra")):
-                with contextlib.suppress(OSError):  # gone already (another replica set it aside): nothing to do
-                    broken.replace(broken.with_name(broken.name + REJECTED_SUFFIX))
-            logger.warning("set %s aside: the next start builds it again", path.name)
+            try:
+                path.replace(path.with_name(path.name + REJECTED_SUFFIX))
+                logger.warning("set %s aside: the next start builds it again", path.name)
+            except OSError as failure:  # gone already (another replica set it aside), or a read-only folder
+                logger.warning("could not set %s aside: %s", path.name, failure)
+            extra = path.with_suffix(".extra")
+            with contextlib.suppress(OSError):  # its package is what a build looks for: the extra follows it
+                extra.replace(extra.with_name(extra.name + REJECTED_SUFFIX))
         raise
 
 
