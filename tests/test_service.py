@@ -596,6 +596,27 @@ def test_opening_someone_elses_link_asks_first_and_keeps_the_openers_mascots_apa
     assert site.store.history_page(owner("victim")).total == 2
 
 
+def test_a_phone_whose_first_browser_follows_another_makes_links_to_what_it_shows_not_to_that_other(
+    site: Site,
+) -> None:
+    """The phone shows the first browser's own mascots, kept apart when that browser opened Gail's link: a link the
+    phone makes must show those, never Gail's (a review found it handed out a link to Gail's mascots, private ones
+    too, by resolving the phone's owner twice)."""
+    save(site.store, owner("gail"), "gail's private prototype", is_public=False, now=NOW)
+    save(site.store, owner("harry"), "harry's otter", now=NOW)
+    site.service.open_device_link(who("phone"), site.service.make_device_link(who("harry")).rsplit("=", 1)[1])
+    site.service.open_device_link(who("harry"), site.service.make_device_link(who("gail")).rsplit("=", 1)[1])
+    assert site.service.owner(who("phone")) == owner("harry") and site.service.owner(who("harry")) == owner("gail")
+
+    code = site.service.make_device_link(who("phone")).rsplit("=", 1)[1]
+    site.service.open_device_link(who("stranger"), code)
+
+    assert site.service.owner(who("stranger")) == owner("harry")
+    assert [entry.prompt for entry in site.store.history(site.service.owner(who("stranger")))] == ["harry's otter"]
+    # Harry shows Gail's mascots now: the stranger is the one other device.
+    assert site.service.other_devices(who("phone")).startswith("Your mascots are also shown on 1 other device.")
+
+
 def test_open_links_are_listed_and_revoked_and_a_revoked_link_opens_nothing(site: Site) -> None:
     code = site.service.make_device_link(who("alice")).rsplit("=", 1)[1]
     assert "1 link for another device still works" in site.service.other_devices(who("alice"))

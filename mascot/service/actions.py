@@ -619,7 +619,9 @@ class MascotService:
     def make_device_link(self, visitor: Visitor) -> str:
         """A one-time link (15 minutes) that makes another browser show this browser's mascots."""
         try:
-            made = self.store.make_device_link(self.owner(visitor), self.clock())
+            # The visitor's own token, resolved once by the store: resolved here too, a phone linked to a browser
+            # that has since opened another's link would hand out a link to that other browser's mascots.
+            made = self.store.make_device_link(visitor.token_hash, self.clock())
         except TooManyLinks:
             raise Refusal(sentences.TOO_MANY) from None
         return device_url(visitor.page_url, made.code)

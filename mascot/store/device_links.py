@@ -123,12 +123,16 @@ class DeviceBook:
 
     def other_devices(self, token_hash: str) -> int:
         """How many other browsers show the same mascots as this one: the browser row's keys, less this browser's
-        own, plus the row's first browser when this one is not it. (Both come to the number of keys.)"""
+        own, plus the row's first browser when this one is not it and it has not since opened another's link (its
+        own mascots kept apart there, it shows that other browser's)."""
         row = self._row_of(token_hash)
         if row is None:
             return 0
-        key = self.tables.browser_key
-        return key.select().where(key.browser == row).count()
+        key, browser = self.tables.browser_key, self.tables.browser
+        keys = key.select().where(key.browser == row).where(key.token_hash != token_hash).count()
+        first = browser.select(browser.owner_hash).where(browser.id == row).scalar()
+        first_shows_it = first != token_hash and not key.select().where(key.token_hash == first).exists()
+        return keys + int(first_shows_it)
 
     def disconnect_others(self, token_hash: str, now: datetime, likes_per_network: int) -> Disconnection:
         """Only this browser shows its mascots from now on. The keys of the others go; when this browser is itself
@@ -197,14 +201,16 @@ class DeviceBook:
         linked = key.select(key.browser).where(key.token_hash == token_hash).scalar()
         return linked if linked is not None else find_browser(self.tables, token_hash)
 
-    def make_link(self, owner_hash: str, now: datetime) -> DeviceLinkCode:
-        """A new one-time code for this browser's row; TooManyLinks when MAX_OPEN_LINKS are still open."""
+    def make_link(self, token_hash: str, now: datetime) -> DeviceLinkCode:
+        """A new one-time code for the browser row `token_hash` stands for (resolved here, once: an owner hash
+        resolved again would follow that row's own token to wherever it is linked now); TooManyLinks when
+        MAX_OPEN_LINKS are still open."""
         link = self.tables.device_link
         code = new_code()
         expires_at = now + LINK_VALID_FOR
         with self.database.atomic():
             # The upsert locks the browser row on PostgreSQL, so two requests count its open links in turn.
-            browser_id = ensure_browser(self.tables, self.resolve(owner_hash), now)
+            browser_id = ensure_browser(self.tables, self.resolve(token_hash), now)
             link.delete().where(link.expires_at <= now).execute()  # spent or not, an expired code is only clutter
             open_links = (
                 link

@@ -534,11 +534,12 @@ class MascotStore:
         return self.devices.resolve(token_hash)
 
     @writes
-    def make_device_link(self, owner_hash: str, now: datetime | None = None) -> DeviceLinkCode:
-        """A one-time code (valid devices.LINK_VALID_FOR) that makes another browser this one; only its hash is
-        stored. Raises TooManyLinks when devices.MAX_OPEN_LINKS of this browser's codes are still open."""
-        require_owner_hash(owner_hash)
-        return self.devices.make_link(owner_hash, as_stored_time(now))
+    def make_device_link(self, token_hash: str, now: datetime | None = None) -> DeviceLinkCode:
+        """A one-time code (valid devices.LINK_VALID_FOR) that makes another browser show what this browser (its own
+        token hash, not resolved) shows; only its hash is stored. Raises TooManyLinks when devices.MAX_OPEN_LINKS of
+        that browser row's codes are still open."""
+        require_owner_hash(token_hash)
+        return self.devices.make_link(token_hash, as_stored_time(now))
 
     def other_devices(self, token_hash: str) -> int:
         """How many other browsers show the mascots this browser (its own token hash) shows."""
