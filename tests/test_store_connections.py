@@ -3,6 +3,7 @@ are done hold none, a connection the server closed is replaced, and a call that 
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,12 +18,14 @@ from playhouse.pool import _PooledPostgresqlDatabase
 
 from mascot.store.connections import BUSY, UNREACHABLE, lent_connection
 from mascot.store.faults import StoreUnavailable
+from mascot.store.migrations import _lock_for_migration
 from mascot.store.pool import RecheckingPool
-from mascot.store.schema import open_database
+from mascot.store.schema import POSTGRES_LIMITS, open_database
 from mascot.store.store import MascotStore
 from tests.support.store import POSTGRES_URL, fresh_postgres_schema, owner, save
 
 needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="MASCOT_TEST_POSTGRES_URL is not set")
+SILENT_PATIENCE_S = 60  # generous: the connect timeout is 10 s; only a call that waits for good takes this long
 
 
 @pytest.fixture
@@ -247,6 +250,55 @@ def test_a_database_that_cannot_be_reached_is_refused_with_a_sentence() -> None:
     database = open_database("postgresql://mascot@127.0.0.1:1/mascots", max_connections=1)  # nothing listens there
     with pytest.raises(StoreUnavailable, match=UNREACHABLE), lent_connection(database):
         pytest.fail("lent a connection to nothing")
+
+
+def test_a_database_that_takes_the_connection_but_never_answers_is_refused_with_a_sentence() -> None:
+    """A server that accepts the connection and then says nothing (overloaded, or a proxy whose far side is gone)
+    held a store call's thread for good (a review found it): libpq now gives up after the connect timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        database = open_database(f"postgresql://mascot@127.0.0.1:{port}/mascots", max_connections=1)
+        outcome: list[BaseException | None] = []
+
+        def lend() -> None:
+            try:
+                with lent_connection(database):
+                    outcome.append(None)
+            except BaseException as error:  # what the thread met, for the test to look at
+                outcome.append(error)
+
+        calling = threading.Thread(target=lend, daemon=True)
+        calling.start()
+        calling.join(SILENT_PATIENCE_S)
+    assert not calling.is_alive(), "still waiting for a server that never answers"
+    assert isinstance(outcome[0], StoreUnavailable) and str(outcome[0]) == UNREACHABLE
+
+
+def test_the_urls_own_connection_settings_win_over_the_stores_limits() -> None:
+    limited = open_database("postgresql://mascot@127.0.0.1/mascots")
+    assert limited.connect_params["connect_timeout"] == POSTGRES_LIMITS["connect_timeout"]
+    assert "statement_timeout=60s" in limited.connect_params["options"]
+    own = open_database("postgresql://mascot@127.0.0.1/mascots?connect_timeout=3&options=-c%20statement_timeout%3D5s")
+    assert own.connect_params["connect_timeout"] == 3
+    # Both, the URL's last: the server takes them in turn, so its own statement limit wins.
+    assert own.connect_params["options"] == f"{POSTGRES_LIMITS['options']} -c statement_timeout=5s"
+
+
+@needs_postgres
+def test_a_store_statement_is_limited_and_a_migration_is_not(named_url: tuple[str, str], tmp_path: Path) -> None:
+    url, _ = named_url
+    store = MascotStore(url, tmp_path / "images")  # migrated on open: a migration's statements have no limit
+    try:
+        with lent_connection(store.database):
+            assert store.database.execute_sql("SHOW statement_timeout").fetchone() == ("1min",)
+            with store.database.atomic():
+                _lock_for_migration(store.database)
+                assert store.database.execute_sql("SHOW statement_timeout").fetchone() == ("0",)
+            assert store.database.execute_sql("SHOW statement_timeout").fetchone() == ("1min",)
+    finally:
+        store.close()
 
 
 def test_a_pool_needs_a_connection_and_a_wait() -> None:

@@ -25,8 +25,9 @@ CANNOT_WRITE = (
 )
 
 BUSY = "The database is busy right now. Nothing was changed; please try again in a moment."
-# How a database says another writer holds it (SQLite: "database is locked"; PostgreSQL: "... lock timeout").
-LOCKED_WORDS = ("locked", "lock timeout", "busy")
+# How a database says another writer holds it (SQLite: "database is locked"; PostgreSQL: "... lock timeout"), or
+# that it is too slow to answer now (PostgreSQL: "canceling statement due to statement timeout").
+LOCKED_WORDS = ("locked", "lock timeout", "busy", "statement timeout")
 
 
 class StoreUnavailable(RuntimeError):

@@ -309,8 +309,11 @@ def schema_version(tables: Tables) -> int:
 
 
 def _lock_for_migration(db: peewee.Database) -> None:
-    """Let one process at a time migrate. SQLite's write transactions already begin IMMEDIATE (see open_database)."""
+    """Let one process at a time migrate. SQLite's write transactions already begin IMMEDIATE (see open_database).
+    On PostgreSQL without the store's statement limit (schema.POSTGRES_LIMITS), for this transaction only: a
+    migration may rewrite a large table, and a process may wait here for another's migration."""
     if isinstance(db, peewee.PostgresqlDatabase):
+        db.execute_sql("SET LOCAL statement_timeout = 0")
         db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (POSTGRES_MIGRATION_LOCK,))
 
 

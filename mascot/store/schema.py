@@ -358,6 +358,20 @@ def dict_rows(query: peewee.BaseQuery) -> Iterable[dict[str, Any]]:
 POOL_WAIT_S = 30.0
 # A pooled connection this old is closed instead of lent or kept, so that none outlives a server's or proxy's limits.
 POOL_RECYCLE_S = 600
+# Without limits, a server that accepts the connection but never answers (overloaded, or behind a proxy whose far
+# side is gone) holds a store call's thread for good: a person's click, the health check, the worker's saves. libpq's
+# own settings, each given way to by the same one in the database URL (its `options` are added after these):
+POSTGRES_LIMITS: dict[str, object] = {
+    "connect_timeout": 10,  # seconds to connect
+    # A peer gone mid-query (its machine down, the network cut) is found in about a minute instead of never.
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    # A statement may run for a minute (a store call takes milliseconds; migrations lift it), and a transaction left
+    # open by a stuck thread is ended after five, its locks with it.
+    "options": "-c statement_timeout=60s -c idle_in_transaction_session_timeout=300s",
+}
 
 
 def open_database(
@@ -378,8 +392,12 @@ def open_database(
     if scheme in {"postgresql", "postgres"}:
         if max_connections < 1 or not pool_wait_s > 0:  # peewee's pool would wait forever for a wait of 0
             raise ValueError(f"A pool needs a connection and a wait (got {max_connections} and {pool_wait_s} s).")
+        given = parse(database_url)
+        connection = {**POSTGRES_LIMITS, **given}
+        if "options" in given:  # both: the server takes them in turn, so the URL's own -c statement_timeout wins
+            connection["options"] = f"{POSTGRES_LIMITS['options']} {given['options']}"
         return RecheckingPool(
-            max_connections=max_connections, stale_timeout=POOL_RECYCLE_S, timeout=pool_wait_s, **parse(database_url)
+            max_connections=max_connections, stale_timeout=POOL_RECYCLE_S, timeout=pool_wait_s, **connection
         )
     raise ValueError(f"database_url must start with sqlite:/// or postgresql:// (got a '{scheme}:' URL).")
 
