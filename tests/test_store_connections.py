@@ -316,3 +316,44 @@ def test_sqlite_keeps_a_connection_per_thread(tmp_path: Path) -> None:
         assert not store.database.is_closed()
     finally:
         store.close()
+
+
+@needs_postgres
+@pytest.mark.parametrize("action", ["like", "report"])
+def test_a_like_or_report_that_waited_for_a_delete_finds_the_mascot_gone(
+    named_url: tuple[str, str], tmp_path: Path, action: str
+) -> None:
+    """Its transaction saw the mascot before the owner's delete committed, then waited for the row's lock: it must
+    find it gone, not insert a like or report of a deleted row (a foreign-key error, shown as a bare "Error"; a review
+    of the store found it)."""
+    url, name = named_url
+    store = MascotStore(url, tmp_path / "images")
+    deleting = psycopg2.connect(url)  # the owner's delete, held open until the like waits for its lock
+    try:
+        public_id = save(store, owner("alice"), "an otter").public_ids[0]
+        with deleting.cursor() as cursor:
+            cursor.execute("SELECT id FROM mascot_image WHERE public_id = %s", (public_id,))
+            (image_id,) = cursor.fetchone()
+            cursor.execute("DELETE FROM mascot_like WHERE image_id = %s", (image_id,))
+            cursor.execute("DELETE FROM mascot_image WHERE id = %s", (image_id,))
+        answers: list[object] = []
+
+        def act() -> None:
+            if action == "like":
+                answers.append(store.toggle_like(owner("bob"), public_id))
+            else:
+                answers.append(store.report_mascot(owner("bob"), public_id).outcome)
+
+        acting = threading.Thread(target=act, daemon=True)
+        acting.start()
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'"
+        for _ in range(600):  # until the like waits for the delete's lock (30 s at most)
+            if as_admin(waiting, name)[0][0]:
+                break
+            acting.join(0.05)
+        deleting.commit()
+        acting.join(SILENT_PATIENCE_S)
+    finally:
+        deleting.close()
+        store.close()
+    assert answers == [None if action == "like" else "not_found"]

@@ -34,15 +34,17 @@ class LikeBook:
 
     def toggle(
         self, image_id: int, browser_id: int, address_hash: str | None, likes_per_network: int, now: datetime
-    ) -> LikeState:
-        """Like the image, or take this browser's like back, and store the image's fair count.
+    ) -> LikeState | None:
+        """Like the image, or take this browser's like back, and store the image's fair count; None when the image
+        was deleted meanwhile.
 
         Call inside the transaction that found the image visible to this browser.
         """
         # The count is recounted from the like rows rather than nudged by one: removing a counted like may let one
         # over the cap count, and a changed cap applies at the next like. Recounting needs the likes of those before
         # it, so likes of one image take turns (a row lock on PostgreSQL; two at once would each miss the other's).
-        lock_image(self.database, self.tables, image_id)
+        if not lock_image(self.database, self.tables, image_id):
+            return None
         liked = not self._remove(image_id, browser_id)
         if liked:
             self._add(image_id, browser_id, address_hash, now)

@@ -127,7 +127,8 @@ class ModerationBook:
         Call inside the transaction that found the image visible to this browser and not its own.
         """
         report = self.tables.report
-        self._lock_image(image_id)
+        if not self._lock_image(image_id):
+            return ReportResult("not_found")  # deleted meanwhile
         added = (
             report
             .insert(image=image_id, browser=browser_id, address_hash=address_hash, reason=reason, created_at=now)
@@ -269,10 +270,11 @@ class ModerationBook:
             reasons.setdefault(image_id, {})[reason] = count
         return reasons
 
-    def _lock_image(self, image_id: int) -> None:
+    def _lock_image(self, image_id: int) -> bool:
         """On PostgreSQL, reports of one image take turns, so that each counts the networks of those before it (two
-        at once would each miss the other's). SQLite's write transactions already take turns (schema.open_database)."""
-        lock_image(self.database, self.tables, image_id)
+        at once would each miss the other's). SQLite's write transactions already take turns (schema.open_database).
+        False when the image was deleted meanwhile."""
+        return lock_image(self.database, self.tables, image_id)
 
     def _hide_after_reports(self, image_id: int, networks: int) -> None:
         image = self.tables.image

@@ -417,13 +417,15 @@ def as_stored_time(moment: datetime | None) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def lock_image(database: peewee.Database, tables: Tables, image_id: int) -> None:
+def lock_image(database: peewee.Database, tables: Tables, image_id: int) -> bool:
     """On PostgreSQL, lock the image row until the transaction ends, so that writers which count the image's rows
     (likes, reports) take turns and each counts those before it. SQLite's write transactions already take turns
-    (open_database)."""
-    if isinstance(database, peewee.PostgresqlDatabase):
-        image = tables.image
-        image.select(image.id).where(image.id == image_id).for_update().scalar()
+    (open_database). False when the row is gone: on PostgreSQL a delete that committed while this waited for the
+    lock (the transaction had seen the row before it; a like or report of it would fail its foreign key)."""
+    if not isinstance(database, peewee.PostgresqlDatabase):
+        return True
+    image = tables.image
+    return image.select(image.id).where(image.id == image_id).for_update().scalar() is not None
 
 
 def ensure_browser(tables: Tables, owner_hash: str, now: datetime) -> int:
