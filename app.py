@@ -314,7 +314,7 @@ def create_app(settings: Settings, *, load_generator: LoadGenerator | None = Non
         rules=rules,
         address_keys=AddressKeys(secret),
         # In the data folder, which Gradio does not serve: our routes check every request (mascot.web.images).
-        downloads=DownloadFolder(settings.data_dir / "downloads"),
+        downloads=DownloadFolder(settings.downloads_dir),
         presets=presets,
         logos=logos,
         logo_secret=secret,  # a logo is granted to the browser that uploaded it, on every replica alike

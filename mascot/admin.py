@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mascot.prompt.wordfilter import BlockedEntry, BlockedWords, BlockedWordsError, load_blocked_words
+from mascot.service.downloads import DownloadFolder
 from mascot.settings import Settings, add_blocked_words_argument, add_storage_arguments, settings_from
 from mascot.store.moderation import (
     HIDDEN_AFTER_REPORTS,
@@ -46,7 +47,7 @@ HIDDEN = "it is out of the gallery and its share link works for its owner only."
 DONE = {
     "hide": "Hid {public_id}: " + HIDDEN,
     "restore": "Restored {public_id}: its reports are cleared and it shows as its owner set it.",
-    "delete": "Deleted {public_id}: its image, thumbnail, likes and reports are gone.",
+    "delete": "Deleted {public_id}: its image, thumbnail, likes, reports and downloads are gone.",
 }
 NO_WORDS_FILE = (
     "`blocked` needs the blocked-words file: pass --blocked-words PATH before the command, or set "
@@ -118,19 +119,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         database_connections=settings.database_connections,
     )
     try:
-        return run_command(store, args, words)
+        return run_command(store, args, words, DownloadFolder(settings.downloads_dir))
     finally:
         store.close()
 
 
-def run_command(store: MascotStore, args: argparse.Namespace, words: BlockedWords) -> int:
+def run_command(store: MascotStore, args: argparse.Namespace, words: BlockedWords, downloads: DownloadFolder) -> int:
     if args.command == "list":
         return list_reported(store)
     if args.command == "blocked" and args.hide:
         return take_down_blocked(store, words, args.batch_size)
     if args.command == "blocked":
         return list_blocked(store, words, args.batch_size)
-    return act(store, args.command, args.public_id)
+    return act(store, args.command, args.public_id, downloads)
 
 
 def missing_database(settings: Settings) -> Path | None:
@@ -224,11 +225,18 @@ def idea_state(idea: StoredIdea) -> str:
     return "file missing" if idea.file_missing else "in the gallery"
 
 
-def act(store: MascotStore, command: str, public_id: str) -> int:
+def act(store: MascotStore, command: str, public_id: str, downloads: DownloadFolder) -> int:
+    def delete(public_id: str) -> bool:
+        made_by = store.delete_mascot_as_operator(public_id)
+        if made_by is not None:  # its sticker, and its owner's ZIPs (which hold its picture), as the owner's delete
+            downloads.forget_sticker(public_id)
+            downloads.forget_exports(made_by)
+        return made_by is not None
+
     actions: dict[str, Callable[[str], bool]] = {
         "hide": store.hide_mascot,
         "restore": store.restore_mascot,
-        "delete": store.delete_mascot_as_operator,
+        "delete": delete,
     }
     if not actions[command](public_id):
         print(f"No mascot has the id {public_id!r}: copy it from `list` or from its share link.", file=sys.stderr)

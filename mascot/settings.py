@@ -180,6 +180,11 @@ class Settings:
         return self.data_dir / "images"
 
     @property
+    def downloads_dir(self) -> Path:
+        """Stickers and ZIPs made for people to download (mascot.service.downloads), served by our routes only."""
+        return self.data_dir / "downloads"
+
+    @property
     def resolved_address_daily_quota(self) -> int:
         """The per-address daily quota: as set, or ADDRESS_QUOTA_FACTOR times the browser's."""
         if self.address_daily_quota is None:

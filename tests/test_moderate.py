@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mascot.admin import NO_WORDS_FILE
+from mascot.service.downloads import DownloadFolder
 from mascot.store.moderation import TAKEN_DOWN
 from mascot.store.store import MascotStore, SavedGeneration
 from mascot.web.clients import AddressKeys
@@ -110,12 +111,20 @@ def test_delete_removes_the_mascot_its_files_likes_and_reports(mascots: MascotSt
     [public_id] = saved.public_ids
     report_from(mascots, public_id, NETWORKS)
     mascots.toggle_like(BOB, public_id)
+    # Its downloads hold its picture: a sticker anyone who could see it made, and Alice's ZIP of her mascots.
+    downloads = DownloadFolder(data_dir / "downloads")
+    sticker = downloads.write_sticker(public_id, lambda path: path.write_bytes(b"sticker"))
+    alices_zip = downloads.new_export_path(ALICE, "my-mascots-2026-12-08.zip")
+    alices_zip.write_bytes(b"zip")
+    bobs_zip = downloads.new_export_path(BOB, "my-mascots-2026-12-08.zip")
+    bobs_zip.write_bytes(b"zip")
 
     done = moderate("delete", public_id, data_dir=data_dir)
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"Deleted {public_id}: its image, thumbnail, likes and reports are gone.\n"
+    assert done.stdout == f"Deleted {public_id}: its image, thumbnail, likes, reports and downloads are gone.\n"
     assert not saved.image_paths[0].exists() and not saved.thumbnail_paths[0].exists()
+    assert not sticker.exists() and not alices_zip.exists() and bobs_zip.exists()  # as Alice's own delete does
     assert mascots.count_history(ALICE) == 0
     assert mascots.tables.report.select().count() == mascots.tables.like.select().count() == 0
 

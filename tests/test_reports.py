@@ -186,7 +186,7 @@ def test_deleting_a_mascot_deletes_its_reports_whoever_deletes_it(mascots: Masco
     report_from_networks(mascots, kept, [OFFICE])
 
     assert mascots.delete_mascot(ALICE, owners_delete.public_ids[0]) is True
-    assert mascots.delete_mascot_as_operator(operators_delete.public_ids[0]) is True
+    assert mascots.delete_mascot_as_operator(operators_delete.public_ids[0]) == ALICE  # whose downloads go too
 
     assert report_rows(mascots) == 1 and mascots.tables.like.select().count() == 0
     assert [item.public_id for item in mascots.reported_mascots()] == [kept]
@@ -194,7 +194,7 @@ def test_deleting_a_mascot_deletes_its_reports_whoever_deletes_it(mascots: Masco
         assert not saved.image_paths[0].exists() and not saved.thumbnail_paths[0].exists()
     assert [entry.request.prompt for entry in mascots.history(ALICE)] == []
     assert mascots.tables.generation.select().count() == 1
-    assert mascots.delete_mascot_as_operator(operators_delete.public_ids[0]) is False
+    assert mascots.delete_mascot_as_operator(operators_delete.public_ids[0]) is None
 
 
 def test_reporting_your_own_mascot_is_refused(mascots: MascotStore) -> None:
@@ -223,7 +223,7 @@ def test_an_unknown_or_malformed_id_is_refused_and_changes_nothing(mascots: Masc
     assert report_rows(mascots) == 0
     assert mascots.hide_mascot(bad_id) is False
     assert mascots.restore_mascot(bad_id) is False
-    assert mascots.delete_mascot_as_operator(bad_id) is False
+    assert mascots.delete_mascot_as_operator(bad_id) is None
     assert mascots.count_gallery() == 1
 
 

@@ -445,9 +445,21 @@ class MascotStore:
         """The operator shows a mascot as its owner set it again and clears its reports; False for an unknown id."""
         return is_public_id(public_id) and self.moderation.restore(public_id)
 
-    def delete_mascot_as_operator(self, public_id: str) -> bool:
-        """The operator deletes a mascot as its owner's delete does; False when no mascot has this id."""
-        return is_public_id(public_id) and self._delete_image(self._image_row(public_id))
+    def delete_mascot_as_operator(self, public_id: str) -> str | None:
+        """The operator deletes a mascot as its owner's delete does; returns the owner hash of the browser row that
+        made it (whose downloads, which hold its picture, go too: mascot.admin), None when no mascot has this id."""
+        if not is_public_id(public_id):
+            return None
+        image, generation, browser = self.tables.image, self.tables.generation, self.tables.browser
+        made_by = (
+            image
+            .select(browser.owner_hash)
+            .join(generation)
+            .join(browser)
+            .where(image.public_id == public_id)
+            .scalar()
+        )  # fmt: skip
+        return made_by if self._delete_image(self._image_row(public_id)) else None
 
     def stored_ideas(
         self, *, in_gallery: bool, taken_down: bool = True, batch_size: int = IDEAS_BATCH_SIZE
