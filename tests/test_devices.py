@@ -199,6 +199,24 @@ def test_a_phone_with_a_mascot_being_made_is_told_to_wait_and_nothing_changes(ma
     assert mascots.redeem_device_link(phone, made.code, now=NOW).outcome == "joined"
 
 
+def test_a_linked_phone_with_a_mascot_being_made_is_told_to_wait_before_it_follows_another(
+    mascots: MascotStore,
+) -> None:
+    """Its mascot is claimed on the row it stands for: following another browser's link meanwhile, it would be saved
+    where the phone no longer looks (a review of the store found it let through)."""
+    save(mascots, owner("gail"), "gail's otter")
+    mascots.redeem_device_link(owner("phone"), mascots.make_device_link(owner("harry"), NOW).code, now=NOW)
+    claim = mascots.claim_job(mascots.resolve_owner(owner("phone")), 1, now=NOW)
+    assert claim.claimed
+    code = mascots.make_device_link(owner("gail"), NOW).code
+
+    assert mascots.redeem_device_link(owner("phone"), code, now=NOW).outcome == "job_in_flight"
+    assert mascots.resolve_owner(owner("phone")) == owner("harry")
+
+    mascots.release_job(owner("harry"), claim.claim_id)
+    assert mascots.redeem_device_link(owner("phone"), code, now=NOW).outcome == "joined"
+
+
 def test_alices_own_mascot_being_made_does_not_stop_the_phone_joining(mascots: MascotStore) -> None:
     alice, phone = owner("alice"), owner("phone")
     claim = mascots.claim_job(alice, 1, 10, NOW)

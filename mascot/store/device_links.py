@@ -259,6 +259,10 @@ class DeviceBook:
             return Redemption("invalid")
         if own is not None and self._job_in_flight(own, now):
             return Redemption("job_in_flight")  # its images would be saved to a row that no longer exists
+        if aliased is not None and self._job_in_flight(aliased, now):
+            # Maybe this browser's own: claimed on the row it stands for, which it would no longer show (a device
+            # of that row may have claimed it too: one mascot's wait either way).
+            return Redemption("job_in_flight")
         if not self._spend(link.id, now):
             return Redemption("invalid")  # a concurrent redemption spent it first
         moved = kept = 0
