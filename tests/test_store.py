@@ -216,6 +216,27 @@ def test_a_failed_transaction_leaves_no_file_and_no_row(
     assert mascots.count_history(alice) == 1
 
 
+def test_a_commit_whose_answer_was_lost_keeps_the_files_its_rows_may_claim(
+    mascots: MascotStore, images_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server committed, and the connection was lost before its answer came: the rows are there, so their files
+    must be too (a review of the store found them removed: a mascot in the history whose picture is gone)."""
+    alice = owner("alice")
+    commit = mascots.database.commit
+
+    def commit_then_lose_the_connection() -> None:
+        commit()
+        raise peewee.OperationalError("server closed the connection unexpectedly (in a test)")
+
+    monkeypatch.setattr(mascots.database, "commit", commit_then_lose_the_connection)
+    with pytest.raises(StoreUnavailable):
+        save(mascots, alice, count=2)
+    monkeypatch.undo()
+
+    [first, second] = mascots.history(alice)
+    assert first.path.is_file() and second.path.is_file()
+
+
 def test_a_failed_image_write_removes_the_images_already_written(
     mascots: MascotStore, images_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -189,8 +189,10 @@ class MascotStore:
     ) -> SavedGeneration:
         """Write the images and thumbnails, then their rows and today's quota counts in one transaction.
 
-        On failure the files written are removed. The images count against the quota of `now`'s UTC day, the
-        browser's and, with `address_hash`, its network's.
+        On failure the files written are removed, unless the commit itself failed: its rows may have been committed
+        all the same (the connection lost while the server's answer was on its way), and files no row claims are
+        removed by the next sweep anyway. The images count against the quota of `now`'s UTC day, the browser's and,
+        with `address_hash`, its network's.
         """
         require_owner_hash(owner_hash)
         require_address_hash(address_hash)
@@ -201,6 +203,7 @@ class MascotStore:
         created_at = as_stored_time(now)
         parameters = [embedded_parameters(request, result, model, seed) for seed in result.seeds]
         stored = self.files.write_images(result.images, parameters, created_at)
+        committing = False
         try:
             with self.database.atomic():
                 browser_id = ensure_browser(self.tables, owner_hash, created_at)
@@ -209,8 +212,10 @@ class MascotStore:
                 self.quotas.count_saved(browser_id, len(rows), created_at)
                 if address_hash is not None:
                     self.quotas.count_saved_for_address(address_hash, len(rows), created_at)
+                committing = True  # the block's last statement: what fails after it is the commit
         except BaseException:
-            self.files.remove([name for image in stored for name in (image.path, image.thumbnail)])
+            if not committing:  # rolled back: no row claims them
+                self.files.remove([name for image in stored for name in (image.path, image.thumbnail)])
             raise
         return SavedGeneration(
             generation_id=generation_id,
