@@ -372,6 +372,27 @@ def test_logos_and_dropped_pngs_need_the_cookie_and_count_per_browser(site: Site
     assert site.service.upload_logo(logo, who("bob", address="198.51.100.7"))
 
 
+def test_likes_and_reports_count_per_browser_and_network(site: Site) -> None:
+    """Each is a row kept for good, and a fresh cookie costs nothing: a review of the store sent 2,000 likes from one
+    network, each a new browser."""
+    from mascot.service.limits import HouseLimits, Limit, Limiters
+
+    public_id = public_id_of(site, "alice")
+    site.service.limiters = Limiters(
+        HouseLimits(likes=Limit(per_window=2, window_s=600), reports=Limit(per_window=1, window_s=600))
+    )
+    site.service.like(public_id, who("bob"))
+    site.service.like(public_id, who("bob"))  # taken back: a like all the same
+    with pytest.raises(Refusal) as likes:
+        site.service.like(public_id, who("bob"))
+    assert likes.value.message.startswith("You reached the limit of 2 likes per 10 minutes. Try again in ")
+    assert site.service.like(public_id, who("carol"))  # the same network: its cap is four browsers' worth
+    site.service.report(public_id, None, who("bob"))
+    with pytest.raises(Refusal) as reports:
+        site.service.report(public_id, None, who("bob"))
+    assert reports.value.message.startswith("You reached the limit of 1 report per 10 minutes. Try again in ")
+
+
 def test_every_download_of_a_mascot_is_named_after_its_idea_and_share_id(site: Site) -> None:
     public_id = public_id_of(site, "alice")
     expected = f"mascot-an-otter-barista-{public_id}"

@@ -416,6 +416,7 @@ class MascotService:
     @refuses_when_store_unavailable
     def like(self, public_id: object, visitor: Visitor) -> tuple[LikeState, MascotEntry]:
         """Like a mascot, or take the like back: one per browser, a few per network counted (the rules)."""
+        self._count(self.limiters.likes, "like", visitor)
         viewer, public_id = self.owner(visitor), str(public_id or "")
         # The clock "Top this week" measures its week with.
         state = self.store.toggle_like(
@@ -465,6 +466,7 @@ class MascotService:
             check_reason(reason)  # checked here: a client may send anything
         except ValueError as error:
             raise Refusal(str(error), "reason") from None
+        self._count(self.limiters.reports, "report", visitor)
         result = self.store.report_mascot(
             self.owner(visitor),
             str(public_id or ""),

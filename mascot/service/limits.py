@@ -172,6 +172,10 @@ class HouseLimits:
     pictures: Limit = Limit(per_window=20, window_s=600.0)  # logos and dropped PNGs decoded
     exports: Limit = Limit(per_window=3, window_s=600.0, at_once=1)  # a reused, unchanged ZIP does not count
     stickers: Limit = Limit(per_window=10, window_s=60.0, at_once=1)
+    # Each like and report is a row kept for good, and a fresh cookie (a browser row too) costs nothing: a person
+    # browsing the gallery likes far fewer than this.
+    likes: Limit = Limit(per_window=60, window_s=600.0)
+    reports: Limit = Limit(per_window=10, window_s=600.0)
 
 
 class Limiters:
@@ -183,3 +187,5 @@ class Limiters:
         self.pictures = KeyedLimit(limits.pictures, clock=clock)
         self.exports = KeyedLimit(limits.exports, clock=clock)
         self.stickers = KeyedLimit(limits.stickers, clock=clock)
+        self.likes = KeyedLimit(limits.likes, clock=clock)
+        self.reports = KeyedLimit(limits.reports, clock=clock)
