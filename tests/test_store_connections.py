@@ -279,26 +279,31 @@ def test_a_database_that_takes_the_connection_but_never_answers_is_refused_with_
 def test_the_urls_own_connection_settings_win_over_the_stores_limits() -> None:
     limited = open_database("postgresql://mascot@127.0.0.1/mascots")
     assert limited.connect_params["connect_timeout"] == POSTGRES_LIMITS["connect_timeout"]
-    assert "statement_timeout=60s" in limited.connect_params["options"]
-    own = open_database("postgresql://mascot@127.0.0.1/mascots?connect_timeout=3&options=-c%20statement_timeout%3D5s")
+    assert "options" not in limited.connect_params  # PgBouncer and other poolers refuse startup options
+    own = open_database("postgresql://mascot@127.0.0.1/mascots?connect_timeout=3")
     assert own.connect_params["connect_timeout"] == 3
-    # Both, the URL's last: the server takes them in turn, so its own statement limit wins.
-    assert own.connect_params["options"] == f"{POSTGRES_LIMITS['options']} -c statement_timeout=5s"
 
 
 @needs_postgres
 def test_a_store_statement_is_limited_and_a_migration_is_not(named_url: tuple[str, str], tmp_path: Path) -> None:
     url, _ = named_url
     store = MascotStore(url, tmp_path / "images")  # migrated on open: a migration's statements have no limit
+    assert "options=" in url  # the test schema's search_path: a statement limit of the URL's own goes beside it
+    own = MascotStore(url.replace("options=", "options=-cstatement_timeout%3D5s%20"), tmp_path / "images")
     try:
         with lent_connection(store.database):
             assert store.database.execute_sql("SHOW statement_timeout").fetchone() == ("1min",)
+            assert store.database.execute_sql("SHOW idle_in_transaction_session_timeout").fetchone() == ("5min",)
             with store.database.atomic():
                 _lock_for_migration(store.database)
                 assert store.database.execute_sql("SHOW statement_timeout").fetchone() == ("0",)
             assert store.database.execute_sql("SHOW statement_timeout").fetchone() == ("1min",)
+        with lent_connection(own.database):  # the URL's own limit wins
+            assert own.database.execute_sql("SHOW statement_timeout").fetchone() == ("5s",)
+            assert own.database.execute_sql("SHOW idle_in_transaction_session_timeout").fetchone() == ("5min",)
     finally:
         store.close()
+        own.close()
 
 
 def test_a_pool_needs_a_connection_and_a_wait() -> None:
