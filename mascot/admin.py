@@ -49,6 +49,10 @@ DONE = {
     "restore": "Restored {public_id}: its reports are cleared and it shows as its owner set it.",
     "delete": "Deleted {public_id}: its image, thumbnail, likes, reports and downloads are gone.",
 }
+NO_DOWNLOADS = (
+    "There is no downloads folder at {folder}: if the app keeps its data elsewhere, a sticker or ZIP of this mascot "
+    "stays there until it is an hour old. Pass the app's --data-dir to remove them too."
+)
 NO_WORDS_FILE = (
     "`blocked` needs the blocked-words file: pass --blocked-words PATH before the command, or set "
     "MASCOT_BLOCKED_WORDS, as the app is given it."
@@ -231,6 +235,8 @@ def act(store: MascotStore, command: str, public_id: str, downloads: DownloadFol
         if made_by is not None:  # its sticker, and its owner's ZIPs (which hold its picture), as the owner's delete
             downloads.forget_sticker(public_id)
             downloads.forget_exports(made_by)
+            if not downloads.root.is_dir():  # on PostgreSQL the data folder is not needed to find the database
+                print(NO_DOWNLOADS.format(folder=downloads.root), file=sys.stderr)
         return made_by is not None
 
     actions: dict[str, Callable[[str], bool]] = {

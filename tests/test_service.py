@@ -634,8 +634,8 @@ def test_a_phone_whose_first_browser_follows_another_makes_links_to_what_it_show
 
     assert site.service.owner(who("stranger")) == owner("harry")
     assert [entry.prompt for entry in site.store.history(site.service.owner(who("stranger")))] == ["harry's otter"]
-    # Harry shows Gail's mascots now: the stranger is the one other device.
-    assert site.service.other_devices(who("phone")).startswith("Your mascots are also shown on 1 other device.")
+    # The stranger, and Harry, who shows Gail's mascots now but takes his own back when he stops.
+    assert site.service.other_devices(who("phone")).startswith("Your mascots are also shown on 2 other devices.")
 
 
 def test_open_links_are_listed_and_revoked_and_a_revoked_link_opens_nothing(site: Site) -> None:

@@ -123,16 +123,14 @@ class DeviceBook:
 
     def other_devices(self, token_hash: str) -> int:
         """How many other browsers show the same mascots as this one: the browser row's keys, less this browser's
-        own, plus the row's first browser when this one is not it and it has not since opened another's link (its
-        own mascots kept apart there, it shows that other browser's)."""
+        own, plus the row's first browser when this one is not it. (Both come to the number of keys.) The first
+        browser counts even while it shows another's mascots: it kept these apart, and takes them back when it stops
+        showing those (stop_here)."""
         row = self._row_of(token_hash)
         if row is None:
             return 0
-        key, browser = self.tables.browser_key, self.tables.browser
-        keys = key.select().where(key.browser == row).where(key.token_hash != token_hash).count()
-        first = browser.select(browser.owner_hash).where(browser.id == row).scalar()
-        first_shows_it = first != token_hash and not key.select().where(key.token_hash == first).exists()
-        return keys + int(first_shows_it)
+        key = self.tables.browser_key
+        return key.select().where(key.browser == row).count()
 
     def disconnect_others(self, token_hash: str, now: datetime, likes_per_network: int) -> Disconnection:
         """Only this browser shows its mascots from now on. The keys of the others go; when this browser is itself

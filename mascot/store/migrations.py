@@ -310,8 +310,8 @@ def schema_version(tables: Tables) -> int:
 
 def _lock_for_migration(db: peewee.Database) -> None:
     """Let one process at a time migrate. SQLite's write transactions already begin IMMEDIATE (see open_database).
-    On PostgreSQL without the store's statement limit (schema.SESSION_LIMITS), for this transaction only: a
-    migration may rewrite a large table, and a process may wait here for another's migration."""
+    On PostgreSQL without a statement limit the operator set (on the role, or in the URL's options), for this
+    transaction only: a migration may rewrite a large table, and a process may wait here for another's migration."""
     if isinstance(db, peewee.PostgresqlDatabase):
         db.execute_sql("SET LOCAL statement_timeout = 0")
         db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (POSTGRES_MIGRATION_LOCK,))

@@ -360,7 +360,10 @@ POOL_WAIT_S = 30.0
 POOL_RECYCLE_S = 600
 # Without limits, a server that accepts the connection but never answers (overloaded, or behind a proxy whose far
 # side is gone) holds a store call's thread for good: a person's click, the health check, the worker's saves. libpq's
-# own settings, each given way to by the same one in the database URL:
+# own settings, client-side (a pooler such as PgBouncer never sees them), each given way to by the same one in the
+# database URL. Server-side limits (statement_timeout) are the operator's, on the role or in the URL's options: sent
+# or set from here they would be refused by poolers, override the role's and PGOPTIONS, or leak to other clients'
+# server connections under transaction pooling (docs/deploying.md).
 POSTGRES_LIMITS: dict[str, object] = {
     "connect_timeout": 10,  # seconds to connect
     # A peer gone mid-query (its machine down, the network cut) is found in about a minute instead of never.
@@ -369,27 +372,6 @@ POSTGRES_LIMITS: dict[str, object] = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
 }
-# And the server's, set on each new connection (not as startup options, which PgBouncer and other poolers refuse),
-# each unless the URL's `options` set it: a statement may run for a minute (a store call takes milliseconds;
-# migrations lift it), and a transaction left open by a stuck thread is ended after five, its locks with it.
-SESSION_LIMITS = {"statement_timeout": "60s", "idle_in_transaction_session_timeout": "300s"}
-
-
-def limited_connection(url_options: str) -> type:
-    """A psycopg2 connection class that sets SESSION_LIMITS (those `url_options` leave unset) once connected."""
-    import psycopg2.extensions  # only PostgreSQL runs need the driver
-
-    settings = {name: value for name, value in SESSION_LIMITS.items() if name not in url_options}
-
-    class LimitedConnection(psycopg2.extensions.connection):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            if settings:
-                with self.cursor() as cursor:
-                    cursor.execute("; ".join(f"SET {name} = %s" for name in settings), tuple(settings.values()))
-                self.commit()  # a SET rolled back with the transaction that made it would be undone
-
-    return LimitedConnection
 
 
 def open_database(
@@ -410,9 +392,7 @@ def open_database(
     if scheme in {"postgresql", "postgres"}:
         if max_connections < 1 or not pool_wait_s > 0:  # peewee's pool would wait forever for a wait of 0
             raise ValueError(f"A pool needs a connection and a wait (got {max_connections} and {pool_wait_s} s).")
-        given = parse(database_url)
-        connection_class = limited_connection(str(given.get("options", "")))
-        connection = {**POSTGRES_LIMITS, **given, "connection_factory": connection_class}
+        connection = {**POSTGRES_LIMITS, **parse(database_url)}
         return RecheckingPool(
             max_connections=max_connections, stale_timeout=POOL_RECYCLE_S, timeout=pool_wait_s, **connection
         )

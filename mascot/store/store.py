@@ -190,9 +190,9 @@ class MascotStore:
         """Write the images and thumbnails, then their rows and today's quota counts in one transaction.
 
         On failure the files written are removed, unless the commit itself failed: its rows may have been committed
-        all the same (the connection lost while the server's answer was on its way), and files no row claims are
-        removed by the next sweep anyway. The images count against the quota of `now`'s UTC day, the browser's and,
-        with `address_hash`, its network's.
+        all the same (the connection lost while the server's answer was on its way); files no row claims are
+        removed by the sweep at the store's next start, once an hour old. The images count against the quota of
+        `now`'s UTC day, the browser's and, with `address_hash`, its network's.
         """
         require_owner_hash(owner_hash)
         require_address_hash(address_hash)
