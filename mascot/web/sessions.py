@@ -125,8 +125,7 @@ class SessionBindingMiddleware:
                 return
         elif (event_id := event_named(method, path)) is not None:
             # Strict: Gradio's client hands out these ids only in answers that passed here, each bound below.
-            token = self._token(scope)
-            if token is None or not self.events.holds(event_id, token):
+            if not self._was_given(event_id, self._token(scope)):
                 await refuse(send, 403, FOREIGN_EVENT)
                 return
         elif method == "GET" and (beat := HEARTBEAT.match(path)) is not None:
@@ -148,7 +147,10 @@ class SessionBindingMiddleware:
             if not self._session_allowed(path, session_hash, token):
                 await refuse(send, 403, FOREIGN)
                 return
-            if path == CANCEL_PATH and not self._may_cancel(fields.string("event_id"), token):
+            # Gradio's /cancel ends the event it names whatever session the body names (its stream closed, its job
+            # dropped from the queue). Without an id Gradio refuses it itself.
+            cancelled = fields.string("event_id") if path == CANCEL_PATH else None
+            if cancelled is not None and not self._was_given(cancelled, token):
                 await refuse(send, 403, FOREIGN_EVENT)
                 return
             receive = replaying(body, receive)
@@ -171,10 +173,10 @@ class SessionBindingMiddleware:
             return self.owners.allows(session_hash, token)
         return token is not None and self.owners.allows(session_hash, token)  # bound once Gradio takes it (_bind)
 
-    def _may_cancel(self, event_id: str | None, token: str | None) -> bool:
-        """Gradio's /cancel ends the event it names whatever session the body names (its stream closed, its job
-        dropped from the queue): only the browser given that event id may. Without an id Gradio refuses it itself."""
-        return event_id is None or (token is not None and self.events.holds(event_id, token))
+    def _was_given(self, event_id: str, token: str | None) -> bool:
+        """Whether the browser `token` was given the event id (by a join or a /call/ that passed here): only it may
+        read, close or cancel the event."""
+        return token is not None and self.events.holds(event_id, token)
 
     def _token(self, scope: Scope) -> str | None:
         return self.token_of(request_cookies(scope))
